@@ -1,0 +1,460 @@
+//! `trit bench` / `llama-bench`: prompt-processing (ppN) and generation (tgN) speed, printed
+//! as llama-bench's markdown table, JSON or CSV.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use trit_llama::{Batch, Context, ContextParams, Model, ModelParams, Token};
+
+use crate::args::{self, flag, Flag};
+use crate::common;
+
+const FLAGS: &[Flag] = &[
+    flag(
+        &["-m", "--model"],
+        Some("FNAME"),
+        "model path(s), comma-separated or repeated",
+    ),
+    flag(
+        &["-p", "--n-prompt"],
+        Some("N"),
+        "prompt lengths to test (default: 512)",
+    ),
+    flag(
+        &["-n", "--n-gen"],
+        Some("N"),
+        "generation lengths to test (default: 128)",
+    ),
+    flag(
+        &["-b", "--batch-size"],
+        Some("N"),
+        "logical batch size (default: 2048)",
+    ),
+    flag(
+        &["-ub", "--ubatch-size"],
+        Some("N"),
+        "physical batch size (default: 512)",
+    ),
+    flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
+    flag(
+        &["-ngl", "--n-gpu-layers"],
+        Some("N"),
+        "layers to offload (default: 99)",
+    ),
+    flag(
+        &["-fa", "--flash-attn"],
+        Some("0|1"),
+        "flash attention (default: 0)",
+    ),
+    flag(
+        &["-r", "--repetitions"],
+        Some("N"),
+        "repetitions of each test (default: 5)",
+    ),
+    flag(
+        &["-o", "--output"],
+        Some("md|json|csv"),
+        "output format (default: md)",
+    ),
+    flag(&["--no-warmup"], None, "skip the warm-up run"),
+    flag(&["-v", "--verbose"], None, "show llama.cpp's log"),
+];
+
+const ABOUT: &str = "trit bench (llama-bench): measure prompt processing and generation speed";
+
+#[derive(Serialize)]
+struct Record {
+    build_commit: String,
+    build_number: u32,
+    cpu_info: String,
+    gpu_info: String,
+    backends: String,
+    model_filename: String,
+    model_type: String,
+    model_size: u64,
+    model_n_params: u64,
+    n_batch: u32,
+    n_ubatch: u32,
+    n_threads: i32,
+    n_gpu_layers: i32,
+    flash_attn: bool,
+    n_prompt: usize,
+    n_gen: usize,
+    test_time: String,
+    avg_ns: u64,
+    stddev_ns: u64,
+    avg_ts: f64,
+    stddev_ts: f64,
+    samples_ns: Vec<u64>,
+    samples_ts: Vec<f64>,
+}
+
+pub fn main(prog: &str, argv: &[String]) -> Result<()> {
+    let p = match args::parse(prog, FLAGS, argv) {
+        Err(args::ArgError::Help) => {
+            print!("{}", args::help_text(prog, ABOUT, FLAGS));
+            return Ok(());
+        }
+        r => r?,
+    };
+    trit_llama::log::set_verbose(p.has("-v"));
+    let models: Vec<String> = p.list("-m", &[])?;
+    if models.is_empty() {
+        bail!("error: -m is required\n{}", args::usage_line(prog, FLAGS));
+    }
+    let prompts: Vec<usize> = p.list("-p", &[512])?;
+    let gens: Vec<usize> = p.list("-n", &[128])?;
+    let threads: Vec<i32> = p.list("-t", &[trit_llama::ContextParams::default().n_threads])?;
+    let ngls: Vec<String> = p.list("-ngl", &["99".to_string()])?;
+    let n_batch: u32 = p.get("-b", 2048)?;
+    let n_ubatch: u32 = p.get("-ub", 512)?;
+    let reps: usize = p.get("-r", 5)?;
+    let flash_attn = matches!(p.str("-fa"), Some("1" | "on" | "true"));
+    let format = p.str("-o").unwrap_or("md").to_string();
+    if !["md", "json", "csv"].contains(&format.as_str()) {
+        bail!("error: -o must be md, json or csv");
+    }
+    if reps == 0 {
+        bail!("error: -r must be at least 1");
+    }
+    let warmup = !p.has("--no-warmup");
+
+    let mut records = Vec::new();
+    let mut md_header_done = false;
+    for path in &models {
+        for ngl in &ngls {
+            let ngl = common::parse_ngl(ngl)?;
+            common::preflight(std::path::Path::new(path))?;
+            let model = Model::load(
+                std::path::Path::new(path),
+                &ModelParams {
+                    n_gpu_layers: ngl,
+                    ..Default::default()
+                },
+            )?;
+            let mut tests: Vec<(usize, usize)> = prompts
+                .iter()
+                .filter(|&&n| n > 0)
+                .map(|&n| (n, 0))
+                .collect();
+            tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
+            for &t in &threads {
+                for &(n_prompt, n_gen) in &tests {
+                    let cp = ContextParams {
+                        n_ctx: (n_prompt + n_gen).max(1) as u32,
+                        n_batch,
+                        n_ubatch,
+                        n_threads: t,
+                        n_threads_batch: t,
+                        flash_attn: Some(flash_attn),
+                        n_seq_max: 1,
+                    };
+                    let rec = run_test(&model, path, &cp, ngl, n_prompt, n_gen, reps, warmup)?;
+                    if format == "md" {
+                        if !md_header_done {
+                            print_md_header();
+                            md_header_done = true;
+                        }
+                        print_md_row(&rec);
+                    }
+                    records.push(rec);
+                }
+            }
+        }
+    }
+    match format.as_str() {
+        "md" => println!(
+            "\nbuild: trit {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            trit_sys::LLAMA_CPP_PIN
+        ),
+        "json" => println!("{}", serde_json::to_string_pretty(&records)?),
+        _ => print_csv(&records)?,
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_test(
+    model: &Model,
+    path: &str,
+    cp: &ContextParams,
+    ngl: i32,
+    n_prompt: usize,
+    n_gen: usize,
+    reps: usize,
+    warmup: bool,
+) -> Result<Record> {
+    let mut ctx = Context::new(model, cp)?;
+    let mut rng = SplitMix(0x5eed_1234);
+    if warmup {
+        if n_prompt > 0 {
+            prompt_pass(&mut ctx, model, n_prompt, &mut rng)?;
+        }
+        if n_gen > 0 {
+            ctx.clear_memory();
+            gen_pass(&mut ctx, model, 1, &mut rng)?;
+        }
+    }
+    let mut samples_ns = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        ctx.clear_memory();
+        let t0 = Instant::now();
+        if n_prompt > 0 {
+            prompt_pass(&mut ctx, model, n_prompt, &mut rng)?;
+        }
+        if n_gen > 0 {
+            gen_pass(&mut ctx, model, n_gen, &mut rng)?;
+        }
+        samples_ns.push(t0.elapsed().as_nanos() as u64);
+    }
+    let n_tokens = (n_prompt + n_gen) as f64;
+    let samples_ts: Vec<f64> = samples_ns
+        .iter()
+        .map(|&ns| 1e9 * n_tokens / ns as f64)
+        .collect();
+    let (avg_ns, sd_ns) = mean_sd(&samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    let (avg_ts, sd_ts) = mean_sd(&samples_ts);
+    Ok(Record {
+        build_commit: format!("trit-{}", env!("CARGO_PKG_VERSION")),
+        build_number: 0,
+        cpu_info: cpu_name(),
+        gpu_info: String::new(),
+        backends: "CPU".into(),
+        model_filename: path.to_string(),
+        model_type: model.desc(),
+        model_size: model.size(),
+        model_n_params: model.n_params(),
+        n_batch: cp.n_batch,
+        n_ubatch: cp.n_ubatch,
+        n_threads: cp.n_threads,
+        n_gpu_layers: ngl,
+        flash_attn: cp.flash_attn == Some(true),
+        n_prompt,
+        n_gen,
+        test_time: now_rfc3339(),
+        avg_ns: avg_ns as u64,
+        stddev_ns: sd_ns as u64,
+        avg_ts,
+        stddev_ts: sd_ts,
+        samples_ns,
+        samples_ts,
+    })
+}
+
+fn prompt_pass(ctx: &mut Context<'_>, model: &Model, n: usize, rng: &mut SplitMix) -> Result<()> {
+    let n_vocab = model.n_vocab() as u64;
+    let mut tokens: Vec<Token> = (0..n).map(|_| (rng.next() % n_vocab) as Token).collect();
+    tokens[0] = model.bos();
+    let n_batch = ctx.n_batch() as usize;
+    let mut batch = Batch::new(n_batch);
+    for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
+        batch.clear();
+        for (i, &t) in chunk.iter().enumerate() {
+            batch.push(t, (ci * n_batch + i) as i32, 0, i + 1 == chunk.len())?;
+        }
+        ctx.decode(&batch)?;
+    }
+    Ok(())
+}
+
+fn gen_pass(ctx: &mut Context<'_>, model: &Model, n: usize, rng: &mut SplitMix) -> Result<()> {
+    let n_vocab = model.n_vocab() as u64;
+    let mut batch = Batch::new(1);
+    let mut t = model.bos();
+    // Continue after whatever the prompt pass left (pos 0 when it did not run).
+    let start = ctx_pos(ctx);
+    for i in 0..n {
+        batch.clear();
+        batch.push(t, start + i as i32, 0, true)?;
+        ctx.decode(&batch)?;
+        t = (rng.next() % n_vocab) as Token;
+    }
+    Ok(())
+}
+
+fn ctx_pos(ctx: &Context<'_>) -> i32 {
+    ctx.pos_max(0) + 1
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+const MD_COLS: [(&str, usize, bool); 7] = [
+    ("model", 30, false),
+    ("size", 10, true),
+    ("params", 10, true),
+    ("backend", 10, false),
+    ("threads", 7, true),
+    ("test", 15, true),
+    ("t/s", 20, true),
+];
+
+fn md_line(cells: &[String]) -> String {
+    let mut s = String::from("|");
+    for ((_, w, right), c) in MD_COLS.iter().zip(cells) {
+        if *right {
+            s.push_str(&format!(" {c:>w$} |"));
+        } else {
+            s.push_str(&format!(" {c:<w$} |"));
+        }
+    }
+    s
+}
+
+fn print_md_header() {
+    println!(
+        "{}",
+        md_line(
+            &MD_COLS
+                .iter()
+                .map(|(n, _, _)| n.to_string())
+                .collect::<Vec<_>>()
+        )
+    );
+    let mut s = String::from("|");
+    for (_, w, right) in MD_COLS {
+        if right {
+            s.push_str(&format!(" {}: |", "-".repeat(w - 1)));
+        } else {
+            s.push_str(&format!(" {} |", "-".repeat(w)));
+        }
+    }
+    println!("{s}");
+}
+
+fn print_md_row(r: &Record) {
+    let size = format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64);
+    let params = if r.model_n_params >= 1_000_000_000 {
+        format!("{:.2} B", r.model_n_params as f64 / 1e9)
+    } else {
+        format!("{:.2} M", r.model_n_params as f64 / 1e6)
+    };
+    let test = match (r.n_prompt, r.n_gen) {
+        (p, 0) => format!("pp{p}"),
+        (0, g) => format!("tg{g}"),
+        (p, g) => format!("pp{p}+tg{g}"),
+    };
+    let ts = format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts);
+    println!(
+        "{}",
+        md_line(&[
+            r.model_type.clone(),
+            size,
+            params,
+            r.backends.clone(),
+            r.n_threads.to_string(),
+            test,
+            ts
+        ])
+    );
+}
+
+fn print_csv(records: &[Record]) -> Result<()> {
+    println!("build_commit,build_number,cpu_info,gpu_info,backends,model_filename,model_type,model_size,model_n_params,n_batch,n_ubatch,n_threads,n_gpu_layers,flash_attn,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts");
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    for r in records {
+        println!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6}",
+            q(&r.build_commit),
+            r.build_number,
+            q(&r.cpu_info),
+            q(&r.gpu_info),
+            q(&r.backends),
+            q(&r.model_filename),
+            q(&r.model_type),
+            r.model_size,
+            r.model_n_params,
+            r.n_batch,
+            r.n_ubatch,
+            r.n_threads,
+            r.n_gpu_layers,
+            r.flash_attn as u8,
+            r.n_prompt,
+            r.n_gen,
+            q(&r.test_time),
+            r.avg_ns,
+            r.stddev_ns,
+            r.avg_ts,
+            r.stddev_ts
+        );
+    }
+    Ok(())
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A small deterministic generator for benchmark tokens.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_417), (2025, 11, 25));
+    }
+
+    #[test]
+    fn mean_and_sample_sd() {
+        let (m, s) = super::mean_sd(&[1.0, 2.0, 3.0]);
+        assert_eq!(m, 2.0);
+        assert!((s - 1.0).abs() < 1e-12);
+    }
+}

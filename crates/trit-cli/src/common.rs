@@ -1,0 +1,197 @@
+//! Flags shared by the commands that load a model (llama.cpp's common parameters).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use trit_llama::{Context, ContextParams, LoraAdapter, Model, ModelParams};
+
+use crate::args::{flag, ArgError, Flag, Parsed};
+
+pub const MODEL_FLAGS: &[Flag] = &[
+    flag(&["-m", "--model"], Some("FNAME"), "model path (GGUF)"),
+    flag(
+        &["-t", "--threads"],
+        Some("N"),
+        "threads for generation (default: cores)",
+    ),
+    flag(
+        &["-tb", "--threads-batch"],
+        Some("N"),
+        "threads for batch processing (default: = -t)",
+    ),
+    flag(
+        &["-ngl", "--gpu-layers", "--n-gpu-layers"],
+        Some("N"),
+        "layers to offload to GPU: number, 'auto' or 'all' (default: auto)",
+    ),
+    flag(
+        &["-fa", "--flash-attn"],
+        Some("on|off|auto"),
+        "flash attention (default: auto)",
+    ),
+    flag(&["--no-mmap"], None, "do not memory-map the model"),
+    flag(
+        &["--lora"],
+        Some("FNAME"),
+        "LoRA adapter (comma-separated for several)",
+    ),
+    flag(
+        &["--lora-scaled"],
+        Some("FNAME:SCALE,..."),
+        "LoRA adapter with a user scale",
+    ),
+    flag(
+        &["-v", "--verbose", "--log-verbose"],
+        None,
+        "show llama.cpp's log",
+    ),
+];
+
+pub const CONTEXT_FLAGS: &[Flag] = &[
+    flag(
+        &["-c", "--ctx-size"],
+        Some("N"),
+        "context size (default: 0 = from model)",
+    ),
+    flag(
+        &["-b", "--batch-size"],
+        Some("N"),
+        "logical batch size (default: 2048)",
+    ),
+    flag(
+        &["-ub", "--ubatch-size"],
+        Some("N"),
+        "physical batch size (default: 512)",
+    ),
+];
+
+/// Join flag tables into one list for a command.
+pub fn flags(parts: &[&[Flag]]) -> Vec<Flag> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|f| Flag {
+            names: f.names,
+            value: f.value,
+            help: f.help,
+        })
+        .collect()
+}
+
+pub fn parse_ngl(v: &str) -> Result<i32, ArgError> {
+    match v {
+        "auto" => Ok(-1),
+        "all" => Ok(-2),
+        _ => v
+            .parse()
+            .map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for -ngl"))),
+    }
+}
+
+pub fn model_params(p: &Parsed) -> Result<ModelParams, ArgError> {
+    let n_gpu_layers = match p.str("-ngl") {
+        Some(v) => parse_ngl(v)?,
+        None => -1,
+    };
+    Ok(ModelParams {
+        n_gpu_layers,
+        use_mmap: !p.has("--no-mmap"),
+        vocab_only: false,
+    })
+}
+
+pub fn context_params(p: &Parsed, default_ctx: u32) -> Result<ContextParams, ArgError> {
+    let d = ContextParams::default();
+    let n_threads = p.get("-t", d.n_threads)?;
+    let flash_attn = match p.str("-fa") {
+        None | Some("auto") => None,
+        Some("on" | "1" | "true") => Some(true),
+        Some("off" | "0" | "false") => Some(false),
+        Some(v) => {
+            return Err(ArgError::Usage(format!(
+                "error: invalid value '{v}' for -fa (on, off, auto)"
+            )))
+        }
+    };
+    Ok(ContextParams {
+        n_ctx: p.get("-c", default_ctx)?,
+        n_batch: p.get("-b", d.n_batch)?,
+        n_ubatch: p.get("-ub", d.n_ubatch)?,
+        n_threads,
+        n_threads_batch: p.get("-tb", n_threads)?,
+        flash_attn,
+        n_seq_max: 1,
+    })
+}
+
+/// LoRA adapters requested with `--lora` and `--lora-scaled`, in order.
+pub fn lora_requests(p: &Parsed) -> Result<Vec<(PathBuf, f32)>, ArgError> {
+    let mut out = Vec::new();
+    for v in p.all("--lora") {
+        out.extend(
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| (PathBuf::from(s), 1.0)),
+        );
+    }
+    for v in p.all("--lora-scaled") {
+        for item in v.split(',').filter(|s| !s.is_empty()) {
+            let (path, scale) = item.rsplit_once(':').ok_or_else(|| {
+                ArgError::Usage("error: --lora-scaled format: FNAME:SCALE".into())
+            })?;
+            let scale: f32 = scale.parse().map_err(|_| {
+                ArgError::Usage(format!("error: invalid scale '{scale}' in --lora-scaled"))
+            })?;
+            out.push((PathBuf::from(path), scale));
+        }
+    }
+    Ok(out)
+}
+
+pub fn load_model(p: &Parsed) -> Result<Model> {
+    trit_llama::log::set_verbose(p.has("-v"));
+    let path = Path::new(p.required("-m")?);
+    preflight(path)?;
+    Ok(Model::load(path, &model_params(p)?)?)
+}
+
+/// Check the file with trit's own GGUF reader first: a truncated or corrupt file gets an
+/// error that names the file and the tensor, before llama.cpp sees it.
+pub fn preflight(path: &Path) -> Result<()> {
+    if !path.is_file() {
+        bail!("{}: no such model file", path.display());
+    }
+    trit_gguf::GgufFile::open(path)
+        .with_context(|| format!("{}: not a loadable GGUF model", path.display()))?;
+    Ok(())
+}
+
+/// Create a context and apply the requested adapters.
+pub fn new_context<'m>(
+    model: &'m Model,
+    params: &ContextParams,
+    loras: &'m [LoraAdapter<'m>],
+    scales: &[f32],
+) -> Result<Context<'m>> {
+    let mut ctx = Context::new(model, params)?;
+    if !loras.is_empty() {
+        let pairs: Vec<(&LoraAdapter<'m>, f32)> =
+            loras.iter().zip(scales.iter().copied()).collect();
+        ctx.set_adapters(&pairs)?;
+    }
+    Ok(ctx)
+}
+
+/// Load the adapters the flags name (they live as long as the model).
+pub fn load_adapters<'m>(
+    model: &'m Model,
+    reqs: &[(PathBuf, f32)],
+) -> Result<(Vec<LoraAdapter<'m>>, Vec<f32>)> {
+    let mut adapters = Vec::new();
+    let mut scales = Vec::new();
+    for (path, scale) in reqs {
+        adapters.push(LoraAdapter::load(model, path)?);
+        scales.push(*scale);
+    }
+    Ok((adapters, scales))
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing trit needs on a fresh Debian/Ubuntu machine, then
+# checks the Rust toolchain. Safe to run again. Without root it prints the apt command.
+set -euo pipefail
+
+APT_PACKAGES=(cmake g++ patch pkg-config libclang-dev clang python3)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: please run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+command -v cargo >/dev/null || { echo "setup: install Rust first: https://rustup.rs (cargo 1.85 or newer)" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+echo "setup: ok ($(cargo --version), $(cmake --version | head -1))"
