@@ -10,10 +10,7 @@ const PIN_VERSION: &str = "0.1.161";
 
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root");
+    let workspace = manifest_dir.join("../..").canonicalize().expect("workspace root");
     let patches_dir = workspace.join("vendor/patches");
     let out = PathBuf::from(env("OUT_DIR"));
 
@@ -28,9 +25,7 @@ fn main() {
     let patches = list_patches(&patches_dir);
     prepare_patched_copy(&pristine, &src, &patches);
 
-    let native = std::env::var("TRIT_NATIVE")
-        .map(|v| v != "0" && v != "OFF")
-        .unwrap_or(true);
+    let native = std::env::var("TRIT_NATIVE").map(|v| v != "0" && v != "OFF").unwrap_or(true);
     let mut cfg = cmake::Config::new(&src);
     cfg.profile("Release")
         .define("BUILD_SHARED_LIBS", "OFF")
@@ -56,10 +51,7 @@ fn main() {
     for lib in ["llama", "ggml", "ggml-cpu", "ggml-base"] {
         let found = find_static_lib(&build_dir, lib)
             .unwrap_or_else(|| panic!("built lib{lib}.a not found under {}", build_dir.display()));
-        println!(
-            "cargo:rustc-link-search=native={}",
-            found.parent().unwrap().display()
-        );
+        println!("cargo:rustc-link-search=native={}", found.parent().unwrap().display());
     }
     // Order matters for static linking: dependents first.
     for lib in ["llama", "ggml", "ggml-cpu", "ggml-base"] {
@@ -102,18 +94,13 @@ fn locate_pinned_source(workspace: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("{PIN_CRATE} {PIN_VERSION} is not in the dependency graph"));
     let manifest = PathBuf::from(pkg["manifest_path"].as_str().expect("manifest_path"));
     let dir = manifest.parent().unwrap().join("llama.cpp");
-    assert!(
-        dir.join("CMakeLists.txt").exists(),
-        "{} has no llama.cpp source",
-        dir.display()
-    );
+    assert!(dir.join("CMakeLists.txt").exists(), "{} has no llama.cpp source", dir.display());
     dir
 }
 
 fn list_patches(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     v.retain(|p| p.extension().is_some_and(|e| e == "patch"));
     v.sort();
     for p in &v {
@@ -144,11 +131,7 @@ fn prepare_patched_copy(pristine: &Path, dst: &Path, patches: &[PathBuf]) {
             .current_dir(dst)
             .status()
             .expect("running patch (apt install patch)");
-        assert!(
-            status.success(),
-            "patch {} does not apply to the pinned llama.cpp",
-            p.display()
-        );
+        assert!(status.success(), "patch {} does not apply to the pinned llama.cpp", p.display());
     }
     std::fs::write(&stamp_file, stamp).expect("write stamp");
 }
@@ -202,7 +185,5 @@ fn generate_bindings(src: &Path, out: &Path) {
         .layout_tests(false)
         .generate()
         .expect("bindgen on wrapper.h");
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("write bindings");
+    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings");
 }

@@ -13,11 +13,7 @@ pub struct Flag {
     pub help: &'static str,
 }
 
-pub const fn flag(
-    names: &'static [&'static str],
-    value: Option<&'static str>,
-    help: &'static str,
-) -> Flag {
+pub const fn flag(names: &'static [&'static str], value: Option<&'static str>, help: &'static str) -> Flag {
     Flag { names, value, help }
 }
 
@@ -69,10 +65,7 @@ pub fn parse(prog: &str, flags: &[Flag], args: &[String]) -> Result<Parsed, ArgE
             by_name.insert(n, f);
         }
     }
-    let mut out = Parsed {
-        prog: prog.to_string(),
-        ..Default::default()
-    };
+    let mut out = Parsed { prog: prog.to_string(), ..Default::default() };
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -89,22 +82,15 @@ pub fn parse(prog: &str, flags: &[Flag], args: &[String]) -> Result<Parsed, ArgE
             _ => (a.as_str(), None),
         };
         let Some(f) = by_name.get(name) else {
-            return Err(ArgError::Usage(format!(
-                "error: unknown argument: {name}\n{}",
-                usage_line(prog, flags)
-            )));
+            return Err(ArgError::Usage(format!("error: unknown argument: {name}\n{}", usage_line(prog, flags))));
         };
         let value = match (f.value, inline) {
             (None, None) => String::new(),
-            (None, Some(_)) => {
-                return Err(ArgError::Usage(format!("error: {name} takes no value")))
-            }
+            (None, Some(_)) => return Err(ArgError::Usage(format!("error: {name} takes no value"))),
             (Some(_), Some(v)) => v,
             (Some(meta), None) => {
                 let Some(v) = args.get(i) else {
-                    return Err(ArgError::Usage(format!(
-                        "error: {name} expects a value ({meta})"
-                    )));
+                    return Err(ArgError::Usage(format!("error: {name} expects a value ({meta})")));
                 };
                 i += 1;
                 v.clone()
@@ -122,10 +108,7 @@ impl Parsed {
 
     /// The last value given for a flag.
     pub fn str(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .and_then(|v| v.last())
-            .map(String::as_str)
+        self.values.get(name).and_then(|v| v.last()).map(String::as_str)
     }
 
     pub fn all(&self, name: &str) -> &[String] {
@@ -135,27 +118,20 @@ impl Parsed {
     pub fn get<T: FromStr>(&self, name: &str, default: T) -> Result<T, ArgError> {
         match self.str(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| {
-                ArgError::Usage(format!(
-                    "error: invalid value '{v}' for {name} ({})",
-                    self.prog
-                ))
-            }),
+            Some(v) => {
+                v.parse().map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for {name} ({})", self.prog)))
+            }
         }
     }
 
     pub fn opt<T: FromStr>(&self, name: &str) -> Result<Option<T>, ArgError> {
         self.str(name)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for {name}")))
-            })
+            .map(|v| v.parse().map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for {name}"))))
             .transpose()
     }
 
     pub fn required(&self, name: &str) -> Result<&str, ArgError> {
-        self.str(name)
-            .ok_or_else(|| ArgError::Usage(format!("error: {name} is required ({})", self.prog)))
+        self.str(name).ok_or_else(|| ArgError::Usage(format!("error: {name} is required ({})", self.prog)))
     }
 
     /// Comma-separated list values (llama-bench style `-p 128,512`), over all occurrences.
@@ -169,10 +145,7 @@ impl Parsed {
         }
         vals.iter()
             .flat_map(|v| v.split(','))
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for {name}")))
-            })
+            .map(|v| v.parse().map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for {name}"))))
             .collect()
     }
 }
@@ -201,13 +174,8 @@ mod tests {
 
     #[test]
     fn unknown_flag_is_rejected_with_usage() {
-        let e = parse("llama-cli", FLAGS, &s(&["--bogus"]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("unknown argument: --bogus") && e.contains("usage: llama-cli"),
-            "{e}"
-        );
+        let e = parse("llama-cli", FLAGS, &s(&["--bogus"])).unwrap_err().to_string();
+        assert!(e.contains("unknown argument: --bogus") && e.contains("usage: llama-cli"), "{e}");
     }
 
     #[test]

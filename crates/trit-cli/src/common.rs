@@ -9,82 +9,38 @@ use crate::args::{flag, ArgError, Flag, Parsed};
 
 pub const MODEL_FLAGS: &[Flag] = &[
     flag(&["-m", "--model"], Some("FNAME"), "model path (GGUF)"),
-    flag(
-        &["-t", "--threads"],
-        Some("N"),
-        "threads for generation (default: cores)",
-    ),
-    flag(
-        &["-tb", "--threads-batch"],
-        Some("N"),
-        "threads for batch processing (default: = -t)",
-    ),
+    flag(&["-t", "--threads"], Some("N"), "threads for generation (default: cores)"),
+    flag(&["-tb", "--threads-batch"], Some("N"), "threads for batch processing (default: = -t)"),
     flag(
         &["-ngl", "--gpu-layers", "--n-gpu-layers"],
         Some("N"),
         "layers to offload to GPU: number, 'auto' or 'all' (default: auto)",
     ),
-    flag(
-        &["-fa", "--flash-attn"],
-        Some("on|off|auto"),
-        "flash attention (default: auto)",
-    ),
+    flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "flash attention (default: auto)"),
     flag(&["--no-mmap"], None, "do not memory-map the model"),
-    flag(
-        &["--lora"],
-        Some("FNAME"),
-        "LoRA adapter (comma-separated for several)",
-    ),
-    flag(
-        &["--lora-scaled"],
-        Some("FNAME:SCALE,..."),
-        "LoRA adapter with a user scale",
-    ),
-    flag(
-        &["-v", "--verbose", "--log-verbose"],
-        None,
-        "show llama.cpp's log",
-    ),
+    flag(&["--lora"], Some("FNAME"), "LoRA adapter (comma-separated for several)"),
+    flag(&["--lora-scaled"], Some("FNAME:SCALE,..."), "LoRA adapter with a user scale"),
+    flag(&["-v", "--verbose", "--log-verbose"], None, "show llama.cpp's log"),
 ];
 
 pub const CONTEXT_FLAGS: &[Flag] = &[
-    flag(
-        &["-c", "--ctx-size"],
-        Some("N"),
-        "context size (default: 0 = from model)",
-    ),
-    flag(
-        &["-b", "--batch-size"],
-        Some("N"),
-        "logical batch size (default: 2048)",
-    ),
-    flag(
-        &["-ub", "--ubatch-size"],
-        Some("N"),
-        "physical batch size (default: 512)",
-    ),
+    flag(&["-c", "--ctx-size"], Some("N"), "context size (default: 0 = from model)"),
+    flag(&["-b", "--batch-size"], Some("N"), "logical batch size (default: 2048)"),
+    flag(&["-ub", "--ubatch-size"], Some("N"), "physical batch size (default: 512)"),
+    flag(&["-ctk", "--cache-type-k"], Some("TYPE"), "KV cache type for K: f32, f16, q8_0 (default: f16)"),
+    flag(&["-ctv", "--cache-type-v"], Some("TYPE"), "KV cache type for V: f32, f16, q8_0 (default: f16)"),
 ];
 
 /// Join flag tables into one list for a command.
 pub fn flags(parts: &[&[Flag]]) -> Vec<Flag> {
-    parts
-        .iter()
-        .flat_map(|p| p.iter())
-        .map(|f| Flag {
-            names: f.names,
-            value: f.value,
-            help: f.help,
-        })
-        .collect()
+    parts.iter().flat_map(|p| p.iter()).map(|f| Flag { names: f.names, value: f.value, help: f.help }).collect()
 }
 
 pub fn parse_ngl(v: &str) -> Result<i32, ArgError> {
     match v {
         "auto" => Ok(-1),
         "all" => Ok(-2),
-        _ => v
-            .parse()
-            .map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for -ngl"))),
+        _ => v.parse().map_err(|_| ArgError::Usage(format!("error: invalid value '{v}' for -ngl"))),
     }
 }
 
@@ -93,11 +49,7 @@ pub fn model_params(p: &Parsed) -> Result<ModelParams, ArgError> {
         Some(v) => parse_ngl(v)?,
         None => -1,
     };
-    Ok(ModelParams {
-        n_gpu_layers,
-        use_mmap: !p.has("--no-mmap"),
-        vocab_only: false,
-    })
+    Ok(ModelParams { n_gpu_layers, use_mmap: !p.has("--no-mmap"), vocab_only: false })
 }
 
 pub fn context_params(p: &Parsed, default_ctx: u32) -> Result<ContextParams, ArgError> {
@@ -107,11 +59,7 @@ pub fn context_params(p: &Parsed, default_ctx: u32) -> Result<ContextParams, Arg
         None | Some("auto") => None,
         Some("on" | "1" | "true") => Some(true),
         Some("off" | "0" | "false") => Some(false),
-        Some(v) => {
-            return Err(ArgError::Usage(format!(
-                "error: invalid value '{v}' for -fa (on, off, auto)"
-            )))
-        }
+        Some(v) => return Err(ArgError::Usage(format!("error: invalid value '{v}' for -fa (on, off, auto)"))),
     };
     Ok(ContextParams {
         n_ctx: p.get("-c", default_ctx)?,
@@ -121,6 +69,8 @@ pub fn context_params(p: &Parsed, default_ctx: u32) -> Result<ContextParams, Arg
         n_threads_batch: p.get("-tb", n_threads)?,
         flash_attn,
         n_seq_max: 1,
+        cache_type_k: p.get("-ctk", d.cache_type_k)?,
+        cache_type_v: p.get("-ctv", d.cache_type_v)?,
     })
 }
 
@@ -128,20 +78,16 @@ pub fn context_params(p: &Parsed, default_ctx: u32) -> Result<ContextParams, Arg
 pub fn lora_requests(p: &Parsed) -> Result<Vec<(PathBuf, f32)>, ArgError> {
     let mut out = Vec::new();
     for v in p.all("--lora") {
-        out.extend(
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(|s| (PathBuf::from(s), 1.0)),
-        );
+        out.extend(v.split(',').filter(|s| !s.is_empty()).map(|s| (PathBuf::from(s), 1.0)));
     }
     for v in p.all("--lora-scaled") {
         for item in v.split(',').filter(|s| !s.is_empty()) {
-            let (path, scale) = item.rsplit_once(':').ok_or_else(|| {
-                ArgError::Usage("error: --lora-scaled format: FNAME:SCALE".into())
-            })?;
-            let scale: f32 = scale.parse().map_err(|_| {
-                ArgError::Usage(format!("error: invalid scale '{scale}' in --lora-scaled"))
-            })?;
+            let (path, scale) = item
+                .rsplit_once(':')
+                .ok_or_else(|| ArgError::Usage("error: --lora-scaled format: FNAME:SCALE".into()))?;
+            let scale: f32 = scale
+                .parse()
+                .map_err(|_| ArgError::Usage(format!("error: invalid scale '{scale}' in --lora-scaled")))?;
             out.push((PathBuf::from(path), scale));
         }
     }
@@ -161,8 +107,7 @@ pub fn preflight(path: &Path) -> Result<()> {
     if !path.is_file() {
         bail!("{}: no such model file", path.display());
     }
-    trit_gguf::GgufFile::open(path)
-        .with_context(|| format!("{}: not a loadable GGUF model", path.display()))?;
+    trit_gguf::GgufFile::open(path).with_context(|| format!("{}: not a loadable GGUF model", path.display()))?;
     Ok(())
 }
 
@@ -175,18 +120,14 @@ pub fn new_context<'m>(
 ) -> Result<Context<'m>> {
     let mut ctx = Context::new(model, params)?;
     if !loras.is_empty() {
-        let pairs: Vec<(&LoraAdapter<'m>, f32)> =
-            loras.iter().zip(scales.iter().copied()).collect();
+        let pairs: Vec<(&LoraAdapter<'m>, f32)> = loras.iter().zip(scales.iter().copied()).collect();
         ctx.set_adapters(&pairs)?;
     }
     Ok(ctx)
 }
 
 /// Load the adapters the flags name (they live as long as the model).
-pub fn load_adapters<'m>(
-    model: &'m Model,
-    reqs: &[(PathBuf, f32)],
-) -> Result<(Vec<LoraAdapter<'m>>, Vec<f32>)> {
+pub fn load_adapters<'m>(model: &'m Model, reqs: &[(PathBuf, f32)]) -> Result<(Vec<LoraAdapter<'m>>, Vec<f32>)> {
     let mut adapters = Vec::new();
     let mut scales = Vec::new();
     for (path, scale) in reqs {

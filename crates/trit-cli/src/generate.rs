@@ -60,10 +60,7 @@ pub fn generate(
         let bytes = model.token_bytes(t, false);
         emit(&bytes)?;
         text.extend_from_slice(&bytes);
-        if reverse_prompts
-            .iter()
-            .any(|r| !r.is_empty() && text.ends_with(r.as_bytes()))
-        {
+        if reverse_prompts.iter().any(|r| !r.is_empty() && text.ends_with(r.as_bytes())) {
             return Ok((Stop::ReversePrompt, n_past, produced));
         }
         batch.clear();

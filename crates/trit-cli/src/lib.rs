@@ -11,33 +11,17 @@ use anyhow::{bail, Result};
 
 /// (command, llama.cpp name it also answers to, what it does)
 pub const COMMANDS: &[(&str, Option<&str>, &str)] = &[
-    (
-        "run",
-        Some("llama-cli"),
-        "generate text or chat (llama-cli flags)",
-    ),
-    (
-        "bench",
-        Some("llama-bench"),
-        "measure pp/tg speed (llama-bench flags and table)",
-    ),
-    (
-        "perplexity",
-        Some("llama-perplexity"),
-        "perplexity of a text file",
-    ),
-    (
-        "logits",
-        None,
-        "token ids and per-position logits (.npy) of a prompt",
-    ),
+    ("run", Some("llama-cli"), "generate text or chat (llama-cli flags)"),
+    ("bench", Some("llama-bench"), "measure pp/tg speed (llama-bench flags and table)"),
+    ("perplexity", Some("llama-perplexity"), "perplexity of a text file"),
+    ("logits", None, "token ids and per-position logits (.npy) of a prompt"),
     ("info", None, "describe a GGUF model"),
+    ("convert", None, "Hugging Face BitNet checkpoint -> GGUF"),
+    ("synth", None, "random-weight model of the 2B-4T shape, for speed work"),
 ];
 
 pub fn usage() -> String {
-    let mut s = String::from(
-        "usage: trit <command> [flags]   (-h after a command for its flags)\n\ncommands:\n",
-    );
+    let mut s = String::from("usage: trit <command> [flags]   (-h after a command for its flags)\n\ncommands:\n");
     for (name, alias, help) in COMMANDS {
         let alias = alias.map(|a| format!(" (also: {a})")).unwrap_or_default();
         s.push_str(&format!("  {name:<12} {help}{alias}\n"));
@@ -47,10 +31,7 @@ pub fn usage() -> String {
 
 /// Dispatch on the program name (multi-call) or the first argument.
 pub fn dispatch(argv0: &str, args: &[String]) -> Result<()> {
-    let base = std::path::Path::new(argv0)
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let base = std::path::Path::new(argv0).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     for (name, alias, _) in COMMANDS {
         if alias.is_some_and(|a| a == base) {
             return run_command(name, &base, args);
@@ -65,11 +46,7 @@ pub fn dispatch(argv0: &str, args: &[String]) -> Result<()> {
             Ok(())
         }
         "--version" | "version" => {
-            println!(
-                "trit {} ({})",
-                env!("CARGO_PKG_VERSION"),
-                trit_sys::LLAMA_CPP_PIN
-            );
+            println!("trit {} ({})", env!("CARGO_PKG_VERSION"), trit_sys::LLAMA_CPP_PIN);
             Ok(())
         }
         _ => run_command(cmd, &format!("trit {cmd}"), rest),
@@ -83,6 +60,8 @@ fn run_command(cmd: &str, prog: &str, args: &[String]) -> Result<()> {
         "perplexity" => cmd::perplexity::main(prog, args),
         "logits" => cmd::logits::main(prog, args),
         "info" => cmd::info::main(prog, args),
+        "convert" => cmd::convert::convert_main(prog, args),
+        "synth" => cmd::convert::synth_main(prog, args),
         other => bail!("unknown command '{other}'\n{}", usage()),
     }
 }

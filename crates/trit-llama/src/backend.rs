@@ -16,7 +16,5 @@ pub fn init() {
 pub fn system_info() -> String {
     init();
     // SAFETY: returns a pointer to a static, NUL-terminated string owned by llama.cpp.
-    unsafe { CStr::from_ptr(trit_sys::llama_print_system_info()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { CStr::from_ptr(trit_sys::llama_print_system_info()) }.to_string_lossy().into_owned()
 }

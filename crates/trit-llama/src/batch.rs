@@ -30,10 +30,7 @@ impl Batch {
     pub fn push(&mut self, token: Token, pos: i32, seq: i32, logits: bool) -> Result<()> {
         let i = self.len();
         if i >= self.capacity {
-            return Err(Error::Invalid(format!(
-                "batch is full ({} tokens)",
-                self.capacity
-            )));
+            return Err(Error::Invalid(format!("batch is full ({} tokens)", self.capacity)));
         }
         // SAFETY: i < capacity, and llama_batch_init allocated every array for capacity
         // entries (seq_id[i] for one id).

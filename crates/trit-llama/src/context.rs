@@ -14,6 +14,40 @@ pub struct ContextParams {
     /// None = llama.cpp decides (auto).
     pub flash_attn: Option<bool>,
     pub n_seq_max: u32,
+    /// KV cache storage for K and V (`-ctk`, `-ctv`); llama.cpp's default is F16.
+    pub cache_type_k: CacheType,
+    pub cache_type_v: CacheType,
+}
+
+/// KV cache element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheType {
+    F32,
+    #[default]
+    F16,
+    Q8_0,
+}
+
+impl CacheType {
+    fn ggml(self) -> trit_sys::ggml_type {
+        match self {
+            CacheType::F32 => trit_sys::GGML_TYPE_F32,
+            CacheType::F16 => trit_sys::GGML_TYPE_F16,
+            CacheType::Q8_0 => trit_sys::GGML_TYPE_Q8_0,
+        }
+    }
+}
+
+impl std::str::FromStr for CacheType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(CacheType::F32),
+            "f16" => Ok(CacheType::F16),
+            "q8_0" => Ok(CacheType::Q8_0),
+            _ => Err(format!("unsupported KV cache type '{s}' (f32, f16, q8_0)")),
+        }
+    }
 }
 
 impl Default for ContextParams {
@@ -27,15 +61,15 @@ impl Default for ContextParams {
             n_threads_batch: threads,
             flash_attn: None,
             n_seq_max: 1,
+            cache_type_k: CacheType::F16,
+            cache_type_v: CacheType::F16,
         }
     }
 }
 
 /// llama.cpp's default thread count: the number of available cores.
 pub fn default_threads() -> i32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as i32)
-        .unwrap_or(4)
+    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4)
 }
 
 /// Timings llama.cpp kept for a context.
@@ -65,6 +99,8 @@ impl<'m> Context<'m> {
         p.n_threads_batch = params.n_threads_batch;
         p.n_seq_max = params.n_seq_max;
         p.no_perf = false;
+        p.type_k = params.cache_type_k.ggml();
+        p.type_v = params.cache_type_v.ggml();
         p.flash_attn_type = match params.flash_attn {
             None => trit_sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
             Some(true) => trit_sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
@@ -73,8 +109,7 @@ impl<'m> Context<'m> {
         log::take_last_error();
         // SAFETY: the model outlives the context ('m); p is initialised.
         let raw = unsafe { trit_sys::llama_init_from_model(model.as_ptr(), p) };
-        let ptr = NonNull::new(raw)
-            .ok_or_else(|| Error::ContextInit(log::last_error_or("unknown error")))?;
+        let ptr = NonNull::new(raw).ok_or_else(|| Error::ContextInit(log::last_error_or("unknown error")))?;
         Ok(Self { ptr, model })
     }
 
@@ -104,14 +139,8 @@ impl<'m> Context<'m> {
         let code = unsafe { trit_sys::llama_decode(self.as_ptr(), batch.raw()) };
         match code {
             0 => Ok(()),
-            1 => Err(Error::Decode {
-                code,
-                reason: "no room in the KV cache (raise -c)".into(),
-            }),
-            _ => Err(Error::Decode {
-                code,
-                reason: log::last_error_or("see the log"),
-            }),
+            1 => Err(Error::Decode { code, reason: "no room in the KV cache (raise -c)".into() }),
+            _ => Err(Error::Decode { code, reason: log::last_error_or("see the log") }),
         }
     }
 
@@ -136,32 +165,22 @@ impl<'m> Context<'m> {
     /// Remove positions `[p0, p1)` of sequence `seq` from the KV cache (-1 = open end).
     pub fn remove_positions(&mut self, seq: i32, p0: i32, p1: i32) -> bool {
         // SAFETY: valid context and memory handle.
-        unsafe {
-            trit_sys::llama_memory_seq_rm(trit_sys::llama_get_memory(self.as_ptr()), seq, p0, p1)
-        }
+        unsafe { trit_sys::llama_memory_seq_rm(trit_sys::llama_get_memory(self.as_ptr()), seq, p0, p1) }
     }
 
     /// The highest position held for sequence `seq` (-1 when empty).
     pub fn pos_max(&self, seq: i32) -> i32 {
         // SAFETY: valid context and memory handle.
-        unsafe {
-            trit_sys::llama_memory_seq_pos_max(trit_sys::llama_get_memory(self.as_ptr()), seq)
-        }
+        unsafe { trit_sys::llama_memory_seq_pos_max(trit_sys::llama_get_memory(self.as_ptr()), seq) }
     }
 
     /// Apply LoRA adapters with their scales (replacing any set before).
     pub fn set_adapters(&mut self, adapters: &[(&LoraAdapter<'m>, f32)]) -> Result<()> {
-        let mut ptrs: Vec<*mut trit_sys::llama_adapter_lora> =
-            adapters.iter().map(|(a, _)| a.as_ptr()).collect();
+        let mut ptrs: Vec<*mut trit_sys::llama_adapter_lora> = adapters.iter().map(|(a, _)| a.as_ptr()).collect();
         let mut scales: Vec<f32> = adapters.iter().map(|(_, s)| *s).collect();
         // SAFETY: both arrays hold adapters.len() entries; adapters belong to this model.
         let rc = unsafe {
-            trit_sys::llama_set_adapters_lora(
-                self.as_ptr(),
-                ptrs.as_mut_ptr(),
-                ptrs.len(),
-                scales.as_mut_ptr(),
-            )
+            trit_sys::llama_set_adapters_lora(self.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr())
         };
         if rc != 0 {
             return Err(Error::Invalid(format!(

@@ -15,7 +15,7 @@ mod sampler;
 
 pub use backend::{init, system_info};
 pub use batch::Batch;
-pub use context::{Context, ContextParams, PerfData};
+pub use context::{CacheType, Context, ContextParams, PerfData};
 pub use error::{Error, Result};
 pub use lora::LoraAdapter;
 pub use model::{ChatMessage, Model, ModelParams};

@@ -33,11 +33,7 @@ pub(crate) fn install() {
     unsafe { trit_sys::llama_log_set(Some(callback), std::ptr::null_mut()) };
 }
 
-unsafe extern "C" fn callback(
-    level: trit_sys::ggml_log_level,
-    text: *const c_char,
-    _: *mut c_void,
-) {
+unsafe extern "C" fn callback(level: trit_sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
     if text.is_null() {
         return;
     }
@@ -72,7 +68,8 @@ fn handle(level: trit_sys::ggml_log_level, text: &str) {
             tracing::error!(target: "llama.cpp", "{line}");
         }
         trit_sys::GGML_LOG_LEVEL_WARN => tracing::warn!(target: "llama.cpp", "{line}"),
-        _ if VERBOSE.load(Ordering::Relaxed) => tracing::info!(target: "llama.cpp", "{line}"),
+        // -v shows llama.cpp's own log as llama.cpp prints it, whatever TRIT_LOG says.
+        _ if VERBOSE.load(Ordering::Relaxed) => eprintln!("{line}"),
         _ => tracing::debug!(target: "llama.cpp", "{line}"),
     }
 }

@@ -16,22 +16,14 @@ impl<'m> LoraAdapter<'m> {
         let cpath = std::ffi::CString::new(path.to_string_lossy().as_bytes())
             .map_err(|_| Error::Invalid("adapter path contains a NUL byte".into()))?;
         if !path.is_file() {
-            return Err(Error::LoraLoad {
-                path: path.into(),
-                reason: "no such file".into(),
-            });
+            return Err(Error::LoraLoad { path: path.into(), reason: "no such file".into() });
         }
         log::take_last_error();
         // SAFETY: valid model and C string; the adapter lives as long as the model.
         let raw = unsafe { trit_sys::llama_adapter_lora_init(model.as_ptr(), cpath.as_ptr()) };
-        let ptr = NonNull::new(raw).ok_or_else(|| Error::LoraLoad {
-            path: path.into(),
-            reason: log::last_error_or("unknown error"),
-        })?;
-        Ok(Self {
-            ptr,
-            _model: PhantomData,
-        })
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| Error::LoraLoad { path: path.into(), reason: log::last_error_or("unknown error") })?;
+        Ok(Self { ptr, _model: PhantomData })
     }
 
     pub fn as_ptr(&self) -> *mut trit_sys::llama_adapter_lora {

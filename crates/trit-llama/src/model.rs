@@ -16,11 +16,7 @@ pub struct ModelParams {
 
 impl Default for ModelParams {
     fn default() -> Self {
-        Self {
-            n_gpu_layers: -1,
-            use_mmap: true,
-            vocab_only: false,
-        }
+        Self { n_gpu_layers: -1, use_mmap: true, vocab_only: false }
     }
 }
 
@@ -53,10 +49,7 @@ impl Model {
     pub fn load(path: &Path, params: &ModelParams) -> Result<Self> {
         crate::init();
         if !path.is_file() {
-            return Err(Error::ModelLoad {
-                path: path.into(),
-                reason: "no such file".into(),
-            });
+            return Err(Error::ModelLoad { path: path.into(), reason: "no such file".into() });
         }
         let cpath = c_path(path)?;
         // SAFETY: plain struct returned by value.
@@ -69,21 +62,13 @@ impl Model {
         log::take_last_error();
         // SAFETY: cpath is a valid C string for the duration of the call; p is initialised.
         let raw = unsafe { trit_sys::llama_model_load_from_file(cpath.as_ptr(), p) };
-        let ptr = NonNull::new(raw).ok_or_else(|| Error::ModelLoad {
-            path: path.into(),
-            reason: log::last_error_or("unknown error"),
-        })?;
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| Error::ModelLoad { path: path.into(), reason: log::last_error_or("unknown error") })?;
         // SAFETY: ptr is a valid model; the vocab lives as long as the model.
         let vocab = unsafe { trit_sys::llama_model_get_vocab(ptr.as_ptr()) };
-        let vocab = NonNull::new(vocab as *mut _).ok_or_else(|| Error::ModelLoad {
-            path: path.into(),
-            reason: "model has no vocabulary".into(),
-        })?;
-        Ok(Self {
-            ptr,
-            vocab,
-            path: path.into(),
-        })
+        let vocab = NonNull::new(vocab as *mut _)
+            .ok_or_else(|| Error::ModelLoad { path: path.into(), reason: "model has no vocabulary".into() })?;
+        Ok(Self { ptr, vocab, path: path.into() })
     }
 
     pub fn as_ptr(&self) -> *mut trit_sys::llama_model {
@@ -104,9 +89,7 @@ impl Model {
         // SAFETY: buf is writable for its length; llama.cpp NUL-terminates.
         unsafe { trit_sys::llama_model_desc(self.as_ptr(), buf.as_mut_ptr(), buf.len()) };
         // SAFETY: NUL-terminated above.
-        unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
     }
 
     /// Bytes of weights.
@@ -149,20 +132,13 @@ impl Model {
     /// End-of-generation token (EOS, EOT, ...).
     pub fn is_eog(&self, t: Token) -> bool {
         // SAFETY: valid vocab; llama.cpp range-checks nothing here, so check ourselves.
-        (0..self.n_vocab() as Token).contains(&t)
-            && unsafe { trit_sys::llama_vocab_is_eog(self.vocab(), t) }
+        (0..self.n_vocab() as Token).contains(&t) && unsafe { trit_sys::llama_vocab_is_eog(self.vocab(), t) }
     }
 
     /// Tokenise `text`. `add_special` adds BOS/EOS as the model asks; `parse_special`
     /// turns special-token text such as `<|eot_id|>` into its token.
-    pub fn tokenize(
-        &self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-    ) -> Result<Vec<Token>> {
-        let len =
-            i32::try_from(text.len()).map_err(|_| Error::Tokenize("text over 2 GiB".into()))?;
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
+        let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize("text over 2 GiB".into()))?;
         let mut out: Vec<Token> = vec![0; text.len() + 2];
         for _ in 0..2 {
             // SAFETY: text is valid for len bytes; out is writable for out.len() tokens.
@@ -214,10 +190,7 @@ impl Model {
 
     /// Text of a token sequence (lossy UTF-8 only at the very end).
     pub fn detokenize(&self, tokens: &[Token], special: bool) -> String {
-        let bytes: Vec<u8> = tokens
-            .iter()
-            .flat_map(|&t| self.token_bytes(t, special))
-            .collect();
+        let bytes: Vec<u8> = tokens.iter().flat_map(|&t| self.token_bytes(t, special)).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -227,24 +200,14 @@ impl Model {
         let mut buf = vec![0 as c_char; 4096];
         loop {
             // SAFETY: key is a C string; buf is writable for its length.
-            let n = unsafe {
-                trit_sys::llama_model_meta_val_str(
-                    self.as_ptr(),
-                    key.as_ptr(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                )
-            };
+            let n =
+                unsafe { trit_sys::llama_model_meta_val_str(self.as_ptr(), key.as_ptr(), buf.as_mut_ptr(), buf.len()) };
             if n < 0 {
                 return None;
             }
             if (n as usize) < buf.len() {
                 // SAFETY: NUL-terminated by llama.cpp.
-                return Some(
-                    unsafe { CStr::from_ptr(buf.as_ptr()) }
-                        .to_string_lossy()
-                        .into_owned(),
-                );
+                return Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
             }
             buf.resize(n as usize + 1, 0);
         }
@@ -264,39 +227,20 @@ impl Model {
     /// Render a conversation with `template` (a template name such as "llama3" or a
     /// Jinja text that llama.cpp recognises), ending with the assistant prefix when
     /// `add_assistant`.
-    pub fn apply_chat_template(
-        template: &str,
-        messages: &[ChatMessage],
-        add_assistant: bool,
-    ) -> Result<String> {
-        let tmpl =
-            CString::new(template).map_err(|_| Error::ChatTemplate("NUL in template".into()))?;
+    pub fn apply_chat_template(template: &str, messages: &[ChatMessage], add_assistant: bool) -> Result<String> {
+        let tmpl = CString::new(template).map_err(|_| Error::ChatTemplate("NUL in template".into()))?;
         let owned: Vec<(CString, CString)> = messages
             .iter()
             .map(|m| {
                 Ok((
-                    CString::new(m.role.as_str())
-                        .map_err(|_| Error::ChatTemplate("NUL in role".into()))?,
-                    CString::new(m.content.as_str())
-                        .map_err(|_| Error::ChatTemplate("NUL in message".into()))?,
+                    CString::new(m.role.as_str()).map_err(|_| Error::ChatTemplate("NUL in role".into()))?,
+                    CString::new(m.content.as_str()).map_err(|_| Error::ChatTemplate("NUL in message".into()))?,
                 ))
             })
             .collect::<Result<_>>()?;
-        let msgs: Vec<trit_sys::llama_chat_message> = owned
-            .iter()
-            .map(|(r, c)| trit_sys::llama_chat_message {
-                role: r.as_ptr(),
-                content: c.as_ptr(),
-            })
-            .collect();
-        let mut buf = vec![
-            0u8;
-            2 * messages
-                .iter()
-                .map(|m| m.content.len() + m.role.len())
-                .sum::<usize>()
-                + 256
-        ];
+        let msgs: Vec<trit_sys::llama_chat_message> =
+            owned.iter().map(|(r, c)| trit_sys::llama_chat_message { role: r.as_ptr(), content: c.as_ptr() }).collect();
+        let mut buf = vec![0u8; 2 * messages.iter().map(|m| m.content.len() + m.role.len()).sum::<usize>() + 256];
         for _ in 0..2 {
             // SAFETY: msgs point into `owned`, alive for the call; buf is writable.
             let n = unsafe {
@@ -311,13 +255,13 @@ impl Model {
             };
             if n < 0 {
                 return Err(Error::ChatTemplate(
-                    "llama.cpp does not recognise this chat template (pass --chat-template NAME, e.g. llama3, chatml)".into(),
+                    "llama.cpp does not recognise this chat template (pass --chat-template NAME, e.g. llama3, chatml)"
+                        .into(),
                 ));
             }
             if (n as usize) <= buf.len() {
                 buf.truncate(n as usize);
-                return String::from_utf8(buf)
-                    .map_err(|_| Error::ChatTemplate("template output is not UTF-8".into()));
+                return String::from_utf8(buf).map_err(|_| Error::ChatTemplate("template output is not UTF-8".into()));
             }
             buf.resize(n as usize, 0);
         }

@@ -50,8 +50,7 @@ impl Sampler {
         // SAFETY: constructors return owned samplers; llama_sampler_chain_add takes
         // ownership of each added sampler.
         unsafe {
-            let chain =
-                trit_sys::llama_sampler_chain_init(trit_sys::llama_sampler_chain_default_params());
+            let chain = trit_sys::llama_sampler_chain_init(trit_sys::llama_sampler_chain_default_params());
             let add = |s| trit_sys::llama_sampler_chain_add(chain, s);
             if p.repeat_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
                 add(trit_sys::llama_sampler_init_penalties(
@@ -71,9 +70,7 @@ impl Sampler {
                 add(trit_sys::llama_sampler_init_temp(p.temp));
                 add(trit_sys::llama_sampler_init_dist(p.seed));
             }
-            Self {
-                ptr: NonNull::new(chain).expect("llama_sampler_chain_init returned null"),
-            }
+            Self { ptr: NonNull::new(chain).expect("llama_sampler_chain_init returned null") }
         }
     }
 

@@ -2,12 +2,7 @@
 //!
 //! Everything here is `unsafe` C. The safe layer lives in `trit-llama`; the GGUF file
 //! format is handled in pure Rust by `trit-gguf`.
-#![allow(
-    non_upper_case_globals,
-    non_camel_case_types,
-    non_snake_case,
-    dead_code
-)]
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
 #![allow(clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

@@ -11,52 +11,16 @@ use crate::args::{self, flag, Flag};
 use crate::common;
 
 const FLAGS: &[Flag] = &[
-    flag(
-        &["-m", "--model"],
-        Some("FNAME"),
-        "model path(s), comma-separated or repeated",
-    ),
-    flag(
-        &["-p", "--n-prompt"],
-        Some("N"),
-        "prompt lengths to test (default: 512)",
-    ),
-    flag(
-        &["-n", "--n-gen"],
-        Some("N"),
-        "generation lengths to test (default: 128)",
-    ),
-    flag(
-        &["-b", "--batch-size"],
-        Some("N"),
-        "logical batch size (default: 2048)",
-    ),
-    flag(
-        &["-ub", "--ubatch-size"],
-        Some("N"),
-        "physical batch size (default: 512)",
-    ),
+    flag(&["-m", "--model"], Some("FNAME"), "model path(s), comma-separated or repeated"),
+    flag(&["-p", "--n-prompt"], Some("N"), "prompt lengths to test (default: 512)"),
+    flag(&["-n", "--n-gen"], Some("N"), "generation lengths to test (default: 128)"),
+    flag(&["-b", "--batch-size"], Some("N"), "logical batch size (default: 2048)"),
+    flag(&["-ub", "--ubatch-size"], Some("N"), "physical batch size (default: 512)"),
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
-    flag(
-        &["-ngl", "--n-gpu-layers"],
-        Some("N"),
-        "layers to offload (default: 99)",
-    ),
-    flag(
-        &["-fa", "--flash-attn"],
-        Some("0|1"),
-        "flash attention (default: 0)",
-    ),
-    flag(
-        &["-r", "--repetitions"],
-        Some("N"),
-        "repetitions of each test (default: 5)",
-    ),
-    flag(
-        &["-o", "--output"],
-        Some("md|json|csv"),
-        "output format (default: md)",
-    ),
+    flag(&["-ngl", "--n-gpu-layers"], Some("N"), "layers to offload (default: 99)"),
+    flag(&["-fa", "--flash-attn"], Some("0|1"), "flash attention (default: 0)"),
+    flag(&["-r", "--repetitions"], Some("N"), "repetitions of each test (default: 5)"),
+    flag(&["-o", "--output"], Some("md|json|csv"), "output format (default: md)"),
     flag(&["--no-warmup"], None, "skip the warm-up run"),
     flag(&["-v", "--verbose"], None, "show llama.cpp's log"),
 ];
@@ -126,18 +90,9 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         for ngl in &ngls {
             let ngl = common::parse_ngl(ngl)?;
             common::preflight(std::path::Path::new(path))?;
-            let model = Model::load(
-                std::path::Path::new(path),
-                &ModelParams {
-                    n_gpu_layers: ngl,
-                    ..Default::default()
-                },
-            )?;
-            let mut tests: Vec<(usize, usize)> = prompts
-                .iter()
-                .filter(|&&n| n > 0)
-                .map(|&n| (n, 0))
-                .collect();
+            let model =
+                Model::load(std::path::Path::new(path), &ModelParams { n_gpu_layers: ngl, ..Default::default() })?;
+            let mut tests: Vec<(usize, usize)> = prompts.iter().filter(|&&n| n > 0).map(|&n| (n, 0)).collect();
             tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
             for &t in &threads {
                 for &(n_prompt, n_gen) in &tests {
@@ -148,7 +103,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
                         n_threads: t,
                         n_threads_batch: t,
                         flash_attn: Some(flash_attn),
-                        n_seq_max: 1,
+                        ..Default::default()
                     };
                     let rec = run_test(&model, path, &cp, ngl, n_prompt, n_gen, reps, warmup)?;
                     if format == "md" {
@@ -164,11 +119,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         }
     }
     match format.as_str() {
-        "md" => println!(
-            "\nbuild: trit {} ({})",
-            env!("CARGO_PKG_VERSION"),
-            trit_sys::LLAMA_CPP_PIN
-        ),
+        "md" => println!("\nbuild: trit {} ({})", env!("CARGO_PKG_VERSION"), trit_sys::LLAMA_CPP_PIN),
         "json" => println!("{}", serde_json::to_string_pretty(&records)?),
         _ => print_csv(&records)?,
     }
@@ -210,10 +161,7 @@ fn run_test(
         samples_ns.push(t0.elapsed().as_nanos() as u64);
     }
     let n_tokens = (n_prompt + n_gen) as f64;
-    let samples_ts: Vec<f64> = samples_ns
-        .iter()
-        .map(|&ns| 1e9 * n_tokens / ns as f64)
-        .collect();
+    let samples_ts: Vec<f64> = samples_ns.iter().map(|&ns| 1e9 * n_tokens / ns as f64).collect();
     let (avg_ns, sd_ns) = mean_sd(&samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>());
     let (avg_ts, sd_ts) = mean_sd(&samples_ts);
     Ok(Record {
@@ -311,15 +259,7 @@ fn md_line(cells: &[String]) -> String {
 }
 
 fn print_md_header() {
-    println!(
-        "{}",
-        md_line(
-            &MD_COLS
-                .iter()
-                .map(|(n, _, _)| n.to_string())
-                .collect::<Vec<_>>()
-        )
-    );
+    println!("{}", md_line(&MD_COLS.iter().map(|(n, _, _)| n.to_string()).collect::<Vec<_>>()));
     let mut s = String::from("|");
     for (_, w, right) in MD_COLS {
         if right {
@@ -346,15 +286,7 @@ fn print_md_row(r: &Record) {
     let ts = format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts);
     println!(
         "{}",
-        md_line(&[
-            r.model_type.clone(),
-            size,
-            params,
-            r.backends.clone(),
-            r.n_threads.to_string(),
-            test,
-            ts
-        ])
+        md_line(&[r.model_type.clone(), size, params, r.backends.clone(), r.n_threads.to_string(), test, ts])
     );
 }
 
@@ -403,18 +335,10 @@ fn cpu_name() -> String {
 }
 
 fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86400, secs % 86400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to a (year, month, day) date (proleptic Gregorian).

@@ -5,30 +5,20 @@ use anyhow::{bail, Result};
 
 use crate::args::{self, flag, Flag};
 
-const FLAGS: &[Flag] = &[flag(
-    &["--tensors"],
-    None,
-    "also list every tensor (name, type, shape, bytes)",
-)];
+const FLAGS: &[Flag] = &[flag(&["--tensors"], None, "also list every tensor (name, type, shape, bytes)")];
 
 const ABOUT: &str = "trit info: describe a GGUF model file";
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let p = match args::parse(prog, FLAGS, argv) {
         Err(args::ArgError::Help) => {
-            print!(
-                "{}",
-                args::help_text(&format!("{prog} MODEL.gguf"), ABOUT, FLAGS)
-            );
+            print!("{}", args::help_text(&format!("{prog} MODEL.gguf"), ABOUT, FLAGS));
             return Ok(());
         }
         r => r?,
     };
     let [path] = p.positional.as_slice() else {
-        bail!(
-            "error: give one model file\n{}",
-            args::usage_line(&format!("{prog} MODEL.gguf"), FLAGS)
-        );
+        bail!("error: give one model file\n{}", args::usage_line(&format!("{prog} MODEL.gguf"), FLAGS));
     };
     let file = trit_gguf::GgufFile::open(path)?;
     print!("{}", trit_gguf::ModelSummary::from_file(&file));
@@ -36,13 +26,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         println!("\ntensors:");
         for t in file.tensors() {
             let shape: Vec<String> = t.ne.iter().map(|d| d.to_string()).collect();
-            println!(
-                "  {:<40} {:<6} [{}] {} bytes",
-                t.name,
-                t.ty.name(),
-                shape.join(", "),
-                t.n_bytes
-            );
+            println!("  {:<40} {:<6} [{}] {} bytes", t.name, t.ty.name(), shape.join(", "), t.n_bytes);
         }
     }
     Ok(())

@@ -10,21 +10,9 @@ use crate::args::{self, flag, Flag};
 use crate::{common, npy};
 
 const LOGIT_FLAGS: &[Flag] = &[
-    flag(
-        &["-p", "--prompt"],
-        Some("TEXT"),
-        "text to evaluate (tokenised with the model's BOS)",
-    ),
-    flag(
-        &["--ids"],
-        Some("ID,ID,..."),
-        "token ids to evaluate, instead of -p",
-    ),
-    flag(
-        &["-o", "--output"],
-        Some("FNAME"),
-        "write the logits here (.npy, float32 [tokens, vocab])",
-    ),
+    flag(&["-p", "--prompt"], Some("TEXT"), "text to evaluate (tokenised with the model's BOS)"),
+    flag(&["--ids"], Some("ID,ID,..."), "token ids to evaluate, instead of -p"),
+    flag(&["-o", "--output"], Some("FNAME"), "write the logits here (.npy, float32 [tokens, vocab])"),
 ];
 
 const ABOUT: &str = "trit logits: print the token ids of a prompt and write its logits as .npy";
@@ -43,16 +31,9 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         (Some(text), None) => model.tokenize(text, true, true)?,
         (None, Some(ids)) => ids
             .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<Token>()
-                    .map_err(|_| anyhow::anyhow!("--ids: '{s}' is not a token id"))
-            })
+            .map(|s| s.trim().parse::<Token>().map_err(|_| anyhow::anyhow!("--ids: '{s}' is not a token id")))
             .collect::<Result<_>>()?,
-        _ => bail!(
-            "error: give exactly one of -p or --ids\n{}",
-            args::usage_line(prog, &fl)
-        ),
+        _ => bail!("error: give exactly one of -p or --ids\n{}", args::usage_line(prog, &fl)),
     };
     let n_vocab = model.n_vocab();
     if tokens.is_empty() {
@@ -84,13 +65,8 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let argmax: Vec<String> = logits
         .chunks(n_vocab)
         .map(|row| {
-            let (i, _) = row
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |a, (i, &v)| if v > a.1 { (i, v) } else { a },
-                );
+            let (i, _) =
+                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
             i.to_string()
         })
         .collect();

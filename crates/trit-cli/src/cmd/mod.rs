@@ -1,6 +1,7 @@
 //! One module per command of the multi-call binary.
 
 pub mod bench;
+pub mod convert;
 pub mod info;
 pub mod logits;
 pub mod perplexity;

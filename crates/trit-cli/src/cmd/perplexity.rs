@@ -10,11 +10,7 @@ use crate::common;
 
 const PPL_FLAGS: &[Flag] = &[
     flag(&["-f", "--file"], Some("FNAME"), "text file to score"),
-    flag(
-        &["--chunks"],
-        Some("N"),
-        "score at most N chunks (default: all)",
-    ),
+    flag(&["--chunks"], Some("N"), "score at most N chunks (default: all)"),
 ];
 
 const ABOUT: &str = "trit perplexity (llama-perplexity): perplexity of a model on a text file";

@@ -10,92 +10,28 @@ use crate::common;
 use crate::generate::{feed, generate};
 
 const RUN_FLAGS: &[Flag] = &[
-    flag(
-        &["-p", "--prompt"],
-        Some("PROMPT"),
-        "prompt to start generation with",
-    ),
-    flag(
-        &["-f", "--file"],
-        Some("FNAME"),
-        "a file containing the prompt",
-    ),
+    flag(&["-p", "--prompt"], Some("PROMPT"), "prompt to start generation with"),
+    flag(&["-f", "--file"], Some("FNAME"), "a file containing the prompt"),
     flag(
         &["-n", "--predict", "--n-predict"],
         Some("N"),
         "tokens to predict (default: -1 = until end, -2 = until context is full)",
     ),
-    flag(
-        &["-s", "--seed"],
-        Some("SEED"),
-        "RNG seed (default: -1, random)",
-    ),
-    flag(
-        &["--temp"],
-        Some("N"),
-        "temperature (default: 0.8; 0 = greedy)",
-    ),
-    flag(
-        &["--top-k"],
-        Some("N"),
-        "top-k sampling (default: 40, 0 = disabled)",
-    ),
-    flag(
-        &["--top-p"],
-        Some("N"),
-        "top-p sampling (default: 0.95, 1.0 = disabled)",
-    ),
-    flag(
-        &["--min-p"],
-        Some("N"),
-        "min-p sampling (default: 0.05, 0.0 = disabled)",
-    ),
-    flag(
-        &["--repeat-penalty"],
-        Some("N"),
-        "penalise repeated tokens (default: 1.0 = disabled)",
-    ),
-    flag(
-        &["--repeat-last-n"],
-        Some("N"),
-        "tokens considered for the penalty (default: 64)",
-    ),
-    flag(
-        &["-r", "--reverse-prompt"],
-        Some("PROMPT"),
-        "halt generation at PROMPT",
-    ),
-    flag(
-        &["-sys", "--system-prompt"],
-        Some("PROMPT"),
-        "system prompt (conversation mode)",
-    ),
-    flag(
-        &["-cnv", "--conversation"],
-        None,
-        "conversation mode (default: on if the model has a chat template)",
-    ),
+    flag(&["-s", "--seed"], Some("SEED"), "RNG seed (default: -1, random)"),
+    flag(&["--temp"], Some("N"), "temperature (default: 0.8; 0 = greedy)"),
+    flag(&["--top-k"], Some("N"), "top-k sampling (default: 40, 0 = disabled)"),
+    flag(&["--top-p"], Some("N"), "top-p sampling (default: 0.95, 1.0 = disabled)"),
+    flag(&["--min-p"], Some("N"), "min-p sampling (default: 0.05, 0.0 = disabled)"),
+    flag(&["--repeat-penalty"], Some("N"), "penalise repeated tokens (default: 1.0 = disabled)"),
+    flag(&["--repeat-last-n"], Some("N"), "tokens considered for the penalty (default: 64)"),
+    flag(&["-r", "--reverse-prompt"], Some("PROMPT"), "halt generation at PROMPT"),
+    flag(&["-sys", "--system-prompt"], Some("PROMPT"), "system prompt (conversation mode)"),
+    flag(&["-cnv", "--conversation"], None, "conversation mode (default: on if the model has a chat template)"),
     flag(&["-no-cnv", "--no-conversation"], None, "plain completion"),
-    flag(
-        &["-st", "--single-turn"],
-        None,
-        "one conversation turn, then exit",
-    ),
-    flag(
-        &["--chat-template"],
-        Some("NAME"),
-        "chat template name or Jinja text (default: the model's)",
-    ),
-    flag(
-        &["-no-display-prompt", "--no-display-prompt"],
-        None,
-        "do not echo the prompt",
-    ),
-    flag(
-        &["--ignore-eos"],
-        None,
-        "keep generating past end-of-generation tokens",
-    ),
+    flag(&["-st", "--single-turn"], None, "one conversation turn, then exit"),
+    flag(&["--chat-template"], Some("NAME"), "chat template name or Jinja text (default: the model's)"),
+    flag(&["-no-display-prompt", "--no-display-prompt"], None, "do not echo the prompt"),
+    flag(&["--ignore-eos"], None, "keep generating past end-of-generation tokens"),
     flag(&["-sp", "--special"], None, "print special tokens"),
 ];
 
@@ -115,11 +51,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         r => r?,
     };
     if !p.positional.is_empty() {
-        bail!(
-            "error: unexpected argument '{}'\n{}",
-            p.positional[0],
-            args::usage_line(prog, &fl)
-        );
+        bail!("error: unexpected argument '{}'\n{}", p.positional[0], args::usage_line(prog, &fl));
     }
     let model = common::load_model(&p)?;
     let cparams = common::context_params(&p, 0)?;
@@ -130,35 +62,20 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let prompt = match (p.str("-p"), p.str("-f")) {
         (Some(_), Some(_)) => bail!("error: give either -p or -f, not both"),
         (Some(t), None) => Some(t.to_string()),
-        (None, Some(f)) => {
-            Some(std::fs::read_to_string(f).with_context(|| format!("reading prompt file {f}"))?)
-        }
+        (None, Some(f)) => Some(std::fs::read_to_string(f).with_context(|| format!("reading prompt file {f}"))?),
         (None, None) => None,
     };
-    let template = p
-        .str("--chat-template")
-        .map(str::to_string)
-        .or_else(|| model.chat_template());
-    let conversation = if p.has("-no-cnv") {
-        false
-    } else {
-        p.has("-cnv") || template.is_some()
-    };
+    let template = p.str("--chat-template").map(str::to_string).or_else(|| model.chat_template());
+    let conversation = if p.has("-no-cnv") { false } else { p.has("-cnv") || template.is_some() };
     let n_predict: i32 = p.get("-n", -1)?;
     let reverse: Vec<String> = p.all("-r").to_vec();
     let ignore_eos = p.has("--ignore-eos");
 
     if conversation {
-        let template = template.context("conversation mode needs a chat template: the model has none; pass --chat-template NAME or -no-cnv")?;
-        return chat(
-            &model,
-            &mut ctx,
-            &mut sampler,
-            &template,
-            &p,
-            prompt,
-            n_predict,
-        );
+        let template = template.context(
+            "conversation mode needs a chat template: the model has none; pass --chat-template NAME or -no-cnv",
+        )?;
+        return chat(&model, &mut ctx, &mut sampler, &template, &p, prompt, n_predict);
     }
 
     let prompt = prompt.unwrap_or_default();
@@ -167,11 +84,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         tokens.push(model.bos());
     }
     if tokens.len() as u32 >= ctx.n_ctx() {
-        bail!(
-            "prompt is {} tokens, longer than the context ({}); raise -c",
-            tokens.len(),
-            ctx.n_ctx()
-        );
+        bail!("prompt is {} tokens, longer than the context ({}); raise -c", tokens.len(), ctx.n_ctx());
     }
     let mut out = std::io::stdout().lock();
     if !p.has("-no-display-prompt") {
@@ -182,19 +95,11 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         sampler.accept(t);
     }
     let n_past = feed(&mut ctx, &tokens, 0)?;
-    generate(
-        &mut ctx,
-        &mut sampler,
-        n_past,
-        n_predict,
-        &reverse,
-        ignore_eos,
-        |b| {
-            out.write_all(b)?;
-            out.flush()?;
-            Ok(())
-        },
-    )?;
+    generate(&mut ctx, &mut sampler, n_past, n_predict, &reverse, ignore_eos, |b| {
+        out.write_all(b)?;
+        out.flush()?;
+        Ok(())
+    })?;
     writeln!(out)?;
     print_perf(&ctx);
     Ok(())
@@ -217,10 +122,7 @@ fn sampler_params(p: &Parsed) -> Result<SamplerParams> {
 
 fn rand_seed() -> u32 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     (n as u32) ^ std::process::id()
 }
 
@@ -236,10 +138,7 @@ fn chat(
 ) -> Result<()> {
     let mut messages: Vec<ChatMessage> = Vec::new();
     if let Some(sys) = p.str("-sys") {
-        messages.push(ChatMessage {
-            role: "system".into(),
-            content: sys.into(),
-        });
+        messages.push(ChatMessage { role: "system".into(), content: sys.into() });
     }
     let single_turn = p.has("-st");
     let stdin = std::io::stdin();
@@ -262,18 +161,12 @@ fn chat(
         if user.trim() == "/exit" {
             break;
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: user,
-        });
+        messages.push(ChatMessage { role: "user".into(), content: user });
         let rendered = Model::apply_chat_template(template, &messages, true)?;
         let new_text = &rendered[rendered_len.min(rendered.len())..];
         let tokens = model.tokenize(new_text, n_past == 0, true)?;
         if n_past as u32 + tokens.len() as u32 >= ctx.n_ctx() {
-            bail!(
-                "the conversation no longer fits the context ({} tokens); raise -c",
-                ctx.n_ctx()
-            );
+            bail!("the conversation no longer fits the context ({} tokens); raise -c", ctx.n_ctx());
         }
         n_past = feed(ctx, &tokens, n_past)?;
         let mut reply = Vec::new();
@@ -288,10 +181,7 @@ fn chat(
         // The cache now holds the prompt and the reply; the next turn feeds only what the
         // template renders after them (the end-of-turn marker and the new user turn).
         rendered_len = rendered.len() + reply.len();
-        messages.push(ChatMessage {
-            role: "assistant".into(),
-            content: String::from_utf8_lossy(&reply).into_owned(),
-        });
+        messages.push(ChatMessage { role: "assistant".into(), content: String::from_utf8_lossy(&reply).into_owned() });
         if single_turn {
             break;
         }
@@ -304,10 +194,7 @@ fn print_perf(ctx: &trit_llama::Context<'_>) {
     let d = ctx.perf();
     let rate = |n: i32, ms: f64| if ms > 0.0 { 1e3 * n as f64 / ms } else { 0.0 };
     eprintln!();
-    eprintln!(
-        "llama_perf_context_print:        load time = {:10.2} ms",
-        d.t_load_ms
-    );
+    eprintln!("llama_perf_context_print:        load time = {:10.2} ms", d.t_load_ms);
     eprintln!(
         "llama_perf_context_print: prompt eval time = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
         d.t_prompt_ms,
