@@ -11,6 +11,7 @@ mod error;
 pub mod log;
 mod lora;
 mod model;
+pub mod quant;
 mod sampler;
 
 pub use backend::{init, system_info};

@@ -21,7 +21,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         bail!("error: give one model file\n{}", args::usage_line(&format!("{prog} MODEL.gguf"), FLAGS));
     };
     let file = trit_gguf::GgufFile::open(path)?;
-    print!("{}", trit_gguf::ModelSummary::from_file(&file));
+    println!("{}", trit_gguf::ModelSummary::from_file(&file));
     if p.has("--tensors") {
         println!("\ntensors:");
         for t in file.tensors() {
