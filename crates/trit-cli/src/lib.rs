@@ -1,5 +1,5 @@
 //! The `trit` multi-call binary: `trit <command>`, or invoked as `llama-cli`,
-//! `llama-bench` or `llama-perplexity` (a symlink or copy) with llama.cpp's flags.
+//! `llama-bench`, `llama-perplexity` or `llama-server` (a symlink or copy) with llama.cpp's flags.
 
 pub mod args;
 pub mod cmd;
@@ -14,6 +14,7 @@ pub const COMMANDS: &[(&str, Option<&str>, &str)] = &[
     ("run", Some("llama-cli"), "generate text or chat (llama-cli flags)"),
     ("bench", Some("llama-bench"), "measure pp/tg speed (llama-bench flags and table)"),
     ("perplexity", Some("llama-perplexity"), "perplexity of a text file"),
+    ("serve", Some("llama-server"), "HTTP server: OpenAI and llama.cpp APIs, parallel slots"),
     ("logits", None, "token ids and per-position logits (.npy) of a prompt"),
     ("info", None, "describe a GGUF model"),
     ("convert", None, "Hugging Face BitNet checkpoint -> GGUF"),
@@ -58,6 +59,7 @@ fn run_command(cmd: &str, prog: &str, args: &[String]) -> Result<()> {
         "run" => cmd::run::main(prog, args),
         "bench" => cmd::bench::main(prog, args),
         "perplexity" => cmd::perplexity::main(prog, args),
+        "serve" => cmd::serve::main(prog, args),
         "logits" => cmd::logits::main(prog, args),
         "info" => cmd::info::main(prog, args),
         "convert" => cmd::convert::convert_main(prog, args),

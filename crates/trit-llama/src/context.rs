@@ -126,6 +126,18 @@ impl<'m> Context<'m> {
         unsafe { trit_sys::llama_n_ctx(self.as_ptr()) }
     }
 
+    /// Cells of the KV cache each sequence may use (n_ctx / n_seq_max unless the cache is unified).
+    pub fn n_ctx_seq(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { trit_sys::llama_n_ctx_seq(self.as_ptr()) }
+    }
+
+    /// How many sequences (parallel slots) the context was made for.
+    pub fn n_seq_max(&self) -> u32 {
+        // SAFETY: valid context.
+        unsafe { trit_sys::llama_n_seq_max(self.as_ptr()) }
+    }
+
     pub fn n_batch(&self) -> u32 {
         // SAFETY: valid context.
         unsafe { trit_sys::llama_n_batch(self.as_ptr()) }

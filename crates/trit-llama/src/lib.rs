@@ -20,7 +20,7 @@ pub use context::{CacheType, Context, ContextParams, PerfData};
 pub use error::{Error, Result};
 pub use lora::LoraAdapter;
 pub use model::{ChatMessage, Model, ModelParams};
-pub use sampler::{Sampler, SamplerParams};
+pub use sampler::{Sampler, SamplerParams, DEFAULT_SEED};
 
 /// A token id, as llama.cpp numbers them.
 pub type Token = trit_sys::llama_token;

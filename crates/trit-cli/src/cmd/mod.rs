@@ -6,3 +6,4 @@ pub mod info;
 pub mod logits;
 pub mod perplexity;
 pub mod run;
+pub mod serve;

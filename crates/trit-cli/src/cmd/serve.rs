@@ -1,0 +1,93 @@
+//! `trit serve` / `llama-server`: the HTTP server with llama-server's flags.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use trit_llama::SamplerParams;
+
+use crate::args::{self, flag, Flag};
+use crate::common;
+
+const SERVE_FLAGS: &[Flag] = &[
+    flag(&["-np", "--parallel"], Some("N"), "number of server slots (default: 4)"),
+    flag(&["-cb", "--cont-batching"], None, "continuous batching (default: on)"),
+    flag(&["-nocb", "--no-cont-batching"], None, "admit new requests only when no slot is generating"),
+    flag(&["--host"], Some("HOST"), "address to listen on (default: 127.0.0.1)"),
+    flag(&["--port"], Some("PORT"), "port to listen on (default: 8080; 0 = any free port)"),
+    flag(&["--api-key"], Some("KEY"), "API key required as 'Authorization: Bearer KEY' (all but /health)"),
+    flag(&["--api-key-file"], Some("FNAME"), "file with API keys, one per line (the first is used)"),
+    flag(&["--lora-init-without-apply"], None, "load LoRA adapters with scale 0 (set them with /lora-adapters)"),
+    flag(&["--chat-template"], Some("NAME"), "chat template name or Jinja text (default: the model's)"),
+    flag(&["-a", "--alias"], Some("NAME"), "model name(s) for the API, comma-separated (default: the model path)"),
+    flag(&["-to", "--timeout"], Some("N"), "read/write timeout in seconds (default: 600)"),
+    flag(&["--metrics"], None, "enable /metrics (always on in trit)"),
+    flag(&["--slots"], None, "enable /slots (always on in trit)"),
+    flag(&["-n", "--predict", "--n-predict"], Some("N"), "default tokens to predict per request (default: -1)"),
+    flag(&["-s", "--seed"], Some("SEED"), "default RNG seed (default: -1, random)"),
+    flag(&["--temp", "--temperature"], Some("N"), "default temperature (default: 0.8)"),
+    flag(&["--top-k"], Some("N"), "default top-k (default: 40)"),
+    flag(&["--top-p"], Some("N"), "default top-p (default: 0.95)"),
+    flag(&["--min-p"], Some("N"), "default min-p (default: 0.05)"),
+    flag(&["--repeat-penalty"], Some("N"), "default repeat penalty (default: 1.0)"),
+    flag(&["--repeat-last-n"], Some("N"), "default repeat window (default: 64)"),
+    flag(&["--presence-penalty"], Some("N"), "default presence penalty (default: 0.0)"),
+    flag(&["--frequency-penalty"], Some("N"), "default frequency penalty (default: 0.0)"),
+    flag(&["--body-limit"], Some("BYTES"), "largest request body accepted (default: 4194304)"),
+];
+
+const ABOUT: &str = "trit serve (llama-server): OpenAI-compatible and llama.cpp HTTP API with parallel slots";
+
+pub fn flags() -> Vec<Flag> {
+    common::flags(&[common::MODEL_FLAGS, common::CONTEXT_FLAGS, SERVE_FLAGS])
+}
+
+pub fn main(prog: &str, argv: &[String]) -> Result<()> {
+    let fl = flags();
+    let p = match args::parse(prog, &fl, argv) {
+        Err(args::ArgError::Help) => {
+            print!("{}", args::help_text(prog, ABOUT, &fl));
+            return Ok(());
+        }
+        r => r?,
+    };
+    if !p.positional.is_empty() {
+        bail!("error: unexpected argument '{}'\n{}", p.positional[0], args::usage_line(prog, &fl));
+    }
+    trit_llama::log::set_verbose(p.has("-v"));
+    let model = std::path::PathBuf::from(p.required("-m")?);
+    common::preflight(&model)?;
+    let mut cfg = trit_server::Config::new(model);
+    cfg.model_params = common::model_params(&p)?;
+    cfg.ctx = common::context_params(&p, 0)?;
+    let np: i64 = p.get("-np", -1)?;
+    cfg.n_parallel = if np <= 0 { 4 } else { np as usize };
+    cfg.cont_batching = !p.has("-nocb");
+    cfg.host = p.str("--host").unwrap_or("127.0.0.1").to_string();
+    cfg.port = p.get("--port", 8080)?;
+    cfg.api_key = match (p.str("--api-key"), p.str("--api-key-file")) {
+        (Some(k), _) => Some(k.to_string()),
+        (None, Some(f)) => std::fs::read_to_string(f)?.lines().map(str::trim).find(|l| !l.is_empty()).map(String::from),
+        (None, None) => None,
+    };
+    cfg.loras = common::lora_requests(&p)?;
+    cfg.lora_init_without_apply = p.has("--lora-init-without-apply");
+    cfg.chat_template = p.str("--chat-template").map(str::to_string);
+    cfg.aliases = p.str("-a").map(|a| a.split(',').map(str::to_string).collect()).unwrap_or_default();
+    cfg.timeout = Duration::from_secs(p.get("-to", 600)?);
+    cfg.n_predict = p.get("-n", -1)?;
+    cfg.body_limit = p.get("--body-limit", cfg.body_limit)?;
+    let d = SamplerParams::default();
+    let seed: i64 = p.get("-s", -1)?;
+    cfg.sampling = SamplerParams {
+        seed: if seed < 0 { trit_llama::DEFAULT_SEED } else { seed as u32 },
+        temp: p.get("--temp", d.temp)?,
+        top_k: p.get("--top-k", d.top_k)?,
+        top_p: p.get("--top-p", d.top_p)?,
+        min_p: p.get("--min-p", d.min_p)?,
+        repeat_penalty: p.get("--repeat-penalty", d.repeat_penalty)?,
+        repeat_last_n: p.get("--repeat-last-n", d.repeat_last_n)?,
+        presence_penalty: p.get("--presence-penalty", d.presence_penalty)?,
+        frequency_penalty: p.get("--frequency-penalty", d.frequency_penalty)?,
+    };
+    trit_server::serve(cfg)
+}
