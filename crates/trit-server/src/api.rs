@@ -90,7 +90,9 @@ fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 fn f32_field(m: &Map<String, Value>, key: &str, default: f32) -> ApiResult<f32> {
     match field(m, key) {
         None => Ok(default),
-        Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| ApiError::bad_request(format!("'{key}' must be a number"))),
+        Some(v) => {
+            v.as_f64().map(|x| x as f32).ok_or_else(|| ApiError::bad_request(format!("'{key}' must be a number")))
+        }
     }
 }
 
@@ -234,7 +236,10 @@ impl AppState {
         }
         let mut out = Vec::new();
         for msg in msgs {
-            let role = msg.get("role").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("message without 'role'"))?;
+            let role = msg
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request("message without 'role'"))?;
             let content = match msg.get("content") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Array(parts)) => {
@@ -337,7 +342,9 @@ where
         Some((items, next))
     })
     .flat_map(|items| {
-        futures_util::stream::iter(items.into_iter().map(|s| Ok::<_, Infallible>(Bytes::from(format!("data: {s}\n\n")))))
+        futures_util::stream::iter(
+            items.into_iter().map(|s| Ok::<_, Infallible>(Bytes::from(format!("data: {s}\n\n")))),
+        )
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -552,10 +559,8 @@ pub async fn chat_completions(State(st): St, body: Result<Bytes, BytesRejection>
     let prompt = st.tokenize_prompt(&text)?;
     let params = st.gen_params(&m)?;
     let stream = bool_field(&m, "stream", false)?;
-    let include_usage = field(&m, "stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage =
+        field(&m, "stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     let rx = st.submit(prompt, params)?;
     let (id, created, model) = (st.id("chatcmpl"), now_s(), st.model_id.clone());
     if !stream {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use trit_llama::{Batch, Context, LoraAdapter, Model, Sampler, SamplerParams, Token};
 
 use crate::metrics::Metrics;
-use crate::text::{held_back_len, find_stop, take_utf8};
+use crate::text::{find_stop, held_back_len, take_utf8};
 
 /// What a request asks the engine to generate.
 #[derive(Debug, Clone)]

@@ -139,10 +139,7 @@ pub async fn bind(cfg: Config) -> Result<Server> {
         timeout: cfg.timeout,
         lora_paths: cfg.loras.iter().map(|(p, _)| p.display().to_string()).collect(),
         lora_scales: Mutex::new(scales),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         next_id: AtomicU64::new(0),
     });
     let router = router(state.clone(), cfg.body_limit);

@@ -32,7 +32,12 @@ impl Metrics {
         let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
         let n_decode = g(&self.n_decode_total);
         let rows: [(&str, &str, &str, f64); 12] = [
-            ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", g(&self.prompt_tokens_total) as f64),
+            (
+                "prompt_tokens_total",
+                "counter",
+                "Number of prompt tokens processed.",
+                g(&self.prompt_tokens_total) as f64,
+            ),
             ("prompt_seconds_total", "counter", "Prompt process time", prompt_s),
             ("tokens_predicted_total", "counter", "Number of generation tokens processed.", {
                 g(&self.tokens_predicted_total) as f64
