@@ -218,7 +218,8 @@ fn chat_and_completions_streaming_and_not() {
         let chars: Vec<char> = full.chars().collect();
         let ok = |c: &char| *c != '\u{FFFD}' && !c.is_control();
         let pick = (1..chars.len().saturating_sub(1)).find(|&i| ok(&chars[i]) && ok(&chars[i + 1]));
-        if let Some(i) = pick {
+        {
+            let i = pick.expect("the greedy text has two consecutive valid characters");
             let stop: String = chars[i..i + 2].iter().collect();
             let cut = &full[..full.find(&stop).unwrap()];
             let v = s
@@ -486,4 +487,5 @@ print("openai client OK")
 "#;
     let out = Command::new("python3").args(["-c", script, &s.base]).output().unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
 }
