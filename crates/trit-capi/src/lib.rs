@@ -1,0 +1,113 @@
+//! libtrit: the pinned llama.cpp's C API (`llama.h`, with the ggml/gguf symbols it exposes)
+//! as `libtrit.so` / `libtrit.a`, plus `trit.h` for what llama.h lacks.
+//!
+//! The llama.h functions are llama.cpp's own, linked from the static archives trit-sys
+//! builds and exported as they are (see build.rs); trit's additions are `trit_*` below.
+//! No panic crosses the FFI boundary: every `trit_*` body runs under `catch_unwind`.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+#[allow(dead_code)]
+mod keep {
+    include!(concat!(env!("OUT_DIR"), "/keep.rs"));
+}
+
+/// Number of llama.h functions libtrit exports.
+pub fn n_exported_llama_functions() -> usize {
+    keep::KEEP.0.len()
+}
+
+/// "trit VERSION", NUL-terminated, static.
+#[no_mangle]
+pub extern "C" fn trit_version() -> *const c_char {
+    concat!("trit ", env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// The llama.cpp pin the library was built from, NUL-terminated, static.
+#[no_mangle]
+pub extern "C" fn trit_llama_cpp_pin() -> *const c_char {
+    static PIN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PIN.get_or_init(|| {
+        let mut v = trit_sys::LLAMA_CPP_PIN.as_bytes().to_vec();
+        v.push(0);
+        v
+    })
+    .as_ptr() as *const c_char
+}
+
+fn write_out(text: &[u8], out: *mut c_char, out_size: usize) {
+    if out.is_null() || out_size == 0 {
+        return;
+    }
+    let n = text.len().min(out_size - 1);
+    // SAFETY: the caller gave `out` as writable for out_size bytes; n < out_size.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), out as *mut u8, n);
+        *out.add(n) = 0;
+    }
+}
+
+fn generate(model: &str, prompt: &str, n_predict: c_int) -> Result<Vec<u8>, String> {
+    use trit_llama::{Batch, Context, ContextParams, Model, ModelParams, Sampler, SamplerParams};
+    let model = Model::load(Path::new(model), &ModelParams::default()).map_err(|e| e.to_string())?;
+    let tokens = model.tokenize(prompt, true, true).map_err(|e| e.to_string())?;
+    let n_ctx = (tokens.len() + n_predict.max(0) as usize + 8) as u32;
+    let params = ContextParams { n_ctx, n_batch: n_ctx, n_ubatch: n_ctx, ..Default::default() };
+    let mut ctx = Context::new(&model, &params).map_err(|e| e.to_string())?;
+    let mut sampler = Sampler::new(&SamplerParams { temp: 0.0, ..Default::default() }, model.n_vocab());
+    let mut batch = Batch::new(tokens.len().max(1));
+    for (i, &t) in tokens.iter().enumerate() {
+        batch.push(t, i as i32, 0, i + 1 == tokens.len()).map_err(|e| e.to_string())?;
+    }
+    let mut out = Vec::new();
+    let start = tokens.len() as i32;
+    for pos in start..start + n_predict.max(0) {
+        ctx.decode(&batch).map_err(|e| e.to_string())?;
+        let t = sampler.sample(&ctx, -1);
+        out.extend_from_slice(&model.token_bytes(t, false));
+        batch.clear();
+        batch.push(t, pos, 0, true).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Greedy completion in one call: load `model_path`, generate `n_predict` tokens after
+/// `prompt` (end-of-generation tokens included), write the NUL-terminated text into `out`.
+/// Returns the text's length (which may exceed `out_size - 1`: the text is then cut), or -1
+/// with the error message in `out`.
+///
+/// # Safety
+/// `model_path` and `prompt` must be NUL-terminated strings (or NULL, an error); `out` must
+/// be writable for `out_size` bytes (or NULL).
+#[no_mangle]
+pub unsafe extern "C" fn trit_generate(
+    model_path: *const c_char,
+    prompt: *const c_char,
+    n_predict: c_int,
+    out: *mut c_char,
+    out_size: usize,
+) -> c_int {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        if model_path.is_null() || prompt.is_null() {
+            return Err("model_path and prompt must not be NULL".to_string());
+        }
+        // SAFETY: non-null NUL-terminated strings, by the contract above.
+        let (m, p) = unsafe { (CStr::from_ptr(model_path), CStr::from_ptr(prompt)) };
+        let m = m.to_str().map_err(|_| "model_path is not UTF-8".to_string())?;
+        let p = p.to_str().map_err(|_| "prompt is not UTF-8".to_string())?;
+        generate(m, p, n_predict)
+    }));
+    let r = r.unwrap_or_else(|_| Err("internal error (panic caught at the FFI boundary)".into()));
+    match r {
+        Ok(text) => {
+            write_out(&text, out, out_size);
+            text.len().min(c_int::MAX as usize) as c_int
+        }
+        Err(e) => {
+            write_out(e.as_bytes(), out, out_size);
+            -1
+        }
+    }
+}
