@@ -31,7 +31,7 @@ fn start_as(prog: &Path, args: &[&str]) -> Server {
         cmd.arg("serve");
     }
     let mut child = cmd
-        .args(["--port", "0", "-t", "2"])
+        .args(["--port", "0", "-t", "2", "--metrics"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -314,8 +314,18 @@ fn a_dropped_stream_frees_its_slot() {
 #[test]
 fn bad_requests_get_json_errors_and_do_not_disturb_other_slots() {
     let m = model();
-    let s =
-        start(&["-m", m.to_str().unwrap(), "-np", "2", "-c", "512", "--api-key", "sekrit", "--body-limit", "65536"]);
+    let s = start(&[
+        "-m",
+        m.to_str().unwrap(),
+        "-np",
+        "2",
+        "-c",
+        "512",
+        "--api-key",
+        "other,sekrit",
+        "--body-limit",
+        "65536",
+    ]);
     rt().block_on(async {
         let c = client();
         let auth = |r: reqwest::RequestBuilder| r.header("Authorization", "Bearer sekrit");
@@ -333,6 +343,8 @@ fn bad_requests_get_json_errors_and_do_not_disturb_other_slots() {
             assert_eq!(v["error"]["type"], "authentication_error");
         }
         assert_eq!(auth(c.get(s.url("/v1/models"))).send().await.unwrap().status(), 200);
+        let r = c.get(s.url("/v1/models")).header("x-api-key", "other").send().await.unwrap();
+        assert_eq!(r.status(), 200, "any of the comma-separated keys, also as X-Api-Key");
 
         // A long generation runs in one slot while bad requests come in.
         let good = json!({"prompt": "Keep going", "n_predict": 64, "temperature": 0, "ignore_eos": true});
@@ -351,6 +363,7 @@ fn bad_requests_get_json_errors_and_do_not_disturb_other_slots() {
             ("/completion", br#"{"prompt": [1, 99999999]}"#.to_vec(), 400),
             ("/completion", br#"{"prompt": "x", "lora": [{"id": 5, "scale": 1}]}"#.to_vec(), 400),
             ("/completion", br#"{"prompt": []}"#.to_vec(), 400),
+            ("/v1/completions", br#"{"prompt": "x", "n": 2}"#.to_vec(), 400),
             ("/completion", json!({"prompt": "word ".repeat(400)}).to_string().into_bytes(), 400),
             ("/completion", vec![b' '; 100_000], 413),
             ("/no/such/endpoint", b"{}".to_vec(), 404),

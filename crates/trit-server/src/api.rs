@@ -26,7 +26,9 @@ pub struct AppState {
     pub model: Arc<Model>,
     pub tx: Mutex<mpsc::Sender<Request>>,
     pub metrics: Arc<Metrics>,
-    pub api_key: Option<String>,
+    pub api_keys: Vec<String>,
+    pub metrics_enabled: bool,
+    pub slots_enabled: bool,
     pub model_id: String,
     pub aliases: Vec<String>,
     pub chat_template: String,
@@ -50,14 +52,14 @@ fn now_s() -> u64 {
 
 /// `--api-key`: every endpoint but /health needs `Authorization: Bearer KEY` (or `X-Api-Key`).
 pub async fn auth(State(st): St, req: HttpRequest, next: Next) -> Response {
-    if let Some(key) = &st.api_key {
-        let path = req.uri().path();
-        if path != "/health" && path != "/v1/health" {
-            let h = |name| req.headers().get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
-            let bearer = h(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-            if bearer != Some(key.as_str()) && h(header::HeaderName::from_static("x-api-key")) != Some(key.as_str()) {
-                return ApiError::unauthorized().into_response();
-            }
+    let path = req.uri().path();
+    if !st.api_keys.is_empty() && path != "/health" && path != "/v1/health" {
+        let h = |name| req.headers().get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+        let bearer = h(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        let x_key = h(header::HeaderName::from_static("x-api-key"));
+        let ok = |k: Option<&str>| k.is_some_and(|k| st.api_keys.iter().any(|key| key == k));
+        if !ok(bearer) && !ok(x_key) {
+            return ApiError::unauthorized().into_response();
         }
     }
     next.run(req).await
@@ -179,6 +181,9 @@ impl AppState {
                 .ok_or_else(|| ApiError::bad_request("'stop' must be a string or an array of strings"))?,
             Some(_) => return Err(ApiError::bad_request("'stop' must be a string or an array of strings")),
         };
+        if i64_field(m, "n")?.is_some_and(|n| n != 1) || i64_field(m, "n_cmpl")?.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_request("only one completion per request is supported (n = 1)"));
+        }
         let lora = match field(m, "lora") {
             Some(v) => self.parse_lora(v)?,
             None => self.lora_scales.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -411,7 +416,14 @@ fn trit_llama_pin() -> &'static str {
     "llama.cpp via llama-cpp-sys-2 0.1.161"
 }
 
-pub async fn slots(State(st): St) -> Json<Value> {
+fn not_supported(what: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported_error", format!("This server does not support {what}"))
+}
+
+pub async fn slots(State(st): St) -> ApiResult<Json<Value>> {
+    if !st.slots_enabled {
+        return Err(not_supported("slots endpoint (remove --no-slots)"));
+    }
     let v: Vec<Value> = st
         .metrics
         .slot_busy
@@ -419,11 +431,14 @@ pub async fn slots(State(st): St) -> Json<Value> {
         .enumerate()
         .map(|(i, b)| json!({"id": i, "n_ctx": st.n_ctx_slot, "is_processing": b.load(Ordering::Relaxed)}))
         .collect();
-    Json(Value::Array(v))
+    Ok(Json(Value::Array(v)))
 }
 
-pub async fn metrics(State(st): St) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+pub async fn metrics(State(st): St) -> ApiResult<Response> {
+    if !st.metrics_enabled {
+        return Err(not_supported("metrics endpoint (start it with --metrics)"));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response())
 }
 
 pub async fn tokenize(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {

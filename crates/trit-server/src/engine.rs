@@ -206,7 +206,7 @@ pub fn run<'m>(
     let n_vocab = model.n_vocab();
     let n_slots = ctx.n_seq_max() as usize;
     let n_ctx_slot = ctx.n_ctx_seq() as i32;
-    let n_batch = (ctx.n_batch() as usize).max(n_slots);
+    let n_batch = (ctx.n_batch() as usize).max(1);
     let mut slots: Vec<Option<Active>> = (0..n_slots).map(|_| None).collect();
     let mut queue: VecDeque<Request> = VecDeque::new();
     let mut batch = Batch::new(n_batch);
@@ -292,6 +292,9 @@ pub fn run<'m>(
         let mut fed: Vec<(usize, usize)> = Vec::new();
         let mut n_prompt_tokens = 0usize;
         for (i, s) in slots.iter().enumerate() {
+            if batch.len() >= n_batch {
+                break;
+            }
             if let Some(a) = s.as_ref().filter(|a| in_group(a)) {
                 if let Some(t) = a.pending {
                     outputs.push((i, batch.len() as i32));

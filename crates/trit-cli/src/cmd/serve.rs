@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use trit_llama::SamplerParams;
 
 use crate::args::{self, flag, Flag};
@@ -14,14 +14,15 @@ const SERVE_FLAGS: &[Flag] = &[
     flag(&["-nocb", "--no-cont-batching"], None, "admit new requests only when no slot is generating"),
     flag(&["--host"], Some("HOST"), "address to listen on (default: 127.0.0.1)"),
     flag(&["--port"], Some("PORT"), "port to listen on (default: 8080; 0 = any free port)"),
-    flag(&["--api-key"], Some("KEY"), "API key required as 'Authorization: Bearer KEY' (all but /health)"),
-    flag(&["--api-key-file"], Some("FNAME"), "file with API keys, one per line (the first is used)"),
+    flag(&["--api-key"], Some("KEY"), "API key(s), comma-separated, as 'Authorization: Bearer KEY' (all but /health)"),
+    flag(&["--api-key-file"], Some("FNAME"), "file with API keys, one per line ('#' starts a comment)"),
     flag(&["--lora-init-without-apply"], None, "load LoRA adapters with scale 0 (set them with /lora-adapters)"),
     flag(&["--chat-template"], Some("NAME"), "chat template name or Jinja text (default: the model's)"),
     flag(&["-a", "--alias"], Some("NAME"), "model name(s) for the API, comma-separated (default: the model path)"),
-    flag(&["-to", "--timeout"], Some("N"), "read/write timeout in seconds (default: 600)"),
-    flag(&["--metrics"], None, "enable /metrics (always on in trit)"),
-    flag(&["--slots"], None, "enable /slots (always on in trit)"),
+    flag(&["-to", "--timeout"], Some("N"), "read/write timeout in seconds (default: 3600)"),
+    flag(&["--metrics"], None, "enable the Prometheus /metrics endpoint (default: disabled)"),
+    flag(&["--slots"], None, "expose /slots (default: enabled)"),
+    flag(&["--no-slots"], None, "do not expose /slots"),
     flag(&["-n", "--predict", "--n-predict"], Some("N"), "default tokens to predict per request (default: -1)"),
     flag(&["-s", "--seed"], Some("SEED"), "default RNG seed (default: -1, random)"),
     flag(&["--temp", "--temperature"], Some("N"), "default temperature (default: 0.8)"),
@@ -64,16 +65,21 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     cfg.cont_batching = !p.has("-nocb");
     cfg.host = p.str("--host").unwrap_or("127.0.0.1").to_string();
     cfg.port = p.get("--port", 8080)?;
-    cfg.api_key = match (p.str("--api-key"), p.str("--api-key-file")) {
-        (Some(k), _) => Some(k.to_string()),
-        (None, Some(f)) => std::fs::read_to_string(f)?.lines().map(str::trim).find(|l| !l.is_empty()).map(String::from),
-        (None, None) => None,
-    };
+    for v in p.all("--api-key") {
+        cfg.api_keys.extend(v.split(',').filter(|k| !k.is_empty()).map(String::from));
+    }
+    if let Some(f) = p.str("--api-key-file") {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading --api-key-file {f}"))?;
+        let keys = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        cfg.api_keys.extend(keys.map(String::from));
+    }
+    cfg.metrics = p.has("--metrics");
+    cfg.slots = !p.has("--no-slots");
     cfg.loras = common::lora_requests(&p)?;
     cfg.lora_init_without_apply = p.has("--lora-init-without-apply");
     cfg.chat_template = p.str("--chat-template").map(str::to_string);
     cfg.aliases = p.str("-a").map(|a| a.split(',').map(str::to_string).collect()).unwrap_or_default();
-    cfg.timeout = Duration::from_secs(p.get("-to", 600)?);
+    cfg.timeout = Duration::from_secs(p.get("-to", 3600)?);
     cfg.n_predict = p.get("-n", -1)?;
     cfg.body_limit = p.get("--body-limit", cfg.body_limit)?;
     let d = SamplerParams::default();
