@@ -509,3 +509,27 @@ print("openai client OK")
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     print!("{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn long_prompts_prefill_in_chunks_beside_generating_slots() {
+    let m = model();
+    // -b 32: a 60-token prompt takes two steps or more, sharing batches with other slots'
+    // next tokens; -nocb is accepted too (admission only between generations).
+    let prompts: Vec<String> =
+        (0..4).map(|i| format!("{i} {}", "alpha beta gamma delta epsilon zeta eta theta ".repeat(6))).collect();
+    for extra in [&[][..], &["-nocb"][..]] {
+        let mut args = vec!["-m", m.to_str().unwrap(), "-np", "4", "-c", "1024", "-b", "32", "-ub", "32"];
+        args.extend_from_slice(extra);
+        let s = start(&args);
+        rt().block_on(async {
+            let n = s.ok("/tokenize", &json!({"content": prompts[0]})).await["tokens"].as_array().unwrap().len();
+            assert!(n > 40, "{n} prompt tokens");
+            let mut solo = Vec::new();
+            for p in &prompts {
+                solo.push(s.greedy(p, 20, json!({})).await);
+            }
+            let together = futures_util::future::join_all(prompts.iter().map(|p| s.greedy(p, 20, json!({})))).await;
+            assert_eq!(together, solo, "{extra:?}");
+        });
+    }
+}
