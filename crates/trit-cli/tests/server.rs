@@ -282,6 +282,12 @@ fn concurrent_requests_decode_in_one_batch_and_match_solo_runs() {
         // Solo: 10 x (1 prefill + 31 decodes) = 320 decode calls; batched, about 70.
         assert!(decodes < 160.0, "{decodes} llama_decode calls for 10 batched requests");
         assert!(s.metric("n_busy_slots_per_decode").await > 1.0);
+        // Sampling with a seed is reproducible under concurrency too.
+        let body = json!({"prompt": "Seeded", "n_predict": 24, "temperature": 0.9, "seed": 42, "ignore_eos": true});
+        let (a, b, c) =
+            tokio::join!(s.ok("/completion", &body), s.ok("/completion", &body), s.ok("/completion", &body));
+        assert_eq!(a["content"], b["content"]);
+        assert_eq!(a["content"], c["content"]);
         // Distinct prompts, distinct outputs (the slots did not share state).
         let distinct: std::collections::HashSet<_> = solo.iter().collect();
         assert!(distinct.len() > 5, "{solo:?}");
@@ -311,6 +317,19 @@ fn a_dropped_stream_frees_its_slot() {
         }
         assert_eq!(s.metric("requests_cancelled_total").await, 1.0);
         assert!(s.metric("tokens_predicted_total").await < 15000.0);
+        // A non-streaming request whose client gives up is dropped the same way.
+        let slow = client()
+            .post(s.url("/completion"))
+            .timeout(Duration::from_millis(300))
+            .json(&json!({"prompt": "Once upon a time", "n_predict": 16000, "ignore_eos": true}))
+            .send()
+            .await;
+        assert!(slow.is_err(), "the client times out first");
+        let t0 = Instant::now();
+        while s.metric("requests_cancelled_total").await < 2.0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "slot still busy after the client went away");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // The single slot serves the next request, from a clean cache.
         let a = s.greedy("Hello there", 8, json!({})).await;
         let b = s.greedy("Hello there", 8, json!({})).await;
