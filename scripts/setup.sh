@@ -20,6 +20,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# The official OpenAI Python client, for the llama-server compatibility test.
+if ! python3 -c "import openai" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check openai >/dev/null 2>&1 \
+    || echo "setup: could not pip install openai; the openai-client server test will print SKIPPED" >&2
+fi
 command -v cargo >/dev/null || { echo "setup: install Rust first: https://rustup.rs (cargo 1.85 or newer)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 echo "setup: ok ($(cargo --version), $(cmake --version | head -1))"
