@@ -18,6 +18,7 @@ fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed={}", patches_dir.display());
     println!("cargo:rerun-if-env-changed=TRIT_NATIVE");
+    println!("cargo:rerun-if-env-changed=TRIT_PEER_LLAMA_VULKAN");
     println!("cargo:rustc-env=TRIT_LLAMA_CPP_PIN={PIN_CRATE} {PIN_VERSION}");
 
     let pristine = locate_pinned_source(&workspace);
@@ -26,6 +27,10 @@ fn main() {
     prepare_patched_copy(&pristine, &src, &patches);
 
     let native = std::env::var("TRIT_NATIVE").map(|v| v != "0" && v != "OFF").unwrap_or(true);
+    // Peer benchmarks only: llama.cpp's own Vulkan backend, built from the same pinned source
+    // (scripts/bench-vulkan-device.sh). Never in shipped builds: its device would shadow
+    // trit's Rust backend through llama.cpp's device de-duplication.
+    let peer_vulkan = std::env::var("TRIT_PEER_LLAMA_VULKAN").is_ok_and(|v| v == "1");
     let mut cfg = cmake::Config::new(&src);
     cfg.profile("Release")
         .define("BUILD_SHARED_LIBS", "OFF")
@@ -39,7 +44,7 @@ fn main() {
         .define("LLAMA_CURL", "OFF")
         .define("GGML_NATIVE", if native { "ON" } else { "OFF" })
         .define("GGML_OPENMP", "ON")
-        .define("GGML_VULKAN", "OFF")
+        .define("GGML_VULKAN", if peer_vulkan { "ON" } else { "OFF" })
         .define("GGML_METAL", "OFF")
         .define("GGML_CUDA", "OFF")
         .define("GGML_BLAS", "OFF")
@@ -48,14 +53,21 @@ fn main() {
     let dst = cfg.build();
     let build_dir = dst.join("build");
 
-    for lib in ["llama", "ggml", "ggml-cpu", "ggml-base"] {
+    let mut libs = vec!["llama", "ggml", "ggml-cpu", "ggml-base"];
+    if peer_vulkan {
+        libs.insert(2, "ggml-vulkan");
+    }
+    for lib in &libs {
         let found = find_static_lib(&build_dir, lib)
             .unwrap_or_else(|| panic!("built lib{lib}.a not found under {}", build_dir.display()));
         println!("cargo:rustc-link-search=native={}", found.parent().unwrap().display());
     }
     // Order matters for static linking: dependents first.
-    for lib in ["llama", "ggml", "ggml-cpu", "ggml-base"] {
+    for lib in &libs {
         println!("cargo:rustc-link-lib=static={lib}");
+    }
+    if peer_vulkan {
+        println!("cargo:rustc-link-lib=dylib=vulkan");
     }
     for lib in ["stdc++", "gomp", "m", "pthread"] {
         println!("cargo:rustc-link-lib=dylib={lib}");
