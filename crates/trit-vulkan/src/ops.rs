@@ -1,0 +1,363 @@
+//! Which ggml ops the backend runs (`supports`) and how each is recorded (`encode`). The two
+//! must agree: `supports` answers true only for what `encode` implements.
+
+use trit_sys as sys;
+
+use crate::dispatch::{locate, span, Push, Recorder};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+const F32: sys::ggml_type = sys::GGML_TYPE_F32;
+const F16: sys::ggml_type = sys::GGML_TYPE_F16;
+const I32: sys::ggml_type = sys::GGML_TYPE_I32;
+const I64: sys::ggml_type = sys::GGML_TYPE_I64;
+const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
+const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
+
+/// Ops that only reinterpret memory: nothing to record.
+pub(crate) fn is_noop(op: sys::ggml_op) -> bool {
+    matches!(op, sys::GGML_OP_NONE | sys::GGML_OP_VIEW | sys::GGML_OP_RESHAPE | sys::GGML_OP_PERMUTE | sys::GGML_OP_TRANSPOSE)
+}
+
+fn elsize(t: sys::ggml_type) -> Option<u64> {
+    match t {
+        F32 | I32 => Some(4),
+        F16 => Some(2),
+        I64 => Some(8),
+        _ => None,
+    }
+}
+
+// SAFETY (all accessors below): callers pass live tensors from a ggml graph.
+fn ty(t: *const sys::ggml_tensor) -> sys::ggml_type {
+    unsafe { (*t).type_ }
+}
+fn ne(t: *const sys::ggml_tensor) -> [i64; 4] {
+    unsafe { (*t).ne }
+}
+fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
+    unsafe { (*t).nb }
+}
+fn src(t: *const sys::ggml_tensor, i: usize) -> *const sys::ggml_tensor {
+    unsafe { (*t).src[i] }
+}
+fn param_u32(t: *const sys::ggml_tensor, i: usize) -> u32 {
+    unsafe { (*t).op_params[i] as u32 }
+}
+fn param_f32(t: *const sys::ggml_tensor, i: usize) -> f32 {
+    f32::from_bits(param_u32(t, i))
+}
+fn nelements(t: *const sys::ggml_tensor) -> u64 {
+    ne(t).iter().map(|&n| n.max(0) as u64).product()
+}
+
+/// (ne, nb in units of `el` bytes) as the kernels take them.
+fn shape(t: *const sys::ggml_tensor, el: u64) -> ([u32; 4], [u32; 4]) {
+    let (n, b) = (ne(t), nb(t));
+    (n.map(|x| x as u32), b.map(|x| (x as u64 / el) as u32))
+}
+
+/// Everything a kernel indexes must fit u32 arithmetic.
+fn fits_u32(t: *const sys::ggml_tensor) -> bool {
+    let limit = u32::MAX as u64 / 2;
+    nelements(t) < limit && span(t) < limit
+}
+
+/// Operand fits in one descriptor range (with room for the offset alignment slack).
+fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
+    span(t) + gpu.min_storage_align + 4 <= gpu.max_range()
+}
+
+pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
+    // SAFETY: op is a live tensor handed to supports_op.
+    let kind = unsafe { (*op).op };
+    if is_noop(kind) {
+        return true;
+    }
+    let s0 = src(op, 0);
+    let s1 = src(op, 1);
+    let mut operands = vec![op];
+    for i in 0..3 {
+        let s = src(op, i);
+        if !s.is_null() {
+            operands.push(s);
+        }
+    }
+    if operands.iter().any(|&t| !fits_u32(t)) {
+        return false;
+    }
+    // Every operand but a MUL_MAT weight (tiled by rows) must fit one binding.
+    let weight = if kind == sys::GGML_OP_MUL_MAT { s0 } else { std::ptr::null() };
+    if operands.iter().any(|&t| t != weight && !fits_range(gpu, t)) {
+        return false;
+    }
+    match kind {
+        sys::GGML_OP_MUL_MAT => {
+            let (a, b) = (ne(s0), ne(s1));
+            let t0 = ty(s0);
+            let type_ok = match t0 {
+                F32 | F16 => true,
+                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == unsafe { sys::ggml_type_size(t0) },
+                _ => false,
+            };
+            if !type_ok || ty(s1) != F32 || ty(op) != F32 || b[2] % a[2] != 0 || b[3] % a[3] != 0 {
+                return false;
+            }
+            if !fits_range(gpu, s0) {
+                // Row tiles: only for plain 2-D weights whose single row fits.
+                let row = unsafe { sys::ggml_row_size(t0, a[0]) } as u64;
+                return a[2] == 1 && a[3] == 1 && row + gpu.min_storage_align + 4 <= gpu.max_range();
+            }
+            true
+        }
+        sys::GGML_OP_GET_ROWS => matches!(ty(s0), F32 | F16) && ty(s1) == I32 && ty(op) == F32,
+        sys::GGML_OP_SET_ROWS => {
+            ty(s0) == F32 && matches!(ty(s1), I32 | I64) && matches!(ty(op), F32 | F16) && nb(op)[0] as u64 == elsize(ty(op)).unwrap_or(0)
+        }
+        sys::GGML_OP_RMS_NORM => ty(s0) == F32 && ty(op) == F32,
+        sys::GGML_OP_ADD | sys::GGML_OP_MUL => {
+            ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32 && unsafe { sys::ggml_can_repeat(s1, s0) }
+        }
+        sys::GGML_OP_SCALE | sys::GGML_OP_SQR => ty(s0) == F32 && ty(op) == F32,
+        sys::GGML_OP_CPY | sys::GGML_OP_CONT | sys::GGML_OP_DUP => {
+            matches!(ty(s0), F32 | F16) && matches!(ty(op), F32 | F16) && nelements(s0) == nelements(op)
+        }
+        sys::GGML_OP_UNARY => {
+            let u = unsafe { sys::ggml_get_unary_op(op) };
+            matches!(u, sys::GGML_UNARY_OP_RELU | sys::GGML_UNARY_OP_SILU) && ty(s0) == F32 && ty(op) == F32
+        }
+        sys::GGML_OP_GLU => {
+            let g = unsafe { sys::ggml_get_glu_op(op) };
+            matches!(g, sys::GGML_GLU_OP_SWIGLU | sys::GGML_GLU_OP_REGLU)
+                && ty(s0) == F32
+                && ty(op) == F32
+                && unsafe { sys::ggml_is_contiguous(s0) && sys::ggml_is_contiguous(op) }
+                && (s1.is_null() || (ty(s1) == F32 && unsafe { sys::ggml_is_contiguous(s1) }))
+        }
+        sys::GGML_OP_SOFT_MAX => {
+            ty(s0) == F32
+                && ty(op) == F32
+                && (s1.is_null() || matches!(ty(s1), F32 | F16))
+                && src(op, 2).is_null()
+                && param_f32(op, 1) == 0.0
+        }
+        sys::GGML_OP_ROPE => {
+            let mode = param_u32(op, 2);
+            let n_dims = param_u32(op, 1) as i64;
+            ty(s0) == F32
+                && ty(op) == F32
+                && ty(s1) == I32
+                && src(op, 2).is_null()
+                && (mode == 0 || mode == sys::GGML_ROPE_TYPE_NEOX)
+                && param_f32(op, 7) == 0.0
+                && n_dims % 2 == 0
+                && n_dims <= ne(s0)[0]
+                && ne(op) == ne(s0)
+        }
+        _ => false,
+    }
+}
+
+fn groups_for(items: u64, per: u64) -> u64 {
+    items.div_ceil(per)
+}
+
+fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
+    Error::Unsupported {
+        node: String::new(),
+        op: format!("op {}", unsafe { (*op).op }),
+        why: why.to_string(),
+    }
+}
+
+/// Record the dispatches of one graph node.
+pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
+    // SAFETY: op is a live graph node.
+    let kind = unsafe { (*op).op };
+    if is_noop(kind) || nelements(op) == 0 {
+        return Ok(());
+    }
+    let s0 = src(op, 0);
+    let s1 = src(op, 1);
+    let mut p = Push::default();
+    match kind {
+        sys::GGML_OP_MUL_MAT => {
+            let t0 = ty(s0);
+            let (name, a_el) = match t0 {
+                F32 => ("f32", 4),
+                F16 => ("f16", 2),
+                TQ2 => ("tq2", 1),
+                TQ1 => ("tq1", 1),
+                _ => return Err(fail(op, "weight type")),
+            };
+            let ncols: u64 = if ne(s1)[1] == 1 { 1 } else { 8 };
+            let kernel = format!("mm_{name}_{ncols}");
+            (p.a_ne, p.a_nb) = shape(s0, a_el);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let b = rec.bind(s1, 4)?;
+            let [_, rows, _, _] = ne(s0);
+            let [_, cols, b2, b3] = ne(s1);
+            let per_row = (cols as u64).div_ceil(ncols) * b2 as u64 * b3 as u64;
+            let gpu = rec.gpu().clone();
+            if fits_range(&gpu, s0) {
+                let a = rec.bind(s0, a_el)?;
+                let d = rec.bind(op, 4)?;
+                let groups = rows as u64 * per_row;
+                p.m0[1] = groups as u32;
+                return rec.dispatch(&kernel, a, Some(b), d, p, groups);
+            }
+            // Tiles of weight rows, each within maxStorageBufferRange.
+            let row_stride = nb(s0)[1] as u64;
+            let row_bytes = unsafe { sys::ggml_row_size(t0, ne(s0)[0]) } as u64;
+            let budget = gpu.max_range() - gpu.min_storage_align - 4;
+            let per_tile = ((budget.saturating_sub(row_bytes)) / row_stride + 1).min(rows as u64);
+            let (a_alloc, a_off) = locate(s0)?;
+            let (d_alloc, d_off) = locate(op)?;
+            let d_span = span(op);
+            let mut r0 = 0u64;
+            while r0 < rows as u64 {
+                let nr = per_tile.min(rows as u64 - r0);
+                let a = rec.bind_bytes(a_alloc, a_off + r0 * row_stride, (nr - 1) * row_stride + row_bytes, a_el)?;
+                let d = rec.bind_bytes(d_alloc, d_off + r0 * 4, d_span - r0 * 4, 4)?;
+                let mut pt = p;
+                pt.a_ne[1] = nr as u32;
+                let groups = nr * per_row;
+                pt.m0[1] = groups as u32;
+                rec.dispatch(&kernel, a, Some(b), d, pt, groups)?;
+                r0 += nr;
+            }
+            Ok(())
+        }
+        sys::GGML_OP_ADD | sys::GGML_OP_MUL => {
+            let kernel = if kind == sys::GGML_OP_ADD { "add_f32" } else { "mul_f32" };
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_SCALE
+        | sys::GGML_OP_SQR
+        | sys::GGML_OP_UNARY
+        | sys::GGML_OP_CPY
+        | sys::GGML_OP_CONT
+        | sys::GGML_OP_DUP => {
+            let kernel = match kind {
+                sys::GGML_OP_SCALE => {
+                    p.m1[1] = param_u32(op, 0);
+                    p.m1[2] = param_u32(op, 1);
+                    "scale_f32".to_string()
+                }
+                sys::GGML_OP_SQR => "sqr_f32".to_string(),
+                sys::GGML_OP_UNARY => match unsafe { sys::ggml_get_unary_op(op) } {
+                    sys::GGML_UNARY_OP_RELU => "relu_f32".to_string(),
+                    sys::GGML_UNARY_OP_SILU => "silu_f32".to_string(),
+                    _ => return Err(fail(op, "unary op")),
+                },
+                _ => {
+                    let n = |t| if t == F16 { "f16" } else { "f32" };
+                    format!("cpy_{}_{}", n(ty(s0)), n(ty(op)))
+                }
+            };
+            let (ea, ed) = (elsize(ty(s0)).unwrap_or(4), elsize(ty(op)).unwrap_or(4));
+            (p.a_ne, p.a_nb) = shape(s0, ea);
+            (p.d_ne, p.d_nb) = shape(op, ed);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, d) = (rec.bind(s0, ea)?, rec.bind(op, ed)?);
+            rec.dispatch(&kernel, a, None, d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_GLU => {
+            let kernel = match unsafe { sys::ggml_get_glu_op(op) } {
+                sys::GGML_GLU_OP_SWIGLU => "swiglu_f32",
+                sys::GGML_GLU_OP_REGLU => "reglu_f32",
+                _ => return Err(fail(op, "glu op")),
+            };
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let b = if s1.is_null() {
+                None
+            } else {
+                (p.b_ne, p.b_nb) = shape(s1, 4);
+                p.m1[2] = 1;
+                Some(rec.bind(s1, 4)?)
+            };
+            p.m1[1] = param_u32(op, 1);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, b, d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_RMS_NORM => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 0);
+            let rows = nelements(s0) / ne(s0)[0] as u64;
+            p.m0[1] = rows as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("rms_norm_f32", a, None, d, p, rows)
+        }
+        sys::GGML_OP_SOFT_MAX => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 0);
+            let (kernel, b) = if s1.is_null() {
+                ("soft_max_f32", None)
+            } else {
+                let el = elsize(ty(s1)).unwrap_or(4);
+                (p.b_ne, p.b_nb) = shape(s1, el);
+                p.m1[2] = 1;
+                (if ty(s1) == F16 { "soft_max_f16" } else { "soft_max_f32" }, Some(rec.bind(s1, el)?))
+            };
+            let rows = nelements(s0) / ne(s0)[0] as u64;
+            p.m0[1] = rows as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, b, d, p, rows)
+        }
+        sys::GGML_OP_ROPE => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 1);
+            p.m1[2] = param_u32(op, 2);
+            p.m1[3] = param_u32(op, 5);
+            p.b_nb[1] = param_u32(op, 6);
+            p.b_nb[2] = param_u32(op, 8);
+            let n = nelements(s0);
+            p.m0[1] = n as u32;
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("rope_f32", a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_GET_ROWS => {
+            let ea = elsize(ty(s0)).unwrap_or(4);
+            (p.a_ne, p.a_nb) = shape(s0, ea);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let kernel = if ty(s0) == F16 { "get_rows_f16" } else { "get_rows_f32" };
+            let (a, b, d) = (rec.bind(s0, ea)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_SET_ROWS => {
+            let ei = elsize(ty(s1)).unwrap_or(8);
+            let ed = elsize(ty(op)).unwrap_or(4);
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, ei);
+            (p.d_ne, p.d_nb) = shape(op, ed);
+            let n = nelements(s0);
+            p.m0[1] = n as u32;
+            let kernel = format!(
+                "set_rows_{}_{}",
+                if ty(op) == F16 { "f16" } else { "f32" },
+                if ty(s1) == I64 { "i64" } else { "i32" }
+            );
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, ei)?, rec.bind(op, ed)?);
+            rec.dispatch(&kernel, a, Some(b), d, p, groups_for(n, 256))
+        }
+        _ => Err(fail(op, "no kernel")),
+    }
+}
