@@ -15,6 +15,7 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("mm_tq2_8", "mul_mat.comp", &["A_TQ2", "NCOLS=8"]),
     ("mm_tq1_1", "mul_mat.comp", &["A_TQ1", "NCOLS=1"]),
     ("mm_tq1_8", "mul_mat.comp", &["A_TQ1", "NCOLS=8"]),
+    ("quant_q8k", "quant_q8k.comp", &[]),
     ("add_f32", "binary.comp", &["OP_ADD"]),
     ("mul_f32", "binary.comp", &["OP_MUL"]),
     ("scale_f32", "unary.comp", &["OP_SCALE", "A_T=float", "D_T=float"]),

@@ -96,7 +96,15 @@ void main() {
     for (uint k = t; k < K; k += WG) {
         const float wv = float(a[a_row + k * pc.a_nb.x]);
         [[unroll]] for (uint j = 0; j < NCOLS; ++j) {
-            if (live[j]) { acc[j] += wv * b[b_base + k * pc.b_nb.x + (c0 + j) * pc.b_nb.y]; }
+            if (live[j]) {
+                const float x = b[b_base + k * pc.b_nb.x + (c0 + j) * pc.b_nb.y];
+#if defined(A_F16)
+                // As the CPU backend: f16 weights meet activations rounded to f16.
+                acc[j] += wv * float(float16_t(x));
+#else
+                acc[j] += wv * x;
+#endif
+            }
         }
     }
 #endif

@@ -60,7 +60,8 @@ pub(crate) fn locate(t: *const sys::ggml_tensor) -> Result<(&'static Allocation,
     // `buffer_alloc` says so.
     unsafe {
         let buf = if (*t).buffer.is_null() && !(*t).view_src.is_null() { (*(*t).view_src).buffer } else { (*t).buffer };
-        let alloc = crate::ffi::buffer_alloc(buf).ok_or_else(|| unsupported(t, "tensor is not in a trit-vulkan buffer"))?;
+        let alloc =
+            crate::ffi::buffer_alloc(buf).ok_or_else(|| unsupported(t, "tensor is not in a trit-vulkan buffer"))?;
         let off = ((*t).data as u64).wrapping_sub(crate::ffi::FAKE_BASE);
         if (*t).data.is_null() || off >= alloc.size.max(1) + 1 {
             return Err(unsupported(t, "tensor has no data in its buffer"));
@@ -98,6 +99,9 @@ pub(crate) struct Recorder {
     writes: Vec<(vk::Buffer, u64, u64)>,
     pub dispatches: u64,
     pub barriers: u64,
+    /// Device-only scratch for per-graph temporaries (rounded activations), bump-allocated.
+    scratch: Option<Allocation>,
+    scratch_cursor: u64,
 }
 
 impl Recorder {
@@ -115,6 +119,8 @@ impl Recorder {
             writes: Vec::new(),
             dispatches: 0,
             barriers: 0,
+            scratch: None,
+            scratch_cursor: 0,
         })
     }
 
@@ -151,6 +157,31 @@ impl Recorder {
         self.bind_bytes(alloc, off, span(t), elsize)
     }
 
+    /// Make sure `bytes` of scratch exist for the graph about to be recorded.
+    pub fn reserve_scratch(&mut self, bytes: u64) -> Result<()> {
+        self.scratch_cursor = 0;
+        if bytes == 0 || self.scratch.as_ref().is_some_and(|s| s.size >= bytes) {
+            return Ok(());
+        }
+        if let Some(old) = self.scratch.take() {
+            self.gpu.free(&old);
+        }
+        self.scratch = Some(self.gpu.alloc(bytes.next_multiple_of(1 << 20))?);
+        Ok(())
+    }
+
+    /// A fresh scratch range of `bytes`, bound for f32 access.
+    pub fn scratch(&mut self, bytes: u64) -> Result<Bound> {
+        let start = self.scratch_cursor;
+        let s = self.scratch.as_ref().filter(|s| start + bytes <= s.size).ok_or_else(|| Error::Unsupported {
+            node: String::new(),
+            op: "scratch".into(),
+            why: "scratch space was not reserved for this graph".into(),
+        })?;
+        self.scratch_cursor = (start + bytes).next_multiple_of(self.gpu.min_storage_align.max(256));
+        self.bind_bytes(s, start, bytes, 4)
+    }
+
     pub fn begin(&mut self) -> Result<()> {
         let d = &self.gpu.device;
         // SAFETY: the command buffer is idle (the previous compute waited on its fence) and
@@ -159,8 +190,11 @@ impl Recorder {
             for p in &self.desc_pools {
                 d.reset_descriptor_pool(*p, vk::DescriptorPoolResetFlags::empty()).vk("vkResetDescriptorPool")?;
             }
-            d.begin_command_buffer(self.cmd, &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT))
-                .vk("vkBeginCommandBuffer")?;
+            d.begin_command_buffer(
+                self.cmd,
+                &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+            )
+            .vk("vkBeginCommandBuffer")?;
         }
         self.used_in_last = SETS_PER_POOL;
         self.pool_cursor = 0;
@@ -172,9 +206,9 @@ impl Recorder {
     /// End, submit, wait. Results are visible to the host and to transfers afterwards.
     pub fn finish(&mut self) -> Result<()> {
         let d = &self.gpu.device;
-        let barrier = vk::MemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-            .dst_access_mask(vk::AccessFlags::HOST_READ | vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE);
+        let barrier = vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::SHADER_WRITE).dst_access_mask(
+            vk::AccessFlags::HOST_READ | vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE,
+        );
         // SAFETY: recording into our command buffer.
         unsafe {
             d.cmd_pipeline_barrier(
@@ -205,10 +239,16 @@ impl Recorder {
         if self.used_in_last >= SETS_PER_POOL {
             self.pool_cursor += 1;
             if self.pool_cursor > self.desc_pools.len() {
-                let sizes = [vk::DescriptorPoolSize { ty: vk::DescriptorType::STORAGE_BUFFER, descriptor_count: 3 * SETS_PER_POOL }];
+                let sizes = [vk::DescriptorPoolSize {
+                    ty: vk::DescriptorType::STORAGE_BUFFER,
+                    descriptor_count: 3 * SETS_PER_POOL,
+                }];
                 // SAFETY: plain object creation; destroyed in Drop.
                 let p = unsafe {
-                    d.create_descriptor_pool(&vk::DescriptorPoolCreateInfo::default().max_sets(SETS_PER_POOL).pool_sizes(&sizes), None)
+                    d.create_descriptor_pool(
+                        &vk::DescriptorPoolCreateInfo::default().max_sets(SETS_PER_POOL).pool_sizes(&sizes),
+                        None,
+                    )
                 }
                 .vk("vkCreateDescriptorPool")?;
                 self.desc_pools.push(p);
@@ -219,7 +259,9 @@ impl Recorder {
         let layouts = [self.gpu.set_layout];
         // SAFETY: the pool has room (counted above).
         let set = unsafe {
-            d.allocate_descriptor_sets(&vk::DescriptorSetAllocateInfo::default().descriptor_pool(pool).set_layouts(&layouts))
+            d.allocate_descriptor_sets(
+                &vk::DescriptorSetAllocateInfo::default().descriptor_pool(pool).set_layouts(&layouts),
+            )
         }
         .vk("vkAllocateDescriptorSets")?[0];
         self.used_in_last += 1;
@@ -227,13 +269,22 @@ impl Recorder {
     }
 
     fn hazard(&self, b: &Bound, write: bool) -> bool {
-        let overlaps = |v: &Vec<(vk::Buffer, u64, u64)>| v.iter().any(|&(buf, lo, hi)| buf == b.buffer && lo < b.hi && b.lo < hi);
+        let overlaps =
+            |v: &Vec<(vk::Buffer, u64, u64)>| v.iter().any(|&(buf, lo, hi)| buf == b.buffer && lo < b.hi && b.lo < hi);
         overlaps(&self.writes) || (write && overlaps(&self.reads))
     }
 
     /// Record `groups` workgroups of `kernel`, split into tiles of at most
     /// maxComputeWorkGroupCount[0] (the tile base goes to the kernel as m0.x).
-    pub fn dispatch(&mut self, kernel: &str, a: Bound, b: Option<Bound>, dst: Bound, mut push: Push, groups: u64) -> Result<()> {
+    pub fn dispatch(
+        &mut self,
+        kernel: &str,
+        a: Bound,
+        b: Option<Bound>,
+        dst: Bound,
+        mut push: Push,
+        groups: u64,
+    ) -> Result<()> {
         if groups == 0 {
             return Ok(());
         }
@@ -288,12 +339,25 @@ impl Recorder {
         unsafe {
             d.update_descriptor_sets(&writes, &[]);
             d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
-            d.cmd_bind_descriptor_sets(self.cmd, vk::PipelineBindPoint::COMPUTE, self.gpu.pipeline_layout, 0, &[set], &[]);
+            d.cmd_bind_descriptor_sets(
+                self.cmd,
+                vk::PipelineBindPoint::COMPUTE,
+                self.gpu.pipeline_layout,
+                0,
+                &[set],
+                &[],
+            );
             let mut base = 0u64;
             while base < groups {
                 let n = (groups - base).min(max);
                 push.m0[0] = base as u32;
-                d.cmd_push_constants(self.cmd, self.gpu.pipeline_layout, vk::ShaderStageFlags::COMPUTE, 0, &push.bytes());
+                d.cmd_push_constants(
+                    self.cmd,
+                    self.gpu.pipeline_layout,
+                    vk::ShaderStageFlags::COMPUTE,
+                    0,
+                    &push.bytes(),
+                );
                 d.cmd_dispatch(self.cmd, n as u32, 1, 1);
                 self.dispatches += 1;
                 DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -307,6 +371,9 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         let d = &self.gpu.device;
+        if let Some(s) = self.scratch.take() {
+            self.gpu.free(&s);
+        }
         // SAFETY: every submit waited for its fence, so nothing is in flight.
         unsafe {
             for p in &self.desc_pools {

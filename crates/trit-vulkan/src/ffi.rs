@@ -210,7 +210,10 @@ unsafe extern "C" fn buft_get_alignment(_: sys::ggml_backend_buffer_type_t) -> u
 unsafe extern "C" fn buft_get_max_size(_: sys::ggml_backend_buffer_type_t) -> usize {
     state().map_or(0, |s| s.gpu.max_alloc) as usize
 }
-unsafe extern "C" fn buft_alloc_buffer(buft: sys::ggml_backend_buffer_type_t, size: usize) -> sys::ggml_backend_buffer_t {
+unsafe extern "C" fn buft_alloc_buffer(
+    buft: sys::ggml_backend_buffer_type_t,
+    size: usize,
+) -> sys::ggml_backend_buffer_t {
     guard("alloc_buffer", null_mut(), || {
         let Some(s) = state() else { return null_mut() };
         let alloc = match s.gpu.alloc(size as u64) {
@@ -376,7 +379,10 @@ unsafe extern "C" fn backend_free(backend: sys::ggml_backend_t) {
         }
     })
 }
-unsafe extern "C" fn backend_graph_compute(backend: sys::ggml_backend_t, graph: *mut sys::ggml_cgraph) -> sys::ggml_status {
+unsafe extern "C" fn backend_graph_compute(
+    backend: sys::ggml_backend_t,
+    graph: *mut sys::ggml_cgraph,
+) -> sys::ggml_status {
     guard("graph_compute", sys::GGML_STATUS_FAILED, || {
         // SAFETY: backend came from dev_init_backend.
         let ctx = unsafe { &*((*backend).context as *const BackendCtx) };
@@ -392,9 +398,14 @@ unsafe extern "C" fn backend_graph_compute(backend: sys::ggml_backend_t, graph: 
 }
 
 fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Result<()> {
-    rec.begin()?;
     // SAFETY: graph is a live ggml graph for the duration of the call.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
+    let align = rec.gpu().min_storage_align;
+    // SAFETY: i < n_nodes.
+    let scratch: u64 =
+        (0..n).map(|i| crate::ops::scratch_bytes(unsafe { sys::ggml_graph_node(graph, i) }, align)).sum();
+    rec.reserve_scratch(scratch)?;
+    rec.begin()?;
     for i in 0..n {
         // SAFETY: i < n_nodes.
         let node = unsafe { sys::ggml_graph_node(graph, i) };

@@ -33,6 +33,8 @@ pub(crate) struct Gpu {
     pub min_storage_align: u64,
     pub max_alloc: u64,
     pub hw_max_wg_x: u32,
+    /// The device is a CPU implementation of Vulkan (lavapipe).
+    pub is_cpu: bool,
     pub hw_max_range: u64,
     pub limits: Limits,
     has_budget: bool,
@@ -172,7 +174,10 @@ impl Gpu {
         let prio = [1.0f32];
         let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(queue_family).queue_priorities(&prio)];
         let mut f16 = vk::PhysicalDevice16BitStorageFeatures::default().storage_buffer16_bit_access(true);
-        let dci = vk::DeviceCreateInfo::default().queue_create_infos(&qci).enabled_extension_names(&ext_names).push_next(&mut f16);
+        let dci = vk::DeviceCreateInfo::default()
+            .queue_create_infos(&qci)
+            .enabled_extension_names(&ext_names)
+            .push_next(&mut f16);
         // SAFETY: features and extensions were checked above; destroyed in Drop.
         let device = unsafe { instance.create_device(pdev, &dci, None) }.vk("vkCreateDevice")?;
         // SAFETY: queue 0 of a family we created.
@@ -190,8 +195,12 @@ impl Gpu {
         let hw_max_wg_x = lim.max_compute_work_group_count[0];
         let hw_max_range = lim.max_storage_buffer_range as u64;
         let limits = Limits {
-            max_wg_x: AtomicU32::new(env_u64("TRIT_VULKAN_MAX_WG").map_or(hw_max_wg_x, |v| v.clamp(1, hw_max_wg_x as u64) as u32)),
-            max_range: AtomicU64::new(env_u64("TRIT_VULKAN_MAX_RANGE").map_or(hw_max_range, |v| v.clamp(1024, hw_max_range))),
+            max_wg_x: AtomicU32::new(
+                env_u64("TRIT_VULKAN_MAX_WG").map_or(hw_max_wg_x, |v| v.clamp(1, hw_max_wg_x as u64) as u32),
+            ),
+            max_range: AtomicU64::new(
+                env_u64("TRIT_VULKAN_MAX_RANGE").map_or(hw_max_range, |v| v.clamp(1024, hw_max_range)),
+            ),
             force_staging: AtomicBool::new(std::env::var("TRIT_VULKAN_STAGING").is_ok_and(|v| v == "1")),
         };
 
@@ -227,6 +236,7 @@ impl Gpu {
             min_storage_align: lim.min_storage_buffer_offset_alignment.max(4),
             max_alloc,
             hw_max_wg_x,
+            is_cpu: props.device_type == vk::PhysicalDeviceType::CPU,
             hw_max_range,
             limits,
             has_budget,
@@ -355,12 +365,16 @@ impl Gpu {
         // SAFETY: the transfer command buffer is only used under the xfer lock and is idle
         // (every submit below waits for its fence).
         unsafe {
-            d.begin_command_buffer(x.cmd, &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT))
-                .vk("vkBeginCommandBuffer")?;
+            d.begin_command_buffer(
+                x.cmd,
+                &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+            )
+            .vk("vkBeginCommandBuffer")?;
             record(d, x.cmd);
-            let barrier = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                .dst_access_mask(vk::AccessFlags::HOST_READ | vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
+            let barrier =
+                vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(
+                    vk::AccessFlags::HOST_READ | vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE,
+                );
             d.cmd_pipeline_barrier(
                 x.cmd,
                 vk::PipelineStageFlags::TRANSFER,
@@ -429,7 +443,10 @@ impl Transfer {
 }
 
 /// A resettable command pool with one primary command buffer and an unsignalled fence.
-pub(crate) fn command_objects(device: &ash::Device, family: u32) -> Result<(vk::CommandPool, vk::CommandBuffer, vk::Fence)> {
+pub(crate) fn command_objects(
+    device: &ash::Device,
+    family: u32,
+) -> Result<(vk::CommandPool, vk::CommandBuffer, vk::Fence)> {
     // SAFETY: plain object creation on a live device; the caller owns and destroys them.
     unsafe {
         let pool = device
@@ -464,7 +481,11 @@ impl Allocation {
         let size = size.max(4).next_multiple_of(4);
         let bci = vk::BufferCreateInfo::default()
             .size(size)
-            .usage(vk::BufferUsageFlags::STORAGE_BUFFER | vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST)
+            .usage(
+                vk::BufferUsageFlags::STORAGE_BUFFER
+                    | vk::BufferUsageFlags::TRANSFER_SRC
+                    | vk::BufferUsageFlags::TRANSFER_DST,
+            )
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
         // SAFETY: valid create info; destroyed on every error path below and in `destroy`.
         let buffer = unsafe { device.create_buffer(&bci, None) }
@@ -546,8 +567,11 @@ fn create_pipelines(
         device.create_descriptor_set_layout(&vk::DescriptorSetLayoutCreateInfo::default().bindings(&bindings), None)
     }
     .vk("vkCreateDescriptorSetLayout")?;
-    let ranges =
-        [vk::PushConstantRange { stage_flags: vk::ShaderStageFlags::COMPUTE, offset: 0, size: crate::dispatch::PUSH_BYTES }];
+    let ranges = [vk::PushConstantRange {
+        stage_flags: vk::ShaderStageFlags::COMPUTE,
+        offset: 0,
+        size: crate::dispatch::PUSH_BYTES,
+    }];
     let layouts = [set_layout];
     // SAFETY: as above.
     let pipeline_layout = unsafe {
@@ -563,7 +587,10 @@ fn create_pipelines(
         // SAFETY: SPIR-V produced by glslc at build time.
         let module = unsafe { device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None) }
             .vk("vkCreateShaderModule")?;
-        let stage = vk::PipelineShaderStageCreateInfo::default().stage(vk::ShaderStageFlags::COMPUTE).module(module).name(c"main");
+        let stage = vk::PipelineShaderStageCreateInfo::default()
+            .stage(vk::ShaderStageFlags::COMPUTE)
+            .module(module)
+            .name(c"main");
         let ci = [vk::ComputePipelineCreateInfo::default().stage(stage).layout(pipeline_layout)];
         // SAFETY: valid create info; the module may be destroyed once the pipeline exists.
         let made = unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &ci, None) };

@@ -40,18 +40,37 @@ pub fn device() -> Result<trit_sys::ggml_backend_dev_t> {
     Ok(unsafe { trit_sys::ggml_backend_reg_dev_get(reg, 0) })
 }
 
-/// Register the backend with ggml (once). Returns the device description, or why there is
-/// no Vulkan device (then llama.cpp runs on the CPU).
+static REGISTERED: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+
+/// Register the backend with ggml (once), whatever kind the selected device is. Returns the
+/// device description, or why there is no Vulkan device (then llama.cpp runs on the CPU).
 pub fn register() -> Result<String> {
-    static DONE: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let reg = ffi::backend_reg()?;
-        // SAFETY: reg and everything it points to are leaked statics, valid forever.
-        unsafe { trit_sys::ggml_backend_register(reg) };
-        Ok(info().unwrap_or_default())
-    })
-    .clone()
-    .map_err(Error::NoDevice)
+    register_with(true)
+}
+
+/// Whether [`register`] succeeded.
+pub fn registered() -> bool {
+    REGISTERED.get().is_some_and(|r| r.is_ok())
+}
+
+/// As [`register`]; with `allow_cpu` false a CPU implementation of Vulkan (lavapipe) is
+/// not registered, since ggml's own CPU backend is faster than it.
+pub fn register_with(allow_cpu: bool) -> Result<String> {
+    REGISTERED
+        .get_or_init(|| {
+            let reg = ffi::backend_reg()?;
+            if !allow_cpu && ffi::gpu().is_some_and(|g| g.is_cpu) {
+                return Err(format!(
+                    "only a CPU implementation of Vulkan was found ({}); not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
+                    info().unwrap_or_default()
+                ));
+            }
+            // SAFETY: reg and everything it points to are leaked statics, valid forever.
+            unsafe { trit_sys::ggml_backend_register(reg) };
+            Ok(info().unwrap_or_default())
+        })
+        .clone()
+        .map_err(Error::NoDevice)
 }
 
 /// One line describing the selected device, if any.

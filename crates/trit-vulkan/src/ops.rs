@@ -16,7 +16,10 @@ const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
 
 /// Ops that only reinterpret memory: nothing to record.
 pub(crate) fn is_noop(op: sys::ggml_op) -> bool {
-    matches!(op, sys::GGML_OP_NONE | sys::GGML_OP_VIEW | sys::GGML_OP_RESHAPE | sys::GGML_OP_PERMUTE | sys::GGML_OP_TRANSPOSE)
+    matches!(
+        op,
+        sys::GGML_OP_NONE | sys::GGML_OP_VIEW | sys::GGML_OP_RESHAPE | sys::GGML_OP_PERMUTE | sys::GGML_OP_TRANSPOSE
+    )
 }
 
 fn elsize(t: sys::ggml_type) -> Option<u64> {
@@ -112,7 +115,10 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
         }
         sys::GGML_OP_GET_ROWS => matches!(ty(s0), F32 | F16) && ty(s1) == I32 && ty(op) == F32,
         sys::GGML_OP_SET_ROWS => {
-            ty(s0) == F32 && matches!(ty(s1), I32 | I64) && matches!(ty(op), F32 | F16) && nb(op)[0] as u64 == elsize(ty(op)).unwrap_or(0)
+            ty(s0) == F32
+                && matches!(ty(s1), I32 | I64)
+                && matches!(ty(op), F32 | F16)
+                && nb(op)[0] as u64 == elsize(ty(op)).unwrap_or(0)
         }
         sys::GGML_OP_RMS_NORM => ty(s0) == F32 && ty(op) == F32,
         sys::GGML_OP_ADD | sys::GGML_OP_MUL => {
@@ -158,16 +164,23 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
     }
 }
 
+/// Scratch bytes `encode` will take for this node (rounded activations of ternary MUL_MAT).
+pub(crate) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
+    // SAFETY: op is a live graph node.
+    let kind = unsafe { (*op).op };
+    if kind == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2) && nelements(op) > 0 {
+        (nelements(src(op, 1)) * 4).next_multiple_of(align.max(256))
+    } else {
+        0
+    }
+}
+
 fn groups_for(items: u64, per: u64) -> u64 {
     items.div_ceil(per)
 }
 
 fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
-    Error::Unsupported {
-        node: String::new(),
-        op: format!("op {}", unsafe { (*op).op }),
-        why: why.to_string(),
-    }
+    Error::Unsupported { node: String::new(), op: format!("op {}", unsafe { (*op).op }), why: why.to_string() }
 }
 
 /// Record the dispatches of one graph node.
@@ -195,7 +208,22 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.a_ne, p.a_nb) = shape(s0, a_el);
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
-            let b = rec.bind(s1, 4)?;
+            let b = if a_el == 1 {
+                // Ternary weights: round the activations as the CPU backend does (Q8_K), so
+                // results match it; the product then reads them contiguous from scratch.
+                let src_b = rec.bind(s1, 4)?;
+                let q = rec.scratch(nelements(s1) * 4)?;
+                let mut pq = Push::default();
+                (pq.a_ne, pq.a_nb) = (p.b_ne, p.b_nb);
+                let blocks = nelements(s1) / 256;
+                pq.m0[1] = blocks as u32;
+                rec.dispatch("quant_q8k", src_b, None, q, pq, blocks)?;
+                let [k, c, b2, _] = p.b_ne;
+                p.b_nb = [1, k, k * c, k * c * b2];
+                q
+            } else {
+                rec.bind(s1, 4)?
+            };
             let [_, rows, _, _] = ne(s0);
             let [_, cols, b2, b3] = ne(s1);
             let per_row = (cols as u64).div_ceil(ncols) * b2 as u64 * b3 as u64;

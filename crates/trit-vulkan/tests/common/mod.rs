@@ -81,7 +81,9 @@ fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
         let n = sys::ggml_nelements(t) as usize;
         let ty = (*t).type_;
         let bytes: Vec<u8> = match (ty, fill) {
-            (sys::GGML_TYPE_I32, Fill::Index(m)) => (0..n).flat_map(|_| (rng.gen_range(0..m) as i32).to_le_bytes()).collect(),
+            (sys::GGML_TYPE_I32, Fill::Index(m)) => {
+                (0..n).flat_map(|_| (rng.gen_range(0..m) as i32).to_le_bytes()).collect()
+            }
             (sys::GGML_TYPE_I64, Fill::Index(m)) => (0..n).flat_map(|_| rng.gen_range(0..m).to_le_bytes()).collect(),
             (sys::GGML_TYPE_I32 | sys::GGML_TYPE_I64, Fill::Distinct(m)) => {
                 let mut all: Vec<i64> = (0..m).collect();
@@ -92,7 +94,11 @@ fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
                 (0..n)
                     .flat_map(|i| {
                         let v = all[i % row];
-                        if ty == sys::GGML_TYPE_I32 { (v as i32).to_le_bytes().to_vec() } else { v.to_le_bytes().to_vec() }
+                        if ty == sys::GGML_TYPE_I32 {
+                            (v as i32).to_le_bytes().to_vec()
+                        } else {
+                            v.to_le_bytes().to_vec()
+                        }
                     })
                     .collect()
             }
@@ -103,7 +109,11 @@ fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
                         (0..n)
                             .map(|i| {
                                 let (c, r) = (i % cols, (i / cols) % rows);
-                                if c > r + (cols - rows) { f32::NEG_INFINITY } else { 0.0 }
+                                if c > r + (cols - rows) {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    0.0
+                                }
                             })
                             .collect()
                     }
@@ -116,7 +126,15 @@ fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
                         let row = (*t).ne[0];
                         let nrows = n as i64 / row;
                         let mut out = vec![0u8; sys::ggml_nbytes(t)];
-                        sys::ggml_quantize_chunk(ty, vals.as_ptr(), out.as_mut_ptr() as *mut _, 0, nrows, row, std::ptr::null());
+                        sys::ggml_quantize_chunk(
+                            ty,
+                            vals.as_ptr(),
+                            out.as_mut_ptr() as *mut _,
+                            0,
+                            nrows,
+                            row,
+                            std::ptr::null(),
+                        );
                         out
                     }
                 }
@@ -156,7 +174,9 @@ pub fn run(backend: sys::ggml_backend_t, build: Builder, seed: u64) -> (Vec<f32>
         sys::ggml_backend_tensor_get(out, raw.as_mut_ptr() as *mut _, 0, raw.len());
         let vals = match (*out).type_ {
             sys::GGML_TYPE_F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            sys::GGML_TYPE_F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            sys::GGML_TYPE_F16 => {
+                raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
             t => panic!("output type {t}"),
         };
         let vals: Vec<f32> = if sys::ggml_is_contiguous(out) { vals } else { strided(out, &raw) };
@@ -200,7 +220,11 @@ pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
         err += (g as f64 - w as f64).powi(2);
         norm += (w as f64).powi(2);
     }
-    if norm == 0.0 { err } else { err / norm }
+    if norm == 0.0 {
+        err
+    } else {
+        err / norm
+    }
 }
 
 /// Run `build` on both backends and check NMSE <= bound; returns the NMSE.
@@ -211,7 +235,12 @@ pub fn check(b: &Backends, name: &str, build: Builder, bound: f64) -> f64 {
     assert!(got.iter().all(|v| !v.is_nan()), "{name}: NaN in Vulkan output");
     let e = nmse(&got, &want);
     println!("{name:<48} n={:<7} nmse={e:.3e} (bound {bound:.0e})", got.len());
-    assert!(e <= bound, "{name}: NMSE {e:.3e} > {bound:.0e}\n got[..8]  {:?}\n want[..8] {:?}", &got[..got.len().min(8)], &want[..want.len().min(8)]);
+    assert!(
+        e <= bound,
+        "{name}: NMSE {e:.3e} > {bound:.0e}\n got[..8]  {:?}\n want[..8] {:?}",
+        &got[..got.len().min(8)],
+        &want[..want.len().min(8)]
+    );
     e
 }
 
