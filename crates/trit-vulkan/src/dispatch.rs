@@ -63,7 +63,7 @@ pub(crate) fn locate(t: *const sys::ggml_tensor) -> Result<(&'static Allocation,
         let alloc =
             crate::ffi::buffer_alloc(buf).ok_or_else(|| unsupported(t, "tensor is not in a trit-vulkan buffer"))?;
         let off = ((*t).data as u64).wrapping_sub(crate::ffi::FAKE_BASE);
-        if (*t).data.is_null() || off >= alloc.size.max(1) + 1 {
+        if (*t).data.is_null() || off > alloc.size.max(1) {
             return Err(unsupported(t, "tensor has no data in its buffer"));
         }
         Ok((alloc, off))
@@ -134,7 +134,7 @@ impl Recorder {
         let align = self.gpu.min_storage_align;
         let offset = start / align * align;
         let rem = start - offset;
-        if rem % elsize.max(1) != 0 && elsize > 1 {
+        if elsize > 1 && rem % elsize != 0 {
             return Err(Error::Unsupported {
                 node: String::new(),
                 op: String::new(),

@@ -71,11 +71,31 @@ fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
     span(t) + gpu.min_storage_align + 4 <= gpu.max_range()
 }
 
+/// Ops named in `TRIT_VULKAN_DISABLE_OPS` (comma-separated ggml op names, e.g.
+/// `ROPE,SOFT_MAX`) are left to the CPU: for bisecting numerical differences.
+fn disabled(op: *const sys::ggml_tensor) -> bool {
+    static LIST: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        std::env::var("TRIT_VULKAN_DISABLE_OPS")
+            .map(|v| v.split(',').map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    });
+    if list.is_empty() {
+        return false;
+    }
+    // SAFETY: op is live; ggml_op_desc returns a static string.
+    let name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_op_desc(op)) }.to_string_lossy().to_ascii_uppercase();
+    list.contains(&name)
+}
+
 pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
     // SAFETY: op is a live tensor handed to supports_op.
     let kind = unsafe { (*op).op };
     if is_noop(kind) {
         return true;
+    }
+    if disabled(op) {
+        return false;
     }
     let s0 = src(op, 0);
     let s1 = src(op, 1);

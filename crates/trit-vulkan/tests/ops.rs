@@ -494,3 +494,26 @@ fn memory_is_reported() {
     assert!(total > 0 && free <= total, "free {free} total {total}");
     println!("{}", trit_vulkan::info().unwrap());
 }
+
+/// A BitNet FFN-like chain: ULP-level differences upstream of a ternary product can flip a
+/// Q8_K rounding, so the chain checks that the whole path stays close to the CPU.
+#[test]
+fn ternary_chain() {
+    let Some((_g, b)) = setup() else { return };
+    for (k, f) in [(256i64, 512i64), (512, 768)] {
+        check(
+            &b,
+            &format!("chain rms_norm>mul>tq2>relu>sqr>rms_norm>tq2 k={k} ff={f}"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[k, 5], Fill::Uniform);
+                let w = input(ctx, ins, F32, &[k], Fill::Uniform);
+                let up = input(ctx, ins, TQ2, &[k, f], Fill::Uniform);
+                let down = input(ctx, ins, TQ2, &[f, k], Fill::Uniform);
+                let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
+                let h = sys::ggml_sqr(ctx, sys::ggml_relu(ctx, sys::ggml_mul_mat(ctx, up, h)));
+                sys::ggml_mul_mat(ctx, down, sys::ggml_rms_norm(ctx, h, 1e-5))
+            },
+            1e-6,
+        );
+    }
+}
