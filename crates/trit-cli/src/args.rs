@@ -135,9 +135,9 @@ impl Parsed {
     }
 
     /// Comma-separated list values (llama-bench style `-p 128,512`), over all occurrences.
-    pub fn list<T: FromStr>(&self, name: &str, default: &[T]) -> Result<Vec<T>, ArgError>
+    pub fn list<T>(&self, name: &str, default: &[T]) -> Result<Vec<T>, ArgError>
     where
-        T: Clone,
+        T: FromStr + Clone,
     {
         let vals = self.all(name);
         if vals.is_empty() {
