@@ -114,6 +114,31 @@ fn logits_match_cpu_top1() {
     }
 }
 
+/// Partial offload: with MUL left to the CPU the scheduler splits every layer into many
+/// CPU/Vulkan pieces and copies tensors both ways (this caught an in-place ROPE race).
+#[test]
+fn split_graph_matches_cpu() {
+    if !vulkan_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = convert("bitnet-2b4t-bf16", "tq2_0", dir.path());
+    let p = "The quick brown fox jumps over the lazy dog.";
+    let (cpu, _) = logits(&gguf, p, &["-ngl", "0", "-fa", "off"], &[("TRIT_VULKAN", "0")], &dir.path().join("c.npy"));
+    let env = [("TRIT_VULKAN_ALLOW_CPU", "1"), ("TRIT_VULKAN_DISABLE_OPS", "MUL")];
+    let (split, _) = logits(&gguf, p, &["-ngl", "99"], &env, &dir.path().join("s.npy"));
+    let env = [("TRIT_VULKAN_ALLOW_CPU", "1")];
+    let (full, _) = logits(&gguf, p, &["-ngl", "99"], &env, &dir.path().join("g.npy"));
+    // MUL is exact on both backends, so splitting must not change the result at all.
+    assert_eq!(split, full, "split graph differs from the fully offloaded one");
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (c, g) in cpu.iter().flatten().zip(split.iter().flatten()) {
+        err += ((c - g) as f64).powi(2);
+        norm += (*c as f64).powi(2);
+    }
+    assert!(err / norm < 2e-3, "split graph logits NMSE {:.2e} vs CPU", err / norm);
+}
+
 #[test]
 fn no_vulkan_driver_falls_back_to_cpu() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,32 +8,37 @@ layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 1) readonly buffer BufB { int pos[]; };
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 
+// One invocation per pair of elements: it reads both before writing both, so the op is
+// safe when ggml-alloc runs it in place (dst aliasing src0).
 void main() {
     const uint i = wg_index() * 256 + gl_LocalInvocationID.x;
     if (i >= N_ITEMS) { return; }
-    const uvec4 idx = unflatten(i, pc.a_ne);
+    const uint half_ne0 = pc.a_ne.x / 2;
+    const uvec4 idx = unflatten(i, uvec4(half_ne0, pc.a_ne.y, pc.a_ne.z, pc.a_ne.w));
     const uint n_dims = P0;
-    const uint out_i = D_OFF + strided(idx, pc.d_nb);
+    const uint j = idx.x;
     const uint row = A_OFF + strided(uvec4(0, idx.yzw), pc.a_nb);
-    const uint i0 = idx.x;
-    if (i0 >= n_dims) { d[out_i] = a[row + i0 * pc.a_nb.x]; return; }
-    uint j, e0, e1; bool second;
-    if (P1 == 2u) {
-        const uint half_n = n_dims / 2;
-        second = i0 >= half_n;
-        j = second ? i0 - half_n : i0;
-        e0 = j; e1 = j + half_n;
+    const uint drow = D_OFF + strided(uvec4(0, idx.yzw), pc.d_nb);
+    uint e0, e1;
+    if (2 * j >= n_dims) {
+        e0 = 2 * j; e1 = 2 * j + 1; // past the rotated dimensions: copied
+    } else if (P1 == 2u) {
+        e0 = j; e1 = j + n_dims / 2;
     } else {
-        second = (i0 & 1u) != 0u;
-        j = i0 / 2;
         e0 = 2 * j; e1 = 2 * j + 1;
+    }
+    const float x0 = a[row + e0 * pc.a_nb.x];
+    const float x1 = a[row + e1 * pc.a_nb.x];
+    if (2 * j >= n_dims) {
+        d[drow + e0 * pc.d_nb.x] = x0;
+        d[drow + e1 * pc.d_nb.x] = x1;
+        return;
     }
     const float p = float(pos[B_OFF + idx.z]);
     const float theta = p * pow(uintBitsToFloat(P2), -2.0 * float(j) / float(n_dims)) * uintBitsToFloat(pc.b_nb.y);
     const float mscale = uintBitsToFloat(pc.b_nb.z);
     const float c = cos(theta) * mscale;
     const float s = sin(theta) * mscale;
-    const float x0 = a[row + e0 * pc.a_nb.x];
-    const float x1 = a[row + e1 * pc.a_nb.x];
-    d[out_i] = second ? x0 * s + x1 * c : x0 * c - x1 * s;
+    d[drow + e0 * pc.d_nb.x] = x0 * c - x1 * s;
+    d[drow + e1 * pc.d_nb.x] = x0 * s + x1 * c;
 }

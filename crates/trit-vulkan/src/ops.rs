@@ -71,21 +71,36 @@ fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
     span(t) + gpu.min_storage_align + 4 <= gpu.max_range()
 }
 
-/// Ops named in `TRIT_VULKAN_DISABLE_OPS` (comma-separated ggml op names, e.g.
-/// `ROPE,SOFT_MAX`) are left to the CPU: for bisecting numerical differences.
+/// Nodes matched by `TRIT_VULKAN_DISABLE_OPS` are left to the CPU: a comma-separated list
+/// of ggml op names (`ROPE`), optionally with a node-name prefix (`MUL_MAT:node_1`,
+/// `MUL:Qcur`). For bisecting numerical differences against the CPU.
 fn disabled(op: *const sys::ggml_tensor) -> bool {
-    static LIST: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    static LIST: std::sync::OnceLock<Vec<(String, Option<String>)>> = std::sync::OnceLock::new();
     let list = LIST.get_or_init(|| {
         std::env::var("TRIT_VULKAN_DISABLE_OPS")
-            .map(|v| v.split(',').map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| match s.split_once(':') {
+                        Some((o, n)) => (o.to_ascii_uppercase(), Some(n.to_string())),
+                        None => (s.to_ascii_uppercase(), None),
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     });
     if list.is_empty() {
         return false;
     }
-    // SAFETY: op is live; ggml_op_desc returns a static string.
-    let name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_op_desc(op)) }.to_string_lossy().to_ascii_uppercase();
-    list.contains(&name)
+    // SAFETY: op is live; ggml_op_desc returns a static string; name is NUL-terminated.
+    let (kind, name) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(sys::ggml_op_desc(op)).to_string_lossy().to_ascii_uppercase(),
+            std::ffi::CStr::from_ptr((*op).name.as_ptr()).to_string_lossy().into_owned(),
+        )
+    };
+    list.iter().any(|(o, n)| *o == kind && n.as_ref().is_none_or(|n| name.starts_with(n.as_str())))
 }
 
 pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
@@ -178,6 +193,7 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
                 && param_f32(op, 7) == 0.0
                 && n_dims % 2 == 0
                 && n_dims <= ne(s0)[0]
+                && ne(s0)[0] % 2 == 0
                 && ne(op) == ne(s0)
         }
         _ => false,
@@ -374,7 +390,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             p.m1[3] = param_u32(op, 5);
             p.b_nb[1] = param_u32(op, 6);
             p.b_nb[2] = param_u32(op, 8);
-            let n = nelements(s0);
+            let n = nelements(s0) / 2; // element pairs
             p.m0[1] = n as u32;
             let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
             rec.dispatch("rope_f32", a, Some(b), d, p, groups_for(n, 256))

@@ -59,7 +59,16 @@ fn mul_mat_case(b: &Backends, wt: sys::ggml_type, k: i64, rows: i64, cols: i64, 
 fn mul_mat_ternary() {
     let Some((_g, b)) = setup() else { return };
     for wt in [TQ2, TQ1] {
-        for &(k, rows, cols) in &[(256, 1, 1), (256, 33, 1), (512, 7, 3), (768, 17, 9), (256, 5, 16), (1024, 64, 1)] {
+        for &(k, rows, cols) in &[
+            (256, 1, 1),
+            (256, 33, 1),
+            (512, 7, 3),
+            (768, 17, 9),
+            (256, 5, 16),
+            (1024, 64, 1),
+            (256, 128, 9),
+            (256, 128, 1),
+        ] {
             mul_mat_case(&b, wt, k, rows, cols, [1, 1], [1, 1]);
         }
     }
@@ -296,6 +305,33 @@ fn rope_softmax() {
             NMSE_TR,
         );
     }
+    // In place (ggml-alloc does this when the input dies here): every element pair must be
+    // read before it is written.
+    check(
+        &b,
+        "rope NEOX in place [128,8,9]",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[128, 8, 9], Fill::Uniform);
+            let pos = input(ctx, ins, I32, &[9], Fill::Index(300));
+            let mode = sys::GGML_ROPE_TYPE_NEOX as i32;
+            sys::ggml_rope_ext_inplace(
+                ctx,
+                x,
+                pos,
+                std::ptr::null_mut(),
+                128,
+                mode,
+                4096,
+                500000.0,
+                1.0,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            )
+        },
+        NMSE_TR,
+    );
     for (name, mask_ty) in [("f16 mask", Some(F16)), ("f32 mask", Some(F32)), ("no mask", None)] {
         check(
             &b,
