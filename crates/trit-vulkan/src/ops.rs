@@ -31,24 +31,58 @@ fn elsize(t: sys::ggml_type) -> Option<u64> {
     }
 }
 
-// SAFETY (all accessors below): callers pass live tensors from a ggml graph.
+// Accessors for live graph tensors: `supports_op` and `graph_compute` only ever hand us
+// tensors of a live ggml graph, and the ggml helpers called here only read them.
 fn ty(t: *const sys::ggml_tensor) -> sys::ggml_type {
+    // SAFETY: t is a live tensor (see above).
     unsafe { (*t).type_ }
 }
 fn ne(t: *const sys::ggml_tensor) -> [i64; 4] {
+    // SAFETY: t is a live tensor.
     unsafe { (*t).ne }
 }
 fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
+    // SAFETY: t is a live tensor.
     unsafe { (*t).nb }
 }
 fn src(t: *const sys::ggml_tensor, i: usize) -> *const sys::ggml_tensor {
+    // SAFETY: t is a live tensor; i < 10 at every call site.
     unsafe { (*t).src[i] }
 }
 fn param_u32(t: *const sys::ggml_tensor, i: usize) -> u32 {
+    // SAFETY: t is a live tensor; i < 16 at every call site.
     unsafe { (*t).op_params[i] as u32 }
 }
 fn param_f32(t: *const sys::ggml_tensor, i: usize) -> f32 {
     f32::from_bits(param_u32(t, i))
+}
+fn op_of(t: *const sys::ggml_tensor) -> sys::ggml_op {
+    // SAFETY: t is a live tensor.
+    unsafe { (*t).op }
+}
+fn type_size(t: sys::ggml_type) -> usize {
+    // SAFETY: pure function of a valid type id.
+    unsafe { sys::ggml_type_size(t) }
+}
+fn row_size(t: sys::ggml_type, n: i64) -> u64 {
+    // SAFETY: pure function of a valid type id and a row length.
+    unsafe { sys::ggml_row_size(t, n) as u64 }
+}
+fn can_repeat(a: *const sys::ggml_tensor, b: *const sys::ggml_tensor) -> bool {
+    // SAFETY: both are live tensors; ggml only reads their shapes.
+    unsafe { sys::ggml_can_repeat(a, b) }
+}
+fn contiguous(t: *const sys::ggml_tensor) -> bool {
+    // SAFETY: t is a live tensor.
+    unsafe { sys::ggml_is_contiguous(t) }
+}
+fn unary_op(t: *const sys::ggml_tensor) -> sys::ggml_unary_op {
+    // SAFETY: t is a live UNARY node.
+    unsafe { sys::ggml_get_unary_op(t) }
+}
+fn glu_op(t: *const sys::ggml_tensor) -> sys::ggml_glu_op {
+    // SAFETY: t is a live GLU node.
+    unsafe { sys::ggml_get_glu_op(t) }
 }
 fn nelements(t: *const sys::ggml_tensor) -> u64 {
     ne(t).iter().map(|&n| n.max(0) as u64).product()
@@ -104,8 +138,7 @@ fn disabled(op: *const sys::ggml_tensor) -> bool {
 }
 
 pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
-    // SAFETY: op is a live tensor handed to supports_op.
-    let kind = unsafe { (*op).op };
+    let kind = op_of(op);
     if is_noop(kind) {
         return true;
     }
@@ -135,7 +168,7 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
             let t0 = ty(s0);
             let type_ok = match t0 {
                 F32 | F16 => true,
-                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == unsafe { sys::ggml_type_size(t0) },
+                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == type_size(t0),
                 _ => false,
             };
             if !type_ok || ty(s1) != F32 || ty(op) != F32 || b[2] % a[2] != 0 || b[3] % a[3] != 0 {
@@ -143,7 +176,7 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
             }
             if !fits_range(gpu, s0) {
                 // Row tiles: only for plain 2-D weights whose single row fits.
-                let row = unsafe { sys::ggml_row_size(t0, a[0]) } as u64;
+                let row = row_size(t0, a[0]);
                 return a[2] == 1 && a[3] == 1 && row + gpu.min_storage_align + 4 <= gpu.max_range();
             }
             true
@@ -157,23 +190,23 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
         }
         sys::GGML_OP_RMS_NORM => ty(s0) == F32 && ty(op) == F32,
         sys::GGML_OP_ADD | sys::GGML_OP_MUL => {
-            ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32 && unsafe { sys::ggml_can_repeat(s1, s0) }
+            ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32 && can_repeat(s1, s0)
         }
         sys::GGML_OP_SCALE | sys::GGML_OP_SQR => ty(s0) == F32 && ty(op) == F32,
         sys::GGML_OP_CPY | sys::GGML_OP_CONT | sys::GGML_OP_DUP => {
             matches!(ty(s0), F32 | F16) && matches!(ty(op), F32 | F16) && nelements(s0) == nelements(op)
         }
         sys::GGML_OP_UNARY => {
-            let u = unsafe { sys::ggml_get_unary_op(op) };
+            let u = unary_op(op);
             matches!(u, sys::GGML_UNARY_OP_RELU | sys::GGML_UNARY_OP_SILU) && ty(s0) == F32 && ty(op) == F32
         }
         sys::GGML_OP_GLU => {
-            let g = unsafe { sys::ggml_get_glu_op(op) };
+            let g = glu_op(op);
             matches!(g, sys::GGML_GLU_OP_SWIGLU | sys::GGML_GLU_OP_REGLU)
                 && ty(s0) == F32
                 && ty(op) == F32
-                && unsafe { sys::ggml_is_contiguous(s0) && sys::ggml_is_contiguous(op) }
-                && (s1.is_null() || (ty(s1) == F32 && unsafe { sys::ggml_is_contiguous(s1) }))
+                && contiguous(s0) && contiguous(op)
+                && (s1.is_null() || (ty(s1) == F32 && contiguous(s1)))
         }
         sys::GGML_OP_SOFT_MAX => {
             ty(s0) == F32
@@ -202,8 +235,7 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
 
 /// Scratch bytes `encode` will take for this node (rounded activations of ternary MUL_MAT).
 pub(crate) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
-    // SAFETY: op is a live graph node.
-    let kind = unsafe { (*op).op };
+    let kind = op_of(op);
     if kind == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2) && nelements(op) > 0 {
         (nelements(src(op, 1)) * 4).next_multiple_of(align.max(256))
     } else {
@@ -216,13 +248,12 @@ fn groups_for(items: u64, per: u64) -> u64 {
 }
 
 fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
-    Error::Unsupported { node: String::new(), op: format!("op {}", unsafe { (*op).op }), why: why.to_string() }
+    Error::Unsupported { node: String::new(), op: format!("op {}", op_of(op)), why: why.to_string() }
 }
 
 /// Record the dispatches of one graph node.
 pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
-    // SAFETY: op is a live graph node.
-    let kind = unsafe { (*op).op };
+    let kind = op_of(op);
     if is_noop(kind) || nelements(op) == 0 {
         return Ok(());
     }
@@ -273,7 +304,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             }
             // Tiles of weight rows, each within maxStorageBufferRange.
             let row_stride = nb(s0)[1] as u64;
-            let row_bytes = unsafe { sys::ggml_row_size(t0, ne(s0)[0]) } as u64;
+            let row_bytes = row_size(t0, ne(s0)[0]);
             let budget = gpu.max_range() - gpu.min_storage_align - 4;
             let per_tile = ((budget.saturating_sub(row_bytes)) / row_stride + 1).min(rows as u64);
             let (a_alloc, a_off) = locate(s0)?;
@@ -316,7 +347,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                     "scale_f32".to_string()
                 }
                 sys::GGML_OP_SQR => "sqr_f32".to_string(),
-                sys::GGML_OP_UNARY => match unsafe { sys::ggml_get_unary_op(op) } {
+                sys::GGML_OP_UNARY => match unary_op(op) {
                     sys::GGML_UNARY_OP_RELU => "relu_f32".to_string(),
                     sys::GGML_UNARY_OP_SILU => "silu_f32".to_string(),
                     _ => return Err(fail(op, "unary op")),
@@ -335,7 +366,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             rec.dispatch(&kernel, a, None, d, p, groups_for(n, 256))
         }
         sys::GGML_OP_GLU => {
-            let kernel = match unsafe { sys::ggml_get_glu_op(op) } {
+            let kernel = match glu_op(op) {
                 sys::GGML_GLU_OP_SWIGLU => "swiglu_f32",
                 sys::GGML_GLU_OP_REGLU => "reglu_f32",
                 _ => return Err(fail(op, "glu op")),
