@@ -189,9 +189,7 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
                 && nb(op)[0] as u64 == elsize(ty(op)).unwrap_or(0)
         }
         sys::GGML_OP_RMS_NORM => ty(s0) == F32 && ty(op) == F32,
-        sys::GGML_OP_ADD | sys::GGML_OP_MUL => {
-            ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32 && can_repeat(s1, s0)
-        }
+        sys::GGML_OP_ADD | sys::GGML_OP_MUL => ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32 && can_repeat(s1, s0),
         sys::GGML_OP_SCALE | sys::GGML_OP_SQR => ty(s0) == F32 && ty(op) == F32,
         sys::GGML_OP_CPY | sys::GGML_OP_CONT | sys::GGML_OP_DUP => {
             matches!(ty(s0), F32 | F16) && matches!(ty(op), F32 | F16) && nelements(s0) == nelements(op)
@@ -205,7 +203,8 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
             matches!(g, sys::GGML_GLU_OP_SWIGLU | sys::GGML_GLU_OP_REGLU)
                 && ty(s0) == F32
                 && ty(op) == F32
-                && contiguous(s0) && contiguous(op)
+                && contiguous(s0)
+                && contiguous(op)
                 && (s1.is_null() || (ty(s1) == F32 && contiguous(s1)))
         }
         sys::GGML_OP_SOFT_MAX => {
