@@ -269,8 +269,15 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                 TQ1 => ("tq1", 1),
                 _ => return Err(fail(op, "weight type")),
             };
-            let ncols: u64 = if ne(s1)[1] == 1 { 1 } else { 8 };
-            let kernel = format!("mm_{name}_{ncols}");
+            // 1 column: mat-vec; up to 8: one weight row x 8 columns per workgroup; more:
+            // 64x64 tiles through shared memory.
+            let cols = ne(s1)[1] as u64;
+            let tiled = cols > 8;
+            let kernel = match cols {
+                1 => format!("mm_{name}_1"),
+                2..=8 => format!("mm_{name}_8"),
+                _ => format!("mmt_{name}"),
+            };
             (p.a_ne, p.a_nb) = shape(s0, a_el);
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
@@ -291,13 +298,21 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                 rec.bind(s1, 4)?
             };
             let [_, rows, _, _] = ne(s0);
-            let [_, cols, b2, b3] = ne(s1);
-            let per_row = (cols as u64).div_ceil(ncols) * b2 as u64 * b3 as u64;
+            let [_, _, b2, b3] = ne(s1);
+            let batches = b2 as u64 * b3 as u64;
+            // Workgroups for `nr` weight rows.
+            let groups_for_rows = |nr: u64| {
+                if tiled {
+                    nr.div_ceil(64) * cols.div_ceil(64) * batches
+                } else {
+                    nr * cols.div_ceil(if cols == 1 { 1 } else { 8 }) * batches
+                }
+            };
             let gpu = rec.gpu().clone();
             if fits_range(&gpu, s0) {
                 let a = rec.bind(s0, a_el)?;
                 let d = rec.bind(op, 4)?;
-                let groups = rows as u64 * per_row;
+                let groups = groups_for_rows(rows as u64);
                 p.m0[1] = groups as u32;
                 return rec.dispatch(&kernel, a, Some(b), d, p, groups);
             }
@@ -316,7 +331,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                 let d = rec.bind_bytes(d_alloc, d_off + r0 * 4, d_span - r0 * 4, 4)?;
                 let mut pt = p;
                 pt.a_ne[1] = nr as u32;
-                let groups = nr * per_row;
+                let groups = groups_for_rows(nr);
                 pt.m0[1] = groups as u32;
                 rec.dispatch(&kernel, a, Some(b), d, pt, groups)?;
                 r0 += nr;

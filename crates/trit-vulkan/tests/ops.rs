@@ -78,11 +78,14 @@ fn mul_mat_ternary() {
 fn mul_mat_float() {
     let Some((_g, b)) = setup() else { return };
     for wt in [F32, F16] {
-        for &(k, rows, cols) in &[(1, 1, 1), (67, 33, 1), (128, 16, 13), (200, 9, 8), (33, 3, 17)] {
+        for &(k, rows, cols) in
+            &[(1, 1, 1), (67, 33, 1), (128, 16, 13), (200, 9, 8), (33, 3, 17), (100, 70, 66), (64, 64, 64)]
+        {
             mul_mat_case(&b, wt, k, rows, cols, [1, 1], [1, 1]);
         }
         mul_mat_case(&b, wt, 64, 10, 5, [2, 1], [2, 1]);
         mul_mat_case(&b, wt, 32, 7, 3, [2, 3], [1, 2]);
+        mul_mat_case(&b, wt, 40, 9, 20, [2, 3], [2, 1]);
     }
 }
 
@@ -422,6 +425,12 @@ fn tiling_with_low_limits() {
         mul_mat_case(&b, wt, 256, 200, 1, [1, 1], [1, 1]);
         mul_mat_case(&b, wt, 256, 100, 3, [1, 1], [1, 1]);
     }
+    // The 64x64-tile kernel over weight row tiles: 400 x 66 bytes > 16 KiB.
+    trit_vulkan::set_limits(Some(3), Some(16384));
+    for wt in [TQ2, TQ1] {
+        mul_mat_case(&b, wt, 256, 400, 9, [1, 1], [1, 1]);
+    }
+    trit_vulkan::set_limits(Some(2), Some(4096));
     check(
         &b,
         "add [30,20] with 2-workgroup dispatch tiles",
