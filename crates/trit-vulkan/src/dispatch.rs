@@ -102,6 +102,9 @@ pub(crate) struct Recorder {
     /// Device-only scratch for per-graph temporaries (rounded activations), bump-allocated.
     scratch: Option<Allocation>,
     scratch_cursor: u64,
+    /// Rounded activations already made in this graph, by source tensor: Q, K and V (and
+    /// gate and up) share one input, which is rounded once.
+    pub rounded: Vec<(*const sys::ggml_tensor, Bound)>,
 }
 
 impl Recorder {
@@ -121,6 +124,7 @@ impl Recorder {
             barriers: 0,
             scratch: None,
             scratch_cursor: 0,
+            rounded: Vec::new(),
         })
     }
 
@@ -200,6 +204,7 @@ impl Recorder {
         self.pool_cursor = 0;
         self.reads.clear();
         self.writes.clear();
+        self.rounded.clear();
         Ok(())
     }
 

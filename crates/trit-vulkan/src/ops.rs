@@ -284,13 +284,22 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let b = if a_el == 1 {
                 // Ternary weights: round the activations as the CPU backend does (Q8_K), so
                 // results match it; the product then reads them contiguous from scratch.
-                let src_b = rec.bind(s1, 4)?;
-                let q = rec.scratch(nelements(s1) * 4)?;
-                let mut pq = Push::default();
-                (pq.a_ne, pq.a_nb) = (p.b_ne, p.b_nb);
-                let blocks = nelements(s1) / 256;
-                pq.m0[1] = blocks as u32;
-                rec.dispatch("quant_q8k", src_b, None, q, pq, blocks)?;
+                // A tensor's data cannot change between its uses inside one graph (ggml-alloc
+                // only reuses memory after the last use), so its rounding is reused.
+                let q = match rec.rounded.iter().find(|(t, _)| *t == s1) {
+                    Some(&(_, q)) => q,
+                    None => {
+                        let src_b = rec.bind(s1, 4)?;
+                        let q = rec.scratch(nelements(s1) * 4)?;
+                        let mut pq = Push::default();
+                        (pq.a_ne, pq.a_nb) = (p.b_ne, p.b_nb);
+                        let blocks = nelements(s1) / 256;
+                        pq.m0[1] = blocks as u32;
+                        rec.dispatch("quant_q8k", src_b, None, q, pq, blocks)?;
+                        rec.rounded.push((s1, q));
+                        q
+                    }
+                };
                 let [k, c, b2, _] = p.b_ne;
                 p.b_nb = [1, k, k * c, k * c * b2];
                 q

@@ -540,6 +540,26 @@ fn memory_is_reported() {
     println!("{}", trit_vulkan::info().unwrap());
 }
 
+/// Two ternary products of one input (as Q/K/V or gate/up) share its rounded activations.
+#[test]
+fn ternary_shared_input() {
+    let Some((_g, b)) = setup() else { return };
+    let before = trit_vulkan::dispatch_count();
+    check(
+        &b,
+        "tq2(x) + tq1(x), shared rounded input",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[512, 3], Fill::Uniform);
+            let w1 = input(ctx, ins, TQ2, &[512, 40], Fill::Uniform);
+            let w2 = input(ctx, ins, TQ1, &[512, 40], Fill::Uniform);
+            sys::ggml_add(ctx, sys::ggml_mul_mat(ctx, w1, x), sys::ggml_mul_mat(ctx, w2, x))
+        },
+        NMSE_TQ,
+    );
+    // One rounding, two products, one add.
+    assert_eq!(trit_vulkan::dispatch_count() - before, 4);
+}
+
 /// A BitNet FFN-like chain: ULP-level differences upstream of a ternary product can flip a
 /// Q8_K rounding, so the chain checks that the whole path stays close to the CPU.
 #[test]
