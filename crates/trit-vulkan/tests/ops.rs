@@ -31,6 +31,12 @@ const NMSE_EW: f64 = 1e-7;
 /// Ops with transcendental functions (exp, sin/cos) or f16 rounding.
 const NMSE_TR: f64 = 1e-6;
 
+/// ggml's name of a type, for case names.
+fn tn(t: sys::ggml_type) -> String {
+    // SAFETY: returns a static string for any type id.
+    unsafe { std::ffi::CStr::from_ptr(sys::ggml_type_name(t)) }.to_string_lossy().into_owned()
+}
+
 fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     let g = lock();
     let dev = vulkan_device()?;
@@ -68,6 +74,9 @@ fn mul_mat_ternary() {
             (1024, 64, 1),
             (256, 128, 9),
             (256, 128, 1),
+            (512, 70, 33),
+            (256, 130, 65),
+            (768, 64, 64),
         ] {
             mul_mat_case(&b, wt, k, rows, cols, [1, 1], [1, 1]);
         }
@@ -128,7 +137,7 @@ fn rows_ops() {
     for ty in [F32, F16] {
         check(
             &b,
-            &format!("get_rows type={ty} [33,50] idx[7]"),
+            &format!("get_rows {} [33,50] idx[7]", tn(ty)),
             &|ctx, ins| unsafe {
                 let a = input(ctx, ins, ty, &[33, 50], Fill::Uniform);
                 let i = input(ctx, ins, I32, &[7], Fill::Index(50));
@@ -138,7 +147,7 @@ fn rows_ops() {
         );
         check(
             &b,
-            &format!("get_rows type={ty} [16,10,3] idx[4,3]"),
+            &format!("get_rows {} [16,10,3] idx[4,3]", tn(ty)),
             &|ctx, ins| unsafe {
                 let a = input(ctx, ins, ty, &[16, 10, 3], Fill::Uniform);
                 let i = input(ctx, ins, I32, &[4, 3], Fill::Index(10));
@@ -150,7 +159,7 @@ fn rows_ops() {
     for (dt, it) in [(F16, I64), (F32, I64), (F16, I32), (F32, I32)] {
         check(
             &b,
-            &format!("set_rows dst={dt} idx={it} [64,40] <- [64,5]"),
+            &format!("set_rows dst {} idx {} [64,40] <- [64,5]", tn(dt), tn(it)),
             &|ctx, ins| unsafe {
                 let dst = input(ctx, ins, dt, &[64, 40], Fill::Uniform);
                 let src = input(ctx, ins, F32, &[64, 5], Fill::Uniform);
@@ -242,7 +251,7 @@ fn copies() {
     for (st, dt) in [(F32, F32), (F32, F16), (F16, F32), (F16, F16)] {
         check(
             &b,
-            &format!("cpy {st}->{dt} [33,7,3]"),
+            &format!("cpy {}->{} [33,7,3]", tn(st), tn(dt)),
             &|ctx, ins| unsafe {
                 let s = input(ctx, ins, st, &[33, 7, 3], Fill::Uniform);
                 let d = input(ctx, ins, dt, &[33, 7, 3], Fill::Uniform);
@@ -252,7 +261,7 @@ fn copies() {
         );
         check(
             &b,
-            &format!("cpy {st}->{dt} transposed src into reshaped dst"),
+            &format!("cpy {}->{} transposed src into reshaped dst", tn(st), tn(dt)),
             &|ctx, ins| unsafe {
                 let s = input(ctx, ins, st, &[12, 5], Fill::Uniform);
                 let d = input(ctx, ins, dt, &[60], Fill::Uniform);
