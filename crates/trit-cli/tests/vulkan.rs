@@ -153,5 +153,11 @@ fn no_vulkan_driver_falls_back_to_cpu() {
     ];
     let (fallback, log) = logits(&gguf, p, &["-ngl", "99"], &env, &dir.path().join("f.npy"));
     assert!(!log.contains("TritVulkan0"), "no driver, yet the Vulkan device was used:\n{log}");
+    assert!(log.contains("no Vulkan device"), "the fallback must say why:\n{log}");
+    assert_eq!(cpu, fallback, "CPU fallback must give the CPU's logits");
+    // No Vulkan loader library at all.
+    let env = [("TRIT_VULKAN_LOADER", "/nonexistent/libvulkan.so.1"), ("TRIT_VULKAN_ALLOW_CPU", "1")];
+    let (fallback, log) = logits(&gguf, p, &["-ngl", "99"], &env, &dir.path().join("f.npy"));
+    assert!(log.contains("loader (libvulkan) could not be opened"), "the fallback must say why:\n{log}");
     assert_eq!(cpu, fallback, "CPU fallback must give the CPU's logits");
 }

@@ -20,13 +20,13 @@ pub fn init() {
 #[cfg(feature = "vulkan")]
 fn register_vulkan() {
     if std::env::var("TRIT_VULKAN").is_ok_and(|v| v == "0") {
-        tracing::info!("Vulkan backend off (TRIT_VULKAN=0)");
+        crate::log::info("trit-vulkan: off (TRIT_VULKAN=0)");
         return;
     }
     let allow_cpu = std::env::var("TRIT_VULKAN_ALLOW_CPU").is_ok_and(|v| v == "1");
     match trit_vulkan::register_with(allow_cpu) {
-        Ok(desc) => tracing::info!("Vulkan backend registered: {desc}"),
-        Err(e) => tracing::info!("{e}; running on the CPU"),
+        Ok(desc) => crate::log::info(&format!("trit-vulkan: registered {desc}")),
+        Err(e) => crate::log::info(&format!("trit-vulkan: {e}; running on the CPU")),
     }
 }
 

@@ -7,6 +7,9 @@ pub enum Error {
     NoLoader(String),
     #[error("no Vulkan device: {0}")]
     NoDevice(String),
+    /// A setup failure reported earlier (the message is complete).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("Vulkan call {call} failed: {result}")]
     Vk { call: &'static str, result: ash::vk::Result },
     #[error("Vulkan allocation of {size} bytes failed: {reason}")]

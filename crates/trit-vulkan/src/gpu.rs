@@ -94,8 +94,12 @@ fn env_u64(key: &str) -> Option<u64> {
 impl Gpu {
     pub fn new() -> Result<Gpu> {
         // SAFETY: loading libvulkan runs its initialisers; it is the documented way to use
-        // the `loaded` feature and fails cleanly when there is no loader.
-        let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::NoLoader(e.to_string()))?;
+        // the `loaded` feature and fails cleanly when there is no loader. TRIT_VULKAN_LOADER
+        // names another loader library (tests point it at a missing file).
+        let entry = match std::env::var_os("TRIT_VULKAN_LOADER") {
+            Some(path) => unsafe { ash::Entry::load_from(&path) }.map_err(|e| Error::NoLoader(e.to_string())),
+            None => unsafe { ash::Entry::load() }.map_err(|e| Error::NoLoader(e.to_string())),
+        }?;
         let app = vk::ApplicationInfo::default()
             .application_name(c"trit")
             .engine_name(c"trit-vulkan")

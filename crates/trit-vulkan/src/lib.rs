@@ -30,7 +30,7 @@ pub use error::{Error, Result};
 /// The ggml registry of the Vulkan backend (creating the device on first call), without
 /// registering it with ggml. Tests use it to build a backend next to the CPU one.
 pub fn backend_reg() -> Result<trit_sys::ggml_backend_reg_t> {
-    ffi::backend_reg().map_err(Error::NoDevice)
+    ffi::backend_reg().map_err(Error::Unavailable)
 }
 
 /// The device of [`backend_reg`].
@@ -61,8 +61,8 @@ pub fn register_with(allow_cpu: bool) -> Result<String> {
             let reg = ffi::backend_reg()?;
             if !allow_cpu && ffi::gpu().is_some_and(|g| g.is_cpu) {
                 return Err(format!(
-                    "only a CPU implementation of Vulkan was found ({}); not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
-                    info().unwrap_or_default()
+                    "no Vulkan GPU: only a CPU implementation of Vulkan ({}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
+                    ffi::gpu().map(|g| g.description.to_string_lossy().into_owned()).unwrap_or_default()
                 ));
             }
             // SAFETY: reg and everything it points to are leaked statics, valid forever.
@@ -70,7 +70,7 @@ pub fn register_with(allow_cpu: bool) -> Result<String> {
             Ok(info().unwrap_or_default())
         })
         .clone()
-        .map_err(Error::NoDevice)
+        .map_err(Error::Unavailable)
 }
 
 /// One line describing the selected device, if any.
