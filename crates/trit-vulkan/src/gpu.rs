@@ -35,6 +35,8 @@ pub(crate) struct Gpu {
     pub hw_max_wg_x: u32,
     /// The device is a CPU implementation of Vulkan (lavapipe).
     pub is_cpu: bool,
+    /// A discrete GPU: weights go to device-only memory through the staging buffer.
+    discrete: bool,
     pub hw_max_range: u64,
     pub limits: Limits,
     has_budget: bool,
@@ -241,6 +243,7 @@ impl Gpu {
             max_alloc,
             hw_max_wg_x,
             is_cpu: props.device_type == vk::PhysicalDeviceType::CPU,
+            discrete: props.device_type == vk::PhysicalDeviceType::DISCRETE_GPU,
             hw_max_range,
             limits,
             has_budget,
@@ -290,7 +293,15 @@ impl Gpu {
             });
         }
         let staging = self.limits.force_staging.load(Ordering::Relaxed);
-        Allocation::new(&self.device, &self.mem_props, size, vk::MemoryPropertyFlags::DEVICE_LOCAL, !staging)
+        let prefer_mapped = !self.discrete && !staging;
+        Allocation::new(
+            &self.device,
+            &self.mem_props,
+            size,
+            vk::MemoryPropertyFlags::DEVICE_LOCAL,
+            prefer_mapped,
+            !staging,
+        )
     }
 
     pub fn free(&self, a: &Allocation) {
@@ -440,6 +451,7 @@ impl Transfer {
             STAGING_BYTES,
             vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
             true,
+            true,
         )?;
         let (pool, cmd, fence) = command_objects(device, family)?;
         Ok(Transfer { pool, cmd, fence, staging })
@@ -480,6 +492,7 @@ impl Allocation {
         mem: &vk::PhysicalDeviceMemoryProperties,
         size: u64,
         want: vk::MemoryPropertyFlags,
+        prefer_mapped: bool,
         map_if_possible: bool,
     ) -> Result<Allocation> {
         let size = size.max(4).next_multiple_of(4);
@@ -499,25 +512,41 @@ impl Allocation {
         let types = &mem.memory_types[..mem.memory_type_count as usize];
         let mappable = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
         let allowed = |i: usize| req.memory_type_bits & (1 << i) != 0;
-        // Prefer `want` + mappable, then `want`, then anything allowed.
-        let pick = (0..types.len())
-            .find(|&i| allowed(i) && types[i].property_flags.contains(want | mappable))
-            .or_else(|| (0..types.len()).find(|&i| allowed(i) && types[i].property_flags.contains(want)))
-            .or_else(|| (0..types.len()).find(|&i| allowed(i)));
-        let Some(ty) = pick else {
+        let has = |i: usize, f: vk::MemoryPropertyFlags| types[i].property_flags.contains(f);
+        // Memory types to try, best first. A discrete GPU's host-visible device-local memory
+        // is often a small BAR window: there `want` without host visibility comes first.
+        let mut order: Vec<usize> = Vec::new();
+        let mut add = |pred: &dyn Fn(usize) -> bool| {
+            for i in 0..types.len() {
+                if allowed(i) && pred(i) && !order.contains(&i) {
+                    order.push(i);
+                }
+            }
+        };
+        if prefer_mapped {
+            add(&|i| has(i, want | mappable));
+        } else {
+            add(&|i| has(i, want) && !has(i, vk::MemoryPropertyFlags::HOST_VISIBLE));
+        }
+        add(&|i| has(i, want));
+        add(&|_| true);
+        let mut memory = None;
+        let mut last_err = String::from("no compatible memory type");
+        for &i in &order {
+            let mai = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(i as u32);
+            // SAFETY: valid allocate info.
+            match unsafe { device.allocate_memory(&mai, None) } {
+                Ok(m) => {
+                    memory = Some((m, i));
+                    break;
+                }
+                Err(e) => last_err = format!("vkAllocateMemory (type {i}): {e}"),
+            }
+        }
+        let Some((memory, ty)) = memory else {
             // SAFETY: buffer is live and unused.
             unsafe { device.destroy_buffer(buffer, None) };
-            return Err(Error::Alloc { size, reason: "no compatible memory type".into() });
-        };
-        let mai = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(ty as u32);
-        // SAFETY: valid allocate info.
-        let memory = match unsafe { device.allocate_memory(&mai, None) } {
-            Ok(m) => m,
-            Err(e) => {
-                // SAFETY: buffer is live and unused.
-                unsafe { device.destroy_buffer(buffer, None) };
-                return Err(Error::Alloc { size, reason: format!("vkAllocateMemory: {e}") });
-            }
+            return Err(Error::Alloc { size, reason: last_err });
         };
         let cleanup = |reason: String| {
             // SAFETY: both objects are live and unused.
