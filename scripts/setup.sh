@@ -3,7 +3,11 @@
 # checks the Rust toolchain. Safe to run again. Without root it prints the apt command.
 set -euo pipefail
 
-APT_PACKAGES=(cmake g++ patch pkg-config libclang-dev clang python3)
+# glslc compiles the Vulkan kernels at build time; spirv-cross checks they translate to
+# Metal (a test); mesa-vulkan-drivers (lavapipe) + libvulkan1 let the Vulkan tests run
+# without a GPU; libvulkan-dev brings the loader's development link.
+APT_PACKAGES=(cmake g++ patch pkg-config libclang-dev clang python3
+  glslc spirv-cross libvulkan1 libvulkan-dev mesa-vulkan-drivers)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

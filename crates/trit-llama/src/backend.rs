@@ -9,7 +9,35 @@ pub fn init() {
         crate::log::install();
         // SAFETY: called once, before any other llama.cpp call that needs the backends.
         unsafe { trit_sys::llama_backend_init() };
+        #[cfg(feature = "vulkan")]
+        register_vulkan();
     });
+}
+
+/// Register trit's Vulkan backend with ggml, so `-ngl` can offload to it. `TRIT_VULKAN=0`
+/// turns it off. A CPU implementation of Vulkan (lavapipe/llvmpipe) is skipped unless
+/// `TRIT_VULKAN_ALLOW_CPU=1` (the tests use it): it would only slow the CPU backend down.
+#[cfg(feature = "vulkan")]
+fn register_vulkan() {
+    if std::env::var("TRIT_VULKAN").is_ok_and(|v| v == "0") {
+        crate::log::info("trit-vulkan: off (TRIT_VULKAN=0)");
+        return;
+    }
+    let allow_cpu = std::env::var("TRIT_VULKAN_ALLOW_CPU").is_ok_and(|v| v == "1");
+    match trit_vulkan::register_with(allow_cpu) {
+        Ok(desc) => crate::log::info(&format!("trit-vulkan: registered {desc}")),
+        Err(e) => crate::log::info(&format!("trit-vulkan: {e}; running on the CPU")),
+    }
+}
+
+/// The GPU backend trit registered with ggml, if any (e.g. for `trit bench`'s backends column).
+pub fn gpu_backend() -> Option<String> {
+    init();
+    #[cfg(feature = "vulkan")]
+    if trit_vulkan::registered() {
+        return trit_vulkan::info();
+    }
+    None
 }
 
 /// llama.cpp's description of the CPU features it was built for and found.

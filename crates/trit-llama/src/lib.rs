@@ -14,7 +14,7 @@ mod model;
 pub mod quant;
 mod sampler;
 
-pub use backend::{init, system_info};
+pub use backend::{gpu_backend, init, system_info};
 pub use batch::Batch;
 pub use context::{CacheType, Context, ContextParams, PerfData};
 pub use error::{Error, Result};

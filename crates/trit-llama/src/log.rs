@@ -14,6 +14,15 @@ pub fn set_verbose(on: bool) {
     VERBOSE.store(on, Ordering::Relaxed);
 }
 
+/// An informational line of trit's own, shown like llama.cpp's (on stderr with `-v`).
+pub(crate) fn info(line: &str) {
+    if VERBOSE.load(Ordering::Relaxed) {
+        eprintln!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
+}
+
 /// Take the last error line llama.cpp logged (empty if none), clearing it.
 pub fn take_last_error() -> String {
     std::mem::take(&mut *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()))

@@ -164,12 +164,18 @@ fn run_test(
     let samples_ts: Vec<f64> = samples_ns.iter().map(|&ns| 1e9 * n_tokens / ns as f64).collect();
     let (avg_ns, sd_ns) = mean_sd(&samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>());
     let (avg_ts, sd_ts) = mean_sd(&samples_ts);
+    // As llama-bench: the GPU backend's name when layers are offloaded to it.
+    let gpu = trit_llama::gpu_backend();
+    let backends = match (&gpu, ngl) {
+        (Some(_), n) if n != 0 => "Vulkan,CPU",
+        _ => "CPU",
+    };
     Ok(Record {
         build_commit: format!("trit-{}", env!("CARGO_PKG_VERSION")),
         build_number: 0,
         cpu_info: cpu_name(),
-        gpu_info: String::new(),
-        backends: "CPU".into(),
+        gpu_info: gpu.unwrap_or_default(),
+        backends: backends.into(),
         model_filename: path.to_string(),
         model_type: model.desc(),
         model_size: model.size(),

@@ -1,0 +1,391 @@
+//! Recording a ggml graph into one Vulkan command buffer: operand binding (aligned-down
+//! descriptor offsets plus an element offset in push constants), hazard barriers, and
+//! dynamic tiling against maxComputeWorkGroupCount[0] and maxStorageBufferRange.
+
+use std::sync::Arc;
+
+use ash::vk;
+use trit_sys as sys;
+
+use crate::error::{Error, Result, VkContext};
+use crate::gpu::{Allocation, Gpu};
+
+pub(crate) const PUSH_BYTES: u32 = 128;
+
+/// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
+pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const SETS_PER_POOL: u32 = 512;
+
+/// The push-constant block every kernel declares (kernels/common.glsl).
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Push {
+    pub a_ne: [u32; 4],
+    pub a_nb: [u32; 4],
+    pub b_ne: [u32; 4],
+    pub b_nb: [u32; 4],
+    pub d_ne: [u32; 4],
+    pub d_nb: [u32; 4],
+    /// wg_base, n_items, a_off, b_off
+    pub m0: [u32; 4],
+    /// d_off, p0, p1, p2
+    pub m1: [u32; 4],
+}
+
+impl Push {
+    fn bytes(&self) -> [u8; PUSH_BYTES as usize] {
+        let mut out = [0u8; PUSH_BYTES as usize];
+        let all = [self.a_ne, self.a_nb, self.b_ne, self.b_nb, self.d_ne, self.d_nb, self.m0, self.m1];
+        for (i, w) in all.iter().flatten().enumerate() {
+            out[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+}
+
+/// A byte range of one of our buffers, ready to bind.
+#[derive(Clone, Copy)]
+pub(crate) struct Bound {
+    buffer: vk::Buffer,
+    offset: u64,
+    range: u64,
+    /// Offset of the operand inside the bound range, in elements of the bound type.
+    pub elem_off: u32,
+    lo: u64,
+    hi: u64,
+}
+
+/// The allocation backing `t` and the tensor's byte offset in it.
+pub(crate) fn locate(t: *const sys::ggml_tensor) -> Result<(&'static Allocation, u64)> {
+    // SAFETY: t is a live graph tensor; its buffer (set for views too) was made by us when
+    // `buffer_alloc` says so.
+    unsafe {
+        let buf = if (*t).buffer.is_null() && !(*t).view_src.is_null() { (*(*t).view_src).buffer } else { (*t).buffer };
+        let alloc =
+            crate::ffi::buffer_alloc(buf).ok_or_else(|| unsupported(t, "tensor is not in a trit-vulkan buffer"))?;
+        let off = ((*t).data as u64).wrapping_sub(crate::ffi::FAKE_BASE);
+        if (*t).data.is_null() || off > alloc.size.max(1) {
+            return Err(unsupported(t, "tensor has no data in its buffer"));
+        }
+        Ok((alloc, off))
+    }
+}
+
+/// Bytes from the first to one past the last element of `t` (ggml_nbytes).
+pub(crate) fn span(t: *const sys::ggml_tensor) -> u64 {
+    // SAFETY: t is a live tensor.
+    unsafe { sys::ggml_nbytes(t) as u64 }
+}
+
+fn unsupported(t: *const sys::ggml_tensor, why: &str) -> Error {
+    // SAFETY: t is a live tensor; name is NUL-terminated within its array.
+    let (node, op) = unsafe {
+        (
+            std::ffi::CStr::from_ptr((*t).name.as_ptr()).to_string_lossy().into_owned(),
+            std::ffi::CStr::from_ptr(sys::ggml_op_desc(t)).to_string_lossy().into_owned(),
+        )
+    };
+    Error::Unsupported { node, op, why: why.to_string() }
+}
+
+pub(crate) struct Recorder {
+    gpu: Arc<Gpu>,
+    pool: vk::CommandPool,
+    cmd: vk::CommandBuffer,
+    fence: vk::Fence,
+    desc_pools: Vec<vk::DescriptorPool>,
+    pool_cursor: usize,
+    used_in_last: u32,
+    reads: Vec<(vk::Buffer, u64, u64)>,
+    writes: Vec<(vk::Buffer, u64, u64)>,
+    pub dispatches: u64,
+    pub barriers: u64,
+    /// Device-only scratch for per-graph temporaries (rounded activations), bump-allocated.
+    scratch: Option<Allocation>,
+    scratch_cursor: u64,
+    /// Rounded activations already made in this graph, by source tensor: Q, K and V (and
+    /// gate and up) share one input, which is rounded once.
+    pub rounded: Vec<(*const sys::ggml_tensor, Bound)>,
+}
+
+impl Recorder {
+    pub fn new(gpu: Arc<Gpu>) -> Result<Recorder> {
+        let (pool, cmd, fence) = crate::gpu::command_objects(&gpu.device, gpu.queue_family)?;
+        Ok(Recorder {
+            gpu,
+            pool,
+            cmd,
+            fence,
+            desc_pools: Vec::new(),
+            pool_cursor: 0,
+            used_in_last: SETS_PER_POOL,
+            reads: Vec::new(),
+            writes: Vec::new(),
+            dispatches: 0,
+            barriers: 0,
+            scratch: None,
+            scratch_cursor: 0,
+            rounded: Vec::new(),
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Bind `len` bytes of `alloc` starting at byte `start`; `elsize` is the element size the
+    /// kernel reads the binding as (1 for quantized rows addressed in bytes).
+    pub fn bind_bytes(&self, alloc: &Allocation, start: u64, len: u64, elsize: u64) -> Result<Bound> {
+        let align = self.gpu.min_storage_align;
+        let offset = start / align * align;
+        let rem = start - offset;
+        if elsize > 1 && rem % elsize != 0 {
+            return Err(Error::Unsupported {
+                node: String::new(),
+                op: String::new(),
+                why: format!("offset {start} is not a multiple of the element size {elsize}"),
+            });
+        }
+        let range = (rem + len.max(1)).next_multiple_of(4).min(alloc.size - offset);
+        Ok(Bound {
+            buffer: alloc.buffer,
+            offset,
+            range,
+            elem_off: (rem / elsize.max(1)) as u32,
+            lo: start,
+            hi: start + len,
+        })
+    }
+
+    pub fn bind(&self, t: *const sys::ggml_tensor, elsize: u64) -> Result<Bound> {
+        let (alloc, off) = locate(t)?;
+        self.bind_bytes(alloc, off, span(t), elsize)
+    }
+
+    /// Make sure `bytes` of scratch exist for the graph about to be recorded.
+    pub fn reserve_scratch(&mut self, bytes: u64) -> Result<()> {
+        self.scratch_cursor = 0;
+        if bytes == 0 || self.scratch.as_ref().is_some_and(|s| s.size >= bytes) {
+            return Ok(());
+        }
+        if let Some(old) = self.scratch.take() {
+            self.gpu.free(&old);
+        }
+        self.scratch = Some(self.gpu.alloc(bytes.next_multiple_of(1 << 20))?);
+        Ok(())
+    }
+
+    /// A fresh scratch range of `bytes`, bound for f32 access.
+    pub fn scratch(&mut self, bytes: u64) -> Result<Bound> {
+        let start = self.scratch_cursor;
+        let s = self.scratch.as_ref().filter(|s| start + bytes <= s.size).ok_or_else(|| Error::Unsupported {
+            node: String::new(),
+            op: "scratch".into(),
+            why: "scratch space was not reserved for this graph".into(),
+        })?;
+        self.scratch_cursor = (start + bytes).next_multiple_of(self.gpu.min_storage_align.max(256));
+        self.bind_bytes(s, start, bytes, 4)
+    }
+
+    pub fn begin(&mut self) -> Result<()> {
+        let d = &self.gpu.device;
+        // SAFETY: the command buffer is idle (the previous compute waited on its fence) and
+        // no descriptor set from these pools is in use any more.
+        unsafe {
+            for p in &self.desc_pools {
+                d.reset_descriptor_pool(*p, vk::DescriptorPoolResetFlags::empty()).vk("vkResetDescriptorPool")?;
+            }
+            d.begin_command_buffer(
+                self.cmd,
+                &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+            )
+            .vk("vkBeginCommandBuffer")?;
+        }
+        self.used_in_last = SETS_PER_POOL;
+        self.pool_cursor = 0;
+        self.reads.clear();
+        self.writes.clear();
+        self.rounded.clear();
+        Ok(())
+    }
+
+    /// End, submit, wait. Results are visible to the host and to transfers afterwards.
+    pub fn finish(&mut self) -> Result<()> {
+        let d = &self.gpu.device;
+        let barrier = vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::SHADER_WRITE).dst_access_mask(
+            vk::AccessFlags::HOST_READ | vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE,
+        );
+        // SAFETY: recording into our command buffer.
+        unsafe {
+            d.cmd_pipeline_barrier(
+                self.cmd,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::PipelineStageFlags::HOST | vk::PipelineStageFlags::TRANSFER,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+            d.end_command_buffer(self.cmd).vk("vkEndCommandBuffer")?;
+        }
+        self.gpu.submit_and_wait(self.cmd, self.fence)
+    }
+
+    /// Abandon a half-recorded command buffer after an error.
+    pub fn abort(&mut self) {
+        // SAFETY: the buffer was never submitted; resetting returns it to the initial state.
+        unsafe {
+            let _ = self.gpu.device.end_command_buffer(self.cmd);
+            let _ = self.gpu.device.reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty());
+        }
+    }
+
+    fn descriptor_set(&mut self) -> Result<vk::DescriptorSet> {
+        let d = &self.gpu.device;
+        if self.used_in_last >= SETS_PER_POOL {
+            self.pool_cursor += 1;
+            if self.pool_cursor > self.desc_pools.len() {
+                let sizes = [vk::DescriptorPoolSize {
+                    ty: vk::DescriptorType::STORAGE_BUFFER,
+                    descriptor_count: 3 * SETS_PER_POOL,
+                }];
+                // SAFETY: plain object creation; destroyed in Drop.
+                let p = unsafe {
+                    d.create_descriptor_pool(
+                        &vk::DescriptorPoolCreateInfo::default().max_sets(SETS_PER_POOL).pool_sizes(&sizes),
+                        None,
+                    )
+                }
+                .vk("vkCreateDescriptorPool")?;
+                self.desc_pools.push(p);
+            }
+            self.used_in_last = 0;
+        }
+        let pool = self.desc_pools[self.pool_cursor - 1];
+        let layouts = [self.gpu.set_layout];
+        // SAFETY: the pool has room (counted above).
+        let set = unsafe {
+            d.allocate_descriptor_sets(
+                &vk::DescriptorSetAllocateInfo::default().descriptor_pool(pool).set_layouts(&layouts),
+            )
+        }
+        .vk("vkAllocateDescriptorSets")?[0];
+        self.used_in_last += 1;
+        Ok(set)
+    }
+
+    fn hazard(&self, b: &Bound, write: bool) -> bool {
+        let overlaps =
+            |v: &Vec<(vk::Buffer, u64, u64)>| v.iter().any(|&(buf, lo, hi)| buf == b.buffer && lo < b.hi && b.lo < hi);
+        overlaps(&self.writes) || (write && overlaps(&self.reads))
+    }
+
+    /// Record `groups` workgroups of `kernel`, split into tiles of at most
+    /// maxComputeWorkGroupCount[0] (the tile base goes to the kernel as m0.x).
+    pub fn dispatch(
+        &mut self,
+        kernel: &str,
+        a: Bound,
+        b: Option<Bound>,
+        dst: Bound,
+        mut push: Push,
+        groups: u64,
+    ) -> Result<()> {
+        if groups == 0 {
+            return Ok(());
+        }
+        let pipeline = self.gpu.pipeline(kernel)?;
+        let b = b.unwrap_or(a);
+        if self.hazard(&a, false) || self.hazard(&b, false) || self.hazard(&dst, true) {
+            let barrier = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
+                .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
+            // SAFETY: recording into our command buffer.
+            unsafe {
+                self.gpu.device.cmd_pipeline_barrier(
+                    self.cmd,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::DependencyFlags::empty(),
+                    &[barrier],
+                    &[],
+                    &[],
+                );
+            }
+            self.barriers += 1;
+            self.reads.clear();
+            self.writes.clear();
+        }
+        self.reads.push((a.buffer, a.lo, a.hi));
+        self.reads.push((b.buffer, b.lo, b.hi));
+        self.writes.push((dst.buffer, dst.lo, dst.hi));
+
+        let set = self.descriptor_set()?;
+        let infos: Vec<[vk::DescriptorBufferInfo; 1]> = [a, b, dst]
+            .iter()
+            .map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }])
+            .collect();
+        let writes: Vec<vk::WriteDescriptorSet> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                vk::WriteDescriptorSet::default()
+                    .dst_set(set)
+                    .dst_binding(i as u32)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(info)
+            })
+            .collect();
+        push.m0[2] = a.elem_off;
+        push.m0[3] = b.elem_off;
+        push.m1[0] = dst.elem_off;
+        let d = &self.gpu.device;
+        let max = self.gpu.max_wg_x() as u64;
+        // SAFETY: recording into our command buffer with a pipeline and set of the shared layout.
+        unsafe {
+            d.update_descriptor_sets(&writes, &[]);
+            d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
+            d.cmd_bind_descriptor_sets(
+                self.cmd,
+                vk::PipelineBindPoint::COMPUTE,
+                self.gpu.pipeline_layout,
+                0,
+                &[set],
+                &[],
+            );
+            let mut base = 0u64;
+            while base < groups {
+                let n = (groups - base).min(max);
+                push.m0[0] = base as u32;
+                d.cmd_push_constants(
+                    self.cmd,
+                    self.gpu.pipeline_layout,
+                    vk::ShaderStageFlags::COMPUTE,
+                    0,
+                    &push.bytes(),
+                );
+                d.cmd_dispatch(self.cmd, n as u32, 1, 1);
+                self.dispatches += 1;
+                DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                base += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let d = &self.gpu.device;
+        if let Some(s) = self.scratch.take() {
+            self.gpu.free(&s);
+        }
+        // SAFETY: every submit waited for its fence, so nothing is in flight.
+        unsafe {
+            for p in &self.desc_pools {
+                d.destroy_descriptor_pool(*p, None);
+            }
+            d.destroy_fence(self.fence, None);
+            d.destroy_command_pool(self.pool, None);
+        }
+    }
+}

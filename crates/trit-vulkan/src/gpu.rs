@@ -1,0 +1,636 @@
+//! The Vulkan device: instance, physical-device choice, logical device, queue, pipelines,
+//! memory, and host<->device transfers.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr, CString};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use ash::vk;
+
+use crate::error::{Error, Result, VkContext};
+
+/// Size of the host-visible staging buffer used when device memory is not mappable.
+const STAGING_BYTES: u64 = 16 << 20;
+
+/// Limits the dispatch code tiles against. Start at the device's values; tests lower them.
+pub(crate) struct Limits {
+    pub max_wg_x: AtomicU32,
+    pub max_range: AtomicU64,
+    pub force_staging: AtomicBool,
+}
+
+pub(crate) struct Gpu {
+    _entry: ash::Entry,
+    instance: ash::Instance,
+    pub pdev: vk::PhysicalDevice,
+    pub device: ash::Device,
+    pub queue: Mutex<vk::Queue>,
+    pub queue_family: u32,
+    pub name: CString,
+    pub description: CString,
+    pub device_id: CString,
+    pub min_storage_align: u64,
+    pub max_alloc: u64,
+    pub hw_max_wg_x: u32,
+    /// The device is a CPU implementation of Vulkan (lavapipe).
+    pub is_cpu: bool,
+    /// A discrete GPU: weights go to device-only memory through the staging buffer.
+    discrete: bool,
+    pub hw_max_range: u64,
+    pub limits: Limits,
+    has_budget: bool,
+    mem_props: vk::PhysicalDeviceMemoryProperties,
+    pub set_layout: vk::DescriptorSetLayout,
+    pub pipeline_layout: vk::PipelineLayout,
+    pipelines: HashMap<&'static str, vk::Pipeline>,
+    xfer: Mutex<Transfer>,
+}
+
+// SAFETY: the Vulkan handles are plain identifiers; every use that Vulkan requires to be
+// externally synchronised (queue submission, the transfer command buffer) is behind a Mutex.
+unsafe impl Send for Gpu {}
+// SAFETY: as above.
+unsafe impl Sync for Gpu {}
+
+struct Transfer {
+    pool: vk::CommandPool,
+    cmd: vk::CommandBuffer,
+    fence: vk::Fence,
+    staging: Allocation,
+}
+
+/// A VkBuffer with its own memory; `mapped` is set when the memory is host-visible and
+/// coherent (then copies are plain memcpy).
+pub(crate) struct Allocation {
+    pub buffer: vk::Buffer,
+    pub memory: vk::DeviceMemory,
+    pub size: u64,
+    pub mapped: Option<*mut u8>,
+}
+
+fn rank(t: vk::PhysicalDeviceType) -> u32 {
+    match t {
+        vk::PhysicalDeviceType::DISCRETE_GPU => 0,
+        vk::PhysicalDeviceType::INTEGRATED_GPU => 1,
+        vk::PhysicalDeviceType::VIRTUAL_GPU => 2,
+        vk::PhysicalDeviceType::CPU => 3,
+        _ => 4,
+    }
+}
+
+fn type_name(t: vk::PhysicalDeviceType) -> &'static str {
+    match t {
+        vk::PhysicalDeviceType::DISCRETE_GPU => "discrete GPU",
+        vk::PhysicalDeviceType::INTEGRATED_GPU => "integrated GPU",
+        vk::PhysicalDeviceType::VIRTUAL_GPU => "virtual GPU",
+        vk::PhysicalDeviceType::CPU => "CPU",
+        _ => "other",
+    }
+}
+
+fn env_u64(key: &str) -> Option<u64> {
+    std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
+}
+
+impl Gpu {
+    pub fn new() -> Result<Gpu> {
+        // SAFETY: loading libvulkan runs its initialisers; it is the documented way to use
+        // the `loaded` feature and fails cleanly when there is no loader. TRIT_VULKAN_LOADER
+        // names another loader library (tests point it at a missing file).
+        let entry = match std::env::var_os("TRIT_VULKAN_LOADER") {
+            Some(path) => unsafe { ash::Entry::load_from(&path) }.map_err(|e| Error::NoLoader(e.to_string())),
+            None => unsafe { ash::Entry::load() }.map_err(|e| Error::NoLoader(e.to_string())),
+        }?;
+        let app = vk::ApplicationInfo::default()
+            .application_name(c"trit")
+            .engine_name(c"trit-vulkan")
+            .api_version(vk::API_VERSION_1_1);
+        let ici = vk::InstanceCreateInfo::default().application_info(&app);
+        // SAFETY: valid create info; the instance is destroyed in Drop.
+        let instance = unsafe { entry.create_instance(&ici, None) }
+            .map_err(|e| Error::NoDevice(format!("vkCreateInstance failed: {e}")))?;
+        match Self::with_instance(entry, instance.clone()) {
+            Ok(g) => Ok(g),
+            Err(e) => {
+                // SAFETY: nothing created from the instance survives a failed setup.
+                unsafe { instance.destroy_instance(None) };
+                Err(e)
+            }
+        }
+    }
+
+    fn with_instance(entry: ash::Entry, instance: ash::Instance) -> Result<Gpu> {
+        // SAFETY: plain queries on a live instance.
+        let pdevs = unsafe { instance.enumerate_physical_devices() }.vk("vkEnumeratePhysicalDevices")?;
+        let mut candidates = Vec::new();
+        for (i, &pd) in pdevs.iter().enumerate() {
+            // SAFETY: pd comes from enumerate_physical_devices.
+            let props = unsafe { instance.get_physical_device_properties(pd) };
+            if props.api_version < vk::API_VERSION_1_1 {
+                continue;
+            }
+            let mut f16 = vk::PhysicalDevice16BitStorageFeatures::default();
+            let mut f2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut f16);
+            // SAFETY: as above; the chain lives on the stack for the call.
+            unsafe { instance.get_physical_device_features2(pd, &mut f2) };
+            if f16.storage_buffer16_bit_access == vk::FALSE {
+                continue;
+            }
+            // SAFETY: as above.
+            let qf = unsafe { instance.get_physical_device_queue_family_properties(pd) };
+            let Some(q) = qf.iter().position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE)) else {
+                continue;
+            };
+            candidates.push((i, pd, props, q as u32));
+        }
+        let chosen = match env_u64("TRIT_VULKAN_DEVICE") {
+            Some(n) => candidates.iter().find(|c| c.0 as u64 == n).ok_or_else(|| {
+                Error::NoDevice(format!(
+                    "TRIT_VULKAN_DEVICE={n}, but there are {} devices (usable: {:?})",
+                    pdevs.len(),
+                    candidates.iter().map(|c| c.0).collect::<Vec<_>>()
+                ))
+            })?,
+            None => candidates.iter().min_by_key(|c| (rank(c.2.device_type), c.0)).ok_or_else(|| {
+                Error::NoDevice(format!(
+                    "{} physical devices, none with Vulkan 1.1, 16-bit storage and a compute queue",
+                    pdevs.len()
+                ))
+            })?,
+        };
+        let (index, pdev, props, queue_family) = *chosen;
+        // SAFETY: device_name is a NUL-terminated array filled by the driver.
+        let name = unsafe { CStr::from_ptr(props.device_name.as_ptr()) }.to_owned();
+
+        // SAFETY: plain query.
+        let exts = unsafe { instance.enumerate_device_extension_properties(pdev) }
+            .vk("vkEnumerateDeviceExtensionProperties")?;
+        let has_ext = |want: &CStr| {
+            exts.iter().any(|e| {
+                // SAFETY: extension_name is NUL-terminated.
+                (unsafe { CStr::from_ptr(e.extension_name.as_ptr()) }) == want
+            })
+        };
+        let has_budget = has_ext(vk::EXT_MEMORY_BUDGET_NAME);
+        let mut ext_names: Vec<*const c_char> = Vec::new();
+        if has_budget {
+            ext_names.push(vk::EXT_MEMORY_BUDGET_NAME.as_ptr());
+        }
+        let prio = [1.0f32];
+        let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(queue_family).queue_priorities(&prio)];
+        let mut f16 = vk::PhysicalDevice16BitStorageFeatures::default().storage_buffer16_bit_access(true);
+        let dci = vk::DeviceCreateInfo::default()
+            .queue_create_infos(&qci)
+            .enabled_extension_names(&ext_names)
+            .push_next(&mut f16);
+        // SAFETY: features and extensions were checked above; destroyed in Drop.
+        let device = unsafe { instance.create_device(pdev, &dci, None) }.vk("vkCreateDevice")?;
+        // SAFETY: queue 0 of a family we created.
+        let queue = unsafe { device.get_device_queue(queue_family, 0) };
+
+        let mut m3 = vk::PhysicalDeviceMaintenance3Properties::default();
+        let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut m3);
+        // SAFETY: plain query with a stack chain.
+        unsafe { instance.get_physical_device_properties2(pdev, &mut p2) };
+        let max_alloc = m3.max_memory_allocation_size;
+        // SAFETY: plain query.
+        let mem_props = unsafe { instance.get_physical_device_memory_properties(pdev) };
+
+        let lim = props.limits;
+        let hw_max_wg_x = lim.max_compute_work_group_count[0];
+        let hw_max_range = lim.max_storage_buffer_range as u64;
+        let limits = Limits {
+            max_wg_x: AtomicU32::new(
+                env_u64("TRIT_VULKAN_MAX_WG").map_or(hw_max_wg_x, |v| v.clamp(1, hw_max_wg_x as u64) as u32),
+            ),
+            max_range: AtomicU64::new(
+                env_u64("TRIT_VULKAN_MAX_RANGE").map_or(hw_max_range, |v| v.clamp(1024, hw_max_range)),
+            ),
+            force_staging: AtomicBool::new(std::env::var("TRIT_VULKAN_STAGING").is_ok_and(|v| v == "1")),
+        };
+
+        let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device)?;
+        let xfer = Transfer::new(&device, queue_family, &mem_props)?;
+
+        let uuid: String = {
+            let mut id = vk::PhysicalDeviceIDProperties::default();
+            let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut id);
+            // SAFETY: plain query with a stack chain.
+            unsafe { instance.get_physical_device_properties2(pdev, &mut p2) };
+            id.device_uuid.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let description = CString::new(format!(
+            "{} (Vulkan {}.{}, {}, trit-vulkan)",
+            name.to_string_lossy(),
+            vk::api_version_major(props.api_version),
+            vk::api_version_minor(props.api_version),
+            type_name(props.device_type)
+        ))
+        .unwrap_or_default();
+        tracing::info!(device = index, name = %name.to_string_lossy(), "trit-vulkan: using device");
+        Ok(Gpu {
+            _entry: entry,
+            instance,
+            pdev,
+            device,
+            queue: Mutex::new(queue),
+            queue_family,
+            name: CString::new("TritVulkan0").unwrap_or_default(),
+            description,
+            device_id: CString::new(format!("trit-vulkan:{uuid}")).unwrap_or_default(),
+            min_storage_align: lim.min_storage_buffer_offset_alignment.max(4),
+            max_alloc,
+            hw_max_wg_x,
+            is_cpu: props.device_type == vk::PhysicalDeviceType::CPU,
+            discrete: props.device_type == vk::PhysicalDeviceType::DISCRETE_GPU,
+            hw_max_range,
+            limits,
+            has_budget,
+            mem_props,
+            set_layout,
+            pipeline_layout,
+            pipelines,
+            xfer: Mutex::new(xfer),
+        })
+    }
+
+    pub fn pipeline(&self, name: &str) -> Result<vk::Pipeline> {
+        self.pipelines.get(name).copied().ok_or_else(|| Error::MissingKernel(name.to_string()))
+    }
+
+    pub fn max_wg_x(&self) -> u32 {
+        self.limits.max_wg_x.load(Ordering::Relaxed)
+    }
+
+    pub fn max_range(&self) -> u64 {
+        self.limits.max_range.load(Ordering::Relaxed)
+    }
+
+    /// (free, total) bytes of device-local memory, from VK_EXT_memory_budget when present.
+    pub fn memory(&self) -> (u64, u64) {
+        let heaps = &self.mem_props.memory_heaps[..self.mem_props.memory_heap_count as usize];
+        let local: Vec<usize> =
+            (0..heaps.len()).filter(|&i| heaps[i].flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL)).collect();
+        let total: u64 = local.iter().map(|&i| heaps[i].size).sum();
+        if !self.has_budget {
+            return (total, total);
+        }
+        let mut budget = vk::PhysicalDeviceMemoryBudgetPropertiesEXT::default();
+        let mut p2 = vk::PhysicalDeviceMemoryProperties2::default().push_next(&mut budget);
+        // SAFETY: the extension is enabled; stack chain.
+        unsafe { self.instance.get_physical_device_memory_properties2(self.pdev, &mut p2) };
+        let free = local.iter().map(|&i| budget.heap_budget[i].saturating_sub(budget.heap_usage[i])).sum();
+        (free, total)
+    }
+
+    /// A storage buffer of `size` bytes in device-local memory (mapped if host-visible).
+    pub fn alloc(&self, size: u64) -> Result<Allocation> {
+        if size > self.max_alloc {
+            return Err(Error::Alloc {
+                size,
+                reason: format!("larger than maxMemoryAllocationSize ({})", self.max_alloc),
+            });
+        }
+        let staging = self.limits.force_staging.load(Ordering::Relaxed);
+        let prefer_mapped = !self.discrete && !staging;
+        Allocation::new(
+            &self.device,
+            &self.mem_props,
+            size,
+            vk::MemoryPropertyFlags::DEVICE_LOCAL,
+            prefer_mapped,
+            !staging,
+        )
+    }
+
+    pub fn free(&self, a: &Allocation) {
+        a.destroy(&self.device);
+    }
+
+    /// Copy host bytes into `dst` at `offset`.
+    pub fn write(&self, dst: &Allocation, offset: u64, data: &[u8]) -> Result<()> {
+        if let Some(p) = dst.mapped {
+            // SAFETY: the caller checked offset + len <= size; the mapping covers the buffer and
+            // no GPU work is in flight (graph_compute waits for its fence).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(offset as usize), data.len()) };
+            return Ok(());
+        }
+        let x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
+        let sp = x.staging.mapped.expect("staging is mapped");
+        for (i, chunk) in data.chunks(STAGING_BYTES as usize).enumerate() {
+            // SAFETY: chunk fits the staging buffer, which is mapped and idle.
+            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), sp, chunk.len()) };
+            let region = vk::BufferCopy {
+                src_offset: 0,
+                dst_offset: offset + (i as u64) * STAGING_BYTES,
+                size: chunk.len() as u64,
+            };
+            self.run_copy(&x, x.staging.buffer, dst.buffer, region)?;
+        }
+        Ok(())
+    }
+
+    /// Copy bytes of `src` at `offset` into host memory.
+    pub fn read(&self, src: &Allocation, offset: u64, out: &mut [u8]) -> Result<()> {
+        if let Some(p) = src.mapped {
+            // SAFETY: as in `write`.
+            unsafe { std::ptr::copy_nonoverlapping(p.add(offset as usize), out.as_mut_ptr(), out.len()) };
+            return Ok(());
+        }
+        let x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
+        let sp = x.staging.mapped.expect("staging is mapped");
+        for (i, chunk) in out.chunks_mut(STAGING_BYTES as usize).enumerate() {
+            let region = vk::BufferCopy {
+                src_offset: offset + (i as u64) * STAGING_BYTES,
+                dst_offset: 0,
+                size: chunk.len() as u64,
+            };
+            self.run_copy(&x, src.buffer, x.staging.buffer, region)?;
+            // SAFETY: the copy finished (fence waited); chunk fits the staging buffer.
+            unsafe { std::ptr::copy_nonoverlapping(sp, chunk.as_mut_ptr(), chunk.len()) };
+        }
+        Ok(())
+    }
+
+    /// Fill all of `dst` with `value`.
+    pub fn fill(&self, dst: &Allocation, value: u8) -> Result<()> {
+        if let Some(p) = dst.mapped {
+            // SAFETY: the mapping covers `size` bytes and the GPU is idle.
+            unsafe { std::ptr::write_bytes(p, value, dst.size as usize) };
+            return Ok(());
+        }
+        let x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
+        let word = u32::from_ne_bytes([value; 4]);
+        self.submit_transfer(&x, |d, cmd| {
+            // SAFETY: recording into our transfer command buffer.
+            unsafe { d.cmd_fill_buffer(cmd, dst.buffer, 0, vk::WHOLE_SIZE, word) }
+        })
+    }
+
+    fn run_copy(&self, x: &Transfer, src: vk::Buffer, dst: vk::Buffer, region: vk::BufferCopy) -> Result<()> {
+        self.submit_transfer(x, |d, cmd| {
+            // SAFETY: both buffers are live and large enough (checked by callers).
+            unsafe { d.cmd_copy_buffer(cmd, src, dst, &[region]) }
+        })
+    }
+
+    fn submit_transfer(&self, x: &Transfer, record: impl FnOnce(&ash::Device, vk::CommandBuffer)) -> Result<()> {
+        let d = &self.device;
+        // SAFETY: the transfer command buffer is only used under the xfer lock and is idle
+        // (every submit below waits for its fence).
+        unsafe {
+            d.begin_command_buffer(
+                x.cmd,
+                &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+            )
+            .vk("vkBeginCommandBuffer")?;
+            record(d, x.cmd);
+            let barrier =
+                vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(
+                    vk::AccessFlags::HOST_READ | vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE,
+                );
+            d.cmd_pipeline_barrier(
+                x.cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::PipelineStageFlags::HOST | vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+            d.end_command_buffer(x.cmd).vk("vkEndCommandBuffer")?;
+        }
+        self.submit_and_wait(x.cmd, x.fence)
+    }
+
+    /// Submit one command buffer and block until it has finished.
+    pub fn submit_and_wait(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
+        let cmds = [cmd];
+        let submit = vk::SubmitInfo::default().command_buffers(&cmds);
+        {
+            let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: the queue is externally synchronised by the lock; cmd is recorded.
+            unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")?;
+        }
+        // SAFETY: waiting on and resetting our own fence.
+        unsafe {
+            self.device.wait_for_fences(&[fence], true, u64::MAX).vk("vkWaitForFences")?;
+            self.device.reset_fences(&[fence]).vk("vkResetFences")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        // SAFETY: last owner; the device is idled before anything is destroyed.
+        unsafe {
+            let _ = self.device.device_wait_idle();
+            if let Ok(x) = self.xfer.get_mut() {
+                self.device.destroy_fence(x.fence, None);
+                self.device.destroy_command_pool(x.pool, None);
+                x.staging.destroy(&self.device);
+            }
+            for p in self.pipelines.values() {
+                self.device.destroy_pipeline(*p, None);
+            }
+            self.device.destroy_pipeline_layout(self.pipeline_layout, None);
+            self.device.destroy_descriptor_set_layout(self.set_layout, None);
+            self.device.destroy_device(None);
+            self.instance.destroy_instance(None);
+        }
+    }
+}
+
+impl Transfer {
+    fn new(device: &ash::Device, family: u32, mem: &vk::PhysicalDeviceMemoryProperties) -> Result<Transfer> {
+        let staging = Allocation::new(
+            device,
+            mem,
+            STAGING_BYTES,
+            vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
+            true,
+            true,
+        )?;
+        let (pool, cmd, fence) = command_objects(device, family)?;
+        Ok(Transfer { pool, cmd, fence, staging })
+    }
+}
+
+/// A resettable command pool with one primary command buffer and an unsignalled fence.
+pub(crate) fn command_objects(
+    device: &ash::Device,
+    family: u32,
+) -> Result<(vk::CommandPool, vk::CommandBuffer, vk::Fence)> {
+    // SAFETY: plain object creation on a live device; the caller owns and destroys them.
+    unsafe {
+        let pool = device
+            .create_command_pool(
+                &vk::CommandPoolCreateInfo::default()
+                    .queue_family_index(family)
+                    .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER),
+                None,
+            )
+            .vk("vkCreateCommandPool")?;
+        let cmd = device
+            .allocate_command_buffers(
+                &vk::CommandBufferAllocateInfo::default()
+                    .command_pool(pool)
+                    .level(vk::CommandBufferLevel::PRIMARY)
+                    .command_buffer_count(1),
+            )
+            .vk("vkAllocateCommandBuffers")?[0];
+        let fence = device.create_fence(&vk::FenceCreateInfo::default(), None).vk("vkCreateFence")?;
+        Ok((pool, cmd, fence))
+    }
+}
+
+impl Allocation {
+    fn new(
+        device: &ash::Device,
+        mem: &vk::PhysicalDeviceMemoryProperties,
+        size: u64,
+        want: vk::MemoryPropertyFlags,
+        prefer_mapped: bool,
+        map_if_possible: bool,
+    ) -> Result<Allocation> {
+        let size = size.max(4).next_multiple_of(4);
+        let bci = vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(
+                vk::BufferUsageFlags::STORAGE_BUFFER
+                    | vk::BufferUsageFlags::TRANSFER_SRC
+                    | vk::BufferUsageFlags::TRANSFER_DST,
+            )
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        // SAFETY: valid create info; destroyed on every error path below and in `destroy`.
+        let buffer = unsafe { device.create_buffer(&bci, None) }
+            .map_err(|e| Error::Alloc { size, reason: format!("vkCreateBuffer: {e}") })?;
+        // SAFETY: buffer is live.
+        let req = unsafe { device.get_buffer_memory_requirements(buffer) };
+        let types = &mem.memory_types[..mem.memory_type_count as usize];
+        let mappable = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+        let allowed = |i: usize| req.memory_type_bits & (1 << i) != 0;
+        let has = |i: usize, f: vk::MemoryPropertyFlags| types[i].property_flags.contains(f);
+        // Memory types to try, best first. A discrete GPU's host-visible device-local memory
+        // is often a small BAR window: there `want` without host visibility comes first.
+        let mut order: Vec<usize> = Vec::new();
+        let mut add = |pred: &dyn Fn(usize) -> bool| {
+            for i in 0..types.len() {
+                if allowed(i) && pred(i) && !order.contains(&i) {
+                    order.push(i);
+                }
+            }
+        };
+        if prefer_mapped {
+            add(&|i| has(i, want | mappable));
+        } else {
+            add(&|i| has(i, want) && !has(i, vk::MemoryPropertyFlags::HOST_VISIBLE));
+        }
+        add(&|i| has(i, want));
+        add(&|_| true);
+        let mut memory = None;
+        let mut last_err = String::from("no compatible memory type");
+        for &i in &order {
+            let mai = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(i as u32);
+            // SAFETY: valid allocate info.
+            match unsafe { device.allocate_memory(&mai, None) } {
+                Ok(m) => {
+                    memory = Some((m, i));
+                    break;
+                }
+                Err(e) => last_err = format!("vkAllocateMemory (type {i}): {e}"),
+            }
+        }
+        let Some((memory, ty)) = memory else {
+            // SAFETY: buffer is live and unused.
+            unsafe { device.destroy_buffer(buffer, None) };
+            return Err(Error::Alloc { size, reason: last_err });
+        };
+        let cleanup = |reason: String| {
+            // SAFETY: both objects are live and unused.
+            unsafe {
+                device.destroy_buffer(buffer, None);
+                device.free_memory(memory, None);
+            }
+            Error::Alloc { size, reason }
+        };
+        // SAFETY: memory was allocated for this buffer's requirements.
+        if let Err(e) = unsafe { device.bind_buffer_memory(buffer, memory, 0) } {
+            return Err(cleanup(format!("vkBindBufferMemory: {e}")));
+        }
+        let mut mapped = None;
+        if map_if_possible && types[ty].property_flags.contains(mappable) {
+            // SAFETY: host-visible memory, mapped once for its lifetime.
+            match unsafe { device.map_memory(memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) } {
+                Ok(p) => mapped = Some(p as *mut u8),
+                Err(e) => return Err(cleanup(format!("vkMapMemory: {e}"))),
+            }
+        }
+        Ok(Allocation { buffer, memory, size, mapped })
+    }
+
+    pub fn destroy(&self, device: &ash::Device) {
+        // SAFETY: called once by the owner after the GPU stopped using the buffer.
+        unsafe {
+            device.destroy_buffer(self.buffer, None);
+            device.free_memory(self.memory, None);
+        }
+    }
+}
+
+/// One descriptor-set layout (three storage buffers), one pipeline layout (128 bytes of push
+/// constants) and a compute pipeline per compiled kernel variant.
+#[allow(clippy::type_complexity)]
+fn create_pipelines(
+    device: &ash::Device,
+) -> Result<(vk::DescriptorSetLayout, vk::PipelineLayout, HashMap<&'static str, vk::Pipeline>)> {
+    let bindings: Vec<_> = (0..3)
+        .map(|i| {
+            vk::DescriptorSetLayoutBinding::default()
+                .binding(i)
+                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                .descriptor_count(1)
+                .stage_flags(vk::ShaderStageFlags::COMPUTE)
+        })
+        .collect();
+    // SAFETY: plain object creation; destroyed in Gpu::drop.
+    let set_layout = unsafe {
+        device.create_descriptor_set_layout(&vk::DescriptorSetLayoutCreateInfo::default().bindings(&bindings), None)
+    }
+    .vk("vkCreateDescriptorSetLayout")?;
+    let ranges = [vk::PushConstantRange {
+        stage_flags: vk::ShaderStageFlags::COMPUTE,
+        offset: 0,
+        size: crate::dispatch::PUSH_BYTES,
+    }];
+    let layouts = [set_layout];
+    // SAFETY: as above.
+    let pipeline_layout = unsafe {
+        device.create_pipeline_layout(
+            &vk::PipelineLayoutCreateInfo::default().set_layouts(&layouts).push_constant_ranges(&ranges),
+            None,
+        )
+    }
+    .vk("vkCreatePipelineLayout")?;
+    let mut pipelines = HashMap::new();
+    for (name, spv) in crate::kernels::SPIRV {
+        let words: Vec<u32> = spv.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        // SAFETY: SPIR-V produced by glslc at build time.
+        let module = unsafe { device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None) }
+            .vk("vkCreateShaderModule")?;
+        let stage = vk::PipelineShaderStageCreateInfo::default()
+            .stage(vk::ShaderStageFlags::COMPUTE)
+            .module(module)
+            .name(c"main");
+        let ci = [vk::ComputePipelineCreateInfo::default().stage(stage).layout(pipeline_layout)];
+        // SAFETY: valid create info; the module may be destroyed once the pipeline exists.
+        let made = unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &ci, None) };
+        // SAFETY: the module is no longer needed.
+        unsafe { device.destroy_shader_module(module, None) };
+        let p = made.map_err(|(_, e)| Error::Vk { call: "vkCreateComputePipelines", result: e })?[0];
+        pipelines.insert(*name, p);
+    }
+    Ok((set_layout, pipeline_layout, pipelines))
+}

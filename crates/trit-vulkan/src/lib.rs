@@ -1,0 +1,115 @@
+//! trit-vulkan: a ggml backend written in Rust over Vulkan (`ash`), registered into the
+//! pinned llama.cpp at run time.
+//!
+//! * [`register`] finds a device (discrete > integrated > virtual > CPU, or
+//!   `TRIT_VULKAN_DEVICE=N`) and calls `ggml_backend_register`; without a Vulkan loader or
+//!   device it returns an error and llama.cpp keeps running on the CPU.
+//! * Kernels are GLSL compute shaders in `kernels/`, compiled to SPIR-V at build time.
+//! * `supports_op` answers exactly what `ops::encode` implements; everything else runs on
+//!   the CPU through ggml's scheduler.
+//!
+//! Limits used for tiling come from the device and can be lowered with
+//! `TRIT_VULKAN_MAX_WG` (workgroups per dispatch) and `TRIT_VULKAN_MAX_RANGE` (bytes per
+//! storage binding), or with [`set_limits`]. `TRIT_VULKAN_STAGING=1` forces copies through
+//! a staging buffer even where device memory is host-visible.
+
+mod dispatch;
+mod error;
+mod ffi;
+mod gpu;
+mod kernels {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+mod ops;
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+pub use error::{Error, Result};
+
+/// The ggml registry of the Vulkan backend (creating the device on first call), without
+/// registering it with ggml. Tests use it to build a backend next to the CPU one.
+pub fn backend_reg() -> Result<trit_sys::ggml_backend_reg_t> {
+    ffi::backend_reg().map_err(Error::Unavailable)
+}
+
+/// The device of [`backend_reg`].
+pub fn device() -> Result<trit_sys::ggml_backend_dev_t> {
+    let reg = backend_reg()?;
+    // SAFETY: reg is our live registry; index 0 exists when backend_reg succeeded.
+    Ok(unsafe { trit_sys::ggml_backend_reg_dev_get(reg, 0) })
+}
+
+static REGISTERED: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+
+/// Register the backend with ggml (once), whatever kind the selected device is. Returns the
+/// device description, or why there is no Vulkan device (then llama.cpp runs on the CPU).
+pub fn register() -> Result<String> {
+    register_with(true)
+}
+
+/// Whether [`register`] succeeded.
+pub fn registered() -> bool {
+    REGISTERED.get().is_some_and(|r| r.is_ok())
+}
+
+/// As [`register`]; with `allow_cpu` false a CPU implementation of Vulkan (lavapipe) is
+/// not registered, since ggml's own CPU backend is faster than it.
+pub fn register_with(allow_cpu: bool) -> Result<String> {
+    REGISTERED
+        .get_or_init(|| {
+            let reg = ffi::backend_reg()?;
+            if !allow_cpu && ffi::gpu().is_some_and(|g| g.is_cpu) {
+                return Err(format!(
+                    "no Vulkan GPU: only a CPU implementation of Vulkan ({}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
+                    ffi::gpu().map(|g| g.description.to_string_lossy().into_owned()).unwrap_or_default()
+                ));
+            }
+            // SAFETY: reg and everything it points to are leaked statics, valid forever.
+            unsafe { trit_sys::ggml_backend_register(reg) };
+            Ok(info().unwrap_or_default())
+        })
+        .clone()
+        .map_err(Error::Unavailable)
+}
+
+/// One line describing the selected device, if any.
+pub fn info() -> Option<String> {
+    ffi::gpu().map(|g| {
+        format!(
+            "{} | maxComputeWorkGroupCount[0] {} | maxStorageBufferRange {} | maxMemoryAllocationSize {}",
+            g.description.to_string_lossy(),
+            g.hw_max_wg_x,
+            g.hw_max_range,
+            g.max_alloc
+        )
+    })
+}
+
+/// Override the tiling limits (None restores the device's value). For tests of the tiling
+/// paths; takes effect for graphs recorded afterwards.
+pub fn set_limits(max_workgroups: Option<u32>, max_storage_range: Option<u64>) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.max_wg_x.store(max_workgroups.unwrap_or(g.hw_max_wg_x).clamp(1, g.hw_max_wg_x), Ordering::Relaxed);
+        g.limits
+            .max_range
+            .store(max_storage_range.unwrap_or(g.hw_max_range).clamp(1024, g.hw_max_range), Ordering::Relaxed);
+    }
+}
+
+/// Route host<->device copies of buffers allocated afterwards through the staging buffer.
+pub fn set_force_staging(on: bool) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.force_staging.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Every compiled kernel variant as (name, SPIR-V bytes), e.g. for translation checks.
+pub fn kernels() -> &'static [(&'static str, &'static [u8])] {
+    kernels::SPIRV
+}
+
+/// Number of vkCmdDispatch calls recorded so far in this process (tiles count separately).
+pub fn dispatch_count() -> u64 {
+    dispatch::DISPATCHES.load(Ordering::Relaxed)
+}

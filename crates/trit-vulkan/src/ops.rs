@@ -1,0 +1,481 @@
+//! Which ggml ops the backend runs (`supports`) and how each is recorded (`encode`). The two
+//! must agree: `supports` answers true only for what `encode` implements.
+
+use trit_sys as sys;
+
+use crate::dispatch::{locate, span, Push, Recorder};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+const F32: sys::ggml_type = sys::GGML_TYPE_F32;
+const F16: sys::ggml_type = sys::GGML_TYPE_F16;
+const I32: sys::ggml_type = sys::GGML_TYPE_I32;
+const I64: sys::ggml_type = sys::GGML_TYPE_I64;
+const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
+const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
+
+/// Ops that only reinterpret memory: nothing to record.
+pub(crate) fn is_noop(op: sys::ggml_op) -> bool {
+    matches!(
+        op,
+        sys::GGML_OP_NONE | sys::GGML_OP_VIEW | sys::GGML_OP_RESHAPE | sys::GGML_OP_PERMUTE | sys::GGML_OP_TRANSPOSE
+    )
+}
+
+fn elsize(t: sys::ggml_type) -> Option<u64> {
+    match t {
+        F32 | I32 => Some(4),
+        F16 => Some(2),
+        I64 => Some(8),
+        _ => None,
+    }
+}
+
+// Accessors for live graph tensors: `supports_op` and `graph_compute` only ever hand us
+// tensors of a live ggml graph, and the ggml helpers called here only read them.
+fn ty(t: *const sys::ggml_tensor) -> sys::ggml_type {
+    // SAFETY: t is a live tensor (see above).
+    unsafe { (*t).type_ }
+}
+fn ne(t: *const sys::ggml_tensor) -> [i64; 4] {
+    // SAFETY: t is a live tensor.
+    unsafe { (*t).ne }
+}
+fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
+    // SAFETY: t is a live tensor.
+    unsafe { (*t).nb }
+}
+fn src(t: *const sys::ggml_tensor, i: usize) -> *const sys::ggml_tensor {
+    // SAFETY: t is a live tensor; i < 10 at every call site.
+    unsafe { (*t).src[i] }
+}
+fn param_u32(t: *const sys::ggml_tensor, i: usize) -> u32 {
+    // SAFETY: t is a live tensor; i < 16 at every call site.
+    unsafe { (*t).op_params[i] as u32 }
+}
+fn param_f32(t: *const sys::ggml_tensor, i: usize) -> f32 {
+    f32::from_bits(param_u32(t, i))
+}
+fn op_of(t: *const sys::ggml_tensor) -> sys::ggml_op {
+    // SAFETY: t is a live tensor.
+    unsafe { (*t).op }
+}
+fn type_size(t: sys::ggml_type) -> usize {
+    // SAFETY: pure function of a valid type id.
+    unsafe { sys::ggml_type_size(t) }
+}
+fn row_size(t: sys::ggml_type, n: i64) -> u64 {
+    // SAFETY: pure function of a valid type id and a row length.
+    unsafe { sys::ggml_row_size(t, n) as u64 }
+}
+fn can_repeat(a: *const sys::ggml_tensor, b: *const sys::ggml_tensor) -> bool {
+    // SAFETY: both are live tensors; ggml only reads their shapes.
+    unsafe { sys::ggml_can_repeat(a, b) }
+}
+fn contiguous(t: *const sys::ggml_tensor) -> bool {
+    // SAFETY: t is a live tensor.
+    unsafe { sys::ggml_is_contiguous(t) }
+}
+fn unary_op(t: *const sys::ggml_tensor) -> sys::ggml_unary_op {
+    // SAFETY: t is a live UNARY node.
+    unsafe { sys::ggml_get_unary_op(t) }
+}
+fn glu_op(t: *const sys::ggml_tensor) -> sys::ggml_glu_op {
+    // SAFETY: t is a live GLU node.
+    unsafe { sys::ggml_get_glu_op(t) }
+}
+fn nelements(t: *const sys::ggml_tensor) -> u64 {
+    ne(t).iter().map(|&n| n.max(0) as u64).product()
+}
+
+/// (ne, nb in units of `el` bytes) as the kernels take them.
+fn shape(t: *const sys::ggml_tensor, el: u64) -> ([u32; 4], [u32; 4]) {
+    let (n, b) = (ne(t), nb(t));
+    (n.map(|x| x as u32), b.map(|x| (x as u64 / el) as u32))
+}
+
+/// Everything a kernel indexes must fit u32 arithmetic.
+fn fits_u32(t: *const sys::ggml_tensor) -> bool {
+    let limit = u32::MAX as u64 / 2;
+    nelements(t) < limit && span(t) < limit
+}
+
+/// Operand fits in one descriptor range (with room for the offset alignment slack).
+fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
+    span(t) + gpu.min_storage_align + 4 <= gpu.max_range()
+}
+
+/// Nodes matched by `TRIT_VULKAN_DISABLE_OPS` are left to the CPU: a comma-separated list
+/// of ggml op names (`ROPE`), optionally with a node-name prefix (`MUL_MAT:node_1`,
+/// `MUL:Qcur`). For bisecting numerical differences against the CPU.
+fn disabled(op: *const sys::ggml_tensor) -> bool {
+    static LIST: std::sync::OnceLock<Vec<(String, Option<String>)>> = std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        std::env::var("TRIT_VULKAN_DISABLE_OPS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| match s.split_once(':') {
+                        Some((o, n)) => (o.to_ascii_uppercase(), Some(n.to_string())),
+                        None => (s.to_ascii_uppercase(), None),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    if list.is_empty() {
+        return false;
+    }
+    // SAFETY: op is live; ggml_op_desc returns a static string; name is NUL-terminated.
+    let (kind, name) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(sys::ggml_op_desc(op)).to_string_lossy().to_ascii_uppercase(),
+            std::ffi::CStr::from_ptr((*op).name.as_ptr()).to_string_lossy().into_owned(),
+        )
+    };
+    list.iter().any(|(o, n)| *o == kind && n.as_ref().is_none_or(|n| name.starts_with(n.as_str())))
+}
+
+pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
+    let kind = op_of(op);
+    if is_noop(kind) {
+        return true;
+    }
+    if disabled(op) {
+        return false;
+    }
+    let s0 = src(op, 0);
+    let s1 = src(op, 1);
+    let mut operands = vec![op];
+    for i in 0..3 {
+        let s = src(op, i);
+        if !s.is_null() {
+            operands.push(s);
+        }
+    }
+    if operands.iter().any(|&t| !fits_u32(t)) {
+        return false;
+    }
+    // Every operand but a MUL_MAT weight (tiled by rows) must fit one binding.
+    let weight = if kind == sys::GGML_OP_MUL_MAT { s0 } else { std::ptr::null() };
+    if operands.iter().any(|&t| t != weight && !fits_range(gpu, t)) {
+        return false;
+    }
+    match kind {
+        sys::GGML_OP_MUL_MAT => {
+            let (a, b) = (ne(s0), ne(s1));
+            let t0 = ty(s0);
+            let type_ok = match t0 {
+                F32 | F16 => true,
+                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == type_size(t0),
+                _ => false,
+            };
+            if !type_ok || ty(s1) != F32 || ty(op) != F32 || b[2] % a[2] != 0 || b[3] % a[3] != 0 {
+                return false;
+            }
+            if !fits_range(gpu, s0) {
+                // Row tiles: only for plain 2-D weights whose single row fits.
+                let row = row_size(t0, a[0]);
+                return a[2] == 1 && a[3] == 1 && row + gpu.min_storage_align + 4 <= gpu.max_range();
+            }
+            true
+        }
+        sys::GGML_OP_GET_ROWS => matches!(ty(s0), F32 | F16) && ty(s1) == I32 && ty(op) == F32,
+        sys::GGML_OP_SET_ROWS => {
+            ty(s0) == F32
+                && matches!(ty(s1), I32 | I64)
+                && matches!(ty(op), F32 | F16)
+                && nb(op)[0] as u64 == elsize(ty(op)).unwrap_or(0)
+        }
+        sys::GGML_OP_RMS_NORM => ty(s0) == F32 && ty(op) == F32,
+        sys::GGML_OP_ADD | sys::GGML_OP_MUL => ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32 && can_repeat(s1, s0),
+        sys::GGML_OP_SCALE | sys::GGML_OP_SQR => ty(s0) == F32 && ty(op) == F32,
+        sys::GGML_OP_CPY | sys::GGML_OP_CONT | sys::GGML_OP_DUP => {
+            matches!(ty(s0), F32 | F16) && matches!(ty(op), F32 | F16) && nelements(s0) == nelements(op)
+        }
+        sys::GGML_OP_UNARY => {
+            let u = unary_op(op);
+            matches!(u, sys::GGML_UNARY_OP_RELU | sys::GGML_UNARY_OP_SILU) && ty(s0) == F32 && ty(op) == F32
+        }
+        sys::GGML_OP_GLU => {
+            let g = glu_op(op);
+            matches!(g, sys::GGML_GLU_OP_SWIGLU | sys::GGML_GLU_OP_REGLU)
+                && ty(s0) == F32
+                && ty(op) == F32
+                && contiguous(s0)
+                && contiguous(op)
+                && (s1.is_null() || (ty(s1) == F32 && contiguous(s1)))
+        }
+        sys::GGML_OP_SOFT_MAX => {
+            ty(s0) == F32
+                && ty(op) == F32
+                && (s1.is_null() || matches!(ty(s1), F32 | F16))
+                && src(op, 2).is_null()
+                && param_f32(op, 1) == 0.0
+        }
+        sys::GGML_OP_ROPE => {
+            let mode = param_u32(op, 2);
+            let n_dims = param_u32(op, 1) as i64;
+            ty(s0) == F32
+                && ty(op) == F32
+                && ty(s1) == I32
+                && src(op, 2).is_null()
+                && (mode == 0 || mode == sys::GGML_ROPE_TYPE_NEOX)
+                && param_f32(op, 7) == 0.0
+                && n_dims % 2 == 0
+                && n_dims <= ne(s0)[0]
+                && ne(s0)[0] % 2 == 0
+                && ne(op) == ne(s0)
+        }
+        _ => false,
+    }
+}
+
+/// Scratch bytes `encode` will take for this node (rounded activations of ternary MUL_MAT).
+pub(crate) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
+    let kind = op_of(op);
+    if kind == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2) && nelements(op) > 0 {
+        (nelements(src(op, 1)) * 4).next_multiple_of(align.max(256))
+    } else {
+        0
+    }
+}
+
+fn groups_for(items: u64, per: u64) -> u64 {
+    items.div_ceil(per)
+}
+
+fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
+    Error::Unsupported { node: String::new(), op: format!("op {}", op_of(op)), why: why.to_string() }
+}
+
+/// Record the dispatches of one graph node.
+pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
+    let kind = op_of(op);
+    if is_noop(kind) || nelements(op) == 0 {
+        return Ok(());
+    }
+    let s0 = src(op, 0);
+    let s1 = src(op, 1);
+    let mut p = Push::default();
+    match kind {
+        sys::GGML_OP_MUL_MAT => {
+            let t0 = ty(s0);
+            let (name, a_el) = match t0 {
+                F32 => ("f32", 4),
+                F16 => ("f16", 2),
+                TQ2 => ("tq2", 1),
+                TQ1 => ("tq1", 1),
+                _ => return Err(fail(op, "weight type")),
+            };
+            // 1 column: mat-vec; up to 8: one weight row x 8 columns per workgroup; more:
+            // 64x64 tiles through shared memory.
+            let cols = ne(s1)[1] as u64;
+            let tiled = cols > 8;
+            let kernel = match cols {
+                1 => format!("mm_{name}_1"),
+                2..=8 => format!("mm_{name}_8"),
+                _ => format!("mmt_{name}"),
+            };
+            (p.a_ne, p.a_nb) = shape(s0, a_el);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let b = if a_el == 1 {
+                // Ternary weights: round the activations as the CPU backend does (Q8_K), so
+                // results match it; the product then reads them contiguous from scratch.
+                // A tensor's data cannot change between its uses inside one graph (ggml-alloc
+                // only reuses memory after the last use), so its rounding is reused.
+                let q = match rec.rounded.iter().find(|(t, _)| *t == s1) {
+                    Some(&(_, q)) => q,
+                    None => {
+                        let src_b = rec.bind(s1, 4)?;
+                        let q = rec.scratch(nelements(s1) * 4)?;
+                        let mut pq = Push::default();
+                        (pq.a_ne, pq.a_nb) = (p.b_ne, p.b_nb);
+                        let blocks = nelements(s1) / 256;
+                        pq.m0[1] = blocks as u32;
+                        rec.dispatch("quant_q8k", src_b, None, q, pq, blocks)?;
+                        rec.rounded.push((s1, q));
+                        q
+                    }
+                };
+                let [k, c, b2, _] = p.b_ne;
+                p.b_nb = [1, k, k * c, k * c * b2];
+                q
+            } else {
+                rec.bind(s1, 4)?
+            };
+            let [_, rows, _, _] = ne(s0);
+            let [_, _, b2, b3] = ne(s1);
+            let batches = b2 as u64 * b3 as u64;
+            // Workgroups for `nr` weight rows.
+            let groups_for_rows = |nr: u64| {
+                if tiled {
+                    nr.div_ceil(64) * cols.div_ceil(64) * batches
+                } else {
+                    nr * cols.div_ceil(if cols == 1 { 1 } else { 8 }) * batches
+                }
+            };
+            let gpu = rec.gpu().clone();
+            if fits_range(&gpu, s0) {
+                let a = rec.bind(s0, a_el)?;
+                let d = rec.bind(op, 4)?;
+                let groups = groups_for_rows(rows as u64);
+                p.m0[1] = groups as u32;
+                return rec.dispatch(&kernel, a, Some(b), d, p, groups);
+            }
+            // Tiles of weight rows, each within maxStorageBufferRange.
+            let row_stride = nb(s0)[1] as u64;
+            let row_bytes = row_size(t0, ne(s0)[0]);
+            let budget = gpu.max_range() - gpu.min_storage_align - 4;
+            let per_tile = ((budget.saturating_sub(row_bytes)) / row_stride + 1).min(rows as u64);
+            let (a_alloc, a_off) = locate(s0)?;
+            let (d_alloc, d_off) = locate(op)?;
+            let d_span = span(op);
+            let mut r0 = 0u64;
+            while r0 < rows as u64 {
+                let nr = per_tile.min(rows as u64 - r0);
+                let a = rec.bind_bytes(a_alloc, a_off + r0 * row_stride, (nr - 1) * row_stride + row_bytes, a_el)?;
+                let d = rec.bind_bytes(d_alloc, d_off + r0 * 4, d_span - r0 * 4, 4)?;
+                let mut pt = p;
+                pt.a_ne[1] = nr as u32;
+                let groups = groups_for_rows(nr);
+                pt.m0[1] = groups as u32;
+                rec.dispatch(&kernel, a, Some(b), d, pt, groups)?;
+                r0 += nr;
+            }
+            Ok(())
+        }
+        sys::GGML_OP_ADD | sys::GGML_OP_MUL => {
+            let kernel = if kind == sys::GGML_OP_ADD { "add_f32" } else { "mul_f32" };
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_SCALE
+        | sys::GGML_OP_SQR
+        | sys::GGML_OP_UNARY
+        | sys::GGML_OP_CPY
+        | sys::GGML_OP_CONT
+        | sys::GGML_OP_DUP => {
+            let kernel = match kind {
+                sys::GGML_OP_SCALE => {
+                    p.m1[1] = param_u32(op, 0);
+                    p.m1[2] = param_u32(op, 1);
+                    "scale_f32".to_string()
+                }
+                sys::GGML_OP_SQR => "sqr_f32".to_string(),
+                sys::GGML_OP_UNARY => match unary_op(op) {
+                    sys::GGML_UNARY_OP_RELU => "relu_f32".to_string(),
+                    sys::GGML_UNARY_OP_SILU => "silu_f32".to_string(),
+                    _ => return Err(fail(op, "unary op")),
+                },
+                _ => {
+                    let n = |t| if t == F16 { "f16" } else { "f32" };
+                    format!("cpy_{}_{}", n(ty(s0)), n(ty(op)))
+                }
+            };
+            let (ea, ed) = (elsize(ty(s0)).unwrap_or(4), elsize(ty(op)).unwrap_or(4));
+            (p.a_ne, p.a_nb) = shape(s0, ea);
+            (p.d_ne, p.d_nb) = shape(op, ed);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, d) = (rec.bind(s0, ea)?, rec.bind(op, ed)?);
+            rec.dispatch(&kernel, a, None, d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_GLU => {
+            let kernel = match glu_op(op) {
+                sys::GGML_GLU_OP_SWIGLU => "swiglu_f32",
+                sys::GGML_GLU_OP_REGLU => "reglu_f32",
+                _ => return Err(fail(op, "glu op")),
+            };
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let b = if s1.is_null() {
+                None
+            } else {
+                (p.b_ne, p.b_nb) = shape(s1, 4);
+                p.m1[2] = 1;
+                Some(rec.bind(s1, 4)?)
+            };
+            p.m1[1] = param_u32(op, 1);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, b, d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_RMS_NORM => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 0);
+            let rows = nelements(s0) / ne(s0)[0] as u64;
+            p.m0[1] = rows as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("rms_norm_f32", a, None, d, p, rows)
+        }
+        sys::GGML_OP_SOFT_MAX => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 0);
+            let (kernel, b) = if s1.is_null() {
+                ("soft_max_f32", None)
+            } else {
+                let el = elsize(ty(s1)).unwrap_or(4);
+                (p.b_ne, p.b_nb) = shape(s1, el);
+                p.m1[2] = 1;
+                (if ty(s1) == F16 { "soft_max_f16" } else { "soft_max_f32" }, Some(rec.bind(s1, el)?))
+            };
+            let rows = nelements(s0) / ne(s0)[0] as u64;
+            p.m0[1] = rows as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, b, d, p, rows)
+        }
+        sys::GGML_OP_ROPE => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 1);
+            p.m1[2] = param_u32(op, 2);
+            p.m1[3] = param_u32(op, 5);
+            p.b_nb[1] = param_u32(op, 6);
+            p.b_nb[2] = param_u32(op, 8);
+            let n = nelements(s0) / 2; // element pairs
+            p.m0[1] = n as u32;
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("rope_f32", a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_GET_ROWS => {
+            let ea = elsize(ty(s0)).unwrap_or(4);
+            (p.a_ne, p.a_nb) = shape(s0, ea);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let kernel = if ty(s0) == F16 { "get_rows_f16" } else { "get_rows_f32" };
+            let (a, b, d) = (rec.bind(s0, ea)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_SET_ROWS => {
+            let ei = elsize(ty(s1)).unwrap_or(8);
+            let ed = elsize(ty(op)).unwrap_or(4);
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, ei);
+            (p.d_ne, p.d_nb) = shape(op, ed);
+            let n = nelements(s0);
+            p.m0[1] = n as u32;
+            let kernel = format!(
+                "set_rows_{}_{}",
+                if ty(op) == F16 { "f16" } else { "f32" },
+                if ty(s1) == I64 { "i64" } else { "i32" }
+            );
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, ei)?, rec.bind(op, ed)?);
+            rec.dispatch(&kernel, a, Some(b), d, p, groups_for(n, 256))
+        }
+        _ => Err(fail(op, "no kernel")),
+    }
+}

@@ -1,0 +1,259 @@
+//! Shared harness: build the same tiny ggml graph on the Vulkan and the CPU backend, fill
+//! the inputs with the same seeded data, compare the outputs by NMSE.
+#![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use trit_sys as sys;
+
+pub type T = *mut sys::ggml_tensor;
+pub type Ctx = *mut sys::ggml_context;
+
+/// How an input is filled.
+#[derive(Clone, Copy)]
+pub enum Fill {
+    /// Uniform in [-1, 1] (quantized types: quantized from that).
+    Uniform,
+    /// Integers in [0, n) (I32/I64 indices, positions).
+    Index(i64),
+    /// Distinct indices (a permutation prefix) in [0, n), for SET_ROWS destinations.
+    Distinct(i64),
+    /// A causal attention mask (0 or -inf), for SOFT_MAX.
+    Causal,
+}
+
+/// Serialises the tests: they share one device and the tiling limits are global.
+pub fn lock() -> MutexGuard<'static, ()> {
+    static L: Mutex<()> = Mutex::new(());
+    L.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Vulkan device, or None when TRIT_VULKAN_OPTIONAL=1 and there is none. Without that
+/// variable a missing device is a test failure (CI has lavapipe).
+pub fn vulkan_device() -> Option<sys::ggml_backend_dev_t> {
+    match trit_vulkan::device() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if std::env::var("TRIT_VULKAN_OPTIONAL").is_ok_and(|v| v == "1") {
+                eprintln!("\n!!!!!!!! SKIPPING trit-vulkan tests: {e} (TRIT_VULKAN_OPTIONAL=1) !!!!!!!!\n");
+                None
+            } else {
+                panic!("{e}. Install a Vulkan driver (CI: mesa-vulkan-drivers for lavapipe) or set TRIT_VULKAN_OPTIONAL=1 to skip");
+            }
+        }
+    }
+}
+
+pub struct Backends {
+    pub vk: sys::ggml_backend_t,
+    pub cpu: sys::ggml_backend_t,
+}
+
+impl Backends {
+    pub fn new(dev: sys::ggml_backend_dev_t) -> Backends {
+        // SAFETY: dev is our live device; both backends are freed in Drop.
+        unsafe {
+            let vk = sys::ggml_backend_dev_init(dev, std::ptr::null());
+            assert!(!vk.is_null(), "init_backend failed");
+            let cpu = sys::ggml_backend_cpu_init();
+            assert!(!cpu.is_null());
+            Backends { vk, cpu }
+        }
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        // SAFETY: created in new, freed once.
+        unsafe {
+            sys::ggml_backend_free(self.vk);
+            sys::ggml_backend_free(self.cpu);
+        }
+    }
+}
+
+pub type Builder<'a> = &'a dyn Fn(Ctx, &mut Vec<(T, Fill)>) -> T;
+
+fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
+    // SAFETY: t is allocated in a backend buffer; sizes come from ggml itself.
+    unsafe {
+        let n = sys::ggml_nelements(t) as usize;
+        let ty = (*t).type_;
+        let bytes: Vec<u8> = match (ty, fill) {
+            (sys::GGML_TYPE_I32, Fill::Index(m)) => {
+                (0..n).flat_map(|_| (rng.gen_range(0..m) as i32).to_le_bytes()).collect()
+            }
+            (sys::GGML_TYPE_I64, Fill::Index(m)) => (0..n).flat_map(|_| rng.gen_range(0..m).to_le_bytes()).collect(),
+            (sys::GGML_TYPE_I32 | sys::GGML_TYPE_I64, Fill::Distinct(m)) => {
+                let mut all: Vec<i64> = (0..m).collect();
+                for i in (1..all.len()).rev() {
+                    all.swap(i, rng.gen_range(0..=i));
+                }
+                let row = (*t).ne[0] as usize;
+                (0..n)
+                    .flat_map(|i| {
+                        let v = all[i % row];
+                        if ty == sys::GGML_TYPE_I32 {
+                            (v as i32).to_le_bytes().to_vec()
+                        } else {
+                            v.to_le_bytes().to_vec()
+                        }
+                    })
+                    .collect()
+            }
+            _ => {
+                let vals: Vec<f32> = match fill {
+                    Fill::Causal => {
+                        let (cols, rows) = ((*t).ne[0] as usize, (*t).ne[1] as usize);
+                        (0..n)
+                            .map(|i| {
+                                let (c, r) = (i % cols, (i / cols) % rows);
+                                if c > r + (cols - rows) {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect()
+                    }
+                    _ => (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
+                };
+                match ty {
+                    sys::GGML_TYPE_F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    sys::GGML_TYPE_F16 => vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+                    _ => {
+                        let row = (*t).ne[0];
+                        let nrows = n as i64 / row;
+                        let mut out = vec![0u8; sys::ggml_nbytes(t)];
+                        sys::ggml_quantize_chunk(
+                            ty,
+                            vals.as_ptr(),
+                            out.as_mut_ptr() as *mut _,
+                            0,
+                            nrows,
+                            row,
+                            std::ptr::null(),
+                        );
+                        out
+                    }
+                }
+            }
+        };
+        assert_eq!(bytes.len(), sys::ggml_nbytes(t), "fill size for {}", n);
+        sys::ggml_backend_tensor_set(t, bytes.as_ptr() as *const _, 0, bytes.len());
+    }
+}
+
+/// Build the graph of `build` on `backend`, fill inputs from `seed`, compute, read the output
+/// as f32. Also returns whether the Vulkan device claims support for the output op.
+pub fn run(backend: sys::ggml_backend_t, build: Builder, seed: u64) -> (Vec<f32>, bool) {
+    // SAFETY: standard ggml usage; every object is freed before returning.
+    unsafe {
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: 64 * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead(),
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        assert!(!ctx.is_null());
+        let mut inputs = Vec::new();
+        let out = build(ctx, &mut inputs);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, out);
+        let buf = sys::ggml_backend_alloc_ctx_tensors(ctx, backend);
+        assert!(!buf.is_null(), "allocating the test tensors failed");
+        let mut rng = StdRng::seed_from_u64(seed);
+        for &(t, f) in &inputs {
+            fill_tensor(t, f, &mut rng);
+        }
+        let supported = trit_vulkan::device().map(|d| sys::ggml_backend_dev_supports_op(d, out)).unwrap_or(false);
+        let status = sys::ggml_backend_graph_compute(backend, gf);
+        assert_eq!(status, sys::GGML_STATUS_SUCCESS, "graph_compute failed");
+        let n = sys::ggml_nelements(out) as usize;
+        let mut raw = vec![0u8; sys::ggml_nbytes(out)];
+        sys::ggml_backend_tensor_get(out, raw.as_mut_ptr() as *mut _, 0, raw.len());
+        let vals = match (*out).type_ {
+            sys::GGML_TYPE_F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            sys::GGML_TYPE_F16 => {
+                raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+            t => panic!("output type {t}"),
+        };
+        let vals: Vec<f32> = if sys::ggml_is_contiguous(out) { vals } else { strided(out, &raw) };
+        assert_eq!(vals.len(), n);
+        sys::ggml_backend_buffer_free(buf);
+        sys::ggml_free(ctx);
+        (vals, supported)
+    }
+}
+
+/// Gather a non-contiguous f32/f16 output in logical order.
+unsafe fn strided(t: T, raw: &[u8]) -> Vec<f32> {
+    // SAFETY: t is live; raw holds ggml_nbytes(t) bytes starting at t's first element.
+    let (ne, nb, ty) = unsafe { ((*t).ne, (*t).nb, (*t).type_) };
+    let mut out = Vec::new();
+    for i3 in 0..ne[3] as usize {
+        for i2 in 0..ne[2] as usize {
+            for i1 in 0..ne[1] as usize {
+                for i0 in 0..ne[0] as usize {
+                    let o = i0 * nb[0] + i1 * nb[1] + i2 * nb[2] + i3 * nb[3];
+                    out.push(if ty == sys::GGML_TYPE_F32 {
+                        f32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]])
+                    } else {
+                        half::f16::from_le_bytes([raw[o], raw[o + 1]]).to_f32()
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Normalised mean squared error of `got` against `want` (test-backend-ops' measure).
+pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        if w.is_infinite() && g == w {
+            continue;
+        }
+        err += (g as f64 - w as f64).powi(2);
+        norm += (w as f64).powi(2);
+    }
+    if norm == 0.0 {
+        err
+    } else {
+        err / norm
+    }
+}
+
+/// Run `build` on both backends and check NMSE <= bound; returns the NMSE.
+pub fn check(b: &Backends, name: &str, build: Builder, bound: f64) -> f64 {
+    let (got, supported) = run(b.vk, build, 7);
+    let (want, _) = run(b.cpu, build, 7);
+    assert!(supported, "{name}: the Vulkan device does not claim support for this op");
+    assert!(got.iter().all(|v| !v.is_nan()), "{name}: NaN in Vulkan output");
+    let e = nmse(&got, &want);
+    println!("{name:<48} n={:<7} nmse={e:.3e} (bound {bound:.0e})", got.len());
+    assert!(
+        e <= bound,
+        "{name}: NMSE {e:.3e} > {bound:.0e}\n got[..8]  {:?}\n want[..8] {:?}",
+        &got[..got.len().min(8)],
+        &want[..want.len().min(8)]
+    );
+    e
+}
+
+// ---- tensor constructors (SAFETY: ctx is a live no_alloc context) ----
+
+pub fn new(ctx: Ctx, ty: sys::ggml_type, ne: &[i64]) -> T {
+    let mut n = [1i64; 4];
+    n[..ne.len()].copy_from_slice(ne);
+    unsafe { sys::ggml_new_tensor_4d(ctx, ty, n[0], n[1], n[2], n[3]) }
+}
+
+pub fn input(ctx: Ctx, ins: &mut Vec<(T, Fill)>, ty: sys::ggml_type, ne: &[i64], fill: Fill) -> T {
+    let t = new(ctx, ty, ne);
+    ins.push((t, fill));
+    t
+}

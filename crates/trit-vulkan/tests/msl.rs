@@ -1,0 +1,29 @@
+//! Every kernel must translate to Metal Shading Language with spirv-cross, so the Metal
+//! backend can share them. spirv-cross missing is a failure unless TRIT_VULKAN_OPTIONAL=1.
+
+use std::process::Command;
+
+#[test]
+fn kernels_translate_to_msl() {
+    if Command::new("spirv-cross").arg("--help").output().is_err() {
+        if std::env::var("TRIT_VULKAN_OPTIONAL").is_ok_and(|v| v == "1") {
+            eprintln!("\n!!!!!!!! SKIPPING MSL check: spirv-cross not installed (TRIT_VULKAN_OPTIONAL=1) !!!!!!!!\n");
+            return;
+        }
+        panic!("spirv-cross is not installed (apt-get install spirv-cross; scripts/setup.sh does it)");
+    }
+    let dir = std::env::temp_dir().join(format!("trit-msl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut failed = Vec::new();
+    assert!(trit_vulkan::kernels().len() >= 20);
+    for (name, spv) in trit_vulkan::kernels() {
+        let path = dir.join(format!("{name}.spv"));
+        std::fs::write(&path, spv).unwrap();
+        let out = Command::new("spirv-cross").arg("--msl").arg(&path).output().unwrap();
+        if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("kernel void main0") {
+            failed.push(format!("{name}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(failed.is_empty(), "kernels that do not translate to MSL:\n{}", failed.join("\n"));
+}

@@ -1,0 +1,593 @@
+//! Op-by-op comparison against the CPU backend, in the manner of llama.cpp's
+//! test-backend-ops: each case builds a tiny graph on both backends from the same seeded
+//! inputs and bounds the NMSE of the Vulkan output. Shapes include odd sizes, broadcasts,
+//! permuted/transposed (non-contiguous) operands and partial tiles.
+//!
+//! Needs a Vulkan device (lavapipe in CI). TRIT_VULKAN_OPTIONAL=1 skips, loudly.
+// SAFETY (whole file): the builders call ggml constructors on a live no_alloc context with
+// shapes that satisfy each constructor's assertions.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use common::*;
+use trit_sys as sys;
+
+const F32: sys::ggml_type = sys::GGML_TYPE_F32;
+const F16: sys::ggml_type = sys::GGML_TYPE_F16;
+const I32: sys::ggml_type = sys::GGML_TYPE_I32;
+const I64: sys::ggml_type = sys::GGML_TYPE_I64;
+const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
+const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
+
+/// Float matrix products: f32 accumulation in a different order than the CPU, which also
+/// rounds f16-weight activations to f16: test-backend-ops uses 5e-4 for MUL_MAT.
+const NMSE_MM: f64 = 5e-4;
+/// Ternary products round activations exactly as the CPU's Q8_K does, so only the f32
+/// summation order differs.
+const NMSE_TQ: f64 = 1e-9;
+/// Element-wise f32 ops (test-backend-ops' default).
+const NMSE_EW: f64 = 1e-7;
+/// Ops with transcendental functions (exp, sin/cos) or f16 rounding.
+const NMSE_TR: f64 = 1e-6;
+
+/// ggml's name of a type, for case names.
+fn tn(t: sys::ggml_type) -> String {
+    // SAFETY: returns a static string for any type id.
+    unsafe { std::ffi::CStr::from_ptr(sys::ggml_type_name(t)) }.to_string_lossy().into_owned()
+}
+
+fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
+    let g = lock();
+    let dev = vulkan_device()?;
+    trit_vulkan::set_limits(None, None);
+    trit_vulkan::set_force_staging(false);
+    Some((g, Backends::new(dev)))
+}
+
+fn mul_mat_case(b: &Backends, wt: sys::ggml_type, k: i64, rows: i64, cols: i64, batch: [i64; 2], bcast: [i64; 2]) {
+    let name = format!("mul_mat {} k={k} rows={rows} cols={cols} batch={batch:?} bcast={bcast:?}", unsafe {
+        std::ffi::CStr::from_ptr(sys::ggml_type_name(wt)).to_string_lossy()
+    });
+    check(
+        b,
+        &name,
+        &|ctx, ins| {
+            let a = input(ctx, ins, wt, &[k, rows, batch[0], batch[1]], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[k, cols, batch[0] * bcast[0], batch[1] * bcast[1]], Fill::Uniform);
+            unsafe { sys::ggml_mul_mat(ctx, a, x) }
+        },
+        if matches!(wt, TQ1 | TQ2) { NMSE_TQ } else { NMSE_MM },
+    );
+}
+
+#[test]
+fn mul_mat_ternary() {
+    let Some((_g, b)) = setup() else { return };
+    for wt in [TQ2, TQ1] {
+        for &(k, rows, cols) in &[
+            (256, 1, 1),
+            (256, 33, 1),
+            (512, 7, 3),
+            (768, 17, 9),
+            (256, 5, 16),
+            (1024, 64, 1),
+            (256, 128, 9),
+            (256, 128, 1),
+            (512, 70, 33),
+            (256, 130, 65),
+            (768, 64, 64),
+        ] {
+            mul_mat_case(&b, wt, k, rows, cols, [1, 1], [1, 1]);
+        }
+    }
+}
+
+#[test]
+fn mul_mat_float() {
+    let Some((_g, b)) = setup() else { return };
+    for wt in [F32, F16] {
+        for &(k, rows, cols) in
+            &[(1, 1, 1), (67, 33, 1), (128, 16, 13), (200, 9, 8), (33, 3, 17), (100, 70, 66), (64, 64, 64)]
+        {
+            mul_mat_case(&b, wt, k, rows, cols, [1, 1], [1, 1]);
+        }
+        mul_mat_case(&b, wt, 64, 10, 5, [2, 1], [2, 1]);
+        mul_mat_case(&b, wt, 32, 7, 3, [2, 3], [1, 2]);
+        mul_mat_case(&b, wt, 40, 9, 20, [2, 3], [2, 1]);
+    }
+}
+
+#[test]
+fn mul_mat_attention_views() {
+    let Some((_g, b)) = setup() else { return };
+    let (hd, n_kv, n_head_kv, n_head, n_tok) = (64, 37, 2, 4, 5);
+    // KQ: permuted f16 K cache view x permuted f32 Q.
+    check(
+        &b,
+        "mul_mat kq (permuted f16 K, permuted f32 Q)",
+        &|ctx, ins| unsafe {
+            let k = input(ctx, ins, F16, &[hd, n_head_kv, n_kv], Fill::Uniform);
+            let q = input(ctx, ins, F32, &[hd, n_head, n_tok], Fill::Uniform);
+            let kp = sys::ggml_permute(ctx, k, 0, 2, 1, 3);
+            let qp = sys::ggml_permute(ctx, q, 0, 2, 1, 3);
+            sys::ggml_mul_mat(ctx, kp, qp)
+        },
+        NMSE_MM,
+    );
+    // KQV: transposed f16 V view x f32 probabilities.
+    check(
+        &b,
+        "mul_mat kqv (f16 V-transposed cache view)",
+        &|ctx, ins| unsafe {
+            // The cache stores V transposed, [kv_size, hd, n_head_kv]; attention views n_kv of it.
+            let kv_size = 64;
+            let v = input(ctx, ins, F16, &[kv_size, hd, n_head_kv], Fill::Uniform);
+            let vv = sys::ggml_view_3d(ctx, v, n_kv, hd, n_head_kv, (*v).nb[1], (*v).nb[2], 0);
+            let p = input(ctx, ins, F32, &[n_kv, n_tok, n_head], Fill::Uniform);
+            sys::ggml_mul_mat(ctx, vv, p)
+        },
+        NMSE_MM,
+    );
+}
+
+#[test]
+fn rows_ops() {
+    let Some((_g, b)) = setup() else { return };
+    for ty in [F32, F16] {
+        check(
+            &b,
+            &format!("get_rows {} [33,50] idx[7]", tn(ty)),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, ty, &[33, 50], Fill::Uniform);
+                let i = input(ctx, ins, I32, &[7], Fill::Index(50));
+                sys::ggml_get_rows(ctx, a, i)
+            },
+            NMSE_EW,
+        );
+        check(
+            &b,
+            &format!("get_rows {} [16,10,3] idx[4,3]", tn(ty)),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, ty, &[16, 10, 3], Fill::Uniform);
+                let i = input(ctx, ins, I32, &[4, 3], Fill::Index(10));
+                sys::ggml_get_rows(ctx, a, i)
+            },
+            NMSE_EW,
+        );
+    }
+    for (dt, it) in [(F16, I64), (F32, I64), (F16, I32), (F32, I32)] {
+        check(
+            &b,
+            &format!("set_rows dst {} idx {} [64,40] <- [64,5]", tn(dt), tn(it)),
+            &|ctx, ins| unsafe {
+                let dst = input(ctx, ins, dt, &[64, 40], Fill::Uniform);
+                let src = input(ctx, ins, F32, &[64, 5], Fill::Uniform);
+                let idx = input(ctx, ins, it, &[5], Fill::Distinct(40));
+                sys::ggml_set_rows(ctx, dst, src, idx)
+            },
+            NMSE_TR,
+        );
+    }
+    check(
+        &b,
+        "set_rows f16 [8,12,3] <- [8,4,3] idx[4,1] (broadcast idx)",
+        &|ctx, ins| unsafe {
+            let dst = input(ctx, ins, F16, &[8, 12, 3], Fill::Uniform);
+            let src = input(ctx, ins, F32, &[8, 4, 3], Fill::Uniform);
+            let idx = input(ctx, ins, I64, &[4, 1], Fill::Distinct(12));
+            sys::ggml_set_rows(ctx, dst, src, idx)
+        },
+        NMSE_TR,
+    );
+}
+
+#[test]
+fn norm_binary_scale() {
+    let Some((_g, b)) = setup() else { return };
+    for ne in [[67i64, 5, 3], [2560, 2, 1], [1, 1, 1]] {
+        check(
+            &b,
+            &format!("rms_norm {ne:?}"),
+            &|ctx, ins| unsafe { sys::ggml_rms_norm(ctx, input(ctx, ins, F32, &ne, Fill::Uniform), 1e-5) },
+            NMSE_TR,
+        );
+    }
+    for (name, add) in [("add", true), ("mul", false)] {
+        for (a_ne, b_ne) in [
+            ([67i64, 5, 3], [67i64, 5, 3]),
+            ([67, 5, 3], [67, 1, 3]),
+            ([67, 5, 3], [67, 1, 1]),
+            ([16, 4, 2], [1, 4, 1]),
+        ] {
+            check(
+                &b,
+                &format!("{name} {a_ne:?} {b_ne:?}"),
+                &|ctx, ins| unsafe {
+                    let x = input(ctx, ins, F32, &a_ne, Fill::Uniform);
+                    let y = input(ctx, ins, F32, &b_ne, Fill::Uniform);
+                    if add {
+                        sys::ggml_add(ctx, x, y)
+                    } else {
+                        sys::ggml_mul(ctx, x, y)
+                    }
+                },
+                NMSE_EW,
+            );
+        }
+        check(
+            &b,
+            &format!("{name} strided src0 view"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[19, 13], Fill::Uniform);
+                let y = input(ctx, ins, F32, &[11, 1], Fill::Uniform);
+                let xv = sys::ggml_view_2d(ctx, x, 11, 12, (*x).nb[1], (*x).nb[1] + 8);
+                if add {
+                    sys::ggml_add(ctx, xv, y)
+                } else {
+                    sys::ggml_mul(ctx, xv, y)
+                }
+            },
+            NMSE_EW,
+        );
+    }
+    check(
+        &b,
+        "scale 0.37",
+        &|ctx, ins| unsafe { sys::ggml_scale(ctx, input(ctx, ins, F32, &[67, 9], Fill::Uniform), 0.37) },
+        NMSE_EW,
+    );
+    check(
+        &b,
+        "scale_bias 2.0 -0.5",
+        &|ctx, ins| unsafe { sys::ggml_scale_bias(ctx, input(ctx, ins, F32, &[67, 9], Fill::Uniform), 2.0, -0.5) },
+        NMSE_EW,
+    );
+}
+
+#[test]
+fn copies() {
+    let Some((_g, b)) = setup() else { return };
+    for (st, dt) in [(F32, F32), (F32, F16), (F16, F32), (F16, F16)] {
+        check(
+            &b,
+            &format!("cpy {}->{} [33,7,3]", tn(st), tn(dt)),
+            &|ctx, ins| unsafe {
+                let s = input(ctx, ins, st, &[33, 7, 3], Fill::Uniform);
+                let d = input(ctx, ins, dt, &[33, 7, 3], Fill::Uniform);
+                sys::ggml_cpy(ctx, s, d)
+            },
+            NMSE_TR,
+        );
+        check(
+            &b,
+            &format!("cpy {}->{} transposed src into reshaped dst", tn(st), tn(dt)),
+            &|ctx, ins| unsafe {
+                let s = input(ctx, ins, st, &[12, 5], Fill::Uniform);
+                let d = input(ctx, ins, dt, &[60], Fill::Uniform);
+                sys::ggml_cpy(ctx, sys::ggml_transpose(ctx, s), d)
+            },
+            NMSE_TR,
+        );
+    }
+    check(
+        &b,
+        "cont of permuted f32 [8,5,3]",
+        &|ctx, ins| unsafe {
+            sys::ggml_cont(ctx, sys::ggml_permute(ctx, input(ctx, ins, F32, &[8, 5, 3], Fill::Uniform), 2, 0, 1, 3))
+        },
+        NMSE_EW,
+    );
+    check(
+        &b,
+        "dup f16 [19,4]",
+        &|ctx, ins| unsafe { sys::ggml_dup(ctx, input(ctx, ins, F16, &[19, 4], Fill::Uniform)) },
+        NMSE_EW,
+    );
+}
+
+#[test]
+fn rope_softmax() {
+    let Some((_g, b)) = setup() else { return };
+    for (mode, n_dims) in
+        [(sys::GGML_ROPE_TYPE_NEOX as i32, 64), (sys::GGML_ROPE_TYPE_NEOX as i32, 32), (0, 64), (0, 16)]
+    {
+        check(
+            &b,
+            &format!("rope mode={mode} n_dims={n_dims} [64,4,7]"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[64, 4, 7], Fill::Uniform);
+                let pos = input(ctx, ins, I32, &[7], Fill::Index(300));
+                sys::ggml_rope_ext(
+                    ctx,
+                    x,
+                    pos,
+                    std::ptr::null_mut(),
+                    n_dims,
+                    mode,
+                    4096,
+                    500000.0,
+                    1.0,
+                    0.0,
+                    1.0,
+                    32.0,
+                    1.0,
+                )
+            },
+            NMSE_TR,
+        );
+    }
+    // In place (ggml-alloc does this when the input dies here): every element pair must be
+    // read before it is written.
+    check(
+        &b,
+        "rope NEOX in place [128,8,9]",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[128, 8, 9], Fill::Uniform);
+            let pos = input(ctx, ins, I32, &[9], Fill::Index(300));
+            let mode = sys::GGML_ROPE_TYPE_NEOX as i32;
+            sys::ggml_rope_ext_inplace(
+                ctx,
+                x,
+                pos,
+                std::ptr::null_mut(),
+                128,
+                mode,
+                4096,
+                500000.0,
+                1.0,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            )
+        },
+        NMSE_TR,
+    );
+    for (name, mask_ty) in [("f16 mask", Some(F16)), ("f32 mask", Some(F32)), ("no mask", None)] {
+        check(
+            &b,
+            &format!("soft_max {name} [37,5,4] scale 0.125"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[37, 5, 4], Fill::Uniform);
+                let m = mask_ty.map_or(std::ptr::null_mut(), |t| input(ctx, ins, t, &[37, 5], Fill::Causal));
+                sys::ggml_soft_max_ext(ctx, x, m, 0.125, 0.0)
+            },
+            NMSE_TR,
+        );
+    }
+    check(
+        &b,
+        "soft_max [600,3] (row longer than a workgroup)",
+        &|ctx, ins| unsafe {
+            sys::ggml_soft_max_ext(ctx, input(ctx, ins, F32, &[600, 3], Fill::Uniform), std::ptr::null_mut(), 3.0, 0.0)
+        },
+        NMSE_TR,
+    );
+}
+
+#[test]
+fn activations() {
+    let Some((_g, b)) = setup() else { return };
+    type Act = unsafe extern "C" fn(*mut sys::ggml_context, T) -> T;
+    for (name, f) in [("relu", sys::ggml_relu as Act), ("sqr", sys::ggml_sqr as Act), ("silu", sys::ggml_silu as Act)] {
+        check(
+            &b,
+            &format!("{name} [67,9]"),
+            &|ctx, ins| unsafe { f(ctx, input(ctx, ins, F32, &[67, 9], Fill::Uniform)) },
+            NMSE_TR,
+        );
+    }
+    check(
+        &b,
+        "relu of a strided view at an offset",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[7, 11], Fill::Uniform);
+            sys::ggml_relu(ctx, sys::ggml_view_2d(ctx, x, 5, 9, (*x).nb[1], 2 * (*x).nb[1] + 4))
+        },
+        NMSE_EW,
+    );
+    type Glu2 = unsafe extern "C" fn(*mut sys::ggml_context, T, T) -> T;
+    for (name, f) in [("swiglu_split", sys::ggml_swiglu_split as Glu2), ("reglu_split", sys::ggml_reglu_split as Glu2)]
+    {
+        check(
+            &b,
+            &format!("{name} [70,6]"),
+            &|ctx, ins| unsafe {
+                f(ctx, input(ctx, ins, F32, &[70, 6], Fill::Uniform), input(ctx, ins, F32, &[70, 6], Fill::Uniform))
+            },
+            NMSE_TR,
+        );
+    }
+    type Glu1 = unsafe extern "C" fn(*mut sys::ggml_context, T) -> T;
+    for (name, f) in [
+        ("swiglu", sys::ggml_swiglu as Glu1),
+        ("swiglu_swapped", sys::ggml_swiglu_swapped as Glu1),
+        ("reglu", sys::ggml_reglu as Glu1),
+    ] {
+        check(
+            &b,
+            &format!("{name} [70,6]"),
+            &|ctx, ins| unsafe { f(ctx, input(ctx, ins, F32, &[70, 6], Fill::Uniform)) },
+            NMSE_TR,
+        );
+    }
+}
+
+/// Tiny limits force the tiling paths: dispatches split at 2 workgroups, weights split into
+/// row tiles of a 4 KiB storage range.
+#[test]
+fn tiling_with_low_limits() {
+    let Some((_g, b)) = setup() else { return };
+    // Untiled, a 200-row mat-vec is one dispatch.
+    let before = trit_vulkan::dispatch_count();
+    mul_mat_case(&b, TQ2, 256, 200, 1, [1, 1], [1, 1]);
+    assert_eq!(trit_vulkan::dispatch_count() - before, 2, "activation rounding + one product dispatch without tiling");
+    trit_vulkan::set_limits(Some(2), Some(4096));
+    let before = trit_vulkan::dispatch_count();
+    mul_mat_case(&b, TQ2, 256, 200, 1, [1, 1], [1, 1]);
+    // 200 x 66 bytes = 13200 > 4096: 4 row tiles of <= 61 rows, each split into <= 2-workgroup dispatches.
+    let n = trit_vulkan::dispatch_count() - before;
+    assert!(n >= 100, "expected >= 100 tiled dispatches, got {n}");
+    for wt in [TQ2, TQ1, F16] {
+        // 200 rows of a 256-wide weight: 10-13 KiB (TQ), 100 KiB (f16) > 4 KiB.
+        mul_mat_case(&b, wt, 256, 200, 1, [1, 1], [1, 1]);
+        mul_mat_case(&b, wt, 256, 100, 3, [1, 1], [1, 1]);
+    }
+    // The 64x64-tile kernel over weight row tiles: 400 x 66 bytes > 16 KiB.
+    trit_vulkan::set_limits(Some(3), Some(16384));
+    for wt in [TQ2, TQ1] {
+        mul_mat_case(&b, wt, 256, 400, 9, [1, 1], [1, 1]);
+    }
+    trit_vulkan::set_limits(Some(2), Some(4096));
+    check(
+        &b,
+        "add [30,20] with 2-workgroup dispatch tiles",
+        &|ctx, ins| unsafe {
+            sys::ggml_add(
+                ctx,
+                input(ctx, ins, F32, &[30, 20], Fill::Uniform),
+                input(ctx, ins, F32, &[30, 1], Fill::Uniform),
+            )
+        },
+        NMSE_EW,
+    );
+    check(
+        &b,
+        "rms_norm [40,9] with 2-workgroup dispatch tiles",
+        &|ctx, ins| unsafe { sys::ggml_rms_norm(ctx, input(ctx, ins, F32, &[40, 9], Fill::Uniform), 1e-6) },
+        NMSE_TR,
+    );
+    // An element-wise operand over the range limit is refused (the CPU runs it).
+    let dev = vulkan_device().unwrap();
+    let refused = unsafe {
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: 16 * sys::ggml_tensor_overhead(),
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        let x = new(ctx, F32, &[4096]);
+        let r = !sys::ggml_backend_dev_supports_op(dev, sys::ggml_add(ctx, x, x));
+        sys::ggml_free(ctx);
+        r
+    };
+    trit_vulkan::set_limits(None, None);
+    assert!(refused, "ADD of 16 KiB operands must be refused under a 4 KiB storage range");
+}
+
+#[test]
+fn staging_copies() {
+    let Some((_g, b)) = setup() else { return };
+    trit_vulkan::set_force_staging(true);
+    mul_mat_case(&b, TQ2, 512, 9, 2, [1, 1], [1, 1]);
+    check(
+        &b,
+        "set_rows f16 through staging",
+        &|ctx, ins| unsafe {
+            let dst = input(ctx, ins, F16, &[32, 10], Fill::Uniform);
+            let src = input(ctx, ins, F32, &[32, 3], Fill::Uniform);
+            let idx = input(ctx, ins, I64, &[3], Fill::Distinct(10));
+            sys::ggml_set_rows(ctx, dst, src, idx)
+        },
+        NMSE_TR,
+    );
+    trit_vulkan::set_force_staging(false);
+}
+
+#[test]
+fn supports_op_refuses_the_unimplemented() {
+    let Some((_g, _b)) = setup() else { return };
+    let dev = vulkan_device().unwrap();
+    unsafe {
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: 32 * sys::ggml_tensor_overhead(),
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        let q4 = new(ctx, sys::GGML_TYPE_Q4_0, &[256, 4]);
+        let x = new(ctx, F32, &[256, 2]);
+        let tq = new(ctx, TQ2, &[256, 4]);
+        let x16 = new(ctx, F16, &[256, 2]);
+        let mask = new(ctx, F16, &[256, 2]);
+        let yes = |t| sys::ggml_backend_dev_supports_op(dev, t);
+        assert!(
+            yes(sys::ggml_mul_mat(ctx, tq, x)),
+            "TQ2_0 x f32 must be supported (weights go on the device only then)"
+        );
+        assert!(!yes(sys::ggml_mul_mat(ctx, q4, x)), "Q4_0 has no kernel");
+        assert!(!yes(sys::ggml_mul_mat(ctx, tq, x16)), "f16 activations have no kernel");
+        assert!(!yes(sys::ggml_soft_max_ext(ctx, x, mask, 1.0, 8.0)), "ALiBi (max_bias) has no kernel");
+        assert!(!yes(sys::ggml_gelu(ctx, x)), "GELU has no kernel");
+        assert!(!yes(sys::ggml_norm(ctx, x, 1e-5)), "NORM has no kernel");
+        assert!(yes(sys::ggml_transpose(ctx, x)), "views are no-ops");
+        sys::ggml_free(ctx);
+    }
+}
+
+#[test]
+fn oversized_allocation_fails_cleanly() {
+    let Some((_g, _b)) = setup() else { return };
+    let dev = vulkan_device().unwrap();
+    unsafe {
+        let buft = sys::ggml_backend_dev_buffer_type(dev);
+        let max = sys::ggml_backend_buft_get_max_size(buft);
+        let buf = sys::ggml_backend_buft_alloc_buffer(buft, max.saturating_add(4096));
+        assert!(buf.is_null(), "allocating more than maxMemoryAllocationSize ({max}) must fail with NULL, not crash");
+        let ok = sys::ggml_backend_buft_alloc_buffer(buft, 1 << 20);
+        assert!(!ok.is_null());
+        sys::ggml_backend_buffer_free(ok);
+    }
+}
+
+#[test]
+fn memory_is_reported() {
+    let Some((_g, _b)) = setup() else { return };
+    let dev = vulkan_device().unwrap();
+    let (mut free, mut total) = (0usize, 0usize);
+    unsafe { sys::ggml_backend_dev_memory(dev, &mut free, &mut total) };
+    assert!(total > 0 && free <= total, "free {free} total {total}");
+    println!("{}", trit_vulkan::info().unwrap());
+}
+
+/// Two ternary products of one input (as Q/K/V or gate/up) share its rounded activations.
+#[test]
+fn ternary_shared_input() {
+    let Some((_g, b)) = setup() else { return };
+    let before = trit_vulkan::dispatch_count();
+    check(
+        &b,
+        "tq2(x) + tq1(x), shared rounded input",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[512, 3], Fill::Uniform);
+            let w1 = input(ctx, ins, TQ2, &[512, 40], Fill::Uniform);
+            let w2 = input(ctx, ins, TQ1, &[512, 40], Fill::Uniform);
+            sys::ggml_add(ctx, sys::ggml_mul_mat(ctx, w1, x), sys::ggml_mul_mat(ctx, w2, x))
+        },
+        NMSE_TQ,
+    );
+    // One rounding, two products, one add.
+    assert_eq!(trit_vulkan::dispatch_count() - before, 4);
+}
+
+/// A BitNet FFN-like chain: ULP-level differences upstream of a ternary product can flip a
+/// Q8_K rounding, so the chain checks that the whole path stays close to the CPU.
+#[test]
+fn ternary_chain() {
+    let Some((_g, b)) = setup() else { return };
+    for (k, f) in [(256i64, 512i64), (512, 768)] {
+        check(
+            &b,
+            &format!("chain rms_norm>mul>tq2>relu>sqr>rms_norm>tq2 k={k} ff={f}"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[k, 5], Fill::Uniform);
+                let w = input(ctx, ins, F32, &[k], Fill::Uniform);
+                let up = input(ctx, ins, TQ2, &[k, f], Fill::Uniform);
+                let down = input(ctx, ins, TQ2, &[f, k], Fill::Uniform);
+                let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
+                let h = sys::ggml_sqr(ctx, sys::ggml_relu(ctx, sys::ggml_mul_mat(ctx, up, h)));
+                sys::ggml_mul_mat(ctx, down, sys::ggml_rms_norm(ctx, h, 1e-5))
+            },
+            1e-6,
+        );
+    }
+}
