@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod convert;
+pub mod finetune;
 pub mod info;
 pub mod logits;
 pub mod perplexity;
