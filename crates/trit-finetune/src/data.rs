@@ -94,8 +94,10 @@ pub fn load(model: &Model, path: &Path, opts: &DataOptions) -> Result<Dataset> {
         load_jsonl(model, path, &text, opts)
     } else {
         if opts.assistant_only {
-            bail!("--assistant-only-loss needs JSONL data (chat messages or prompt/completion), {} is plain text",
-                path.display());
+            bail!(
+                "--assistant-only-loss needs JSONL data (chat messages or prompt/completion), {} is plain text",
+                path.display()
+            );
         }
         Ok(Dataset { samples: plain_windows(model, &text, opts.n_ctx)?, ..Default::default() })
     }
@@ -158,7 +160,9 @@ fn load_jsonl(model: &Model, path: &Path, text: &str, opts: &DataOptions) -> Res
         let segs = match parsed {
             Ok(s) => s,
             Err(e) => match opts.on_bad_line {
-                BadLine::Error => return Err(BadLineError { path: path.into(), line: lineno, reason: format!("{e:#}") })?,
+                BadLine::Error => {
+                    return Err(BadLineError { path: path.into(), line: lineno, reason: format!("{e:#}") })?
+                }
                 BadLine::Skip => {
                     tracing::warn!("{}:{lineno}: skipped: {e:#}", path.display());
                     ds.skipped_bad_lines += 1;
@@ -219,7 +223,7 @@ fn resolve_template(model: &Model, opts: &DataOptions) -> Result<String> {
 /// from the end of `render(messages[..k], add_assistant=true)` to the end of
 /// `render(messages[..=k])`. Works for any template whose renderings are prefix-stable.
 pub fn chat_segments(template: &str, msgs: &[ChatMessage]) -> Result<Segments> {
-    let full = Model::apply_chat_template(template, &msgs, false)?;
+    let full = Model::apply_chat_template(template, msgs, false)?;
     let mut segs: Segments = Vec::new();
     let mut pos = 0usize;
     for (k, m) in msgs.iter().enumerate() {
@@ -263,9 +267,8 @@ fn tokenize_segments(model: &Model, segs: &Segments, opts: &DataOptions) -> Resu
         return Ok(None);
     }
     let inputs = toks[..toks.len() - 1].to_vec();
-    let labels: Vec<i32> = (1..toks.len())
-        .map(|i| if !opts.assistant_only || trained[i] { toks[i] } else { MASKED })
-        .collect();
+    let labels: Vec<i32> =
+        (1..toks.len()).map(|i| if !opts.assistant_only || trained[i] { toks[i] } else { MASKED }).collect();
     Ok(Some(padded(model, inputs, labels, opts.n_ctx)))
 }
 

@@ -313,10 +313,9 @@ impl<'m> Session<'m> {
         unsafe { sys::llama_opt_init(ctx.as_ptr(), model.as_ptr(), lopt) };
         let n = params.n_ctx as i64;
         // SAFETY: plain constructors; null results are checked.
-        let dataset = NonNull::new(unsafe {
-            sys::ggml_opt_dataset_init(sys::GGML_TYPE_I32, sys::GGML_TYPE_I32, n, n, 1, 1)
-        })
-        .context("ggml_opt_dataset_init failed")?;
+        let dataset =
+            NonNull::new(unsafe { sys::ggml_opt_dataset_init(sys::GGML_TYPE_I32, sys::GGML_TYPE_I32, n, n, 1, 1) })
+                .context("ggml_opt_dataset_init failed")?;
         // SAFETY: as above.
         let result_train = NonNull::new(unsafe { sys::ggml_opt_result_init() }).context("ggml_opt_result_init")?;
         // SAFETY: as above.
@@ -373,8 +372,7 @@ impl<'m> Session<'m> {
         if n_trained == 0 {
             bail!("sample has no trained positions");
         }
-        if let Some(&bad) = s.tokens.iter().chain(s.labels.iter()).find(|&&t| t >= self.ctx.model().n_vocab() as i32)
-        {
+        if let Some(&bad) = s.tokens.iter().chain(s.labels.iter()).find(|&&t| t >= self.ctx.model().n_vocab() as i32) {
             bail!("token id {bad} is outside the vocabulary");
         }
         self.load_sample(s)?;

@@ -153,7 +153,7 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
     if !(0.0..1.0).contains(&opts.val_split) {
         bail!("--val-split must be in [0, 1)");
     }
-    if !(opts.lr > 0.0) {
+    if opts.lr.is_nan() || opts.lr <= 0.0 {
         bail!("the learning rate must be positive");
     }
     if let Some(bad) = data.samples.iter().find(|s| s.tokens.len() != opts.params.n_ctx as usize) {
@@ -171,8 +171,7 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
         Warmup::Steps(n) => n,
         Warmup::Ratio(r) => (r * total_steps as f64).round() as u64,
     };
-    let schedule =
-        Schedule { kind: opts.schedule, lr: opts.lr, lr_min: opts.lr_min, warmup_steps, total_steps };
+    let schedule = Schedule { kind: opts.schedule, lr: opts.lr, lr_min: opts.lr_min, warmup_steps, total_steps };
 
     // Adapter to start from: a checkpoint's, or a fresh one.
     let mut log: Vec<LogRow> = Vec::new();
@@ -185,8 +184,7 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
         let dir = checkpoint::resolve(root)?;
         let meta = checkpoint::load_meta(&dir)?;
         checkpoint::check_compatible(&meta, &opts.spec)?;
-        if (meta.n_ctx, meta.n_batch, meta.n_ubatch) != (opts.params.n_ctx, opts.params.n_batch, opts.params.n_ubatch)
-        {
+        if (meta.n_ctx, meta.n_batch, meta.n_ubatch) != (opts.params.n_ctx, opts.params.n_batch, opts.params.n_ubatch) {
             bail!(
                 "checkpoint used -c {} -b {} -ub {}; resume with the same sizes",
                 meta.n_ctx,
@@ -337,8 +335,7 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
         write_csv(csv, &log)?;
     }
     if let Some(png) = &opts.plot_png {
-        let tr: Vec<(f64, f64)> =
-            log.iter().filter_map(|r| r.train_loss.map(|l| (r.step as f64, l))).collect();
+        let tr: Vec<(f64, f64)> = log.iter().filter_map(|r| r.train_loss.map(|l| (r.step as f64, l))).collect();
         let va: Vec<(f64, f64)> = log.iter().filter_map(|r| r.val_loss.map(|l| (r.step as f64, l))).collect();
         crate::plot::loss_png(png, &tr, &va)?;
     }

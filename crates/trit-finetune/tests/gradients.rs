@@ -83,10 +83,8 @@ fn adapter_gradients_match_central_finite_differences() {
         if nt < 0.5 {
             continue;
         }
-        let only: Vec<(String, Vec<f32>)> = g
-            .iter()
-            .map(|(n, v)| (n.clone(), if n == name { v.clone() } else { vec![0f32; v.len()] }))
-            .collect();
+        let only: Vec<(String, Vec<f32>)> =
+            g.iter().map(|(n, v)| (n.clone(), if n == name { v.clone() } else { vec![0f32; v.len()] })).collect();
         s.set_weights(&shifted(&w0, &only, h / nt)).unwrap();
         let lp = ggml_loss(&mut s, &sample);
         s.set_weights(&shifted(&w0, &only, -h / nt)).unwrap();
@@ -103,9 +101,12 @@ fn adapter_gradients_match_central_finite_differences() {
     // 3. Single coordinates: the largest entries of an A and a B in each layer. One coordinate
     // moves the loss by ~1e-2, while F16 activation rounding makes ~1e-3 of noise: loose bound.
     let mut checked = 0;
-    for name in ["blk.0.attn_q.weight.lora_a", "blk.0.ffn_up.weight.lora_b", "blk.1.attn_v.weight.lora_a",
-        "blk.1.ffn_down.weight.lora_b"]
-    {
+    for name in [
+        "blk.0.attn_q.weight.lora_a",
+        "blk.0.ffn_up.weight.lora_b",
+        "blk.1.attn_v.weight.lora_a",
+        "blk.1.ffn_down.weight.lora_b",
+    ] {
         let gv = &g.iter().find(|(n, _)| n == name).unwrap().1;
         let mut idx: Vec<usize> = (0..gv.len()).collect();
         idx.sort_by(|&i, &j| gv[j].abs().total_cmp(&gv[i].abs()));
@@ -113,12 +114,8 @@ fn adapter_gradients_match_central_finite_differences() {
             let h: f64 = std::env::var("FD_H").ok().and_then(|v| v.parse().ok()).unwrap_or(2e-2);
             let mut one = vec![(name.to_string(), vec![0f32; gv.len()])];
             one[0].1[i] = 1.0;
-            let pad: Vec<(String, Vec<f32>)> = g
-                .iter()
-                .filter(|(n, _)| n != name)
-                .map(|(n, v)| (n.clone(), vec![0f32; v.len()]))
-                .chain(one)
-                .collect();
+            let pad: Vec<(String, Vec<f32>)> =
+                g.iter().filter(|(n, _)| n != name).map(|(n, v)| (n.clone(), vec![0f32; v.len()])).chain(one).collect();
             s.set_weights(&shifted(&w0, &pad, h)).unwrap();
             let lp = ggml_loss(&mut s, &sample);
             s.set_weights(&shifted(&w0, &pad, -h)).unwrap();

@@ -39,8 +39,13 @@ fn loss_falls_on_a_small_fixed_dataset() {
     o.plot_png = Some(dir.join("loss.png"));
     let r = train(&model, path, &ds, &o).unwrap();
     let (first, last) = (r.first_train_loss.unwrap(), r.last_train_loss.unwrap());
-    eprintln!("{} windows, {} steps: loss {first:.3} -> {last:.3}, val {:?}, {:.0} tok/s", ds.samples.len(), r.steps,
-        r.last_val_loss, r.tokens_per_s);
+    eprintln!(
+        "{} windows, {} steps: loss {first:.3} -> {last:.3}, val {:?}, {:.0} tok/s",
+        ds.samples.len(),
+        r.steps,
+        r.last_val_loss,
+        r.tokens_per_s
+    );
     assert!(first > 10.0, "the random fixture should start near its initial loss, got {first}");
     assert!(last < 3.0, "loss only fell from {first} to {last}");
     let val = r.last_val_loss.unwrap();
@@ -220,7 +225,7 @@ fn jsonl_errors_name_file_and_line_and_can_be_skipped() {
     let chat = trained(&ds.samples[1]);
     assert!(chat.starts_with("Hello there") && !chat.contains("Hi") && !chat.contains("user"), "{chat:?}");
     // Without the flag every real position trains.
-    let all = data::load(&model, &f, &DataOptions { assistant_only: false, on_bad_line: BadLine::Skip, ..opts })
-        .unwrap();
+    let all =
+        data::load(&model, &f, &DataOptions { assistant_only: false, on_bad_line: BadLine::Skip, ..opts }).unwrap();
     assert!(all.samples[1].n_trained() > ds.samples[1].n_trained());
 }

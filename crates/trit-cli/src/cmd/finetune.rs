@@ -11,8 +11,16 @@ use crate::common;
 
 const FLAGS: &[Flag] = &[
     flag(&["-m", "--model"], Some("FNAME"), "base model (GGUF; ternary TQ2_0/TQ1_0 weights stay frozen)"),
-    flag(&["-f", "--file", "--train-data"], Some("FNAME"), "training data: plain text, or JSONL chat/prompt-completion"),
-    flag(&["-o", "--output", "--output-adapter"], Some("FNAME"), "adapter to write (default: trained-lora-adapter.gguf)"),
+    flag(
+        &["-f", "--file", "--train-data"],
+        Some("FNAME"),
+        "training data: plain text, or JSONL chat/prompt-completion",
+    ),
+    flag(
+        &["-o", "--output", "--output-adapter"],
+        Some("FNAME"),
+        "adapter to write (default: trained-lora-adapter.gguf)",
+    ),
     flag(&["--lora-rank"], Some("N"), "LoRA rank (default: 8)"),
     flag(&["--lora-alpha"], Some("F"), "LoRA alpha; scale = alpha / rank (default: 16)"),
     flag(
@@ -22,7 +30,11 @@ const FLAGS: &[Flag] = &[
     ),
     flag(&["-c", "--ctx-size"], Some("N"), "context window, a multiple of 256 (default: 512)"),
     flag(&["-b", "--batch-size"], Some("N"), "tokens per optimizer step (default: = -c)"),
-    flag(&["-ub", "--ubatch-size"], Some("N"), "tokens per forward/backward; -b/-ub = gradient accumulation (default: = -b)"),
+    flag(
+        &["-ub", "--ubatch-size"],
+        Some("N"),
+        "tokens per forward/backward; -b/-ub = gradient accumulation (default: = -b)",
+    ),
     flag(&["--epochs", "--num-epochs"], Some("N"), "passes over the data (default: 1)"),
     flag(&["-lr", "--learning-rate"], Some("F"), "peak learning rate (default: 2e-4)"),
     flag(&["--lr-min"], Some("F"), "final learning rate of linear/cosine decay (default: 0)"),
@@ -53,7 +65,8 @@ const FLAGS: &[Flag] = &[
     flag(&["-v", "--verbose"], None, "show llama.cpp's log"),
 ];
 
-const ABOUT: &str = "trit finetune: train a LoRA adapter for a BitNet model (CPU). Also answers to llama-finetune-lora.";
+const ABOUT: &str =
+    "trit finetune: train a LoRA adapter for a BitNet model (CPU). Also answers to llama-finetune-lora.";
 
 fn with_ext(p: &Path, ext: &str) -> PathBuf {
     p.with_extension(ext)
@@ -131,10 +144,8 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     o.log_csv = Some(p.str("--log-csv").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "csv")));
     o.plot_png = Some(p.str("--plot").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "png")));
 
-    let model = trit_llama::Model::load(
-        &model_path,
-        &trit_llama::ModelParams { n_gpu_layers: 0, ..Default::default() },
-    )?;
+    let model =
+        trit_llama::Model::load(&model_path, &trit_llama::ModelParams { n_gpu_layers: 0, ..Default::default() })?;
     let dopts = DataOptions {
         n_ctx: n_ctx as usize,
         assistant_only: p.has("--assistant-only-loss"),
@@ -146,7 +157,11 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         "data: {} window(s) of {n_ctx} tokens from {}{}{}",
         ds.samples.len(),
         data_path.display(),
-        if ds.skipped_bad_lines > 0 { format!(", {} bad line(s) skipped", ds.skipped_bad_lines) } else { String::new() },
+        if ds.skipped_bad_lines > 0 {
+            format!(", {} bad line(s) skipped", ds.skipped_bad_lines)
+        } else {
+            String::new()
+        },
         if ds.skipped_too_long > 0 { format!(", {} too long, skipped", ds.skipped_too_long) } else { String::new() },
     );
     let r = trit_finetune::train(&model, &model_path, &ds, &o).context("fine-tuning failed")?;
