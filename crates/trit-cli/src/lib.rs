@@ -20,6 +20,7 @@ pub const COMMANDS: &[(&str, Option<&str>, &str)] = &[
     ("convert", None, "Hugging Face BitNet checkpoint -> GGUF"),
     ("synth", None, "random-weight model of the 2B-4T shape, for speed work"),
     ("finetune", Some("llama-finetune-lora"), "train a LoRA adapter (CPU)"),
+    ("lora", None, "lora merge: fold an adapter into the base model (F16 projections)"),
 ];
 
 pub fn usage() -> String {
@@ -65,6 +66,7 @@ fn run_command(cmd: &str, prog: &str, args: &[String]) -> Result<()> {
         "convert" => cmd::convert::convert_main(prog, args),
         "synth" => cmd::convert::synth_main(prog, args),
         "finetune" => cmd::finetune::main(prog, args),
+        "lora" => cmd::lora::main(prog, args),
         other => bail!("unknown command '{other}'\n{}", usage()),
     }
 }

@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod checkpoint;
 pub mod data;
 pub mod mem;
+pub mod merge;
 pub mod plot;
 pub mod schedule;
 pub mod session;

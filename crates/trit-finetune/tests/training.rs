@@ -196,6 +196,28 @@ fn saved_adapter_loads_in_llama_cpp_and_matches_the_training_forward() {
     let rel = (l_train_fwd - l_tuned).abs() / l_tuned;
     eprintln!("training-forward loss {l_train_fwd:.6} vs inference {l_tuned:.6} (rel {rel:.1e})");
     assert!(rel < 1e-3, "training forward {l_train_fwd} vs inference {l_tuned}");
+    drop(s);
+    drop(model);
+
+    // `trit lora merge`: the merged model (F16 projections, scales folded in) computes what
+    // base + adapter computes, up to F16 weights/activations vs TQ2_0 with Q8_K activations.
+    let merged = dir.join("merged.gguf");
+    let r = trit_finetune::merge::merge(path, &out, 1.0, &merged).unwrap();
+    assert_eq!(r.merged.len(), 14);
+    let mf = trit_gguf::GgufFile::open(&merged).unwrap();
+    assert_eq!(mf.tensor_info("blk.0.attn_q.weight").unwrap().ty, trit_gguf::GgmlType::F16);
+    assert!(mf.tensor_info("blk.0.attn_q.scale").is_none());
+    let mm = load(&merged);
+    let lm = logits_with(&mm, None, &sample.tokens);
+    let l_merged = ce(&lm, n_vocab, &sample.labels);
+    let top1 = |v: &[f32]| -> Vec<usize> {
+        v.chunks(n_vocab).map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0).collect()
+    };
+    let (t_merged, t_tuned) = (top1(&lm), top1(&tuned));
+    let agree = t_merged.iter().zip(&t_tuned).filter(|(a, b)| a == b).count() as f64 / t_merged.len() as f64;
+    eprintln!("merged model loss {l_merged:.4} vs base+adapter {l_tuned:.4}; top-1 agreement {agree:.3}");
+    assert!((l_merged - l_tuned).abs() < 0.05 * l_tuned + 0.02, "merged {l_merged} vs adapter {l_tuned}");
+    assert!(agree > 0.9, "top-1 agreement {agree}");
 }
 
 #[test]

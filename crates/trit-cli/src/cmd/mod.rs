@@ -5,5 +5,6 @@ pub mod convert;
 pub mod finetune;
 pub mod info;
 pub mod logits;
+pub mod lora;
 pub mod perplexity;
 pub mod run;
