@@ -184,10 +184,10 @@ fn restore_state(lctx: *mut sys::llama_context, state: &OptimizerState) -> Resul
         let t = state_tensor(opt, name)?.ok_or_else(|| anyhow!("ggml-opt has no tensor '{name}'"))?;
         write_f32(t, data).with_context(|| name.clone())?;
     }
-    // SAFETY: opt is live; iter >= 1 is checked by ggml (abort) so check first.
     if state.iter < 1 {
         bail!("iteration count {} < 1", state.iter);
     }
+    // SAFETY: opt is live; iter >= 1 was checked above (ggml would abort otherwise).
     unsafe { sys::ggml_opt_set_iter(opt, state.iter) };
     Ok(())
 }
