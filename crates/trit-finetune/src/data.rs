@@ -277,6 +277,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn assistant_spans_are_found_for_any_builtin_template() {
+        let m = |role: &str, content: &str| ChatMessage { role: role.into(), content: content.into() };
+        let conv = [
+            m("system", "Be brief."),
+            m("user", "Hi there"),
+            m("assistant", "Hello friend"),
+            m("user", "Bye now"),
+            m("assistant", "See you"),
+        ];
+        for tmpl in ["chatml", "llama3", "gemma", "phi3", "mistral-v7", "deepseek3", "llama2"] {
+            let segs = chat_segments(tmpl, &conv).unwrap_or_else(|e| panic!("{tmpl}: {e:#}"));
+            let trained: Vec<&str> = segs.iter().filter(|s| s.1).map(|s| s.0.as_str()).collect();
+            let other: String = segs.iter().filter(|s| !s.1).map(|s| s.0.as_str()).collect();
+            assert_eq!(trained.len(), 2, "{tmpl}: {segs:?}");
+            assert!(trained[0].trim_start().starts_with("Hello friend"), "{tmpl}: {:?}", trained[0]);
+            assert!(trained[1].trim_start().starts_with("See you"), "{tmpl}: {:?}", trained[1]);
+            assert!(other.contains("Hi there") && other.contains("Bye now"), "{tmpl}: {other:?}");
+            assert!(!other.contains("Hello friend") && !other.contains("See you"), "{tmpl}: {other:?}");
+        }
+    }
+
+    #[test]
     fn bad_lines_are_classified() {
         assert!(parse_line("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}").is_err());
         assert!(parse_line("{\"prompt\":1}").is_err());
