@@ -324,6 +324,9 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
         let stop = opts.stop_after.is_some_and(|k| session.step() >= k) && windows_done < total_windows;
         if crossed || stop {
             let dir = save_ckpt(&session, windows_done, epoch, &log)?;
+            if let Some(csv) = &opts.log_csv {
+                write_csv(csv, &log)?;
+            }
             if stop {
                 stopped_at = Some(dir);
                 break;
