@@ -54,6 +54,23 @@ fn llama_finetune_lora_trains_checkpoints_resumes_and_the_adapter_loads() {
     let csv = std::fs::read_to_string(dir.join("a.csv")).unwrap();
     assert_eq!(csv.lines().filter(|l| !l.starts_with("step")).count(), 32, "{csv}");
 
+    // --lora continues from a trained adapter (its shape by default): it starts where that ended.
+    let first_loss = |csv: &str| -> f64 { csv.lines().nth(1).unwrap().split(',').nth(3).unwrap().parse().unwrap() };
+    let cont = dir.join("b.gguf");
+    let (ok, log) = run(Command::new(&trit)
+        .args(["finetune", "-m"])
+        .arg(&model)
+        .arg("-f")
+        .arg(&data)
+        .args(["--assistant-only-loss", "-c", "256", "--epochs", "1", "--lora-modules", "attn_q,attn_v,ffn_down"])
+        .arg("--lora")
+        .arg(&adapter)
+        .arg("-o")
+        .arg(&cont));
+    assert!(ok, "{log}");
+    let cont_csv = std::fs::read_to_string(dir.join("b.csv")).unwrap();
+    assert!(first_loss(&cont_csv) < 0.8 * first_loss(&csv), "{cont_csv}\n{csv}");
+
     // Another rank is refused on resume.
     let mut c = Command::new(&alias);
     base_args(&mut c);

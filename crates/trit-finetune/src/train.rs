@@ -51,6 +51,8 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// Standard deviation of the initial B (0 = PEFT's zeros).
     pub init_b_std: f32,
+    /// Start from this adapter instead of a fresh one (fresh optimizer state).
+    pub init_adapter: Option<PathBuf>,
 }
 
 impl TrainOptions {
@@ -76,6 +78,7 @@ impl TrainOptions {
             progress: true,
             stop_after: None,
             init_b_std: 0.0,
+            init_adapter: None,
         }
     }
 }
@@ -208,6 +211,21 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
         windows_done = meta.windows_done;
         log = meta.log;
         init_path = dir.join(checkpoint::ADAPTER_FILE);
+    } else if let Some(src) = &opts.init_adapter {
+        let w = crate::LoraWeights::load(src)?;
+        let rank = w.pairs.first().map(|p| p.rank as u32).unwrap_or(0);
+        if rank != opts.spec.rank || w.alpha != opts.spec.alpha || w.targets() != opts.spec.targets {
+            bail!(
+                "{}: adapter has rank {rank} alpha {} targets {}, the run asks for rank {} alpha {} targets {}",
+                src.display(),
+                w.alpha,
+                w.targets().join(","),
+                opts.spec.rank,
+                opts.spec.alpha,
+                opts.spec.targets.join(",")
+            );
+        }
+        init_path = src.clone();
     } else {
         let w = adapter::init_weights(model_path, &opts.spec, InitOptions { seed: opts.seed, b_std: opts.init_b_std })?;
         let name = opts.output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or("adapter".into());

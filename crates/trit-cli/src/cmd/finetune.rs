@@ -59,6 +59,8 @@ const FLAGS: &[Flag] = &[
     flag(&["--max-steps"], Some("N"), "stop after N optimizer steps in total, writing a checkpoint there"),
     flag(&["--log-csv"], Some("FNAME"), "CSV of train/val loss, tok/s and memory (default: <output>.csv)"),
     flag(&["--plot"], Some("FNAME"), "loss-curve PNG (default: <output>.png)"),
+    flag(&["--lora"], Some("FNAME"), "continue training this adapter (its rank/alpha/targets; fresh optimizer)"),
+    flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "accepted for compatibility; training runs without it"),
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
     flag(&["-ngl", "--gpu-layers", "--n-gpu-layers"], Some("N"), "layers on the GPU (this build trains on the CPU)"),
     flag(&["--device", "-dev"], Some("NAME"), "training device: cpu (Vulkan comes later)"),
@@ -101,10 +103,19 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     common::preflight(&model_path)?;
     let output = PathBuf::from(p.str("-o").unwrap_or("trained-lora-adapter.gguf"));
 
+    // With --lora, the adapter's own shape is the default.
+    let init = p.str("--lora").map(PathBuf::from);
+    let (d_rank, d_alpha, d_targets) = match &init {
+        Some(path) => {
+            let w = trit_finetune::LoraWeights::load(path)?;
+            (w.pairs.first().map(|p| p.rank as u32).unwrap_or(8), w.alpha, w.targets().join(","))
+        }
+        None => (8, 16.0, "all".to_string()),
+    };
     let spec = LoraSpec {
-        rank: p.get("--lora-rank", 8u32)?,
-        alpha: p.get("--lora-alpha", 16f32)?,
-        targets: parse_targets(p.str("--lora-targets").unwrap_or("all"))?,
+        rank: p.get("--lora-rank", d_rank)?,
+        alpha: p.get("--lora-alpha", d_alpha)?,
+        targets: parse_targets(p.str("--lora-targets").unwrap_or(&d_targets))?,
     };
     let n_ctx: u32 = p.get("-c", 512u32)?;
     let n_batch: u32 = p.get("-b", n_ctx)?;
@@ -141,6 +152,10 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         o.resume = Some(o.checkpoint_dir.clone());
     }
     o.stop_after = p.opt("--max-steps")?;
+    o.init_adapter = init;
+    if o.init_adapter.is_some() && o.resume.is_some() {
+        bail!("give --lora (start from an adapter) or --resume (continue a checkpoint), not both");
+    }
     o.log_csv = Some(p.str("--log-csv").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "csv")));
     o.plot_png = Some(p.str("--plot").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "png")));
 
