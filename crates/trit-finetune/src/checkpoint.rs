@@ -129,3 +129,65 @@ pub fn check_compatible(meta: &Meta, spec: &LoraSpec) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(spec: LoraSpec) -> Meta {
+        Meta {
+            format: 1,
+            spec,
+            step: 3,
+            windows_done: 3,
+            epoch: 0,
+            seed: 1,
+            n_ctx: 256,
+            n_batch: 256,
+            n_ubatch: 256,
+            n_train_windows: 4,
+            n_val_windows: 0,
+            log: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rank_alpha_and_targets_must_match() {
+        let spec = LoraSpec { rank: 8, alpha: 16.0, targets: vec!["attn_q".into(), "ffn_up".into()] };
+        let m = meta(spec.clone());
+        assert!(check_compatible(&m, &spec).is_ok());
+        assert!(check_compatible(&m, &LoraSpec { rank: 4, ..spec.clone() }).is_err());
+        assert!(check_compatible(&m, &LoraSpec { alpha: 32.0, ..spec.clone() }).is_err());
+        let e = check_compatible(&m, &LoraSpec { targets: vec!["attn_q".into()], ..spec }).unwrap_err();
+        assert!(e.to_string().contains("targets attn_q,ffn_up"), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_resolves_the_newest() {
+        let root = std::env::temp_dir().join(format!("trit-ckpt-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let adapter = LoraWeights {
+            arch: "bitnet".into(),
+            alpha: 16.0,
+            pairs: vec![crate::adapter::LoraPair {
+                base: "blk.0.attn_q.weight".into(),
+                n_in: 2,
+                n_out: 3,
+                rank: 1,
+                a: vec![0.5, -1.25],
+                b: vec![1.0, 2.0, f32::MIN_POSITIVE],
+            }],
+        };
+        let opt = OptimizerState { iter: 4, tensors: vec![("AdamW m for x".into(), vec![1.5, -0.0, 3.0e-30])] };
+        let spec = LoraSpec { rank: 1, alpha: 16.0, targets: vec!["attn_q".into()] };
+        for step in [3, 12] {
+            save(&dir_for(&root, step), &adapter, &opt, &Meta { step, ..meta(spec.clone()) }).unwrap();
+        }
+        let newest = resolve(&root).unwrap();
+        assert!(newest.ends_with("checkpoint_step_00000012"));
+        assert_eq!(load_meta(&newest).unwrap().step, 12);
+        assert_eq!(load_optimizer(&newest).unwrap(), opt);
+        assert_eq!(LoraWeights::load(&newest.join(ADAPTER_FILE)).unwrap(), adapter);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
