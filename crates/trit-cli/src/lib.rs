@@ -1,5 +1,6 @@
 //! The `trit` multi-call binary: `trit <command>`, or invoked as `llama-cli`,
-//! `llama-bench`, `llama-perplexity` or `llama-server` (a symlink or copy) with llama.cpp's flags.
+//! `llama-bench`, `llama-perplexity`, `llama-server` or `llama-finetune-lora` (a symlink or copy)
+//! with llama.cpp's (and QVAC Fabric's) flags.
 
 pub mod args;
 pub mod cmd;
@@ -19,6 +20,8 @@ pub const COMMANDS: &[(&str, Option<&str>, &str)] = &[
     ("info", None, "describe a GGUF model"),
     ("convert", None, "Hugging Face BitNet checkpoint -> GGUF"),
     ("synth", None, "random-weight model of the 2B-4T shape, for speed work"),
+    ("finetune", Some("llama-finetune-lora"), "train a LoRA adapter (CPU)"),
+    ("lora", None, "lora merge: fold an adapter into the base model (F16 projections)"),
 ];
 
 pub fn usage() -> String {
@@ -64,6 +67,8 @@ fn run_command(cmd: &str, prog: &str, args: &[String]) -> Result<()> {
         "info" => cmd::info::main(prog, args),
         "convert" => cmd::convert::convert_main(prog, args),
         "synth" => cmd::convert::synth_main(prog, args),
+        "finetune" => cmd::finetune::main(prog, args),
+        "lora" => cmd::lora::main(prog, args),
         other => bail!("unknown command '{other}'\n{}", usage()),
     }
 }

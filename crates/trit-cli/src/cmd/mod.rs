@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod convert;
+pub mod finetune;
 pub mod info;
 pub mod logits;
+pub mod lora;
 pub mod perplexity;
 pub mod run;
 pub mod serve;

@@ -1,0 +1,202 @@
+//! `trit finetune` (also `llama-finetune-lora`): LoRA fine-tuning on the CPU, with trit's
+//! flag names and QVAC Fabric's `llama-finetune-lora` names as aliases.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use trit_finetune::{data, parse_targets, BadLine, DataOptions, LoraSpec, ScheduleKind, SessionParams, TrainOptions};
+
+use crate::args::{self, flag, Flag};
+use crate::common;
+
+const FLAGS: &[Flag] = &[
+    flag(&["-m", "--model"], Some("FNAME"), "base model (GGUF; ternary TQ2_0/TQ1_0 weights stay frozen)"),
+    flag(
+        &["-f", "--file", "--train-data"],
+        Some("FNAME"),
+        "training data: plain text, or JSONL chat/prompt-completion",
+    ),
+    flag(
+        &["-o", "--output", "--output-adapter"],
+        Some("FNAME"),
+        "adapter to write (default: trained-lora-adapter.gguf)",
+    ),
+    flag(&["--lora-rank"], Some("N"), "LoRA rank (default: 8)"),
+    flag(&["--lora-alpha"], Some("F"), "LoRA alpha; scale = alpha / rank (default: 16)"),
+    flag(
+        &["--lora-targets", "--lora-modules"],
+        Some("LIST"),
+        "attn_q,attn_k,attn_v,attn_o,ffn_gate,ffn_up,ffn_down | attn | ffn | all (default: all)",
+    ),
+    flag(&["-c", "--ctx-size"], Some("N"), "context window, a multiple of 256 (default: 512)"),
+    flag(&["-b", "--batch-size"], Some("N"), "tokens per optimizer step (default: = -c)"),
+    flag(
+        &["-ub", "--ubatch-size"],
+        Some("N"),
+        "tokens per forward/backward; -b/-ub = gradient accumulation (default: = -b)",
+    ),
+    flag(&["--epochs", "--num-epochs"], Some("N"), "passes over the data (default: 1)"),
+    flag(&["-lr", "--learning-rate"], Some("F"), "peak learning rate (default: 2e-4)"),
+    flag(&["--lr-min"], Some("F"), "final learning rate of linear/cosine decay (default: 0)"),
+    flag(&["--lr-schedule", "--lr-scheduler"], Some("NAME"), "constant | cosine | linear (default: constant)"),
+    flag(&["--warmup", "--warmup-steps"], Some("N"), "linear warm-up steps (default: 0)"),
+    flag(&["--warmup-ratio"], Some("F"), "warm-up as a fraction of all steps"),
+    flag(&["--weight-decay", "-wd"], Some("F"), "AdamW decoupled weight decay (default: 0.01)"),
+    flag(&["--seed", "-s", "--lora-seed"], Some("N"), "seed for LoRA init, split and order (default: 42)"),
+    flag(&["--val-split"], Some("F"), "fraction of windows held out for validation (default: 0)"),
+    flag(&["--no-shuffle"], None, "keep the data order within each epoch"),
+    flag(
+        &["--assistant-only-loss", "--assistant-loss-only"],
+        None,
+        "train only on assistant turns / completions (JSONL)",
+    ),
+    flag(&["--chat-template"], Some("NAME|FILE"), "chat template for JSONL messages (default: the model's)"),
+    flag(&["--on-bad-line"], Some("skip|error"), "malformed JSONL lines (default: error)"),
+    flag(&["--checkpoint-every", "--checkpoint-save-steps"], Some("N"), "checkpoint every N steps (default: 0 = off)"),
+    flag(&["--checkpoint-dir", "--checkpoint-save-dir"], Some("DIR"), "where checkpoints go (default: ./checkpoints)"),
+    flag(&["--resume", "--resume-from"], Some("DIR"), "continue from a checkpoint (or the newest under DIR)"),
+    flag(&["--auto-resume"], None, "resume from the newest checkpoint in --checkpoint-dir if there is one"),
+    flag(&["--max-steps"], Some("N"), "stop after N optimizer steps in total, writing a checkpoint there"),
+    flag(&["--log-csv"], Some("FNAME"), "CSV of train/val loss, tok/s and memory (default: <output>.csv)"),
+    flag(&["--plot"], Some("FNAME"), "loss-curve PNG (default: <output>.png)"),
+    flag(&["--lora"], Some("FNAME"), "continue training this adapter (its rank/alpha/targets; fresh optimizer)"),
+    flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "accepted for compatibility; training runs without it"),
+    flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
+    flag(&["-ngl", "--gpu-layers", "--n-gpu-layers"], Some("N"), "layers on the GPU (this build trains on the CPU)"),
+    flag(&["--device", "-dev"], Some("NAME"), "training device: cpu (Vulkan comes later)"),
+    flag(&["-v", "--verbose"], None, "show llama.cpp's log"),
+];
+
+const ABOUT: &str =
+    "trit finetune: train a LoRA adapter for a BitNet model (CPU). Also answers to llama-finetune-lora.";
+
+fn with_ext(p: &Path, ext: &str) -> PathBuf {
+    p.with_extension(ext)
+}
+
+pub fn main(prog: &str, argv: &[String]) -> Result<()> {
+    let p = match args::parse(prog, FLAGS, argv) {
+        Err(args::ArgError::Help) => {
+            print!("{}", args::help_text(prog, ABOUT, FLAGS));
+            return Ok(());
+        }
+        r => r?,
+    };
+    if let Some(extra) = p.positional.first() {
+        bail!("unexpected argument '{extra}'\n{}", args::usage_line(prog, FLAGS));
+    }
+    if let Some(dev) = p.str("--device") {
+        if !dev.eq_ignore_ascii_case("cpu") && !dev.eq_ignore_ascii_case("none") {
+            bail!("--device {dev}: this build trains on the CPU only (pass --device cpu or leave it out)");
+        }
+    }
+    let ngl = match p.str("-ngl") {
+        Some(v) => common::parse_ngl(v)?,
+        None => 0,
+    };
+    if ngl > 0 {
+        tracing::warn!("-ngl {ngl}: training runs on the CPU in this build; weights stay on the CPU");
+    }
+    trit_llama::log::set_verbose(p.has("-v"));
+    let model_path = PathBuf::from(p.required("-m")?);
+    let data_path = PathBuf::from(p.required("-f")?);
+    common::preflight(&model_path)?;
+    let output = PathBuf::from(p.str("-o").unwrap_or("trained-lora-adapter.gguf"));
+
+    // With --lora, the adapter's own shape is the default.
+    let init = p.str("--lora").map(PathBuf::from);
+    let (d_rank, d_alpha, d_targets) = match &init {
+        Some(path) => {
+            let w = trit_finetune::LoraWeights::load(path)?;
+            (w.pairs.first().map(|p| p.rank as u32).unwrap_or(8), w.alpha, w.targets().join(","))
+        }
+        None => (8, 16.0, "all".to_string()),
+    };
+    let spec = LoraSpec {
+        rank: p.get("--lora-rank", d_rank)?,
+        alpha: p.get("--lora-alpha", d_alpha)?,
+        targets: parse_targets(p.str("--lora-targets").unwrap_or(&d_targets))?,
+    };
+    let n_ctx: u32 = p.get("-c", 512u32)?;
+    let n_batch: u32 = p.get("-b", n_ctx)?;
+    let n_ubatch: u32 = p.get("-ub", n_batch)?;
+    let threads = p.get("-t", trit_llama::ContextParams::default().n_threads)?;
+    let params = SessionParams { n_ctx, n_batch, n_ubatch, n_threads: threads };
+    params.validate()?;
+
+    let mut o = TrainOptions::new(spec, params, output.clone());
+    o.epochs = p.get("--epochs", 1u32)?;
+    o.lr = p.get("-lr", 2e-4f32)?;
+    o.lr_min = p.get("--lr-min", 0f32)?;
+    o.schedule = p
+        .str("--lr-schedule")
+        .map(|s| s.parse::<ScheduleKind>())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--lr-schedule: {e}"))?
+        .unwrap_or_default();
+    o.warmup = match (p.opt::<u64>("--warmup")?, p.opt::<f64>("--warmup-ratio")?) {
+        (Some(_), Some(_)) => bail!("give --warmup-steps or --warmup-ratio, not both"),
+        (Some(n), None) => trit_finetune::Warmup::Steps(n),
+        (None, Some(r)) if (0.0..=1.0).contains(&r) => trit_finetune::Warmup::Ratio(r),
+        (None, Some(r)) => bail!("--warmup-ratio {r} is not in [0, 1]"),
+        (None, None) => trit_finetune::Warmup::Steps(0),
+    };
+    o.adamw.weight_decay = p.get("--weight-decay", 0.01f32)?;
+    o.seed = p.get("--seed", 42u64)?;
+    o.val_split = p.get("--val-split", 0f64)?;
+    o.shuffle = !p.has("--no-shuffle");
+    o.checkpoint_every = p.get("--checkpoint-every", 0u64)?;
+    o.checkpoint_dir = PathBuf::from(p.str("--checkpoint-dir").unwrap_or("checkpoints"));
+    o.resume = p.str("--resume").map(PathBuf::from);
+    if o.resume.is_none() && p.has("--auto-resume") && trit_finetune::checkpoint::resolve(&o.checkpoint_dir).is_ok() {
+        o.resume = Some(o.checkpoint_dir.clone());
+    }
+    o.stop_after = p.opt("--max-steps")?;
+    o.init_adapter = init;
+    if o.init_adapter.is_some() && o.resume.is_some() {
+        bail!("give --lora (start from an adapter) or --resume (continue a checkpoint), not both");
+    }
+    o.log_csv = Some(p.str("--log-csv").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "csv")));
+    o.plot_png = Some(p.str("--plot").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "png")));
+
+    let model =
+        trit_llama::Model::load(&model_path, &trit_llama::ModelParams { n_gpu_layers: 0, ..Default::default() })?;
+    let dopts = DataOptions {
+        n_ctx: n_ctx as usize,
+        assistant_only: p.has("--assistant-only-loss"),
+        on_bad_line: p.get("--on-bad-line", BadLine::Error)?,
+        chat_template: p.str("--chat-template").map(str::to_string),
+    };
+    let ds = data::load(&model, &data_path, &dopts)?;
+    eprintln!(
+        "data: {} window(s) of {n_ctx} tokens from {}{}{}",
+        ds.samples.len(),
+        data_path.display(),
+        if ds.skipped_bad_lines > 0 {
+            format!(", {} bad line(s) skipped", ds.skipped_bad_lines)
+        } else {
+            String::new()
+        },
+        if ds.skipped_too_long > 0 { format!(", {} too long, skipped", ds.skipped_too_long) } else { String::new() },
+    );
+    let r = trit_finetune::train(&model, &model_path, &ds, &o).context("fine-tuning failed")?;
+    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+    eprintln!(
+        "trained {} LoRA parameters for {} steps: loss {} -> {}, validation {}; {:.0} tok/s, peak RSS {:.0} MiB",
+        r.n_params,
+        r.steps,
+        fmt(r.first_train_loss),
+        fmt(r.last_train_loss),
+        fmt(r.last_val_loss),
+        r.tokens_per_s,
+        r.peak_rss_bytes as f64 / 1048576.0
+    );
+    match &r.stopped_at {
+        Some(dir) => eprintln!("stopped at --max-steps; checkpoint {} (continue with --resume)", dir.display()),
+        None => eprintln!("adapter: {}", r.output.display()),
+    }
+    if let (Some(csv), Some(png)) = (&o.log_csv, &o.plot_png) {
+        eprintln!("log: {}  loss curve: {}", csv.display(), png.display());
+    }
+    Ok(())
+}

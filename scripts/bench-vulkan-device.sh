@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs ON the device machine (NVIDIA H100/H200, no Rust there), from the repository root, with
+# prebuilt x86-64 binaries carried in .dev/ (made by scripts/bench-vulkan-prepare.sh here):
+#   .dev/trit                 trit, built with TRIT_NATIVE=0 (its Rust Vulkan backend)
+#   .dev/trit-peer            trit built with TRIT_PEER_LLAMA_VULKAN=1: the same pinned llama.cpp
+#                             with llama.cpp's own Vulkan backend (the peer)
+#   .dev/trit-vulkan-tests    the op-by-op test binary of crates/trit-vulkan
+# and the Vulkan loader in .gl/*.deb (device README recipe). Writes results to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+B=.dev
+chmod +x $B/* 2>/dev/null
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+nproc | tee -a "$OUT/gpu.txt"
+
+echo "== op-by-op tests on the real GPU (trit-vulkan vs the CPU backend)"
+$B/trit-vulkan-tests --test-threads 1 2>&1 | tee "$OUT/op-tests.txt" | tail -25
+
+echo "== synthetic bitnet-b1.58-2B-4T"
+$B/trit synth --config 2b4t -o /tmp/m-tq2_0.gguf >/dev/null
+$B/trit synth --config 2b4t --type tq1_0 -o /tmp/m-tq1_0.gguf >/dev/null
+ls -la /tmp/m-*.gguf
+
+for ty in tq2_0 tq1_0; do
+  m=/tmp/m-$ty.gguf
+  echo "== $ty: trit (Rust Vulkan backend)"
+  $B/trit bench -m $m -ngl 99 -p 512 -n 128 -r 3 -o json > "$OUT/trit-$ty.json" 2> "$OUT/trit-$ty.err"
+  tail -3 "$OUT/trit-$ty.err"
+  echo "== $ty: llama.cpp Vulkan (same pinned source)"
+  $B/trit-peer bench -m $m -ngl 99 -p 512 -n 128 -r 3 -o json > "$OUT/peer-$ty.json" 2> "$OUT/peer-$ty.err"
+  tail -3 "$OUT/peer-$ty.err"
+done
+python3 - "$OUT" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+rows = []
+for ty in ("tq2_0", "tq1_0"):
+    def load(who):
+        p = os.path.join(out, f"{who}-{ty}.json")
+        try:
+            return {("pp" if r["n_prompt"] else "tg"): r for r in json.load(open(p))}
+        except Exception as e:
+            print(f"{p}: {e}")
+            return {}
+    t, p = load("trit"), load("peer")
+    for test in ("pp", "tg"):
+        if test in t and test in p:
+            a, b = t[test], p[test]
+            rows.append((ty, f"{test}{a['n_prompt'] or a['n_gen']}", a["avg_ts"], a["stddev_ts"], b["avg_ts"], b["stddev_ts"], a["avg_ts"] / b["avg_ts"]))
+print("| type | test | trit Vulkan t/s | llama.cpp Vulkan t/s | ratio |")
+print("| --- | --- | ---: | ---: | ---: |")
+for ty, test, a, sa, b, sb, r in rows:
+    print(f"| {ty} | {test} | {a:.2f} ± {sa:.2f} | {b:.2f} ± {sb:.2f} | {r:.2f}x |")
+PY
