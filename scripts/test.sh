@@ -9,5 +9,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== cargo build (libtrit.so/.a for the C example test, every binary)"
+cargo build --release --workspace
 echo "== cargo test"
 cargo test --release --workspace
