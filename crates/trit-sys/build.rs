@@ -23,14 +23,18 @@ fn main() {
 
     let pristine = locate_pinned_source(&workspace);
     let src = out.join("llama.cpp");
-    let patches = list_patches(&patches_dir);
+    // Peer benchmarks only: llama.cpp's own Vulkan backend, built from the same pinned source
+    // (scripts/bench-vulkan-device.sh). Never in shipped builds: its device would shadow
+    // trit's Rust backend through llama.cpp's device de-duplication. vendor/peer-patches
+    // adapts it to older system Vulkan headers.
+    let peer_vulkan = std::env::var("TRIT_PEER_LLAMA_VULKAN").is_ok_and(|v| v == "1");
+    let mut patches = list_patches(&patches_dir);
+    if peer_vulkan {
+        patches.extend(list_patches(&workspace.join("vendor/peer-patches")));
+    }
     prepare_patched_copy(&pristine, &src, &patches);
 
     let native = std::env::var("TRIT_NATIVE").map(|v| v != "0" && v != "OFF").unwrap_or(true);
-    // Peer benchmarks only: llama.cpp's own Vulkan backend, built from the same pinned source
-    // (scripts/bench-vulkan-device.sh). Never in shipped builds: its device would shadow
-    // trit's Rust backend through llama.cpp's device de-duplication.
-    let peer_vulkan = std::env::var("TRIT_PEER_LLAMA_VULKAN").is_ok_and(|v| v == "1");
     let mut cfg = cmake::Config::new(&src);
     cfg.profile("Release")
         .define("BUILD_SHARED_LIBS", "OFF")
