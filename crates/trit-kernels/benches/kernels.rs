@@ -2,8 +2,9 @@
 //!
 //! `cargo bench -p trit-kernels --features ggml` (the feature adds ggml's own
 //! `vec_dot_tq*_q8_K`, called row by row the way ggml-cpu does, as the baseline).
-//! Group `weights` reports weight bytes per second (GiB/s), group `ops` reports
-//! multiply-adds ×2 per second (Gelem/s = GOP/s).
+//! Group `weights` (n = 1, decode) reports weight bytes per second (GiB/s); group `ops`
+//! (n = 512, prefill) reports 2·rows·k·n operations per second (Gelem/s = GOP/s). Each
+//! time converts to the other unit: GOP/s = GB/s × 2·n·k·rows / weight bytes.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -61,12 +62,12 @@ fn ggml_mul_mat(ty: TernaryType, w: &[u8], rows: usize, k: usize, act: &[u8], n:
 
 fn bench(c: &mut Criterion) {
     let best = Isa::detect();
-    for (group, per_bytes) in [("weights", true), ("ops", false)] {
+    for (group, per_bytes, n) in [("weights", true, 1usize), ("ops", false, 512)] {
         let mut g = c.benchmark_group(group);
         g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
         for ty in [TernaryType::Tq2_0, TernaryType::Tq1_0] {
             for (rows, k) in SHAPES {
-                for n in [1usize, 512] {
+                {
                     let (w, act) = data(ty, rows, k, n);
                     let weights = Weights::new(ty, &w, rows, k).unwrap();
                     let mut out = vec![0f32; rows * n];

@@ -80,6 +80,7 @@ pub unsafe extern "C" fn mul_mat_hook(
     src1_row_size: usize,
     ith: c_int,
     nth: c_int,
+    tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: see the function's contract; ggml keeps these alive for the call.
     let (d, s0, s1) = unsafe {
@@ -123,17 +124,28 @@ pub unsafe extern "C" fn mul_mat_hook(
         return false;
     };
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
-    // Rows in multiples of the 4-row tile, one contiguous share per thread.
+    // Chunks of rows (multiples of the 4-row tile): small enough to balance, at least 4 per
+    // thread when the matrix allows.
     let (ith, nth) = (ith as usize, nth as usize);
-    let per = rows.div_ceil(nth).div_ceil(4) * 4;
-    let r0 = (ith * per).min(rows);
-    let r1 = (r0 + per).min(rows);
+    let chunk_rows = if n < 4 { 32 } else { 16 }.min(rows.div_ceil(4 * nth).div_ceil(4) * 4).max(4);
+    let n_chunks = rows.div_ceil(chunk_rows);
     let out = d.data as *mut f32;
     let ldo = ldo_bytes / 4;
-    mul_mat_rows(isa, &w, r0..r1, act, src1_row_size, n, |c, r, v| {
-        // SAFETY: c < n and r0 ≤ r < r1 ≤ rows ≤ ldo, inside dst's ne[1]·nb[1] bytes; each
-        // thread writes only its own rows, so writes never overlap.
-        unsafe { *out.add(c * ldo + r) = v }
-    });
+    let mut chunk = ith;
+    while chunk < n_chunks {
+        let r0 = chunk * chunk_rows;
+        let r1 = (r0 + chunk_rows).min(rows);
+        mul_mat_rows(isa, &w, r0..r1, act, src1_row_size, n, |c, r, v| {
+            // SAFETY: c < n and r < rows ≤ ldo, inside dst's ne[1]·nb[1] bytes; each chunk
+            // of rows is handed to exactly one thread, so writes never overlap.
+            unsafe { *out.add(c * ldo + r) = v }
+        });
+        if nth >= n_chunks {
+            break;
+        }
+        // SAFETY: `tp` is the op's live thread pool; its counter was set to nth before the
+        // barrier that precedes this hook, so each value it returns is one unclaimed chunk.
+        chunk = unsafe { sys::ggml_threadpool_chunk_add(tp, 1) } as usize;
+    }
     true
 }

@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::formats::{block_scale, tq1_trit, TernaryType, Q8_K_BYTES, QK};
+use crate::formats::{block_scale, TernaryType, Q8_K_BYTES, QK};
 
 pub(crate) fn decode_row(ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut [f32], stride: usize) {
     let bb = ty.block_bytes();
@@ -76,12 +76,14 @@ unsafe fn decode_tq1_avx2(p: *const u8, out: *mut u8) {
         }
         _mm_storeu_si128(out.add(160 + n * 16) as *mut __m128i, lead_trit128(t));
     }
-    // qh[0..4]: byte j holds elements 240 + j + 4m, m = 0..4.
-    for m in 0..4 {
-        for j in 0..4 {
-            *out.add(240 + m * 4 + j) = tq1_trit(*p.add(48 + j), m as u32);
-        }
-    }
+    // qh[0..4]: byte j holds elements 240 + j + 4m, m = 0..4. Lane 4m + j gets qh[j]·3^m
+    // (mod 256, in 16-bit lanes), then its leading digit (x·3) >> 8.
+    let qh = _mm_set1_epi32(i32::from_le_bytes([*p.add(48), *p.add(49), *p.add(50), *p.add(51)]));
+    let pow = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+    let t = _mm256_and_si256(_mm256_mullo_epi16(_mm256_cvtepu8_epi16(qh), pow), _mm256_set1_epi16(0xff));
+    let d = _mm256_srli_epi16::<8>(_mm256_mullo_epi16(t, _mm256_set1_epi16(3)));
+    let packed = _mm_packus_epi16(_mm256_castsi256_si128(d), _mm256_extracti128_si256::<1>(d));
+    _mm_storeu_si128(out.add(240) as *mut __m128i, packed);
 }
 
 /// Sum each of four vectors' 8 lanes: `[Σa0, Σa1, Σa2, Σa3]`.
