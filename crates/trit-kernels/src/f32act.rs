@@ -8,14 +8,7 @@
 
 use crate::{decode_row, Isa, KernelError, Weights, QK};
 
-fn check(
-    isa: Isa,
-    w: &Weights<'_>,
-    in_len: usize,
-    need_in: usize,
-    out_len: usize,
-    need_out: usize,
-) -> Result<(), KernelError> {
+fn check(isa: Isa, in_len: usize, need_in: usize, out_len: usize, need_out: usize) -> Result<(), KernelError> {
     isa.check()?;
     if in_len < need_in {
         return Err(KernelError::ShortBuffer { what: "input", need: need_in, got: in_len });
@@ -23,13 +16,12 @@ fn check(
     if out_len < need_out {
         return Err(KernelError::ShortBuffer { what: "output", need: need_out, got: out_len });
     }
-    let _ = w;
     Ok(())
 }
 
 /// `y[r] = Σ_k W[r,k]·x[k]` for every row.
 pub fn gemv_f32(isa: Isa, w: &Weights<'_>, x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
-    check(isa, w, x.len(), w.k, y.len(), w.rows)?;
+    check(isa, x.len(), w.k, y.len(), w.rows)?;
     let nb = w.k / QK;
     let mut codes = vec![0u8; w.k];
     let mut dw = vec![0f32; nb];
@@ -56,7 +48,7 @@ pub fn gemv_f32(isa: Isa, w: &Weights<'_>, x: &[f32], y: &mut [f32]) -> Result<(
 
 /// `dx[k] += Σ_r W[r,k]·dy[r]`.
 pub fn gemv_t_f32(isa: Isa, w: &Weights<'_>, dy: &[f32], dx: &mut [f32]) -> Result<(), KernelError> {
-    check(isa, w, dy.len(), w.rows, dx.len(), w.k)?;
+    check(isa, dy.len(), w.rows, dx.len(), w.k)?;
     let nb = w.k / QK;
     let mut codes = vec![0u8; w.k];
     let mut dw = vec![0f32; nb];

@@ -69,7 +69,7 @@ pub fn q8k_sum(block: &[u8]) -> i32 {
 /// per block of 256, scale = −max/127 where max is the signed value of largest magnitude,
 /// quants rounded to nearest (ties to even), at most 127.
 pub fn quantize_q8k(x: &[f32]) -> Vec<u8> {
-    assert!(x.len() % QK == 0, "Q8_K needs a multiple of 256 values, got {}", x.len());
+    assert!(x.len().is_multiple_of(QK), "Q8_K needs a multiple of 256 values, got {}", x.len());
     let mut out = vec![0u8; x.len() / QK * Q8_K_BYTES];
     for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_K_BYTES)) {
         let (mut max, mut amax) = (0f32, 0f32);
@@ -101,7 +101,7 @@ pub fn quantize_q8k(x: &[f32]) -> Vec<u8> {
 
 /// Pack ternary values (−1, 0, 1; length a multiple of 256) with one scale per block.
 pub fn pack(ty: TernaryType, trits: &[i8], scales: &[f16]) -> Vec<u8> {
-    assert!(trits.len() % QK == 0 && scales.len() == trits.len() / QK, "pack: bad lengths");
+    assert!(trits.len().is_multiple_of(QK) && scales.len() == trits.len() / QK, "pack: bad lengths");
     let mut out = vec![0u8; trits.len() / QK * ty.block_bytes()];
     for ((t, &d), ob) in trits.chunks_exact(QK).zip(scales).zip(out.chunks_exact_mut(ty.block_bytes())) {
         let code = |i: usize| -> u8 {

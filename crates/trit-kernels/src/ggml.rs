@@ -98,11 +98,11 @@ pub unsafe extern "C" fn mul_mat_hook(
     }
     let (k, rows, n) = (s0.ne[0] as usize, s0.ne[1] as usize, s1.ne[1] as usize);
     let (stride, ldo_bytes) = (s0.nb[1], d.nb[1]);
-    if k % crate::QK != 0
+    if !k.is_multiple_of(crate::QK)
         || s0.nb[0] != ty.block_bytes()
         || src1_row_size != q8k_row_bytes(k)
         || d.nb[0] != 4
-        || ldo_bytes % 4 != 0
+        || !ldo_bytes.is_multiple_of(4)
         || ldo_bytes / 4 < rows
         || d.ne[0] as usize != rows
         || d.ne[1] as usize != n

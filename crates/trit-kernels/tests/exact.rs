@@ -2,6 +2,8 @@
 //! path equals a float64 reference within a stated tolerance; odd shapes, unaligned
 //! buffers and bad arguments.
 
+#![allow(clippy::needless_range_loop)]
+
 use half::f16;
 use trit_kernels::f32act::{gemv_f32, gemv_t_f32};
 use trit_kernels::formats::{self, pack, quantize_q8k, TernaryType, Q8_K_BYTES};
