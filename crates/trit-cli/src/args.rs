@@ -135,10 +135,7 @@ impl Parsed {
     }
 
     /// Comma-separated list values (llama-bench style `-p 128,512`), over all occurrences.
-    pub fn list<T: FromStr>(&self, name: &str, default: &[T]) -> Result<Vec<T>, ArgError>
-    where
-        T: Clone,
-    {
+    pub fn list<T: FromStr + Clone>(&self, name: &str, default: &[T]) -> Result<Vec<T>, ArgError> {
         let vals = self.all(name);
         if vals.is_empty() {
             return Ok(default.to_vec());
