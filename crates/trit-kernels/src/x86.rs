@@ -15,6 +15,8 @@ pub(crate) fn decode_row(ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut
     for b in 0..nb {
         let blk = &row[b * bb..(b + 1) * bb];
         let out = &mut codes[b * QK..(b + 1) * QK];
+        // SAFETY: a prefetch is a hint that never faults; SSE is part of x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(blk.as_ptr().wrapping_add(PF_BLOCKS * bb) as *const i8) };
         // SAFETY: AVX2 is present (dispatch checked it); `blk` holds one whole block
         // (`bb` bytes) and `out` 256 bytes, which is all the unaligned loads/stores touch.
         unsafe {
@@ -241,6 +243,11 @@ unsafe fn tile_avx512<const C: usize>(
     out
 }
 
+/// Software-prefetch distance of the matrix-vector kernels, in blocks (~17 KB ahead of each
+/// row stream; rows are contiguous, so this runs ahead into the next tiles). Measured on a
+/// 132 MB TQ2_0 matrix, one thread: 8.7 GB/s without, 31 GB/s with (ggml: 21 GB/s).
+const PF_BLOCKS: usize = 256;
+
 /// Matrix-vector for TQ2_0: 4 rows against one Q8_K column, decoding the 2-bit codes in
 /// registers (no code buffer). Same arithmetic contract as the tiles.
 pub(crate) fn gemv4_tq2(isa: crate::Isa, rows: [&[u8]; 4], act: &[u8], nb: usize) -> [f32; 4] {
@@ -272,6 +279,9 @@ unsafe fn gemv4_tq2_avx512(rows: [*const u8; 4], act: *const u8, nb: usize) -> [
         }
         let mut acc = [_mm512_setzero_si512(); 4];
         for r in 0..4 {
+            // Four interleaved row streams defeat the hardware prefetcher on DRAM-sized
+            // matrices; ask for the lines PF_BLOCKS blocks ahead (a hint, never faults).
+            _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
             for h in 0..2 {
                 let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i));
                 let c01 = _mm512_and_si512(_mm512_srlv_epi16(q, cnt01), m3);
@@ -306,6 +316,9 @@ unsafe fn gemv4_tq2_avx2(rows: [*const u8; 4], act: *const u8, nb: usize) -> [f3
                 *an = _mm256_loadu_si256(ab.add(128 * h + 32 * n) as *const __m256i);
             }
             for r in 0..4 {
+                if h == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
+                }
                 let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
                 let c0 = _mm256_and_si256(v, m3);
                 let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3);
