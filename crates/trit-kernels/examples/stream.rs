@@ -26,7 +26,14 @@ fn main() {
                 mul_mat_q8k(isa, &weights, &act, 1, &mut out).unwrap();
                 best = best.min(t0.elapsed().as_secs_f64());
             }
-            println!("{} {:?}: {:.1} MB in {:.2} ms = {:.2} GB/s", ty.name(), isa, w.len() as f64 / 1e6, best * 1e3, w.len() as f64 / best / 1e9);
+            println!(
+                "{} {:?}: {:.1} MB in {:.2} ms = {:.2} GB/s",
+                ty.name(),
+                isa,
+                w.len() as f64 / 1e6,
+                best * 1e3,
+                w.len() as f64 / best / 1e9
+            );
             if isa == Isa::Avx2 {
                 break;
             }
@@ -47,7 +54,16 @@ fn main() {
                     let vd = (*trit_sys::ggml_get_type_traits_cpu(gt)).vec_dot.unwrap();
                     let wr = ty.row_bytes(k);
                     for r in 0..rows {
-                        vd(k as i32, out.as_mut_ptr().add(r), 0, w.as_ptr().add(r * wr) as *const _, 0, act.as_ptr() as *const _, 0, 1);
+                        vd(
+                            k as i32,
+                            out.as_mut_ptr().add(r),
+                            0,
+                            w.as_ptr().add(r * wr) as *const _,
+                            0,
+                            act.as_ptr() as *const _,
+                            0,
+                            1,
+                        );
                     }
                 }
                 best = best.min(t0.elapsed().as_secs_f64());
