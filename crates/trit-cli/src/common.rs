@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use trit_kernels::ggml::TernaryKernels;
 use trit_llama::{Context, ContextParams, LoraAdapter, Model, ModelParams};
 
 use crate::args::{flag, ArgError, Flag, Parsed};
@@ -21,7 +22,27 @@ pub const MODEL_FLAGS: &[Flag] = &[
     flag(&["--lora"], Some("FNAME"), "LoRA adapter (comma-separated for several)"),
     flag(&["--lora-scaled"], Some("FNAME:SCALE,..."), "LoRA adapter with a user scale"),
     flag(&["-v", "--verbose", "--log-verbose"], None, "show llama.cpp's log"),
+    TERNARY_KERNELS_FLAG,
 ];
+
+pub const TERNARY_KERNELS_FLAG: Flag =
+    flag(&["--ternary-kernels"], Some("trit|ggml"), "CPU kernels for TQ1_0/TQ2_0 matrix products (default: trit)");
+
+/// Parse `--ternary-kernels` (a comma-separated list where `allow_list`, as in bench).
+pub fn ternary_kernels(p: &Parsed, allow_list: bool) -> Result<Vec<TernaryKernels>, ArgError> {
+    let v = p.str("--ternary-kernels").unwrap_or("trit");
+    let items: Vec<&str> = v.split(',').filter(|s| !s.is_empty()).collect();
+    if items.is_empty() || (!allow_list && items.len() > 1) {
+        return Err(ArgError::Usage(format!("error: invalid value '{v}' for --ternary-kernels (trit, ggml)")));
+    }
+    items.iter().map(|s| s.parse().map_err(|e: String| ArgError::Usage(format!("error: {e}")))).collect()
+}
+
+/// Route ternary MUL_MAT to the chosen kernels (process-wide; call between decodes).
+pub fn install_ternary_kernels(which: TernaryKernels) {
+    let isa = trit_kernels::ggml::install(which);
+    tracing::debug!("ternary kernels: {} ({})", which.name(), isa.name());
+}
 
 pub const CONTEXT_FLAGS: &[Flag] = &[
     flag(&["-c", "--ctx-size"], Some("N"), "context size (default: 0 = from model)"),
@@ -96,6 +117,7 @@ pub fn lora_requests(p: &Parsed) -> Result<Vec<(PathBuf, f32)>, ArgError> {
 
 pub fn load_model(p: &Parsed) -> Result<Model> {
     trit_llama::log::set_verbose(p.has("-v"));
+    install_ternary_kernels(ternary_kernels(p, false)?[0]);
     let path = Path::new(p.required("-m")?);
     preflight(path)?;
     Ok(Model::load(path, &model_params(p)?)?)

@@ -22,6 +22,11 @@ const FLAGS: &[Flag] = &[
     flag(&["-r", "--repetitions"], Some("N"), "repetitions of each test (default: 5)"),
     flag(&["-o", "--output"], Some("md|json|csv"), "output format (default: md)"),
     flag(&["--no-warmup"], None, "skip the warm-up run"),
+    flag(
+        &["--ternary-kernels"],
+        Some("trit|ggml"),
+        "CPU kernels for TQ1_0/TQ2_0 matrix products, comma-separated to compare (default: trit)",
+    ),
     flag(&["-v", "--verbose"], None, "show llama.cpp's log"),
 ];
 
@@ -83,6 +88,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         bail!("error: -r must be at least 1");
     }
     let warmup = !p.has("--no-warmup");
+    let kernel_sets = common::ternary_kernels(&p, true)?;
 
     let mut records = Vec::new();
     let mut md_header_done = false;
@@ -96,24 +102,28 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
             tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
             for &t in &threads {
                 for &(n_prompt, n_gen) in &tests {
-                    let cp = ContextParams {
-                        n_ctx: (n_prompt + n_gen).max(1) as u32,
-                        n_batch,
-                        n_ubatch,
-                        n_threads: t,
-                        n_threads_batch: t,
-                        flash_attn: Some(flash_attn),
-                        ..Default::default()
-                    };
-                    let rec = run_test(&model, path, &cp, ngl, n_prompt, n_gen, reps, warmup)?;
-                    if format == "md" {
-                        if !md_header_done {
-                            print_md_header();
-                            md_header_done = true;
+                    for &kern in &kernel_sets {
+                        common::install_ternary_kernels(kern);
+                        let cp = ContextParams {
+                            n_ctx: (n_prompt + n_gen).max(1) as u32,
+                            n_batch,
+                            n_ubatch,
+                            n_threads: t,
+                            n_threads_batch: t,
+                            flash_attn: Some(flash_attn),
+                            ..Default::default()
+                        };
+                        let mut rec = run_test(&model, path, &cp, ngl, n_prompt, n_gen, reps, warmup)?;
+                        rec.backends = format!("CPU/{}", kern.name());
+                        if format == "md" {
+                            if !md_header_done {
+                                print_md_header();
+                                md_header_done = true;
+                            }
+                            print_md_row(&rec);
                         }
-                        print_md_row(&rec);
+                        records.push(rec);
                     }
-                    records.push(rec);
                 }
             }
         }

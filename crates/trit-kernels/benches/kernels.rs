@@ -1,0 +1,104 @@
+//! Kernel speed at bitnet-b1.58-2B-4T shapes, one thread.
+//!
+//! `cargo bench -p trit-kernels --features ggml` (the feature adds ggml's own
+//! `vec_dot_tq*_q8_K`, called row by row the way ggml-cpu does, as the baseline).
+//! Group `weights` (n = 1, decode) reports weight bytes per second (GiB/s); group `ops`
+//! (n = 512, prefill) reports 2·rows·k·n operations per second (Gelem/s = GOP/s). Each
+//! time converts to the other unit: GOP/s = GB/s × 2·n·k·rows / weight bytes.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use half::f16;
+use trit_kernels::formats::{pack, quantize_q8k, TernaryType};
+use trit_kernels::{mul_mat_q8k, Isa, Weights};
+
+/// (rows, k): attn q/o, ffn down, ffn up/gate, attn k/v.
+const SHAPES: [(usize, usize); 4] = [(2560, 2560), (2560, 6912), (6912, 2560), (640, 2560)];
+
+fn data(ty: TernaryType, rows: usize, k: usize, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut s = 0x1234_5678u64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let trits: Vec<i8> = (0..rows * k).map(|_| (next() % 3) as i8 - 1).collect();
+    let scales = vec![f16::from_f32(0.02); rows * k / 256];
+    let x: Vec<f32> = (0..n * k).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+    (pack(ty, &trits, &scales), quantize_q8k(&x))
+}
+
+#[cfg(feature = "ggml")]
+fn ggml_mul_mat(ty: TernaryType, w: &[u8], rows: usize, k: usize, act: &[u8], n: usize, out: &mut [f32]) {
+    let gt = match ty {
+        TernaryType::Tq2_0 => trit_sys::GGML_TYPE_TQ2_0,
+        TernaryType::Tq1_0 => trit_sys::GGML_TYPE_TQ1_0,
+    };
+    // SAFETY: ggml's CPU type traits are a static table; vec_dot reads one row of `k`
+    // weights and one Q8_K row, both in bounds here, and writes one float.
+    unsafe {
+        trit_sys::ggml_cpu_init();
+        let vec_dot = (*trit_sys::ggml_get_type_traits_cpu(gt)).vec_dot.unwrap();
+        let (wr, ar) = (ty.row_bytes(k), trit_kernels::formats::q8k_row_bytes(k));
+        for c in 0..n {
+            for r in 0..rows {
+                vec_dot(
+                    k as i32,
+                    out.as_mut_ptr().add(c * rows + r),
+                    0,
+                    w.as_ptr().add(r * wr) as *const _,
+                    0,
+                    act.as_ptr().add(c * ar) as *const _,
+                    0,
+                    1,
+                );
+            }
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let best = Isa::detect();
+    for (group, per_bytes, n) in [("weights", true, 1usize), ("ops", false, 512)] {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+        for ty in [TernaryType::Tq2_0, TernaryType::Tq1_0] {
+            for (rows, k) in SHAPES {
+                {
+                    let (w, act) = data(ty, rows, k, n);
+                    let weights = Weights::new(ty, &w, rows, k).unwrap();
+                    let mut out = vec![0f32; rows * n];
+                    g.throughput(if per_bytes {
+                        Throughput::Bytes(w.len() as u64)
+                    } else {
+                        Throughput::Elements((2 * rows * k * n) as u64)
+                    });
+                    let id = format!("{}/{rows}x{k}/n{n}", ty.name());
+                    let mut isas = vec![best];
+                    if n == 1 && best != Isa::Scalar {
+                        isas.push(Isa::Scalar);
+                    }
+                    if n == 1 && best == Isa::Avx512Vnni {
+                        isas.push(Isa::Avx2);
+                    }
+                    for isa in isas {
+                        g.bench_with_input(BenchmarkId::new(isa.name(), &id), &n, |b, &n| {
+                            b.iter(|| mul_mat_q8k(isa, &weights, black_box(&act), n, &mut out).unwrap())
+                        });
+                    }
+                    #[cfg(feature = "ggml")]
+                    g.bench_with_input(BenchmarkId::new("ggml", &id), &n, |b, &n| {
+                        b.iter(|| ggml_mul_mat(ty, &w, rows, k, black_box(&act), n, &mut out))
+                    });
+                }
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

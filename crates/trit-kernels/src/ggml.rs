@@ -1,0 +1,151 @@
+//! Plugging the kernels into ggml's CPU backend.
+//!
+//! `vendor/patches/0005-cpu-mul-mat-hook.patch` gives ggml-cpu one function pointer per
+//! weight type, called from `ggml_compute_forward_mul_mat` on every thread of the op after
+//! ggml has converted `src1` to Q8_K (with its own SIMD quantizer, split across threads) and
+//! passed the barrier. [`install`] points the TQ1_0 and TQ2_0 entries at [`mul_mat_hook`],
+//! which takes its share of weight rows (thread `ith` of `nth`) and runs the tiled kernels.
+//! Ops it does not handle (non-2D, non-f32 `src1`, odd strides) return `false` on every
+//! thread and ggml computes them as before.
+
+use std::ffi::{c_int, c_void};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use trit_sys as sys;
+
+use crate::formats::{q8k_row_bytes, TernaryType};
+use crate::{mul_mat_rows, Isa, Weights};
+
+/// Which code runs ternary MUL_MAT on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TernaryKernels {
+    /// trit's kernels (this crate), with the fastest available ISA.
+    Trit,
+    /// ggml's own `vec_dot_tq*_q8_K`.
+    Ggml,
+}
+
+impl TernaryKernels {
+    pub fn name(self) -> &'static str {
+        match self {
+            TernaryKernels::Trit => "trit",
+            TernaryKernels::Ggml => "ggml",
+        }
+    }
+}
+
+impl FromStr for TernaryKernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "trit" => Ok(TernaryKernels::Trit),
+            "ggml" => Ok(TernaryKernels::Ggml),
+            _ => Err(format!("unknown ternary kernels '{s}' (trit, ggml)")),
+        }
+    }
+}
+
+static ISA: AtomicU8 = AtomicU8::new(0);
+
+fn isa_code(i: Isa) -> u8 {
+    Isa::ALL.iter().position(|&x| x == i).unwrap() as u8
+}
+
+/// Route ternary MUL_MAT to `which`. Call while no graph is computing (between decodes).
+/// Returns the ISA the trit kernels use.
+pub fn install(which: TernaryKernels) -> Isa {
+    let isa = Isa::detect();
+    ISA.store(isa_code(isa), Ordering::Relaxed);
+    let hook: sys::ggml_cpu_mul_mat_hook_t = match which {
+        TernaryKernels::Trit => Some(mul_mat_hook),
+        TernaryKernels::Ggml => None,
+    };
+    for ty in [sys::GGML_TYPE_TQ1_0, sys::GGML_TYPE_TQ2_0] {
+        // SAFETY: the setter only stores the pointer in ggml-cpu's table; `ty` is in range.
+        unsafe { sys::ggml_cpu_set_mul_mat_hook(ty, hook) };
+    }
+    isa
+}
+
+/// The hook ggml calls for TQ1_0/TQ2_0 MUL_MAT (see the module docs).
+///
+/// # Safety
+/// Called by ggml-cpu with a valid MUL_MAT `dst` whose sources are allocated, `src1_q`
+/// holding `src1`'s rows converted to Q8_K (`src1_row_size` bytes each, contiguous), on
+/// each of the op's `nth` threads.
+pub unsafe extern "C" fn mul_mat_hook(
+    dst: *const sys::ggml_tensor,
+    src1_q: *const c_void,
+    src1_row_size: usize,
+    ith: c_int,
+    nth: c_int,
+    tp: *mut sys::ggml_threadpool,
+) -> bool {
+    // SAFETY: see the function's contract; ggml keeps these alive for the call.
+    let (d, s0, s1) = unsafe {
+        let d = &*dst;
+        (d, &*d.src[0], &*d.src[1])
+    };
+    let ty = match s0.type_ {
+        sys::GGML_TYPE_TQ2_0 => TernaryType::Tq2_0,
+        sys::GGML_TYPE_TQ1_0 => TernaryType::Tq1_0,
+        _ => return false,
+    };
+    let flat = |t: &sys::ggml_tensor| t.ne[2] == 1 && t.ne[3] == 1;
+    if s1.type_ != sys::GGML_TYPE_F32 || !flat(s0) || !flat(s1) || !flat(d) || d.type_ != sys::GGML_TYPE_F32 {
+        return false;
+    }
+    let (k, rows, n) = (s0.ne[0] as usize, s0.ne[1] as usize, s1.ne[1] as usize);
+    let (stride, ldo_bytes) = (s0.nb[1], d.nb[1]);
+    if !k.is_multiple_of(crate::QK)
+        || s0.nb[0] != ty.block_bytes()
+        || src1_row_size != q8k_row_bytes(k)
+        || d.nb[0] != 4
+        || !ldo_bytes.is_multiple_of(4)
+        || ldo_bytes / 4 < rows
+        || d.ne[0] as usize != rows
+        || d.ne[1] as usize != n
+        || nth <= 0
+        || rows == 0
+        || n == 0
+    {
+        return false;
+    }
+    // SAFETY: ggml's tensor holds `rows` rows of `nb[1]` bytes; the last row needs only
+    // its own blocks. The work buffer holds `n` converted rows.
+    let (wdata, act) = unsafe {
+        (
+            std::slice::from_raw_parts(s0.data as *const u8, (rows - 1) * stride + ty.row_bytes(k)),
+            std::slice::from_raw_parts(src1_q as *const u8, n * src1_row_size),
+        )
+    };
+    let Ok(w) = Weights::with_stride(ty, wdata, rows, k, stride) else {
+        return false;
+    };
+    let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
+    // Chunks of rows (multiples of the 4-row tile): small enough to balance, at least 4 per
+    // thread when the matrix allows.
+    let (ith, nth) = (ith as usize, nth as usize);
+    let chunk_rows = if n < 4 { 32 } else { 16 }.min(rows.div_ceil(4 * nth).div_ceil(4) * 4).max(4);
+    let n_chunks = rows.div_ceil(chunk_rows);
+    let out = d.data as *mut f32;
+    let ldo = ldo_bytes / 4;
+    let mut chunk = ith;
+    while chunk < n_chunks {
+        let r0 = chunk * chunk_rows;
+        let r1 = (r0 + chunk_rows).min(rows);
+        mul_mat_rows(isa, &w, r0..r1, act, src1_row_size, n, |c, r, v| {
+            // SAFETY: c < n and r < rows ≤ ldo, inside dst's ne[1]·nb[1] bytes; each chunk
+            // of rows is handed to exactly one thread, so writes never overlap.
+            unsafe { *out.add(c * ldo + r) = v }
+        });
+        if nth >= n_chunks {
+            break;
+        }
+        // SAFETY: `tp` is the op's live thread pool; its counter was set to nth before the
+        // barrier that precedes this hook, so each value it returns is one unclaimed chunk.
+        chunk = unsafe { sys::ggml_threadpool_chunk_add(tp, 1) } as usize;
+    }
+    true
+}

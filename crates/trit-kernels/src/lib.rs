@@ -1,0 +1,260 @@
+//! Ternary CPU kernels for BitNet b1.58 weights (llama.cpp's TQ2_0 and TQ1_0 blocks).
+//!
+//! * **int8 activations** ([`mul_mat_q8k`]): matrix-vector (decode) and matrix-matrix
+//!   (prefill) against Q8_K activations — per-block absmax (one f32 scale per 256 values,
+//!   plus the block's sums), exactly what ggml's CPU backend already converts `src1` to for
+//!   TQ weights. Using the same activation format means the ggml hook needs no extra work
+//!   buffer, ggml's own (threaded, SIMD) quantizer fills it, and the result differs from
+//!   ggml's TQ path only by float summation order. A per-token scale would save the
+//!   per-block float step but changes the numbers relative to llama.cpp's reference path.
+//! * **f32 activations** ([`f32act`]): `y = W·x` and `dx += Wᵀ·dy` for training.
+//!
+//! Dispatch is at run time ([`Isa::detect`]): AVX-512 VNNI (+BW), AVX2, and the portable
+//! scalar path, which is the reference. Weights are used as they are stored in the GGUF:
+//! each call decodes a tile of 4 rows to 1-byte codes in an L1-sized buffer once and
+//! reuses it for every activation column, so no load-time repacking is needed.
+//!
+//! Shapes: `k` must be a multiple of 256 (a GGUF TQ tensor always is); any number of rows
+//! and columns works (partial tiles repeat a valid row/column and drop the result). No
+//! alignment is assumed anywhere (all SIMD loads and stores are unaligned).
+
+// Index loops over fixed 4-row / 4-column tiles read closer to the math than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
+pub mod f32act;
+pub mod formats;
+#[cfg(feature = "ggml")]
+pub mod ggml;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::ops::Range;
+
+use formats::{q8k_row_bytes, Q8_K_BYTES};
+pub use formats::{TernaryType, QK};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    #[error("k = {0} is not a multiple of 256 (ternary blocks hold 256 weights)")]
+    KNotMultipleOf256(usize),
+    #[error("{what}: need {need} bytes, got {got}")]
+    ShortBuffer { what: &'static str, need: usize, got: usize },
+    #[error("{0} is not supported by this CPU")]
+    IsaUnavailable(&'static str),
+    #[error("bad shape: {0}")]
+    Shape(String),
+}
+
+/// An instruction-set path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// AVX2 (x86-64): `vpmaddubsw` on 32-byte vectors.
+    Avx2,
+    /// AVX-512 F/BW + VNNI (x86-64): `vpdpbusd` on 64-byte vectors.
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx2")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU can run, reference first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
+
+    /// The fastest available path; `TRIT_ISA=scalar|avx2|avx512vnni` overrides it (when
+    /// available).
+    pub fn detect() -> Isa {
+        if let Ok(want) = std::env::var("TRIT_ISA") {
+            if let Some(i) = Isa::ALL.into_iter().find(|i| i.name() == want && i.is_available()) {
+                return i;
+            }
+        }
+        *Isa::available().last().unwrap_or(&Isa::Scalar)
+    }
+
+    fn check(self) -> Result<(), KernelError> {
+        if self.is_available() {
+            Ok(())
+        } else {
+            Err(KernelError::IsaUnavailable(self.name()))
+        }
+    }
+}
+
+/// A ternary weight matrix: `rows` rows of `k` weights, row `r` at `data[r·row_stride..]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    pub ty: TernaryType,
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub k: usize,
+    pub row_stride: usize,
+}
+
+impl<'a> Weights<'a> {
+    /// Densely packed rows.
+    pub fn new(ty: TernaryType, data: &'a [u8], rows: usize, k: usize) -> Result<Self, KernelError> {
+        Self::with_stride(ty, data, rows, k, ty.row_bytes(k))
+    }
+
+    pub fn with_stride(
+        ty: TernaryType,
+        data: &'a [u8],
+        rows: usize,
+        k: usize,
+        row_stride: usize,
+    ) -> Result<Self, KernelError> {
+        if !k.is_multiple_of(QK) || k == 0 {
+            return Err(KernelError::KNotMultipleOf256(k));
+        }
+        if row_stride < ty.row_bytes(k) {
+            return Err(KernelError::Shape(format!("row stride {row_stride} < row size {}", ty.row_bytes(k))));
+        }
+        let need = if rows == 0 { 0 } else { (rows - 1) * row_stride + ty.row_bytes(k) };
+        if data.len() < need {
+            return Err(KernelError::ShortBuffer { what: "weights", need, got: data.len() });
+        }
+        Ok(Weights { ty, data, rows, k, row_stride })
+    }
+
+    fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_stride..r * self.row_stride + self.ty.row_bytes(self.k)]
+    }
+}
+
+/// `out[c·rows + r] = Σ_k W[r,k]·A[c,k]` for `n` Q8_K activation rows packed in `act`
+/// (`n·(k/256)·292` bytes). See [`scalar`] for the exact arithmetic.
+pub fn mul_mat_q8k(isa: Isa, w: &Weights<'_>, act: &[u8], n: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    isa.check()?;
+    let rs = q8k_row_bytes(w.k);
+    if act.len() < n * rs {
+        return Err(KernelError::ShortBuffer { what: "activations", need: n * rs, got: act.len() });
+    }
+    if out.len() < n * w.rows {
+        return Err(KernelError::ShortBuffer { what: "output", need: n * w.rows, got: out.len() });
+    }
+    let rows = w.rows;
+    mul_mat_rows(isa, w, 0..rows, act, rs, n, |c, r, v| out[c * rows + r] = v);
+    Ok(())
+}
+
+/// Rows per tile (decoded together, reused across columns).
+const TILE_R: usize = 4;
+/// Columns per cache chunk: their activations stay in L2 while the row tiles sweep them.
+const CHUNK_C: usize = 64;
+
+/// The tiled driver over a range of weight rows; `store(c, r, v)` receives every result.
+/// Callers have checked the shapes (`act` holds `n` rows of `act_stride` bytes).
+pub(crate) fn mul_mat_rows(
+    isa: Isa,
+    w: &Weights<'_>,
+    rows: Range<usize>,
+    act: &[u8],
+    act_stride: usize,
+    n: usize,
+    mut store: impl FnMut(usize, usize, f32),
+) {
+    let k = w.k;
+    let nb = k / QK;
+    let arow_len = nb * Q8_K_BYTES;
+    let act_row = |c: usize| &act[c * act_stride..c * act_stride + arow_len];
+    #[cfg(target_arch = "x86_64")]
+    if w.ty == TernaryType::Tq2_0 && n < 4 && isa != Isa::Scalar {
+        // Matrix-vector: decode in registers, no code buffer.
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let nr = TILE_R.min(rows.end - r0);
+            let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
+            for c in 0..n {
+                let v = x86::gemv4_tq2(isa, rws, act_row(c), nb);
+                for (i, &v) in v.iter().enumerate().take(nr) {
+                    store(c, r0 + i, v);
+                }
+            }
+            r0 += nr;
+        }
+        return;
+    }
+    let mut codes = vec![0u8; TILE_R * k];
+    let mut dw = vec![0f32; TILE_R * nb];
+    let mut res = [[0f32; 4]; 4];
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + CHUNK_C).min(n);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let nr = TILE_R.min(rows.end - r0);
+            for i in 0..TILE_R {
+                let row = w.row(r0 + i.min(nr - 1));
+                decode_row(isa, w.ty, row, &mut codes[i * k..(i + 1) * k], &mut dw[i..], TILE_R);
+            }
+            let mut c = c0;
+            while c < c1 {
+                let nc = if c1 - c >= 4 { 4 } else { 1 };
+                let acts: [&[u8]; 4] = std::array::from_fn(|j| act_row(c + j.min(nc - 1)));
+                dot_tile(isa, &codes, k, &dw, &acts[..nc], &mut res);
+                for (j, col) in res.iter().enumerate().take(nc) {
+                    for (i, &v) in col.iter().enumerate().take(nr) {
+                        store(c + j, r0 + i, v);
+                    }
+                }
+                c += nc;
+            }
+            r0 += nr;
+        }
+        c0 = c1;
+    }
+}
+
+/// Decode one row into `codes` (`k` bytes) and its block scales into `dw[b·stride]`.
+fn decode_row(isa: Isa, ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut [f32], stride: usize) {
+    match isa {
+        Isa::Scalar => scalar::decode_row(ty, row, codes, dw, stride),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => x86::decode_row(ty, row, codes, dw, stride),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("checked by Isa::check"),
+    }
+}
+
+/// 4 decoded rows × 1 or 4 activation columns.
+fn dot_tile(isa: Isa, codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
+    match isa {
+        Isa::Scalar => scalar::dot_tile(codes, k, dw, acts, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::dot_tile_avx2(codes, k, dw, acts, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::dot_tile_avx512(codes, k, dw, acts, out),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("checked by Isa::check"),
+    }
+}

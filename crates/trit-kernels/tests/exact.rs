@@ -1,0 +1,233 @@
+//! Seeded random property tests: every SIMD path equals the scalar path exactly; the scalar
+//! path equals a float64 reference within a stated tolerance; odd shapes, unaligned
+//! buffers and bad arguments.
+
+#![allow(clippy::needless_range_loop)]
+
+use half::f16;
+use trit_kernels::f32act::{gemv_f32, gemv_t_f32};
+use trit_kernels::formats::{self, pack, quantize_q8k, TernaryType, Q8_K_BYTES};
+use trit_kernels::{mul_mat_q8k, Isa, KernelError, Weights, QK};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+const TYPES: [TernaryType; 2] = [TernaryType::Tq2_0, TernaryType::Tq1_0];
+
+fn random_weights(rng: &mut Rng, ty: TernaryType, rows: usize, k: usize) -> (Vec<i8>, Vec<f16>, Vec<u8>) {
+    // Mix of densities, including all-zero and all-±1 rows.
+    let mode = rng.below(4);
+    let trits: Vec<i8> = (0..rows * k)
+        .map(|_| match mode {
+            0 => rng.below(3) as i8 - 1,
+            1 => [-1, 1][rng.below(2)],
+            2 => [0, 0, 0, 1, -1][rng.below(5)],
+            _ => rng.below(3) as i8 - 1,
+        })
+        .collect();
+    let scales: Vec<f16> = (0..rows * k / QK)
+        .map(|_| if rng.below(20) == 0 { f16::ZERO } else { f16::from_f32(rng.f32().abs() * 0.1 + 1e-3) })
+        .collect();
+    let data = pack(ty, &trits, &scales);
+    (trits, scales, data)
+}
+
+/// Q8_K rows: mostly from the quantizer, sometimes raw i8 (−128 included) with matching bsums.
+fn random_acts(rng: &mut Rng, n: usize, k: usize) -> Vec<u8> {
+    if rng.below(3) == 0 {
+        let mut out = vec![0u8; n * k / QK * Q8_K_BYTES];
+        for b in out.chunks_exact_mut(Q8_K_BYTES) {
+            b[0..4].copy_from_slice(&(rng.f32() * 0.05).to_le_bytes());
+            let q: Vec<i8> = (0..QK).map(|_| rng.next() as i8).collect();
+            for (i, &v) in q.iter().enumerate() {
+                b[4 + i] = v as u8;
+            }
+            for g in 0..16 {
+                let s: i32 = q[g * 16..g * 16 + 16].iter().map(|&v| v as i32).sum();
+                b[260 + 2 * g..262 + 2 * g].copy_from_slice(&(s as i16).to_le_bytes());
+            }
+        }
+        out
+    } else {
+        let scale = [1e-3, 1.0, 30.0][rng.below(3)];
+        let x: Vec<f32> = (0..n * k).map(|_| rng.f32() * scale).collect();
+        quantize_q8k(&x)
+    }
+}
+
+fn random_shape(rng: &mut Rng) -> (usize, usize, usize) {
+    let k = QK * (1 + rng.below(12));
+    let rows = 1 + rng.below(14);
+    let n = 1 + rng.below(11);
+    (rows, k, n)
+}
+
+#[test]
+fn simd_paths_equal_scalar_exactly() {
+    let mut rng = Rng(1);
+    let isas = Isa::available();
+    assert!(isas.contains(&Isa::Scalar));
+    eprintln!("paths under test: {isas:?}");
+    for case in 0..120 {
+        let ty = TYPES[case % 2];
+        let (rows, k, n) = random_shape(&mut rng);
+        let (_, _, data) = random_weights(&mut rng, ty, rows, k);
+        let act = random_acts(&mut rng, n, k);
+        let w = Weights::new(ty, &data, rows, k).unwrap();
+        let mut want = vec![0f32; rows * n];
+        mul_mat_q8k(Isa::Scalar, &w, &act, n, &mut want).unwrap();
+        for &isa in &isas[1..] {
+            let mut got = vec![f32::NAN; rows * n];
+            mul_mat_q8k(isa, &w, &act, n, &mut got).unwrap();
+            let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{isa:?} {ty:?} rows={rows} k={k} n={n}: {want:?} vs {got:?}");
+        }
+    }
+}
+
+#[test]
+fn scalar_matches_f64_reference() {
+    let mut rng = Rng(2);
+    for case in 0..60 {
+        let ty = TYPES[case % 2];
+        let (rows, k, n) = random_shape(&mut rng);
+        let (trits, scales, data) = random_weights(&mut rng, ty, rows, k);
+        let act = random_acts(&mut rng, n, k);
+        let w = Weights::new(ty, &data, rows, k).unwrap();
+        let mut got = vec![0f32; rows * n];
+        mul_mat_q8k(Isa::Scalar, &w, &act, n, &mut got).unwrap();
+        let nb = k / QK;
+        for c in 0..n {
+            for r in 0..rows {
+                let (mut exact, mut mag) = (0f64, 0f64);
+                for i in 0..k {
+                    let b = i / QK;
+                    let ab = &act[(c * nb + b) * Q8_K_BYTES..];
+                    let a = ab[4 + i % QK] as i8 as f64 * formats::q8k_scale(ab) as f64;
+                    let wv = trits[r * k + i] as f64 * scales[r * nb + b].to_f64();
+                    exact += wv * a;
+                    mag += (wv * a).abs();
+                }
+                let g = got[c * rows + r] as f64;
+                // f32 rounding: one product and one add per block, relative to Σ|w·a|.
+                let tol = 1e-5 * mag + 1e-30;
+                assert!((g - exact).abs() <= tol, "{ty:?} r={r} c={c}: {g} vs {exact} (tol {tol})");
+            }
+        }
+    }
+}
+
+#[test]
+fn pack_decode_roundtrip() {
+    let mut rng = Rng(3);
+    for ty in TYPES {
+        let (trits, scales, data) = random_weights(&mut rng, ty, 3, 512);
+        let mut out = vec![0f32; 3 * 512];
+        for r in 0..3 {
+            let row = &data[r * ty.row_bytes(512)..(r + 1) * ty.row_bytes(512)];
+            formats::dequantize_row(ty, row, &mut out[r * 512..(r + 1) * 512]);
+        }
+        for (i, (&t, &v)) in trits.iter().zip(&out).enumerate() {
+            assert_eq!(t as f32 * scales[i / QK].to_f32(), v, "{ty:?} element {i}");
+        }
+    }
+}
+
+#[test]
+fn unaligned_and_strided_buffers() {
+    let mut rng = Rng(4);
+    for ty in TYPES {
+        let (rows, k, n) = (7, 768, 5);
+        let (_, _, data) = random_weights(&mut rng, ty, rows, k);
+        let act = random_acts(&mut rng, n, k);
+        let w = Weights::new(ty, &data, rows, k).unwrap();
+        let mut want = vec![0f32; rows * n];
+        mul_mat_q8k(Isa::Scalar, &w, &act, n, &mut want).unwrap();
+        // Rows at an odd offset with padding between them; activations at an odd offset.
+        let stride = ty.row_bytes(k) + 3;
+        let mut shifted = vec![0xAAu8; 1 + rows * stride];
+        for r in 0..rows {
+            let src = &data[r * ty.row_bytes(k)..(r + 1) * ty.row_bytes(k)];
+            shifted[1 + r * stride..1 + r * stride + src.len()].copy_from_slice(src);
+        }
+        let mut act_shifted = vec![0u8; act.len() + 1];
+        act_shifted[1..].copy_from_slice(&act);
+        let w2 = Weights::with_stride(ty, &shifted[1..], rows, k, stride).unwrap();
+        for isa in Isa::available() {
+            let mut got = vec![0f32; rows * n];
+            mul_mat_q8k(isa, &w2, &act_shifted[1..], n, &mut got).unwrap();
+            assert_eq!(want, got, "{isa:?} {ty:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_are_rejected() {
+    let data = vec![0u8; 10 * 66];
+    assert_eq!(Weights::new(TernaryType::Tq2_0, &data, 1, 300).unwrap_err(), KernelError::KNotMultipleOf256(300));
+    assert!(matches!(
+        Weights::new(TernaryType::Tq2_0, &data, 11, 256),
+        Err(KernelError::ShortBuffer { what: "weights", .. })
+    ));
+    let w = Weights::new(TernaryType::Tq2_0, &data, 10, 256).unwrap();
+    let act = vec![0u8; Q8_K_BYTES];
+    let mut out = vec![0f32; 10];
+    assert!(matches!(mul_mat_q8k(Isa::Scalar, &w, &act, 2, &mut out), Err(KernelError::ShortBuffer { .. })));
+    let mut small = vec![0f32; 9];
+    assert!(matches!(mul_mat_q8k(Isa::Scalar, &w, &act, 1, &mut small), Err(KernelError::ShortBuffer { .. })));
+    mul_mat_q8k(Isa::Scalar, &w, &act, 1, &mut out).unwrap();
+}
+
+#[test]
+fn f32_activation_kernels() {
+    let mut rng = Rng(5);
+    for case in 0..24 {
+        let ty = TYPES[case % 2];
+        let (rows, k, _) = random_shape(&mut rng);
+        let (trits, scales, data) = random_weights(&mut rng, ty, rows, k);
+        let w = Weights::new(ty, &data, rows, k).unwrap();
+        let x: Vec<f32> = (0..k).map(|_| rng.f32()).collect();
+        let dy: Vec<f32> = (0..rows).map(|_| rng.f32()).collect();
+        let wv = |r: usize, i: usize| trits[r * k + i] as f64 * scales[(r * k + i) / QK].to_f64();
+        let mut y_ref = vec![0f32; rows];
+        gemv_f32(Isa::Scalar, &w, &x, &mut y_ref).unwrap();
+        let mut dx_ref = vec![0.5f32; k];
+        gemv_t_f32(Isa::Scalar, &w, &dy, &mut dx_ref).unwrap();
+        for r in 0..rows {
+            let exact: f64 = (0..k).map(|i| wv(r, i) * x[i] as f64).sum();
+            let mag: f64 = (0..k).map(|i| (wv(r, i) * x[i] as f64).abs()).sum();
+            assert!((y_ref[r] as f64 - exact).abs() <= 1e-5 * mag + 1e-30, "gemv r={r}");
+        }
+        for i in 0..k {
+            let exact: f64 = 0.5 + (0..rows).map(|r| wv(r, i) * dy[r] as f64).sum::<f64>();
+            let mag: f64 = 0.5 + (0..rows).map(|r| (wv(r, i) * dy[r] as f64).abs()).sum::<f64>();
+            assert!((dx_ref[i] as f64 - exact).abs() <= 1e-5 * mag, "gemv_t i={i}");
+        }
+        for isa in &Isa::available()[1..] {
+            let mut y = vec![0f32; rows];
+            gemv_f32(*isa, &w, &x, &mut y).unwrap();
+            for r in 0..rows {
+                let mag: f64 = (0..k).map(|i| (wv(r, i) * x[i] as f64).abs()).sum();
+                assert!(((y[r] - y_ref[r]) as f64).abs() <= 1e-5 * mag + 1e-30, "{isa:?} gemv r={r}");
+            }
+            let mut dx = vec![0.5f32; k];
+            gemv_t_f32(*isa, &w, &dy, &mut dx).unwrap();
+            assert_eq!(dx, dx_ref, "{isa:?} gemv_t must equal scalar exactly");
+        }
+    }
+}

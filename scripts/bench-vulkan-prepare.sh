@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds, here, what scripts/bench-vulkan-device.sh runs on the GPU machine (which has no
+# Rust toolchain), into .dev/ (git-ignored; carried by the device tool):
+#   .dev/trit               trit with its Rust Vulkan backend (GGML_NATIVE off: portable CPU code)
+#   .dev/trit-peer          trit built on llama.cpp's own Vulkan backend, same pinned source,
+#                           Rust backend disabled (--no-default-features)
+#   .dev/trit-vulkan-tests  the op-by-op tests of crates/trit-vulkan
+# and the Vulkan loader package into .gl/ (see the device tool's README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .dev .gl
+export TRIT_NATIVE=0
+CARGO_TARGET_DIR=target/device cargo build --release -p trit-cli
+CARGO_TARGET_DIR=target/device cargo test --release -p trit-vulkan --test ops --no-run 2>&1 | tee /tmp/ops-build.log
+TRIT_PEER_LLAMA_VULKAN=1 CARGO_TARGET_DIR=target/peer cargo build --release -p trit-cli --no-default-features
+cp target/device/release/trit .dev/trit
+cp target/peer/release/trit .dev/trit-peer
+cp "$(grep -o 'target/device/release/deps/ops-[0-9a-f]*' /tmp/ops-build.log | head -1)" .dev/trit-vulkan-tests
+strip .dev/* || true
+if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  mkdir -p /tmp/amd64/partial
+  apt-get $o update -qq
+  (cd .gl && apt-get $o download libvulkan1)
+fi
+ls -la .dev .gl
