@@ -17,10 +17,11 @@ cp target/device/release/trit .dev/trit
 cp target/peer/release/trit .dev/trit-peer
 cp "$(grep -o 'target/device/release/deps/ops-[0-9a-f]*' /tmp/ops-build.log | head -1)" .dev/trit-vulkan-tests
 strip .dev/* || true
-if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+if ! ls .gl/libglvnd0_*.deb >/dev/null 2>&1; then
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
   mkdir -p /tmp/amd64/partial
   apt-get $o update -qq
-  (cd .gl && apt-get $o download libvulkan1)
+  (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
+ls .dev/libgomp1_*.deb >/dev/null 2>&1 || (cd .dev && apt-get -oAPT::Architecture=amd64 -oDir::State::Lists=/tmp/amd64 download libgomp1)
 ls -la .dev .gl

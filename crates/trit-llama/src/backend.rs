@@ -37,6 +37,19 @@ pub fn gpu_backend() -> Option<String> {
     if trit_vulkan::registered() {
         return trit_vulkan::info();
     }
+    // Any other GPU device ggml has (e.g. llama.cpp's own Vulkan backend in a peer build).
+    // SAFETY: ggml's device registry is static after init; names are NUL-terminated strings
+    // owned by the devices.
+    unsafe {
+        for i in 0..trit_sys::ggml_backend_dev_count() {
+            let dev = trit_sys::ggml_backend_dev_get(i);
+            if trit_sys::ggml_backend_dev_type(dev) == trit_sys::GGML_BACKEND_DEVICE_TYPE_GPU {
+                let name = CStr::from_ptr(trit_sys::ggml_backend_dev_name(dev)).to_string_lossy();
+                let desc = CStr::from_ptr(trit_sys::ggml_backend_dev_description(dev)).to_string_lossy();
+                return Some(format!("{name}: {desc}"));
+            }
+        }
+    }
     None
 }
 

@@ -156,6 +156,13 @@ impl<'m> Context<'m> {
         }
     }
 
+    /// Wait until every computation queued by `decode` has finished (GPU backends may
+    /// return from `decode` early).
+    pub fn synchronize(&mut self) {
+        // SAFETY: valid context.
+        unsafe { trit_sys::llama_synchronize(self.as_ptr()) };
+    }
+
     /// Logits for the `i`-th output of the last decode (negative counts from the end).
     pub fn logits_ith(&self, i: i32) -> Result<&[f32]> {
         // SAFETY: valid context; llama.cpp returns null for an invalid index.

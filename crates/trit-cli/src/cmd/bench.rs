@@ -157,6 +157,7 @@ fn run_test(
             ctx.clear_memory();
             gen_pass(&mut ctx, model, 1, &mut rng)?;
         }
+        ctx.synchronize();
     }
     let mut samples_ns = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -168,6 +169,8 @@ fn run_test(
         if n_gen > 0 {
             gen_pass(&mut ctx, model, n_gen, &mut rng)?;
         }
+        // As llama-bench: a GPU backend may still be computing when decode returns.
+        ctx.synchronize();
         samples_ns.push(t0.elapsed().as_nanos() as u64);
     }
     let n_tokens = (n_prompt + n_gen) as f64;
