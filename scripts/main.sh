@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job (README): build trit, convert a Hugging Face BitNet checkpoint to GGUF,
-# inspect it, generate with it as llama-cli would, and benchmark it as llama-bench would.
+# inspect it, generate with it as llama-cli would, benchmark it as llama-bench would, then
+# fine-tune a LoRA adapter on examples/finetune/chat.jsonl and generate with it
+# (scripts/finetune-demo.sh). A few minutes on 2 cores.
 # Usage: bash scripts/main.sh [HF_DIR]   (default: the tiny transformers fixture)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +28,6 @@ echo "== llama-cli (greedy, 24 tokens)"
 
 echo "== llama-bench"
 "$OUT/bin/llama-bench" -m "$OUT/model.gguf" -p 128 -n 32 -r 3
+
+echo "== fine-tune a LoRA adapter and use it"
+bash scripts/finetune-demo.sh "$OUT/finetune"
