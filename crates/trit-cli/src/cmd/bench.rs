@@ -114,7 +114,10 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
                             ..Default::default()
                         };
                         let mut rec = run_test(&model, path, &cp, ngl, n_prompt, n_gen, reps, warmup)?;
-                        rec.backends = format!("CPU/{}", kern.name());
+                        if rec.backends == "CPU" {
+                            // Which CPU kernels ran the ternary products (not shown once offloaded).
+                            rec.backends = format!("CPU/{}", kern.name());
+                        }
                         if format == "md" {
                             if !md_header_done {
                                 print_md_header();
