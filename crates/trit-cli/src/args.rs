@@ -101,6 +101,17 @@ pub fn parse(prog: &str, flags: &[Flag], args: &[String]) -> Result<Parsed, ArgE
     Ok(out)
 }
 
+/// Parse, or print the help text and return `None` for `-h`/`--help`.
+pub fn parse_or_help(prog: &str, about: &str, flags: &[Flag], args: &[String]) -> Result<Option<Parsed>, ArgError> {
+    match parse(prog, flags, args) {
+        Err(ArgError::Help) => {
+            print!("{}", help_text(prog, about, flags));
+            Ok(None)
+        }
+        r => r.map(Some),
+    }
+}
+
 impl Parsed {
     pub fn has(&self, name: &str) -> bool {
         self.values.contains_key(name)

@@ -60,12 +60,8 @@ struct Record {
 }
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
-    let p = match args::parse(prog, FLAGS, argv) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(prog, ABOUT, FLAGS));
-            return Ok(());
-        }
-        r => r?,
+    let Some(p) = args::parse_or_help(prog, ABOUT, FLAGS, argv)? else {
+        return Ok(());
     };
     trit_llama::log::set_verbose(p.has("-v"));
     let models: Vec<String> = p.list("-m", &[])?;

@@ -23,20 +23,10 @@ const SYNTH_FLAGS: &[Flag] = &[
     flag(&["--no-progress"], None, "no progress bar"),
 ];
 
-fn parse_or_help(prog: &str, about: &str, fl: &[Flag], argv: &[String]) -> Result<Option<args::Parsed>> {
-    match args::parse(prog, fl, argv) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(prog, about, fl));
-            Ok(None)
-        }
-        r => Ok(Some(r?)),
-    }
-}
-
 pub fn convert_main(prog: &str, argv: &[String]) -> Result<()> {
     let prog_usage = format!("{prog} HF_DIR");
     let about = "trit convert: Hugging Face BitNet checkpoint directory -> GGUF for llama.cpp";
-    let Some(p) = parse_or_help(&prog_usage, about, CONVERT_FLAGS, argv)? else {
+    let Some(p) = args::parse_or_help(&prog_usage, about, CONVERT_FLAGS, argv)? else {
         return Ok(());
     };
     let [dir] = p.positional.as_slice() else {
@@ -56,7 +46,7 @@ pub fn convert_main(prog: &str, argv: &[String]) -> Result<()> {
 
 pub fn synth_main(prog: &str, argv: &[String]) -> Result<()> {
     let about = "trit synth: write a random-weight BitNet model of a known shape (for speed work)";
-    let Some(p) = parse_or_help(prog, about, SYNTH_FLAGS, argv)? else {
+    let Some(p) = args::parse_or_help(prog, about, SYNTH_FLAGS, argv)? else {
         return Ok(());
     };
     if let Some(extra) = p.positional.first() {

@@ -75,12 +75,8 @@ fn with_ext(p: &Path, ext: &str) -> PathBuf {
 }
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
-    let p = match args::parse(prog, FLAGS, argv) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(prog, ABOUT, FLAGS));
-            return Ok(());
-        }
-        r => r?,
+    let Some(p) = args::parse_or_help(prog, ABOUT, FLAGS, argv)? else {
+        return Ok(());
     };
     if let Some(extra) = p.positional.first() {
         bail!("unexpected argument '{extra}'\n{}", args::usage_line(prog, FLAGS));

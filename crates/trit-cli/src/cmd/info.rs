@@ -10,12 +10,8 @@ const FLAGS: &[Flag] = &[flag(&["--tensors"], None, "also list every tensor (nam
 const ABOUT: &str = "trit info: describe a GGUF model file";
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
-    let p = match args::parse(prog, FLAGS, argv) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(&format!("{prog} MODEL.gguf"), ABOUT, FLAGS));
-            return Ok(());
-        }
-        r => r?,
+    let Some(p) = args::parse_or_help(&format!("{prog} MODEL.gguf"), ABOUT, FLAGS, argv)? else {
+        return Ok(());
     };
     let [path] = p.positional.as_slice() else {
         bail!("error: give one model file\n{}", args::usage_line(&format!("{prog} MODEL.gguf"), FLAGS));

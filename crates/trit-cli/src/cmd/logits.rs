@@ -19,12 +19,8 @@ const ABOUT: &str = "trit logits: print the token ids of a prompt and write its 
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let fl = common::flags(&[common::MODEL_FLAGS, common::CONTEXT_FLAGS, LOGIT_FLAGS]);
-    let p = match args::parse(prog, &fl, argv) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(prog, ABOUT, &fl));
-            return Ok(());
-        }
-        r => r?,
+    let Some(p) = args::parse_or_help(prog, ABOUT, &fl, argv)? else {
+        return Ok(());
     };
     let model = common::load_model(&p)?;
     let tokens: Vec<Token> = match (p.str("-p"), p.str("--ids")) {

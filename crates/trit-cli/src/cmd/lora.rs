@@ -28,12 +28,8 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         bail!("unknown subcommand '{sub}' (expected: merge)");
     }
     let prog = format!("{prog} merge");
-    let p = match args::parse(&prog, FLAGS, rest) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(&prog, ABOUT, FLAGS));
-            return Ok(());
-        }
-        r => r?,
+    let Some(p) = args::parse_or_help(&prog, ABOUT, FLAGS, rest)? else {
+        return Ok(());
     };
     let base = PathBuf::from(p.required("-m")?);
     common::preflight(&base)?;

@@ -17,12 +17,8 @@ const ABOUT: &str = "trit perplexity (llama-perplexity): perplexity of a model o
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let fl = common::flags(&[common::MODEL_FLAGS, common::CONTEXT_FLAGS, PPL_FLAGS]);
-    let p = match args::parse(prog, &fl, argv) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(prog, ABOUT, &fl));
-            return Ok(());
-        }
-        r => r?,
+    let Some(p) = args::parse_or_help(prog, ABOUT, &fl, argv)? else {
+        return Ok(());
     };
     let file = p.required("-f")?;
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;

@@ -43,12 +43,8 @@ pub fn flags() -> Vec<Flag> {
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let fl = flags();
-    let p = match args::parse(prog, &fl, argv) {
-        Err(args::ArgError::Help) => {
-            print!("{}", args::help_text(prog, ABOUT, &fl));
-            return Ok(());
-        }
-        r => r?,
+    let Some(p) = args::parse_or_help(prog, ABOUT, &fl, argv)? else {
+        return Ok(());
     };
     if !p.positional.is_empty() {
         bail!("error: unexpected argument '{}'\n{}", p.positional[0], args::usage_line(prog, &fl));
