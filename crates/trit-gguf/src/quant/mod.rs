@@ -40,6 +40,44 @@ pub(crate) fn check_ternary(ty: &'static str, codes: &[i8]) -> Result<(), QuantE
     }
 }
 
+/// Writes one 256-weight ternary block from its digits (code + 1) and block scale `d`.
+pub(crate) type PackBlock = fn(&[u8; QK_K], f32, &mut Vec<u8>);
+
+/// Packs ternary codes (length a multiple of 256) with the same scale `d` in every block.
+pub(crate) fn pack_ternary(
+    ty: &'static str,
+    codes: &[i8],
+    d: f32,
+    block_bytes: usize,
+    out: &mut Vec<u8>,
+    pack_block: PackBlock,
+) -> Result<(), QuantError> {
+    check_len(ty, codes.len(), QK_K)?;
+    check_ternary(ty, codes)?;
+    out.reserve(codes.len() / QK_K * block_bytes);
+    for block in codes.chunks_exact(QK_K) {
+        pack_block(&std::array::from_fn(|i| (block[i] + 1) as u8), d, out);
+    }
+    Ok(())
+}
+
+/// ggml's reference float quantiser for the ternary types: per block `d = max|x|`, digits
+/// `round(x / d) + 1`.
+pub(crate) fn quantize_ternary_ref(
+    ty: &'static str,
+    x: &[f32],
+    out: &mut Vec<u8>,
+    pack_block: PackBlock,
+) -> Result<(), QuantError> {
+    check_len(ty, x.len(), QK_K)?;
+    for block in x.chunks_exact(QK_K) {
+        let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let id = if amax != 0.0 { 1.0 / amax } else { 0.0 };
+        pack_block(&std::array::from_fn(|i| float_trit(block[i], id)), amax, out);
+    }
+    Ok(())
+}
+
 /// ggml's `lroundf(x * id) + 1` mapping of a float to a trit digit 0, 1, 2 (`lroundf` rounds
 /// halves away from zero, as `f32::round` does). Inputs outside [-1, 1] clamp, as in ggml the
 /// quantiser only ever sees `|x * id| <= 1`.

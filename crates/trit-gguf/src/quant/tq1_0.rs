@@ -11,7 +11,7 @@
 
 use half::f16;
 
-use super::{check_bytes, check_len, check_ternary, float_trit, QK_K};
+use super::{check_bytes, pack_ternary, quantize_ternary_ref, QK_K};
 use crate::error::QuantError;
 
 const NAME: &str = "TQ1_0";
@@ -32,7 +32,8 @@ fn decode(byte: u8, n: u32) -> u8 {
     ((u16::from(shifted) * 3) >> 8) as u8
 }
 
-fn pack_block(digit: impl Fn(usize) -> u8, d: f32, out: &mut Vec<u8>) {
+fn pack_block(digits: &[u8; QK_K], d: f32, out: &mut Vec<u8>) {
+    let digit = |i: usize| digits[i];
     for m in 0..32 {
         out.push(encode5(std::array::from_fn(|n| digit(m + 32 * n))));
     }
@@ -47,24 +48,12 @@ fn pack_block(digit: impl Fn(usize) -> u8, d: f32, out: &mut Vec<u8>) {
 
 /// Packs ternary codes (length a multiple of 256) with the same scale `d` in every block.
 pub fn pack_tq1_0(codes: &[i8], d: f32, out: &mut Vec<u8>) -> Result<(), QuantError> {
-    check_len(NAME, codes.len(), QK_K)?;
-    check_ternary(NAME, codes)?;
-    out.reserve(codes.len() / QK_K * BLOCK_BYTES);
-    for block in codes.chunks_exact(QK_K) {
-        pack_block(|i| (block[i] + 1) as u8, d, out);
-    }
-    Ok(())
+    pack_ternary(NAME, codes, d, BLOCK_BYTES, out, pack_block)
 }
 
 /// ggml's reference float quantiser: per block `d = max|x|`, digits `round(x / d) + 1`.
 pub fn quantize_tq1_0_ref(x: &[f32], out: &mut Vec<u8>) -> Result<(), QuantError> {
-    check_len(NAME, x.len(), QK_K)?;
-    for block in x.chunks_exact(QK_K) {
-        let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let id = if amax != 0.0 { 1.0 / amax } else { 0.0 };
-        pack_block(|i| float_trit(block[i], id), amax, out);
-    }
-    Ok(())
+    quantize_ternary_ref(NAME, x, out, pack_block)
 }
 
 /// Unpacks codes (`digit - 1`) in weight order and returns each block's `d`.
