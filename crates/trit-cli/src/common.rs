@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use trit_kernels::ggml::TernaryKernels;
-use trit_llama::{Context, ContextParams, LoraAdapter, Model, ModelParams};
+use trit_llama::{Context, ContextParams, LoraAdapter, Model, ModelParams, SamplerParams};
 
 use crate::args::{flag, ArgError, Flag, Parsed};
 
@@ -51,6 +51,37 @@ pub const CONTEXT_FLAGS: &[Flag] = &[
     flag(&["-ctk", "--cache-type-k"], Some("TYPE"), "KV cache type for K: f32, f16, q8_0 (default: f16)"),
     flag(&["-ctv", "--cache-type-v"], Some("TYPE"), "KV cache type for V: f32, f16, q8_0 (default: f16)"),
 ];
+
+/// Sampling flags shared by `trit run` and `trit serve` (llama.cpp's names and defaults).
+pub const SAMPLING_FLAGS: &[Flag] = &[
+    flag(&["-s", "--seed"], Some("SEED"), "RNG seed (default: -1, random)"),
+    flag(&["--temp", "--temperature"], Some("N"), "temperature (default: 0.8; 0 = greedy)"),
+    flag(&["--top-k"], Some("N"), "top-k sampling (default: 40, 0 = disabled)"),
+    flag(&["--top-p"], Some("N"), "top-p sampling (default: 0.95, 1.0 = disabled)"),
+    flag(&["--min-p"], Some("N"), "min-p sampling (default: 0.05, 0.0 = disabled)"),
+    flag(&["--repeat-penalty"], Some("N"), "penalise repeated tokens (default: 1.0 = disabled)"),
+    flag(&["--repeat-last-n"], Some("N"), "tokens considered for the penalty (default: 64)"),
+    flag(&["--presence-penalty"], Some("N"), "presence penalty (default: 0.0 = disabled)"),
+    flag(&["--frequency-penalty"], Some("N"), "frequency penalty (default: 0.0 = disabled)"),
+];
+
+/// Sampling settings from [`SAMPLING_FLAGS`]; a negative seed means llama.cpp's
+/// `LLAMA_DEFAULT_SEED`, for which llama.cpp picks a random one.
+pub fn sampler_params(p: &Parsed) -> Result<SamplerParams, ArgError> {
+    let d = SamplerParams::default();
+    let seed: i64 = p.get("-s", -1)?;
+    Ok(SamplerParams {
+        seed: if seed < 0 { trit_llama::DEFAULT_SEED } else { seed as u32 },
+        temp: p.get("--temp", d.temp)?,
+        top_k: p.get("--top-k", d.top_k)?,
+        top_p: p.get("--top-p", d.top_p)?,
+        min_p: p.get("--min-p", d.min_p)?,
+        repeat_penalty: p.get("--repeat-penalty", d.repeat_penalty)?,
+        repeat_last_n: p.get("--repeat-last-n", d.repeat_last_n)?,
+        presence_penalty: p.get("--presence-penalty", d.presence_penalty)?,
+        frequency_penalty: p.get("--frequency-penalty", d.frequency_penalty)?,
+    })
+}
 
 /// Join flag tables into one list for a command.
 pub fn flags(parts: &[&[Flag]]) -> Vec<Flag> {

@@ -3,7 +3,7 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context as _, Result};
-use trit_llama::{ChatMessage, Model, Sampler, SamplerParams};
+use trit_llama::{ChatMessage, Model, Sampler};
 
 use crate::args::{self, flag, Flag, Parsed};
 use crate::common;
@@ -17,13 +17,6 @@ const RUN_FLAGS: &[Flag] = &[
         Some("N"),
         "tokens to predict (default: -1 = until end, -2 = until context is full)",
     ),
-    flag(&["-s", "--seed"], Some("SEED"), "RNG seed (default: -1, random)"),
-    flag(&["--temp"], Some("N"), "temperature (default: 0.8; 0 = greedy)"),
-    flag(&["--top-k"], Some("N"), "top-k sampling (default: 40, 0 = disabled)"),
-    flag(&["--top-p"], Some("N"), "top-p sampling (default: 0.95, 1.0 = disabled)"),
-    flag(&["--min-p"], Some("N"), "min-p sampling (default: 0.05, 0.0 = disabled)"),
-    flag(&["--repeat-penalty"], Some("N"), "penalise repeated tokens (default: 1.0 = disabled)"),
-    flag(&["--repeat-last-n"], Some("N"), "tokens considered for the penalty (default: 64)"),
     flag(&["-r", "--reverse-prompt"], Some("PROMPT"), "halt generation at PROMPT"),
     flag(&["-sys", "--system-prompt"], Some("PROMPT"), "system prompt (conversation mode)"),
     flag(&["-cnv", "--conversation"], None, "conversation mode (default: on if the model has a chat template)"),
@@ -38,7 +31,7 @@ const RUN_FLAGS: &[Flag] = &[
 const ABOUT: &str = "trit run (llama-cli): generate text or chat with a GGUF model";
 
 pub fn flags() -> Vec<Flag> {
-    common::flags(&[common::MODEL_FLAGS, common::CONTEXT_FLAGS, RUN_FLAGS])
+    common::flags(&[common::MODEL_FLAGS, common::CONTEXT_FLAGS, common::SAMPLING_FLAGS, RUN_FLAGS])
 }
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
@@ -53,7 +46,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let cparams = common::context_params(&p, 0)?;
     let (adapters, scales) = common::load_adapters(&model, &common::lora_requests(&p)?)?;
     let mut ctx = common::new_context(&model, &cparams, &adapters, &scales)?;
-    let mut sampler = Sampler::new(&sampler_params(&p)?, model.n_vocab());
+    let mut sampler = Sampler::new(&common::sampler_params(&p)?, model.n_vocab());
 
     let prompt = match (p.str("-p"), p.str("-f")) {
         (Some(_), Some(_)) => bail!("error: give either -p or -f, not both"),
@@ -99,27 +92,6 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     writeln!(out)?;
     print_perf(&ctx);
     Ok(())
-}
-
-fn sampler_params(p: &Parsed) -> Result<SamplerParams> {
-    let d = SamplerParams::default();
-    let seed: i64 = p.get("-s", -1)?;
-    Ok(SamplerParams {
-        seed: if seed < 0 { rand_seed() } else { seed as u32 },
-        temp: p.get("--temp", d.temp)?,
-        top_k: p.get("--top-k", d.top_k)?,
-        top_p: p.get("--top-p", d.top_p)?,
-        min_p: p.get("--min-p", d.min_p)?,
-        repeat_penalty: p.get("--repeat-penalty", d.repeat_penalty)?,
-        repeat_last_n: p.get("--repeat-last-n", d.repeat_last_n)?,
-        ..d
-    })
-}
-
-fn rand_seed() -> u32 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    (n as u32) ^ std::process::id()
 }
 
 /// Conversation mode: the first user turn is -p/-f if given, then lines from stdin.

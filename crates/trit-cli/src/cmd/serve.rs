@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use trit_llama::SamplerParams;
 
 use crate::args::{self, flag, Flag};
 use crate::common;
@@ -24,22 +23,13 @@ const SERVE_FLAGS: &[Flag] = &[
     flag(&["--slots"], None, "expose /slots (default: enabled)"),
     flag(&["--no-slots"], None, "do not expose /slots"),
     flag(&["-n", "--predict", "--n-predict"], Some("N"), "default tokens to predict per request (default: -1)"),
-    flag(&["-s", "--seed"], Some("SEED"), "default RNG seed (default: -1, random)"),
-    flag(&["--temp", "--temperature"], Some("N"), "default temperature (default: 0.8)"),
-    flag(&["--top-k"], Some("N"), "default top-k (default: 40)"),
-    flag(&["--top-p"], Some("N"), "default top-p (default: 0.95)"),
-    flag(&["--min-p"], Some("N"), "default min-p (default: 0.05)"),
-    flag(&["--repeat-penalty"], Some("N"), "default repeat penalty (default: 1.0)"),
-    flag(&["--repeat-last-n"], Some("N"), "default repeat window (default: 64)"),
-    flag(&["--presence-penalty"], Some("N"), "default presence penalty (default: 0.0)"),
-    flag(&["--frequency-penalty"], Some("N"), "default frequency penalty (default: 0.0)"),
     flag(&["--body-limit"], Some("BYTES"), "largest request body accepted (default: 4194304)"),
 ];
 
 const ABOUT: &str = "trit serve (llama-server): OpenAI-compatible and llama.cpp HTTP API with parallel slots";
 
 pub fn flags() -> Vec<Flag> {
-    common::flags(&[common::MODEL_FLAGS, common::CONTEXT_FLAGS, SERVE_FLAGS])
+    common::flags(&[common::MODEL_FLAGS, common::CONTEXT_FLAGS, common::SAMPLING_FLAGS, SERVE_FLAGS])
 }
 
 pub fn main(prog: &str, argv: &[String]) -> Result<()> {
@@ -78,18 +68,6 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     cfg.timeout = Duration::from_secs(p.get("-to", 3600)?);
     cfg.n_predict = p.get("-n", -1)?;
     cfg.body_limit = p.get("--body-limit", cfg.body_limit)?;
-    let d = SamplerParams::default();
-    let seed: i64 = p.get("-s", -1)?;
-    cfg.sampling = SamplerParams {
-        seed: if seed < 0 { trit_llama::DEFAULT_SEED } else { seed as u32 },
-        temp: p.get("--temp", d.temp)?,
-        top_k: p.get("--top-k", d.top_k)?,
-        top_p: p.get("--top-p", d.top_p)?,
-        min_p: p.get("--min-p", d.min_p)?,
-        repeat_penalty: p.get("--repeat-penalty", d.repeat_penalty)?,
-        repeat_last_n: p.get("--repeat-last-n", d.repeat_last_n)?,
-        presence_penalty: p.get("--presence-penalty", d.presence_penalty)?,
-        frequency_penalty: p.get("--frequency-penalty", d.frequency_penalty)?,
-    };
+    cfg.sampling = common::sampler_params(&p)?;
     trit_server::serve(cfg)
 }
