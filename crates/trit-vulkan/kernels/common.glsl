@@ -1,5 +1,6 @@
 // Shared by every trit kernel: one push-constant block (128 bytes, the minimum every
-// Vulkan device guarantees), three storage-buffer bindings (A = src0, B = src1, D = dst).
+// Vulkan device guarantees), storage-buffer bindings A = src0, B = src1, D = dst (and 3, an
+// extra read operand of fused kernels).
 // Sizes (ne) and strides (nb) are in elements of the bound type; for quantized A the
 // strides and A_OFF are in bytes. Rust fills the block in `src/dispatch.rs` (`Push`).
 #extension GL_EXT_shader_16bit_storage : require

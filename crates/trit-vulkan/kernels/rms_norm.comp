@@ -1,9 +1,14 @@
 #version 450
 // One workgroup per row: dst = x / sqrt(mean(x^2) + eps). eps = P0 (float bits).
+// FUSE_MUL: dst = (x / sqrt(mean(x^2) + eps)) * B, B broadcast by repetition (the norm
+// weight), for an RMS_NORM whose only user is that MUL.
 #include "common.glsl"
 #define WG 256
 layout(local_size_x = WG) in;
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
+#if defined(FUSE_MUL)
+layout(std430, binding = 1) readonly buffer BufB { float b[]; };
+#endif
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 shared float red[WG];
 
@@ -22,5 +27,12 @@ void main() {
     barrier();
     for (uint h = WG / 2; h > 0; h >>= 1) { if (t < h) { red[t] += red[t + h]; } barrier(); }
     const float scale = inversesqrt(red[0] / float(n) + uintBitsToFloat(P0));
-    for (uint k = t; k < n; k += WG) { d[d_base + k * pc.d_nb.x] = a[a_base + k * pc.a_nb.x] * scale; }
+    for (uint k = t; k < n; k += WG) {
+#if defined(FUSE_MUL)
+        const uvec4 bi = uvec4(k, r4.y, r4.z, r4.w) % pc.b_ne;
+        d[d_base + k * pc.d_nb.x] = (a[a_base + k * pc.a_nb.x] * scale) * b[B_OFF + strided(bi, pc.b_nb)];
+#else
+        d[d_base + k * pc.d_nb.x] = a[a_base + k * pc.a_nb.x] * scale;
+#endif
+    }
 }

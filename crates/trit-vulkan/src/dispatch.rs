@@ -11,6 +11,8 @@ use crate::error::{Error, Result, VkContext};
 use crate::gpu::{Allocation, Gpu};
 
 pub(crate) const PUSH_BYTES: u32 = 128;
+/// Storage-buffer bindings of the shared layout: A, B, D and an extra read operand.
+pub(crate) const BINDINGS: u32 = 4;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -102,9 +104,12 @@ pub(crate) struct Recorder {
     /// Device-only scratch for per-graph temporaries (rounded activations), bump-allocated.
     scratch: Option<Allocation>,
     scratch_cursor: u64,
-    /// Rounded activations already made in this graph, by source tensor: Q, K and V (and
-    /// gate and up) share one input, which is rounded once.
-    pub rounded: Vec<(*const sys::ggml_tensor, Bound)>,
+    /// Rounded activations already made in this graph, by source tensor and form (f32
+    /// values or packed int8 + scales): Q, K and V (and gate and up) share one input,
+    /// which is rounded once.
+    pub rounded: Vec<(*const sys::ggml_tensor, u8, Bound)>,
+    /// TRIT_VULKAN_PROFILE=1: host and GPU time per kernel, printed when the backend is freed.
+    prof: Option<crate::profile::Profile>,
 }
 
 impl Recorder {
@@ -125,6 +130,11 @@ impl Recorder {
             scratch: None,
             scratch_cursor: 0,
             rounded: Vec::new(),
+            prof: None,
+        })
+        .map(|mut r| {
+            r.prof = crate::profile::Profile::new(&r.gpu);
+            r
         })
     }
 
@@ -154,6 +164,23 @@ impl Recorder {
             lo: start,
             hi: start + len,
         })
+    }
+
+    /// As `bind_bytes` for a kernel that reads the binding in `unit`-byte elements
+    /// (vectors): the descriptor offset is aligned to `unit` as well; `start` must be.
+    pub fn bind_bytes_aligned(&self, alloc: &Allocation, start: u64, len: u64, unit: u64) -> Result<Bound> {
+        let align = self.gpu.min_storage_align.max(unit);
+        let offset = start / align * align;
+        let rem = start - offset;
+        if rem % unit != 0 {
+            return Err(Error::Unsupported {
+                node: String::new(),
+                op: String::new(),
+                why: format!("offset {start} is not a multiple of {unit}"),
+            });
+        }
+        let range = (rem + len.max(1)).next_multiple_of(unit).min(alloc.size - offset);
+        Ok(Bound { buffer: alloc.buffer, offset, range, elem_off: (rem / unit) as u32, lo: start, hi: start + len })
     }
 
     pub fn bind(&self, t: *const sys::ggml_tensor, elsize: u64) -> Result<Bound> {
@@ -205,6 +232,9 @@ impl Recorder {
         self.reads.clear();
         self.writes.clear();
         self.rounded.clear();
+        if let Some(p) = self.prof.as_mut() {
+            p.begin(&self.gpu, self.cmd);
+        }
         Ok(())
     }
 
@@ -227,7 +257,12 @@ impl Recorder {
             );
             d.end_command_buffer(self.cmd).vk("vkEndCommandBuffer")?;
         }
-        self.gpu.submit_and_wait(self.cmd, self.fence)
+        let t0 = std::time::Instant::now();
+        self.gpu.submit_and_wait(self.cmd, self.fence)?;
+        if let Some(p) = self.prof.as_mut() {
+            p.finish(&self.gpu, t0);
+        }
+        Ok(())
     }
 
     /// Abandon a half-recorded command buffer after an error.
@@ -246,7 +281,7 @@ impl Recorder {
             if self.pool_cursor > self.desc_pools.len() {
                 let sizes = [vk::DescriptorPoolSize {
                     ty: vk::DescriptorType::STORAGE_BUFFER,
-                    descriptor_count: 3 * SETS_PER_POOL,
+                    descriptor_count: BINDINGS * SETS_PER_POOL,
                 }];
                 // SAFETY: plain object creation; destroyed in Drop.
                 let p = unsafe {
@@ -287,6 +322,21 @@ impl Recorder {
         a: Bound,
         b: Option<Bound>,
         dst: Bound,
+        push: Push,
+        groups: u64,
+    ) -> Result<()> {
+        self.dispatch_ex(kernel, a, b, dst, None, push, groups)
+    }
+
+    /// As `dispatch`, with a fourth (read) operand at binding 3 (fused epilogues).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_ex(
+        &mut self,
+        kernel: &str,
+        a: Bound,
+        b: Option<Bound>,
+        dst: Bound,
+        extra: Option<Bound>,
         mut push: Push,
         groups: u64,
     ) -> Result<()> {
@@ -295,7 +345,8 @@ impl Recorder {
         }
         let pipeline = self.gpu.pipeline(kernel)?;
         let b = b.unwrap_or(a);
-        if self.hazard(&a, false) || self.hazard(&b, false) || self.hazard(&dst, true) {
+        let e = extra.unwrap_or(a);
+        if self.hazard(&a, false) || self.hazard(&b, false) || self.hazard(&e, false) || self.hazard(&dst, true) {
             let barrier = vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
                 .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
@@ -317,57 +368,56 @@ impl Recorder {
         }
         self.reads.push((a.buffer, a.lo, a.hi));
         self.reads.push((b.buffer, b.lo, b.hi));
+        if extra.is_some() {
+            self.reads.push((e.buffer, e.lo, e.hi));
+        }
         self.writes.push((dst.buffer, dst.lo, dst.hi));
 
-        let set = self.descriptor_set()?;
-        let infos: Vec<[vk::DescriptorBufferInfo; 1]> = [a, b, dst]
-            .iter()
-            .map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }])
-            .collect();
-        let writes: Vec<vk::WriteDescriptorSet> = infos
-            .iter()
-            .enumerate()
-            .map(|(i, info)| {
-                vk::WriteDescriptorSet::default()
-                    .dst_set(set)
-                    .dst_binding(i as u32)
-                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                    .buffer_info(info)
-            })
-            .collect();
+        let infos =
+            [a, b, dst, e].map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }]);
+        let mut writes = [0, 1, 2, 3].map(|i| {
+            vk::WriteDescriptorSet::default()
+                .dst_binding(i as u32)
+                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                .buffer_info(&infos[i])
+        });
         push.m0[2] = a.elem_off;
         push.m0[3] = b.elem_off;
         push.m1[0] = dst.elem_off;
-        let d = &self.gpu.device;
         let max = self.gpu.max_wg_x() as u64;
-        // SAFETY: recording into our command buffer with a pipeline and set of the shared layout.
+        let layout = self.gpu.pipeline_layout;
+        if self.gpu.push_desc.is_none() {
+            let set = self.descriptor_set()?;
+            for w in writes.iter_mut() {
+                w.dst_set = set;
+            }
+            let d = &self.gpu.device;
+            // SAFETY: the set is fresh from our pool and the buffers are live.
+            unsafe {
+                d.update_descriptor_sets(&writes, &[]);
+                d.cmd_bind_descriptor_sets(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &[set], &[]);
+            }
+        }
+        let d = &self.gpu.device;
+        // SAFETY: recording into our command buffer with a pipeline of the shared layout.
         unsafe {
-            d.update_descriptor_sets(&writes, &[]);
             d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
-            d.cmd_bind_descriptor_sets(
-                self.cmd,
-                vk::PipelineBindPoint::COMPUTE,
-                self.gpu.pipeline_layout,
-                0,
-                &[set],
-                &[],
-            );
+            if let Some(pd) = &self.gpu.push_desc {
+                pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &writes);
+            }
             let mut base = 0u64;
             while base < groups {
                 let n = (groups - base).min(max);
                 push.m0[0] = base as u32;
-                d.cmd_push_constants(
-                    self.cmd,
-                    self.gpu.pipeline_layout,
-                    vk::ShaderStageFlags::COMPUTE,
-                    0,
-                    &push.bytes(),
-                );
+                d.cmd_push_constants(self.cmd, layout, vk::ShaderStageFlags::COMPUTE, 0, &push.bytes());
                 d.cmd_dispatch(self.cmd, n as u32, 1, 1);
                 self.dispatches += 1;
                 DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 base += n;
             }
+        }
+        if let Some(p) = self.prof.as_mut() {
+            p.mark(&self.gpu, self.cmd, kernel);
         }
         Ok(())
     }
@@ -378,6 +428,9 @@ impl Drop for Recorder {
         let d = &self.gpu.device;
         if let Some(s) = self.scratch.take() {
             self.gpu.free(&s);
+        }
+        if let Some(p) = self.prof.take() {
+            p.report(&self.gpu, self.dispatches, self.barriers);
         }
         // SAFETY: every submit waited for its fence, so nothing is in flight.
         unsafe {

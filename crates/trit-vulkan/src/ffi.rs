@@ -405,14 +405,25 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     let scratch: u64 =
         (0..n).map(|i| crate::ops::scratch_bytes(unsafe { sys::ggml_graph_node(graph, i) }, align)).sum();
     rec.reserve_scratch(scratch)?;
+    let plan = crate::fuse::Plan::new(graph);
     rec.begin()?;
-    for i in 0..n {
+    let mut i = 0;
+    while i < n {
         // SAFETY: i < n_nodes.
         let node = unsafe { sys::ggml_graph_node(graph, i) };
-        if let Err(e) = crate::ops::encode(rec, node) {
+        let r = match plan.encode(rec, graph, i) {
+            Ok(true) => {
+                i += 1; // the MUL fused into node i
+                Ok(())
+            }
+            Ok(false) => crate::ops::encode(rec, node),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
             rec.abort();
             return Err(e);
         }
+        i += 1;
     }
     rec.finish()
 }

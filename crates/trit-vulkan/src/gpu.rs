@@ -18,6 +18,10 @@ pub(crate) struct Limits {
     pub max_wg_x: AtomicU32,
     pub max_range: AtomicU64,
     pub force_staging: AtomicBool,
+    /// Use the subgroup mat-vec kernels (off: the first, plain kernels; for A/B and tests).
+    pub fast_mv: AtomicBool,
+    /// Use the packed int8 dot-product variants where the device has them.
+    pub int_dot: AtomicBool,
 }
 
 pub(crate) struct Gpu {
@@ -39,6 +43,15 @@ pub(crate) struct Gpu {
     discrete: bool,
     pub hw_max_range: u64,
     pub limits: Limits,
+    /// VK_KHR_push_descriptor: descriptors are pushed into the command buffer per dispatch
+    /// instead of allocated and written.
+    pub push_desc: Option<ash::khr::push_descriptor::Device>,
+    /// Subgroup basic + shuffle operations in compute shaders (the mat-vec kernels).
+    pub subgroups: bool,
+    /// shaderIntegerDotProduct (VK_KHR_shader_integer_dot_product) is enabled.
+    pub has_int_dot: bool,
+    /// Nanoseconds per timestamp tick, when the queue has timestamps (TRIT_VULKAN_PROFILE).
+    pub timestamp_period: Option<f32>,
     has_budget: bool,
     mem_props: vk::PhysicalDeviceMemoryProperties,
     pub set_layout: vk::DescriptorSetLayout,
@@ -142,7 +155,8 @@ impl Gpu {
             let Some(q) = qf.iter().position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE)) else {
                 continue;
             };
-            candidates.push((i, pd, props, q as u32));
+            let ts = qf[q].timestamp_valid_bits > 0 && props.limits.timestamp_compute_and_graphics == vk::TRUE;
+            candidates.push((i, pd, props, q as u32, ts));
         }
         let chosen = match env_u64("TRIT_VULKAN_DEVICE") {
             Some(n) => candidates.iter().find(|c| c.0 as u64 == n).ok_or_else(|| {
@@ -159,7 +173,7 @@ impl Gpu {
                 ))
             })?,
         };
-        let (index, pdev, props, queue_family) = *chosen;
+        let (index, pdev, props, queue_family, has_ts) = *chosen;
         // SAFETY: device_name is a NUL-terminated array filled by the driver.
         let name = unsafe { CStr::from_ptr(props.device_name.as_ptr()) }.to_owned();
 
@@ -173,17 +187,36 @@ impl Gpu {
             })
         };
         let has_budget = has_ext(vk::EXT_MEMORY_BUDGET_NAME);
+        let off = |key: &str| std::env::var(key).is_ok_and(|v| v == "1");
+        let has_push = has_ext(vk::KHR_PUSH_DESCRIPTOR_NAME) && !off("TRIT_VULKAN_NO_PUSH_DESCRIPTORS");
+        let has_int_dot = has_ext(vk::KHR_SHADER_INTEGER_DOT_PRODUCT_NAME) && {
+            let mut dot = vk::PhysicalDeviceShaderIntegerDotProductFeatures::default();
+            let mut f2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut dot);
+            // SAFETY: plain query with a stack chain.
+            unsafe { instance.get_physical_device_features2(pdev, &mut f2) };
+            dot.shader_integer_dot_product == vk::TRUE
+        };
         let mut ext_names: Vec<*const c_char> = Vec::new();
         if has_budget {
             ext_names.push(vk::EXT_MEMORY_BUDGET_NAME.as_ptr());
         }
+        if has_push {
+            ext_names.push(vk::KHR_PUSH_DESCRIPTOR_NAME.as_ptr());
+        }
+        if has_int_dot {
+            ext_names.push(vk::KHR_SHADER_INTEGER_DOT_PRODUCT_NAME.as_ptr());
+        }
         let prio = [1.0f32];
         let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(queue_family).queue_priorities(&prio)];
         let mut f16 = vk::PhysicalDevice16BitStorageFeatures::default().storage_buffer16_bit_access(true);
-        let dci = vk::DeviceCreateInfo::default()
+        let mut dot = vk::PhysicalDeviceShaderIntegerDotProductFeatures::default().shader_integer_dot_product(true);
+        let mut dci = vk::DeviceCreateInfo::default()
             .queue_create_infos(&qci)
             .enabled_extension_names(&ext_names)
             .push_next(&mut f16);
+        if has_int_dot {
+            dci = dci.push_next(&mut dot);
+        }
         // SAFETY: features and extensions were checked above; destroyed in Drop.
         let device = unsafe { instance.create_device(pdev, &dci, None) }.vk("vkCreateDevice")?;
         // SAFETY: queue 0 of a family we created.
@@ -194,6 +227,15 @@ impl Gpu {
         // SAFETY: plain query with a stack chain.
         unsafe { instance.get_physical_device_properties2(pdev, &mut p2) };
         let max_alloc = m3.max_memory_allocation_size;
+        let mut sg = vk::PhysicalDeviceSubgroupProperties::default();
+        let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut sg);
+        // SAFETY: plain query with a stack chain.
+        unsafe { instance.get_physical_device_properties2(pdev, &mut p2) };
+        let subgroups = sg.supported_stages.contains(vk::ShaderStageFlags::COMPUTE)
+            && sg.supported_operations.contains(vk::SubgroupFeatureFlags::BASIC | vk::SubgroupFeatureFlags::SHUFFLE)
+            && sg.subgroup_size.is_power_of_two()
+            && (1..=128).contains(&sg.subgroup_size)
+            && !off("TRIT_VULKAN_NO_SUBGROUPS");
         // SAFETY: plain query.
         let mem_props = unsafe { instance.get_physical_device_memory_properties(pdev) };
 
@@ -208,9 +250,17 @@ impl Gpu {
                 env_u64("TRIT_VULKAN_MAX_RANGE").map_or(hw_max_range, |v| v.clamp(1024, hw_max_range)),
             ),
             force_staging: AtomicBool::new(std::env::var("TRIT_VULKAN_STAGING").is_ok_and(|v| v == "1")),
+            fast_mv: AtomicBool::new(!off("TRIT_VULKAN_PLAIN_KERNELS")),
+            int_dot: AtomicBool::new(!off("TRIT_VULKAN_NO_INT_DOT")),
         };
 
-        let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device)?;
+        // Variants a device cannot run are not built into pipelines: `_dot` needs the
+        // integer dot product, `mv_` (and quant_q8, only used with them) subgroups.
+        let usable = |name: &str| {
+            (has_int_dot || !name.ends_with("_dot")) && (subgroups || !(name.starts_with("mv_") || name == "quant_q8"))
+        };
+        let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, &usable)?;
+        let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));
         let xfer = Transfer::new(&device, queue_family, &mem_props)?;
 
         let uuid: String = {
@@ -228,7 +278,15 @@ impl Gpu {
             type_name(props.device_type)
         ))
         .unwrap_or_default();
-        tracing::info!(device = index, name = %name.to_string_lossy(), "trit-vulkan: using device");
+        tracing::info!(
+            device = index,
+            name = %name.to_string_lossy(),
+            push_descriptors = has_push,
+            subgroup_size = sg.subgroup_size,
+            subgroups,
+            int_dot = has_int_dot,
+            "trit-vulkan: using device"
+        );
         Ok(Gpu {
             _entry: entry,
             instance,
@@ -246,6 +304,10 @@ impl Gpu {
             discrete: props.device_type == vk::PhysicalDeviceType::DISCRETE_GPU,
             hw_max_range,
             limits,
+            push_desc,
+            subgroups,
+            has_int_dot,
+            timestamp_period: has_ts.then_some(lim.timestamp_period),
             has_budget,
             mem_props,
             set_layout,
@@ -257,6 +319,11 @@ impl Gpu {
 
     pub fn pipeline(&self, name: &str) -> Result<vk::Pipeline> {
         self.pipelines.get(name).copied().ok_or_else(|| Error::MissingKernel(name.to_string()))
+    }
+
+    /// Whether a pipeline of this name exists on this device.
+    pub fn has_pipeline(&self, name: &str) -> bool {
+        self.pipelines.contains_key(name)
     }
 
     pub fn max_wg_x(&self) -> u32 {
@@ -580,13 +647,15 @@ impl Allocation {
     }
 }
 
-/// One descriptor-set layout (three storage buffers), one pipeline layout (128 bytes of push
+/// One descriptor-set layout (four storage buffers), one pipeline layout (128 bytes of push
 /// constants) and a compute pipeline per compiled kernel variant.
 #[allow(clippy::type_complexity)]
 fn create_pipelines(
     device: &ash::Device,
+    push_descriptors: bool,
+    usable: &dyn Fn(&str) -> bool,
 ) -> Result<(vk::DescriptorSetLayout, vk::PipelineLayout, HashMap<&'static str, vk::Pipeline>)> {
-    let bindings: Vec<_> = (0..3)
+    let bindings: Vec<_> = (0..crate::dispatch::BINDINGS)
         .map(|i| {
             vk::DescriptorSetLayoutBinding::default()
                 .binding(i)
@@ -596,8 +665,16 @@ fn create_pipelines(
         })
         .collect();
     // SAFETY: plain object creation; destroyed in Gpu::drop.
+    let flags = if push_descriptors {
+        vk::DescriptorSetLayoutCreateFlags::PUSH_DESCRIPTOR_KHR
+    } else {
+        vk::DescriptorSetLayoutCreateFlags::empty()
+    };
     let set_layout = unsafe {
-        device.create_descriptor_set_layout(&vk::DescriptorSetLayoutCreateInfo::default().bindings(&bindings), None)
+        device.create_descriptor_set_layout(
+            &vk::DescriptorSetLayoutCreateInfo::default().flags(flags).bindings(&bindings),
+            None,
+        )
     }
     .vk("vkCreateDescriptorSetLayout")?;
     let ranges = [vk::PushConstantRange {
@@ -615,7 +692,7 @@ fn create_pipelines(
     }
     .vk("vkCreatePipelineLayout")?;
     let mut pipelines = HashMap::new();
-    for (name, spv) in crate::kernels::SPIRV {
+    for (name, spv) in crate::kernels::SPIRV.iter().filter(|(n, _)| usable(n)) {
         let words: Vec<u32> = spv.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         // SAFETY: SPIR-V produced by glslc at build time.
         let module = unsafe { device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None) }

@@ -16,11 +16,14 @@
 mod dispatch;
 mod error;
 mod ffi;
+mod fuse;
 mod gpu;
 mod kernels {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
+mod matvec;
 mod ops;
+mod profile;
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -102,6 +105,21 @@ pub fn set_force_staging(on: bool) {
     if let Some(g) = ffi::gpu() {
         g.limits.force_staging.store(on, Ordering::Relaxed);
     }
+}
+
+/// Use the subgroup mat-vec kernels for products of up to 8 columns (default; off: the
+/// plain kernels, as with `TRIT_VULKAN_PLAIN_KERNELS=1`) and, within them, the packed int8
+/// dot product where the device has it (`TRIT_VULKAN_NO_INT_DOT=1` turns it off).
+pub fn set_mat_vec_kernels(fast: bool, int_dot: bool) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.fast_mv.store(fast, Ordering::Relaxed);
+        g.limits.int_dot.store(int_dot, Ordering::Relaxed);
+    }
+}
+
+/// Which mat-vec features the device offers: (subgroup kernels, int8 dot product).
+pub fn mat_vec_features() -> (bool, bool) {
+    ffi::gpu().map_or((false, false), |g| (g.subgroups, g.has_int_dot))
 }
 
 /// Every compiled kernel variant as (name, SPIR-V bytes), e.g. for translation checks.

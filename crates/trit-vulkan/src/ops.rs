@@ -7,12 +7,12 @@ use crate::dispatch::{locate, span, Push, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
-const F32: sys::ggml_type = sys::GGML_TYPE_F32;
-const F16: sys::ggml_type = sys::GGML_TYPE_F16;
+pub(crate) const F32: sys::ggml_type = sys::GGML_TYPE_F32;
+pub(crate) const F16: sys::ggml_type = sys::GGML_TYPE_F16;
 const I32: sys::ggml_type = sys::GGML_TYPE_I32;
 const I64: sys::ggml_type = sys::GGML_TYPE_I64;
-const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
-const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
+pub(crate) const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
+pub(crate) const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
 
 /// Ops that only reinterpret memory: nothing to record.
 pub(crate) fn is_noop(op: sys::ggml_op) -> bool {
@@ -33,30 +33,30 @@ fn elsize(t: sys::ggml_type) -> Option<u64> {
 
 // Accessors for live graph tensors: `supports_op` and `graph_compute` only ever hand us
 // tensors of a live ggml graph, and the ggml helpers called here only read them.
-fn ty(t: *const sys::ggml_tensor) -> sys::ggml_type {
+pub(crate) fn ty(t: *const sys::ggml_tensor) -> sys::ggml_type {
     // SAFETY: t is a live tensor (see above).
     unsafe { (*t).type_ }
 }
-fn ne(t: *const sys::ggml_tensor) -> [i64; 4] {
+pub(crate) fn ne(t: *const sys::ggml_tensor) -> [i64; 4] {
     // SAFETY: t is a live tensor.
     unsafe { (*t).ne }
 }
-fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
+pub(crate) fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
     // SAFETY: t is a live tensor.
     unsafe { (*t).nb }
 }
-fn src(t: *const sys::ggml_tensor, i: usize) -> *const sys::ggml_tensor {
+pub(crate) fn src(t: *const sys::ggml_tensor, i: usize) -> *const sys::ggml_tensor {
     // SAFETY: t is a live tensor; i < 10 at every call site.
     unsafe { (*t).src[i] }
 }
-fn param_u32(t: *const sys::ggml_tensor, i: usize) -> u32 {
+pub(crate) fn param_u32(t: *const sys::ggml_tensor, i: usize) -> u32 {
     // SAFETY: t is a live tensor; i < 16 at every call site.
     unsafe { (*t).op_params[i] as u32 }
 }
 fn param_f32(t: *const sys::ggml_tensor, i: usize) -> f32 {
     f32::from_bits(param_u32(t, i))
 }
-fn op_of(t: *const sys::ggml_tensor) -> sys::ggml_op {
+pub(crate) fn op_of(t: *const sys::ggml_tensor) -> sys::ggml_op {
     // SAFETY: t is a live tensor.
     unsafe { (*t).op }
 }
@@ -84,12 +84,12 @@ fn glu_op(t: *const sys::ggml_tensor) -> sys::ggml_glu_op {
     // SAFETY: t is a live GLU node.
     unsafe { sys::ggml_get_glu_op(t) }
 }
-fn nelements(t: *const sys::ggml_tensor) -> u64 {
+pub(crate) fn nelements(t: *const sys::ggml_tensor) -> u64 {
     ne(t).iter().map(|&n| n.max(0) as u64).product()
 }
 
 /// (ne, nb in units of `el` bytes) as the kernels take them.
-fn shape(t: *const sys::ggml_tensor, el: u64) -> ([u32; 4], [u32; 4]) {
+pub(crate) fn shape(t: *const sys::ggml_tensor, el: u64) -> ([u32; 4], [u32; 4]) {
     let (n, b) = (ne(t), nb(t));
     (n.map(|x| x as u32), b.map(|x| (x as u64 / el) as u32))
 }
@@ -101,7 +101,7 @@ fn fits_u32(t: *const sys::ggml_tensor) -> bool {
 }
 
 /// Operand fits in one descriptor range (with room for the offset alignment slack).
-fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
+pub(crate) fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
     span(t) + gpu.min_storage_align + 4 <= gpu.max_range()
 }
 
@@ -261,6 +261,9 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
     let mut p = Push::default();
     match kind {
         sys::GGML_OP_MUL_MAT => {
+            if crate::matvec::encode(rec, op)? {
+                return Ok(());
+            }
             let t0 = ty(s0);
             let (name, a_el) = match t0 {
                 F32 => ("f32", 4),
@@ -286,8 +289,8 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                 // results match it; the product then reads them contiguous from scratch.
                 // A tensor's data cannot change between its uses inside one graph (ggml-alloc
                 // only reuses memory after the last use), so its rounding is reused.
-                let q = match rec.rounded.iter().find(|(t, _)| *t == s1) {
-                    Some(&(_, q)) => q,
+                let q = match rec.rounded.iter().find(|(t, form, _)| *t == s1 && *form == 0) {
+                    Some(&(_, _, q)) => q,
                     None => {
                         let src_b = rec.bind(s1, 4)?;
                         let q = rec.scratch(nelements(s1) * 4)?;
@@ -296,7 +299,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                         let blocks = nelements(s1) / 256;
                         pq.m0[1] = blocks as u32;
                         rec.dispatch("quant_q8k", src_b, None, q, pq, blocks)?;
-                        rec.rounded.push((s1, q));
+                        rec.rounded.push((s1, 0, q));
                         q
                     }
                 };

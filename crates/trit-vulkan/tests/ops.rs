@@ -42,6 +42,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     let dev = vulkan_device()?;
     trit_vulkan::set_limits(None, None);
     trit_vulkan::set_force_staging(false);
+    trit_vulkan::set_mat_vec_kernels(true, true);
     Some((g, Backends::new(dev)))
 }
 
@@ -96,6 +97,58 @@ fn mul_mat_float() {
         mul_mat_case(&b, wt, 32, 7, 3, [2, 3], [1, 2]);
         mul_mat_case(&b, wt, 40, 9, 20, [2, 3], [2, 1]);
     }
+}
+
+/// The decode-shaped products (up to 8 columns) through each mat-vec path the device has:
+/// subgroup kernels with and without the int8 dot product, and the plain kernels. Row counts
+/// that leave a workgroup part empty, K that is not a multiple of the lanes' stride, odd
+/// column counts, broadcast batches, and f16 shapes that must fall back (K % 8 != 0).
+#[test]
+fn mul_mat_vec_paths() {
+    let Some((_g, b)) = setup() else { return };
+    let (subgroups, dot) = trit_vulkan::mat_vec_features();
+    println!("device: subgroup mat-vec kernels {subgroups}, int8 dot product {dot}");
+    for (fast, int_dot) in [(true, true), (true, false), (false, false)] {
+        trit_vulkan::set_mat_vec_kernels(fast, int_dot);
+        println!("-- subgroup kernels {fast}, int dot {int_dot}");
+        for wt in [TQ2, TQ1] {
+            for &(k, rows, cols) in
+                &[(256, 1, 1), (256, 5, 1), (768, 130, 1), (2560, 67, 1), (512, 9, 2), (1024, 33, 7), (256, 4, 8)]
+            {
+                mul_mat_case(&b, wt, k, rows, cols, [1, 1], [1, 1]);
+            }
+            mul_mat_case(&b, wt, 512, 11, 3, [2, 3], [1, 2]);
+        }
+        for &(k, rows, cols) in &[(8, 1, 1), (64, 5, 1), (2560, 67, 1), (136, 9, 8), (100, 7, 1), (72, 13, 3)] {
+            mul_mat_case(&b, F16, k, rows, cols, [1, 1], [1, 1]);
+        }
+        mul_mat_case(&b, F16, 64, 10, 1, [2, 1], [2, 1]);
+        mul_mat_case(&b, F16, 32, 7, 3, [2, 3], [1, 2]);
+        // Decode attention: KQ over a permuted f16 cache, KQV over the transposed V view.
+        let (hd, n_kv, n_head_kv, n_head) = (64, 48, 2, 4);
+        check(
+            &b,
+            "mul_mat kq decode (permuted f16 K, 1 token)",
+            &|ctx, ins| unsafe {
+                let k = input(ctx, ins, F16, &[hd, n_head_kv, n_kv], Fill::Uniform);
+                let q = input(ctx, ins, F32, &[hd, n_head, 1], Fill::Uniform);
+                sys::ggml_mul_mat(ctx, sys::ggml_permute(ctx, k, 0, 2, 1, 3), sys::ggml_permute(ctx, q, 0, 2, 1, 3))
+            },
+            NMSE_MM,
+        );
+        check(
+            &b,
+            "mul_mat kqv decode (f16 V-transposed view, 1 token)",
+            &|ctx, ins| unsafe {
+                let v = input(ctx, ins, F16, &[64, hd, n_head_kv], Fill::Uniform);
+                let vv = sys::ggml_view_3d(ctx, v, n_kv, hd, n_head_kv, (*v).nb[1], (*v).nb[2], 0);
+                let p = input(ctx, ins, F32, &[n_kv, 1, n_head], Fill::Uniform);
+                sys::ggml_mul_mat(ctx, vv, p)
+            },
+            NMSE_MM,
+        );
+    }
+    trit_vulkan::set_mat_vec_kernels(true, true);
 }
 
 #[test]
@@ -590,4 +643,47 @@ fn ternary_chain() {
             1e-6,
         );
     }
+}
+
+/// BitNet's `build_norm` and `build_lora_mm` pairs run fused: RMS_NORM then MUL by the norm
+/// weight, and a decode-shaped ternary/f16 product then MUL by a one-element scale. Results
+/// stay as exact as unfused; the dispatch count shows the fusion happened.
+#[test]
+fn fused_norm_and_scaled_products() {
+    let Some((_g, b)) = setup() else { return };
+    let (subgroups, _) = trit_vulkan::mat_vec_features();
+    for (wt, k, rows, cols) in [(TQ2, 512i64, 37i64, 1i64), (TQ1, 768, 20, 3), (F16, 256, 9, 1)] {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("rms_norm*w > mul_mat {} * scale, cols={cols}", tn(wt)),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+                let w = input(ctx, ins, F32, &[k], Fill::Uniform);
+                let a = input(ctx, ins, wt, &[k, rows], Fill::Uniform);
+                let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+                let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-6), w);
+                sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, h), s)
+            },
+            if wt == F16 { NMSE_MM } else { NMSE_TQ },
+        );
+        // Fused: norm*w, (quantize,) product*scale; unfused it would be 2 more.
+        let want = if wt == F16 { 2 } else { 3 };
+        if subgroups {
+            assert_eq!(trit_vulkan::dispatch_count() - before, want, "{}", tn(wt));
+        }
+    }
+    // A product with a second user is not fused (its unscaled value is needed too).
+    check(
+        &b,
+        "mul_mat tq2 * scale + mul_mat (two users)",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[256, 1], Fill::Uniform);
+            let a = input(ctx, ins, TQ2, &[256, 8], Fill::Uniform);
+            let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+            let m = sys::ggml_mul_mat(ctx, a, x);
+            sys::ggml_add(ctx, sys::ggml_mul(ctx, m, s), m)
+        },
+        NMSE_TQ,
+    );
 }

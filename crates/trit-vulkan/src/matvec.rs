@@ -1,0 +1,118 @@
+//! The decode-shaped MUL_MAT paths (up to 8 activation columns): ternary weights times int8
+//! activations (`mul_mv_tq.comp`, after `quant_q8.comp`) and contiguous f16 weights
+//! (`mul_mv_f16.comp`, the LM head and attention). Both use subgroup shuffles, several rows
+//! per workgroup and wide loads; `encode` falls back to the plain kernels in `ops.rs` when
+//! the device lacks subgroups or the operands are not laid out for them.
+
+use std::sync::atomic::Ordering;
+
+use trit_sys as sys;
+
+use crate::dispatch::{locate, Push, Recorder};
+use crate::error::Result;
+use crate::ops::{fits_range, nb, ne, nelements, shape, ty, F16, TQ1, TQ2};
+
+/// Rows of A per workgroup (WG / LANES in the kernels).
+const ROWS_PER_WG: u64 = 4;
+/// Form of the rounded activations in `Recorder::rounded`: packed int8 + block scales.
+pub(crate) const ROUNDED_Q8: u8 = 1;
+
+/// Record `op` (a MUL_MAT) with a mat-vec kernel if one applies; Ok(false) if not.
+pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<bool> {
+    encode_scaled(rec, op, None)
+}
+
+/// As `encode`; with `scaled` = (mul, s) the product is multiplied by the one-element tensor
+/// `s` and stored as `mul` (the MUL node that consumed it). Nothing is recorded when the
+/// mat-vec path does not apply (Ok(false)).
+pub(crate) fn encode_scaled(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    scaled: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+) -> Result<bool> {
+    let gpu = rec.gpu().clone();
+    if !gpu.subgroups || !gpu.limits.fast_mv.load(Ordering::Relaxed) {
+        return Ok(false);
+    }
+    let (s0, s1) = (crate::ops::src(op, 0), crate::ops::src(op, 1));
+    let cols = ne(s1)[1] as u64;
+    if cols > 8 || !fits_range(&gpu, s0) {
+        return Ok(false);
+    }
+    let nc = if cols == 1 { 1 } else { 8 };
+    let dot = if gpu.has_int_dot && gpu.limits.int_dot.load(Ordering::Relaxed) { "_dot" } else { "" };
+    let kernel = match ty(s0) {
+        TQ2 => format!("mv_tq2_{nc}{dot}"),
+        TQ1 => format!("mv_tq1_{nc}{dot}"),
+        F16 if f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
+        _ => return Ok(false),
+    };
+    if !gpu.has_pipeline(&kernel) {
+        return Ok(false);
+    }
+    let [_, rows, _, _] = ne(s0);
+    let [_, _, b2, b3] = ne(s1);
+    let groups = (rows as u64).div_ceil(ROWS_PER_WG) * cols.div_ceil(nc) * b2 as u64 * b3 as u64;
+    let mut p = Push::default();
+    let out = scaled.map_or(op, |(mul, _)| mul);
+    (_, p.d_nb) = shape(out, 4);
+    let extra = match scaled {
+        Some((_, s)) => {
+            let sb = rec.bind(s, 4)?;
+            p.d_ne = [1, sb.elem_off, 0, 0];
+            Some(sb)
+        }
+        None => None,
+    };
+    p.m0[1] = groups as u32;
+    if ty(s0) == F16 {
+        // 16-byte units: the kernel reads A as uvec4 (8 halves) and B as vec4.
+        let (a_alloc, a_off) = locate(s0)?;
+        let (b_alloc, b_off) = locate(s1)?;
+        let a = rec.bind_bytes_aligned(a_alloc, a_off, crate::dispatch::span(s0), 16)?;
+        let b = rec.bind_bytes_aligned(b_alloc, b_off, crate::dispatch::span(s1), 16)?;
+        (p.a_ne, p.a_nb) = shape(s0, 16);
+        (p.b_ne, p.b_nb) = shape(s1, 16);
+        let d = rec.bind(out, 4)?;
+        rec.dispatch_ex(&kernel, a, Some(b), d, extra, p, groups)?;
+        return Ok(true);
+    }
+    // Ternary: quantize the activations once per graph and source tensor.
+    let nel = nelements(s1);
+    let q = match rec.rounded.iter().find(|(t, form, _)| *t == s1 && *form == ROUNDED_Q8) {
+        Some(&(_, _, q)) => q,
+        None => {
+            let src_b = rec.bind(s1, 4)?;
+            let q = rec.scratch(nel + nel / 256 * 4)?;
+            let mut pq = Push::default();
+            (pq.a_ne, pq.a_nb) = shape(s1, 4);
+            let blocks = nel / 256;
+            pq.m0[1] = blocks as u32;
+            pq.m1[1] = (nel / 4) as u32;
+            rec.dispatch("quant_q8", src_b, None, q, pq, blocks)?;
+            rec.rounded.push((s1, ROUNDED_Q8, q));
+            q
+        }
+    };
+    (p.a_ne, p.a_nb) = shape(s0, 1);
+    p.b_ne = ne(s1).map(|x| x as u32);
+    p.m1[1] = (nel / 4) as u32;
+    let a = rec.bind(s0, 1)?;
+    let d = rec.bind(out, 4)?;
+    rec.dispatch_ex(&kernel, a, Some(q), d, extra, p, groups)?;
+    Ok(true)
+}
+
+/// f16 rows the f16 mat-vec can read 8 halves at a time, and f32 activations 4 at a time.
+fn f16_layout_ok(s0: *const sys::ggml_tensor, s1: *const sys::ggml_tensor) -> bool {
+    let (a, b) = (nb(s0), nb(s1));
+    let off16 = |t| locate(t).is_ok_and(|(_, off)| off % 16 == 0);
+    ne(s0)[0] % 8 == 0
+        && a[0] == 2
+        && a[1..].iter().all(|&x| x % 16 == 0)
+        && b[0] == 4
+        && b[1..].iter().all(|&x| x % 16 == 0)
+        && ty(s1) == crate::ops::F32
+        && off16(s0)
+        && off16(s1)
+}
