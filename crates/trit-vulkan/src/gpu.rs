@@ -255,10 +255,8 @@ impl Gpu {
         };
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the
-        // integer dot product, `mv_` (and quant_q8, only used with them) subgroups.
-        let usable = |name: &str| {
-            (has_int_dot || !name.ends_with("_dot")) && (subgroups || !(name.starts_with("mv_") || name == "quant_q8"))
-        };
+        // integer dot product, `mv_` subgroups.
+        let usable = |name: &str| (has_int_dot || !name.ends_with("_dot")) && (subgroups || !name.starts_with("mv_"));
         let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, &usable)?;
         let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));
         let xfer = Transfer::new(&device, queue_family, &mem_props)?;

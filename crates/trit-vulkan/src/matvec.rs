@@ -1,8 +1,9 @@
-//! The decode-shaped MUL_MAT paths (up to 8 activation columns): ternary weights times int8
+//! The fast MUL_MAT paths. Up to 8 activation columns (decode): ternary weights times int8
 //! activations (`mul_mv_tq.comp`, after `quant_q8.comp`) and contiguous f16 weights
-//! (`mul_mv_f16.comp`, the LM head and attention). Both use subgroup shuffles, several rows
-//! per workgroup and wide loads; `encode` falls back to the plain kernels in `ops.rs` when
-//! the device lacks subgroups or the operands are not laid out for them.
+//! (`mul_mv_f16.comp`, the LM head and attention), with subgroup shuffles, several rows per
+//! workgroup and wide loads. More columns (prompts), ternary weights: integer tiles
+//! (`mul_mmq_tq.comp`). `encode` falls back to the plain kernels in `ops.rs` when the
+//! device lacks subgroups (mat-vec) or the operands are not laid out for these kernels.
 
 use std::sync::atomic::Ordering;
 
@@ -14,6 +15,8 @@ use crate::ops::{fits_range, nb, ne, nelements, shape, ty, F16, TQ1, TQ2};
 
 /// Rows of A per workgroup (WG / LANES in the kernels).
 const ROWS_PER_WG: u64 = 4;
+/// Rows and columns of the output tile of `mul_mmq_tq.comp`.
+const MMQ_TILE: u64 = 64;
 /// Form of the rounded activations in `Recorder::rounded`: packed int8 + block scales.
 pub(crate) const ROUNDED_Q8: u8 = 1;
 
@@ -31,20 +34,23 @@ pub(crate) fn encode_scaled(
     scaled: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
 ) -> Result<bool> {
     let gpu = rec.gpu().clone();
-    if !gpu.subgroups || !gpu.limits.fast_mv.load(Ordering::Relaxed) {
+    if !gpu.limits.fast_mv.load(Ordering::Relaxed) {
         return Ok(false);
     }
     let (s0, s1) = (crate::ops::src(op, 0), crate::ops::src(op, 1));
     let cols = ne(s1)[1] as u64;
-    if cols > 8 || !fits_range(&gpu, s0) {
+    if !fits_range(&gpu, s0) {
         return Ok(false);
     }
     let nc = if cols == 1 { 1 } else { 8 };
     let dot = if gpu.has_int_dot && gpu.limits.int_dot.load(Ordering::Relaxed) { "_dot" } else { "" };
-    let kernel = match ty(s0) {
-        TQ2 => format!("mv_tq2_{nc}{dot}"),
-        TQ1 => format!("mv_tq1_{nc}{dot}"),
-        F16 if f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
+    let wide = cols > 8;
+    let kernel = match (ty(s0), wide) {
+        (TQ2, false) => format!("mv_tq2_{nc}{dot}"),
+        (TQ1, false) => format!("mv_tq1_{nc}{dot}"),
+        (F16, false) if f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
+        (TQ2, true) => format!("mmq_tq2{dot}"),
+        (TQ1, true) => format!("mmq_tq1{dot}"),
         _ => return Ok(false),
     };
     if !gpu.has_pipeline(&kernel) {
@@ -52,7 +58,12 @@ pub(crate) fn encode_scaled(
     }
     let [_, rows, _, _] = ne(s0);
     let [_, _, b2, b3] = ne(s1);
-    let groups = (rows as u64).div_ceil(ROWS_PER_WG) * cols.div_ceil(nc) * b2 as u64 * b3 as u64;
+    let batches = b2 as u64 * b3 as u64;
+    let groups = if wide {
+        (rows as u64).div_ceil(MMQ_TILE) * cols.div_ceil(MMQ_TILE) * batches
+    } else {
+        (rows as u64).div_ceil(ROWS_PER_WG) * cols.div_ceil(nc) * batches
+    };
     let mut p = Push::default();
     let out = scaled.map_or(op, |(mul, _)| mul);
     (_, p.d_nb) = shape(out, 4);

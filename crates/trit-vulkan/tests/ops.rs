@@ -100,7 +100,8 @@ fn mul_mat_float() {
 }
 
 /// The decode-shaped products (up to 8 columns) through each mat-vec path the device has:
-/// subgroup kernels with and without the int8 dot product, and the plain kernels. Row counts
+/// subgroup kernels with and without the int8 dot product, and the plain kernels (and the
+/// prompt-shaped ternary products through the integer tile kernel, or the plain one). Row counts
 /// that leave a workgroup part empty, K that is not a multiple of the lanes' stride, odd
 /// column counts, broadcast batches, and f16 shapes that must fall back (K % 8 != 0).
 #[test]
@@ -118,6 +119,10 @@ fn mul_mat_vec_paths() {
                 mul_mat_case(&b, wt, k, rows, cols, [1, 1], [1, 1]);
             }
             mul_mat_case(&b, wt, 512, 11, 3, [2, 3], [1, 2]);
+            // Prompt-shaped: the integer tile kernel, partial tiles in both directions.
+            mul_mat_case(&b, wt, 512, 70, 33, [1, 1], [1, 1]);
+            mul_mat_case(&b, wt, 768, 130, 65, [1, 1], [1, 1]);
+            mul_mat_case(&b, wt, 256, 20, 17, [2, 3], [1, 2]);
         }
         for &(k, rows, cols) in &[(8, 1, 1), (64, 5, 1), (2560, 67, 1), (136, 9, 8), (100, 7, 1), (72, 13, 3)] {
             mul_mat_case(&b, F16, k, rows, cols, [1, 1], [1, 1]);
