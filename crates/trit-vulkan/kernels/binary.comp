@@ -1,5 +1,6 @@
 #version 450
 // dst = A op B, B broadcast over A by repetition (ggml_can_repeat). f32 only.
+// OP_RELU_SQR_MUL: dst = relu(A)^2 * B (BitNet's ReLU^2 gate: RELU, SQR, MUL fused).
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
@@ -16,5 +17,8 @@ void main() {
     d[D_OFF + strided(idx, pc.d_nb)] = x + y;
 #elif defined(OP_MUL)
     d[D_OFF + strided(idx, pc.d_nb)] = x * y;
+#elif defined(OP_RELU_SQR_MUL)
+    const float r = x > 0.0 ? x : 0.0;
+    d[D_OFF + strided(idx, pc.d_nb)] = (r * r) * y;
 #endif
 }

@@ -13,6 +13,7 @@
 #define WG 128
 #define LANES 32
 #define ROWS (WG / LANES)
+#define U 4
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufA { uvec4 a[]; };
@@ -53,14 +54,22 @@ void main() {
     float acc[NCOLS];
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { acc[j] = 0.0; }
     if (live) {
-        for (uint i = lane; i < K8; i += LANES) {
-            const uvec4 q = a[a_row + i];
-            const vec4 w0 = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
-            const vec4 w1 = vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
-            [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-                if (c0 + c < pc.b_ne.y) {
-                    const uint bb = b_base + (c0 + c) * pc.b_nb.y + 2 * i;
-                    acc[c] += dot(w0, round_f16(b[bb])) + dot(w1, round_f16(b[bb + 1]));
+        // U loads of 16 bytes in flight per lane before any is used.
+        for (uint i0 = lane; i0 < K8; i0 += LANES * U) {
+            uvec4 qs[U];
+            [[unroll]] for (uint u = 0; u < U; ++u) { qs[u] = a[a_row + min(i0 + u * LANES, K8 - 1)]; }
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint i = i0 + u * LANES;
+                if (i < K8) {
+                    const uvec4 q = qs[u];
+                    const vec4 w0 = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
+                    const vec4 w1 = vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
+                    [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
+                        if (c0 + c < pc.b_ne.y) {
+                            const uint bb = b_base + (c0 + c) * pc.b_nb.y + 2 * i;
+                            acc[c] += dot(w0, round_f16(b[bb])) + dot(w1, round_f16(b[bb + 1]));
+                        }
+                    }
                 }
             }
         }

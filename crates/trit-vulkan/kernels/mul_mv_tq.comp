@@ -31,6 +31,7 @@ int dot4(uint a, uint b) {
 #define WG 128
 #define LANES 32
 #define ROWS (WG / LANES)
+#define U 4
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
@@ -73,6 +74,45 @@ uint trits(uint w, uint pw) {
 }
 #endif
 
+// Add the products of code word j of block blk (weights `cw`, scale `dw`) to acc.
+void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uint fc0, uint c0, uint kw, uint nblocks) {
+#if defined(A_TQ2)
+    // Byte q of the block holds weights (q/32)*128 + l*32 + q%32, l = 0..3.
+    const uint e_word = (j / 8u) * 32u + (j % 8u); // q word of weight e0 within the block
+    uint s[4];
+    [[unroll]] for (uint l = 0; l < 4; ++l) { s[l] = to_signed((cw >> (2u * l)) & 0x03030303u); }
+    [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
+        if (c0 + c < pc.b_ne.y) {
+            const uint qb = B_OFF + (fc0 + c) * kw + blk * 64u + e_word;
+            int isum = 0;
+            [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(s[l], b[qb + l * 8u]); }
+            const float dx = uintBitsToFloat(b[B_OFF + P0 + (fc0 + c) * nblocks + blk]);
+            acc[c] += float(isum) * (dw * dx);
+        }
+    }
+#else
+    // Words 0..7: 5 trits per byte, weights 4j + 32n; 8..11: 160 + 4(j-8) + 16n;
+    // word 12: 4 trits per byte, weights 240 + 4n.
+    uint e_word, step, nt;
+    if (j < 8u) { e_word = j; step = 8u; nt = 5u; }
+    else if (j < 12u) { e_word = 40u + (j - 8u); step = 4u; nt = 5u; }
+    else { e_word = 60u; step = 1u; nt = 4u; }
+    uint s[5];
+    uint pw = 1u;
+    [[unroll]] for (uint n = 0; n < 5; ++n) { s[n] = to_signed(trits(cw, pw)); pw *= 3u; }
+    [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
+        if (c0 + c < pc.b_ne.y) {
+            const uint qb = B_OFF + (fc0 + c) * kw + blk * 64u + e_word;
+            int isum = 0;
+            [[unroll]] for (uint n = 0; n < 4; ++n) { isum += dot4(s[n], b[qb + n * step]); }
+            if (nt == 5u) { isum += dot4(s[4], b[qb + 4u * step]); }
+            const float dx = uintBitsToFloat(b[B_OFF + P0 + (fc0 + c) * nblocks + blk]);
+            acc[c] += float(isum) * (dw * dx);
+        }
+    }
+#endif
+}
+
 void main() {
     const uint S = gl_SubgroupSize;
     // Flat invocation index by subgroup, so a row's lanes are adjacent lanes of a subgroup.
@@ -104,47 +144,21 @@ void main() {
 
     if (live) {
         const uint items = nblocks * WORDS;
-        for (uint it = lane; it < items; it += LANES) {
-            const uint blk = it / WORDS;
-            const uint j = it % WORDS;
-            const uint base = a_row + blk * BLOCK_BYTES;
-            const uint cw = load32(base + 4u * j);
-            const float dw = half_at(base + SCALE_AT);
-#if defined(A_TQ2)
-            // Byte q of the block holds weights (q/32)*128 + l*32 + q%32, l = 0..3.
-            const uint e_word = (j / 8u) * 32u + (j % 8u); // q word of weight e0 within the block
-            uint s[4];
-            [[unroll]] for (uint l = 0; l < 4; ++l) { s[l] = to_signed((cw >> (2u * l)) & 0x03030303u); }
-            [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-                if (c0 + c < pc.b_ne.y) {
-                    const uint qb = B_OFF + (fc0 + c) * kw + blk * 64u + e_word;
-                    int isum = 0;
-                    [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(s[l], b[qb + l * 8u]); }
-                    const float dx = uintBitsToFloat(b[B_OFF + P0 + (fc0 + c) * nblocks + blk]);
-                    acc[c] += float(isum) * (dw * dx);
-                }
+        // U items per lane per step, their weight words loaded before any is used, so each
+        // lane has U loads from memory in flight.
+        for (uint it0 = lane; it0 < items; it0 += LANES * U) {
+            uint cws[U];
+            float dws[U];
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = min(it0 + u * LANES, items - 1);
+                const uint base = a_row + (it / WORDS) * BLOCK_BYTES;
+                cws[u] = load32(base + 4u * (it % WORDS));
+                dws[u] = half_at(base + SCALE_AT);
             }
-#else
-            // Words 0..7: 5 trits per byte, weights 4j + 32n; 8..11: 160 + 4(j-8) + 16n;
-            // word 12: 4 trits per byte, weights 240 + 4n.
-            uint e_word, step, nt;
-            if (j < 8u) { e_word = j; step = 8u; nt = 5u; }
-            else if (j < 12u) { e_word = 40u + (j - 8u); step = 4u; nt = 5u; }
-            else { e_word = 60u; step = 1u; nt = 4u; }
-            uint s[5];
-            uint pw = 1u;
-            [[unroll]] for (uint n = 0; n < 5; ++n) { s[n] = to_signed(trits(cw, pw)); pw *= 3u; }
-            [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-                if (c0 + c < pc.b_ne.y) {
-                    const uint qb = B_OFF + (fc0 + c) * kw + blk * 64u + e_word;
-                    int isum = 0;
-                    [[unroll]] for (uint n = 0; n < 4; ++n) { isum += dot4(s[n], b[qb + n * step]); }
-                    if (nt == 5u) { isum += dot4(s[4], b[qb + 4u * step]); }
-                    const float dx = uintBitsToFloat(b[B_OFF + P0 + (fc0 + c) * nblocks + blk]);
-                    acc[c] += float(isum) * (dw * dx);
-                }
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = it0 + u * LANES;
+                if (it < items) { accumulate(acc, cws[u], dws[u], it / WORDS, it % WORDS, fc0, c0, kw, nblocks); }
             }
-#endif
         }
     }
 

@@ -17,6 +17,9 @@ pub(crate) const BINDINGS: u32 = 4;
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const SETS_PER_POOL: u32 = 512;
+/// Dispatches per submitted chunk of a graph: a short first one to start the GPU early.
+const FIRST_CHUNK: u32 = 24;
+const CHUNK: u32 = 96;
 
 /// The push-constant block every kernel declares (kernels/common.glsl).
 #[derive(Clone, Copy, Default, Debug)]
@@ -92,7 +95,12 @@ fn unsupported(t: *const sys::ggml_tensor, why: &str) -> Error {
 pub(crate) struct Recorder {
     gpu: Arc<Gpu>,
     pool: vk::CommandPool,
+    /// The command buffer being recorded: `cmds[cur]`. A graph is recorded in chunks that
+    /// are submitted as they fill, so the GPU runs the first while the rest is recorded.
     cmd: vk::CommandBuffer,
+    cmds: Vec<vk::CommandBuffer>,
+    cur: usize,
+    in_chunk: u32,
     fence: vk::Fence,
     desc_pools: Vec<vk::DescriptorPool>,
     pool_cursor: usize,
@@ -119,6 +127,9 @@ impl Recorder {
             gpu,
             pool,
             cmd,
+            cmds: vec![cmd],
+            cur: 0,
+            in_chunk: 0,
             fence,
             desc_pools: Vec::new(),
             pool_cursor: 0,
@@ -215,18 +226,17 @@ impl Recorder {
 
     pub fn begin(&mut self) -> Result<()> {
         let d = &self.gpu.device;
-        // SAFETY: the command buffer is idle (the previous compute waited on its fence) and
+        // SAFETY: the command buffers are idle (the previous compute waited on its fence) and
         // no descriptor set from these pools is in use any more.
         unsafe {
             for p in &self.desc_pools {
                 d.reset_descriptor_pool(*p, vk::DescriptorPoolResetFlags::empty()).vk("vkResetDescriptorPool")?;
             }
-            d.begin_command_buffer(
-                self.cmd,
-                &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
-            )
-            .vk("vkBeginCommandBuffer")?;
         }
+        self.cur = 0;
+        self.cmd = self.cmds[0];
+        self.in_chunk = 0;
+        self.begin_cmd()?;
         self.used_in_last = SETS_PER_POOL;
         self.pool_cursor = 0;
         self.reads.clear();
@@ -236,6 +246,42 @@ impl Recorder {
             p.begin(&self.gpu, self.cmd);
         }
         Ok(())
+    }
+
+    fn begin_cmd(&mut self) -> Result<()> {
+        // SAFETY: the buffer is idle: either never submitted in this graph or, for chunk 0,
+        // the previous graph's fence was waited on.
+        unsafe {
+            self.gpu
+                .device
+                .begin_command_buffer(
+                    self.cmd,
+                    &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+                )
+                .vk("vkBeginCommandBuffer")
+        }
+    }
+
+    /// Submit what is recorded so far (no fence) and continue in the next command buffer.
+    /// Hazards across the boundary are still covered: a pipeline barrier's first scope is
+    /// every command earlier in submission order on the queue.
+    fn flush_chunk(&mut self) -> Result<()> {
+        // SAFETY: ending and submitting our own recorded buffer; the queue is behind its lock.
+        unsafe { self.gpu.device.end_command_buffer(self.cmd).vk("vkEndCommandBuffer")? };
+        self.gpu.submit(self.cmd, vk::Fence::null())?;
+        self.cur += 1;
+        if self.cur == self.cmds.len() {
+            let ai = vk::CommandBufferAllocateInfo::default()
+                .command_pool(self.pool)
+                .level(vk::CommandBufferLevel::PRIMARY)
+                .command_buffer_count(1);
+            // SAFETY: allocating from our own pool; freed with it.
+            let c = unsafe { self.gpu.device.allocate_command_buffers(&ai) }.vk("vkAllocateCommandBuffers")?[0];
+            self.cmds.push(c);
+        }
+        self.cmd = self.cmds[self.cur];
+        self.in_chunk = 0;
+        self.begin_cmd()
     }
 
     /// End, submit, wait. Results are visible to the host and to transfers afterwards.
@@ -259,19 +305,29 @@ impl Recorder {
         }
         let t0 = std::time::Instant::now();
         self.gpu.submit_and_wait(self.cmd, self.fence)?;
+        self.cur = 0;
+        self.cmd = self.cmds[0];
         if let Some(p) = self.prof.as_mut() {
             p.finish(&self.gpu, t0);
         }
         Ok(())
     }
 
-    /// Abandon a half-recorded command buffer after an error.
+    /// Abandon a half-recorded command buffer after an error (waiting for chunks of it that
+    /// were already submitted).
     pub fn abort(&mut self) {
-        // SAFETY: the buffer was never submitted; resetting returns it to the initial state.
+        // SAFETY: the current buffer was never submitted; resetting returns it to the initial
+        // state. Submitted chunks are waited for with an empty submission's fence.
         unsafe {
             let _ = self.gpu.device.end_command_buffer(self.cmd);
             let _ = self.gpu.device.reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty());
+            if self.cur > 0 && self.gpu.submit_empty(self.fence).is_ok() {
+                let _ = self.gpu.device.wait_for_fences(&[self.fence], true, u64::MAX);
+                let _ = self.gpu.device.reset_fences(&[self.fence]);
+            }
         }
+        self.cur = 0;
+        self.cmd = self.cmds[0];
     }
 
     fn descriptor_set(&mut self) -> Result<vk::DescriptorSet> {
@@ -418,6 +474,10 @@ impl Recorder {
         }
         if let Some(p) = self.prof.as_mut() {
             p.mark(&self.gpu, self.cmd, kernel);
+        }
+        self.in_chunk += 1;
+        if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
+            self.flush_chunk()?;
         }
         Ok(())
     }

@@ -412,18 +412,16 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
         // SAFETY: i < n_nodes.
         let node = unsafe { sys::ggml_graph_node(graph, i) };
         let r = match plan.encode(rec, graph, i) {
-            Ok(true) => {
-                i += 1; // the MUL fused into node i
-                Ok(())
-            }
-            Ok(false) => crate::ops::encode(rec, node),
-            Err(e) => Err(e),
+            Ok(0) => crate::ops::encode(rec, node).map(|()| 1),
+            r => r, // nodes fused into one dispatch
         };
-        if let Err(e) = r {
-            rec.abort();
-            return Err(e);
+        match r {
+            Ok(k) => i += k,
+            Err(e) => {
+                rec.abort();
+                return Err(e);
+            }
         }
-        i += 1;
     }
     rec.finish()
 }

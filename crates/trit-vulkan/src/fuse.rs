@@ -2,6 +2,7 @@
 //! * MUL_MAT (a mat-vec path) then MUL by a one-element tensor — BitNet's per-tensor weight
 //!   scale after every projection (`build_lora_mm`): the product is scaled as it is stored.
 //! * RMS_NORM then MUL by a broadcast weight (`build_norm`): one kernel.
+//! * RELU, SQR, MUL (BitNet's ReLU² gate times the up projection, `build_ffn`): one kernel.
 //!
 //! The results are bit-identical to the unfused pair (the same f32 operations in the same
 //! order per element); what is saved is a dispatch, a barrier and a round trip through memory.
@@ -12,9 +13,27 @@ use crate::dispatch::{Push, Recorder};
 use crate::error::Result;
 use crate::ops::{ne, nelements, op_of, shape, src, ty, F32};
 
-/// Indices of the nodes of a graph that may be fused with their successor.
+/// Indices of the nodes of a graph that may be fused with their successor (pairs) or two
+/// successors (the ReLU² gate).
 pub(crate) struct Plan {
     fusable: Vec<usize>,
+    triples: Vec<usize>,
+}
+
+/// RELU at `i`, SQR of it at `i + 1`, MUL of that (as src0) by a same-shaped f32 tensor.
+fn relu_sqr_mul(a: *const sys::ggml_tensor, b: *const sys::ggml_tensor, c: *const sys::ggml_tensor) -> bool {
+    op_of(a) == sys::GGML_OP_UNARY
+        // SAFETY: a is a live UNARY node.
+        && unsafe { sys::ggml_get_unary_op(a) } == sys::GGML_UNARY_OP_RELU
+        && op_of(b) == sys::GGML_OP_SQR
+        && op_of(c) == sys::GGML_OP_MUL
+        && src(b, 0) == a
+        && src(c, 0) == b
+        && [a, b, c, src(a, 0), src(c, 1)].iter().all(|&t| ty(t) == F32)
+        && ne(a) == ne(src(a, 0))
+        && ne(b) == ne(a)
+        && ne(c) == ne(a)
+        && ne(src(c, 1)) == ne(a)
 }
 
 fn node(graph: *mut sys::ggml_cgraph, i: i32) -> *const sys::ggml_tensor {
@@ -41,21 +60,28 @@ fn pairs(cur: *const sys::ggml_tensor, next: *const sys::ggml_tensor) -> bool {
 impl Plan {
     pub fn new(graph: *mut sys::ggml_cgraph) -> Plan {
         if std::env::var("TRIT_VULKAN_NO_FUSION").is_ok_and(|v| v == "1") {
-            return Plan { fusable: Vec::new() };
+            return Plan { fusable: Vec::new(), triples: Vec::new() };
         }
         // SAFETY: graph is live for the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) };
         let mut cand: Vec<(*const sys::ggml_tensor, usize)> = Vec::new();
+        // SAFETY: t is a live tensor.
+        let output = |t: *const sys::ggml_tensor| unsafe { (*t).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
+        let mut triple_cand = Vec::new();
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
-            // SAFETY: cur is a live tensor.
-            let output = unsafe { (*cur).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
-            if !output && pairs(cur, next) {
+            if !output(cur) && pairs(cur, next) {
                 cand.push((cur, i as usize));
+            }
+            if i + 2 < n && !output(cur) && !output(next) && relu_sqr_mul(cur, next, node(graph, i + 2)) {
+                // Both intermediate nodes must have exactly one user.
+                cand.push((cur, i as usize));
+                cand.push((next, i as usize + 1));
+                triple_cand.push(i as usize);
             }
         }
         if cand.is_empty() {
-            return Plan { fusable: Vec::new() };
+            return Plan { fusable: Vec::new(), triples: Vec::new() };
         }
         cand.sort_by_key(|c| c.0 as usize);
         // Uses of each candidate by any node, directly or through a view of it.
@@ -85,20 +111,44 @@ impl Plan {
                 count(root);
             }
         }
-        let mut fusable: Vec<usize> = cand.iter().zip(&uses).filter(|(_, &u)| u == 1).map(|(c, _)| c.1).collect();
-        fusable.sort_unstable();
-        Plan { fusable }
+        let mut single: Vec<usize> = cand.iter().zip(&uses).filter(|(_, &u)| u == 1).map(|(c, _)| c.1).collect();
+        single.sort_unstable();
+        single.dedup();
+        let once = |i: usize| single.binary_search(&i).is_ok();
+        let triples: Vec<usize> = triple_cand.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
+        let fusable = single
+            .iter()
+            .copied()
+            .filter(|&i| {
+                op_of(node(graph, i as i32)) != sys::GGML_OP_UNARY && op_of(node(graph, i as i32)) != sys::GGML_OP_SQR
+            })
+            .collect();
+        Plan { fusable, triples }
     }
 
-    /// Record node `i` fused with node `i + 1` if possible: Ok(true) if both are recorded.
-    pub fn encode(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32) -> Result<bool> {
+    /// Record node `i` fused with the nodes after it if possible: how many nodes were
+    /// recorded (0: none, node `i` is to be recorded alone).
+    pub fn encode(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32) -> Result<i32> {
+        if self.triples.binary_search(&(i as usize)).is_ok() {
+            let (relu, mul) = (node(graph, i), node(graph, i + 2));
+            let (x, y) = (src(relu, 0), src(mul, 1));
+            let mut p = Push::default();
+            (p.a_ne, p.a_nb) = shape(x, 4);
+            (p.b_ne, p.b_nb) = shape(y, 4);
+            (p.d_ne, p.d_nb) = shape(mul, 4);
+            let n = nelements(mul);
+            p.m0[1] = n as u32;
+            let (a, b, d) = (rec.bind(x, 4)?, rec.bind(y, 4)?, rec.bind(mul, 4)?);
+            rec.dispatch("relu_sqr_mul_f32", a, Some(b), d, p, n.div_ceil(256))?;
+            return Ok(3);
+        }
         if self.fusable.binary_search(&(i as usize)).is_err() {
-            return Ok(false);
+            return Ok(0);
         }
         let (cur, next) = (node(graph, i), node(graph, i + 1));
         let w = src(next, 1);
         match op_of(cur) {
-            sys::GGML_OP_MUL_MAT => crate::matvec::encode_scaled(rec, cur, Some((next, w))),
+            sys::GGML_OP_MUL_MAT => Ok(if crate::matvec::encode_scaled(rec, cur, Some((next, w)))? { 2 } else { 0 }),
             sys::GGML_OP_RMS_NORM => {
                 let s0 = src(cur, 0);
                 let mut p = Push::default();
@@ -109,10 +159,15 @@ impl Plan {
                 let rows = nelements(s0) / ne(s0)[0] as u64;
                 p.m0[1] = rows as u32;
                 let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(w, 4)?, rec.bind(next, 4)?);
-                rec.dispatch("rms_norm_mul_f32", a, Some(b), d, p, rows)?;
-                Ok(true)
+                let kernel = if rec.gpu().has_pipeline("mv_rms_norm_mul_f32") && rec.gpu().fast_kernels() {
+                    "mv_rms_norm_mul_f32"
+                } else {
+                    "rms_norm_mul_f32"
+                };
+                rec.dispatch(kernel, a, Some(b), d, p, rows)?;
+                Ok(2)
             }
-            _ => Ok(false),
+            _ => Ok(0),
         }
     }
 }

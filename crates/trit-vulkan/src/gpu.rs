@@ -255,7 +255,7 @@ impl Gpu {
         };
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the
-        // integer dot product, `mv_` subgroups.
+        // integer dot product, `mv_` subgroups (basic and shuffle).
         let usable = |name: &str| (has_int_dot || !name.ends_with("_dot")) && (subgroups || !name.starts_with("mv_"));
         let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, &usable)?;
         let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));
@@ -317,6 +317,11 @@ impl Gpu {
 
     pub fn pipeline(&self, name: &str) -> Result<vk::Pipeline> {
         self.pipelines.get(name).copied().ok_or_else(|| Error::MissingKernel(name.to_string()))
+    }
+
+    /// The subgroup / integer kernels are in use (TRIT_VULKAN_PLAIN_KERNELS=1: not).
+    pub fn fast_kernels(&self) -> bool {
+        self.limits.fast_mv.load(Ordering::Relaxed)
     }
 
     /// Whether a pipeline of this name exists on this device.
@@ -469,15 +474,25 @@ impl Gpu {
         self.submit_and_wait(x.cmd, x.fence)
     }
 
-    /// Submit one command buffer and block until it has finished.
-    pub fn submit_and_wait(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
+    /// Submit one command buffer; signal `fence` (may be null) when it has finished.
+    pub fn submit(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
         let cmds = [cmd];
         let submit = vk::SubmitInfo::default().command_buffers(&cmds);
-        {
-            let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            // SAFETY: the queue is externally synchronised by the lock; cmd is recorded.
-            unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")?;
-        }
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the queue is externally synchronised by the lock; cmd is recorded.
+        unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")
+    }
+
+    /// An empty submission signalling `fence` once everything submitted before has finished.
+    pub fn submit_empty(&self, fence: vk::Fence) -> Result<()> {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as in `submit`; no command buffers.
+        unsafe { self.device.queue_submit(*q, &[vk::SubmitInfo::default()], fence) }.vk("vkQueueSubmit")
+    }
+
+    /// Submit one command buffer and block until it has finished.
+    pub fn submit_and_wait(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
+        self.submit(cmd, fence)?;
         // SAFETY: waiting on and resetting our own fence.
         unsafe {
             self.device.wait_for_fences(&[fence], true, u64::MAX).vk("vkWaitForFences")?;

@@ -419,7 +419,13 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let rows = nelements(s0) / ne(s0)[0] as u64;
             p.m0[1] = rows as u32;
             let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
-            rec.dispatch("rms_norm_f32", a, None, d, p, rows)
+            let gpu = rec.gpu();
+            let kernel = if gpu.fast_kernels() && gpu.has_pipeline("mv_rms_norm_f32") {
+                "mv_rms_norm_f32"
+            } else {
+                "rms_norm_f32"
+            };
+            rec.dispatch(kernel, a, None, d, p, rows)
         }
         sys::GGML_OP_SOFT_MAX => {
             (p.a_ne, p.a_nb) = shape(s0, 4);

@@ -678,6 +678,30 @@ fn fused_norm_and_scaled_products() {
             assert_eq!(trit_vulkan::dispatch_count() - before, want, "{}", tn(wt));
         }
     }
+    // The ReLU² gate: RELU, SQR, MUL in one dispatch.
+    let before = trit_vulkan::dispatch_count();
+    check(
+        &b,
+        "relu > sqr > mul (ReLU^2 gate)",
+        &|ctx, ins| unsafe {
+            let g = input(ctx, ins, F32, &[300, 3], Fill::Uniform);
+            let u = input(ctx, ins, F32, &[300, 3], Fill::Uniform);
+            sys::ggml_mul(ctx, sys::ggml_sqr(ctx, sys::ggml_relu(ctx, g)), u)
+        },
+        NMSE_EW,
+    );
+    assert_eq!(trit_vulkan::dispatch_count() - before, 1);
+    check(
+        &b,
+        "relu > sqr > mul, relu used twice (not fused)",
+        &|ctx, ins| unsafe {
+            let g = input(ctx, ins, F32, &[300, 3], Fill::Uniform);
+            let u = input(ctx, ins, F32, &[300, 3], Fill::Uniform);
+            let r = sys::ggml_relu(ctx, g);
+            sys::ggml_add(ctx, sys::ggml_mul(ctx, sys::ggml_sqr(ctx, r), u), r)
+        },
+        NMSE_EW,
+    );
     // A product with a second user is not fused (its unscaled value is needed too).
     check(
         &b,
@@ -691,4 +715,26 @@ fn fused_norm_and_scaled_products() {
         },
         NMSE_TQ,
     );
+}
+
+/// A graph of more dispatches than one submitted chunk (the recorder submits a graph in
+/// pieces while recording the rest): a dependent chain of 200 ops stays exact.
+#[test]
+fn long_graph_in_chunks() {
+    let Some((_g, b)) = setup() else { return };
+    let before = trit_vulkan::dispatch_count();
+    check(
+        &b,
+        "200-op dependent chain (several submitted chunks)",
+        &|ctx, ins| unsafe {
+            let mut x = input(ctx, ins, F32, &[1000, 3], Fill::Uniform);
+            let y = input(ctx, ins, F32, &[1000, 1], Fill::Uniform);
+            for i in 0..200 {
+                x = if i % 3 == 2 { sys::ggml_scale(ctx, x, 0.5) } else { sys::ggml_add(ctx, x, y) };
+            }
+            x
+        },
+        NMSE_EW,
+    );
+    assert!(trit_vulkan::dispatch_count() - before >= 200);
 }

@@ -151,7 +151,7 @@ pub fn run(backend: sys::ggml_backend_t, build: Builder, seed: u64) -> (Vec<f32>
     // SAFETY: standard ggml usage; every object is freed before returning.
     unsafe {
         let ctx = sys::ggml_init(sys::ggml_init_params {
-            mem_size: 64 * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead(),
+            mem_size: 512 * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead(),
             mem_buffer: std::ptr::null_mut(),
             no_alloc: true,
         });
