@@ -52,6 +52,7 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("rms_norm_mul_f32", "rms_norm.comp", &["FUSE_MUL"]),
     ("mv_rms_norm_f32", "rms_norm.comp", &["SG"]),
     ("mv_rms_norm_mul_f32", "rms_norm.comp", &["FUSE_MUL", "SG"]),
+    ("mv_rms_norm_mul_q8_f32", "rms_norm.comp", &["FUSE_MUL", "SG", "QUANT"]),
     ("soft_max_f32", "soft_max.comp", &["M_T=float"]),
     ("soft_max_f16", "soft_max.comp", &["M_T=float16_t"]),
     ("rope_f32", "rope.comp", &[]),

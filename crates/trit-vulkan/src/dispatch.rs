@@ -381,10 +381,11 @@ impl Recorder {
         push: Push,
         groups: u64,
     ) -> Result<()> {
-        self.dispatch_ex(kernel, a, b, dst, None, push, groups)
+        self.dispatch_ex(kernel, a, b, dst, None, false, push, groups)
     }
 
-    /// As `dispatch`, with a fourth (read) operand at binding 3 (fused epilogues).
+    /// As `dispatch`, with a fourth operand at binding 3 (fused kernels), read or, with
+    /// `extra_written`, written.
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch_ex(
         &mut self,
@@ -393,6 +394,7 @@ impl Recorder {
         b: Option<Bound>,
         dst: Bound,
         extra: Option<Bound>,
+        extra_written: bool,
         mut push: Push,
         groups: u64,
     ) -> Result<()> {
@@ -402,7 +404,8 @@ impl Recorder {
         let pipeline = self.gpu.pipeline(kernel)?;
         let b = b.unwrap_or(a);
         let e = extra.unwrap_or(a);
-        if self.hazard(&a, false) || self.hazard(&b, false) || self.hazard(&e, false) || self.hazard(&dst, true) {
+        if self.hazard(&a, false) || self.hazard(&b, false) || self.hazard(&e, extra_written) || self.hazard(&dst, true)
+        {
             let barrier = vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
                 .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
@@ -425,7 +428,11 @@ impl Recorder {
         self.reads.push((a.buffer, a.lo, a.hi));
         self.reads.push((b.buffer, b.lo, b.hi));
         if extra.is_some() {
-            self.reads.push((e.buffer, e.lo, e.hi));
+            if extra_written {
+                self.writes.push((e.buffer, e.lo, e.hi));
+            } else {
+                self.reads.push((e.buffer, e.lo, e.hi));
+            }
         }
         self.writes.push((dst.buffer, dst.lo, dst.hi));
 

@@ -11,13 +11,16 @@ use trit_sys as sys;
 
 use crate::dispatch::{Push, Recorder};
 use crate::error::Result;
-use crate::ops::{ne, nelements, op_of, shape, src, ty, F32};
+use crate::ops::{ne, nelements, op_of, shape, src, ty, F32, TQ1, TQ2};
 
 /// Indices of the nodes of a graph that may be fused with their successor (pairs) or two
 /// successors (the ReLU² gate).
 pub(crate) struct Plan {
     fusable: Vec<usize>,
     triples: Vec<usize>,
+    /// Tensors that ternary products read (sorted): a fused norm producing one also writes
+    /// it quantized, as the products' quant_q8 would.
+    ternary_inputs: Vec<usize>,
 }
 
 /// RELU at `i`, SQR of it at `i + 1`, MUL of that (as src0) by a same-shaped f32 tensor.
@@ -60,7 +63,7 @@ fn pairs(cur: *const sys::ggml_tensor, next: *const sys::ggml_tensor) -> bool {
 impl Plan {
     pub fn new(graph: *mut sys::ggml_cgraph) -> Plan {
         if std::env::var("TRIT_VULKAN_NO_FUSION").is_ok_and(|v| v == "1") {
-            return Plan { fusable: Vec::new(), triples: Vec::new() };
+            return Plan { fusable: Vec::new(), triples: Vec::new(), ternary_inputs: Vec::new() };
         }
         // SAFETY: graph is live for the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) };
@@ -68,6 +71,14 @@ impl Plan {
         // SAFETY: t is a live tensor.
         let output = |t: *const sys::ggml_tensor| unsafe { (*t).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
         let mut triple_cand = Vec::new();
+        let mut ternary_inputs = Vec::new();
+        for i in 0..n {
+            let t = node(graph, i);
+            if op_of(t) == sys::GGML_OP_MUL_MAT && matches!(ty(src(t, 0)), TQ1 | TQ2) {
+                ternary_inputs.push(src(t, 1) as usize);
+            }
+        }
+        ternary_inputs.sort_unstable();
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
             if !output(cur) && pairs(cur, next) {
@@ -81,7 +92,7 @@ impl Plan {
             }
         }
         if cand.is_empty() {
-            return Plan { fusable: Vec::new(), triples: Vec::new() };
+            return Plan { fusable: Vec::new(), triples: Vec::new(), ternary_inputs };
         }
         cand.sort_by_key(|c| c.0 as usize);
         // Uses of each candidate by any node, directly or through a view of it.
@@ -123,7 +134,7 @@ impl Plan {
                 op_of(node(graph, i as i32)) != sys::GGML_OP_UNARY && op_of(node(graph, i as i32)) != sys::GGML_OP_SQR
             })
             .collect();
-        Plan { fusable, triples }
+        Plan { fusable, triples, ternary_inputs }
     }
 
     /// Record node `i` fused with the nodes after it if possible: how many nodes were
@@ -159,12 +170,28 @@ impl Plan {
                 let rows = nelements(s0) / ne(s0)[0] as u64;
                 p.m0[1] = rows as u32;
                 let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(w, 4)?, rec.bind(next, 4)?);
-                let kernel = if rec.gpu().has_pipeline("mv_rms_norm_mul_f32") && rec.gpu().fast_kernels() {
-                    "mv_rms_norm_mul_f32"
+                let gpu = rec.gpu().clone();
+                let fast = gpu.fast_kernels();
+                let quant = fast
+                    && ne(next)[0] % 256 == 0
+                    && gpu.has_pipeline("mv_rms_norm_mul_q8_f32")
+                    && self.ternary_inputs.binary_search(&(next as usize)).is_ok();
+                if quant {
+                    // Output quantized too, where the ternary products will look for it.
+                    let nel = nelements(next);
+                    let q = rec.scratch(nel + nel / 256 * 4)?;
+                    p.m1[2] = (nel / 4) as u32;
+                    p.m1[3] = q.elem_off;
+                    rec.dispatch_ex("mv_rms_norm_mul_q8_f32", a, Some(b), d, Some(q), true, p, rows)?;
+                    rec.rounded.push((next, crate::matvec::ROUNDED_Q8, q));
                 } else {
-                    "rms_norm_mul_f32"
-                };
-                rec.dispatch(kernel, a, Some(b), d, p, rows)?;
+                    let kernel = if fast && gpu.has_pipeline("mv_rms_norm_mul_f32") {
+                        "mv_rms_norm_mul_f32"
+                    } else {
+                        "rms_norm_mul_f32"
+                    };
+                    rec.dispatch(kernel, a, Some(b), d, p, rows)?;
+                }
                 Ok(2)
             }
             _ => Ok(0),

@@ -85,7 +85,7 @@ pub(crate) fn encode_scaled(
         (p.a_ne, p.a_nb) = shape(s0, 16);
         (p.b_ne, p.b_nb) = shape(s1, 16);
         let d = rec.bind(out, 4)?;
-        rec.dispatch_ex(&kernel, a, Some(b), d, extra, p, groups)?;
+        rec.dispatch_ex(&kernel, a, Some(b), d, extra, false, p, groups)?;
         return Ok(true);
     }
     // Ternary: quantize the activations once per graph and source tensor.
@@ -110,7 +110,7 @@ pub(crate) fn encode_scaled(
     p.m1[1] = (nel / 4) as u32;
     let a = rec.bind(s0, 1)?;
     let d = rec.bind(out, 4)?;
-    rec.dispatch_ex(&kernel, a, Some(q), d, extra, p, groups)?;
+    rec.dispatch_ex(&kernel, a, Some(q), d, extra, false, p, groups)?;
     Ok(true)
 }
 

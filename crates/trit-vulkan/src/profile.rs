@@ -1,7 +1,9 @@
 //! `TRIT_VULKAN_PROFILE=1`: where graph time goes. Per graph, host recording time (from
-//! `begin` to submit) and submit-to-fence time; per kernel, GPU time from a timestamp after
-//! each of its dispatches (the difference to the previous timestamp, so kernels that overlap
-//! share their time). Printed to stderr when the backend is freed.
+//! `begin` to the last submit; earlier chunks run meanwhile) and last-submit-to-fence time;
+//! per kernel, GPU time from a timestamp after each of its dispatches (the difference to the
+//! previous timestamp, so kernels that overlap share their time). `=2`: the host times only,
+//! without timestamps (which cost time of their own). Printed to stderr when the backend is
+//! freed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,10 +30,11 @@ pub(crate) struct Profile {
 
 impl Profile {
     pub fn new(gpu: &Gpu) -> Option<Profile> {
-        if !std::env::var("TRIT_VULKAN_PROFILE").is_ok_and(|v| v == "1") {
+        let level = std::env::var("TRIT_VULKAN_PROFILE").unwrap_or_default();
+        if level != "1" && level != "2" {
             return None;
         }
-        let pool = gpu.timestamp_period.and_then(|_| {
+        let pool = gpu.timestamp_period.filter(|_| level == "1").and_then(|_| {
             let ci = vk::QueryPoolCreateInfo::default().query_type(vk::QueryType::TIMESTAMP).query_count(MAX_QUERIES);
             // SAFETY: plain object creation; destroyed in `report`.
             unsafe { gpu.device.create_query_pool(&ci, None) }.ok()
