@@ -16,6 +16,9 @@ void main() {
     const float y = x * x;
 #elif defined(OP_RELU)
     const float y = max(x, 0.0);
+#elif defined(OP_RELU_SQR)
+    const float r = max(x, 0.0);
+    const float y = r * r;
 #elif defined(OP_SILU)
     const float y = x / (1.0 + exp(-x));
 #else

@@ -2,7 +2,8 @@
 //! * MUL_MAT (a mat-vec path) then MUL by a one-element tensor — BitNet's per-tensor weight
 //!   scale after every projection (`build_lora_mm`): the product is scaled as it is stored.
 //! * RMS_NORM then MUL by a broadcast weight (`build_norm`): one kernel.
-//! * RELU, SQR, MUL (BitNet's ReLU² gate times the up projection, `build_ffn`): one kernel.
+//! * RELU then SQR (BitNet's ReLU² gate): one kernel; and RELU, SQR, MUL where the MUL
+//!   follows at once (llama.cpp's graph computes the up projection in between).
 //!
 //! The results are bit-identical to the unfused pair (the same f32 operations in the same
 //! order per element); what is saved is a dispatch, a barrier and a round trip through memory.
@@ -21,6 +22,18 @@ pub(crate) struct Plan {
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
+}
+
+/// RELU, then SQR of it, f32, same shapes.
+fn relu_sqr(a: *const sys::ggml_tensor, b: *const sys::ggml_tensor) -> bool {
+    op_of(a) == sys::GGML_OP_UNARY
+        // SAFETY: a is a live UNARY node.
+        && unsafe { sys::ggml_get_unary_op(a) } == sys::GGML_UNARY_OP_RELU
+        && op_of(b) == sys::GGML_OP_SQR
+        && src(b, 0) == a
+        && [a, b, src(a, 0)].iter().all(|&t| ty(t) == F32)
+        && ne(a) == ne(src(a, 0))
+        && ne(b) == ne(a)
 }
 
 /// RELU at `i`, SQR of it at `i + 1`, MUL of that (as src0) by a same-shaped f32 tensor.
@@ -44,8 +57,12 @@ fn node(graph: *mut sys::ggml_cgraph, i: i32) -> *const sys::ggml_tensor {
     unsafe { sys::ggml_graph_node(graph, i) }
 }
 
-/// The MUL at `next` multiplies `cur` (as src0) and matches the fusion for `cur`'s op.
+/// `next` consumes `cur` in a pair this module fuses: a MUL (of `cur` as src0) after
+/// MUL_MAT or RMS_NORM, or a SQR after a RELU.
 fn pairs(cur: *const sys::ggml_tensor, next: *const sys::ggml_tensor) -> bool {
+    if op_of(next) == sys::GGML_OP_SQR {
+        return relu_sqr(cur, next);
+    }
     if op_of(next) != sys::GGML_OP_MUL || src(next, 0) != cur || ne(next) != ne(cur) || ty(next) != F32 {
         return false;
     }
@@ -67,10 +84,8 @@ impl Plan {
         }
         // SAFETY: graph is live for the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) };
-        let mut cand: Vec<(*const sys::ggml_tensor, usize)> = Vec::new();
         // SAFETY: t is a live tensor.
         let output = |t: *const sys::ggml_tensor| unsafe { (*t).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
-        let mut triple_cand = Vec::new();
         let mut ternary_inputs = Vec::new();
         for i in 0..n {
             let t = node(graph, i);
@@ -79,26 +94,34 @@ impl Plan {
             }
         }
         ternary_inputs.sort_unstable();
+        let (mut pair_heads, mut triple_heads) = (Vec::new(), Vec::new());
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
-            if !output(cur) && pairs(cur, next) {
-                cand.push((cur, i as usize));
+            if output(cur) {
+                continue;
             }
-            if i + 2 < n && !output(cur) && !output(next) && relu_sqr_mul(cur, next, node(graph, i + 2)) {
-                // Both intermediate nodes must have exactly one user.
-                cand.push((cur, i as usize));
-                cand.push((next, i as usize + 1));
-                triple_cand.push(i as usize);
+            if pairs(cur, next) {
+                pair_heads.push(i as usize);
             }
+            if i + 2 < n && !output(next) && relu_sqr_mul(cur, next, node(graph, i + 2)) {
+                triple_heads.push(i as usize);
+            }
+        }
+        // The nodes whose single use decides: pair heads, and both intermediates of triples.
+        let mut cand: Vec<(usize, usize)> = pair_heads.iter().map(|&i| (node(graph, i as i32) as usize, i)).collect();
+        for &i in &triple_heads {
+            cand.push((node(graph, i as i32) as usize, i));
+            cand.push((node(graph, i as i32 + 1) as usize, i + 1));
         }
         if cand.is_empty() {
             return Plan { fusable: Vec::new(), triples: Vec::new(), ternary_inputs };
         }
-        cand.sort_by_key(|c| c.0 as usize);
+        cand.sort_unstable();
+        cand.dedup();
         // Uses of each candidate by any node, directly or through a view of it.
         let mut uses = vec![0u32; cand.len()];
         let mut count = |t: *const sys::ggml_tensor| {
-            if let Ok(k) = cand.binary_search_by_key(&(t as usize), |c| c.0 as usize) {
+            if let Ok(k) = cand.binary_search_by_key(&(t as usize), |c| c.0) {
                 uses[k] += 1;
             }
         };
@@ -122,18 +145,12 @@ impl Plan {
                 count(root);
             }
         }
-        let mut single: Vec<usize> = cand.iter().zip(&uses).filter(|(_, &u)| u == 1).map(|(c, _)| c.1).collect();
-        single.sort_unstable();
-        single.dedup();
-        let once = |i: usize| single.binary_search(&i).is_ok();
-        let triples: Vec<usize> = triple_cand.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
-        let fusable = single
-            .iter()
-            .copied()
-            .filter(|&i| {
-                op_of(node(graph, i as i32)) != sys::GGML_OP_UNARY && op_of(node(graph, i as i32)) != sys::GGML_OP_SQR
-            })
-            .collect();
+        let once = |i: usize| {
+            let p = node(graph, i as i32) as usize;
+            cand.binary_search_by_key(&p, |c| c.0).is_ok_and(|k| uses[k] == 1)
+        };
+        let triples: Vec<usize> = triple_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
+        let fusable = pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
         Plan { fusable, triples, ternary_inputs }
     }
 
@@ -192,6 +209,18 @@ impl Plan {
                     };
                     rec.dispatch(kernel, a, Some(b), d, p, rows)?;
                 }
+                Ok(2)
+            }
+            sys::GGML_OP_UNARY => {
+                // RELU then SQR, written as the SQR node.
+                let x = src(cur, 0);
+                let mut p = Push::default();
+                (p.a_ne, p.a_nb) = shape(x, 4);
+                (p.d_ne, p.d_nb) = shape(next, 4);
+                let n = nelements(next);
+                p.m0[1] = n as u32;
+                let (a, d) = (rec.bind(x, 4)?, rec.bind(next, 4)?);
+                rec.dispatch("relu_sqr_f32", a, None, d, p, n.div_ceil(256))?;
                 Ok(2)
             }
             _ => Ok(0),

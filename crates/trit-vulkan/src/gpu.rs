@@ -256,7 +256,12 @@ impl Gpu {
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the
         // integer dot product, `mv_` subgroups (basic and shuffle).
-        let usable = |name: &str| (has_int_dot || !name.ends_with("_dot")) && (subgroups || !name.starts_with("mv_"));
+        let wide_wg = lim.max_compute_work_group_invocations >= 1024 && lim.max_compute_work_group_size[0] >= 1024;
+        let usable = |name: &str| {
+            (has_int_dot || !name.ends_with("_dot"))
+                && (subgroups || !name.starts_with("mv_"))
+                && (wide_wg || name != "mv_rms_norm_mul_q8_f32") // 1024 invocations
+        };
         let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, &usable)?;
         let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));
         let xfer = Transfer::new(&device, queue_family, &mem_props)?;

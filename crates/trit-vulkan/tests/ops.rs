@@ -657,7 +657,9 @@ fn ternary_chain() {
 fn fused_norm_and_scaled_products() {
     let Some((_g, b)) = setup() else { return };
     let (subgroups, _) = trit_vulkan::mat_vec_features();
-    for (wt, k, rows, cols) in [(TQ2, 512i64, 37i64, 1i64), (TQ1, 768, 20, 3), (F16, 256, 9, 1)] {
+    // 8704 = 34 blocks: more blocks per row than the fused norm has lane clusters (32 on a
+    // 32-wide subgroup), so it loops.
+    for (wt, k, rows, cols) in [(TQ2, 512i64, 37i64, 1i64), (TQ1, 768, 20, 3), (TQ2, 8704, 5, 2), (F16, 256, 9, 1)] {
         let before = trit_vulkan::dispatch_count();
         check(
             &b,
@@ -703,6 +705,21 @@ fn fused_norm_and_scaled_products() {
         },
         NMSE_EW,
     );
+    // As llama.cpp orders it: the ReLU² gate, then the up projection, then the MUL: RELU and
+    // SQR fuse; the MUL stays.
+    let before = trit_vulkan::dispatch_count();
+    check(
+        &b,
+        "relu > sqr (ReLU^2), up, mul",
+        &|ctx, ins| unsafe {
+            let g = input(ctx, ins, F32, &[300, 3], Fill::Uniform);
+            let u = input(ctx, ins, F32, &[300, 3], Fill::Uniform);
+            let r = sys::ggml_sqr(ctx, sys::ggml_relu(ctx, g));
+            sys::ggml_mul(ctx, r, sys::ggml_scale(ctx, u, 0.5))
+        },
+        NMSE_EW,
+    );
+    assert_eq!(trit_vulkan::dispatch_count() - before, 3);
     // A product with a second user is not fused (its unscaled value is needed too).
     check(
         &b,

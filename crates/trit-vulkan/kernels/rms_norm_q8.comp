@@ -1,0 +1,82 @@
+#version 450
+// RMS_NORM, MUL by the norm weight, and the quantization the ternary products that read the
+// result need, in one kernel: one workgroup per row,
+//   dst = (x / sqrt(mean(x^2) + eps)) * B   (B broadcast by repetition; eps = P0)
+// also written as quant_q8.comp writes it (int8 four to a word at binding 3 from element P2,
+// row after row, then the f32 block scales from word P2 + P1).
+// Rows are a multiple of 256. Each 256-block belongs to one cluster of C = min(subgroup, 32)
+// lanes, EPL = 256 / C consecutive elements per lane, so a block's largest magnitude
+// reduces with shuffles alone; each lane issues all its loads of a block at once. 1024
+// invocations: a row of up to 32 blocks (8192) in one round.
+#include "common.glsl"
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#define WG 1024
+layout(local_size_x = WG) in;
+layout(std430, binding = 0) readonly buffer BufA { float a[]; };
+layout(std430, binding = 1) readonly buffer BufB { float b[]; };
+layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
+layout(std430, binding = 3) writeonly buffer BufQ { uint qout[]; };
+shared float red[WG];
+
+void main() {
+    const uint S = gl_SubgroupSize;
+    const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
+    const uint C = min(S, 32u);
+    const uint EPL = 256u / C;
+    const uint cid = fl / C;
+    const uint ncl = WG / C;
+    const uint lc = fl % C;
+    const uint row = wg_index();
+    if (row >= N_ITEMS) { return; }
+    const uvec4 idx = unflatten(row, uvec4(pc.a_ne.y, pc.a_ne.z, pc.a_ne.w, 1));
+    const uvec4 r4 = uvec4(0, idx.x, idx.y, idx.z);
+    const uint a_base = A_OFF + strided(r4, pc.a_nb);
+    const uint d_base = D_OFF + strided(r4, pc.d_nb);
+    const uint b_base = B_OFF + strided(r4 % pc.b_ne, pc.b_nb);
+    const uint n = pc.a_ne.x;
+    const uint nblk = n / 256;
+
+    float s = 0.0;
+    for (uint blk = cid; blk < nblk; blk += ncl) {
+        const uint k0 = blk * 256 + lc * EPL;
+        for (uint e = 0; e < EPL; ++e) { const float x = a[a_base + (k0 + e) * pc.a_nb.x]; s += x * x; }
+    }
+    for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
+    if (gl_SubgroupInvocationID == 0) { red[gl_SubgroupID] = s; }
+    barrier();
+    float total = 0.0;
+    for (uint i = 0; i < gl_NumSubgroups; ++i) { total += red[i]; }
+    const float scale = inversesqrt(total / float(n) + uintBitsToFloat(P0));
+
+    for (uint blk = cid; blk < nblk; blk += ncl) {
+        const uint k0 = blk * 256 + lc * EPL;
+        // The value of largest magnitude in the block, the first on ties.
+        float mv = 0.0;
+        uint mi = 0xFFFFFFFFu;
+        for (uint e = 0; e < EPL; ++e) {
+            const uint k = k0 + e;
+            const float y = (a[a_base + k * pc.a_nb.x] * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
+            d[d_base + k * pc.d_nb.x] = y;
+            if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
+        }
+        for (uint m = 1; m < C; m <<= 1) {
+            const float ov = subgroupShuffleXor(mv, m);
+            const uint oi = subgroupShuffleXor(mi, m);
+            if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
+        }
+        const float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+        const uint qrow = P2 + row * (n / 4) + blk * 64;
+        for (uint e = 0; e < EPL; e += 4) {
+            uint word = 0;
+            for (uint j = 0; j < 4; ++j) {
+                const uint k = k0 + e + j;
+                const float y = (a[a_base + k * pc.a_nb.x] * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
+                const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(iscale * y))) : 0;
+                word |= (uint(q) & 0xFFu) << (8 * j);
+            }
+            qout[qrow + (lc * EPL + e) / 4] = word;
+        }
+        if (lc == 0) { qout[P2 + P1 + row * nblk + blk] = floatBitsToUint(abs(mv) > 0.0 ? 1.0 / iscale : 0.0); }
+    }
+}
