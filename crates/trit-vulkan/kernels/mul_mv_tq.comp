@@ -31,7 +31,9 @@ int dot4(uint a, uint b) {
 #define WG 128
 #define LANES 32
 #define ROWS (WG / LANES)
-#define U 4
+#ifndef U
+#define U 4 // items per lane per step (`_u1` variants: 1)
+#endif
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };

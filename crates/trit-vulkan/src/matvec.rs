@@ -45,9 +45,16 @@ pub(crate) fn encode_scaled(
     let nc = if cols == 1 { 1 } else { 8 };
     let dot = if gpu.has_int_dot && gpu.limits.int_dot.load(Ordering::Relaxed) { "_dot" } else { "" };
     let wide = cols > 8;
+    // TRIT_VULKAN_MV_U1=1: mat-vecs with one load in flight per lane (for comparison).
+    static U1: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let u1 = if nc == 1 && *U1.get_or_init(|| std::env::var_os("TRIT_VULKAN_MV_U1").is_some_and(|v| v == "1")) {
+        "_u1"
+    } else {
+        ""
+    };
     let kernel = match (ty(s0), wide) {
-        (TQ2, false) => format!("mv_tq2_{nc}{dot}"),
-        (TQ1, false) => format!("mv_tq1_{nc}{dot}"),
+        (TQ2, false) => format!("mv_tq2_{nc}{u1}{dot}"),
+        (TQ1, false) => format!("mv_tq1_{nc}{u1}{dot}"),
         (F16, false) if f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
         (TQ2, true) => format!("mmq_tq2{dot}"),
         (TQ1, true) => format!("mmq_tq1{dot}"),
