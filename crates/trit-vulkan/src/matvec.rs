@@ -15,7 +15,7 @@ use crate::ops::{fits_range, nb, ne, nelements, shape, ty, F16, TQ1, TQ2};
 
 /// Rows of A per workgroup (WG / LANES in the kernels).
 const ROWS_PER_WG: u64 = 4;
-/// Rows and columns of the output tile of `mul_mmq_tq.comp`.
+/// Rows and columns of the output tile of `mul_mmq_tq.comp` (the big one: 2x the rows).
 const MMQ_TILE: u64 = 64;
 /// Form of the rounded activations in `Recorder::rounded`: packed int8 + block scales.
 pub(crate) const ROUNDED_Q8: u8 = 1;
@@ -45,6 +45,11 @@ pub(crate) fn encode_scaled(
     let nc = if cols == 1 { 1 } else { 8 };
     let dot = if gpu.has_int_dot && gpu.limits.int_dot.load(Ordering::Relaxed) { "_dot" } else { "" };
     let wide = cols > 8;
+    // 128 x 64 tiles (mul_mmq_tq_big.comp) where there are enough of them to fill a GPU;
+    // TRIT_VULKAN_MMQ_SMALL=1: always 64 x 64 (for comparison).
+    static SMALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let small = *SMALL.get_or_init(|| std::env::var_os("TRIT_VULKAN_MMQ_SMALL").is_some_and(|v| v == "1"));
+    let big = if wide && !small && ne(s0)[1] >= 2048 && cols >= 64 { "b" } else { "" };
     // TRIT_VULKAN_MV_U1=1: mat-vecs with one load in flight per lane (for comparison).
     static U1: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let u1 = if nc == 1 && *U1.get_or_init(|| std::env::var_os("TRIT_VULKAN_MV_U1").is_some_and(|v| v == "1")) {
@@ -56,8 +61,8 @@ pub(crate) fn encode_scaled(
         (TQ2, false) => format!("mv_tq2_{nc}{u1}{dot}"),
         (TQ1, false) => format!("mv_tq1_{nc}{u1}{dot}"),
         (F16, false) if f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
-        (TQ2, true) => format!("mmq_tq2{dot}"),
-        (TQ1, true) => format!("mmq_tq1{dot}"),
+        (TQ2, true) => format!("mmq{big}_tq2{dot}"),
+        (TQ1, true) => format!("mmq{big}_tq1{dot}"),
         _ => return Ok(false),
     };
     if !gpu.has_pipeline(&kernel) {
@@ -66,7 +71,9 @@ pub(crate) fn encode_scaled(
     let [_, rows, _, _] = ne(s0);
     let [_, _, b2, b3] = ne(s1);
     let batches = b2 as u64 * b3 as u64;
-    let groups = if wide {
+    let groups = if wide && !big.is_empty() {
+        (rows as u64).div_ceil(2 * MMQ_TILE) * cols.div_ceil(MMQ_TILE) * batches
+    } else if wide {
         (rows as u64).div_ceil(MMQ_TILE) * cols.div_ceil(MMQ_TILE) * batches
     } else {
         (rows as u64).div_ceil(ROWS_PER_WG) * cols.div_ceil(nc) * batches

@@ -123,6 +123,9 @@ fn mul_mat_vec_paths() {
             mul_mat_case(&b, wt, 512, 70, 33, [1, 1], [1, 1]);
             mul_mat_case(&b, wt, 768, 130, 65, [1, 1], [1, 1]);
             mul_mat_case(&b, wt, 256, 20, 17, [2, 3], [1, 2]);
+            // Big tiles (>= 2048 rows, >= 64 columns), partial in both directions.
+            mul_mat_case(&b, wt, 512, 2100, 70, [1, 1], [1, 1]);
+            mul_mat_case(&b, wt, 256, 2048, 64, [1, 2], [1, 1]);
         }
         for &(k, rows, cols) in &[(8, 1, 1), (64, 5, 1), (2560, 67, 1), (136, 9, 8), (100, 7, 1), (72, 13, 3)] {
             mul_mat_case(&b, F16, k, rows, cols, [1, 1], [1, 1]);
