@@ -31,6 +31,11 @@ layout(std430, binding = 1) readonly buffer BufB { uint b[]; };
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 // A fused MUL by a one-element tensor: d_ne.x != 0 says it is there, d_ne.y is its element.
 layout(std430, binding = 3) readonly buffer BufS { float sc[]; };
+#if defined(RES)
+// RES: a fused ADD of a same-shaped tensor (the residual) after the scale, from element
+// d_ne.z of binding 4, with dst's strides.
+layout(std430, binding = 4) readonly buffer BufR { float res[]; };
+#endif
 
 shared uint sa[TM][SK + 1];
 shared uint sb[TN][SK + 1];
@@ -157,7 +162,12 @@ void main() {
             const uint c = c0 + tc + 8 * j;
             if (r < rows && c < cols) {
                 const float v = scaled ? acc[i][j] * scale : acc[i][j];
-                d[D_OFF + r * pc.d_nb.x + c * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w] = v;
+#if defined(RES)
+                const float vr = v + res[pc.d_ne.z + r * pc.d_nb.x + c * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w];
+#else
+                const float vr = v;
+#endif
+                d[D_OFF + r * pc.d_nb.x + c * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w] = vr;
             }
         }
     }

@@ -42,6 +42,11 @@ layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 // A fused MUL by a one-element tensor (BitNet's per-tensor weight scale): d_ne.x != 0 says
 // it is there, d_ne.y is its element (d_ne is otherwise unused here).
 layout(std430, binding = 3) readonly buffer BufS { float sc[]; };
+#if defined(RES)
+// RES: a fused ADD of a same-shaped tensor (the residual) after the scale, from element
+// d_ne.z of binding 4, with dst's strides.
+layout(std430, binding = 4) readonly buffer BufR { float res[]; };
+#endif
 
 shared float red[NCOLS][WG];
 
@@ -188,7 +193,12 @@ void main() {
         [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
             if (c0 + c < pc.b_ne.y) {
                 const float v = pc.d_ne.x != 0u ? acc[c] * scale : acc[c];
-                d[D_OFF + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w] = v;
+#if defined(RES)
+                const float vr = v + res[pc.d_ne.z + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w];
+#else
+                const float vr = v;
+#endif
+                d[D_OFF + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w] = vr;
             }
         }
     }

@@ -17,6 +17,15 @@ layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 layout(std430, binding = 3) writeonly buffer BufQ { uint qout[]; };
+#if defined(PRE_MUL)
+// PRE_MUL: the normalized row is A * A2 (a fused MUL of two same-shaped tensors; A2 at
+// binding 4 from element d_ne.x, with A's strides), e.g. BitNet's gate * up before its
+// sub-norm.
+layout(std430, binding = 4) readonly buffer BufA2 { float a2[]; };
+#define X(k) (a[a_base + (k) * pc.a_nb.x] * a2[pc.d_ne.x + a_rel + (k) * pc.a_nb.x])
+#else
+#define X(k) (a[a_base + (k) * pc.a_nb.x])
+#endif
 shared float red[WG];
 
 void main() {
@@ -31,7 +40,8 @@ void main() {
     if (row >= N_ITEMS) { return; }
     const uvec4 idx = unflatten(row, uvec4(pc.a_ne.y, pc.a_ne.z, pc.a_ne.w, 1));
     const uvec4 r4 = uvec4(0, idx.x, idx.y, idx.z);
-    const uint a_base = A_OFF + strided(r4, pc.a_nb);
+    const uint a_rel = strided(r4, pc.a_nb);
+    const uint a_base = A_OFF + a_rel;
     const uint d_base = D_OFF + strided(r4, pc.d_nb);
     const uint b_base = B_OFF + strided(r4 % pc.b_ne, pc.b_nb);
     const uint n = pc.a_ne.x;
@@ -40,7 +50,7 @@ void main() {
     float s = 0.0;
     for (uint blk = cid; blk < nblk; blk += ncl) {
         const uint k0 = blk * 256 + lc * EPL;
-        for (uint e = 0; e < EPL; ++e) { const float x = a[a_base + (k0 + e) * pc.a_nb.x]; s += x * x; }
+        for (uint e = 0; e < EPL; ++e) { const float x = X(k0 + e); s += x * x; }
     }
     for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
     if (gl_SubgroupInvocationID == 0) { red[gl_SubgroupID] = s; }
@@ -56,7 +66,7 @@ void main() {
         uint mi = 0xFFFFFFFFu;
         for (uint e = 0; e < EPL; ++e) {
             const uint k = k0 + e;
-            const float y = (a[a_base + k * pc.a_nb.x] * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
+            const float y = (X(k) * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
             d[d_base + k * pc.d_nb.x] = y;
             if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
         }
@@ -71,7 +81,7 @@ void main() {
             uint word = 0;
             for (uint j = 0; j < 4; ++j) {
                 const uint k = k0 + e + j;
-                const float y = (a[a_base + k * pc.a_nb.x] * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
+                const float y = (X(k) * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
                 const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(iscale * y))) : 0;
                 word |= (uint(q) & 0xFFu) << (8 * j);
             }

@@ -11,8 +11,9 @@ use crate::error::{Error, Result, VkContext};
 use crate::gpu::{Allocation, Gpu};
 
 pub(crate) const PUSH_BYTES: u32 = 128;
-/// Storage-buffer bindings of the shared layout: A, B, D and an extra read operand.
-pub(crate) const BINDINGS: u32 = 4;
+/// Storage-buffer bindings of the shared layout at most: A, B, D and two extra operands of
+/// fused kernels (binding 3 read or written; binding 4 read, where `Gpu::bindings` is 5).
+pub(crate) const BINDINGS: u32 = 5;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -118,6 +119,8 @@ pub(crate) struct Recorder {
     pub rounded: Vec<(*const sys::ggml_tensor, u8, Bound)>,
     /// TRIT_VULKAN_PROFILE=1: host and GPU time per kernel, printed when the backend is freed.
     prof: Option<crate::profile::Profile>,
+    /// Binding 4 of the dispatch being recorded (`dispatch5`).
+    fifth: Option<Bound>,
 }
 
 impl Recorder {
@@ -142,6 +145,7 @@ impl Recorder {
             scratch_cursor: 0,
             rounded: Vec::new(),
             prof: None,
+            fifth: None,
         })
         .map(|mut r| {
             r.prof = crate::profile::Profile::new(&r.gpu);
@@ -384,6 +388,26 @@ impl Recorder {
         self.dispatch_ex(kernel, a, b, dst, None, false, push, groups)
     }
 
+    /// As `dispatch_ex`, with a fifth operand (read) at binding 4.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch5(
+        &mut self,
+        kernel: &str,
+        a: Bound,
+        b: Option<Bound>,
+        dst: Bound,
+        extra: Option<Bound>,
+        extra_written: bool,
+        fifth: Bound,
+        push: Push,
+        groups: u64,
+    ) -> Result<()> {
+        self.fifth = Some(fifth);
+        let r = self.dispatch_ex(kernel, a, b, dst, extra, extra_written, push, groups);
+        self.fifth = None;
+        r
+    }
+
     /// As `dispatch`, with a fourth operand at binding 3 (fused kernels), read or, with
     /// `extra_written`, written.
     #[allow(clippy::too_many_arguments)]
@@ -404,7 +428,12 @@ impl Recorder {
         let pipeline = self.gpu.pipeline(kernel)?;
         let b = b.unwrap_or(a);
         let e = extra.unwrap_or(a);
-        if self.hazard(&a, false) || self.hazard(&b, false) || self.hazard(&e, extra_written) || self.hazard(&dst, true)
+        let f = self.fifth.unwrap_or(a);
+        if self.hazard(&a, false)
+            || self.hazard(&b, false)
+            || self.hazard(&e, extra_written)
+            || self.hazard(&f, false)
+            || self.hazard(&dst, true)
         {
             let barrier = vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
@@ -427,6 +456,9 @@ impl Recorder {
         }
         self.reads.push((a.buffer, a.lo, a.hi));
         self.reads.push((b.buffer, b.lo, b.hi));
+        if self.fifth.is_some() {
+            self.reads.push((f.buffer, f.lo, f.hi));
+        }
         if extra.is_some() {
             if extra_written {
                 self.writes.push((e.buffer, e.lo, e.hi));
@@ -436,9 +468,10 @@ impl Recorder {
         }
         self.writes.push((dst.buffer, dst.lo, dst.hi));
 
-        let infos =
-            [a, b, dst, e].map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }]);
-        let mut writes = [0, 1, 2, 3].map(|i| {
+        let infos = [a, b, dst, e, f]
+            .map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }]);
+        let nw = self.gpu.bindings as usize;
+        let mut writes = [0, 1, 2, 3, 4].map(|i| {
             vk::WriteDescriptorSet::default()
                 .dst_binding(i as u32)
                 .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
@@ -451,13 +484,13 @@ impl Recorder {
         let layout = self.gpu.pipeline_layout;
         if self.gpu.push_desc.is_none() {
             let set = self.descriptor_set()?;
-            for w in writes.iter_mut() {
+            for w in writes[..nw].iter_mut() {
                 w.dst_set = set;
             }
             let d = &self.gpu.device;
             // SAFETY: the set is fresh from our pool and the buffers are live.
             unsafe {
-                d.update_descriptor_sets(&writes, &[]);
+                d.update_descriptor_sets(&writes[..nw], &[]);
                 d.cmd_bind_descriptor_sets(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &[set], &[]);
             }
         }
@@ -466,7 +499,7 @@ impl Recorder {
         unsafe {
             d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
             if let Some(pd) = &self.gpu.push_desc {
-                pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &writes);
+                pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &writes[..nw]);
             }
             let mut base = 0u64;
             while base < groups {

@@ -12,16 +12,49 @@ use trit_sys as sys;
 
 use crate::dispatch::{Push, Recorder};
 use crate::error::Result;
-use crate::ops::{ne, nelements, op_of, shape, src, ty, F32, TQ1, TQ2};
+use crate::ops::{nb, ne, nelements, op_of, shape, src, ty, F32, TQ1, TQ2};
 
 /// Indices of the nodes of a graph that may be fused with their successor (pairs) or two
 /// successors (the ReLU² gate).
 pub(crate) struct Plan {
     fusable: Vec<usize>,
     triples: Vec<usize>,
+    /// MUL_MAT, MUL by its scale, ADD of a residual (`build_lora_mm` then the residual sum).
+    res_triples: Vec<usize>,
+    /// MUL, RMS_NORM of it, MUL by the norm weight (gate * up before the FFN sub-norm).
+    pre_triples: Vec<usize>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
+}
+
+/// The residual operand of `add` if it sums `scaled` (either side) and a same-shaped f32
+/// tensor laid out as `add`.
+fn residual_of(scaled: *const sys::ggml_tensor, add: *const sys::ggml_tensor) -> Option<*const sys::ggml_tensor> {
+    if op_of(add) != sys::GGML_OP_ADD || ty(add) != F32 || ne(add) != ne(scaled) {
+        return None;
+    }
+    let r = if src(add, 0) == scaled {
+        src(add, 1)
+    } else if src(add, 1) == scaled {
+        src(add, 0)
+    } else {
+        return None;
+    };
+    (r != scaled && ty(r) == F32 && ne(r) == ne(add) && nb(r) == nb(add)).then_some(r)
+}
+
+/// MUL of two same-shaped, same-strided f32 tensors, then RMS_NORM of it, then its weight MUL.
+fn mul_norm(m: *const sys::ggml_tensor, norm: *const sys::ggml_tensor, w: *const sys::ggml_tensor) -> bool {
+    op_of(m) == sys::GGML_OP_MUL
+        && op_of(norm) == sys::GGML_OP_RMS_NORM
+        && src(norm, 0) == m
+        && pairs(norm, w)
+        && [m, src(m, 0), src(m, 1)].iter().all(|&t| ty(t) == F32)
+        && ne(src(m, 0)) == ne(m)
+        && ne(src(m, 1)) == ne(m)
+        && nb(src(m, 0)) == nb(src(m, 1))
+        && ne(m)[0] % 256 == 0
 }
 
 /// RELU, then SQR of it, f32, same shapes.
@@ -80,7 +113,13 @@ fn pairs(cur: *const sys::ggml_tensor, next: *const sys::ggml_tensor) -> bool {
 impl Plan {
     pub fn new(graph: *mut sys::ggml_cgraph) -> Plan {
         if std::env::var("TRIT_VULKAN_NO_FUSION").is_ok_and(|v| v == "1") {
-            return Plan { fusable: Vec::new(), triples: Vec::new(), ternary_inputs: Vec::new() };
+            return Plan {
+                fusable: Vec::new(),
+                triples: Vec::new(),
+                res_triples: Vec::new(),
+                pre_triples: Vec::new(),
+                ternary_inputs: Vec::new(),
+            };
         }
         // SAFETY: graph is live for the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) };
@@ -95,6 +134,7 @@ impl Plan {
         }
         ternary_inputs.sort_unstable();
         let (mut pair_heads, mut triple_heads) = (Vec::new(), Vec::new());
+        let (mut res_heads, mut pre_heads) = (Vec::new(), Vec::new());
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
             if output(cur) {
@@ -106,15 +146,31 @@ impl Plan {
             if i + 2 < n && !output(next) && relu_sqr_mul(cur, next, node(graph, i + 2)) {
                 triple_heads.push(i as usize);
             }
+            if i + 2 < n && !output(next) {
+                let third = node(graph, i + 2);
+                if op_of(cur) == sys::GGML_OP_MUL_MAT && pairs(cur, next) && residual_of(next, third).is_some() {
+                    res_heads.push(i as usize);
+                }
+                let quantized = ternary_inputs.binary_search(&(third as usize)).is_ok();
+                if quantized && mul_norm(cur, next, third) {
+                    pre_heads.push(i as usize);
+                }
+            }
         }
         // The nodes whose single use decides: pair heads, and both intermediates of triples.
         let mut cand: Vec<(usize, usize)> = pair_heads.iter().map(|&i| (node(graph, i as i32) as usize, i)).collect();
-        for &i in &triple_heads {
+        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads) {
             cand.push((node(graph, i as i32) as usize, i));
             cand.push((node(graph, i as i32 + 1) as usize, i + 1));
         }
         if cand.is_empty() {
-            return Plan { fusable: Vec::new(), triples: Vec::new(), ternary_inputs };
+            return Plan {
+                fusable: Vec::new(),
+                triples: Vec::new(),
+                res_triples: Vec::new(),
+                pre_triples: Vec::new(),
+                ternary_inputs,
+            };
         }
         cand.sort_unstable();
         cand.dedup();
@@ -150,13 +206,44 @@ impl Plan {
             cand.binary_search_by_key(&p, |c| c.0).is_ok_and(|k| uses[k] == 1)
         };
         let triples: Vec<usize> = triple_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
+        let res_triples: Vec<usize> = res_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
+        let pre_triples: Vec<usize> = pre_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let fusable = pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
-        Plan { fusable, triples, ternary_inputs }
+        Plan { fusable, triples, res_triples, pre_triples, ternary_inputs }
     }
 
     /// Record node `i` fused with the nodes after it if possible: how many nodes were
     /// recorded (0: none, node `i` is to be recorded alone).
     pub fn encode(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32) -> Result<i32> {
+        if self.res_triples.binary_search(&(i as usize)).is_ok() {
+            let (mm, mul, add) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            let r = residual_of(mul, add).expect("checked by Plan::new");
+            if crate::matvec::encode_fused(rec, mm, Some((mul, src(mul, 1))), Some((add, r)))? {
+                return Ok(3);
+            }
+        }
+        if self.pre_triples.binary_search(&(i as usize)).is_ok() && rec.gpu().fast_kernels() {
+            let (m, norm, wmul) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            if rec.gpu().has_pipeline("mv_rms_norm_mul_q8_pre_f32") {
+                let (x, x2, w) = (src(m, 0), src(m, 1), src(wmul, 1));
+                let mut p = Push::default();
+                (p.a_ne, p.a_nb) = shape(x, 4);
+                (p.b_ne, p.b_nb) = shape(w, 4);
+                (_, p.d_nb) = shape(wmul, 4);
+                p.m1[1] = crate::ops::param_u32(norm, 0);
+                let rows = nelements(x) / ne(x)[0] as u64;
+                p.m0[1] = rows as u32;
+                let nel = nelements(wmul);
+                let (a, b, d, a2) = (rec.bind(x, 4)?, rec.bind(w, 4)?, rec.bind(wmul, 4)?, rec.bind(x2, 4)?);
+                let q = rec.scratch(nel + nel / 256 * 4)?;
+                p.m1[2] = (nel / 4) as u32;
+                p.m1[3] = q.elem_off;
+                p.d_ne = [a2.elem_off, 0, 0, 0];
+                rec.dispatch5("mv_rms_norm_mul_q8_pre_f32", a, Some(b), d, Some(q), true, a2, p, rows)?;
+                rec.rounded.push((wmul, crate::matvec::ROUNDED_Q8, q));
+                return Ok(3);
+            }
+        }
         if self.triples.binary_search(&(i as usize)).is_ok() {
             let (relu, mul) = (node(graph, i), node(graph, i + 2));
             let (x, y) = (src(relu, 0), src(mul, 1));

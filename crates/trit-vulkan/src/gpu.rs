@@ -50,6 +50,8 @@ pub(crate) struct Gpu {
     pub subgroups: bool,
     /// shaderIntegerDotProduct (VK_KHR_shader_integer_dot_product) is enabled.
     pub has_int_dot: bool,
+    /// Storage-buffer bindings of the shared layout: 5, or 4 where the device has no more.
+    pub bindings: u32,
     /// Nanoseconds per timestamp tick, when the queue has timestamps (TRIT_VULKAN_PROFILE).
     pub timestamp_period: Option<f32>,
     has_budget: bool,
@@ -257,12 +259,21 @@ impl Gpu {
         // Variants a device cannot run are not built into pipelines: `_dot` needs the
         // integer dot product, `mv_` subgroups (basic and shuffle).
         let wide_wg = lim.max_compute_work_group_invocations >= 1024 && lim.max_compute_work_group_size[0] >= 1024;
+        // Binding 4 (fused residual / pre-multiplied norms) where the device allows 5 storage
+        // buffers per stage (Vulkan guarantees 4).
+        let bindings =
+            if lim.max_per_stage_descriptor_storage_buffers >= 5 && lim.max_descriptor_set_storage_buffers >= 5 {
+                5
+            } else {
+                4
+            };
         let usable = |name: &str| {
-            (has_int_dot || !name.ends_with("_dot"))
+            (bindings == 5 || !(name.contains("_res") || name.contains("_pre")))
+                && (has_int_dot || !name.ends_with("_dot"))
                 && (subgroups || !name.starts_with("mv_"))
                 && (wide_wg || name != "mv_rms_norm_mul_q8_f32") // 1024 invocations
         };
-        let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, &usable)?;
+        let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, bindings, &usable)?;
         let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));
         let xfer = Transfer::new(&device, queue_family, &mem_props)?;
 
@@ -310,6 +321,7 @@ impl Gpu {
             push_desc,
             subgroups,
             has_int_dot,
+            bindings,
             timestamp_period: has_ts.then_some(lim.timestamp_period),
             has_budget,
             mem_props,
@@ -665,15 +677,16 @@ impl Allocation {
     }
 }
 
-/// One descriptor-set layout (four storage buffers), one pipeline layout (128 bytes of push
+/// One descriptor-set layout (`binding_count` storage buffers), one pipeline layout (128 bytes of push
 /// constants) and a compute pipeline per compiled kernel variant.
 #[allow(clippy::type_complexity)]
 fn create_pipelines(
     device: &ash::Device,
     push_descriptors: bool,
+    binding_count: u32,
     usable: &dyn Fn(&str) -> bool,
 ) -> Result<(vk::DescriptorSetLayout, vk::PipelineLayout, HashMap<&'static str, vk::Pipeline>)> {
-    let bindings: Vec<_> = (0..crate::dispatch::BINDINGS)
+    let bindings: Vec<_> = (0..binding_count)
         .map(|i| {
             vk::DescriptorSetLayoutBinding::default()
                 .binding(i)

@@ -122,6 +122,12 @@ pub fn mat_vec_features() -> (bool, bool) {
     ffi::gpu().map_or((false, false), |g| (g.subgroups, g.has_int_dot))
 }
 
+/// Whether the device takes the fifth storage-buffer binding the residual / pre-multiplied
+/// fusions need (Vulkan guarantees four per stage).
+pub fn has_fifth_binding() -> bool {
+    ffi::gpu().is_some_and(|g| g.bindings == 5)
+}
+
 /// Every compiled kernel variant as (name, SPIR-V bytes), e.g. for translation checks.
 pub fn kernels() -> &'static [(&'static str, &'static [u8])] {
     kernels::SPIRV

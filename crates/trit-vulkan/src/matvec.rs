@@ -33,6 +33,17 @@ pub(crate) fn encode_scaled(
     op: *const sys::ggml_tensor,
     scaled: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
 ) -> Result<bool> {
+    encode_fused(rec, op, scaled, None)
+}
+
+/// As `encode_scaled`; with `residual` = (add, r) the scaled product plus `r` (same shape and
+/// strides as `add`) is stored as `add` (an ADD that consumed the scaled product).
+pub(crate) fn encode_fused(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    scaled: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+    residual: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+) -> Result<bool> {
     let gpu = rec.gpu().clone();
     if !gpu.limits.fast_mv.load(Ordering::Relaxed) {
         return Ok(false);
@@ -52,17 +63,24 @@ pub(crate) fn encode_scaled(
     let big = if wide && !small && ne(s0)[1] >= 2048 && cols >= 64 { "b" } else { "" };
     // TRIT_VULKAN_MV_U1=1: mat-vecs with one load in flight per lane (for comparison).
     static U1: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let u1 = if nc == 1 && *U1.get_or_init(|| std::env::var_os("TRIT_VULKAN_MV_U1").is_some_and(|v| v == "1")) {
+    let res = if residual.is_some() { "_res" } else { "" };
+    if residual.is_some() && (scaled.is_none() || (!wide && nc != 1)) {
+        return Ok(false);
+    }
+    let u1 = if nc == 1
+        && residual.is_none()
+        && *U1.get_or_init(|| std::env::var_os("TRIT_VULKAN_MV_U1").is_some_and(|v| v == "1"))
+    {
         "_u1"
     } else {
         ""
     };
     let kernel = match (ty(s0), wide) {
-        (TQ2, false) => format!("mv_tq2_{nc}{u1}{dot}"),
-        (TQ1, false) => format!("mv_tq1_{nc}{u1}{dot}"),
-        (F16, false) if f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
-        (TQ2, true) => format!("mmq{big}_tq2{dot}"),
-        (TQ1, true) => format!("mmq{big}_tq1{dot}"),
+        (TQ2, false) => format!("mv_tq2_{nc}{u1}{res}{dot}"),
+        (TQ1, false) => format!("mv_tq1_{nc}{u1}{res}{dot}"),
+        (F16, false) if residual.is_none() && f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
+        (TQ2, true) => format!("mmq{big}_tq2{res}{dot}"),
+        (TQ1, true) => format!("mmq{big}_tq1{res}{dot}"),
         _ => return Ok(false),
     };
     if !gpu.has_pipeline(&kernel) {
@@ -79,12 +97,16 @@ pub(crate) fn encode_scaled(
         (rows as u64).div_ceil(ROWS_PER_WG) * cols.div_ceil(nc) * batches
     };
     let mut p = Push::default();
-    let out = scaled.map_or(op, |(mul, _)| mul);
+    let out = residual.map_or(scaled.map_or(op, |(mul, _)| mul), |(add, _)| add);
+    let fifth = match residual {
+        Some((_, r)) => Some(rec.bind(r, 4)?),
+        None => None,
+    };
     (_, p.d_nb) = shape(out, 4);
     let extra = match scaled {
         Some((_, s)) => {
             let sb = rec.bind(s, 4)?;
-            p.d_ne = [1, sb.elem_off, 0, 0];
+            p.d_ne = [1, sb.elem_off, fifth.map_or(0, |f| f.elem_off), 0];
             Some(sb)
         }
         None => None,
@@ -124,7 +146,10 @@ pub(crate) fn encode_scaled(
     p.m1[1] = (nel / 4) as u32;
     let a = rec.bind(s0, 1)?;
     let d = rec.bind(out, 4)?;
-    rec.dispatch_ex(&kernel, a, Some(q), d, extra, false, p, groups)?;
+    match fifth {
+        Some(f) => rec.dispatch5(&kernel, a, Some(q), d, extra, false, f, p, groups)?,
+        None => rec.dispatch_ex(&kernel, a, Some(q), d, extra, false, p, groups)?,
+    }
     Ok(true)
 }
 

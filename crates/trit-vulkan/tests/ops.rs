@@ -723,6 +723,46 @@ fn fused_norm_and_scaled_products() {
         NMSE_EW,
     );
     assert_eq!(trit_vulkan::dispatch_count() - before, 3);
+    // Scaled product plus residual (attention output, FFN down), decode- and prompt-shaped;
+    // and gate*up before the sub-norm: with binding 4 (five storage buffers), one dispatch
+    // fewer each.
+    for (k, rows, cols) in [(512i64, 40i64, 1i64), (256, 70, 20), (512, 2100, 70)] {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("mul_mat tq2 * scale + residual, rows={rows} cols={cols}"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+                let a = input(ctx, ins, TQ2, &[k, rows], Fill::Uniform);
+                let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+                let r = input(ctx, ins, F32, &[rows, cols], Fill::Uniform);
+                sys::ggml_add(ctx, sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, x), s), r)
+            },
+            NMSE_TQ,
+        );
+        if subgroups && trit_vulkan::has_fifth_binding() {
+            assert_eq!(trit_vulkan::dispatch_count() - before, 2);
+        }
+    }
+    for (k, cols) in [(512i64, 1i64), (768, 5)] {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("rms_norm(g*u)*w > mul_mat tq1, k={k} cols={cols}"),
+            &|ctx, ins| unsafe {
+                let g = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+                let u = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+                let w = input(ctx, ins, F32, &[k], Fill::Uniform);
+                let a = input(ctx, ins, TQ1, &[k, 33], Fill::Uniform);
+                let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, sys::ggml_mul(ctx, g, u), 1e-6), w);
+                sys::ggml_mul_mat(ctx, a, h)
+            },
+            NMSE_TQ,
+        );
+        if subgroups && trit_vulkan::has_fifth_binding() {
+            assert_eq!(trit_vulkan::dispatch_count() - before, 2);
+        }
+    }
     // A product with a second user is not fused (its unscaled value is needed too).
     check(
         &b,
