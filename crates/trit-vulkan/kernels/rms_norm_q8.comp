@@ -15,7 +15,9 @@
 layout(local_size_x = WG) in;
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
-layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
+// dst may be A itself (ggml-alloc runs a MUL of a single-use norm in place): each element
+// is read once before the lane that owns it overwrites it, and quantized from dst.
+layout(std430, binding = 2) buffer BufD { float d[]; };
 layout(std430, binding = 3) writeonly buffer BufQ { uint qout[]; };
 #if defined(PRE_MUL)
 // PRE_MUL: the normalized row is A * A2 (a fused MUL of two same-shaped tensors; A2 at
@@ -81,7 +83,7 @@ void main() {
             uint word = 0;
             for (uint j = 0; j < 4; ++j) {
                 const uint k = k0 + e + j;
-                const float y = (X(k) * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
+                const float y = d[d_base + k * pc.d_nb.x];
                 const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(iscale * y))) : 0;
                 word |= (uint(q) & 0xFFu) << (8 * j);
             }

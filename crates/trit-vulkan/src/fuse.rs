@@ -110,9 +110,20 @@ fn pairs(cur: *const sys::ggml_tensor, next: *const sys::ggml_tensor) -> bool {
     }
 }
 
+/// TRIT_VULKAN_NO_FUSION=1 (or `all`) turns fusion off; a comma-separated list of `scale`,
+/// `norm`, `quant`, `relu`, `res`, `pre` turns off those kinds (for bisecting).
+fn off(kind: &str) -> bool {
+    static LIST: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        let v = std::env::var("TRIT_VULKAN_NO_FUSION").unwrap_or_default();
+        v.split(',').map(|s| if s.trim() == "1" { "all".to_string() } else { s.trim().to_string() }).collect()
+    });
+    list.iter().any(|k| k == "all" || k == kind)
+}
+
 impl Plan {
     pub fn new(graph: *mut sys::ggml_cgraph) -> Plan {
-        if std::env::var("TRIT_VULKAN_NO_FUSION").is_ok_and(|v| v == "1") {
+        if off("all") {
             return Plan {
                 fusable: Vec::new(),
                 triples: Vec::new(),
@@ -140,19 +151,28 @@ impl Plan {
             if output(cur) {
                 continue;
             }
-            if pairs(cur, next) {
+            let pair_kind = match op_of(cur) {
+                sys::GGML_OP_MUL_MAT => "scale",
+                sys::GGML_OP_RMS_NORM => "norm",
+                _ => "relu",
+            };
+            if pairs(cur, next) && !off(pair_kind) {
                 pair_heads.push(i as usize);
             }
-            if i + 2 < n && !output(next) && relu_sqr_mul(cur, next, node(graph, i + 2)) {
+            if i + 2 < n && !output(next) && !off("relu") && relu_sqr_mul(cur, next, node(graph, i + 2)) {
                 triple_heads.push(i as usize);
             }
             if i + 2 < n && !output(next) {
                 let third = node(graph, i + 2);
-                if op_of(cur) == sys::GGML_OP_MUL_MAT && pairs(cur, next) && residual_of(next, third).is_some() {
+                if op_of(cur) == sys::GGML_OP_MUL_MAT
+                    && !off("res")
+                    && pairs(cur, next)
+                    && residual_of(next, third).is_some()
+                {
                     res_heads.push(i as usize);
                 }
                 let quantized = ternary_inputs.binary_search(&(third as usize)).is_ok();
-                if quantized && mul_norm(cur, next, third) {
+                if quantized && !off("pre") && mul_norm(cur, next, third) {
                     pre_heads.push(i as usize);
                 }
             }
@@ -277,6 +297,7 @@ impl Plan {
                 let gpu = rec.gpu().clone();
                 let fast = gpu.fast_kernels();
                 let quant = fast
+                    && !off("quant")
                     && ne(next)[0] % 256 == 0
                     && gpu.has_pipeline("mv_rms_norm_mul_q8_f32")
                     && self.ternary_inputs.binary_search(&(next as usize)).is_ok();

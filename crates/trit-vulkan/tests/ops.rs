@@ -662,7 +662,14 @@ fn fused_norm_and_scaled_products() {
     let (subgroups, _) = trit_vulkan::mat_vec_features();
     // 8704 = 34 blocks: more blocks per row than the fused norm has lane clusters (32 on a
     // 32-wide subgroup), so it loops.
-    for (wt, k, rows, cols) in [(TQ2, 512i64, 37i64, 1i64), (TQ1, 768, 20, 3), (TQ2, 8704, 5, 2), (F16, 256, 9, 1)] {
+    for (wt, k, rows, cols) in [
+        (TQ2, 512i64, 37i64, 1i64),
+        (TQ1, 768, 20, 3),
+        (TQ2, 8704, 5, 2),
+        (TQ2, 256, 40, 8),
+        (TQ1, 256, 40, 9),
+        (F16, 256, 9, 1),
+    ] {
         let before = trit_vulkan::dispatch_count();
         check(
             &b,
@@ -798,4 +805,80 @@ fn long_graph_in_chunks() {
         NMSE_EW,
     );
     assert!(trit_vulkan::dispatch_count() - before >= 200);
+}
+
+/// A norm quantized once for several scaled ternary products (as Q, K, V read attn_norm).
+#[test]
+fn fused_norm_shared_by_products() {
+    let Some((_g, b)) = setup() else { return };
+    check(
+        &b,
+        "rms_norm*w > 3 x (mul_mat tq2 * scale) + f32 product",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[256, 8], Fill::Uniform);
+            let w = input(ctx, ins, F32, &[256], Fill::Uniform);
+            let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
+            let mut out: *mut sys::ggml_tensor = std::ptr::null_mut();
+            for rows in [128i64, 128, 128] {
+                let a = input(ctx, ins, TQ2, &[256, rows], Fill::Uniform);
+                let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+                let y = sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, h), s);
+                out = if out.is_null() { y } else { sys::ggml_add(ctx, out, y) };
+            }
+            // The norm's float output is read too (an f32 product).
+            let f = input(ctx, ins, F32, &[256, 128], Fill::Uniform);
+            sys::ggml_add(ctx, sys::ggml_mul_mat(ctx, f, h), out)
+        },
+        NMSE_TQ,
+    );
+}
+
+/// Two fused, quantizing norms in one graph, each feeding ternary products (a layer's
+/// attention and FFN halves).
+#[test]
+fn fused_norms_in_sequence() {
+    let Some((_g, b)) = setup() else { return };
+    for cols in [1i64, 8, 9] {
+        check(
+            &b,
+            &format!("x > norm > tq2 > +x > norm > tq2, cols={cols}"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[256, cols], Fill::Uniform);
+                let w1 = input(ctx, ins, F32, &[256], Fill::Uniform);
+                let w2 = input(ctx, ins, F32, &[256], Fill::Uniform);
+                let a1 = input(ctx, ins, TQ2, &[256, 256], Fill::Uniform);
+                let a2 = input(ctx, ins, TQ2, &[256, 512], Fill::Uniform);
+                let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w1);
+                let y = sys::ggml_add(ctx, sys::ggml_mul_mat(ctx, a1, h), x);
+                let h2 = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, y, 1e-5), w2);
+                sys::ggml_mul_mat(ctx, a2, h2)
+            },
+            NMSE_TQ,
+        );
+    }
+}
+
+/// The fused norm in place (ggml-alloc reuses a single-use input for the norm and its MUL):
+/// its quantized output must come from the normalized values, not the overwritten input.
+#[test]
+fn fused_norm_in_place() {
+    let Some((_g, b)) = setup() else { return };
+    for cols in [1i64, 12] {
+        check(
+            &b,
+            &format!("rms_norm_inplace > mul_inplace > tq2 (+ gate*up form), cols={cols}"),
+            &|ctx, ins| unsafe {
+                let x = input(ctx, ins, F32, &[512, cols], Fill::Uniform);
+                let w = input(ctx, ins, F32, &[512], Fill::Uniform);
+                let a = input(ctx, ins, TQ2, &[512, 64], Fill::Uniform);
+                let h = sys::ggml_mul_inplace(ctx, sys::ggml_rms_norm_inplace(ctx, x, 1e-5), w);
+                let g = input(ctx, ins, F32, &[512, cols], Fill::Uniform);
+                let u = input(ctx, ins, F32, &[512, cols], Fill::Uniform);
+                let m = sys::ggml_mul_inplace(ctx, g, u);
+                let h2 = sys::ggml_mul_inplace(ctx, sys::ggml_rms_norm_inplace(ctx, m, 1e-5), w);
+                sys::ggml_add(ctx, sys::ggml_mul_mat(ctx, a, h), sys::ggml_mul_mat(ctx, a, h2))
+            },
+            NMSE_TQ,
+        );
+    }
 }
