@@ -163,9 +163,9 @@ void main() {
             const uint r = r0 + tr + 16 * i;
             const uint c = c0 + tc + 16 * j;
             if (r < rows && c < cols) {
-                const float v = scaled ? acc[i][j] * scale : acc[i][j];
+                precise float v = scaled ? acc[i][j] * scale : acc[i][j];
 #if defined(RES)
-                const float vr = v + res[pc.d_ne.z + r * pc.d_nb.x + c * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w];
+                precise float vr = v + res[pc.d_ne.z + r * pc.d_nb.x + c * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w];
 #else
                 const float vr = v;
 #endif

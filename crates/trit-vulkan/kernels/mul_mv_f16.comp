@@ -95,7 +95,7 @@ void main() {
         const float scale = pc.d_ne.x != 0u ? sc[pc.d_ne.y] : 1.0;
         [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
             if (c0 + c < pc.b_ne.y) {
-                const float v = pc.d_ne.x != 0u ? acc[c] * scale : acc[c];
+                precise float v = pc.d_ne.x != 0u ? acc[c] * scale : acc[c];
                 d[D_OFF + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w] = v;
             }
         }

@@ -2,13 +2,8 @@
 // One workgroup per row: dst = x / sqrt(mean(x^2) + eps). eps = P0 (float bits).
 // FUSE_MUL: dst = (x / sqrt(mean(x^2) + eps)) * B, B broadcast by repetition (the norm
 // weight), for an RMS_NORM whose only user is that MUL.
-// SG: the sum of squares reduces with subgroup shuffles, then across subgroups in shared
-// memory (one barrier instead of eight).
+// (Rows of a multiple of 256 on devices with subgroups: rms_norm_q8.comp.)
 #include "common.glsl"
-#if defined(SG)
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_shuffle : require
-#endif
 #define WG 256
 layout(local_size_x = WG) in;
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
@@ -29,19 +24,10 @@ void main() {
     const uint n = pc.a_ne.x;
     float s = 0.0;
     for (uint k = t; k < n; k += WG) { const float x = a[a_base + k * pc.a_nb.x]; s += x * x; }
-#if defined(SG)
-    for (uint m = 1; m < gl_SubgroupSize; m <<= 1) { s += subgroupShuffleXor(s, m); }
-    if (gl_SubgroupInvocationID == 0) { red[gl_SubgroupID] = s; }
-    barrier();
-    float total = 0.0;
-    for (uint i = 0; i < gl_NumSubgroups; ++i) { total += red[i]; }
-    const float scale = inversesqrt(total / float(n) + uintBitsToFloat(P0));
-#else
     red[t] = s;
     barrier();
     for (uint h = WG / 2; h > 0; h >>= 1) { if (t < h) { red[t] += red[t + h]; } barrier(); }
     const float scale = inversesqrt(red[0] / float(n) + uintBitsToFloat(P0));
-#endif
     for (uint k = t; k < n; k += WG) {
 #if defined(FUSE_MUL)
         const uvec4 bi = uvec4(k, r4.y, r4.z, r4.w) % pc.b_ne;

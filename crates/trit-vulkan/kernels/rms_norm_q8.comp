@@ -1,9 +1,11 @@
 #version 450
-// RMS_NORM, MUL by the norm weight, and the quantization the ternary products that read the
-// result need, in one kernel: one workgroup per row,
-//   dst = (x / sqrt(mean(x^2) + eps)) * B   (B broadcast by repetition; eps = P0)
-// also written as quant_q8.comp writes it (int8 four to a word at binding 3 from element P2,
-// row after row, then the f32 block scales from word P2 + P1).
+// RMS_NORM for rows of a multiple of 256, one workgroup per row:
+//   dst = x / sqrt(mean(x^2) + eps)   (eps = P0)
+// FUSE_MUL: times B, broadcast by repetition (the norm weight MUL).
+// QUANT: also written as quant_q8.comp writes it, for the ternary products that read it
+// (int8 four to a word at binding 3 from element P2, row after row, then the f32 block scales
+// from word P2 + P1). Every variant sums the squares in the same order, so a norm fused with
+// its MUL gives the same bits as the norm alone followed by the MUL elsewhere.
 // Rows are a multiple of 256. Each 256-block belongs to one cluster of C = min(subgroup, 32)
 // lanes, EPL = 256 / C consecutive elements per lane, so a block's largest magnitude
 // reduces with shuffles alone; each lane issues all its loads of a block at once. 1024
@@ -14,11 +16,18 @@
 #define WG 1024
 layout(local_size_x = WG) in;
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
+#if defined(FUSE_MUL)
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
+#define W(k) b[b_base + ((k) % pc.b_ne.x) * pc.b_nb.x]
+#else
+#define W(k) 1.0
+#endif
 // dst may be A itself (ggml-alloc runs a MUL of a single-use norm in place): each element
 // is read once before the lane that owns it overwrites it, and quantized from dst.
 layout(std430, binding = 2) buffer BufD { float d[]; };
+#if defined(QUANT)
 layout(std430, binding = 3) writeonly buffer BufQ { uint qout[]; };
+#endif
 #if defined(PRE_MUL)
 // PRE_MUL: the normalized row is A * A2 (a fused MUL of two same-shaped tensors; A2 at
 // binding 4 from element d_ne.x, with A's strides), e.g. BitNet's gate * up before its
@@ -45,11 +54,13 @@ void main() {
     const uint a_rel = strided(r4, pc.a_nb);
     const uint a_base = A_OFF + a_rel;
     const uint d_base = D_OFF + strided(r4, pc.d_nb);
+#if defined(FUSE_MUL)
     const uint b_base = B_OFF + strided(r4 % pc.b_ne, pc.b_nb);
+#endif
     const uint n = pc.a_ne.x;
     const uint nblk = n / 256;
 
-    float s = 0.0;
+    precise float s = 0.0; // no contraction: every variant sums identically
     for (uint blk = cid; blk < nblk; blk += ncl) {
         const uint k0 = blk * 256 + lc * EPL;
         for (uint e = 0; e < EPL; ++e) { const float x = X(k0 + e); s += x * x; }
@@ -68,10 +79,15 @@ void main() {
         uint mi = 0xFFFFFFFFu;
         for (uint e = 0; e < EPL; ++e) {
             const uint k = k0 + e;
-            const float y = (X(k) * scale) * b[b_base + (k % pc.b_ne.x) * pc.b_nb.x];
+#if defined(FUSE_MUL)
+            const float y = (X(k) * scale) * W(k);
+#else
+            const float y = X(k) * scale;
+#endif
             d[d_base + k * pc.d_nb.x] = y;
             if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
         }
+#if defined(QUANT)
         for (uint m = 1; m < C; m <<= 1) {
             const float ov = subgroupShuffleXor(mv, m);
             const uint oi = subgroupShuffleXor(mi, m);
@@ -90,5 +106,6 @@ void main() {
             qout[qrow + (lc * EPL + e) / 4] = word;
         }
         if (lc == 0) { qout[P2 + P1 + row * nblk + blk] = floatBitsToUint(abs(mv) > 0.0 ? 1.0 / iscale : 0.0); }
+#endif
     }
 }

@@ -310,7 +310,7 @@ impl Plan {
                     rec.dispatch_ex("mv_rms_norm_mul_q8_f32", a, Some(b), d, Some(q), true, p, rows)?;
                     rec.rounded.push((next, crate::matvec::ROUNDED_Q8, q));
                 } else {
-                    let kernel = if fast && gpu.has_pipeline("mv_rms_norm_mul_f32") {
+                    let kernel = if fast && ne(next)[0] % 256 == 0 && gpu.has_pipeline("mv_rms_norm_mul_f32") {
                         "mv_rms_norm_mul_f32"
                     } else {
                         "rms_norm_mul_f32"

@@ -22,6 +22,8 @@ pub(crate) struct Limits {
     pub fast_mv: AtomicBool,
     /// Use the packed int8 dot-product variants where the device has them.
     pub int_dot: AtomicBool,
+    /// Large ternary prompt products in 128 x 64 tiles instead of 64 x 64.
+    pub mmq_big: AtomicBool,
 }
 
 pub(crate) struct Gpu {
@@ -254,6 +256,7 @@ impl Gpu {
             force_staging: AtomicBool::new(std::env::var("TRIT_VULKAN_STAGING").is_ok_and(|v| v == "1")),
             fast_mv: AtomicBool::new(!off("TRIT_VULKAN_PLAIN_KERNELS")),
             int_dot: AtomicBool::new(!off("TRIT_VULKAN_NO_INT_DOT")),
+            mmq_big: AtomicBool::new(off("TRIT_VULKAN_MMQ_BIG")),
         };
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the
@@ -271,7 +274,7 @@ impl Gpu {
             (bindings == 5 || !(name.contains("_res") || name.contains("_pre")))
                 && (has_int_dot || !name.ends_with("_dot"))
                 && (subgroups || !name.starts_with("mv_"))
-                && (wide_wg || name != "mv_rms_norm_mul_q8_f32") // 1024 invocations
+                && (wide_wg || !name.starts_with("mv_rms_norm")) // 1024 invocations
         };
         let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, bindings, &usable)?;
         let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));

@@ -117,6 +117,14 @@ pub fn set_mat_vec_kernels(fast: bool, int_dot: bool) {
     }
 }
 
+/// Large ternary prompt products in 128 x 64 tiles (`TRIT_VULKAN_MMQ_BIG=1`) or 64 x 64
+/// (default).
+pub fn set_mmq_big_tiles(on: bool) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.mmq_big.store(on, Ordering::Relaxed);
+    }
+}
+
 /// Which mat-vec features the device offers: (subgroup kernels, int8 dot product).
 pub fn mat_vec_features() -> (bool, bool) {
     ffi::gpu().map_or((false, false), |g| (g.subgroups, g.has_int_dot))

@@ -56,11 +56,10 @@ pub(crate) fn encode_fused(
     let nc = if cols == 1 { 1 } else { 8 };
     let dot = if gpu.has_int_dot && gpu.limits.int_dot.load(Ordering::Relaxed) { "_dot" } else { "" };
     let wide = cols > 8;
-    // 128 x 64 tiles (mul_mmq_tq_big.comp) where there are enough of them to fill a GPU;
-    // TRIT_VULKAN_MMQ_SMALL=1: always 64 x 64 (for comparison).
-    static SMALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let small = *SMALL.get_or_init(|| std::env::var_os("TRIT_VULKAN_MMQ_SMALL").is_some_and(|v| v == "1"));
-    let big = if wide && !small && ne(s0)[1] >= 2048 && cols >= 64 { "b" } else { "" };
+    // 128 x 64 tiles (mul_mmq_tq_big.comp) only on request (TRIT_VULKAN_MMQ_BIG=1): on an H100
+    // they measured slower than 64 x 64 (pp512 5446 vs 7128 t/s, TQ2_0).
+    let big =
+        if wide && gpu.limits.mmq_big.load(Ordering::Relaxed) && ne(s0)[1] >= 2048 && cols >= 64 { "b" } else { "" };
     // TRIT_VULKAN_MV_U1=1: mat-vecs with one load in flight per lane (for comparison).
     static U1: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let res = if residual.is_some() { "_res" } else { "" };

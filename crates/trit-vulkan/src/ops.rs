@@ -420,7 +420,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             p.m0[1] = rows as u32;
             let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
             let gpu = rec.gpu();
-            let kernel = if gpu.fast_kernels() && gpu.has_pipeline("mv_rms_norm_f32") {
+            let kernel = if gpu.fast_kernels() && ne(s0)[0] % 256 == 0 && gpu.has_pipeline("mv_rms_norm_f32") {
                 "mv_rms_norm_f32"
             } else {
                 "rms_norm_f32"

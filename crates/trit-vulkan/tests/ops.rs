@@ -43,6 +43,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     trit_vulkan::set_limits(None, None);
     trit_vulkan::set_force_staging(false);
     trit_vulkan::set_mat_vec_kernels(true, true);
+    trit_vulkan::set_mmq_big_tiles(false);
     Some((g, Backends::new(dev)))
 }
 
@@ -124,8 +125,12 @@ fn mul_mat_vec_paths() {
             mul_mat_case(&b, wt, 768, 130, 65, [1, 1], [1, 1]);
             mul_mat_case(&b, wt, 256, 20, 17, [2, 3], [1, 2]);
             // Big tiles (>= 2048 rows, >= 64 columns), partial in both directions.
-            mul_mat_case(&b, wt, 512, 2100, 70, [1, 1], [1, 1]);
-            mul_mat_case(&b, wt, 256, 2048, 64, [1, 2], [1, 1]);
+            for big in [false, true] {
+                trit_vulkan::set_mmq_big_tiles(big);
+                mul_mat_case(&b, wt, 512, 2100, 70, [1, 1], [1, 1]);
+                mul_mat_case(&b, wt, 256, 2048, 64, [1, 2], [1, 1]);
+            }
+            trit_vulkan::set_mmq_big_tiles(false);
         }
         for &(k, rows, cols) in &[(8, 1, 1), (64, 5, 1), (2560, 67, 1), (136, 9, 8), (100, 7, 1), (72, 13, 3)] {
             mul_mat_case(&b, F16, k, rows, cols, [1, 1], [1, 1]);
@@ -733,7 +738,8 @@ fn fused_norm_and_scaled_products() {
     // Scaled product plus residual (attention output, FFN down), decode- and prompt-shaped;
     // and gate*up before the sub-norm: with binding 4 (five storage buffers), one dispatch
     // fewer each.
-    for (k, rows, cols) in [(512i64, 40i64, 1i64), (256, 70, 20), (512, 2100, 70)] {
+    for (k, rows, cols, big) in [(512i64, 40i64, 1i64, false), (256, 70, 20, false), (512, 2100, 70, true)] {
+        trit_vulkan::set_mmq_big_tiles(big);
         let before = trit_vulkan::dispatch_count();
         check(
             &b,
