@@ -41,10 +41,11 @@ void main() {
         barrier();
     }
     int q = 0;
-    float scale = 0.0;
+    precise float scale = 0.0; // precise: the same bits as the fused norm's quantization
     if (s_abs[0] > 0.0) {
-        const float iscale = -127.0 / s_val[0];
-        q = int(min(127.0, roundEven(iscale * x)));
+        precise float iscale = -127.0 / s_val[0];
+        precise float v = iscale * x;
+        q = int(min(127.0, roundEven(v)));
         scale = 1.0 / iscale;
     }
     s_q[t] = uint(q) & 0xFFu;

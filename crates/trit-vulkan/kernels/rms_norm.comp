@@ -27,11 +27,12 @@ void main() {
     red[t] = s;
     barrier();
     for (uint h = WG / 2; h > 0; h >>= 1) { if (t < h) { red[t] += red[t + h]; } barrier(); }
-    const float scale = inversesqrt(red[0] / float(n) + uintBitsToFloat(P0));
+    precise float scale = inversesqrt(red[0] / float(n) + uintBitsToFloat(P0));
     for (uint k = t; k < n; k += WG) {
 #if defined(FUSE_MUL)
         const uvec4 bi = uvec4(k, r4.y, r4.z, r4.w) % pc.b_ne;
-        d[d_base + k * pc.d_nb.x] = (a[a_base + k * pc.a_nb.x] * scale) * b[B_OFF + strided(bi, pc.b_nb)];
+        precise float y = (a[a_base + k * pc.a_nb.x] * scale) * b[B_OFF + strided(bi, pc.b_nb)];
+        d[d_base + k * pc.d_nb.x] = y; // precise: as the norm alone, then the MUL
 #else
         d[d_base + k * pc.d_nb.x] = a[a_base + k * pc.a_nb.x] * scale;
 #endif

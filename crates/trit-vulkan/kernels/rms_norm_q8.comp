@@ -70,7 +70,7 @@ void main() {
     barrier();
     float total = 0.0;
     for (uint i = 0; i < gl_NumSubgroups; ++i) { total += red[i]; }
-    const float scale = inversesqrt(total / float(n) + uintBitsToFloat(P0));
+    precise float scale = inversesqrt(total / float(n) + uintBitsToFloat(P0));
 
     for (uint blk = cid; blk < nblk; blk += ncl) {
         const uint k0 = blk * 256 + lc * EPL;
@@ -80,9 +80,9 @@ void main() {
         for (uint e = 0; e < EPL; ++e) {
             const uint k = k0 + e;
 #if defined(FUSE_MUL)
-            const float y = (X(k) * scale) * W(k);
+            precise float y = (X(k) * scale) * W(k);
 #else
-            const float y = X(k) * scale;
+            precise float y = X(k) * scale;
 #endif
             d[d_base + k * pc.d_nb.x] = y;
             if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
@@ -93,19 +93,23 @@ void main() {
             const uint oi = subgroupShuffleXor(mi, m);
             if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
         }
-        const float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+        // precise: no reassociation (the compiler may otherwise fold these differently here
+        // and in quant_q8.comp, and a split graph would quantize differently).
+        precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
         const uint qrow = P2 + row * (n / 4) + blk * 64;
         for (uint e = 0; e < EPL; e += 4) {
             uint word = 0;
             for (uint j = 0; j < 4; ++j) {
                 const uint k = k0 + e + j;
                 const float y = d[d_base + k * pc.d_nb.x];
-                const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(iscale * y))) : 0;
+                precise float v = iscale * y;
+                const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
                 word |= (uint(q) & 0xFFu) << (8 * j);
             }
             qout[qrow + (lc * EPL + e) / 4] = word;
         }
-        if (lc == 0) { qout[P2 + P1 + row * nblk + blk] = floatBitsToUint(abs(mv) > 0.0 ? 1.0 / iscale : 0.0); }
+        precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
+        if (lc == 0) { qout[P2 + P1 + row * nblk + blk] = floatBitsToUint(dq); }
 #endif
     }
 }

@@ -888,3 +888,30 @@ fn fused_norm_in_place() {
         );
     }
 }
+
+/// The norm's fused quantization gives the same bits as quantizing its stored output
+/// separately (a graph split between backends must not change results): the same graph
+/// with the product reading a reshaped view of the norm (not fused) must agree exactly.
+#[test]
+fn fused_quantization_is_bit_identical() {
+    let Some((_g, b)) = setup() else { return };
+    let mut bad = 0;
+    for (k, cols, seed) in [(256i64, 11i64, 7u64), (512, 1, 8), (768, 5, 9), (256, 1, 7)] {
+        let graph = |view: bool| {
+            move |ctx: Ctx, ins: &mut Vec<(T, Fill)>| unsafe {
+                let x = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+                let w = input(ctx, ins, F32, &[k], Fill::Uniform);
+                let a = input(ctx, ins, TQ2, &[k, 48], Fill::Uniform);
+                let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
+                let h = if view { sys::ggml_reshape_2d(ctx, h, k, cols) } else { h };
+                sys::ggml_mul_mat(ctx, a, h)
+            }
+        };
+        let (fused, _) = run(b.vk, &graph(false), seed);
+        let (separate, _) = run(b.vk, &graph(true), seed);
+        let diff = fused.iter().zip(&separate).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+        println!("k={k} cols={cols}: {diff} of {} outputs differ", fused.len());
+        bad += diff;
+    }
+    assert_eq!(bad, 0);
+}
