@@ -29,6 +29,34 @@ $B/trit synth --config 2b4t -o /tmp/m-tq2_0.gguf >/dev/null
 $B/trit synth --config 2b4t --type tq1_0 -o /tmp/m-tq1_0.gguf >/dev/null
 ls -la /tmp/m-*.gguf
 
+echo "== where decode time goes (TRIT_VULKAN_PROFILE=1, tq2_0, 64 tokens)"
+TRIT_VULKAN_PROFILE=1 $B/trit bench -m /tmp/m-tq2_0.gguf -ngl 99 -p 0 -n 64 -r 1 -o json 2>&1 >/dev/null \
+  | grep -A40 "trit-vulkan profile" | tee "$OUT/profile-tg.txt" | head -12
+
+echo "== logits on the synthetic model: GPU (-ngl 99) vs CPU (-ngl 0 -fa off)"
+for ty in tq2_0 tq1_0; do
+  $B/trit logits -m /tmp/m-$ty.gguf --ids 1,2,3,4,5,6,7,8 -o /tmp/lc.npy -ngl 0 -fa off >/dev/null 2>&1
+  $B/trit logits -m /tmp/m-$ty.gguf --ids 1,2,3,4,5,6,7,8 -o /tmp/lg.npy -ngl 99 >/dev/null 2>&1
+  python3 - $ty <<'PY' | tee -a "$OUT/logits.txt"
+import ast, struct, sys
+def load(p):  # .npy of f32 without numpy
+    raw = open(p, "rb").read()
+    hl = struct.unpack("<H", raw[8:10])[0]
+    h = ast.literal_eval(raw[10:10 + hl].decode())
+    n = 1
+    for x in h["shape"]:
+        n *= x
+    v = struct.unpack("<%df" % n, raw[10 + hl:10 + hl + 4 * n])
+    r = h["shape"][-1]
+    return [v[i:i + r] for i in range(0, n, r)]
+a, b = load("/tmp/lc.npy"), load("/tmp/lg.npy")
+d = max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+m = max(abs(x) for ra in a for x in ra)
+agree = sum(ra.index(max(ra)) == rb.index(max(rb)) for ra, rb in zip(a, b))
+print(f"{sys.argv[1]}: max |gpu - cpu| {d:.4g} (max |cpu| {m:.4g}), top-1 agrees at {agree} of {len(a)} positions")
+PY
+done
+
 for ty in tq2_0 tq1_0; do
   m=/tmp/m-$ty.gguf
   echo "== $ty: trit (Rust Vulkan backend)"
