@@ -231,7 +231,7 @@ int64_t trit_train_n_steps(const struct trit_trainer *trainer);
  * trainer is NULL (an error) or a live handle from trit_train_start(); path is NULL (an
  * error) or NUL-terminated.
  */
-int trit_train_save(struct trit_trainer *trainer, const char *path);
+int trit_train_save(const struct trit_trainer *trainer, const char *path);
 
 /**
  * Release a trainer (the model copy, the data, the session). NULL is ignored.

@@ -53,8 +53,15 @@ pub(crate) fn clear_last_error() {
 }
 
 /// Pointer to this thread's last error; valid until this thread's next `trit_*` call.
+/// While the thread is being torn down (its thread-locals gone) the message is "".
 pub(crate) fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR.try_with(|e| e.borrow().as_ptr()).unwrap_or(c"".as_ptr())
+}
+
+/// For entry points that cannot fail (constants, getters): `f` under `catch_unwind` all the
+/// same, so that not even a bug lets a panic unwind into C; `fallback` if it panics.
+pub(crate) fn no_panic<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -158,6 +165,12 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(last_error(), "main: here");
+    }
+
+    #[test]
+    fn no_panic_returns_the_fallback() {
+        assert_eq!(no_panic(7, || -> i32 { panic!("x") }), 7);
+        assert_eq!(no_panic(7, || 3), 3);
     }
 
     #[test]

@@ -37,19 +37,21 @@ pub fn n_exported_llama_functions() -> usize {
 /// "trit VERSION", NUL-terminated, static.
 #[no_mangle]
 pub extern "C" fn trit_version() -> *const c_char {
-    concat!("trit ", env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+    ffi::no_panic(c"trit".as_ptr(), || concat!("trit ", env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char)
 }
 
 /// The llama.cpp pin the library was built from, NUL-terminated, static.
 #[no_mangle]
 pub extern "C" fn trit_llama_cpp_pin() -> *const c_char {
     static PIN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    PIN.get_or_init(|| {
-        let mut v = trit_sys::LLAMA_CPP_PIN.as_bytes().to_vec();
-        v.push(0);
-        v
+    ffi::no_panic(c"unknown".as_ptr(), || {
+        PIN.get_or_init(|| {
+            let mut v = trit_sys::LLAMA_CPP_PIN.as_bytes().to_vec();
+            v.push(0);
+            v
+        })
+        .as_ptr() as *const c_char
     })
-    .as_ptr() as *const c_char
 }
 
 fn write_out(text: &[u8], out: *mut c_char, out_size: usize) {
@@ -92,7 +94,7 @@ fn generate(model: &str, prompt: &str, n_predict: c_int) -> anyhow::Result<Vec<u
 /// The string is valid until this thread's next trit_* call; never NULL.
 #[no_mangle]
 pub extern "C" fn trit_last_error() -> *const c_char {
-    ffi::last_error_ptr()
+    ffi::no_panic(c"".as_ptr(), ffi::last_error_ptr)
 }
 
 /// Greedy completion in one call: load `model_path`, generate `n_predict` tokens after

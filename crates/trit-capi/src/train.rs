@@ -49,22 +49,26 @@ pub struct trit_train_params {
     pub assistant_only: bool,
 }
 
+impl trit_train_params {
+    const DEFAULT: Self = Self {
+        lora_rank: 8,
+        lora_alpha: 16.0,
+        lora_targets: std::ptr::null(),
+        n_ctx: 512,
+        n_batch: 0,
+        n_ubatch: 0,
+        n_threads: 0,
+        learning_rate: 2e-4,
+        weight_decay: 0.01,
+        seed: 42,
+        shuffle: true,
+        assistant_only: false,
+    };
+}
+
 impl Default for trit_train_params {
     fn default() -> Self {
-        Self {
-            lora_rank: 8,
-            lora_alpha: 16.0,
-            lora_targets: std::ptr::null(),
-            n_ctx: 512,
-            n_batch: 0,
-            n_ubatch: 0,
-            n_threads: 0,
-            learning_rate: 2e-4,
-            weight_decay: 0.01,
-            seed: 42,
-            shuffle: true,
-            assistant_only: false,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -217,7 +221,7 @@ fn start(
 /// The default training options (see trit_train_params).
 #[no_mangle]
 pub extern "C" fn trit_train_default_params() -> trit_train_params {
-    trit_train_params::default()
+    ffi::no_panic(trit_train_params::DEFAULT, trit_train_params::default)
 }
 
 /// Start LoRA fine-tuning: load the model at model_path (a BitNet GGUF; this trainer keeps its
@@ -317,21 +321,22 @@ pub unsafe extern "C" fn trit_train_n_steps(trainer: *const trit_trainer) -> i64
 /// trainer is NULL (an error) or a live handle from trit_train_start(); path is NULL (an
 /// error) or NUL-terminated.
 #[no_mangle]
-pub unsafe extern "C" fn trit_train_save(trainer: *mut trit_trainer, path: *const c_char) -> c_int {
+pub unsafe extern "C" fn trit_train_save(trainer: *const trit_trainer, path: *const c_char) -> c_int {
     ffi::call("trit_train_save", || {
-        // SAFETY: NULL or a live, exclusively used handle, by the contract.
-        let t = unsafe { trainer.as_mut() }.ok_or_else(|| invalid("trainer must not be NULL"))?;
+        // SAFETY: NULL or a live handle, by the contract.
+        let t = unsafe { trainer.as_ref() }.ok_or_else(|| invalid("trainer must not be NULL"))?;
         // SAFETY: NULL or NUL-terminated, by the contract.
         let path = PathBuf::from(unsafe { ffi::str_arg(path, "path")? });
         if path.as_os_str().is_empty() {
             return Err(invalid("path must not be empty"));
         }
-        let weights = t.session().weights()?;
+        let session = t.session.as_ref().ok_or_else(|| invalid("trainer has no session"))?;
+        let weights = session.weights()?;
         if weights.pairs.iter().any(|p| p.a.iter().chain(&p.b).any(|v| !v.is_finite())) {
             return Err(anyhow!("the adapter holds non-finite values; not saving it").into());
         }
         weights.save(&path).with_context(|| format!("saving the adapter to {}", path.display()))?;
-        tracing::info!("trit_train_save: {} after {} steps", path.display(), t.session().step());
+        tracing::info!("trit_train_save: {} after {} steps", path.display(), session.step());
         Ok(())
     })
 }

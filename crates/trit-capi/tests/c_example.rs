@@ -129,21 +129,37 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn c_finetune_example_converts_generates_trains_and_saves() {
-    const STEPS: usize = 8;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("train.txt");
     std::fs::write(&data, format!("{TEXT}\n").repeat(8)).unwrap();
     let libs = lib_dir();
-    let exe = compile(
+    let shared = compile(
         dir.path(),
         "finetune.c",
-        "finetune",
+        "finetune-shared",
         &["-L", libs.to_str().unwrap(), "-ltrit", &format!("-Wl,-rpath,{}", libs.display()), "-lm"],
     );
-    let out = Command::new(&exe)
+    let static_lib = libs.join("libtrit.a");
+    let stat = compile(
+        dir.path(),
+        "finetune.c",
+        "finetune-static",
+        &[static_lib.to_str().unwrap(), "-lstdc++", "-lgomp", "-lm", "-lpthread", "-ldl"],
+    );
+    for exe in [shared, stat] {
+        let out_dir = dir.path().join(format!("{}.out", exe.file_name().unwrap().to_string_lossy()));
+        std::fs::create_dir(&out_dir).unwrap();
+        check_finetune(&exe, &data, &out_dir);
+    }
+}
+
+/// Run examples/c/finetune.c's program and check each stage it prints.
+fn check_finetune(exe: &Path, data: &Path, out_dir: &Path) {
+    const STEPS: usize = 8;
+    let out = Command::new(exe)
         .arg(root().join("tests/fixtures/bitnet-2b4t-bf16"))
-        .arg(&data)
-        .arg(dir.path())
+        .arg(data)
+        .arg(out_dir)
         .arg(STEPS.to_string())
         .output()
         .unwrap();
@@ -154,7 +170,7 @@ fn c_finetune_example_converts_generates_trains_and_saves() {
     let with = |key: &str| -> Vec<&str> { lines.iter().copied().filter(|l| l.starts_with(key)).collect() };
 
     // Conversion through trit_convert wrote a model llama.cpp loads (the C program generated with it).
-    let model_path = dir.path().join("model.gguf");
+    let model_path = out_dir.join("model.gguf");
     assert_eq!(with("converted "), [format!("converted {}", model_path.display())]);
     let base: Vec<Token> = with("base ")[0].split(' ').skip(1).map(|s| s.parse().unwrap()).collect();
     assert_eq!(base, greedy_ids(&model_path, "The quick brown fox", 8), "the C program's greedy tokens");
@@ -175,7 +191,7 @@ fn c_finetune_example_converts_generates_trains_and_saves() {
     assert!(last < 0.8 * first, "the loss did not fall: {losses:?}");
 
     // The adapter: written, loadable by llama.cpp (here too), trained (B no longer zero).
-    let adapter = dir.path().join("adapter.gguf");
+    let adapter = out_dir.join("adapter.gguf");
     assert_eq!(with("saved "), [format!("saved {}", adapter.display())]);
     let w = trit_finetune::LoraWeights::load(&adapter).unwrap();
     assert_eq!(w.pairs[0].rank, 8);
