@@ -152,8 +152,12 @@ int main(int argc, char ** argv) {
     }
     printf("converted %s\n", model_path);
 
-    /* 2. Generate with llama.h. */
-    llama_backend_init();
+    /* 2. Generate with llama.h. trit_init() is llama_backend_init() plus trit's own backends
+     *    (the Rust Vulkan one, where there is a Vulkan GPU). */
+    if (trit_init() != TRIT_OK) {
+        fprintf(stderr, "init: %s\n", trit_last_error());
+        return 1;
+    }
     struct llama_model * model = llama_model_load_from_file(model_path, llama_model_default_params());
     if (model == NULL) {
         fprintf(stderr, "could not load %s\n", model_path);

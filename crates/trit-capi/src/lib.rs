@@ -90,6 +90,20 @@ fn generate(model: &str, prompt: &str, n_predict: c_int) -> anyhow::Result<Vec<u
     Ok(out)
 }
 
+/// Initialise llama.cpp's backends (what llama_backend_init() does) and register trit's own:
+/// the Rust Vulkan backend when a Vulkan GPU is found (TRIT_VULKAN=0 turns it off,
+/// TRIT_VULKAN_ALLOW_CPU=1 also takes a CPU Vulkan driver), so that llama.h's device list and
+/// n_gpu_layers include it. Also routes llama.cpp's log through trit (errors and warnings on
+/// stderr). Call it instead of llama_backend_init(); idempotent; the trit_* calls that load a
+/// model run it themselves. Returns TRIT_OK or a negative TRIT_ERR_* code.
+#[no_mangle]
+pub extern "C" fn trit_init() -> c_int {
+    ffi::call("trit_init", || {
+        trit_llama::init();
+        Ok(())
+    })
+}
+
 /// The message of this thread's last failed trit_* call ("" after a call that succeeded).
 /// The string is valid until this thread's next trit_* call; never NULL.
 #[no_mangle]

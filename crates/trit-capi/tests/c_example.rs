@@ -77,8 +77,16 @@ fn compile(dir: &Path, source: &str, name: &str, link: &[&str]) -> PathBuf {
     exe
 }
 
+/// A compiled example, to run. cargo test sets LD_LIBRARY_PATH to target/release first, which
+/// would override the executable's run path and load an older libtrit.so from there.
+fn c_program(exe: &Path) -> Command {
+    let mut c = Command::new(exe);
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
 fn check(exe: &Path, model: &Path, want: &[Token]) {
-    let out = Command::new(exe).arg(model).arg("The capital of France is").arg("12").output().unwrap();
+    let out = c_program(exe).arg(model).arg("The capital of France is").arg("12").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = stdout.lines().collect();
@@ -156,7 +164,7 @@ fn c_finetune_example_converts_generates_trains_and_saves() {
 /// Run examples/c/finetune.c's program and check each stage it prints.
 fn check_finetune(exe: &Path, data: &Path, out_dir: &Path) {
     const STEPS: usize = 8;
-    let out = Command::new(exe)
+    let out = c_program(exe)
         .arg(root().join("tests/fixtures/bitnet-2b4t-bf16"))
         .arg(data)
         .arg(out_dir)
