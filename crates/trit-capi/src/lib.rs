@@ -10,9 +10,6 @@
 //! `include/trit.h` is generated from this crate's source by cbindgen; `tests/header.rs`
 //! regenerates it and fails when the committed header differs.
 
-// The C names of trit.h's types (trit_trainer, trit_train_params) are the Rust names.
-#![allow(non_camel_case_types)]
-
 use std::ffi::{c_char, c_int};
 use std::path::Path;
 

@@ -21,6 +21,7 @@ use crate::ffi::{self, invalid, CallResult};
 /// change what you need.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
+#[allow(non_camel_case_types)] // the C name
 pub struct trit_train_params {
     /// LoRA rank (default 8).
     pub lora_rank: u32,
@@ -74,6 +75,7 @@ impl Default for trit_train_params {
 
 /// A training run: the model, its data windows, and the session training the adapter.
 /// Opaque to C.
+#[allow(non_camel_case_types)] // the C name
 pub struct trit_trainer {
     // Declared before `model` and emptied first in Drop: the session borrows the model.
     session: Option<Session<'static>>,
@@ -89,10 +91,6 @@ pub struct trit_trainer {
 }
 
 impl trit_trainer {
-    fn session(&mut self) -> &mut Session<'static> {
-        self.session.as_mut().expect("the session lives until Drop")
-    }
-
     fn reorder(&mut self) {
         self.order = self.train.clone();
         if self.shuffle {
@@ -109,15 +107,15 @@ impl trit_trainer {
         }
         let i = self.order[self.cursor];
         self.cursor += 1;
-        let sample = self.samples[i].clone();
-        self.session().train_window(&sample).with_context(|| format!("training on window {i}"))
+        let session = self.session.as_mut().context("the trainer has no session")?;
+        session.train_window(&self.samples[i]).with_context(|| format!("training on window {i}"))
     }
 }
 
 impl Drop for trit_trainer {
     fn drop(&mut self) {
         self.session = None;
-        // SAFETY: `model` came from Box::into_raw in start() and is freed only here, after the
+        // SAFETY: `model` came from Box::leak in start() and is freed only here, after the
         // session that borrowed it was dropped on the line above.
         drop(unsafe { Box::from_raw(self.model.as_ptr()) });
     }
@@ -330,7 +328,7 @@ pub unsafe extern "C" fn trit_train_save(trainer: *const trit_trainer, path: *co
         if path.as_os_str().is_empty() {
             return Err(invalid("path must not be empty"));
         }
-        let session = t.session.as_ref().ok_or_else(|| invalid("trainer has no session"))?;
+        let session = t.session.as_ref().context("the trainer has no session")?;
         let weights = session.weights()?;
         if weights.pairs.iter().any(|p| p.a.iter().chain(&p.b).any(|v| !v.is_finite())) {
             return Err(anyhow!("the adapter holds non-finite values; not saving it").into());
