@@ -16,6 +16,8 @@ void main() {
     const float y = x * x;
 #elif defined(OP_RELU)
     const float y = max(x, 0.0);
+#elif defined(OP_STEP)
+    const float y = x > 0.0 ? 1.0 : 0.0;
 #elif defined(OP_SILU)
     const float y = x / (1.0 + exp(-x));
 #else

@@ -11,6 +11,9 @@ use crate::error::{Error, Result, VkContext};
 use crate::gpu::{Allocation, Gpu};
 
 pub(crate) const PUSH_BYTES: u32 = 128;
+/// Storage-buffer bindings in the shared set layout: A, B, D, plus three for kernels with
+/// more operands (`Recorder::dispatch_n`, e.g. the AdamW step).
+pub(crate) const MAX_BINDINGS: u32 = 6;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -246,7 +249,7 @@ impl Recorder {
             if self.pool_cursor > self.desc_pools.len() {
                 let sizes = [vk::DescriptorPoolSize {
                     ty: vk::DescriptorType::STORAGE_BUFFER,
-                    descriptor_count: 3 * SETS_PER_POOL,
+                    descriptor_count: MAX_BINDINGS * SETS_PER_POOL,
                 }];
                 // SAFETY: plain object creation; destroyed in Drop.
                 let p = unsafe {
@@ -341,6 +344,101 @@ impl Recorder {
         let d = &self.gpu.device;
         let max = self.gpu.max_wg_x() as u64;
         // SAFETY: recording into our command buffer with a pipeline and set of the shared layout.
+        unsafe {
+            d.update_descriptor_sets(&writes, &[]);
+            d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
+            d.cmd_bind_descriptor_sets(
+                self.cmd,
+                vk::PipelineBindPoint::COMPUTE,
+                self.gpu.pipeline_layout,
+                0,
+                &[set],
+                &[],
+            );
+            let mut base = 0u64;
+            while base < groups {
+                let n = (groups - base).min(max);
+                push.m0[0] = base as u32;
+                d.cmd_push_constants(
+                    self.cmd,
+                    self.gpu.pipeline_layout,
+                    vk::ShaderStageFlags::COMPUTE,
+                    0,
+                    &push.bytes(),
+                );
+                d.cmd_dispatch(self.cmd, n as u32, 1, 1);
+                self.dispatches += 1;
+                DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                base += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`Recorder::dispatch`] for kernels with more operands: `bufs[i]` goes to binding i
+    /// (at most `MAX_BINDINGS`), `written[i]` marks the ones the kernel writes. The element
+    /// offsets (`Bound::elem_off`) are placed in the push block by the caller, as each such
+    /// kernel documents; only m0.x (the tile base) is set here.
+    pub fn dispatch_n(
+        &mut self,
+        kernel: &str,
+        bufs: &[Bound],
+        written: &[bool],
+        mut push: Push,
+        groups: u64,
+    ) -> Result<()> {
+        if groups == 0 {
+            return Ok(());
+        }
+        assert!(!bufs.is_empty() && bufs.len() <= MAX_BINDINGS as usize && written.len() == bufs.len());
+        let pipeline = self.gpu.pipeline(kernel)?;
+        if bufs.iter().zip(written).any(|(b, &w)| self.hazard(b, w)) {
+            let barrier = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
+                .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
+            // SAFETY: recording into our command buffer.
+            unsafe {
+                self.gpu.device.cmd_pipeline_barrier(
+                    self.cmd,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::DependencyFlags::empty(),
+                    &[barrier],
+                    &[],
+                    &[],
+                );
+            }
+            self.barriers += 1;
+            self.reads.clear();
+            self.writes.clear();
+        }
+        for (b, &w) in bufs.iter().zip(written) {
+            if w {
+                self.writes.push((b.buffer, b.lo, b.hi));
+            } else {
+                self.reads.push((b.buffer, b.lo, b.hi));
+            }
+        }
+        let set = self.descriptor_set()?;
+        let infos: Vec<[vk::DescriptorBufferInfo; 1]> = bufs
+            .iter()
+            .map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }])
+            .collect();
+        let writes: Vec<vk::WriteDescriptorSet> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                vk::WriteDescriptorSet::default()
+                    .dst_set(set)
+                    .dst_binding(i as u32)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(info)
+            })
+            .collect();
+        let d = &self.gpu.device;
+        let max = self.gpu.max_wg_x() as u64;
+        // SAFETY: recording into our command buffer with a pipeline and set of the shared layout;
+        // the kernel uses only the bindings written above.
         unsafe {
             d.update_descriptor_sets(&writes, &[]);
             d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);

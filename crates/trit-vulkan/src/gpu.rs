@@ -580,13 +580,13 @@ impl Allocation {
     }
 }
 
-/// One descriptor-set layout (three storage buffers), one pipeline layout (128 bytes of push
+/// One descriptor-set layout (`MAX_BINDINGS` storage buffers; most kernels use the first three), one pipeline layout (128 bytes of push
 /// constants) and a compute pipeline per compiled kernel variant.
 #[allow(clippy::type_complexity)]
 fn create_pipelines(
     device: &ash::Device,
 ) -> Result<(vk::DescriptorSetLayout, vk::PipelineLayout, HashMap<&'static str, vk::Pipeline>)> {
-    let bindings: Vec<_> = (0..3)
+    let bindings: Vec<_> = (0..crate::dispatch::MAX_BINDINGS)
         .map(|i| {
             vk::DescriptorSetLayoutBinding::default()
                 .binding(i)
