@@ -185,6 +185,10 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         },
         if ds.skipped_too_long > 0 { format!(", {} too long, skipped", ds.skipped_too_long) } else { String::new() },
     );
+    match trit_llama::gpu_backend().filter(|_| ngl != 0) {
+        Some(gpu) => eprintln!("device: {gpu} (-ngl {ngl}; adapters, gradients and AdamW state on the GPU)"),
+        None => eprintln!("device: CPU"),
+    }
     let r = trit_finetune::train(&model, &model_path, &ds, &o).context("fine-tuning failed")?;
     let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
     eprintln!(
