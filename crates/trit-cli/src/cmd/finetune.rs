@@ -85,6 +85,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     if let Some(extra) = p.positional.first() {
         bail!("unexpected argument '{extra}'\n{}", args::usage_line(prog, FLAGS));
     }
+    trit_llama::log::set_verbose(p.has("-v"));
     let device_gpu = match p.str("--device") {
         None => None,
         Some(d) if d.eq_ignore_ascii_case("cpu") || d.eq_ignore_ascii_case("none") => Some(false),
@@ -100,10 +101,12 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     if ngl != 0 {
         trit_llama::init();
         if trit_llama::gpu_backend().is_none() {
+            if device_gpu == Some(true) {
+                bail!("--device vulkan: no Vulkan device (run with -v to see why)");
+            }
             tracing::warn!("-ngl {ngl}: no GPU backend registered (see -v); training runs on the CPU");
         }
     }
-    trit_llama::log::set_verbose(p.has("-v"));
     let model_path = PathBuf::from(p.required("-m")?);
     let data_path = PathBuf::from(p.required("-f")?);
     common::preflight(&model_path)?;
