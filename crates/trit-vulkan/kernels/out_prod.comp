@@ -4,13 +4,14 @@
 // For a frozen weight W ([n_in, n_out] in ggml order) and an output gradient dY this is
 // dX = W^T dY, read straight from the packed ternary blocks: A_TQ2 / A_TQ1 decode one weight
 // per invocation per k, never a dequantised copy of W. A_F32 / A_F16: strided A.
-// A workgroup of 256 computes a 64 (i0) x 32 (i1) tile: 8 outputs per invocation, stepping k
-// in slices of BK through shared memory, summing k in ascending order as the CPU does.
+// A workgroup of 256 computes a 64 (i0) x 64 (i1) tile, 4 x 4 outputs per invocation (i0 =
+// tx + 16r, i1 = ty + 16c), stepping k in slices of BK through shared memory, each output
+// summing k in ascending order as the CPU does.
 // Strides in elements of the bound type (bytes for TQ). B and dst may be strided.
 #include "common.glsl"
 
 #define TM 64
-#define TN 32
+#define TN 64
 #define BK 32
 layout(local_size_x = 256) in;
 
@@ -81,20 +82,22 @@ void main() {
     const uint a3 = i3 / (pc.d_ne.w / pc.a_ne.w);
     const uint a_base = A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
     const uint b_base = B_OFF + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
-    const uint tx = t % TM;       // i0 within the tile
-    const uint ty = t / TM;       // 0..3: 8 i1 each
-    float acc[8];
-    [[unroll]] for (uint j = 0; j < 8; ++j) { acc[j] = 0.0; }
+    const uint tx = t % 16u;
+    const uint ty = t / 16u;
+    float acc[4][4];
+    [[unroll]] for (uint r = 0; r < 4; ++r) {
+        [[unroll]] for (uint c = 0; c < 4; ++c) { acc[r][c] = 0.0; }
+    }
     for (uint k0 = 0; k0 < K; k0 += BK) {
-        // A slice: BK x TM, 8 per invocation.
+        // A slice: BK x TM, 8 per invocation (consecutive invocations: consecutive i0).
         [[unroll]] for (uint r = 0; r < 8; ++r) {
             const uint idx = t + r * 256u;
             const uint kk = idx / TM, c = idx % TM;
             const uint k = k0 + kk, i0 = tile0 * TM + c;
             sa[kk][c] = (k < K && i0 < ne0) ? a_at(a_base + k * pc.a_nb.y, i0) : 0.0;
         }
-        // B slice: BK x TN, 4 per invocation.
-        [[unroll]] for (uint r = 0; r < 4; ++r) {
+        // B slice: BK x TN, 8 per invocation (consecutive invocations: consecutive k).
+        [[unroll]] for (uint r = 0; r < 8; ++r) {
             const uint idx = t + r * 256u;
             const uint kk = idx % BK, c = idx / BK;
             const uint k = k0 + kk, i1 = tile1 * TN + c;
@@ -103,15 +106,20 @@ void main() {
         barrier();
         const uint kn = min(BK, K - k0);
         for (uint kk = 0; kk < kn; ++kk) {
-            const float w = sa[kk][tx];
-            [[unroll]] for (uint j = 0; j < 8; ++j) { acc[j] += w * sb[kk][ty * 8u + j]; }
+            float av[4], bv[4];
+            [[unroll]] for (uint r = 0; r < 4; ++r) { av[r] = sa[kk][tx + 16u * r]; }
+            [[unroll]] for (uint c = 0; c < 4; ++c) { bv[c] = sb[kk][ty + 16u * c]; }
+            [[unroll]] for (uint r = 0; r < 4; ++r) {
+                [[unroll]] for (uint c = 0; c < 4; ++c) { acc[r][c] += av[r] * bv[c]; }
+            }
         }
         barrier();
     }
-    const uint i0 = tile0 * TM + tx;
-    if (i0 >= ne0) { return; }
-    [[unroll]] for (uint j = 0; j < 8; ++j) {
-        const uint i1 = tile1 * TN + ty * 8u + j;
-        if (i1 < ne1) { d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = acc[j]; }
+    [[unroll]] for (uint r = 0; r < 4; ++r) {
+        const uint i0 = tile0 * TM + tx + 16u * r;
+        [[unroll]] for (uint c = 0; c < 4; ++c) {
+            const uint i1 = tile1 * TN + ty + 16u * c;
+            if (i0 < ne0 && i1 < ne1) { d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = acc[r][c]; }
+        }
     }
 }

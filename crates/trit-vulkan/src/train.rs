@@ -168,7 +168,7 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
             let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
-            let groups = n0.div_ceil(64) * n1.div_ceil(32) * n2 * n3;
+            let groups = n0.div_ceil(64) * n1.div_ceil(64) * n2 * n3;
             p.m0[1] = groups as u32;
             let (a, b, d) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
             rec.dispatch(name, a, Some(b), d, p, groups)

@@ -53,6 +53,7 @@ fn out_prod_float() {
             ([67i64, 45, 1, 1], [33i64, 45, 1, 1]),
             ([16, 512, 1, 1], [2560, 512, 1, 1]), // dB of a LoRA pair: [r, tokens] x [n_out, tokens]
             ([64, 20, 2, 1], [30, 20, 4, 3]),     // broadcast over dims 2 and 3
+            ([130, 77, 1, 1], [100, 77, 1, 1]),   // partial tiles in both output dims, k not a multiple of 32
             ([1, 1, 1, 1], [1, 1, 1, 1]),
         ] {
             if t == F16 && a_ne[2] != b_ne[2] {
