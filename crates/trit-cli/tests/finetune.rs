@@ -155,4 +155,29 @@ fn finetune_on_vulkan_learns_like_the_cpu() {
     // small, as the ternary forward's int8 rounding differs in single codes).
     assert!(vk[5] < 1.0 && vk[5] < vk[0] / 10.0, "Vulkan loss did not fall: {vk:?}");
     assert!(vk.windows(2).take(4).all(|w| w[1] < w[0]), "Vulkan loss not falling step by step: {vk:?}");
+
+    // What runs where: the scheduler's report of one training step (forward, backward, AdamW).
+    let (ok, log) = run(Command::new(&trit)
+        .env("TRIT_VULKAN_ALLOW_CPU", "1")
+        .env("GGML_SCHED_DEBUG", "2")
+        .args(["finetune", "-c", "256", "--max-steps", "1", "--lora-rank", "8", "-t", "2", "--device", "vulkan", "-v"])
+        .arg("-m")
+        .arg(&model)
+        .arg("-f")
+        .arg(&data)
+        .arg("-o")
+        .arg(dir.join("one.gguf")));
+    assert!(ok, "{log}");
+    let last = &log[log.rfind("## SPLIT #0:").expect("no split report")..];
+    let nodes: Vec<&str> = last.lines().filter(|l| l.starts_with("node #")).collect();
+    let on_cpu: Vec<&str> = nodes.iter().copied().filter(|l| l.contains("[  CPU")).collect();
+    eprintln!("training graph: {} nodes, {} on the CPU: {on_cpu:#?}", nodes.len(), on_cpu.len());
+    assert!(nodes.len() > 300, "{last}");
+    assert!(nodes.iter().any(|l| l.contains("OPT_STEP_A") && l.contains("TritV")), "AdamW not on the GPU");
+    assert!(nodes.iter().any(|l| l.contains("OUT_PROD") && l.contains("TritV")), "OUT_PROD not on the GPU");
+    // Only the token-embedding lookups stay on the CPU (llama.cpp keeps the embedding there).
+    assert!(
+        on_cpu.len() <= 2 && on_cpu.iter().all(|l| l.contains("GET_ROWS")),
+        "ops fell back to the CPU: {on_cpu:#?}"
+    );
 }
