@@ -95,6 +95,7 @@ if ! $PYTHON -c 'import peft' 2>/dev/null && ls .whl/peft-*.whl >/dev/null 2>&1;
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/peft-*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# (tokens/s: the median step after 3 warm-up steps)
 PYTHONUNBUFFERED=1 measured pytorch "$(budget 200)" $PYTHON scripts/finetune_peer.py --ctx 512 --rank 16 --alpha 32 \
   --steps "$STEPS" --warmup 3 --out "$W/pytorch.json" $PEER_ARGS > "$W/pytorch.log" 2>&1
 grep -E '"tok_s"|"lora"|"peak_allocated_mib"|Error' "$W/pytorch.log" | head -5
@@ -140,13 +141,18 @@ def rd(p, f):
         return f(os.path.join(out, p))
     except Exception as e:
         return None
-def trit(name, skip):
-    rows = rd(f"{name}.csv", lambda p: list(csv.DictReader(open(p))))
+def trit(name, skip, ctx=512):
+    # tokens_per_s in trit's CSV is cumulative (tokens so far / time since the first step
+    # started), one 512-token window per step: recover each step's end time and measure the
+    # steps after the first `skip` (graph building and pipeline warm-up) on their own.
+    rows = rd(f"{name}.csv", lambda p: [r for r in csv.DictReader(open(p)) if r["train_loss"]])
     if not rows:
         return None
-    tps = [float(r["tokens_per_s"]) for r in rows]
-    meas = tps[skip:] or tps
-    return {"tok_s": statistics.median(meas), "steps": len(rows), "loss": (float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])),
+    ends = [int(r["step"]) * ctx / float(r["tokens_per_s"]) for r in rows]
+    k = skip if len(rows) > skip else 0
+    t0 = ends[k - 1] if k > 0 else 0.0
+    tok_s = (len(rows) - k) * ctx / (ends[-1] - t0)
+    return {"tok_s": tok_s, "first": k + 1, "steps": len(rows), "loss": (float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])),
             "peak_rss_mib": max(float(r["peak_rss_mb"]) for r in rows)}
 peak = lambda n: rd(f"{n}.peak-mib", lambda p: int(open(p).read().strip()))
 vk, cpu = trit("trit-vulkan", 2), trit("trit-cpu", 1)
@@ -158,7 +164,7 @@ print("| --- | ---: | ---: | --- | --- |")
 def fmt(x, f="{:.1f}"):
     return "-" if x is None else f.format(x)
 if vk:
-    print(f"| trit, Vulkan (median of steps 3..{vk['steps']}) | {fmt(vk['tok_s'])} | {fmt(peak('trit-vulkan'), '{}')} | host peak RSS {vk['peak_rss_mib']:.0f} MiB | {vk['loss'][0]:.3f} -> {vk['loss'][1]:.3f} |")
+    print(f"| trit, Vulkan (steps {vk['first']}..{vk['steps']}) | {fmt(vk['tok_s'])} | {fmt(peak('trit-vulkan'), '{}')} | host peak RSS {vk['peak_rss_mib']:.0f} MiB | {vk['loss'][0]:.3f} -> {vk['loss'][1]:.3f} |")
 else:
     print("| trit, Vulkan | failed | - | - | - |")
 if pt:
@@ -166,7 +172,7 @@ if pt:
 else:
     print("| PyTorch + PEFT | failed | - | - | - |")
 if cpu:
-    print(f"| trit, CPU ({os.cpu_count()} cores, step 2) | {fmt(cpu['tok_s'])} | - | host peak RSS {cpu['peak_rss_mib']:.0f} MiB | {cpu['loss'][0]:.3f} -> {cpu['loss'][1]:.3f} |")
+    print(f"| trit, CPU ({os.cpu_count()} cores, steps {cpu['first']}..{cpu['steps']}) | {fmt(cpu['tok_s'])} | - | host peak RSS {cpu['peak_rss_mib']:.0f} MiB | {cpu['loss'][0]:.3f} -> {cpu['loss'][1]:.3f} |")
 else:
     print("| trit, CPU | failed | - | - | - |")
 if vk and pt:
