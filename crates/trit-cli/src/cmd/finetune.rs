@@ -189,7 +189,9 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         if ds.skipped_too_long > 0 { format!(", {} too long, skipped", ds.skipped_too_long) } else { String::new() },
     );
     match trit_llama::gpu_backend().filter(|_| ngl != 0) {
-        Some(gpu) => eprintln!("device: {gpu} (-ngl {ngl}; adapters, gradients and AdamW state on the GPU)"),
+        Some(gpu) => eprintln!(
+            "device: {gpu} (-ngl {ngl}: offloaded layers train there, their adapters and AdamW state included)"
+        ),
         None => eprintln!("device: CPU"),
     }
     let r = trit_finetune::train(&model, &model_path, &ds, &o).context("fine-tuning failed")?;
