@@ -87,7 +87,7 @@ FT=(finetune -m $M -f /tmp/train.txt -c 512 --lora-rank 16 --lora-alpha 32 --lor
 echo "== trit finetune on Vulkan: $STEPS steps"
 measured trit-vulkan "$(budget 240)" $B/trit "${FT[@]}" --device vulkan --max-steps "$STEPS" -t "$NCPU" \
   -o /tmp/vk.gguf --log-csv "$W/trit-vulkan.csv" > "$W/trit-vulkan.log" 2>&1
-grep -E 'device:|trained|error|Error' "$W/trit-vulkan.log" | tail -4
+grep -E 'device:|trained|GPU memory|error|Error' "$W/trit-vulkan.log" | tail -5
 grep -q 'device: .*trit-vulkan' "$W/trit-vulkan.log" || fail "trit-vulkan: the run did not train on the Vulkan backend"
 
 echo "== PyTorch + PEFT (bf16) on the same GPU: $STEPS steps"
@@ -155,6 +155,10 @@ def trit(name, skip, ctx=512):
     return {"tok_s": tok_s, "first": k + 1, "steps": len(rows), "loss": (float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])),
             "peak_rss_mib": max(float(r["peak_rss_mb"]) for r in rows)}
 peak = lambda n: rd(f"{n}.peak-mib", lambda p: int(open(p).read().strip()))
+import re
+def vk_buffers():
+    m = rd("trit-vulkan.log", lambda p: re.search(r"GPU memory \(trit-vulkan buffers\): peak (\d+) MiB", open(p).read()))
+    return int(m.group(1)) if m else None
 vk, cpu = trit("trit-vulkan", 2), trit("trit-cpu", 1)
 pt = rd("pytorch.json", lambda p: json.load(open(p)))
 gpu = rd("gpu.txt", lambda p: open(p).read().split("\n")[0])
@@ -164,7 +168,7 @@ print("| --- | ---: | ---: | --- | --- |")
 def fmt(x, f="{:.1f}"):
     return "-" if x is None else f.format(x)
 if vk:
-    print(f"| trit, Vulkan (steps {vk['first']}..{vk['steps']}) | {fmt(vk['tok_s'])} | {fmt(peak('trit-vulkan'), '{}')} | host peak RSS {vk['peak_rss_mib']:.0f} MiB | {vk['loss'][0]:.3f} -> {vk['loss'][1]:.3f} |")
+    print(f"| trit, Vulkan (steps {vk['first']}..{vk['steps']}) | {fmt(vk['tok_s'])} | {fmt(peak('trit-vulkan'), '{}')} | trit-vulkan buffers peak {fmt(vk_buffers(), '{}')} MiB; host peak RSS {vk['peak_rss_mib']:.0f} MiB | {vk['loss'][0]:.3f} -> {vk['loss'][1]:.3f} |")
 else:
     print("| trit, Vulkan | failed | - | - | - |")
 if pt:

@@ -144,6 +144,7 @@ fn finetune_on_vulkan_learns_like_the_cpu() {
         panic!("no Vulkan device: install a driver (CI: mesa-vulkan-drivers for lavapipe) or set TRIT_VULKAN_OPTIONAL=1\n{vk_log}");
     }
     assert!(vk_log.contains("trit-vulkan"), "{vk_log}");
+    assert!(vk_log.contains("GPU memory (trit-vulkan buffers): peak"), "{vk_log}");
     let (_, cpu) = train("cpu");
     eprintln!("losses CPU    {cpu:?}\nlosses Vulkan {vk:?}");
     assert_eq!((cpu.len(), vk.len()), (6, 6));

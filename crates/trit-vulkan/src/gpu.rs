@@ -93,6 +93,10 @@ fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Bytes of device buffers made by `Gpu::alloc` and not yet freed, and their peak (this process).
+pub(crate) static ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub(crate) static PEAK_ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Gpu {
     pub fn new() -> Result<Gpu> {
         // SAFETY: loading libvulkan runs its initialisers; it is the documented way to use
@@ -286,6 +290,13 @@ impl Gpu {
 
     /// A storage buffer of `size` bytes in device-local memory (mapped if host-visible).
     pub fn alloc(&self, size: u64) -> Result<Allocation> {
+        self.alloc_untracked(size).inspect(|a| {
+            let now = ALLOCATED.fetch_add(a.size, Ordering::Relaxed) + a.size;
+            PEAK_ALLOCATED.fetch_max(now, Ordering::Relaxed);
+        })
+    }
+
+    fn alloc_untracked(&self, size: u64) -> Result<Allocation> {
         if size > self.max_alloc {
             return Err(Error::Alloc {
                 size,
@@ -305,6 +316,7 @@ impl Gpu {
     }
 
     pub fn free(&self, a: &Allocation) {
+        ALLOCATED.fetch_sub(a.size, Ordering::Relaxed);
         a.destroy(&self.device);
     }
 

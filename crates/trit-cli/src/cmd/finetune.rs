@@ -206,6 +206,15 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         r.tokens_per_s,
         r.peak_rss_bytes as f64 / 1048576.0
     );
+    #[cfg(feature = "vulkan")]
+    if ngl != 0 && trit_vulkan::registered() {
+        let (now, peak) = trit_vulkan::allocated_bytes();
+        eprintln!(
+            "GPU memory (trit-vulkan buffers): peak {:.0} MiB, {:.0} MiB at the end",
+            peak as f64 / 1048576.0,
+            now as f64 / 1048576.0
+        );
+    }
     match &r.stopped_at {
         Some(dir) => eprintln!("stopped at --max-steps; checkpoint {} (continue with --resume)", dir.display()),
         None => eprintln!("adapter: {}", r.output.display()),
