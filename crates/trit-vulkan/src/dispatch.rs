@@ -11,9 +11,10 @@ use crate::error::{Error, Result, VkContext};
 use crate::gpu::{Allocation, Gpu};
 
 pub(crate) const PUSH_BYTES: u32 = 128;
-/// Storage-buffer bindings in the shared set layout: A, B, D, plus three for kernels with
-/// more operands (`Recorder::dispatch_n`, e.g. the AdamW step).
-pub(crate) const MAX_BINDINGS: u32 = 6;
+/// Storage-buffer bindings in the shared set layout: A, B, D, plus two for kernels with
+/// more operands (`Recorder::dispatch_n`: the AdamW step's five, the cross-entropy
+/// backward's four).
+pub(crate) const MAX_BINDINGS: u32 = 5;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -592,8 +592,9 @@ impl Allocation {
     }
 }
 
-/// One descriptor-set layout (`MAX_BINDINGS` storage buffers; most kernels use the first three), one pipeline layout (128 bytes of push
-/// constants) and a compute pipeline per compiled kernel variant.
+/// One descriptor-set layout (`MAX_BINDINGS` storage buffers; most kernels use the first
+/// three), one pipeline layout (128 bytes of push constants) and a compute pipeline per
+/// compiled kernel variant.
 #[allow(clippy::type_complexity)]
 fn create_pipelines(
     device: &ash::Device,
