@@ -6,8 +6,8 @@
 //!    function in a `#[used]` static, so the linker pulls exactly those members (no
 //!    whole-archive, so no duplicate definitions with the copy bundled in trit-sys's rlib);
 //! 2. rustc's version script for a cdylib keeps only Rust `#[no_mangle]` items global; a
-//!    second version script (`exports.map`) makes `llama_*`, `ggml_*`, `gguf_*` and
-//!    `trit_*` global as well. GNU ld and lld merge the two anonymous version nodes.
+//!    second version script (`exports.map`) makes `llama_*`, `ggml_*` and `gguf_*` global
+//!    as well. GNU ld and lld merge the two anonymous version nodes.
 use std::path::PathBuf;
 
 fn main() {
@@ -37,7 +37,9 @@ fn main() {
     keep.push_str("]);\n");
     std::fs::write(out.join("keep.rs"), keep).unwrap();
     let map = out.join("exports.map");
-    std::fs::write(&map, "{\n  global:\n    llama_*;\n    ggml_*;\n    gguf_*;\n    trit_*;\n};\n").unwrap();
+    // trit_* Rust functions are already global through rustc's own script; a trit_* glob here
+    // would also export the C++ shims' internal helpers (trit_lora_* in trit-finetune).
+    std::fs::write(&map, "{\n  global:\n    llama_*;\n    ggml_*;\n    gguf_*;\n};\n").unwrap();
     println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
     // For the C example test: the headers of the pinned llama.cpp.
     println!("cargo:rustc-env=TRIT_LLAMA_INCLUDE={include}");

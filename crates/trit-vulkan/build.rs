@@ -84,6 +84,24 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("set_rows_f16_i64", "set_rows.comp", &["D_T=float16_t", "IDX64"]),
     ("set_rows_f32_i32", "set_rows.comp", &["D_T=float"]),
     ("set_rows_f16_i32", "set_rows.comp", &["D_T=float16_t"]),
+    // Training (backward and optimizer) ops: src/train.rs.
+    ("step_f32", "unary.comp", &["OP_STEP", "A_T=float", "D_T=float"]),
+    ("rope_back_f32", "rope.comp", &["ROPE_BACK"]),
+    ("adamw_f32", "adamw.comp", &[]),
+    ("out_prod_f32", "out_prod.comp", &["A_F32"]),
+    ("out_prod_f16", "out_prod.comp", &["A_F16"]),
+    ("out_prod_tq2", "out_prod.comp", &["A_TQ2"]),
+    ("out_prod_tq1", "out_prod.comp", &["A_TQ1"]),
+    ("ce_rows_f32", "cross_entropy.comp", &["CE_ROWS"]),
+    ("ce_sum_f32", "cross_entropy.comp", &["CE_SUM"]),
+    ("ce_back_f32", "cross_entropy.comp", &["CE_BACK"]),
+    ("rms_norm_back_f32", "row_back.comp", &["RMS_NORM_BACK"]),
+    ("soft_max_back_f32", "row_back.comp", &["SOFT_MAX_BACK"]),
+    ("repeat_back_f32", "grad_misc.comp", &["OP_REPEAT_BACK"]),
+    ("get_rows_back_f32", "grad_misc.comp", &["OP_GET_ROWS_BACK"]),
+    ("acc_add_f32", "grad_misc.comp", &["OP_ACC_ADD"]),
+    ("argmax_f32", "grad_misc.comp", &["OP_ARGMAX"]),
+    ("count_equal_i32", "grad_misc.comp", &["OP_COUNT_EQUAL"]),
 ];
 
 fn main() {

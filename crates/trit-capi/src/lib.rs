@@ -3,11 +3,23 @@
 //!
 //! The llama.h functions are llama.cpp's own, linked from the static archives trit-sys
 //! builds and exported as they are (see build.rs); trit's additions are `trit_*` below.
-//! No panic crosses the FFI boundary: every `trit_*` body runs under `catch_unwind`.
+//! No panic crosses the FFI boundary: every `trit_*` body runs under `catch_unwind` (see
+//! [`ffi`]), and errors come back as negative `TRIT_ERR_*` codes with a message in
+//! `trit_last_error()`.
+//!
+//! `include/trit.h` is generated from this crate's source by cbindgen; `tests/header.rs`
+//! regenerates it and fails when the committed header differs.
 
-use std::ffi::{c_char, c_int, CStr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ffi::{c_char, c_int};
 use std::path::Path;
+
+mod convert;
+mod ffi;
+mod train;
+
+pub use convert::*;
+pub use ffi::{TRIT_ERR_FAILED, TRIT_ERR_INTERNAL, TRIT_ERR_INVALID_ARGUMENT, TRIT_OK};
+pub use train::*;
 
 #[allow(dead_code)]
 mod keep {
@@ -22,19 +34,21 @@ pub fn n_exported_llama_functions() -> usize {
 /// "trit VERSION", NUL-terminated, static.
 #[no_mangle]
 pub extern "C" fn trit_version() -> *const c_char {
-    concat!("trit ", env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+    ffi::no_panic(c"trit".as_ptr(), || concat!("trit ", env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char)
 }
 
 /// The llama.cpp pin the library was built from, NUL-terminated, static.
 #[no_mangle]
 pub extern "C" fn trit_llama_cpp_pin() -> *const c_char {
     static PIN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    PIN.get_or_init(|| {
-        let mut v = trit_sys::LLAMA_CPP_PIN.as_bytes().to_vec();
-        v.push(0);
-        v
+    ffi::no_panic(c"unknown".as_ptr(), || {
+        PIN.get_or_init(|| {
+            let mut v = trit_sys::LLAMA_CPP_PIN.as_bytes().to_vec();
+            v.push(0);
+            v
+        })
+        .as_ptr() as *const c_char
     })
-    .as_ptr() as *const c_char
 }
 
 fn write_out(text: &[u8], out: *mut c_char, out_size: usize) {
@@ -49,38 +63,59 @@ fn write_out(text: &[u8], out: *mut c_char, out_size: usize) {
     }
 }
 
-fn generate(model: &str, prompt: &str, n_predict: c_int) -> Result<Vec<u8>, String> {
+fn generate(model: &str, prompt: &str, n_predict: c_int) -> anyhow::Result<Vec<u8>> {
     use trit_llama::{Batch, Context, ContextParams, Model, ModelParams, Sampler, SamplerParams};
-    let model = Model::load(Path::new(model), &ModelParams::default()).map_err(|e| e.to_string())?;
-    let tokens = model.tokenize(prompt, true, true).map_err(|e| e.to_string())?;
+    let model = Model::load(Path::new(model), &ModelParams::default())?;
+    let tokens = model.tokenize(prompt, true, true)?;
     let n_ctx = (tokens.len() + n_predict.max(0) as usize + 8) as u32;
     let params = ContextParams { n_ctx, n_batch: n_ctx, n_ubatch: n_ctx, ..Default::default() };
-    let mut ctx = Context::new(&model, &params).map_err(|e| e.to_string())?;
+    let mut ctx = Context::new(&model, &params)?;
     let mut sampler = Sampler::new(&SamplerParams { temp: 0.0, ..Default::default() }, model.n_vocab());
     let mut batch = Batch::new(tokens.len().max(1));
     for (i, &t) in tokens.iter().enumerate() {
-        batch.push(t, i as i32, 0, i + 1 == tokens.len()).map_err(|e| e.to_string())?;
+        batch.push(t, i as i32, 0, i + 1 == tokens.len())?;
     }
     let mut out = Vec::new();
     let start = tokens.len() as i32;
     for pos in start..start + n_predict.max(0) {
-        ctx.decode(&batch).map_err(|e| e.to_string())?;
+        ctx.decode(&batch)?;
         let t = sampler.sample(&ctx, -1);
         out.extend_from_slice(&model.token_bytes(t, false));
         batch.clear();
-        batch.push(t, pos, 0, true).map_err(|e| e.to_string())?;
+        batch.push(t, pos, 0, true)?;
     }
     Ok(out)
 }
 
+/// Initialise llama.cpp's backends (what llama_backend_init() does) and register trit's own:
+/// the Rust Vulkan backend when a Vulkan GPU is found (TRIT_VULKAN=0 turns it off,
+/// TRIT_VULKAN_ALLOW_CPU=1 also takes a CPU Vulkan driver), so that llama.h's device list and
+/// n_gpu_layers include it. Also routes llama.cpp's log through trit (errors and warnings on
+/// stderr). Call it instead of llama_backend_init(); idempotent; the trit_* calls that load a
+/// model run it themselves. Returns TRIT_OK or a negative TRIT_ERR_* code.
+#[no_mangle]
+pub extern "C" fn trit_init() -> c_int {
+    ffi::call("trit_init", || {
+        trit_llama::init();
+        Ok(())
+    })
+}
+
+/// The message of this thread's last failed trit_* call ("" after a call that succeeded).
+/// The string is valid until this thread's next trit_* call; never NULL.
+#[no_mangle]
+pub extern "C" fn trit_last_error() -> *const c_char {
+    ffi::no_panic(c"".as_ptr(), ffi::last_error_ptr)
+}
+
 /// Greedy completion in one call: load `model_path`, generate `n_predict` tokens after
 /// `prompt` (end-of-generation tokens included), write the NUL-terminated text into `out`.
-/// Returns the text's length (which may exceed `out_size - 1`: the text is then cut), or -1
-/// with the error message in `out`.
+/// Returns the text's length (which may exceed `out_size - 1`: the text is then cut), or a
+/// negative TRIT_ERR_* code with the error message in `out` and in trit_last_error().
 ///
 /// # Safety
-/// `model_path` and `prompt` must be NUL-terminated strings (or NULL, an error); `out` must
-/// be writable for `out_size` bytes (or NULL).
+/// `model_path` and `prompt` are NULL (an error) or NUL-terminated strings; `out` is NULL or
+/// writable for `out_size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn trit_generate(
     model_path: *const c_char,
@@ -89,25 +124,21 @@ pub unsafe extern "C" fn trit_generate(
     out: *mut c_char,
     out_size: usize,
 ) -> c_int {
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        if model_path.is_null() || prompt.is_null() {
-            return Err("model_path and prompt must not be NULL".to_string());
-        }
-        // SAFETY: non-null NUL-terminated strings, by the contract above.
-        let (m, p) = unsafe { (CStr::from_ptr(model_path), CStr::from_ptr(prompt)) };
-        let m = m.to_str().map_err(|_| "model_path is not UTF-8".to_string())?;
-        let p = p.to_str().map_err(|_| "prompt is not UTF-8".to_string())?;
-        generate(m, p, n_predict)
-    }));
-    let r = r.unwrap_or_else(|_| Err("internal error (panic caught at the FFI boundary)".into()));
-    match r {
-        Ok(text) => {
+    let r = ffi::call_value(
+        "trit_generate",
+        |code| code,
+        || {
+            // SAFETY: NULL or NUL-terminated strings, by the contract above.
+            let (m, p) = unsafe { (ffi::str_arg(model_path, "model_path")?, ffi::str_arg(prompt, "prompt")?) };
+            let text = generate(m, p, n_predict)?;
             write_out(&text, out, out_size);
-            text.len().min(c_int::MAX as usize) as c_int
-        }
-        Err(e) => {
-            write_out(e.as_bytes(), out, out_size);
-            -1
-        }
+            Ok(text.len().min(c_int::MAX as usize) as c_int)
+        },
+    );
+    if r < 0 {
+        // SAFETY: trit_last_error's string is NUL-terminated and alive until the next call.
+        let msg = unsafe { std::ffi::CStr::from_ptr(trit_last_error()) };
+        write_out(msg.to_bytes(), out, out_size);
     }
+    r
 }

@@ -38,7 +38,11 @@ void main() {
     const float theta = p * pow(uintBitsToFloat(P2), -2.0 * float(j) / float(n_dims)) * uintBitsToFloat(pc.b_nb.y);
     const float mscale = uintBitsToFloat(pc.b_nb.z);
     const float c = cos(theta) * mscale;
+#if defined(ROPE_BACK)
+    const float s = -sin(theta) * mscale; // ROPE_BACK: the inverse rotation
+#else
     const float s = sin(theta) * mscale;
+#endif
     d[drow + e0 * pc.d_nb.x] = x0 * c - x1 * s;
     d[drow + e1 * pc.d_nb.x] = x0 * s + x1 * c;
 }

@@ -19,6 +19,8 @@ void main() {
 #elif defined(OP_RELU_SQR)
     const float r = max(x, 0.0);
     const float y = r * r;
+#elif defined(OP_STEP)
+    const float y = x > 0.0 ? 1.0 : 0.0;
 #elif defined(OP_SILU)
     const float y = x / (1.0 + exp(-x));
 #else

@@ -11,9 +11,11 @@ use crate::error::{Error, Result, VkContext};
 use crate::gpu::{Allocation, Gpu};
 
 pub(crate) const PUSH_BYTES: u32 = 128;
-/// Storage-buffer bindings of the shared layout at most: A, B, D and two extra operands of
-/// fused kernels (binding 3 read or written; binding 4 read, where `Gpu::bindings` is 5).
-pub(crate) const BINDINGS: u32 = 5;
+/// Storage-buffer bindings in the shared set layout at most: A, B, D, plus two for kernels
+/// with more operands (`Recorder::dispatch_n`: the AdamW step's five, the cross-entropy
+/// backward's four; fused kernels' binding 3 and 4). `Gpu::bindings` is 4 where a device
+/// allows no more (kernels using binding 4 are then not built).
+pub(crate) const MAX_BINDINGS: u32 = 5;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -341,7 +343,7 @@ impl Recorder {
             if self.pool_cursor > self.desc_pools.len() {
                 let sizes = [vk::DescriptorPoolSize {
                     ty: vk::DescriptorType::STORAGE_BUFFER,
-                    descriptor_count: BINDINGS * SETS_PER_POOL,
+                    descriptor_count: MAX_BINDINGS * SETS_PER_POOL,
                 }];
                 // SAFETY: plain object creation; destroyed in Drop.
                 let p = unsafe {
@@ -500,6 +502,107 @@ impl Recorder {
             d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
             if let Some(pd) = &self.gpu.push_desc {
                 pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &writes[..nw]);
+            }
+            let mut base = 0u64;
+            while base < groups {
+                let n = (groups - base).min(max);
+                push.m0[0] = base as u32;
+                d.cmd_push_constants(self.cmd, layout, vk::ShaderStageFlags::COMPUTE, 0, &push.bytes());
+                d.cmd_dispatch(self.cmd, n as u32, 1, 1);
+                self.dispatches += 1;
+                DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                base += n;
+            }
+        }
+        if let Some(p) = self.prof.as_mut() {
+            p.mark(&self.gpu, self.cmd, kernel);
+        }
+        self.in_chunk += 1;
+        if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// As [`Recorder::dispatch`] for kernels with more operands: `bufs[i]` goes to binding i
+    /// (at most `MAX_BINDINGS`), `written[i]` marks the ones the kernel writes. The element
+    /// offsets (`Bound::elem_off`) are placed in the push block by the caller, as each such
+    /// kernel documents; only m0.x (the tile base) is set here.
+    pub fn dispatch_n(
+        &mut self,
+        kernel: &str,
+        bufs: &[Bound],
+        written: &[bool],
+        mut push: Push,
+        groups: u64,
+    ) -> Result<()> {
+        if groups == 0 {
+            return Ok(());
+        }
+        assert!(!bufs.is_empty() && bufs.len() <= self.gpu.bindings as usize && written.len() == bufs.len());
+        let pipeline = self.gpu.pipeline(kernel)?;
+        if bufs.iter().zip(written).any(|(b, &w)| self.hazard(b, w)) {
+            let barrier = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
+                .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
+            // SAFETY: recording into our command buffer.
+            unsafe {
+                self.gpu.device.cmd_pipeline_barrier(
+                    self.cmd,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::DependencyFlags::empty(),
+                    &[barrier],
+                    &[],
+                    &[],
+                );
+            }
+            self.barriers += 1;
+            self.reads.clear();
+            self.writes.clear();
+        }
+        for (b, &w) in bufs.iter().zip(written) {
+            if w {
+                self.writes.push((b.buffer, b.lo, b.hi));
+            } else {
+                self.reads.push((b.buffer, b.lo, b.hi));
+            }
+        }
+        let infos: Vec<[vk::DescriptorBufferInfo; 1]> = bufs
+            .iter()
+            .map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }])
+            .collect();
+        let mut writes: Vec<vk::WriteDescriptorSet> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                vk::WriteDescriptorSet::default()
+                    .dst_binding(i as u32)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(info)
+            })
+            .collect();
+        let layout = self.gpu.pipeline_layout;
+        if self.gpu.push_desc.is_none() {
+            let set = self.descriptor_set()?;
+            for w in writes.iter_mut() {
+                w.dst_set = set;
+            }
+            let d = &self.gpu.device;
+            // SAFETY: the set is fresh from our pool and the buffers are live.
+            unsafe {
+                d.update_descriptor_sets(&writes, &[]);
+                d.cmd_bind_descriptor_sets(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &[set], &[]);
+            }
+        }
+        let d = &self.gpu.device;
+        let max = self.gpu.max_wg_x() as u64;
+        // SAFETY: recording into our command buffer with a pipeline of the shared layout; the
+        // kernel uses only the bindings written above.
+        unsafe {
+            d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
+            if let Some(pd) = &self.gpu.push_desc {
+                pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &writes);
             }
             let mut base = 0u64;
             while base < groups {

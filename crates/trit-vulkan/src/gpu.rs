@@ -110,6 +110,10 @@ fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Bytes of device buffers made by `Gpu::alloc` and not yet freed, and their peak (this process).
+pub(crate) static ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub(crate) static PEAK_ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Gpu {
     pub fn new() -> Result<Gpu> {
         // SAFETY: loading libvulkan runs its initialisers; it is the documented way to use
@@ -264,15 +268,15 @@ impl Gpu {
         let wide_wg = lim.max_compute_work_group_invocations >= 1024 && lim.max_compute_work_group_size[0] >= 1024;
         // Binding 4 (fused residual / pre-multiplied norms) where the device allows 5 storage
         // buffers per stage (Vulkan guarantees 4).
+        let max = crate::dispatch::MAX_BINDINGS;
         let bindings =
-            if lim.max_per_stage_descriptor_storage_buffers >= 5 && lim.max_descriptor_set_storage_buffers >= 5 {
-                5
+            if lim.max_per_stage_descriptor_storage_buffers >= max && lim.max_descriptor_set_storage_buffers >= max {
+                max
             } else {
-                4
+                4 // every Vulkan device has 4; kernels reading binding 4 are left out
             };
         let usable = |name: &str| {
-            (bindings == 5 || !(name.contains("_res") || name.contains("_pre")))
-                && (has_int_dot || !name.ends_with("_dot"))
+            (has_int_dot || !name.ends_with("_dot"))
                 && (subgroups || !name.starts_with("mv_"))
                 && (wide_wg || !name.starts_with("mv_rms_norm")) // 1024 invocations
         };
@@ -376,6 +380,13 @@ impl Gpu {
 
     /// A storage buffer of `size` bytes in device-local memory (mapped if host-visible).
     pub fn alloc(&self, size: u64) -> Result<Allocation> {
+        self.alloc_untracked(size).inspect(|a| {
+            let now = ALLOCATED.fetch_add(a.size, Ordering::Relaxed) + a.size;
+            PEAK_ALLOCATED.fetch_max(now, Ordering::Relaxed);
+        })
+    }
+
+    fn alloc_untracked(&self, size: u64) -> Result<Allocation> {
         if size > self.max_alloc {
             return Err(Error::Alloc {
                 size,
@@ -395,6 +406,7 @@ impl Gpu {
     }
 
     pub fn free(&self, a: &Allocation) {
+        ALLOCATED.fetch_sub(a.size, Ordering::Relaxed);
         a.destroy(&self.device);
     }
 
@@ -680,8 +692,26 @@ impl Allocation {
     }
 }
 
-/// One descriptor-set layout (`binding_count` storage buffers), one pipeline layout (128 bytes of push
-/// constants) and a compute pipeline per compiled kernel variant.
+/// The highest `Binding` decoration in a SPIR-V module (0 if none).
+fn max_binding(spv: &[u8]) -> u32 {
+    let words: Vec<u32> = spv.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let mut i = 5; // after the header
+    let mut max = 0;
+    while i < words.len() {
+        let (count, opcode) = ((words[i] >> 16) as usize, words[i] & 0xFFFF);
+        // OpDecorate %target Binding N: opcode 71, decoration 33.
+        if opcode == 71 && count >= 4 && words[i + 2] == 33 {
+            max = max.max(words[i + 3]);
+        }
+        i += count.max(1);
+    }
+    max
+}
+
+/// One descriptor-set layout (`binding_count` storage buffers, `MAX_BINDINGS` where the
+/// device allows; most kernels use the first three), one pipeline layout (128 bytes of push
+/// constants) and a compute pipeline per compiled kernel variant that is `usable` and reads
+/// no binding beyond the layout's.
 #[allow(clippy::type_complexity)]
 fn create_pipelines(
     device: &ash::Device,
@@ -726,7 +756,7 @@ fn create_pipelines(
     }
     .vk("vkCreatePipelineLayout")?;
     let mut pipelines = HashMap::new();
-    for (name, spv) in crate::kernels::SPIRV.iter().filter(|(n, _)| usable(n)) {
+    for (name, spv) in crate::kernels::SPIRV.iter().filter(|(n, s)| usable(n) && max_binding(s) < binding_count) {
         let words: Vec<u32> = spv.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         // SAFETY: SPIR-V produced by glslc at build time.
         let module = unsafe { device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None) }

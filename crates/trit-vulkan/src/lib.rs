@@ -141,6 +141,12 @@ pub fn kernels() -> &'static [(&'static str, &'static [u8])] {
     kernels::SPIRV
 }
 
+/// (current, peak) bytes of device buffers this backend has allocated in this process
+/// (weights, KV cache, compute and optimizer buffers, scratch).
+pub fn allocated_bytes() -> (u64, u64) {
+    (gpu::ALLOCATED.load(Ordering::Relaxed), gpu::PEAK_ALLOCATED.load(Ordering::Relaxed))
+}
+
 /// Number of vkCmdDispatch calls recorded so far in this process (tiles count separately).
 pub fn dispatch_count() -> u64 {
     dispatch::DISPATCHES.load(Ordering::Relaxed)

@@ -7,6 +7,9 @@ use crate::dispatch::{locate, span, Push, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+#[path = "train.rs"]
+mod train;
+
 pub(crate) const F32: sys::ggml_type = sys::GGML_TYPE_F32;
 pub(crate) const F16: sys::ggml_type = sys::GGML_TYPE_F16;
 const I32: sys::ggml_type = sys::GGML_TYPE_I32;
@@ -163,6 +166,7 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
         return false;
     }
     match kind {
+        _ if train::handles(op) => train::supports(gpu, op),
         sys::GGML_OP_MUL_MAT => {
             let (a, b) = (ne(s0), ne(s1));
             let t0 = ty(s0);
@@ -238,7 +242,7 @@ pub(crate) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
     if kind == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2) && nelements(op) > 0 {
         (nelements(src(op, 1)) * 4).next_multiple_of(align.max(256))
     } else {
-        0
+        train::scratch_bytes(op, align)
     }
 }
 
@@ -258,6 +262,9 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
     }
     let s0 = src(op, 0);
     let s1 = src(op, 1);
+    if train::handles(op) {
+        return train::encode(rec, op);
+    }
     let mut p = Push::default();
     match kind {
         sys::GGML_OP_MUL_MAT => {

@@ -62,13 +62,17 @@ const FLAGS: &[Flag] = &[
     flag(&["--lora"], Some("FNAME"), "continue training this adapter (its rank/alpha/targets; fresh optimizer)"),
     flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "accepted for compatibility; training runs without it"),
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
-    flag(&["-ngl", "--gpu-layers", "--n-gpu-layers"], Some("N"), "layers on the GPU (this build trains on the CPU)"),
-    flag(&["--device", "-dev"], Some("NAME"), "training device: cpu (Vulkan comes later)"),
+    flag(
+        &["-ngl", "--gpu-layers", "--n-gpu-layers"],
+        Some("N"),
+        "layers on the GPU (default: 0; 99 with --device vulkan)",
+    ),
+    flag(&["--device", "-dev"], Some("NAME"), "training device: cpu or vulkan (= -ngl 99)"),
     flag(&["-v", "--verbose"], None, "show llama.cpp's log"),
 ];
 
 const ABOUT: &str =
-    "trit finetune: train a LoRA adapter for a BitNet model (CPU). Also answers to llama-finetune-lora.";
+    "trit finetune: train a LoRA adapter for a BitNet model (CPU or Vulkan). Also answers to llama-finetune-lora.";
 
 fn with_ext(p: &Path, ext: &str) -> PathBuf {
     p.with_extension(ext)
@@ -81,19 +85,28 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     if let Some(extra) = p.positional.first() {
         bail!("unexpected argument '{extra}'\n{}", args::usage_line(prog, FLAGS));
     }
-    if let Some(dev) = p.str("--device") {
-        if !dev.eq_ignore_ascii_case("cpu") && !dev.eq_ignore_ascii_case("none") {
-            bail!("--device {dev}: this build trains on the CPU only (pass --device cpu or leave it out)");
+    trit_llama::log::set_verbose(p.has("-v"));
+    let device_gpu = match p.str("--device") {
+        None => None,
+        Some(d) if d.eq_ignore_ascii_case("cpu") || d.eq_ignore_ascii_case("none") => Some(false),
+        Some(d) if d.to_ascii_lowercase().starts_with("vulkan") || d.eq_ignore_ascii_case("gpu") => Some(true),
+        Some(d) => bail!("--device {d}: not a training device (cpu or vulkan)"),
+    };
+    let ngl = match (p.str("-ngl"), device_gpu) {
+        (_, Some(false)) => 0,
+        (Some(v), _) => common::parse_ngl(v)?,
+        (None, Some(true)) => 99,
+        (None, None) => 0,
+    };
+    if ngl != 0 {
+        trit_llama::init();
+        if trit_llama::gpu_backend().is_none() {
+            if device_gpu == Some(true) {
+                bail!("--device vulkan: no Vulkan device (run with -v to see why)");
+            }
+            tracing::warn!("-ngl {ngl}: no GPU backend registered (see -v); training runs on the CPU");
         }
     }
-    let ngl = match p.str("-ngl") {
-        Some(v) => common::parse_ngl(v)?,
-        None => 0,
-    };
-    if ngl > 0 {
-        tracing::warn!("-ngl {ngl}: training runs on the CPU in this build; weights stay on the CPU");
-    }
-    trit_llama::log::set_verbose(p.has("-v"));
     let model_path = PathBuf::from(p.required("-m")?);
     let data_path = PathBuf::from(p.required("-f")?);
     common::preflight(&model_path)?;
@@ -156,7 +169,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     o.plot_png = Some(p.str("--plot").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "png")));
 
     let model =
-        trit_llama::Model::load(&model_path, &trit_llama::ModelParams { n_gpu_layers: 0, ..Default::default() })?;
+        trit_llama::Model::load(&model_path, &trit_llama::ModelParams { n_gpu_layers: ngl, ..Default::default() })?;
     let dopts = DataOptions {
         n_ctx: n_ctx as usize,
         assistant_only: p.has("--assistant-only-loss"),
@@ -175,6 +188,12 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         },
         if ds.skipped_too_long > 0 { format!(", {} too long, skipped", ds.skipped_too_long) } else { String::new() },
     );
+    match trit_llama::gpu_backend().filter(|_| ngl != 0) {
+        Some(gpu) => eprintln!(
+            "device: {gpu} (-ngl {ngl}: offloaded layers train there, their adapters and AdamW state included)"
+        ),
+        None => eprintln!("device: CPU"),
+    }
     let r = trit_finetune::train(&model, &model_path, &ds, &o).context("fine-tuning failed")?;
     let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
     eprintln!(
@@ -187,6 +206,15 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         r.tokens_per_s,
         r.peak_rss_bytes as f64 / 1048576.0
     );
+    #[cfg(feature = "vulkan")]
+    if ngl != 0 && trit_vulkan::registered() {
+        let (now, peak) = trit_vulkan::allocated_bytes();
+        eprintln!(
+            "GPU memory (trit-vulkan buffers): peak {:.0} MiB, {:.0} MiB at the end",
+            peak as f64 / 1048576.0,
+            now as f64 / 1048576.0
+        );
+    }
     match &r.stopped_at {
         Some(dir) => eprintln!("stopped at --max-steps; checkpoint {} (continue with --resume)", dir.display()),
         None => eprintln!("adapter: {}", r.output.display()),

@@ -21,6 +21,12 @@ pub enum Fill {
     Distinct(i64),
     /// A causal attention mask (0 or -inf), for SOFT_MAX.
     Causal,
+    /// Uniform in [0, 1) (second moments of AdamW).
+    Positive,
+    /// These values, repeated.
+    Values(&'static [f32]),
+    /// Training labels: one-hot rows (of ne[0]), every `n`-th row all zero (a masked position).
+    OneHotMasked(usize),
 }
 
 /// Serialises the tests: they share one device and the tiling limits are global.
@@ -117,6 +123,19 @@ fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
                             })
                             .collect()
                     }
+                    Fill::Positive => (0..n).map(|_| rng.gen_range(0.0f32..1.0)).collect(),
+                    Fill::Values(v) => (0..n).map(|i| v[i % v.len()]).collect(),
+                    Fill::OneHotMasked(every) => {
+                        let cols = (*t).ne[0] as usize;
+                        let mut v = vec![0f32; n];
+                        for (r, row) in v.chunks_mut(cols).enumerate() {
+                            let hot = rng.gen_range(0..cols);
+                            if r % every != every - 1 {
+                                row[hot] = 1.0;
+                            }
+                        }
+                        v
+                    }
                     _ => (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
                 };
                 match ty {
@@ -176,6 +195,13 @@ pub fn run(backend: sys::ggml_backend_t, build: Builder, seed: u64) -> (Vec<f32>
             sys::GGML_TYPE_F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             sys::GGML_TYPE_F16 => {
                 raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+            // Integer outputs (ARGMAX, COUNT_EQUAL) compared as floats.
+            sys::GGML_TYPE_I32 => {
+                raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect()
+            }
+            sys::GGML_TYPE_I64 => {
+                raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
             }
             t => panic!("output type {t}"),
         };

@@ -1,0 +1,125 @@
+#version 450
+// OUT_PROD: dst[i0, i1, i2, i3] = sum_k A[i0, k, i2/r2, i3/r3] * B[i1, k, i2, i3]
+// (A: [ne0, K], B: [ne1, K]; r2, r3 = broadcast ratios of A over dims 2 and 3).
+// For a frozen weight W ([n_in, n_out] in ggml order) and an output gradient dY this is
+// dX = W^T dY, read straight from the packed ternary blocks: A_TQ2 / A_TQ1 decode one weight
+// per invocation per k, never a dequantised copy of W. A_F32 / A_F16: strided A.
+// A workgroup of 256 computes a 64 (i0) x 64 (i1) tile, 4 x 4 outputs per invocation (i0 =
+// tx + 16r, i1 = ty + 16c), stepping k in slices of BK through shared memory, each output
+// summing k in ascending order as the CPU does.
+// Strides in elements of the bound type (bytes for TQ). B and dst may be strided.
+#include "common.glsl"
+
+#define TM 64
+#define TN 64
+#define BK 32
+layout(local_size_x = 256) in;
+
+#if defined(A_F32)
+layout(std430, binding = 0) readonly buffer BufA { float a[]; };
+#elif defined(A_F16)
+layout(std430, binding = 0) readonly buffer BufA { float16_t a[]; };
+#else
+layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
+#endif
+layout(std430, binding = 1) readonly buffer BufB { float b[]; };
+layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
+
+shared float sa[BK][TM];
+shared float sb[BK][TN + 1];
+
+#if defined(A_TQ2) || defined(A_TQ1)
+uint tq_byte(uint addr) { return (a[addr >> 2] >> ((addr & 3u) * 8u)) & 0xFFu; }
+float tq_half(uint addr) {
+    const uint w = a[addr >> 2];
+    return unpackHalf2x16((addr & 2u) != 0u ? (w >> 16) : w).x;
+}
+#endif
+
+// Element i0 of the A row starting at `row` (bytes for TQ, elements otherwise).
+float a_at(uint row, uint i0) {
+#if defined(A_TQ2)
+    // 66-byte block: 64 bytes of 2-bit codes (4 groups of 32 elements per byte column), fp16 d.
+    const uint blk = row + (i0 >> 8) * 66u;
+    const uint e = i0 & 255u;
+    const uint byte_ix = (e >> 7) * 32u + (e & 31u);
+    const uint shift = ((e & 127u) >> 5) * 2u;
+    const int code = int((tq_byte(blk + byte_ix) >> shift) & 3u);
+    return float(code - 1) * tq_half(blk + 64u);
+#elif defined(A_TQ1)
+    // 54-byte block: 48 bytes of 5 trits (160 elements), 4 bytes of 4 trits (16), fp16 d.
+    const uint blk = row + (i0 >> 8) * 54u;
+    const uint e = i0 & 255u;
+    uint byte_ix, digit;
+    if (e < 160u) {
+        byte_ix = e & 31u; digit = e >> 5;
+    } else if (e < 240u) {
+        byte_ix = 32u + ((e - 160u) & 15u); digit = (e - 160u) >> 4;
+    } else {
+        byte_ix = 48u + ((e - 240u) & 3u); digit = (e - 240u) >> 2;
+    }
+    uint mul = 1u;
+    for (uint t = 0u; t < digit; ++t) { mul *= 3u; }
+    const uint q = (tq_byte(blk + byte_ix) * mul) & 255u;
+    return float(int((q * 3u) >> 8) - 1) * tq_half(blk + 52u);
+#else
+    return float(a[row + i0 * pc.a_nb.x]);
+#endif
+}
+
+void main() {
+    const uint t = gl_LocalInvocationID.x;
+    const uint ne0 = pc.d_ne.x, ne1 = pc.d_ne.y, K = pc.a_ne.y;
+    const uint tiles0 = (ne0 + TM - 1) / TM;
+    const uint tiles1 = (ne1 + TN - 1) / TN;
+    uint g = wg_index();
+    if (g >= N_ITEMS) { return; }
+    const uint tile0 = g % tiles0; g /= tiles0;
+    const uint tile1 = g % tiles1; g /= tiles1;
+    const uint i2 = g % pc.d_ne.z;
+    const uint i3 = g / pc.d_ne.z;
+    const uint a2 = i2 / (pc.d_ne.z / pc.a_ne.z);
+    const uint a3 = i3 / (pc.d_ne.w / pc.a_ne.w);
+    const uint a_base = A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
+    const uint b_base = B_OFF + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
+    const uint tx = t % 16u;
+    const uint ty = t / 16u;
+    float acc[4][4];
+    [[unroll]] for (uint r = 0; r < 4; ++r) {
+        [[unroll]] for (uint c = 0; c < 4; ++c) { acc[r][c] = 0.0; }
+    }
+    for (uint k0 = 0; k0 < K; k0 += BK) {
+        // A slice: BK x TM, 8 per invocation (consecutive invocations: consecutive i0).
+        [[unroll]] for (uint r = 0; r < 8; ++r) {
+            const uint idx = t + r * 256u;
+            const uint kk = idx / TM, c = idx % TM;
+            const uint k = k0 + kk, i0 = tile0 * TM + c;
+            sa[kk][c] = (k < K && i0 < ne0) ? a_at(a_base + k * pc.a_nb.y, i0) : 0.0;
+        }
+        // B slice: BK x TN, 8 per invocation (consecutive invocations: consecutive k).
+        [[unroll]] for (uint r = 0; r < 8; ++r) {
+            const uint idx = t + r * 256u;
+            const uint kk = idx % BK, c = idx / BK;
+            const uint k = k0 + kk, i1 = tile1 * TN + c;
+            sb[kk][c] = (k < K && i1 < ne1) ? b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] : 0.0;
+        }
+        barrier();
+        const uint kn = min(BK, K - k0);
+        for (uint kk = 0; kk < kn; ++kk) {
+            float av[4], bv[4];
+            [[unroll]] for (uint r = 0; r < 4; ++r) { av[r] = sa[kk][tx + 16u * r]; }
+            [[unroll]] for (uint c = 0; c < 4; ++c) { bv[c] = sb[kk][ty + 16u * c]; }
+            [[unroll]] for (uint r = 0; r < 4; ++r) {
+                [[unroll]] for (uint c = 0; c < 4; ++c) { acc[r][c] += av[r] * bv[c]; }
+            }
+        }
+        barrier();
+    }
+    [[unroll]] for (uint r = 0; r < 4; ++r) {
+        const uint i0 = tile0 * TM + tx + 16u * r;
+        [[unroll]] for (uint c = 0; c < 4; ++c) {
+            const uint i1 = tile1 * TN + ty + 16u * c;
+            if (i0 < ne0 && i1 < ne1) { d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = acc[r][c]; }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The ops of a training step (ggml's backward graph and ggml-opt's AdamW): which of them
+//! the backend runs and how each is recorded. A child of `ops` (it uses its tensor
+//! accessors); `ops::supports` / `ops::encode` hand these ops here first.
+//!
+//! OUT_PROD with a TQ2_0 / TQ1_0 first operand is the input gradient through a frozen
+//! ternary weight, `dX = Wᵀ·dY`, computed from the packed blocks (kernels/out_prod.comp).
+
+use trit_sys as sys;
+
+use super::{contiguous, elsize, fits_range, groups_for, ne, nelements, op_of, param_f32, param_u32, shape, src, ty};
+use super::{F16, F32, I32, I64, TQ1, TQ2};
+use crate::dispatch::{Push, Recorder};
+use crate::error::Result;
+use crate::gpu::Gpu;
+
+fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
+    super::nb(t)
+}
+
+fn rows(t: *const sys::ggml_tensor) -> u64 {
+    nelements(t) / ne(t)[0].max(1) as u64
+}
+
+fn same_shape(a: *const sys::ggml_tensor, b: *const sys::ggml_tensor) -> bool {
+    ne(a) == ne(b)
+}
+
+fn is_step(op: *const sys::ggml_tensor) -> bool {
+    // SAFETY: op is a live UNARY node.
+    op_of(op) == sys::GGML_OP_UNARY && unsafe { sys::ggml_get_unary_op(op) } == sys::GGML_UNARY_OP_STEP
+}
+
+/// Whether `op` is one of the training ops this module decides.
+pub(super) fn handles(op: *const sys::ggml_tensor) -> bool {
+    matches!(
+        op_of(op),
+        sys::GGML_OP_OUT_PROD
+            | sys::GGML_OP_OPT_STEP_ADAMW
+            | sys::GGML_OP_CROSS_ENTROPY_LOSS
+            | sys::GGML_OP_CROSS_ENTROPY_LOSS_BACK
+            | sys::GGML_OP_RMS_NORM_BACK
+            | sys::GGML_OP_SOFT_MAX_BACK
+            | sys::GGML_OP_ROPE_BACK
+            | sys::GGML_OP_REPEAT_BACK
+            | sys::GGML_OP_GET_ROWS_BACK
+            | sys::GGML_OP_ACC
+            | sys::GGML_OP_ARGMAX
+            | sys::GGML_OP_COUNT_EQUAL
+    ) || is_step(op)
+}
+
+/// Row-wise kernels read elements of a row contiguously.
+fn rows_contiguous(t: *const sys::ggml_tensor) -> bool {
+    nb(t)[0] == 4
+}
+
+pub(super) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
+    let (s0, s1, s2) = (src(op, 0), src(op, 1), src(op, 2));
+    let f32s = |ts: &[*const sys::ggml_tensor]| ts.iter().all(|&t| !t.is_null() && ty(t) == F32);
+    match op_of(op) {
+        sys::GGML_OP_OUT_PROD => {
+            let (a, b, d) = (ne(s0), ne(s1), ne(op));
+            let a_ok = match ty(s0) {
+                F32 | F16 => true,
+                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == super::type_size(ty(s0)),
+                _ => false,
+            };
+            a_ok && f32s(&[s1, op])
+                && d[0] == a[0]
+                && d[1] == b[0]
+                && a[1] == b[1]
+                && d[2] == b[2]
+                && d[3] == b[3]
+                && a[2] > 0
+                && a[3] > 0
+                && b[2] % a[2] == 0
+                && b[3] % a[3] == 0
+        }
+        sys::GGML_OP_OPT_STEP_ADAMW => {
+            let (g, m, v, p) = (s1, s2, src(op, 3), src(op, 4));
+            f32s(&[s0, g, m, v, p])
+                && [s0, g, m, v].iter().all(|&t| contiguous(t) && same_shape(t, s0) && fits_range(gpu, t))
+                && nelements(p) == 7
+                && contiguous(p)
+        }
+        sys::GGML_OP_CROSS_ENTROPY_LOSS => {
+            f32s(&[s0, s1, op])
+                && same_shape(s0, s1)
+                && nelements(op) == 1
+                && rows_contiguous(s0)
+                && rows_contiguous(s1)
+                && rows(s0) < u32::MAX as u64 / 2
+        }
+        sys::GGML_OP_CROSS_ENTROPY_LOSS_BACK => {
+            f32s(&[s0, s1, s2, op])
+                && nelements(s0) == 1
+                && same_shape(s1, s2)
+                && same_shape(s1, op)
+                && fits_range(gpu, s2)
+                && [s1, s2, op].iter().all(|&t| rows_contiguous(t))
+        }
+        sys::GGML_OP_RMS_NORM_BACK => f32s(&[s0, s1, op]) && same_shape(s0, s1) && same_shape(s0, op),
+        sys::GGML_OP_SOFT_MAX_BACK => {
+            f32s(&[s0, s1, op]) && same_shape(s0, s1) && same_shape(s0, op) && param_f32(op, 1) == 0.0
+        }
+        sys::GGML_OP_ROPE_BACK => {
+            let mode = param_u32(op, 2);
+            let n_dims = param_u32(op, 1) as i64;
+            f32s(&[s0, op])
+                && ty(s1) == I32
+                && s2.is_null()
+                && (mode == 0 || mode == sys::GGML_ROPE_TYPE_NEOX)
+                && param_f32(op, 7) == 0.0
+                && n_dims % 2 == 0
+                && n_dims <= ne(s0)[0]
+                && ne(s0)[0] % 2 == 0
+                && ne(op) == ne(s0)
+        }
+        sys::GGML_OP_REPEAT_BACK => f32s(&[s0, op]) && super::can_repeat(op, s0),
+        sys::GGML_OP_GET_ROWS_BACK => {
+            f32s(&[s0, op])
+                && ty(s1) == I32
+                && ne(s0)[2] == 1
+                && ne(s0)[3] == 1
+                && ne(op)[2] == 1
+                && ne(op)[3] == 1
+                && ne(s1)[1] == 1
+                && ne(s1)[0] == ne(s0)[1]
+                && ne(op)[0] == ne(s0)[0]
+        }
+        sys::GGML_OP_ACC => {
+            f32s(&[s0, s1, op])
+                && contiguous(s0)
+                && contiguous(op)
+                && same_shape(s0, op)
+                && (0..4).all(|i| param_u32(op, i) % 4 == 0)
+        }
+        sys::GGML_OP_ARGMAX => f32s(&[s0]) && ty(op) == I32 && ne(s0)[2] == 1 && ne(s0)[3] == 1,
+        sys::GGML_OP_COUNT_EQUAL => {
+            ty(s0) == I32 && ty(s1) == I32 && ty(op) == I64 && same_shape(s0, s1) && nb(op)[0] == 8
+        }
+        sys::GGML_OP_UNARY => f32s(&[s0, op]), // STEP
+        _ => false,
+    }
+}
+
+/// Scratch bytes `encode` takes for this node (per-row losses of CROSS_ENTROPY_LOSS).
+pub(super) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
+    if op_of(op) == sys::GGML_OP_CROSS_ENTROPY_LOSS {
+        (rows(src(op, 0)) * 4).next_multiple_of(align.max(256))
+    } else {
+        0
+    }
+}
+
+pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
+    let (s0, s1, s2) = (src(op, 0), src(op, 1), src(op, 2));
+    let mut p = Push::default();
+    match op_of(op) {
+        sys::GGML_OP_OUT_PROD => {
+            let (name, a_el) = match ty(s0) {
+                F32 => ("out_prod_f32", 4),
+                F16 => ("out_prod_f16", 2),
+                TQ2 => ("out_prod_tq2", 1),
+                _ => ("out_prod_tq1", 1),
+            };
+            (p.a_ne, p.a_nb) = shape(s0, a_el);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
+            let groups = n0.div_ceil(64) * n1.div_ceil(64) * n2 * n3;
+            p.m0[1] = groups as u32;
+            let (a, b, d) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(name, a, Some(b), d, p, groups)
+        }
+        sys::GGML_OP_OPT_STEP_ADAMW => {
+            let bufs = [
+                rec.bind(s0, 4)?,
+                rec.bind(s1, 4)?,
+                rec.bind(s2, 4)?,
+                rec.bind(src(op, 3), 4)?,
+                rec.bind(src(op, 4), 4)?,
+            ];
+            let n = nelements(s0);
+            p.m0[1] = n as u32;
+            p.m0[2] = bufs[0].elem_off;
+            p.m0[3] = bufs[1].elem_off;
+            p.m1[0] = bufs[2].elem_off;
+            p.m1[1] = bufs[3].elem_off;
+            p.m1[2] = bufs[4].elem_off;
+            rec.dispatch_n("adamw_f32", &bufs, &[true, false, true, true, false], p, groups_for(n, 256))
+        }
+        sys::GGML_OP_CROSS_ENTROPY_LOSS => {
+            let nr = rows(s0);
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            p.m0[1] = nr as u32;
+            let (a, b) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?);
+            let per_row = rec.scratch(nr * 4)?;
+            rec.dispatch("ce_rows_f32", a, Some(b), per_row, p, nr)?;
+            let mut ps = Push::default();
+            ps.m0[1] = nr as u32;
+            let d = rec.bind(op, 4)?;
+            rec.dispatch("ce_sum_f32", per_row, None, d, ps, 1)
+        }
+        sys::GGML_OP_CROSS_ENTROPY_LOSS_BACK => {
+            // Bindings: grad, logits, dst, labels (see kernels/cross_entropy.comp).
+            let bufs = [rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?, rec.bind(s2, 4)?];
+            let nr = rows(s1);
+            p.a_ne = shape(s1, 4).0;
+            p.a_nb = shape(s2, 4).1;
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m0[1] = nr as u32;
+            p.m0[2] = bufs[0].elem_off;
+            p.m0[3] = bufs[1].elem_off;
+            p.m1[0] = bufs[2].elem_off;
+            p.m1[1] = bufs[3].elem_off;
+            rec.dispatch_n("ce_back_f32", &bufs, &[false, false, true, false], p, nr)
+        }
+        kind @ (sys::GGML_OP_RMS_NORM_BACK | sys::GGML_OP_SOFT_MAX_BACK) => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 0);
+            let nr = rows(s0);
+            p.m0[1] = nr as u32;
+            let name = if kind == sys::GGML_OP_RMS_NORM_BACK { "rms_norm_back_f32" } else { "soft_max_back_f32" };
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch(name, a, Some(b), d, p, nr)
+        }
+        sys::GGML_OP_ROPE_BACK => {
+            // As ROPE (kernels/rope.comp), rotating by -theta.
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            p.m1[1] = param_u32(op, 1);
+            p.m1[2] = param_u32(op, 2);
+            p.m1[3] = param_u32(op, 5);
+            p.b_nb[1] = param_u32(op, 6);
+            p.b_nb[2] = param_u32(op, 8);
+            let n = nelements(s0) / 2;
+            p.m0[1] = n as u32;
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("rope_back_f32", a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_REPEAT_BACK => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("repeat_back_f32", a, None, d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_GET_ROWS_BACK => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("get_rows_back_f32", a, Some(b), d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_ACC => {
+            let d = rec.bind(op, 4)?;
+            // SAFETY: live tensors; only their data pointers are compared.
+            let in_place = unsafe { (*op).data == (*s0).data };
+            if !in_place {
+                let mut pc = Push::default();
+                (pc.a_ne, pc.a_nb) = shape(s0, 4);
+                (pc.d_ne, pc.d_nb) = shape(op, 4);
+                let n = nelements(op);
+                pc.m0[1] = n as u32;
+                let a = rec.bind(s0, 4)?;
+                rec.dispatch("cpy_f32_f32", a, None, d, pc, groups_for(n, 256))?;
+            }
+            (p.a_ne, p.a_nb) = shape(s1, 4);
+            p.m1[1] = param_u32(op, 0) / 4;
+            p.m1[2] = param_u32(op, 1) / 4;
+            p.b_nb[0] = param_u32(op, 2) / 4;
+            p.m1[3] = param_u32(op, 3) / 4;
+            let n = nelements(s1);
+            p.m0[1] = n as u32;
+            let a = rec.bind(s1, 4)?;
+            rec.dispatch("acc_add_f32", a, None, d, p, groups_for(n, 256))
+        }
+        sys::GGML_OP_ARGMAX => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            let nr = ne(s0)[1] as u64;
+            p.m0[1] = nr as u32;
+            let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("argmax_f32", a, None, d, p, nr)
+        }
+        sys::GGML_OP_COUNT_EQUAL => {
+            (p.a_ne, p.a_nb) = shape(s0, 4);
+            (p.b_ne, p.b_nb) = shape(s1, 4);
+            p.m0[1] = nelements(s0) as u32;
+            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+            rec.dispatch("count_equal_i32", a, Some(b), d, p, 1)
+        }
+        _ => {
+            // STEP
+            let (ea, ed) = (elsize(ty(s0)).unwrap_or(4), elsize(ty(op)).unwrap_or(4));
+            (p.a_ne, p.a_nb) = shape(s0, ea);
+            (p.d_ne, p.d_nb) = shape(op, ed);
+            let n = nelements(op);
+            p.m0[1] = n as u32;
+            let (a, d) = (rec.bind(s0, ea)?, rec.bind(op, ed)?);
+            rec.dispatch("step_f32", a, None, d, p, groups_for(n, 256))
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Op-by-op comparison of the training ops (ggml's backward graph and ggml-opt's AdamW)
+//! against the CPU backend, in the style of `tests/ops.rs`: each case builds a tiny graph on
+//! both backends from the same seeded inputs and bounds the NMSE of the Vulkan output.
+//! Shapes include odd sizes, broadcasts, transposed (non-contiguous) operands and partial
+//! tiles.
+//!
+//! Needs a Vulkan device (lavapipe in CI). TRIT_VULKAN_OPTIONAL=1 skips, loudly.
+// SAFETY (whole file): the builders call ggml constructors on a live no_alloc context with
+// shapes that satisfy each constructor's assertions.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use common::*;
+use trit_sys as sys;
+
+const F32: sys::ggml_type = sys::GGML_TYPE_F32;
+const F16: sys::ggml_type = sys::GGML_TYPE_F16;
+const I32: sys::ggml_type = sys::GGML_TYPE_I32;
+const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
+const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
+
+/// Sums of f32 products in the CPU's order (ascending k), possibly with or without fused
+/// multiply-add: only rounding of the last bits differs.
+const NMSE_SUM: f64 = 1e-10;
+/// Ternary weights dequantise exactly ((code - 1) * d), so OUT_PROD from packed blocks sums
+/// the same products as the CPU's dequantised rows.
+const NMSE_TQ: f64 = 1e-10;
+/// Element-wise f32 ops (test-backend-ops' default).
+const NMSE_EW: f64 = 1e-7;
+/// Ops with reductions in a different order, exp/log/sqrt or sin/cos.
+const NMSE_TR: f64 = 1e-6;
+
+fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
+    let g = lock();
+    let dev = vulkan_device()?;
+    trit_vulkan::set_limits(None, None);
+    trit_vulkan::set_force_staging(false);
+    Some((g, Backends::new(dev)))
+}
+
+fn tn(t: sys::ggml_type) -> String {
+    // SAFETY: returns a static string for any type id.
+    unsafe { std::ffi::CStr::from_ptr(sys::ggml_type_name(t)) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn out_prod_float() {
+    let Some((_g, b)) = setup() else { return };
+    for t in [F32, F16] {
+        // (a = [ne0, K, a2, a3], b = [ne1, K, b2, b3])
+        for (a_ne, b_ne) in [
+            ([67i64, 45, 1, 1], [33i64, 45, 1, 1]),
+            ([16, 512, 1, 1], [2560, 512, 1, 1]), // dB of a LoRA pair: [r, tokens] x [n_out, tokens]
+            ([64, 20, 2, 1], [30, 20, 4, 3]),     // broadcast over dims 2 and 3
+            ([130, 77, 1, 1], [100, 77, 1, 1]),   // partial tiles in both output dims, k not a multiple of 32
+            ([1, 1, 1, 1], [1, 1, 1, 1]),
+        ] {
+            if t == F16 && a_ne[2] != b_ne[2] {
+                continue; // the CPU's f16 OUT_PROD does not broadcast
+            }
+            check(
+                &b,
+                &format!("out_prod {} {a_ne:?} {b_ne:?}", tn(t)),
+                &|ctx, ins| unsafe {
+                    let a = input(ctx, ins, t, &a_ne, Fill::Uniform);
+                    let x = input(ctx, ins, F32, &b_ne, Fill::Uniform);
+                    sys::ggml_out_prod(ctx, a, x)
+                },
+                NMSE_SUM,
+            );
+        }
+    }
+    // Transposed operands, as the backward graph builds them.
+    check(
+        &b,
+        "out_prod f32 transposed b",
+        &|ctx, ins| unsafe {
+            let a = input(ctx, ins, F32, &[37, 70], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[70, 19], Fill::Uniform);
+            sys::ggml_out_prod(ctx, a, sys::ggml_transpose(ctx, x))
+        },
+        NMSE_SUM,
+    );
+    check(
+        &b,
+        "out_prod f32 permuted heads",
+        &|ctx, ins| unsafe {
+            let a = input(ctx, ins, F32, &[32, 6, 4], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[9, 6, 4], Fill::Uniform);
+            let ap = sys::ggml_permute(ctx, a, 0, 2, 1, 3);
+            let xp = sys::ggml_permute(ctx, x, 0, 2, 1, 3);
+            sys::ggml_out_prod(ctx, sys::ggml_cont(ctx, ap), xp)
+        },
+        NMSE_SUM,
+    );
+}
+
+#[test]
+fn out_prod_ternary_input_gradient() {
+    let Some((_g, b)) = setup() else { return };
+    // dX = W^T dY for a frozen ternary W of [n_in, n_out]: out_prod(W, transpose(dY)) with dY
+    // [n_out, tokens], straight from the packed blocks.
+    for t in [TQ2, TQ1] {
+        for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1)] {
+            check(
+                &b,
+                &format!("out_prod {} W[{n_in},{n_out}] dY^T tokens={tokens}", tn(t)),
+                &|ctx, ins| unsafe {
+                    let w = input(ctx, ins, t, &[n_in, n_out], Fill::Uniform);
+                    let dy = input(ctx, ins, F32, &[n_out, tokens], Fill::Uniform);
+                    sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, dy))
+                },
+                NMSE_TQ,
+            );
+        }
+        check(
+            &b,
+            &format!("out_prod {} contiguous b, batched", tn(t)),
+            &|ctx, ins| unsafe {
+                let w = input(ctx, ins, t, &[256, 12, 2], Fill::Uniform);
+                let x = input(ctx, ins, F32, &[5, 12, 2], Fill::Uniform);
+                sys::ggml_out_prod(ctx, w, x)
+            },
+            NMSE_TQ,
+        );
+    }
+}
+
+const ADAMW: &[f32] = &[1e-3, 0.9, 0.999, 1e-8, 0.01, 1.0 / (1.0 - 0.729), 1.0 / (1.0 - 0.997003)];
+
+#[test]
+fn adamw_step() {
+    let Some((_g, b)) = setup() else { return };
+    for ne in [[67i64, 5, 1], [256, 16, 1], [1, 1, 1], [3000, 1, 1]] {
+        check(
+            &b,
+            &format!("opt_step_adamw {ne:?}"),
+            &|ctx, ins| unsafe {
+                let w = input(ctx, ins, F32, &ne, Fill::Uniform);
+                sys::ggml_set_param(w);
+                let g = input(ctx, ins, F32, &ne, Fill::Uniform);
+                let m = input(ctx, ins, F32, &ne, Fill::Uniform);
+                let v = input(ctx, ins, F32, &ne, Fill::Positive);
+                let p = input(ctx, ins, F32, &[7], Fill::Values(ADAMW));
+                sys::ggml_opt_step_adamw(ctx, w, g, m, v, p)
+            },
+            NMSE_TR,
+        );
+    }
+}
+
+#[test]
+fn cross_entropy_with_masked_rows() {
+    let Some((_g, b)) = setup() else { return };
+    for (cols, rows) in [(512i64, 256i64), (13, 7), (1000, 3)] {
+        check(
+            &b,
+            &format!("cross_entropy_loss [{cols}, {rows}]"),
+            &|ctx, ins| unsafe {
+                let logits = input(ctx, ins, F32, &[cols, rows], Fill::Uniform);
+                let labels = input(ctx, ins, F32, &[cols, rows], Fill::OneHotMasked(4));
+                sys::ggml_cross_entropy_loss(ctx, logits, labels)
+            },
+            NMSE_TR,
+        );
+        let back: Builder = &|ctx, ins| unsafe {
+            let logits = input(ctx, ins, F32, &[cols, rows], Fill::Uniform);
+            let labels = input(ctx, ins, F32, &[cols, rows], Fill::OneHotMasked(4));
+            let grad = input(ctx, ins, F32, &[1], Fill::Values(&[0.75]));
+            // (the header names the arguments in another order; ggml.c takes the gradient first)
+            sys::ggml_cross_entropy_loss_back(ctx, grad, logits, labels)
+        };
+        check(&b, &format!("cross_entropy_loss_back [{cols}, {rows}]"), back, NMSE_TR);
+        // A masked position (all-zero label row) gives exactly zero gradient on both.
+        let (got, _) = run(b.vk, back, 7);
+        let (want, _) = run(b.cpu, back, 7);
+        let c = cols as usize;
+        let mut masked = 0;
+        for (r, (g, w)) in got.chunks(c).zip(want.chunks(c)).enumerate() {
+            if r % 4 == 3 {
+                masked += 1;
+                assert!(g.iter().all(|&x| x == 0.0), "row {r}: masked row has a non-zero gradient on Vulkan");
+                assert!(w.iter().all(|&x| x == 0.0), "row {r}: masked row has a non-zero gradient on the CPU");
+            } else {
+                assert!(g.iter().any(|&x| x != 0.0), "row {r}: trained row has no gradient");
+            }
+        }
+        assert_eq!(masked, rows as usize / 4);
+    }
+}
+
+#[test]
+fn norm_softmax_rope_backward() {
+    let Some((_g, b)) = setup() else { return };
+    // (Rows of one element are left out: there the gradient is eps-sized cancellation.)
+    for ne in [[67i64, 5, 3], [2560, 2, 1], [5, 1, 1]] {
+        check(
+            &b,
+            &format!("rms_norm_back {ne:?}"),
+            &|ctx, ins| unsafe {
+                let dz = input(ctx, ins, F32, &ne, Fill::Uniform);
+                let x = input(ctx, ins, F32, &ne, Fill::Uniform);
+                sys::ggml_rms_norm_back(ctx, dz, x, 1e-5)
+            },
+            NMSE_TR,
+        );
+    }
+    for (ne, scale) in [([67i64, 5, 3], 1.0f32), ([256, 256, 2], 0.125), ([1, 3, 1], 1.0)] {
+        check(
+            &b,
+            &format!("soft_max_back {ne:?} scale {scale}"),
+            &|ctx, ins| unsafe {
+                let dy = input(ctx, ins, F32, &ne, Fill::Uniform);
+                let x = input(ctx, ins, F32, &ne, Fill::Uniform);
+                let y = sys::ggml_soft_max(ctx, x);
+                sys::ggml_soft_max_ext_back(ctx, dy, y, scale, 0.0)
+            },
+            NMSE_TR,
+        );
+    }
+    for (mode, n_dims, ne) in
+        [(0, 64, [64i64, 4, 7]), (sys::GGML_ROPE_TYPE_NEOX as i32, 128, [128, 2, 5]), (0, 32, [48, 3, 2])]
+    {
+        check(
+            &b,
+            &format!("rope_back mode {mode} n_dims {n_dims} {ne:?}"),
+            &|ctx, ins| unsafe {
+                let dy = input(ctx, ins, F32, &ne, Fill::Uniform);
+                let pos = input(ctx, ins, I32, &[ne[2]], Fill::Index(4096));
+                sys::ggml_rope_ext_back(
+                    ctx,
+                    dy,
+                    pos,
+                    std::ptr::null_mut(),
+                    n_dims,
+                    mode,
+                    4096,
+                    500000.0,
+                    1.0,
+                    0.0,
+                    1.0,
+                    32.0,
+                    1.0,
+                )
+            },
+            NMSE_TR,
+        );
+    }
+    // ROPE_BACK undoes ROPE: rope_back(rope(x)) - x on the device is rounding-sized.
+    let (diff, _) = run(
+        b.vk,
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[64, 4, 7], Fill::Uniform);
+            let pos = input(ctx, ins, I32, &[7], Fill::Index(4096));
+            let r =
+                sys::ggml_rope_ext(ctx, x, pos, std::ptr::null_mut(), 64, 0, 4096, 10000.0, 1.0, 0.0, 1.0, 32.0, 1.0);
+            let back = sys::ggml_rope_ext_back(
+                ctx,
+                r,
+                pos,
+                std::ptr::null_mut(),
+                64,
+                0,
+                4096,
+                10000.0,
+                1.0,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            );
+            sys::ggml_add(ctx, back, sys::ggml_scale(ctx, x, -1.0))
+        },
+        7,
+    );
+    let worst = diff.iter().fold(0f32, |m, v| m.max(v.abs()));
+    println!("rope_back(rope(x)) - x: max |diff| {worst:.2e} (bound 1e-5, |x| <= 1)");
+    assert!(worst < 1e-5, "ROPE_BACK does not invert ROPE: {worst}");
+}
+
+#[test]
+fn gradient_plumbing_ops() {
+    let Some((_g, b)) = setup() else { return };
+    for (big, small) in [([64i64, 6, 4], [64i64, 1, 4]), ([10, 8, 3], [5, 2, 1]), ([7, 3, 2], [7, 3, 2])] {
+        check(
+            &b,
+            &format!("repeat_back {big:?} -> {small:?}"),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, F32, &big, Fill::Uniform);
+                let like = new(ctx, F32, &small);
+                sys::ggml_repeat_back(ctx, a, like)
+            },
+            NMSE_EW,
+        );
+    }
+    check(
+        &b,
+        "repeat_back of a permuted view",
+        &|ctx, ins| unsafe {
+            let a = input(ctx, ins, F32, &[16, 6, 4], Fill::Uniform);
+            let ap = sys::ggml_permute(ctx, a, 0, 2, 1, 3); // [16, 4, 6]
+            let like = new(ctx, F32, &[16, 4, 2]);
+            sys::ggml_repeat_back(ctx, ap, like)
+        },
+        NMSE_EW,
+    );
+    for (cols, n_idx, rows) in [(256i64, 256i64, 256i64), (67, 9, 5), (3, 1, 40)] {
+        check(
+            &b,
+            &format!("get_rows_back [{cols}, {n_idx}] -> {rows} rows"),
+            &|ctx, ins| unsafe {
+                let g = input(ctx, ins, F32, &[cols, n_idx], Fill::Uniform);
+                let idx = input(ctx, ins, I32, &[n_idx], Fill::Index(rows));
+                let like = new(ctx, F32, &[cols, rows]);
+                sys::ggml_get_rows_back(ctx, g, idx, like)
+            },
+            NMSE_EW,
+        );
+    }
+    check(
+        &b,
+        "acc: a [32, 6] view at row 2 of [32, 10]",
+        &|ctx, ins| unsafe {
+            let a = input(ctx, ins, F32, &[32, 10], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[32, 6], Fill::Uniform);
+            sys::ggml_acc(ctx, a, x, (*a).nb[1], (*a).nb[2], (*a).nb[3], 2 * (*a).nb[1])
+        },
+        NMSE_EW,
+    );
+    check(
+        &b,
+        "acc: a head slice (strided) of [64, 4, 3]",
+        &|ctx, ins| unsafe {
+            let a = input(ctx, ins, F32, &[64, 4, 3], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[16, 4, 3], Fill::Uniform);
+            sys::ggml_acc(ctx, a, x, (*a).nb[1], (*a).nb[2], (*a).nb[3], 16 * 4)
+        },
+        NMSE_EW,
+    );
+    for (cols, rows) in [(512i64, 256i64), (7, 3), (1000, 1)] {
+        check(
+            &b,
+            &format!("argmax [{cols}, {rows}]"),
+            &|ctx, ins| unsafe { sys::ggml_argmax(ctx, input(ctx, ins, F32, &[cols, rows], Fill::Uniform)) },
+            0.0,
+        );
+    }
+    check(
+        &b,
+        "count_equal [300, 2]",
+        &|ctx, ins| unsafe {
+            let x = input(ctx, ins, I32, &[300, 2], Fill::Index(3));
+            let y = input(ctx, ins, I32, &[300, 2], Fill::Index(3));
+            sys::ggml_count_equal(ctx, x, y)
+        },
+        0.0,
+    );
+    check(
+        &b,
+        "step [67, 5]",
+        &|ctx, ins| unsafe { sys::ggml_step(ctx, input(ctx, ins, F32, &[67, 5], Fill::Uniform)) },
+        0.0,
+    );
+}

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Runs ON the device machine (NVIDIA H100/H200, no Rust, no network), from the repository root:
+# LoRA training speed and peak GPU memory of `trit finetune` on its Rust Vulkan backend against
+# PyTorch + PEFT on the same GPU, for the synthetic bitnet-b1.58-2B-4T model (`trit synth
+# --config 2b4t`, TQ2_0), context 512, rank 16 (alpha 32), all 7 projections, one 512-token
+# window per optimizer step; plus the training-op tests on the real GPU, the scheduler's
+# split report of the real training graph (what falls back to the CPU) and trit on the CPU.
+# Prebuilt inputs (scripts/finetune-device-prepare.sh, here): .dev/trit,
+# .dev/trit-vulkan-train-tests, .dev/libgomp1_*.deb, .gl/*.deb, .whl/peft-*.whl.
+# Every part reports its own failure and the rest goes on. $OUT gets four files (the device tool
+# returns at most eight): summary.md (the table, failures, GPU), train-op-tests.txt, splits.txt
+# and raw.tar.gz (every log, CSV and JSON, the full scheduler log).
+# STEPS (12) measured optimizer steps per run; DEADLINE (560) seconds for the whole script.
+# For a dry run of this script elsewhere: SYNTH=tiny PYTHON=<python with torch>
+# PEER_ARGS="--tiny --device cpu" TRIT_VULKAN_ALLOW_CPU=1 VK_DRIVER_FILES=<lavapipe's ICD> and a
+# stub nvidia-smi.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+STEPS=${STEPS:-12}
+DEADLINE=${DEADLINE:-560}
+SYNTH=${SYNTH:-2b4t}
+PYTHON=${PYTHON:-python3}
+PEER_ARGS=${PEER_ARGS:-}
+W=/tmp/ft  # everything but the four result files
+rm -rf "$W"; mkdir -p "$OUT" "$W"
+: > "$W/failures.txt"
+fail() { echo "FAILED: $*" | tee -a "$W/failures.txt"; }
+# Seconds a part may take: at most $1, and what is left before DEADLINE (less a margin for the table).
+budget() {
+  local left=$((DEADLINE - SECONDS - 20))
+  [ "$left" -lt 1 ] && left=1
+  [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+}
+
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+B=.dev
+chmod +x $B/trit* 2>/dev/null
+if ! ldconfig -p | grep -q libgomp.so.1; then  # OpenMP runtime for ggml's CPU backend
+  mkdir -p /tmp/extra && for f in $B/libgomp1_*.deb; do dpkg -x "$f" /tmp/extra; done
+  export LD_LIBRARY_PATH=/tmp/extra/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
+nproc | tee -a "$W/gpu.txt"
+NCPU=$(nproc)
+
+gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+# measured NAME SECONDS CMD...: run CMD under a timeout while sampling the GPU's used memory
+# every ~100 ms; writes $W/NAME.peak-mib (peak minus the idle level before it started).
+measured() {
+  local name=$1 secs=$2; shift 2
+  if [ "$secs" -lt 20 ]; then fail "$name: skipped, out of time"; return 1; fi
+  local base; base=$(gpu_used)
+  (while :; do gpu_used; sleep 0.1; done) > "/tmp/$name.mem" 2>/dev/null &
+  local sampler=$!
+  timeout "$secs" "$@"
+  local rc=$?
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+  echo $(( $(sort -n "/tmp/$name.mem" | tail -1) - base )) > "$W/$name.peak-mib"
+  [ "$rc" -eq 0 ] || fail "$name: exit $rc (124 = timeout after ${secs}s)"
+  return "$rc"
+}
+
+echo "== training-op tests on the real GPU (trit-vulkan vs the CPU backend)"
+timeout "$(budget 90)" $B/trit-vulkan-train-tests --test-threads 1 --nocapture > "$OUT/train-op-tests.txt" 2>&1 \
+  || fail "training-op tests (see train-op-tests.txt)"
+grep -E 'test result|FAILED|panicked' "$OUT/train-op-tests.txt"
+
+echo "== synthetic bitnet-b1.58-2B-4T (TQ2_0) and training text"
+M=/tmp/m-tq2_0.gguf
+timeout "$(budget 120)" $B/trit synth --config "$SYNTH" -o $M > /tmp/synth.log 2>&1 || fail "trit synth (see /tmp/synth.log)"
+ls -la $M
+# Plain text: enough 512-token windows (stride 256) for every run's steps.
+python3 - > /tmp/train.txt <<'PY'
+import random
+random.seed(1)
+words = ("the of and to in is was for on that with as by at from his her it an were are which this be or has "
+         "had one their not but all new more first two after who other its time also into only over some "
+         "model ternary weights train adapter vulkan kernel gradient loss token window rank layer").split()
+print(" ".join(random.choice(words) for _ in range(60000)))
+PY
+
+FT=(finetune -m $M -f /tmp/train.txt -c 512 --lora-rank 16 --lora-alpha 32 --lora-targets all -lr 2e-4
+    --epochs 100 --checkpoint-dir /tmp/ckpt)
+
+echo "== trit finetune on Vulkan: $STEPS steps"
+measured trit-vulkan "$(budget 240)" $B/trit "${FT[@]}" --device vulkan --max-steps "$STEPS" -t "$NCPU" \
+  -o /tmp/vk.gguf --log-csv "$W/trit-vulkan.csv" > "$W/trit-vulkan.log" 2>&1
+grep -E 'device:|trained|GPU memory|error|Error' "$W/trit-vulkan.log" | tail -5
+grep -q 'device: .*trit-vulkan' "$W/trit-vulkan.log" || fail "trit-vulkan: the run did not train on the Vulkan backend"
+
+echo "== PyTorch + PEFT (bf16) on the same GPU: $STEPS steps"
+if ! $PYTHON -c 'import peft' 2>/dev/null && ls .whl/peft-*.whl >/dev/null 2>&1; then
+  $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/peft-*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+# (tokens/s: the median step after 3 warm-up steps)
+PYTHONUNBUFFERED=1 measured pytorch "$(budget 200)" $PYTHON scripts/finetune_peer.py --ctx 512 --rank 16 --alpha 32 \
+  --steps "$STEPS" --warmup 3 --out "$W/pytorch.json" $PEER_ARGS > "$W/pytorch.log" 2>&1
+grep -E '"tok_s"|"lora"|"peak_allocated_mib"|Error' "$W/pytorch.log" | head -5
+
+echo "== scheduler splits of the real training graph (GGML_SCHED_DEBUG=2, one step)"
+GGML_SCHED_DEBUG=2 timeout "$(budget 120)" $B/trit "${FT[@]}" --device vulkan --max-steps 1 -t "$NCPU" -v \
+  -o /tmp/vk1.gguf --log-csv /tmp/vk1.csv > /tmp/sched.log 2>&1 || fail "split report run (see sched.log.gz)"
+python3 - /tmp/sched.log > "$OUT/splits.txt" <<'PY' || fail "split summary"
+import re, sys, collections
+text = open(sys.argv[1], errors="replace").read()
+# The last complete graph printed (the training step's, forward + backward + AdamW).
+starts = [m.start() for m in re.finditer(r"^## SPLIT #0:", text, re.M)]
+if not starts:
+    print("no split report in the log"); sys.exit(1)
+graphs = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
+g = max(graphs, key=lambda s: s.count("\nnode #"))
+splits = re.findall(r"^## SPLIT #(\d+): (\S+) # (\d+) inputs", g, re.M)
+nodes = re.findall(r"^node #\s*\d+ \(\s*([A-Z_0-9]+)\):\s+(.*?) \(.*?\) \[\s*(\S+)", g, re.M)
+print(f"largest graph: {len(nodes)} nodes, {len(splits)} splits")
+for n, be, ins in splits:
+    print(f"  split #{n}: {be}, {ins} inputs")
+per = collections.Counter((be, op) for op, _, be in nodes)
+print("nodes by backend and op:")
+for (be, op), c in sorted(per.items()):
+    print(f"  {be:<12} {op:<12} {c}")
+cpu = [(op, name) for op, name, be in nodes if be == "CPU"]
+print(f"on the CPU: {len(cpu)} nodes: " + ", ".join(f"{op} {name}" for op, name in cpu[:40]))
+PY
+cat "$OUT/splits.txt" | head -60
+gzip -c /tmp/sched.log > "$W/sched.log.gz"
+
+echo "== trit finetune on the CPU ($NCPU threads): 2 steps"
+timeout "$(budget 150)" $B/trit "${FT[@]}" --device cpu --max-steps 2 -t "$NCPU" -o /tmp/cpu.gguf \
+  --log-csv "$W/trit-cpu.csv" > "$W/trit-cpu.log" 2>&1 || fail "trit CPU run (exit $?)"
+grep -E 'trained|error' "$W/trit-cpu.log" | tail -2
+
+echo "== table"
+python3 - "$W" <<'PY' | tee "$W/table.md"
+import csv, json, os, statistics, sys
+out = sys.argv[1]
+def rd(p, f):
+    try:
+        return f(os.path.join(out, p))
+    except Exception as e:
+        return None
+def trit(name, skip, ctx=512):
+    # tokens_per_s in trit's CSV is cumulative (tokens so far / time since the first step
+    # started), one 512-token window per step: recover each step's end time and measure the
+    # steps after the first `skip` (graph building and pipeline warm-up) on their own.
+    rows = rd(f"{name}.csv", lambda p: [r for r in csv.DictReader(open(p)) if r["train_loss"]])
+    if not rows:
+        return None
+    ends = [int(r["step"]) * ctx / float(r["tokens_per_s"]) for r in rows]
+    k = skip if len(rows) > skip else 0
+    t0 = ends[k - 1] if k > 0 else 0.0
+    tok_s = (len(rows) - k) * ctx / (ends[-1] - t0)
+    return {"tok_s": tok_s, "first": k + 1, "steps": len(rows), "loss": (float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])),
+            "peak_rss_mib": max(float(r["peak_rss_mb"]) for r in rows)}
+peak = lambda n: rd(f"{n}.peak-mib", lambda p: int(open(p).read().strip()))
+import re
+def vk_buffers():
+    m = rd("trit-vulkan.log", lambda p: re.search(r"GPU memory \(trit-vulkan buffers\): peak (\d+) MiB", open(p).read()))
+    return int(m.group(1)) if m else None
+vk, cpu = trit("trit-vulkan", 2), trit("trit-cpu", 1)
+pt = rd("pytorch.json", lambda p: json.load(open(p)))
+gpu = rd("gpu.txt", lambda p: open(p).read().split("\n")[0])
+print(f"GPU: {gpu}; synthetic 2B-4T (TQ2_0 for trit, bf16 for PyTorch), ctx 512, rank 16, alpha 32, all 7 projections")
+print("| run | tokens/s | peak GPU memory (nvidia-smi, MiB) | other memory | loss first -> last |")
+print("| --- | ---: | ---: | --- | --- |")
+def fmt(x, f="{:.1f}"):
+    return "-" if x is None else f.format(x)
+if vk:
+    print(f"| trit, Vulkan (steps {vk['first']}..{vk['steps']}) | {fmt(vk['tok_s'])} | {fmt(peak('trit-vulkan'), '{}')} | trit-vulkan buffers peak {fmt(vk_buffers(), '{}')} MiB; host peak RSS {vk['peak_rss_mib']:.0f} MiB | {vk['loss'][0]:.3f} -> {vk['loss'][1]:.3f} |")
+else:
+    print("| trit, Vulkan | failed | - | - | - |")
+if pt:
+    print(f"| PyTorch {pt['torch']} + {pt['lora']}, bf16, {pt['arch']} ({pt['attn']}) | {fmt(pt['tok_s'])} | {fmt(peak('pytorch'), '{}')} | torch allocator peak {fmt(pt['peak_allocated_mib'], '{:.0f}')} MiB (reserved {fmt(pt['peak_reserved_mib'], '{:.0f}')}) | {pt['losses'][0]:.3f} -> {pt['losses'][-1]:.3f} |")
+else:
+    print("| PyTorch + PEFT | failed | - | - | - |")
+if cpu:
+    print(f"| trit, CPU ({os.cpu_count()} cores, steps {cpu['first']}..{cpu['steps']}) | {fmt(cpu['tok_s'])} | - | host peak RSS {cpu['peak_rss_mib']:.0f} MiB | {cpu['loss'][0]:.3f} -> {cpu['loss'][1]:.3f} |")
+else:
+    print("| trit, CPU | failed | - | - | - |")
+if vk and pt:
+    pv, pp = peak("trit-vulkan"), peak("pytorch")
+    mem = f"{pv / pp:.2f}x" if pv and pp else "-"
+    print(f"\ntrit Vulkan / PyTorch: {vk['tok_s'] / pt['tok_s']:.2f}x tokens/s, {mem} peak GPU memory (targets: >= 1.0x, < 0.33x)")
+PY
+echo "== failures"
+cat "$W/failures.txt"
+{ cat "$W/table.md"; echo; echo "GPU, cores:"; cat "$W/gpu.txt"; echo; echo "failures:"; cat "$W/failures.txt"; } > "$OUT/summary.md"
+tar -czf "$OUT/raw.tar.gz" -C "$W" . 2>/dev/null || fail "packing raw.tar.gz"
+ls -la "$OUT"
