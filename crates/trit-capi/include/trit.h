@@ -119,6 +119,12 @@ typedef struct trit_train_params {
    * JSONL data only: train on assistant turns / completions only (default false).
    */
   bool assistant_only;
+  /**
+   * Layers to put on the GPU, as llama.h's n_gpu_layers (default 0: CPU). With trit's Vulkan
+   * backend registered (trit_init()), 99 trains the whole step there: the frozen weights,
+   * the adapters and the AdamW state.
+   */
+  int32_t n_gpu_layers;
 } trit_train_params;
 
 #ifdef __cplusplus

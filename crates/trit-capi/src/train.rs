@@ -48,6 +48,10 @@ pub struct trit_train_params {
     pub shuffle: bool,
     /// JSONL data only: train on assistant turns / completions only (default false).
     pub assistant_only: bool,
+    /// Layers to put on the GPU, as llama.h's n_gpu_layers (default 0: CPU). With trit's Vulkan
+    /// backend registered (trit_init()), 99 trains the whole step there: the frozen weights,
+    /// the adapters and the AdamW state.
+    pub n_gpu_layers: i32,
 }
 
 impl trit_train_params {
@@ -64,6 +68,7 @@ impl trit_train_params {
         seed: 42,
         shuffle: true,
         assistant_only: false,
+        n_gpu_layers: 0,
     };
 }
 
@@ -154,8 +159,8 @@ fn start(
     targets: Option<&str>,
 ) -> CallResult<trit_trainer> {
     let (spec, params) = check_params(p, targets)?;
-    let model =
-        Model::load(model_path, &ModelParams { n_gpu_layers: 0, ..Default::default() }).map_err(anyhow::Error::from)?; // the message names the file
+    let model = Model::load(model_path, &ModelParams { n_gpu_layers: p.n_gpu_layers, ..Default::default() })
+        .map_err(anyhow::Error::from)?; // the message names the file
     let model = NonNull::from(Box::leak(Box::new(model)));
     // From here on the trainer owns the model: an early return frees it through Drop.
     let mut t = trit_trainer {
