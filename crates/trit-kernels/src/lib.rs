@@ -21,6 +21,7 @@
 // Index loops over fixed 4-row / 4-column tiles read closer to the math than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+pub mod f16w;
 pub mod f32act;
 pub mod formats;
 #[cfg(feature = "ggml")]
@@ -28,6 +29,16 @@ pub mod ggml;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+/// Tests only: allow (default) or forbid the GFNI variant of the AVX-512 TQ2_0 mat-vec, so
+/// the shift variant, used on AVX-512 CPUs without GFNI, is tested too. Both give identical
+/// results, so flipping it while other threads compute changes no number.
+#[doc(hidden)]
+pub fn set_gfni_allowed(allowed: bool) {
+    #[cfg(target_arch = "x86_64")]
+    x86::set_gfni_allowed(allowed);
+    let _ = allowed;
+}
 
 use std::ops::Range;
 
@@ -79,6 +90,7 @@ impl Isa {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
                     && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("f16c")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -189,13 +201,35 @@ pub(crate) fn mul_mat_rows(
     let act_row = |c: usize| &act[c * act_stride..c * act_stride + arow_len];
     #[cfg(target_arch = "x86_64")]
     if w.ty == TernaryType::Tq2_0 && n < 4 && isa != Isa::Scalar {
-        // Matrix-vector: decode in registers, no code buffer.
+        // Matrix-vector: decode in registers, no code buffer; each column's block scales and
+        // sums are read once, not once per 4-row pass.
+        let gfni = x86::has_gfni();
+        let cols: Vec<x86::ColSums> = (0..n).map(|c| x86::ColSums::new(act_row(c), nb)).collect();
         let mut r0 = rows.start;
         while r0 < rows.end {
             let nr = TILE_R.min(rows.end - r0);
             let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
             for c in 0..n {
-                let v = x86::gemv4_tq2(isa, rws, act_row(c), nb);
+                let v = x86::gemv4_tq2(isa, gfni, rws, act_row(c), &cols[c], nb);
+                for (i, &v) in v.iter().enumerate().take(nr) {
+                    store(c, r0 + i, v);
+                }
+            }
+            r0 += nr;
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if w.ty == TernaryType::Tq1_0 && n < 4 && isa == Isa::Avx512Vnni {
+        // Matrix-vector: digits decoded in registers against rearranged activations.
+        let cols: Vec<(x86::ColSums, Vec<u8>)> =
+            (0..n).map(|c| (x86::ColSums::new(act_row(c), nb), x86::tq1_perm_acts(act_row(c), nb))).collect();
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let nr = TILE_R.min(rows.end - r0);
+            let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
+            for (c, (cs, perm)) in cols.iter().enumerate() {
+                let v = x86::gemv4_tq1_avx512(rws, act_row(c), perm, cs, nb);
                 for (i, &v) in v.iter().enumerate().take(nr) {
                     store(c, r0 + i, v);
                 }
