@@ -156,17 +156,26 @@ pub unsafe extern "C" fn mul_mat_hook(
     true
 }
 
-/// Chunks handed out per thread in mat-vec ops.
+/// At least this many chunks per thread in mat-vec ops (so a thread that gets descheduled
+/// is covered by the others).
 const MATVEC_CHUNKS_PER_THREAD: usize = 4;
+/// At most this many weight bytes per mat-vec chunk: when the last chunks run, one thread
+/// may finish while another still streams one chunk (≈ 40 µs for 1 MiB at 24 GB/s per
+/// core); larger matrices (the 657 MB output head) are cut into more chunks instead. Each
+/// chunk costs one atomic and one restart of the prefetch stream, negligible at this size.
+const MATVEC_CHUNK_BYTES: usize = 1 << 20;
 
-/// Rows per chunk for a mat-vec over `rows` rows of `stride` bytes on `nth` threads: about
-/// `rows / (nth·MATVEC_CHUNKS_PER_THREAD)`, rounded up to a multiple of the 4-row pass and
-/// of the rows that make a whole number of 64-byte cache lines (so no line is shared by two
-/// threads' chunks when the tensor is line-aligned).
-pub(crate) fn matvec_chunk_rows(rows: usize, stride: usize, nth: usize) -> usize {
+/// Rows per chunk for a mat-vec over `rows` rows of `stride` bytes on `nth` threads: at
+/// most `rows / (nth·MATVEC_CHUNKS_PER_THREAD)` and about [`MATVEC_CHUNK_BYTES`], rounded
+/// up to a multiple of the 4-row pass and of the rows that make a whole number of 64-byte
+/// cache lines (so no line is shared by two threads' chunks when the tensor is
+/// line-aligned). Chunks are equal but for the last, so threads get even shares.
+pub fn matvec_chunk_rows(rows: usize, stride: usize, nth: usize) -> usize {
     let line = 64 / gcd(stride, 64);
     let align = 4 * line / gcd(4, line);
-    rows.div_ceil(nth * MATVEC_CHUNKS_PER_THREAD).div_ceil(align).max(1) * align
+    let by_threads = rows.div_ceil(nth.max(1) * MATVEC_CHUNKS_PER_THREAD);
+    let by_bytes = MATVEC_CHUNK_BYTES / stride.max(1);
+    by_threads.min(by_bytes).div_ceil(align).max(1) * align
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {

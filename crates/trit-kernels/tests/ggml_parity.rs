@@ -188,3 +188,20 @@ fn f16_hook_in_a_ggml_graph() {
         eprintln!("n={n}: max |trit - ggml| / Σ|w·x| = {worst:.2e}, bitwise equal: {}", hooked == theirs);
     }
 }
+
+/// Mat-vec chunks: whole cache lines, multiples of the 4-row pass, at least 4 per thread,
+/// at most about 1 MiB, covering every row.
+#[test]
+fn matvec_chunks() {
+    use trit_kernels::ggml::matvec_chunk_rows;
+    for (rows, stride, nth) in [(2560, 660, 2), (6912, 660, 2), (2560, 1782, 3), (640, 660, 8), (128256, 5120, 2), (5, 66, 4)] {
+        let c = matvec_chunk_rows(rows, stride, nth);
+        assert!(c.is_multiple_of(4) && (c * stride).is_multiple_of(64), "{rows}x{stride}: {c}");
+        if rows >= 64 * nth * 4 {
+            assert!(rows.div_ceil(c) >= nth * 4, "{rows}x{stride}/{nth}: {c} rows per chunk");
+        }
+        assert!(c * stride <= (1 << 20) + 64 * stride, "{rows}x{stride}: {c} rows per chunk");
+    }
+    assert_eq!(matvec_chunk_rows(2560, 660, 2), 320);
+    assert_eq!(matvec_chunk_rows(128256, 5120, 2), 204);
+}
