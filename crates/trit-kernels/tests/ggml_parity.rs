@@ -194,7 +194,9 @@ fn f16_hook_in_a_ggml_graph() {
 #[test]
 fn matvec_chunks() {
     use trit_kernels::ggml::matvec_chunk_rows;
-    for (rows, stride, nth) in [(2560, 660, 2), (6912, 660, 2), (2560, 1782, 3), (640, 660, 8), (128256, 5120, 2), (5, 66, 4)] {
+    for (rows, stride, nth) in
+        [(2560, 660, 2), (6912, 660, 2), (2560, 1782, 3), (640, 660, 8), (128256, 5120, 2), (5, 66, 4)]
+    {
         let c = matvec_chunk_rows(rows, stride, nth);
         assert!(c.is_multiple_of(4) && (c * stride).is_multiple_of(64), "{rows}x{stride}: {c}");
         if rows >= 64 * nth * 4 {
@@ -204,4 +206,34 @@ fn matvec_chunks() {
     }
     assert_eq!(matvec_chunk_rows(2560, 660, 2), 320);
     assert_eq!(matvec_chunk_rows(128256, 5120, 2), 204);
+}
+
+/// vendor/patches/0006: a row times a 1-element tensor (BitNet's per-tensor scales) through
+/// ggml-cpu's MUL, on several threads, is the exact elementwise product.
+#[test]
+fn scalar_broadcast_mul_is_exact() {
+    let mut seed = 23;
+    let (k, n) = (2560, 3);
+    let x: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed) * 7.0).collect();
+    let s = 0.0123f32;
+    // SAFETY: a private context big enough for the tensors, graph and work buffer; the copies
+    // stay inside the tensors ggml allocated with these shapes.
+    let out = unsafe {
+        let params = sys::ggml_init_params { mem_size: 16 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
+        let st = sys::ggml_new_tensor_1d(ctx, sys::GGML_TYPE_F32, 1);
+        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, k * n);
+        *((*st).data as *mut f32) = s;
+        let y = sys::ggml_mul(ctx, xt, st);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, 2), sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts((*y).data as *const f32, k * n).to_vec();
+        sys::ggml_free(ctx);
+        out
+    };
+    let want: Vec<f32> = x.iter().map(|&v| v * s).collect();
+    assert_eq!(out, want);
 }
