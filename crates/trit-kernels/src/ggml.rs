@@ -18,7 +18,7 @@ use trit_sys as sys;
 
 use crate::f16w::F16Weights;
 use crate::formats::{q8k_row_bytes, TernaryType};
-use crate::{mul_mat_rows, Isa, Weights};
+use crate::{mul_mat_rows, Isa, MatVecPrep, Weights};
 
 /// Which code runs ternary MUL_MAT on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,8 +144,9 @@ pub unsafe extern "C" fn mul_mat_hook(
     };
     let out = d.data as *mut f32;
     let ldo = ldo_bytes / 4;
+    let prep = MatVecPrep::new(isa, &w, act, src1_row_size, n);
     let run = |r| {
-        mul_mat_rows(isa, &w, r, act, src1_row_size, n, |c, r, v| {
+        mul_mat_rows(isa, &w, r, act, src1_row_size, n, &prep, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside dst's ne[1]·nb[1] bytes; each chunk
             // of rows is handed to exactly one thread, so writes never overlap.
             unsafe { *out.add(c * ldo + r) = v }

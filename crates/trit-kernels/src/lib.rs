@@ -175,7 +175,8 @@ pub fn mul_mat_q8k(isa: Isa, w: &Weights<'_>, act: &[u8], n: usize, out: &mut [f
         return Err(KernelError::ShortBuffer { what: "output", need: n * w.rows, got: out.len() });
     }
     let rows = w.rows;
-    mul_mat_rows(isa, w, 0..rows, act, rs, n, |c, r, v| out[c * rows + r] = v);
+    let prep = MatVecPrep::new(isa, w, act, rs, n);
+    mul_mat_rows(isa, w, 0..rows, act, rs, n, &prep, |c, r, v| out[c * rows + r] = v);
     Ok(())
 }
 
@@ -184,8 +185,49 @@ const TILE_R: usize = 4;
 /// Columns per cache chunk: their activations stay in L2 while the row tiles sweep them.
 const CHUNK_C: usize = 64;
 
+/// What the matrix-vector kernels read from the activation columns, prepared once per op
+/// (and thread) rather than once per chunk of rows: each column's block scales and sums,
+/// and for TQ1_0 the rearranged activations. Empty where the tiled path runs.
+pub(crate) struct MatVecPrep {
+    #[cfg(target_arch = "x86_64")]
+    cols: Vec<x86::ColSums>,
+    #[cfg(target_arch = "x86_64")]
+    perm: Vec<Vec<u8>>,
+    #[cfg(target_arch = "x86_64")]
+    gfni: bool,
+}
+
+impl MatVecPrep {
+    pub(crate) fn new(isa: Isa, w: &Weights<'_>, act: &[u8], act_stride: usize, n: usize) -> Self {
+        let nb = w.k / QK;
+        let _ = (isa, act, act_stride, n, nb);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
+            let mut p = MatVecPrep { cols: Vec::new(), perm: Vec::new(), gfni: x86::has_gfni() };
+            if matvec_path(isa, w.ty, n) {
+                p.cols = (0..n).map(|c| x86::ColSums::new(act_row(c), nb)).collect();
+                if w.ty == TernaryType::Tq1_0 {
+                    p.perm = (0..n).map(|c| x86::tq1_perm_acts(act_row(c), nb)).collect();
+                }
+            }
+            p
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        MatVecPrep {}
+    }
+}
+
+/// Whether `n` columns of `ty` take the register-decoding matrix-vector path on `isa`.
+#[cfg(target_arch = "x86_64")]
+fn matvec_path(isa: Isa, ty: TernaryType, n: usize) -> bool {
+    n < 4 && (isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && ty == TernaryType::Tq2_0))
+}
+
 /// The tiled driver over a range of weight rows; `store(c, r, v)` receives every result.
-/// Callers have checked the shapes (`act` holds `n` rows of `act_stride` bytes).
+/// Callers have checked the shapes (`act` holds `n` rows of `act_stride` bytes) and built
+/// `prep` from the same weights and activations.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn mul_mat_rows(
     isa: Isa,
     w: &Weights<'_>,
@@ -193,6 +235,7 @@ pub(crate) fn mul_mat_rows(
     act: &[u8],
     act_stride: usize,
     n: usize,
+    prep: &MatVecPrep,
     mut store: impl FnMut(usize, usize, f32),
 ) {
     let k = w.k;
@@ -200,17 +243,19 @@ pub(crate) fn mul_mat_rows(
     let arow_len = nb * Q8_K_BYTES;
     let act_row = |c: usize| &act[c * act_stride..c * act_stride + arow_len];
     #[cfg(target_arch = "x86_64")]
-    if w.ty == TernaryType::Tq2_0 && n < 4 && isa != Isa::Scalar {
+    if matvec_path(isa, w.ty, n) {
         // Matrix-vector: decode in registers, no code buffer; each column's block scales and
-        // sums are read once, not once per 4-row pass.
-        let gfni = x86::has_gfni();
-        let cols: Vec<x86::ColSums> = (0..n).map(|c| x86::ColSums::new(act_row(c), nb)).collect();
+        // sums (and for TQ1_0 its rearranged quants) come prepared.
+        assert!(prep.cols.len() == n && (w.ty == TernaryType::Tq2_0 || prep.perm.len() == n));
         let mut r0 = rows.start;
         while r0 < rows.end {
             let nr = TILE_R.min(rows.end - r0);
             let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
             for c in 0..n {
-                let v = x86::gemv4_tq2(isa, gfni, rws, act_row(c), &cols[c], nb);
+                let v = match w.ty {
+                    TernaryType::Tq2_0 => x86::gemv4_tq2(isa, prep.gfni, rws, act_row(c), &prep.cols[c], nb),
+                    TernaryType::Tq1_0 => x86::gemv4_tq1_avx512(rws, act_row(c), &prep.perm[c], &prep.cols[c], nb),
+                };
                 for (i, &v) in v.iter().enumerate().take(nr) {
                     store(c, r0 + i, v);
                 }
@@ -219,25 +264,7 @@ pub(crate) fn mul_mat_rows(
         }
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if w.ty == TernaryType::Tq1_0 && n < 4 && isa == Isa::Avx512Vnni {
-        // Matrix-vector: digits decoded in registers against rearranged activations.
-        let cols: Vec<(x86::ColSums, Vec<u8>)> =
-            (0..n).map(|c| (x86::ColSums::new(act_row(c), nb), x86::tq1_perm_acts(act_row(c), nb))).collect();
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let nr = TILE_R.min(rows.end - r0);
-            let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
-            for (c, (cs, perm)) in cols.iter().enumerate() {
-                let v = x86::gemv4_tq1_avx512(rws, act_row(c), perm, cs, nb);
-                for (i, &v) in v.iter().enumerate().take(nr) {
-                    store(c, r0 + i, v);
-                }
-            }
-            r0 += nr;
-        }
-        return;
-    }
+    let _ = prep;
     let mut codes = vec![0u8; TILE_R * k];
     let mut dw = vec![0f32; TILE_R * nb];
     let mut res = [[0f32; 4]; 4];

@@ -512,16 +512,12 @@ pub(crate) fn tq1_perm_acts(act: &[u8], nb: usize) -> Vec<u8> {
     let mut out = vec![0u8; nb * TQ1_PERM_BYTES];
     for b in 0..nb {
         let q = &act[b * Q8_K_BYTES + 4..b * Q8_K_BYTES + 4 + QK];
-        let o = &mut out[b * TQ1_PERM_BYTES..(b + 1) * TQ1_PERM_BYTES];
         for n in 0..5 {
-            for l in 0..64 {
-                let e = match l {
-                    0..32 => Some(l + 32 * n),
-                    32..48 => Some(160 + (l - 32) + 16 * n),
-                    48..52 if n < 4 => Some(240 + (l - 48) + 4 * n),
-                    _ => None,
-                };
-                o[64 * n + l] = e.map_or(0, |e| q[e]);
+            let o = &mut out[b * TQ1_PERM_BYTES + 64 * n..b * TQ1_PERM_BYTES + 64 * (n + 1)];
+            o[..32].copy_from_slice(&q[32 * n..32 * n + 32]);
+            o[32..48].copy_from_slice(&q[160 + 16 * n..160 + 16 * n + 16]);
+            if n < 4 {
+                o[48..52].copy_from_slice(&q[240 + 4 * n..240 + 4 * n + 4]);
             }
         }
     }
