@@ -64,7 +64,8 @@ pub enum Isa {
     Scalar,
     /// AVX2 (x86-64): `vpmaddubsw` on 32-byte vectors.
     Avx2,
-    /// AVX-512 F/BW + VNNI (x86-64): `vpdpbusd` on 64-byte vectors.
+    /// AVX-512 F/BW + VNNI (x86-64): `vpdpbusd` on 64-byte vectors (with AVX2, F16C and FMA,
+    /// which every such CPU has; the f16 and scale conversions use them).
     Avx512Vnni,
 }
 
@@ -91,6 +92,7 @@ impl Isa {
                     && std::arch::is_x86_feature_detected!("avx512vnni")
                     && std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("f16c")
+                    && std::arch::is_x86_feature_detected!("fma")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
