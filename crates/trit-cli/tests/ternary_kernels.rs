@@ -1,6 +1,8 @@
 //! Whole-model check of the trit ternary kernels inside ggml graphs: the fixture model,
 //! converted to TQ2_0 and TQ1_0, gives the same logits with `--ternary-kernels trit` as
-//! with ggml's own TQ kernels (odd thread count, so the row split has a ragged end).
+//! with ggml's own TQ kernels (odd thread count, so the row split has a ragged end), for a
+//! 17-token prompt and for a single token (whose output head is a mat-vec, so trit's f16
+//! kernel runs it).
 
 use std::path::Path;
 use std::process::Command;
@@ -55,5 +57,32 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         assert!(diff <= 1e-3 * max_abs, "{ty}: trit vs ggml logits differ by {diff} (max {max_abs})");
         // The kernels' result does not depend on the thread split.
         assert_eq!(logits[1], logits[2], "{ty}: 3 threads vs 1 thread");
+
+        // One token: the tied f16 output head is then a mat-vec, which the trit kernels
+        // compute too (the F16 hook; 17 positions above go to ggml's own F16 path).
+        let mut one = Vec::new();
+        for kern in ["ggml", "trit"] {
+            let out = tmp.path().join(format!("{ty}-{kern}-one.npy"));
+            trit(&[
+                "logits",
+                "-m",
+                g,
+                "--ids",
+                "480",
+                "-t",
+                "3",
+                "--ternary-kernels",
+                kern,
+                "-o",
+                out.to_str().unwrap(),
+            ]);
+            let (shape, data) = npy::read_f32(&out).unwrap();
+            assert_eq!(shape, vec![1, 512]);
+            one.push(data);
+        }
+        let max_abs = one[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = one[0].iter().zip(&one[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("{ty}, one token: max |logit| {max_abs}, max |trit - ggml| {diff}");
+        assert!(max_abs > 0.1 && diff <= 1e-3 * max_abs, "{ty}: one-token logits differ by {diff} (max {max_abs})");
     }
 }

@@ -5,6 +5,9 @@
 //! Group `weights` (n = 1, decode) reports weight bytes per second (GiB/s); group `ops`
 //! (n = 512, prefill) reports 2·rows·k·n operations per second (Gelem/s = GOP/s). Each
 //! time converts to the other unit: GOP/s = GB/s × 2·n·k·rows / weight bytes.
+//! Group `f16` (n = 1): the f16 output-head mat-vec on a quarter of 2B-4T's head
+//! (32064 × 2560, 164 MB: far larger than the caches, as in decode) against ggml's
+//! `vec_dot_f16` row by row, in weight GiB/s.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -100,5 +103,61 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+#[cfg(feature = "ggml")]
+fn ggml_f16_matvec(w: &[u16], rows: usize, k: usize, act: &[u16], out: &mut [f32]) {
+    // SAFETY: ggml's CPU type traits are a static table; vec_dot_f16 reads one row of `k`
+    // f16 weights and `k` f16 activations, both in bounds here, and writes one float.
+    unsafe {
+        trit_sys::ggml_cpu_init();
+        let vec_dot = (*trit_sys::ggml_get_type_traits_cpu(trit_sys::GGML_TYPE_F16)).vec_dot.unwrap();
+        for r in 0..rows {
+            vec_dot(
+                k as i32,
+                out.as_mut_ptr().add(r),
+                0,
+                w.as_ptr().add(r * k) as *const _,
+                0,
+                act.as_ptr() as *const _,
+                0,
+                1,
+            );
+        }
+    }
+}
+
+fn bench_f16(c: &mut Criterion) {
+    use trit_kernels::f16w::{gemv_f16, F16Weights};
+    let (rows, k) = (32064, 2560);
+    let mut s = 0x2545_f491u32;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 2001) as f32 / 1000.0 - 1.0
+    };
+    let w: Vec<u16> = (0..rows * k).map(|_| f16::from_f32(next() * 0.05).to_bits()).collect();
+    let act: Vec<u16> = (0..k).map(|_| f16::from_f32(next()).to_bits()).collect();
+    let weights = F16Weights::new(&w, rows, k).unwrap();
+    let mut out = vec![0f32; rows];
+    let mut g = c.benchmark_group("f16");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(2 * (rows * k) as u64));
+    let id = format!("{rows}x{k}/n1");
+    let mut isas = vec![Isa::detect()];
+    if isas[0] == Isa::Avx512Vnni {
+        isas.push(Isa::Avx2);
+    }
+    for isa in isas {
+        g.bench_with_input(BenchmarkId::new(isa.name(), &id), &(), |b, _| {
+            b.iter(|| gemv_f16(isa, &weights, black_box(&act), 1, &mut out).unwrap())
+        });
+    }
+    #[cfg(feature = "ggml")]
+    g.bench_with_input(BenchmarkId::new("ggml", &id), &(), |b, _| {
+        b.iter(|| ggml_f16_matvec(&w, rows, k, black_box(&act), &mut out))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_f16);
 criterion_main!(benches);

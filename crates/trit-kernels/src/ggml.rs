@@ -6,16 +6,19 @@
 //! passed the barrier. [`install`] points the TQ1_0 and TQ2_0 entries at [`mul_mat_hook`],
 //! which takes its share of weight rows (thread `ith` of `nth`) and runs the tiled kernels.
 //! Ops it does not handle (non-2D, non-f32 `src1`, odd strides) return `false` on every
-//! thread and ggml computes them as before.
+//! thread and ggml computes them as before. The F16 entry points at [`mul_mat_f16_hook`]:
+//! f16-weight mat-vecs with few columns (the tied output head at decode), which ggml would
+//! otherwise compute one row at a time with `vec_dot_f16`.
 
 use std::ffi::{c_int, c_void};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use trit_sys as sys;
 
+use crate::f16w::F16Weights;
 use crate::formats::{q8k_row_bytes, TernaryType};
-use crate::{mul_mat_rows, Isa, Weights};
+use crate::{mul_mat_rows, Isa, MatVecPrep, Weights};
 
 /// Which code runs ternary MUL_MAT on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,8 +55,8 @@ fn isa_code(i: Isa) -> u8 {
     Isa::ALL.iter().position(|&x| x == i).unwrap() as u8
 }
 
-/// Route ternary MUL_MAT to `which`. Call while no graph is computing (between decodes).
-/// Returns the ISA the trit kernels use.
+/// Route ternary MUL_MAT, and few-column F16 MUL_MAT (the output head at decode), to
+/// `which`. Call while no graph is computing (between decodes). Returns the ISA the trit kernels use.
 pub fn install(which: TernaryKernels) -> Isa {
     let isa = Isa::detect();
     ISA.store(isa_code(isa), Ordering::Relaxed);
@@ -61,7 +64,11 @@ pub fn install(which: TernaryKernels) -> Isa {
         TernaryKernels::Trit => Some(mul_mat_hook),
         TernaryKernels::Ggml => None,
     };
-    for ty in [sys::GGML_TYPE_TQ1_0, sys::GGML_TYPE_TQ2_0] {
+    let f16_hook: sys::ggml_cpu_mul_mat_hook_t = match which {
+        TernaryKernels::Trit => Some(mul_mat_f16_hook),
+        TernaryKernels::Ggml => None,
+    };
+    for (ty, hook) in [(sys::GGML_TYPE_TQ1_0, hook), (sys::GGML_TYPE_TQ2_0, hook), (sys::GGML_TYPE_F16, f16_hook)] {
         // SAFETY: the setter only stores the pointer in ggml-cpu's table; `ty` is in range.
         unsafe { sys::ggml_cpu_set_mul_mat_hook(ty, hook) };
     }
@@ -124,28 +131,177 @@ pub unsafe extern "C" fn mul_mat_hook(
         return false;
     };
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
-    // Chunks of rows (multiples of the 4-row tile): small enough to balance, at least 4 per
-    // thread when the matrix allows.
     let (ith, nth) = (ith as usize, nth as usize);
-    let chunk_rows = if n < 4 { 32 } else { 16 }.min(rows.div_ceil(4 * nth).div_ceil(4) * 4).max(4);
-    let n_chunks = rows.div_ceil(chunk_rows);
+    let chunk_rows = if n < 4 {
+        // Mat-vec streams the weights once: a few large contiguous chunks per thread keep
+        // each thread's prefetch stream inside its own rows; dynamic hand-out still evens
+        // out a thread that gets descheduled.
+        matvec_chunk_rows(rows, stride, nth)
+    } else {
+        // Chunks of rows (multiples of the 4-row tile): small enough to balance, at least 4
+        // per thread when the matrix allows.
+        16.min(rows.div_ceil(4 * nth).div_ceil(4) * 4).max(4)
+    };
     let out = d.data as *mut f32;
     let ldo = ldo_bytes / 4;
-    let mut chunk = ith;
-    while chunk < n_chunks {
-        let r0 = chunk * chunk_rows;
-        let r1 = (r0 + chunk_rows).min(rows);
-        mul_mat_rows(isa, &w, r0..r1, act, src1_row_size, n, |c, r, v| {
+    let prep = MatVecPrep::new(isa, &w, act, src1_row_size, n);
+    let run = |r| {
+        mul_mat_rows(isa, &w, r, act, src1_row_size, n, &prep, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside dst's ne[1]·nb[1] bytes; each chunk
             // of rows is handed to exactly one thread, so writes never overlap.
             unsafe { *out.add(c * ldo + r) = v }
-        });
+        })
+    };
+    // SAFETY: `tp` is the op's live pool (the hook's contract).
+    unsafe { for_each_chunk(rows, chunk_rows, ith, nth, tp, run) };
+    true
+}
+
+/// At least this many chunks per thread in mat-vec ops (so a thread that gets descheduled
+/// is covered by the others).
+const MATVEC_CHUNKS_PER_THREAD: usize = 4;
+/// At most this many weight bytes per mat-vec chunk: when the last chunks run, one thread
+/// may finish while another still streams one chunk (≈ 40 µs for 1 MiB at 24 GB/s per
+/// core); larger matrices (the 657 MB output head) are cut into more chunks instead. Each
+/// chunk costs one atomic and one restart of the prefetch stream, negligible at this size.
+const MATVEC_CHUNK_BYTES: usize = 1 << 20;
+
+/// Rows per chunk for a mat-vec over `rows` rows of `stride` bytes on `nth` threads: at
+/// most `rows / (nth·MATVEC_CHUNKS_PER_THREAD)` and about [`MATVEC_CHUNK_BYTES`], rounded
+/// up to a multiple of the 4-row pass and of the rows that make a whole number of 64-byte
+/// cache lines (so no line is shared by two threads' chunks when the tensor is
+/// line-aligned). Chunks are equal but for the last, so threads get even shares.
+pub fn matvec_chunk_rows(rows: usize, stride: usize, nth: usize) -> usize {
+    let line = 64 / gcd(stride, 64);
+    let align = 4 * line / gcd(4, line);
+    let by_threads = rows.div_ceil(nth.max(1) * MATVEC_CHUNKS_PER_THREAD);
+    let by_bytes = MATVEC_CHUNK_BYTES / stride.max(1);
+    by_threads.min(by_bytes).div_ceil(align).max(1) * align
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Run `f` on this thread's chunks of `rows` (chunks of `chunk_rows`): chunk `ith` first,
+/// then whatever ggml's shared counter hands out, as ggml's own MUL_MAT does.
+///
+/// # Safety
+/// `tp` must be the op's live thread pool, its chunk counter set to `nth` before the
+/// barrier that precedes the hook (ggml's MUL_MAT does this).
+unsafe fn for_each_chunk(
+    rows: usize,
+    chunk_rows: usize,
+    ith: usize,
+    nth: usize,
+    tp: *mut sys::ggml_threadpool,
+    mut f: impl FnMut(std::ops::Range<usize>),
+) {
+    let n_chunks = rows.div_ceil(chunk_rows);
+    let mut chunk = ith;
+    while chunk < n_chunks {
+        let r0 = chunk * chunk_rows;
+        f(r0..(r0 + chunk_rows).min(rows));
         if nth >= n_chunks {
             break;
         }
-        // SAFETY: `tp` is the op's live thread pool; its counter was set to nth before the
-        // barrier that precedes this hook, so each value it returns is one unclaimed chunk.
+        // SAFETY: the function's contract; each value the counter returns is one unclaimed chunk.
         chunk = unsafe { sys::ggml_threadpool_chunk_add(tp, 1) } as usize;
     }
+}
+
+/// Most activation columns the f16 hook takes: it streams the weights once and reuses each
+/// 4-row pass from L1 for every column, which beats ggml only while columns are few
+/// (decode; the output head of a prompt, where only the last token's logits are wanted).
+/// Larger products go to ggml (llamafile's tinyBLAS).
+pub const F16_MAX_COLS: usize = 4;
+
+/// The hook ggml calls for F16-weight MUL_MAT: with at most [`F16_MAX_COLS`] activation
+/// columns (ggml has rounded them to f16, as its own F16 path does), trit's f16 mat-vec
+/// ([`crate::f16w`]); anything else returns false on every thread and ggml computes it.
+///
+/// # Safety
+/// As [`mul_mat_hook`], with `src1_q` holding `src1`'s rows converted to f16.
+pub unsafe extern "C" fn mul_mat_f16_hook(
+    dst: *const sys::ggml_tensor,
+    src1_q: *const c_void,
+    src1_row_size: usize,
+    ith: c_int,
+    nth: c_int,
+    tp: *mut sys::ggml_threadpool,
+) -> bool {
+    // SAFETY: see the function's contract; ggml keeps these alive for the call.
+    let (d, s0, s1) = unsafe {
+        let d = &*dst;
+        (d, &*d.src[0], &*d.src[1])
+    };
+    let flat = |t: &sys::ggml_tensor| t.ne[2] == 1 && t.ne[3] == 1;
+    if s0.type_ != sys::GGML_TYPE_F16
+        || s1.type_ != sys::GGML_TYPE_F32
+        || d.type_ != sys::GGML_TYPE_F32
+        || !flat(s0)
+        || !flat(s1)
+        || !flat(d)
+    {
+        return false;
+    }
+    let (k, rows, n) = (s0.ne[0] as usize, s0.ne[1] as usize, s1.ne[1] as usize);
+    let (stride, ldo_bytes) = (s0.nb[1], d.nb[1]);
+    if k == 0
+        || rows == 0
+        || n == 0
+        || n > F16_MAX_COLS
+        || nth <= 0
+        || s0.nb[0] != 2
+        || !stride.is_multiple_of(2)
+        || stride / 2 < k
+        || !(s0.data as usize).is_multiple_of(2)
+        || !(src1_q as usize).is_multiple_of(2)
+        || src1_row_size != 2 * k
+        || d.nb[0] != 4
+        || !ldo_bytes.is_multiple_of(4)
+        || ldo_bytes / 4 < rows
+        || d.ne[0] as usize != rows
+        || d.ne[1] as usize != n
+    {
+        return false;
+    }
+    // SAFETY: ggml's tensor holds `rows` rows of `nb[1]` bytes (2-byte aligned, checked);
+    // the last row needs only its `k` elements. The work buffer holds `n` f16 rows of `k`.
+    let (wdata, act) = unsafe {
+        (
+            std::slice::from_raw_parts(s0.data as *const u16, (rows - 1) * (stride / 2) + k),
+            std::slice::from_raw_parts(src1_q as *const u16, n * k),
+        )
+    };
+    let Ok(w) = F16Weights::with_stride(wdata, rows, k, stride / 2) else {
+        return false;
+    };
+    let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
+    let (ith, nth) = (ith as usize, nth as usize);
+    let acts = crate::f16w::widen_acts(act, k, k, n);
+    let out = d.data as *mut f32;
+    let ldo = ldo_bytes / 4;
+    let run = |r| {
+        crate::f16w::gemv_rows(isa, &w, r, &acts, n, |c, r, v| {
+            // SAFETY: c < n and r < rows ≤ ldo, inside dst; chunks never overlap.
+            unsafe { *out.add(c * ldo + r) = v }
+        })
+    };
+    // SAFETY: `tp` is the op's live pool (the hook's contract).
+    unsafe { for_each_chunk(rows, matvec_chunk_rows(rows, stride, nth), ith, nth, tp, run) };
+    F16_HOOK_RUNS.fetch_add(1, Ordering::Relaxed);
     true
+}
+
+static F16_HOOK_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times (threads × ops) [`mul_mat_f16_hook`] has computed an op in this process,
+/// for tests: its results can equal ggml's own bit for bit (same lane structure), so
+/// comparing numbers alone cannot show that it ran.
+pub fn f16_hook_runs() -> usize {
+    F16_HOOK_RUNS.load(Ordering::Relaxed)
 }

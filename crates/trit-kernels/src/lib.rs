@@ -21,6 +21,7 @@
 // Index loops over fixed 4-row / 4-column tiles read closer to the math than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+pub mod f16w;
 pub mod f32act;
 pub mod formats;
 #[cfg(feature = "ggml")]
@@ -28,6 +29,16 @@ pub mod ggml;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+/// Tests only: allow (default) or forbid the GFNI variant of the AVX-512 TQ2_0 mat-vec, so
+/// the shift variant, used on AVX-512 CPUs without GFNI, is tested too. Both give identical
+/// results, so flipping it while other threads compute changes no number.
+#[doc(hidden)]
+pub fn set_gfni_allowed(allowed: bool) {
+    #[cfg(target_arch = "x86_64")]
+    x86::set_gfni_allowed(allowed);
+    let _ = allowed;
+}
 
 use std::ops::Range;
 
@@ -53,7 +64,8 @@ pub enum Isa {
     Scalar,
     /// AVX2 (x86-64): `vpmaddubsw` on 32-byte vectors.
     Avx2,
-    /// AVX-512 F/BW + VNNI (x86-64): `vpdpbusd` on 64-byte vectors.
+    /// AVX-512 F/BW + VNNI (x86-64): `vpdpbusd` on 64-byte vectors (with AVX2, F16C and FMA,
+    /// which every such CPU has; the f16 and scale conversions use them).
     Avx512Vnni,
 }
 
@@ -79,6 +91,8 @@ impl Isa {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
                     && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("f16c")
+                    && std::arch::is_x86_feature_detected!("fma")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -163,7 +177,8 @@ pub fn mul_mat_q8k(isa: Isa, w: &Weights<'_>, act: &[u8], n: usize, out: &mut [f
         return Err(KernelError::ShortBuffer { what: "output", need: n * w.rows, got: out.len() });
     }
     let rows = w.rows;
-    mul_mat_rows(isa, w, 0..rows, act, rs, n, |c, r, v| out[c * rows + r] = v);
+    let prep = MatVecPrep::new(isa, w, act, rs, n);
+    mul_mat_rows(isa, w, 0..rows, act, rs, n, &prep, |c, r, v| out[c * rows + r] = v);
     Ok(())
 }
 
@@ -172,8 +187,49 @@ const TILE_R: usize = 4;
 /// Columns per cache chunk: their activations stay in L2 while the row tiles sweep them.
 const CHUNK_C: usize = 64;
 
+/// What the matrix-vector kernels read from the activation columns, prepared once per op
+/// (and thread) rather than once per chunk of rows: each column's block scales and sums,
+/// and for TQ1_0 the rearranged activations. Empty where the tiled path runs.
+pub(crate) struct MatVecPrep {
+    #[cfg(target_arch = "x86_64")]
+    cols: Vec<x86::ColSums>,
+    #[cfg(target_arch = "x86_64")]
+    perm: Vec<Vec<u8>>,
+    #[cfg(target_arch = "x86_64")]
+    gfni: bool,
+}
+
+impl MatVecPrep {
+    pub(crate) fn new(isa: Isa, w: &Weights<'_>, act: &[u8], act_stride: usize, n: usize) -> Self {
+        let nb = w.k / QK;
+        let _ = (isa, act, act_stride, n, nb);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
+            let mut p = MatVecPrep { cols: Vec::new(), perm: Vec::new(), gfni: x86::has_gfni() };
+            if matvec_path(isa, w.ty, n) {
+                p.cols = (0..n).map(|c| x86::ColSums::new(act_row(c), nb)).collect();
+                if w.ty == TernaryType::Tq1_0 {
+                    p.perm = (0..n).map(|c| x86::tq1_perm_acts(act_row(c), nb)).collect();
+                }
+            }
+            p
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        MatVecPrep {}
+    }
+}
+
+/// Whether `n` columns of `ty` take the register-decoding matrix-vector path on `isa`.
+#[cfg(target_arch = "x86_64")]
+fn matvec_path(isa: Isa, ty: TernaryType, n: usize) -> bool {
+    n < 4 && (isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && ty == TernaryType::Tq2_0))
+}
+
 /// The tiled driver over a range of weight rows; `store(c, r, v)` receives every result.
-/// Callers have checked the shapes (`act` holds `n` rows of `act_stride` bytes).
+/// Callers have checked the shapes (`act` holds `n` rows of `act_stride` bytes) and built
+/// `prep` from the same weights and activations.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn mul_mat_rows(
     isa: Isa,
     w: &Weights<'_>,
@@ -181,6 +237,7 @@ pub(crate) fn mul_mat_rows(
     act: &[u8],
     act_stride: usize,
     n: usize,
+    prep: &MatVecPrep,
     mut store: impl FnMut(usize, usize, f32),
 ) {
     let k = w.k;
@@ -188,14 +245,19 @@ pub(crate) fn mul_mat_rows(
     let arow_len = nb * Q8_K_BYTES;
     let act_row = |c: usize| &act[c * act_stride..c * act_stride + arow_len];
     #[cfg(target_arch = "x86_64")]
-    if w.ty == TernaryType::Tq2_0 && n < 4 && isa != Isa::Scalar {
-        // Matrix-vector: decode in registers, no code buffer.
+    if matvec_path(isa, w.ty, n) {
+        // Matrix-vector: decode in registers, no code buffer; each column's block scales and
+        // sums (and for TQ1_0 its rearranged quants) come prepared.
+        assert!(prep.cols.len() == n && (w.ty == TernaryType::Tq2_0 || prep.perm.len() == n));
         let mut r0 = rows.start;
         while r0 < rows.end {
             let nr = TILE_R.min(rows.end - r0);
             let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
             for c in 0..n {
-                let v = x86::gemv4_tq2(isa, rws, act_row(c), nb);
+                let v = match w.ty {
+                    TernaryType::Tq2_0 => x86::gemv4_tq2(isa, prep.gfni, rws, act_row(c), &prep.cols[c], nb),
+                    TernaryType::Tq1_0 => x86::gemv4_tq1_avx512(rws, act_row(c), &prep.perm[c], &prep.cols[c], nb),
+                };
                 for (i, &v) in v.iter().enumerate().take(nr) {
                     store(c, r0 + i, v);
                 }
@@ -204,6 +266,7 @@ pub(crate) fn mul_mat_rows(
         }
         return;
     }
+    let _ = prep;
     let mut codes = vec![0u8; TILE_R * k];
     let mut dw = vec![0f32; TILE_R * nb];
     let mut res = [[0f32; 4]; 4];

@@ -248,62 +248,141 @@ unsafe fn tile_avx512<const C: usize>(
 /// 132 MB TQ2_0 matrix, one thread: 8.7 GB/s without, 31 GB/s with (ggml: 21 GB/s).
 const PF_BLOCKS: usize = 256;
 
+/// One Q8_K activation column's per-block values, read once per column instead of once per
+/// 4-row pass: `da[b]` (the block scale) and `suma[b]` (Σ of its 256 quants, from `bsums`).
+pub(crate) struct ColSums {
+    pub da: Vec<f32>,
+    pub suma: Vec<i32>,
+}
+
+impl ColSums {
+    pub fn new(act: &[u8], nb: usize) -> Self {
+        let blk = |b: usize| &act[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
+        ColSums {
+            da: (0..nb).map(|b| crate::formats::q8k_scale(blk(b))).collect(),
+            suma: (0..nb).map(|b| crate::formats::q8k_sum(blk(b))).collect(),
+        }
+    }
+}
+
+/// `acc + (dw4 · da) · (isum4 − suma)` lane by lane: the contract's per-block float step.
+#[target_feature(enable = "avx2")]
+unsafe fn block_step_cs(acc: __m128, dw4: __m128, da: f32, suma: i32, isum4: __m128i) -> __m128 {
+    let isum = _mm_sub_epi32(isum4, _mm_set1_epi32(suma));
+    let s = _mm_mul_ps(dw4, _mm_set1_ps(da));
+    _mm_add_ps(acc, _mm_mul_ps(s, _mm_cvtepi32_ps(isum)))
+}
+
+static GFNI_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether the AVX-512 TQ2_0 mat-vec may extract 2-bit codes with GFNI affine transforms.
+pub(crate) fn has_gfni() -> bool {
+    GFNI_ALLOWED.load(std::sync::atomic::Ordering::Relaxed) && std::arch::is_x86_feature_detected!("gfni")
+}
+
+/// Tests only: allow or forbid the GFNI variant (both variants compute identical results).
+pub fn set_gfni_allowed(allowed: bool) {
+    GFNI_ALLOWED.store(allowed, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Matrix-vector for TQ2_0: 4 rows against one Q8_K column, decoding the 2-bit codes in
-/// registers (no code buffer). Same arithmetic contract as the tiles.
-pub(crate) fn gemv4_tq2(isa: crate::Isa, rows: [&[u8]; 4], act: &[u8], nb: usize) -> [f32; 4] {
+/// registers (no code buffer). Same arithmetic contract as the tiles. `gfni` (checked by the
+/// caller with [`has_gfni`]) picks the code extraction of the AVX-512 path.
+pub(crate) fn gemv4_tq2(
+    isa: crate::Isa,
+    gfni: bool,
+    rows: [&[u8]; 4],
+    act: &[u8],
+    cs: &ColSums,
+    nb: usize,
+) -> [f32; 4] {
     assert!(rows.iter().all(|r| r.len() >= nb * 66) && act.len() >= nb * Q8_K_BYTES);
+    assert!(cs.da.len() >= nb && cs.suma.len() >= nb);
     let p = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
-    // SAFETY: the features were checked by dispatch (AVX-512 path only for Avx512Vnni);
-    // the assert above bounds every load.
+    let (da, sa) = (cs.da.as_ptr(), cs.suma.as_ptr());
+    // SAFETY: the features were checked by dispatch (AVX-512 path only for Avx512Vnni, the
+    // GFNI variant only where has_gfni said so); the asserts above bound every load.
     unsafe {
         match isa {
-            crate::Isa::Avx512Vnni => gemv4_tq2_avx512(p, act.as_ptr(), nb),
-            _ => gemv4_tq2_avx2(p, act.as_ptr(), nb),
+            crate::Isa::Avx512Vnni if gfni => gemv4_tq2_avx512_gfni(p, act.as_ptr(), da, sa, nb),
+            crate::Isa::Avx512Vnni => gemv4_tq2_avx512_shift(p, act.as_ptr(), da, sa, nb),
+            _ => gemv4_tq2_avx2(p, act.as_ptr(), da, sa, nb),
         }
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn gemv4_tq2_avx512(rows: [*const u8; 4], act: *const u8, nb: usize) -> [f32; 4] {
-    let m3 = _mm512_set1_epi8(3);
-    // 16-bit shift counts: low half of the vector by 0 (or 4), high half by 2 (or 6), so one
-    // broadcast of 32 code bytes yields 64 consecutive elements.
-    let cnt01 = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
-    let cnt23 = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
-    let mut accf = _mm_setzero_ps();
-    for b in 0..nb {
-        let ab = act.add(b * Q8_K_BYTES + 4);
-        let mut a = [_mm512_setzero_si512(); 4];
-        for (j, aj) in a.iter_mut().enumerate() {
-            *aj = _mm512_loadu_si512(ab.add(64 * j) as *const _);
-        }
-        let mut acc = [_mm512_setzero_si512(); 4];
-        for r in 0..4 {
-            // Four interleaved row streams defeat the hardware prefetcher on DRAM-sized
-            // matrices; ask for the lines PF_BLOCKS blocks ahead (a hint, never faults).
-            _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
-            for h in 0..2 {
-                let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i));
-                let c01 = _mm512_and_si512(_mm512_srlv_epi16(q, cnt01), m3);
-                let c23 = _mm512_and_si512(_mm512_srlv_epi16(q, cnt23), m3);
-                acc[r] = _mm512_dpbusd_epi32(acc[r], c01, a[2 * h]);
-                acc[r] = _mm512_dpbusd_epi32(acc[r], c23, a[2 * h + 1]);
-            }
-        }
-        let mut dw = [0f32; 4];
-        for r in 0..4 {
-            dw[r] = block_scale(TernaryType::Tq2_0, std::slice::from_raw_parts(rows[r].add(b * 66), 66));
-        }
-        let i = reduce4_256(fold512(acc[0]), fold512(acc[1]), fold512(acc[2]), fold512(acc[3]));
-        accf = block_step(accf, _mm_loadu_ps(dw.as_ptr()), act.add(b * Q8_K_BYTES), i);
-    }
-    let mut out = [0f32; 4];
-    _mm_storeu_ps(out.as_mut_ptr(), accf);
-    out
+/// The 4 rows' block scales `d` (f16 at byte 64 of each 66-byte block) as f32.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn tq2_scales4(rows: [*const u8; 4], b: usize) -> __m128 {
+    let d = |r: usize| std::ptr::read_unaligned(rows[r].add(b * 66 + 64) as *const u16) as i16;
+    _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0))
 }
+
+macro_rules! gemv4_tq2_avx512 {
+    ($name:ident, $features:literal, $gfni:literal) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name(rows: [*const u8; 4], act: *const u8, da: *const f32, suma: *const i32, nb: usize) -> [f32; 4] {
+            let m3 = _mm512_set1_epi8(3);
+            // One broadcast of 32 code bytes holds 4 × 32 consecutive elements (2 bits each); the
+            // low 256 bits extract bits 0–1 (or 4–5), the high 256 bits bits 2–3 (or 6–7), giving 64
+            // consecutive codes. Without GFNI: 16-bit shifts by per-half counts, then & 3. With GFNI:
+            // one affine transform per vector whose 8×8 bit matrix (one per qword) moves bits
+            // 2m, 2m+1 of every byte to bits 0, 1 (output bit i takes matrix byte 7 − i).
+            let cnt01 = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
+            let cnt23 = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
+            let sel = |m: u32| ((1u64 << (2 * m)) << 56 | (1u64 << (2 * m + 1)) << 48) as i64;
+            let g01 = _mm512_inserti64x4::<1>(_mm512_set1_epi64(sel(0)), _mm256_set1_epi64x(sel(1)));
+            let g23 = _mm512_inserti64x4::<1>(_mm512_set1_epi64(sel(2)), _mm256_set1_epi64x(sel(3)));
+            let mut accf = _mm_setzero_ps();
+            for b in 0..nb {
+                let ab = act.add(b * Q8_K_BYTES + 4);
+                let mut a = [_mm512_setzero_si512(); 4];
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj = _mm512_loadu_si512(ab.add(64 * j) as *const _);
+                }
+                let mut acc = [_mm512_setzero_si512(); 4];
+                for r in 0..4 {
+                    // Four interleaved row streams defeat the hardware prefetcher on DRAM-sized
+                    // matrices; ask for the lines PF_BLOCKS blocks ahead (a hint, never faults).
+                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
+                    for h in 0..2 {
+                        let q =
+                            _mm512_broadcast_i64x4(_mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i));
+                        let (c01, c23) = if $gfni {
+                            (_mm512_gf2p8affine_epi64_epi8::<0>(q, g01), _mm512_gf2p8affine_epi64_epi8::<0>(q, g23))
+                        } else {
+                            (
+                                _mm512_and_si512(_mm512_srlv_epi16(q, cnt01), m3),
+                                _mm512_and_si512(_mm512_srlv_epi16(q, cnt23), m3),
+                            )
+                        };
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], c01, a[2 * h]);
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], c23, a[2 * h + 1]);
+                    }
+                }
+                let i = reduce4_256(fold512(acc[0]), fold512(acc[1]), fold512(acc[2]), fold512(acc[3]));
+                accf = block_step_cs(accf, tq2_scales4(rows, b), *da.add(b), *suma.add(b), i);
+            }
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), accf);
+            out
+        }
+    };
+}
+
+// The same kernel twice: GFNI code extraction where the CPU has it, shifts elsewhere (each
+// function enables only the features its CPUs have).
+gemv4_tq2_avx512!(gemv4_tq2_avx512_gfni, "avx512f,avx512bw,avx512vnni,avx2,f16c,gfni", true);
+gemv4_tq2_avx512!(gemv4_tq2_avx512_shift, "avx512f,avx512bw,avx512vnni,avx2,f16c", false);
 
 #[target_feature(enable = "avx2")]
-unsafe fn gemv4_tq2_avx2(rows: [*const u8; 4], act: *const u8, nb: usize) -> [f32; 4] {
+unsafe fn gemv4_tq2_avx2(
+    rows: [*const u8; 4],
+    act: *const u8,
+    da: *const f32,
+    suma: *const i32,
+    nb: usize,
+) -> [f32; 4] {
     let m3 = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
     let mut accf = _mm_setzero_ps();
@@ -339,7 +418,158 @@ unsafe fn gemv4_tq2_avx2(rows: [*const u8; 4], act: *const u8, nb: usize) -> [f3
             _mm256_madd_epi16(acc[2], ones),
             _mm256_madd_epi16(acc[3], ones),
         );
-        accf = block_step(accf, _mm_loadu_ps(dw.as_ptr()), act.add(b * Q8_K_BYTES), i);
+        accf = block_step_cs(accf, _mm_loadu_ps(dw.as_ptr()), *da.add(b), *suma.add(b), i);
+    }
+    let mut out = [0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), accf);
+    out
+}
+
+/// f16 mat-vec: one weight row (f16 bits) against one f32 activation row `a` (values
+/// exact in f16), with the 64-lane contract of `f16w.rs`. Rows are read front to back, one
+/// after the other, so a thread's chunk is one sequential stream; `pf` (elements) is how
+/// far ahead of each load the prefetch asks for a line.
+pub(crate) fn dot_f16(isa: crate::Isa, row: &[u16], a: &[f32], pf: usize) -> f32 {
+    let k = a.len();
+    assert!(row.len() >= k);
+    // SAFETY: dispatch checked the features (AVX-512 F only for Avx512Vnni, F16C for Avx2
+    // via f16w::effective); the assert bounds every load to `k` elements of `row` and `a`.
+    let (mut s, k64) = unsafe {
+        match isa {
+            crate::Isa::Avx512Vnni => dot_f16_avx512(row.as_ptr(), a.as_ptr(), k, pf),
+            _ => dot_f16_avx2(row.as_ptr(), a.as_ptr(), k, pf),
+        }
+    };
+    for i in k64..k {
+        s += half::f16::from_bits(row[i]).to_f32() * a[i];
+    }
+    s
+}
+
+/// Lanes 0–7 of a 64-lane accumulator already folded down to 8: finish the tree.
+#[target_feature(enable = "avx2")]
+unsafe fn finish8(s8: __m256) -> f32 {
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))
+}
+
+#[target_feature(enable = "avx512f,avx2,f16c,fma")]
+unsafe fn dot_f16_avx512(w: *const u16, a: *const f32, k: usize, pf: usize) -> (f32, usize) {
+    let k64 = k / 64 * 64;
+    // Lanes 16q..16q+15 of the 64-lane accumulator in acc[q].
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut c = 0;
+    while c < k64 {
+        // Two 64-byte lines per 64 elements; hints, never fault.
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c + 32) as *const i8);
+        for (q, aq) in acc.iter_mut().enumerate() {
+            let wq = _mm512_cvtph_ps(_mm256_loadu_si256(w.add(c + 16 * q) as *const __m256i));
+            *aq = _mm512_fmadd_ps(wq, _mm512_loadu_ps(a.add(c + 16 * q)), *aq);
+        }
+        c += 64;
+    }
+    // j + 32 → j, then j + 16 → j.
+    let s16 = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    let lo = _mm512_castps512_ps256(s16);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s16)));
+    (finish8(_mm256_add_ps(lo, hi)), k64)
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn dot_f16_avx2(w: *const u16, a: *const f32, k: usize, pf: usize) -> (f32, usize) {
+    let k64 = k / 64 * 64;
+    // Lanes 8q..8q+7 of the 64-lane accumulator in acc[q]. No FMA needed: the products are
+    // exact, so multiply-then-add rounds exactly as the fused form.
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut c = 0;
+    while c < k64 {
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c + 32) as *const i8);
+        for (q, aq) in acc.iter_mut().enumerate() {
+            let wq = _mm256_cvtph_ps(_mm_loadu_si128(w.add(c + 8 * q) as *const __m128i));
+            *aq = _mm256_add_ps(*aq, _mm256_mul_ps(wq, _mm256_loadu_ps(a.add(c + 8 * q))));
+        }
+        c += 64;
+    }
+    // j + 32 → j (acc[q] + acc[q + 4]), j + 16 → j, j + 8 → j.
+    let s = |q: usize| _mm256_add_ps(acc[q], acc[q + 4]);
+    let s16 = [_mm256_add_ps(s(0), s(2)), _mm256_add_ps(s(1), s(3))];
+    (finish8(_mm256_add_ps(s16[0], s16[1])), k64)
+}
+
+/// Bytes of one block's permuted activations for the TQ1_0 mat-vec: 5 vectors of 64.
+pub(crate) const TQ1_PERM_BYTES: usize = 5 * 64;
+
+/// A Q8_K column's quants rearranged for the AVX-512 TQ1_0 mat-vec: vector `n` of block `b`
+/// holds, in byte lane `L`, the activation of the element that base-3 digit `n` of weight
+/// byte `L` encodes (lanes 0–31: `qs[0..32]`, elements `L + 32n`; lanes 32–47:
+/// `qs[32..48]`, elements `160 + (L − 32) + 16n`; lanes 48–51: `qh`, elements
+/// `240 + (L − 48) + 4n` for `n < 4`), and 0 in every other lane. One 52-byte load of a
+/// weight block then yields, digit by digit, codes that line up with these vectors.
+pub(crate) fn tq1_perm_acts(act: &[u8], nb: usize) -> Vec<u8> {
+    let mut out = vec![0u8; nb * TQ1_PERM_BYTES];
+    for b in 0..nb {
+        let q = &act[b * Q8_K_BYTES + 4..b * Q8_K_BYTES + 4 + QK];
+        for n in 0..5 {
+            let o = &mut out[b * TQ1_PERM_BYTES + 64 * n..b * TQ1_PERM_BYTES + 64 * (n + 1)];
+            o[..32].copy_from_slice(&q[32 * n..32 * n + 32]);
+            o[32..48].copy_from_slice(&q[160 + 16 * n..160 + 16 * n + 16]);
+            if n < 4 {
+                o[48..52].copy_from_slice(&q[240 + 4 * n..240 + 4 * n + 4]);
+            }
+        }
+    }
+    out
+}
+
+/// Matrix-vector for TQ1_0 on AVX-512: 4 rows against one column whose activations were
+/// rearranged by [`tq1_perm_acts`], decoding base-3 digits in registers (no code buffer).
+/// Same arithmetic contract as the tiles.
+pub(crate) fn gemv4_tq1_avx512(rows: [&[u8]; 4], act: &[u8], perm: &[u8], cs: &ColSums, nb: usize) -> [f32; 4] {
+    assert!(rows.iter().all(|r| r.len() >= nb * 54) && act.len() >= nb * Q8_K_BYTES);
+    assert!(perm.len() >= nb * TQ1_PERM_BYTES && cs.da.len() >= nb && cs.suma.len() >= nb);
+    let p = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
+    // SAFETY: only called for Isa::Avx512Vnni (features checked by dispatch); the asserts
+    // bound every load (the weight loads are masked to each block's 52 code bytes).
+    unsafe { gemv4_tq1_avx512_impl(p, perm.as_ptr(), cs.da.as_ptr(), cs.suma.as_ptr(), nb) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
+unsafe fn gemv4_tq1_avx512_impl(
+    rows: [*const u8; 4],
+    perm: *const u8,
+    da: *const f32,
+    suma: *const i32,
+    nb: usize,
+) -> [f32; 4] {
+    let (c85, c170) = (_mm512_set1_epi8(85), _mm512_set1_epi8(-86)); // -86 as u8 = 170
+    let (one, two) = (_mm512_set1_epi8(1), _mm512_set1_epi8(2));
+    // The leading base-3 digit of each byte, (t·3) >> 8 = (t > 85) + (t > 170).
+    let lead = |t: __m512i| {
+        let lo = _mm512_maskz_mov_epi8(_mm512_cmpgt_epu8_mask(t, c85), one);
+        _mm512_mask_mov_epi8(lo, _mm512_cmpgt_epu8_mask(t, c170), two)
+    };
+    const CODE_BYTES: __mmask64 = (1 << 52) - 1;
+    let mut accf = _mm_setzero_ps();
+    for b in 0..nb {
+        let pa = perm.add(b * TQ1_PERM_BYTES);
+        let a = [0, 1, 2, 3, 4].map(|n| _mm512_loadu_si512(pa.add(64 * n) as *const _));
+        let mut acc = [_mm512_setzero_si512(); 4];
+        for r in 0..4 {
+            _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 54) as *const i8);
+            let mut t = _mm512_maskz_loadu_epi8(CODE_BYTES, rows[r].add(b * 54) as *const i8);
+            acc[r] = _mm512_dpbusd_epi32(acc[r], lead(t), a[0]);
+            for an in &a[1..] {
+                t = _mm512_add_epi8(t, _mm512_add_epi8(t, t)); // ×3 mod 256: next digit up
+                acc[r] = _mm512_dpbusd_epi32(acc[r], lead(t), *an);
+            }
+        }
+        let d = |r: usize| std::ptr::read_unaligned(rows[r].add(b * 54 + 52) as *const u16) as i16;
+        let dw4 = _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0));
+        let i = reduce4_256(fold512(acc[0]), fold512(acc[1]), fold512(acc[2]), fold512(acc[3]));
+        accf = block_step_cs(accf, dw4, *da.add(b), *suma.add(b), i);
     }
     let mut out = [0f32; 4];
     _mm_storeu_ps(out.as_mut_ptr(), accf);

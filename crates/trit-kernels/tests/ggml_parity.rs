@@ -113,3 +113,127 @@ fn products_match_ggml_vec_dot() {
         }
     }
 }
+
+/// `dst = W·x` through a real ggml graph (F16 weights `rows × k`, f32 `x` with `n` columns),
+/// computed by ggml-cpu on `threads` threads with whatever MUL_MAT hooks are installed.
+fn ggml_graph_f16_mul_mat(w: &[u16], rows: usize, k: usize, x: &[f32], n: usize, threads: i32) -> Vec<f32> {
+    // SAFETY: a private context big enough for the tensors, graph and work buffer; every
+    // copy stays inside the tensors ggml allocated with these shapes.
+    unsafe {
+        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let wt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, k as i64, rows as i64);
+        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
+        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u16, rows * k);
+        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, n * k);
+        let y = sys::ggml_mul_mat(ctx, wt, xt);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        let status = sys::ggml_graph_compute_with_ctx(ctx, gf, threads);
+        assert_eq!(status, sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts((*y).data as *const f32, rows * n).to_vec();
+        sys::ggml_free(ctx);
+        out
+    }
+}
+
+/// The F16 hook inside a ggml graph: with few columns it runs (its counter moves) and
+/// computes exactly what `gemv_f16` computes on ggml's f16-rounded activations, on every row
+/// of a ragged 3-thread split; that agrees with ggml's own `vec_dot_f16` within the two
+/// summation orders' bounds (on AVX-512 builds the lane structures coincide and the results
+/// are equal); with more columns it declines and ggml's result is unchanged.
+#[test]
+fn f16_hook_in_a_ggml_graph() {
+    use half::f16;
+    use trit_kernels::f16w::{gemv_f16, F16Weights};
+    use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels, F16_MAX_COLS};
+
+    let mut seed = 17;
+    let (rows, k) = (1001, 2560);
+    let w: Vec<u16> = (0..rows * k).map(|_| f16::from_f32(lcg(&mut seed) * 0.05).to_bits()).collect();
+    for n in [1, 2, F16_MAX_COLS, F16_MAX_COLS + 1] {
+        let x: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 3.0).collect();
+        let x16: Vec<u16> = x.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+        install(TernaryKernels::Ggml);
+        let theirs = ggml_graph_f16_mul_mat(&w, rows, k, &x, n, 3);
+        install(TernaryKernels::Trit);
+        let runs = f16_hook_runs();
+        let hooked = ggml_graph_f16_mul_mat(&w, rows, k, &x, n, 3);
+        let ran = f16_hook_runs() - runs;
+        install(TernaryKernels::Ggml);
+        if n > F16_MAX_COLS {
+            assert_eq!(ran, 0, "n={n}: the hook must leave this op to ggml");
+            assert_eq!(hooked, theirs, "n={n}: the hook must leave this op to ggml");
+            continue;
+        }
+        assert_eq!(ran, 3, "n={n}: the hook should run on each of the 3 threads");
+        let mut ours = vec![0f32; rows * n];
+        gemv_f16(Isa::detect(), &F16Weights::new(&w, rows, k).unwrap(), &x16, n, &mut ours).unwrap();
+        assert_eq!(hooked, ours, "n={n}: hook result != gemv_f16 on the same f16 activations");
+        let mut worst = 0f64;
+        for c in 0..n {
+            for r in 0..rows {
+                let mag: f64 = (0..k)
+                    .map(|i| (f16::from_bits(w[r * k + i]).to_f64() * f16::from_bits(x16[c * k + i]).to_f64()).abs())
+                    .sum();
+                // ours: ≤ k/64 + 70 roundings deep; ggml: 4 accumulators over 64-element steps,
+                // then its reduction tree and a final f32 rounding, ≤ k/64 + 16.
+                let tol = ((k / 64 + k / 64 + 86) as f64) * f64::powi(2.0, -24) * mag;
+                let (a, b) = (hooked[c * rows + r] as f64, theirs[c * rows + r] as f64);
+                assert!((a - b).abs() <= tol, "n={n} r={r} c={c}: trit {a} vs ggml {b} (tol {tol})");
+                worst = worst.max((a - b).abs() / mag);
+            }
+        }
+        eprintln!("n={n}: max |trit - ggml| / Σ|w·x| = {worst:.2e}, bitwise equal: {}", hooked == theirs);
+    }
+}
+
+/// Mat-vec chunks: whole cache lines, multiples of the 4-row pass, at least 4 per thread,
+/// at most about 1 MiB, covering every row.
+#[test]
+fn matvec_chunks() {
+    use trit_kernels::ggml::matvec_chunk_rows;
+    for (rows, stride, nth) in
+        [(2560, 660, 2), (6912, 660, 2), (2560, 1782, 3), (640, 660, 8), (128256, 5120, 2), (5, 66, 4)]
+    {
+        let c = matvec_chunk_rows(rows, stride, nth);
+        assert!(c.is_multiple_of(4) && (c * stride).is_multiple_of(64), "{rows}x{stride}: {c}");
+        if rows >= 64 * nth * 4 {
+            assert!(rows.div_ceil(c) >= nth * 4, "{rows}x{stride}/{nth}: {c} rows per chunk");
+        }
+        assert!(c * stride <= (1 << 20) + 64 * stride, "{rows}x{stride}: {c} rows per chunk");
+    }
+    assert_eq!(matvec_chunk_rows(2560, 660, 2), 320);
+    assert_eq!(matvec_chunk_rows(128256, 5120, 2), 204);
+}
+
+/// vendor/patches/0006: a row times a 1-element tensor (BitNet's per-tensor scales) through
+/// ggml-cpu's MUL, on several threads, is the exact elementwise product.
+#[test]
+fn scalar_broadcast_mul_is_exact() {
+    let mut seed = 23;
+    let (k, n) = (2560, 3);
+    let x: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed) * 7.0).collect();
+    let s = 0.0123f32;
+    // SAFETY: a private context big enough for the tensors, graph and work buffer; the copies
+    // stay inside the tensors ggml allocated with these shapes.
+    let out = unsafe {
+        let params = sys::ggml_init_params { mem_size: 16 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
+        let st = sys::ggml_new_tensor_1d(ctx, sys::GGML_TYPE_F32, 1);
+        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, k * n);
+        *((*st).data as *mut f32) = s;
+        let y = sys::ggml_mul(ctx, xt, st);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, 2), sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts((*y).data as *const f32, k * n).to_vec();
+        sys::ggml_free(ctx);
+        out
+    };
+    let want: Vec<f32> = x.iter().map(|&v| v * s).collect();
+    assert_eq!(out, want);
+}
