@@ -210,6 +210,8 @@ unsafe extern "C" fn buft_get_alignment(_: sys::ggml_backend_buffer_type_t) -> u
 unsafe extern "C" fn buft_get_max_size(_: sys::ggml_backend_buffer_type_t) -> usize {
     state().map_or(0, |s| s.gpu.max_alloc) as usize
 }
+const MIB: f64 = 1048576.0;
+
 unsafe extern "C" fn buft_alloc_buffer(
     buft: sys::ggml_backend_buffer_type_t,
     size: usize,
@@ -223,6 +225,10 @@ unsafe extern "C" fn buft_alloc_buffer(
                 return null_mut();
             }
         };
+        if std::env::var_os("TRIT_VULKAN_PROFILE").is_some() {
+            let (now, _) = crate::allocated_bytes();
+            eprintln!("trit-vulkan: buffer of {:.1} MiB allocated ({:.1} MiB in all)", size as f64 / MIB, now as f64 / MIB);
+        }
         let ctx = Box::into_raw(Box::new(BufferCtx { gpu: s.gpu.clone(), alloc }));
         let iface = sys::ggml_backend_buffer_i {
             free_buffer: Some(buf_free),

@@ -102,7 +102,9 @@ fn out_prod_ternary_input_gradient() {
     // dX = W^T dY for a frozen ternary W of [n_in, n_out]: out_prod(W, transpose(dY)) with dY
     // [n_out, tokens], straight from the packed blocks.
     for t in [TQ2, TQ1] {
-        for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1)] {
+        // (1280, 131, 70): five blocks per row (rows not 4-byte aligned for TQ2_0's 66-byte
+        // blocks), k not a multiple of the 32-row slices, a partial token tile.
+        for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1), (1280, 131, 70)] {
             check(
                 &b,
                 &format!("out_prod {} W[{n_in},{n_out}] dY^T tokens={tokens}", tn(t)),
