@@ -9,6 +9,10 @@
 // each k step of an invocation is two vec4 reads and sixteen multiply-adds; every output sums k
 // in ascending order as the CPU does. TQ2_0 slices are decoded a 32-bit word (eight weights)
 // per invocation; TQ1_0, f32 and f16 elementwise.
+// Split k (P0 = slices > 1, for outputs of few tiles and a long k, such as the rank-r gradient
+// through a LoRA B): workgroup slice s sums k in [s P1, s P1 + P1) and writes its partial
+// sums contiguously at D_OFF + s P2 (P2 = elements of dst); `grad_misc.comp` (OP_SPLIT_SUM)
+// adds the slices in order into dst.
 // Strides in elements of the bound type (bytes for TQ). B and dst may be strided.
 #include "common.glsl"
 
@@ -72,11 +76,15 @@ float a_at(uint row, uint i0) {
 
 void main() {
     const uint t = gl_LocalInvocationID.x;
-    const uint ne0 = pc.d_ne.x, ne1 = pc.d_ne.y, K = pc.a_ne.y;
+    const uint ne0 = pc.d_ne.x, ne1 = pc.d_ne.y;
     const uint tiles0 = (ne0 + TM - 1) / TM;
     const uint tiles1 = (ne1 + TN - 1) / TN;
     uint g = wg_index();
     if (g >= N_ITEMS) { return; }
+    const uint slices = max(P0, 1u);
+    const uint slice = g % slices; g /= slices;
+    const uint k_lo = slices > 1u ? slice * P1 : 0u;
+    const uint K = slices > 1u ? min(pc.a_ne.y, k_lo + P1) : pc.a_ne.y;
     const uint tile0 = g % tiles0; g /= tiles0;
     const uint tile1 = g % tiles1; g /= tiles1;
     const uint i2 = g % pc.d_ne.z;
@@ -89,7 +97,7 @@ void main() {
     const uint ty = t / 16u;
     vec4 acc[4];
     [[unroll]] for (uint c = 0; c < 4; ++c) { acc[c] = vec4(0.0); }
-    for (uint k0 = 0; k0 < K; k0 += BK) {
+    for (uint k0 = k_lo; k0 < K; k0 += BK) {
 #if defined(A_TQ2)
         {
             // ne0 is a multiple of 256, so the tile's 64 weights of row k lie in one block:
@@ -146,7 +154,13 @@ void main() {
         const uint i1 = tile1 * TN + 4u * ty + c;
         [[unroll]] for (uint r = 0; r < 4; ++r) {
             const uint i0 = tile0 * TM + 4u * tx + r;
-            if (i0 < ne0 && i1 < ne1) { d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = acc[c][r]; }
+            if (i0 < ne0 && i1 < ne1) {
+                if (slices > 1u) {
+                    d[D_OFF + slice * P2 + ((i3 * pc.d_ne.z + i2) * ne1 + i1) * ne0 + i0] = acc[c][r];
+                } else {
+                    d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = acc[c][r];
+                }
+            }
         }
     }
 }

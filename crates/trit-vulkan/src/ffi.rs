@@ -227,7 +227,11 @@ unsafe extern "C" fn buft_alloc_buffer(
         };
         if std::env::var_os("TRIT_VULKAN_PROFILE").is_some() {
             let (now, _) = crate::allocated_bytes();
-            eprintln!("trit-vulkan: buffer of {:.1} MiB allocated ({:.1} MiB in all)", size as f64 / MIB, now as f64 / MIB);
+            eprintln!(
+                "trit-vulkan: buffer of {:.1} MiB allocated ({:.1} MiB in all)",
+                size as f64 / MIB,
+                now as f64 / MIB
+            );
         }
         let ctx = Box::into_raw(Box::new(BufferCtx { gpu: s.gpu.clone(), alloc }));
         let iface = sys::ggml_backend_buffer_i {

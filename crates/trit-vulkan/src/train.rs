@@ -144,12 +144,53 @@ pub(super) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
     }
 }
 
-/// Scratch bytes `encode` takes for this node (per-row losses of CROSS_ENTROPY_LOSS).
+/// Output tiles (64 x 64) of an OUT_PROD.
+fn out_prod_tiles(op: *const sys::ggml_tensor) -> u64 {
+    let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
+    n0.div_ceil(64) * n1.div_ceil(64) * n2 * n3
+}
+
+/// Below this many output tiles an OUT_PROD with a long k is split along k.
+const SPLIT_BELOW_TILES: u64 = 64;
+/// Workgroups a split aims at, the least k a slice gets, and the most bytes of partial sums.
+const SPLIT_TARGET_GROUPS: u64 = 128;
+const SPLIT_MIN_K: u64 = 512;
+const SPLIT_MAX_BYTES: u64 = 4 << 20;
+
+/// (slices, k per slice) of an OUT_PROD: (1, K) unless its output has few tiles and k is
+/// long, as for the gradient into a LoRA pair's rank-r intermediate (`[r, tokens]` summed over
+/// every output feature: 8 tiles at r = 16 and 512 tokens, k = n_out). Each slice writes
+/// partial sums to scratch; `split_sum_f32` adds them in slice order.
+fn out_prod_split(op: *const sys::ggml_tensor) -> (u64, u64) {
+    let k = ne(src(op, 0))[1] as u64;
+    let tiles = out_prod_tiles(op);
+    if tiles >= SPLIT_BELOW_TILES || k < 4 * SPLIT_MIN_K {
+        return (1, k);
+    }
+    let by_bytes = (SPLIT_MAX_BYTES / (nelements(op) * 4).max(1)).max(1);
+    let want = SPLIT_TARGET_GROUPS.div_ceil(tiles).min(k / SPLIT_MIN_K).min(by_bytes);
+    if want < 2 {
+        return (1, k);
+    }
+    let len = k.div_ceil(want).next_multiple_of(32);
+    (k.div_ceil(len), len)
+}
+
+/// Scratch bytes `encode` takes for this node (per-row losses of CROSS_ENTROPY_LOSS, partial
+/// sums of a split OUT_PROD).
 pub(super) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
-    if op_of(op) == sys::GGML_OP_CROSS_ENTROPY_LOSS {
-        (rows(src(op, 0)) * 4).next_multiple_of(align.max(256))
-    } else {
+    let bytes = match op_of(op) {
+        sys::GGML_OP_CROSS_ENTROPY_LOSS => rows(src(op, 0)) * 4,
+        sys::GGML_OP_OUT_PROD => match out_prod_split(op) {
+            (1, _) => 0,
+            (slices, _) => slices * nelements(op) * 4,
+        },
+        _ => 0,
+    };
+    if bytes == 0 {
         0
+    } else {
+        bytes.next_multiple_of(align.max(256))
     }
 }
 
@@ -167,11 +208,25 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.a_ne, p.a_nb) = shape(s0, a_el);
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
-            let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
-            let groups = n0.div_ceil(64) * n1.div_ceil(64) * n2 * n3;
+            let (slices, len) = out_prod_split(op);
+            let groups = out_prod_tiles(op) * slices;
             p.m0[1] = groups as u32;
             let (a, b, d) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-            rec.dispatch(name, a, Some(b), d, p, groups)
+            if slices == 1 {
+                return rec.dispatch(name, a, Some(b), d, p, groups);
+            }
+            let n = nelements(op);
+            p.m1[1] = slices as u32;
+            p.m1[2] = len as u32;
+            p.m1[3] = n as u32;
+            let part = rec.scratch(slices * n * 4)?;
+            rec.dispatch(name, a, Some(b), part, p, groups)?;
+            let mut ps = Push::default();
+            (ps.d_ne, ps.d_nb) = shape(op, 4);
+            ps.m0[1] = n as u32;
+            ps.m1[1] = slices as u32;
+            ps.m1[3] = n as u32;
+            rec.dispatch("split_sum_f32", part, None, d, ps, groups_for(n, 256))
         }
         sys::GGML_OP_OPT_STEP_ADAMW => {
             let bufs = [

@@ -71,6 +71,25 @@ fn out_prod_float() {
             );
         }
     }
+    // Split k (few output tiles, long k): the gradient into a LoRA pair's rank-16
+    // intermediate, out_prod(B [16, n_out], dY^T [tokens, n_out]); an f16 A and a partial
+    // last slice; a broadcast batch of two.
+    for (t, r, n_out, tokens, batch) in
+        [(F32, 16i64, 3000i64, 100i64, 1i64), (F16, 16, 4131, 70, 1), (F32, 40, 2600, 9, 2)]
+    {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("out_prod {} split k: B[{r},{n_out}] dY^T tokens={tokens} batch={batch}", tn(t)),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, t, &[r, n_out, batch], Fill::Uniform);
+                let dy = input(ctx, ins, F32, &[n_out, tokens, batch], Fill::Uniform);
+                sys::ggml_out_prod(ctx, a, sys::ggml_transpose(ctx, dy))
+            },
+            NMSE_SUM,
+        );
+        assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
+    }
     // Transposed operands, as the backward graph builds them.
     check(
         &b,
@@ -104,7 +123,10 @@ fn out_prod_ternary_input_gradient() {
     for t in [TQ2, TQ1] {
         // (1280, 131, 70): five blocks per row (rows not 4-byte aligned for TQ2_0's 66-byte
         // blocks), k not a multiple of the 32-row slices, a partial token tile.
-        for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1), (1280, 131, 70)] {
+        // (256, 4100, 9): one tile and a long k, split along k.
+        for (n_in, n_out, tokens) in
+            [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1), (1280, 131, 70), (256, 4100, 9)]
+        {
             check(
                 &b,
                 &format!("out_prod {} W[{n_in},{n_out}] dY^T tokens={tokens}", tn(t)),
