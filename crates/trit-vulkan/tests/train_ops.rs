@@ -90,6 +90,22 @@ fn out_prod_float() {
         );
         assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
     }
+    // An f32 MUL_MAT of few output rows and a long k (a LoRA pair's A·x) runs as this split
+    // OUT_PROD too.
+    for (k, rows, cols, batch) in [(3000i64, 16i64, 100i64, 1i64), (2600, 16, 40, 2)] {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("mul_mat f32 as split out_prod: A[{k},{rows}] x[{k},{cols}] batch={batch}"),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, F32, &[k, rows, 1], Fill::Uniform);
+                let x = input(ctx, ins, F32, &[k, cols, batch], Fill::Uniform);
+                sys::ggml_mul_mat(ctx, a, x)
+            },
+            NMSE_SUM,
+        );
+        assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
+    }
     // Transposed operands, as the backward graph builds them.
     check(
         &b,
