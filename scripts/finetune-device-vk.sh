@@ -2,7 +2,7 @@
 # Runs ON the device machine, from the repository root: the trit Vulkan part of
 # scripts/finetune-device.sh only (synthetic 2B-4T TQ2_0, ctx 512, rank 16, alpha 32, all 7
 # projections, one 512-token window per step), for A/B runs of the training kernels:
-#   $D/trit      the binary under test        $D/trit-old  an earlier binary, if present (same call)
+#   $D/trit      the binary under test        $D/trit-old  an earlier binary, if present (same call, last)
 # plus one short run with TRIT_VULKAN_PROFILE=1 (GPU time per kernel from timestamps, buffer
 # allocations). D (.dev/ft2) holds the binaries; .gl/*.deb the Vulkan loader. Results: $OUT/all.txt.
 set -uo pipefail
@@ -33,13 +33,13 @@ PY
 FT=(finetune -m $M -f /tmp/train.txt -c 512 --lora-rank 16 --lora-alpha 32 --lora-targets all -lr 2e-4
     --epochs 100 --checkpoint-dir /tmp/ckpt --device vulkan -t "$(nproc)")
 gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
-# run NAME BIN STEPS [env...]: tokens/s over the steps after the first two (as finetune-device.sh)
+# run NAME BIN STEPS SECS [env...]: tokens/s over the steps after the first two (as finetune-device.sh)
 run() {
-  local name=$1 bin=$2 steps=$3; shift 3
+  local name=$1 bin=$2 steps=$3 secs=$4; shift 4
   local base; base=$(gpu_used)
   (while :; do gpu_used; sleep 0.1; done) > "/tmp/$name.mem" 2>/dev/null &
   local sampler=$!
-  env "$@" timeout 120 $bin "${FT[@]}" --max-steps "$steps" -o /tmp/$name.gguf --log-csv /tmp/$name.csv > "$OUT/$name.log" 2>&1
+  env "$@" timeout "$secs" $bin "${FT[@]}" --max-steps "$steps" -o /tmp/$name.gguf --log-csv /tmp/$name.csv > "$OUT/$name.log" 2>&1
   echo "$name: exit $?" | tee -a "$L"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
   python3 - "$name" "$(( $(sort -n /tmp/$name.mem | tail -1) - base ))" <<'PY' | tee -a "$L"
@@ -54,8 +54,8 @@ print(f"{name}: steps {k + 1}..{len(rows)}: {(len(rows) - k) * 512 / (ends[-1] -
 PY
   grep -E "GPU memory" "$OUT/$name.log" | tee -a "$L"
 }
-run new $D/trit "$STEPS"
-[ -x $D/trit-old ] && run old $D/trit-old "$STEPS"
-run prof $D/trit 3 TRIT_VULKAN_PROFILE=1
+run new $D/trit "$STEPS" 60
+run prof $D/trit 3 45 TRIT_VULKAN_PROFILE=1
 grep -E "trit-vulkan: buffer of" "$OUT/prof.log" | sort -t' ' -k5 -rn | head -12 | tee -a "$L"
 grep -A60 "trit-vulkan profile" "$OUT/prof.log" | head -70 | tee -a "$L"
+[ -x $D/trit-old ] && run old $D/trit-old "$STEPS" 60
