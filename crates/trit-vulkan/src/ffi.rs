@@ -411,9 +411,13 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     // SAFETY: graph is a live ggml graph for the duration of the call.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     let align = rec.gpu().min_storage_align;
-    // SAFETY: i < n_nodes.
-    let scratch: u64 =
-        (0..n).map(|i| crate::ops::scratch_bytes(unsafe { sys::ggml_graph_node(graph, i) }, align)).sum();
+    let scratch = crate::ops::graph_scratch_bytes(rec.gpu(), graph, align);
+    static MOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if std::env::var_os("TRIT_VULKAN_PROFILE").is_some()
+        && MOST.fetch_max(scratch, std::sync::atomic::Ordering::Relaxed) < scratch
+    {
+        eprintln!("trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch", scratch as f64 / MIB);
+    }
     rec.reserve_scratch(scratch)?;
     let plan = crate::fuse::Plan::new(graph);
     rec.begin()?;
