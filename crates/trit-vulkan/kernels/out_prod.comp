@@ -2,8 +2,9 @@
 // OUT_PROD: dst[i0, i1, i2, i3] = sum_k A[i0, k, i2/r2, i3/r3] * B[i1, k, i2, i3]
 // (A: [ne0, K], B: [ne1, K]; r2, r3 = broadcast ratios of A over dims 2 and 3).
 // For a frozen weight W ([n_in, n_out] in ggml order) and an output gradient dY this is
-// dX = W^T dY, read straight from the packed ternary blocks: A_TQ2 / A_TQ1 decode one weight
-// per invocation per k, never a dequantised copy of W. A_F32 / A_F16: strided A.
+// dX = W^T dY, read straight from the packed ternary blocks: A_TQ2 / A_TQ1 decode each k slice
+// of the tile into shared memory, never a dequantised copy of W (`a_at` is the element-wise
+// decoder; TQ2_0 uses the word-wise one in main). A_F32 / A_F16: strided A.
 // A workgroup of 256 computes a 64 (i0) x 64 (i1) tile, 4 x 4 outputs per invocation (i0 =
 // 4 tx + r, i1 = 4 ty + c), stepping k in slices of BK through shared memory held as vec4s, so
 // each k step of an invocation is two vec4 reads and sixteen multiply-adds; every output sums k
