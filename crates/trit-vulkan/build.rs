@@ -100,6 +100,7 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("repeat_back_f32", "grad_misc.comp", &["OP_REPEAT_BACK"]),
     ("get_rows_back_f32", "grad_misc.comp", &["OP_GET_ROWS_BACK"]),
     ("acc_add_f32", "grad_misc.comp", &["OP_ACC_ADD"]),
+    ("split_sum_f32", "grad_misc.comp", &["OP_SPLIT_SUM"]),
     ("argmax_f32", "grad_misc.comp", &["OP_ARGMAX"]),
     ("count_equal_i32", "grad_misc.comp", &["OP_COUNT_EQUAL"]),
 ];

@@ -4,6 +4,8 @@
 //   GET_ROWS_BACK: D[c, r] = sum over j with idx(B)[j] == r of A[c, j]   (B: i32 row ids).
 //   ACC_ADD:       D[P2 + strided(idx, (1, P0, P1, b_nb.x))] += A[idx]   (idx over A; D read-write;
 //                  D already holds the copy of src0; P0, P1, b_nb.x: ACC's nb1..nb3 in floats).
+//   SPLIT_SUM:     D[idx] = sum over s < P0 of A[s P2 + flat(idx)] in ascending s (the partial
+//                  sums of a split-k OUT_PROD; idx over D, A contiguous).
 //   ARGMAX:        D(i32)[row] = first index of the largest element of row `row` of A.
 //   COUNT_EQUAL:   D(i64, as two u32)[0] = number of equal i32 elements of A and B (one workgroup).
 #include "common.glsl"
@@ -86,6 +88,10 @@ void main() {
         if (uint(b[B_OFF + j * pc.b_nb.x]) == r) { s += a[A_OFF + c * pc.a_nb.x + j * pc.a_nb.y]; }
     }
     d[D_OFF + c * pc.d_nb.x + r * pc.d_nb.y] = s;
+#elif defined(OP_SPLIT_SUM)
+    float s = 0.0;
+    for (uint j = 0; j < P0; ++j) { s += a[A_OFF + j * P2 + i]; }
+    d[D_OFF + strided(unflatten(i, pc.d_ne), pc.d_nb)] = s;
 #elif defined(OP_ACC_ADD)
     const uvec4 idx = unflatten(i, pc.a_ne);
     const uint o = D_OFF + P2 + idx.x + idx.y * P0 + idx.z * P1 + idx.w * pc.b_nb.x;

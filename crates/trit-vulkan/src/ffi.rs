@@ -210,6 +210,8 @@ unsafe extern "C" fn buft_get_alignment(_: sys::ggml_backend_buffer_type_t) -> u
 unsafe extern "C" fn buft_get_max_size(_: sys::ggml_backend_buffer_type_t) -> usize {
     state().map_or(0, |s| s.gpu.max_alloc) as usize
 }
+const MIB: f64 = 1048576.0;
+
 unsafe extern "C" fn buft_alloc_buffer(
     buft: sys::ggml_backend_buffer_type_t,
     size: usize,
@@ -223,6 +225,14 @@ unsafe extern "C" fn buft_alloc_buffer(
                 return null_mut();
             }
         };
+        if std::env::var_os("TRIT_VULKAN_PROFILE").is_some() {
+            let (now, _) = crate::allocated_bytes();
+            eprintln!(
+                "trit-vulkan: buffer of {:.1} MiB allocated ({:.1} MiB in all)",
+                size as f64 / MIB,
+                now as f64 / MIB
+            );
+        }
         let ctx = Box::into_raw(Box::new(BufferCtx { gpu: s.gpu.clone(), alloc }));
         let iface = sys::ggml_backend_buffer_i {
             free_buffer: Some(buf_free),
@@ -401,9 +411,13 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     // SAFETY: graph is a live ggml graph for the duration of the call.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     let align = rec.gpu().min_storage_align;
-    // SAFETY: i < n_nodes.
-    let scratch: u64 =
-        (0..n).map(|i| crate::ops::scratch_bytes(unsafe { sys::ggml_graph_node(graph, i) }, align)).sum();
+    let scratch = crate::ops::graph_scratch_bytes(rec.gpu(), graph, align);
+    static MOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if std::env::var_os("TRIT_VULKAN_PROFILE").is_some()
+        && MOST.fetch_max(scratch, std::sync::atomic::Ordering::Relaxed) < scratch
+    {
+        eprintln!("trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch", scratch as f64 / MIB);
+    }
     rec.reserve_scratch(scratch)?;
     let plan = crate::fuse::Plan::new(graph);
     rec.begin()?;

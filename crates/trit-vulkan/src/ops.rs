@@ -246,6 +246,44 @@ pub(crate) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
     }
 }
 
+/// Scratch bytes of a whole graph. As the sum of `scratch_bytes` over its nodes, except that
+/// the rounded activations of ternary MUL_MATs are counted once per source tensor, as
+/// `Recorder::rounded` shares them (Q, K and V read one; gate and up one), and in the form
+/// the product reads them: packed int8 + scales (1 + 4/256 bytes an element) where the
+/// mat-vec / integer-tile path applies (`matvec::encode_fused`), plus f32 (4 bytes) where the
+/// plain kernel might be used instead. (Counting 4 bytes per product reserved 1.3 GiB for a
+/// 2B-shaped training step that uses 0.23 GiB.)
+pub(crate) fn graph_scratch_bytes(gpu: &Gpu, graph: *mut sys::ggml_cgraph, align: u64) -> u64 {
+    // SAFETY: graph is a live ggml graph.
+    let n = unsafe { sys::ggml_graph_n_nodes(graph) };
+    let fast = gpu.limits.fast_mv.load(std::sync::atomic::Ordering::Relaxed);
+    // (source tensor, elements, whether the f32 form may be needed too)
+    let mut rounded: Vec<(*const sys::ggml_tensor, u64, bool)> = Vec::new();
+    let mut total = 0;
+    for i in 0..n {
+        // SAFETY: i < n_nodes.
+        let op = unsafe { sys::ggml_graph_node(graph, i) } as *const sys::ggml_tensor;
+        if op_of(op) == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2) && nelements(op) > 0 {
+            let (s0, s1) = (src(op, 0), src(op, 1));
+            let f32_too = !(fast && fits_range(gpu, s0));
+            match rounded.iter_mut().find(|(t, _, _)| *t == s1) {
+                Some(r) => r.2 |= f32_too,
+                None => rounded.push((s1, nelements(s1), f32_too)),
+            }
+        } else {
+            total += scratch_bytes(op, align);
+        }
+    }
+    let unit = align.max(256);
+    for (_, nel, f32_too) in rounded {
+        total += (nel + nel / 256 * 4).next_multiple_of(unit);
+        if f32_too {
+            total += (nel * 4).next_multiple_of(unit);
+        }
+    }
+    total
+}
+
 fn groups_for(items: u64, per: u64) -> u64 {
     items.div_ceil(per)
 }

@@ -9,7 +9,7 @@ use trit_sys as sys;
 
 use super::{contiguous, elsize, fits_range, groups_for, ne, nelements, op_of, param_f32, param_u32, shape, src, ty};
 use super::{F16, F32, I32, I64, TQ1, TQ2};
-use crate::dispatch::{Push, Recorder};
+use crate::dispatch::{Bound, Push, Recorder};
 use crate::error::Result;
 use crate::gpu::Gpu;
 
@@ -47,6 +47,23 @@ pub(super) fn handles(op: *const sys::ggml_tensor) -> bool {
             | sys::GGML_OP_ARGMAX
             | sys::GGML_OP_COUNT_EQUAL
     ) || is_step(op)
+        || narrow_mul_mat(op)
+}
+
+/// An f32 MUL_MAT with an output of few tiles and a long k — a LoRA pair's `A·x` (16 rows of
+/// output, k = n_in) — is the OUT_PROD of its operands read transposed; recorded by the
+/// OUT_PROD kernel, it gets the split along k (`out_prod_split`) where 64 x 64 product tiles
+/// would leave the GPU nearly idle (8 workgroups for 16 x 512).
+fn narrow_mul_mat(op: *const sys::ggml_tensor) -> bool {
+    if op_of(op) != sys::GGML_OP_MUL_MAT {
+        return false;
+    }
+    let (s0, s1) = (src(op, 0), src(op, 1));
+    ty(s0) == F32
+        && ty(s1) == F32
+        && ty(op) == F32
+        && ne(s1)[1] > 8
+        && split(ne(s0)[0] as u64, out_prod_tiles(op), nelements(op)).0 > 1
 }
 
 /// Row-wise kernels read elements of a row contiguously.
@@ -139,18 +156,95 @@ pub(super) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
         sys::GGML_OP_COUNT_EQUAL => {
             ty(s0) == I32 && ty(s1) == I32 && ty(op) == I64 && same_shape(s0, s1) && nb(op)[0] == 8
         }
-        sys::GGML_OP_UNARY => f32s(&[s0, op]), // STEP
+        sys::GGML_OP_MUL_MAT => fits_range(gpu, s0), // narrow_mul_mat
+        sys::GGML_OP_UNARY => f32s(&[s0, op]),       // STEP
         _ => false,
     }
 }
 
-/// Scratch bytes `encode` takes for this node (per-row losses of CROSS_ENTROPY_LOSS).
-pub(super) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
-    if op_of(op) == sys::GGML_OP_CROSS_ENTROPY_LOSS {
-        (rows(src(op, 0)) * 4).next_multiple_of(align.max(256))
-    } else {
-        0
+/// Output tiles (64 x 64) of an OUT_PROD.
+fn out_prod_tiles(op: *const sys::ggml_tensor) -> u64 {
+    let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
+    n0.div_ceil(64) * n1.div_ceil(64) * n2 * n3
+}
+
+/// Below this many output tiles an OUT_PROD with a long k is split along k.
+const SPLIT_BELOW_TILES: u64 = 64;
+/// Workgroups a split aims at, the least k a slice gets, and the most bytes of partial sums.
+const SPLIT_TARGET_GROUPS: u64 = 128;
+const SPLIT_MIN_K: u64 = 512;
+const SPLIT_MAX_BYTES: u64 = 4 << 20;
+
+/// (slices, k per slice) of an OUT_PROD: (1, K) unless its output has few tiles and k is
+/// long, as for the gradient into a LoRA pair's rank-r intermediate (`[r, tokens]` summed over
+/// every output feature: 8 tiles at r = 16 and 512 tokens, k = n_out). Each slice writes
+/// partial sums to scratch; `split_sum_f32` adds them in slice order.
+fn out_prod_split(op: *const sys::ggml_tensor) -> (u64, u64) {
+    let k = if op_of(op) == sys::GGML_OP_MUL_MAT { ne(src(op, 0))[0] } else { ne(src(op, 0))[1] };
+    split(k as u64, out_prod_tiles(op), nelements(op))
+}
+
+/// (slices, k per slice) for a product of `tiles` output tiles, `n` outputs and depth `k`.
+fn split(k: u64, tiles: u64, n: u64) -> (u64, u64) {
+    if tiles >= SPLIT_BELOW_TILES || k < 4 * SPLIT_MIN_K {
+        return (1, k);
     }
+    let by_bytes = (SPLIT_MAX_BYTES / (n * 4).max(1)).max(1);
+    let want = SPLIT_TARGET_GROUPS.div_ceil(tiles).min(k / SPLIT_MIN_K).min(by_bytes);
+    if want < 2 {
+        return (1, k);
+    }
+    let len = k.div_ceil(want).next_multiple_of(32);
+    (k.div_ceil(len), len)
+}
+
+/// Scratch bytes `encode` takes for this node (per-row losses of CROSS_ENTROPY_LOSS, partial
+/// sums of a split OUT_PROD).
+pub(super) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
+    let bytes = match op_of(op) {
+        sys::GGML_OP_CROSS_ENTROPY_LOSS => rows(src(op, 0)) * 4,
+        sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT => match out_prod_split(op) {
+            (1, _) => 0,
+            (slices, _) => slices * nelements(op) * 4,
+        },
+        _ => 0,
+    };
+    if bytes == 0 {
+        0
+    } else {
+        bytes.next_multiple_of(align.max(256))
+    }
+}
+
+/// The OUT_PROD kernel over operands `a`, `b` (shapes in `p`) into `op`, split along k
+/// through scratch where `out_prod_split` says so.
+fn record_out_prod(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    name: &str,
+    a: Bound,
+    b: Bound,
+    mut p: Push,
+) -> Result<()> {
+    let (slices, len) = out_prod_split(op);
+    let groups = out_prod_tiles(op) * slices;
+    p.m0[1] = groups as u32;
+    let d = rec.bind(op, 4)?;
+    if slices == 1 {
+        return rec.dispatch(name, a, Some(b), d, p, groups);
+    }
+    let n = nelements(op);
+    p.m1[1] = slices as u32;
+    p.m1[2] = len as u32;
+    p.m1[3] = n as u32;
+    let part = rec.scratch(slices * n * 4)?;
+    rec.dispatch(name, a, Some(b), part, p, groups)?;
+    let mut ps = Push::default();
+    (ps.d_ne, ps.d_nb) = shape(op, 4);
+    ps.m0[1] = n as u32;
+    ps.m1[1] = slices as u32;
+    ps.m1[3] = n as u32;
+    rec.dispatch("split_sum_f32", part, None, d, ps, groups_for(n, 256))
 }
 
 pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
@@ -167,11 +261,18 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.a_ne, p.a_nb) = shape(s0, a_el);
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
-            let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
-            let groups = n0.div_ceil(64) * n1.div_ceil(64) * n2 * n3;
-            p.m0[1] = groups as u32;
-            let (a, b, d) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-            rec.dispatch(name, a, Some(b), d, p, groups)
+            let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
+            record_out_prod(rec, op, name, a, b, p)
+        }
+        sys::GGML_OP_MUL_MAT => {
+            // dst[r, c] = sum_k s0[k, r] s1[k, c]: OUT_PROD's A[i0 = r, k] and B[i1 = c, k] are
+            // s0 and s1 with their first two strides swapped.
+            let swap = |(n, s): ([u32; 4], [u32; 4])| ([n[1], n[0], n[2], n[3]], [s[1], s[0], s[2], s[3]]);
+            (p.a_ne, p.a_nb) = swap(shape(s0, 4));
+            (p.b_ne, p.b_nb) = swap(shape(s1, 4));
+            (p.d_ne, p.d_nb) = shape(op, 4);
+            let (a, b) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?);
+            record_out_prod(rec, op, "out_prod_f32", a, b, p)
         }
         sys::GGML_OP_OPT_STEP_ADAMW => {
             let bufs = [

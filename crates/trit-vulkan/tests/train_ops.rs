@@ -71,6 +71,41 @@ fn out_prod_float() {
             );
         }
     }
+    // Split k (few output tiles, long k): the gradient into a LoRA pair's rank-16
+    // intermediate, out_prod(B [16, n_out], dY^T [tokens, n_out]); an f16 A and a partial
+    // last slice; a broadcast batch of two.
+    for (t, r, n_out, tokens, batch) in
+        [(F32, 16i64, 3000i64, 100i64, 1i64), (F16, 16, 4131, 70, 1), (F32, 40, 2600, 9, 2)]
+    {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("out_prod {} split k: B[{r},{n_out}] dY^T tokens={tokens} batch={batch}", tn(t)),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, t, &[r, n_out, batch], Fill::Uniform);
+                let dy = input(ctx, ins, F32, &[n_out, tokens, batch], Fill::Uniform);
+                sys::ggml_out_prod(ctx, a, sys::ggml_transpose(ctx, dy))
+            },
+            NMSE_SUM,
+        );
+        assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
+    }
+    // An f32 MUL_MAT of few output rows and a long k (a LoRA pair's A·x) runs as this split
+    // OUT_PROD too.
+    for (k, rows, cols, batch) in [(3000i64, 16i64, 100i64, 1i64), (2600, 16, 40, 2)] {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("mul_mat f32 as split out_prod: A[{k},{rows}] x[{k},{cols}] batch={batch}"),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, F32, &[k, rows, 1], Fill::Uniform);
+                let x = input(ctx, ins, F32, &[k, cols, batch], Fill::Uniform);
+                sys::ggml_mul_mat(ctx, a, x)
+            },
+            NMSE_SUM,
+        );
+        assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
+    }
     // Transposed operands, as the backward graph builds them.
     check(
         &b,
@@ -102,7 +137,12 @@ fn out_prod_ternary_input_gradient() {
     // dX = W^T dY for a frozen ternary W of [n_in, n_out]: out_prod(W, transpose(dY)) with dY
     // [n_out, tokens], straight from the packed blocks.
     for t in [TQ2, TQ1] {
-        for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1)] {
+        // (1280, 131, 70): five blocks per row (rows not 4-byte aligned for TQ2_0's 66-byte
+        // blocks), k not a multiple of the 32-row slices, a partial token tile.
+        // (256, 4100, 9): one tile and a long k, split along k.
+        for (n_in, n_out, tokens) in
+            [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1), (1280, 131, 70), (256, 4100, 9)]
+        {
             check(
                 &b,
                 &format!("out_prod {} W[{n_in},{n_out}] dY^T tokens={tokens}", tn(t)),
