@@ -406,20 +406,23 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
         (0..n).map(|i| crate::ops::scratch_bytes(unsafe { sys::ggml_graph_node(graph, i) }, align)).sum();
     rec.reserve_scratch(scratch)?;
     let plan = crate::fuse::Plan::new(graph);
+    let units = crate::schedule::order(graph, |i| plan.len(i));
     rec.begin()?;
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i < n_nodes.
-        let node = unsafe { sys::ggml_graph_node(graph, i) };
-        let r = match plan.encode(rec, graph, i) {
-            Ok(0) => crate::ops::encode(rec, node).map(|()| 1),
-            r => r, // nodes fused into one dispatch
-        };
-        match r {
-            Ok(k) => i += k,
-            Err(e) => {
-                rec.abort();
-                return Err(e);
+    for (first, k) in units {
+        let mut i = first;
+        while i < first + k {
+            // SAFETY: i < n_nodes.
+            let node = unsafe { sys::ggml_graph_node(graph, i) };
+            let r = match plan.encode_within(rec, graph, i, first + k - i) {
+                Ok(0) => crate::ops::encode(rec, node).map(|()| 1),
+                r => r, // nodes fused into one dispatch
+            };
+            match r {
+                Ok(k) => i += k,
+                Err(e) => {
+                    rec.abort();
+                    return Err(e);
+                }
             }
         }
     }

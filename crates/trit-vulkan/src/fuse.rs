@@ -234,6 +234,26 @@ impl Plan {
 
     /// Record node `i` fused with the nodes after it if possible: how many nodes were
     /// recorded (0: none, node `i` is to be recorded alone).
+    /// Nodes from `i` on that `encode` may fuse into one unit (1: none).
+    pub fn len(&self, i: usize) -> usize {
+        let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
+        if has(&self.res_triples) || has(&self.pre_triples) || has(&self.triples) {
+            3
+        } else if has(&self.fusable) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// As [`Plan::encode`], fusing at most `max` nodes (the rest of node `i`'s unit).
+    pub fn encode_within(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32, max: i32) -> Result<i32> {
+        if self.len(i as usize) <= max as usize {
+            return self.encode(rec, graph, i);
+        }
+        Ok(0)
+    }
+
     pub fn encode(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32) -> Result<i32> {
         if self.res_triples.binary_search(&(i as usize)).is_ok() {
             let (mm, mul, add) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));

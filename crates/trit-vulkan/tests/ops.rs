@@ -915,3 +915,32 @@ fn fused_quantization_is_bit_identical() {
     }
     assert_eq!(bad, 0);
 }
+
+/// Independent products recorded by dependency level: the same results as in ggml's order,
+/// with fewer barriers (ggml's order interleaves each product with its dependent scale).
+/// Odd row counts, a shared rounded input, and a product of the float output too.
+#[test]
+fn level_order_saves_barriers() {
+    let Some((_g, b)) = setup() else { return };
+    let build: Builder = &|ctx, ins| unsafe {
+        let x = input(ctx, ins, F32, &[512, 1], Fill::Uniform);
+        let mut outs = Vec::new();
+        for ty in [TQ2, TQ1, TQ2] {
+            let w = input(ctx, ins, ty, &[512, 37], Fill::Uniform);
+            let y = sys::ggml_scale(ctx, sys::ggml_mul_mat(ctx, w, x), 0.75);
+            outs.push(sys::ggml_relu(ctx, y));
+        }
+        let f = input(ctx, ins, F32, &[512, 37], Fill::Uniform);
+        let z = sys::ggml_scale(ctx, sys::ggml_mul_mat(ctx, f, x), 0.5);
+        sys::ggml_add(ctx, sys::ggml_add(ctx, sys::ggml_add(ctx, outs[0], outs[1]), outs[2]), z)
+    };
+    let mut barriers = Vec::new();
+    for on in [false, true] {
+        trit_vulkan::set_reorder(on);
+        let before = trit_vulkan::barrier_count();
+        check(&b, &format!("3 x relu(scale(tq(x))) + scale(f32(x)), reorder={on}"), build, 1e-6);
+        barriers.push(trit_vulkan::barrier_count() - before);
+    }
+    trit_vulkan::set_reorder(true);
+    assert!(barriers[1] < barriers[0], "barriers in ggml's order / by level: {barriers:?}");
+}
