@@ -75,6 +75,7 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("mv_rms_norm_mul_f32", "rms_norm_q8.comp", &["FUSE_MUL"]),
     ("mv_rms_norm_mul_q8_f32", "rms_norm_q8.comp", &["FUSE_MUL", "QUANT"]),
     ("mv_rms_norm_mul_q8_pre_f32", "rms_norm_q8.comp", &["FUSE_MUL", "QUANT", "PRE_MUL"]),
+    ("mv_rms_norm_mul_q8_pre_relu2_f32", "rms_norm_q8.comp", &["FUSE_MUL", "QUANT", "PRE_MUL", "RELU2"]),
     ("soft_max_f32", "soft_max.comp", &["M_T=float"]),
     ("soft_max_f16", "soft_max.comp", &["M_T=float16_t"]),
     ("rope_f32", "rope.comp", &[]),

@@ -405,8 +405,8 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     let scratch: u64 =
         (0..n).map(|i| crate::ops::scratch_bytes(unsafe { sys::ggml_graph_node(graph, i) }, align)).sum();
     rec.reserve_scratch(scratch)?;
-    let plan = crate::fuse::Plan::new(graph);
-    let units = crate::schedule::order(graph, |i| plan.len(i));
+    let plan = crate::fuse::Plan::new(graph, rec.gpu());
+    let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));
     rec.begin()?;
     for (first, k) in units {
         let mut i = first;

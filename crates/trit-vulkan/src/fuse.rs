@@ -12,6 +12,7 @@ use trit_sys as sys;
 
 use crate::dispatch::{Push, Recorder};
 use crate::error::Result;
+use crate::gpu::Gpu;
 use crate::ops::{nb, ne, nelements, op_of, shape, src, ty, F32, TQ1, TQ2};
 
 /// Indices of the nodes of a graph that may be fused with their successor (pairs) or two
@@ -23,6 +24,9 @@ pub(crate) struct Plan {
     res_triples: Vec<usize>,
     /// MUL, RMS_NORM of it, MUL by the norm weight (gate * up before the FFN sub-norm).
     pre_triples: Vec<usize>,
+    /// (pre triple head, ReLU node index, ReLU input): the ReLU and SQR (a unit of their
+    /// own, recorded as nothing) fold into the pre kernel, which reads the ReLU's input.
+    relu_pre: Vec<(usize, usize, usize)>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
@@ -122,13 +126,14 @@ fn off(kind: &str) -> bool {
 }
 
 impl Plan {
-    pub fn new(graph: *mut sys::ggml_cgraph) -> Plan {
+    pub fn new(graph: *mut sys::ggml_cgraph, gpu: &Gpu) -> Plan {
         if off("all") {
             return Plan {
                 fusable: Vec::new(),
                 triples: Vec::new(),
                 res_triples: Vec::new(),
                 pre_triples: Vec::new(),
+                relu_pre: Vec::new(),
                 ternary_inputs: Vec::new(),
             };
         }
@@ -189,6 +194,7 @@ impl Plan {
                 triples: Vec::new(),
                 res_triples: Vec::new(),
                 pre_triples: Vec::new(),
+                relu_pre: Vec::new(),
                 ternary_inputs,
             };
         }
@@ -228,12 +234,34 @@ impl Plan {
         let triples: Vec<usize> = triple_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let res_triples: Vec<usize> = res_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let pre_triples: Vec<usize> = pre_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
-        let fusable = pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
-        Plan { fusable, triples, res_triples, pre_triples, ternary_inputs }
+        let fusable: Vec<usize> =
+            pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
+        let relu_pre = if off("relu2") || !gpu.fast_kernels() || !gpu.has_pipeline("mv_rms_norm_mul_q8_pre_relu2_f32") {
+            Vec::new()
+        } else {
+            relu_into_pre(graph, n, &pre_triples, &fusable)
+        };
+        let mut plan = Plan { fusable, triples, res_triples, pre_triples, relu_pre, ternary_inputs };
+        if !plan.relu_pre.is_empty() {
+            // Both ends must start a recording unit (`schedule::order` cuts units greedily).
+            let mut starts = Vec::new();
+            let mut i = 0usize;
+            while i < n as usize {
+                starts.push(i);
+                i += plan.len(i);
+            }
+            plan.relu_pre.retain(|e| starts.binary_search(&e.0).is_ok() && starts.binary_search(&e.1).is_ok());
+        }
+        plan
     }
 
     /// Record node `i` fused with the nodes after it if possible: how many nodes were
     /// recorded (0: none, node `i` is to be recorded alone).
+    /// A tensor the unit at `i` reads besides its nodes' operands (for `schedule`).
+    pub fn extra_read(&self, i: usize) -> Option<*const sys::ggml_tensor> {
+        self.relu_pre.iter().find(|r| r.0 == i).map(|r| r.2 as *const sys::ggml_tensor)
+    }
+
     /// Nodes from `i` on that `encode` may fuse into one unit (1: none).
     pub fn len(&self, i: usize) -> usize {
         let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
@@ -255,6 +283,9 @@ impl Plan {
     }
 
     pub fn encode(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32) -> Result<i32> {
+        if self.relu_pre.iter().any(|r| r.1 == i as usize) {
+            return Ok(2); // RELU and SQR: computed by the pre kernel that reads them
+        }
         if self.res_triples.binary_search(&(i as usize)).is_ok() {
             let (mm, mul, add) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
             let r = residual_of(mul, add).expect("checked by Plan::new");
@@ -264,8 +295,11 @@ impl Plan {
         }
         if self.pre_triples.binary_search(&(i as usize)).is_ok() && rec.gpu().fast_kernels() {
             let (m, norm, wmul) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            let relu_in = self.extra_read(i as usize);
             if rec.gpu().has_pipeline("mv_rms_norm_mul_q8_pre_f32") {
-                let (x, x2, w) = (src(m, 0), src(m, 1), src(wmul, 1));
+                let (x, x2, w) = (relu_in.unwrap_or(src(m, 0)), src(m, 1), src(wmul, 1));
+                let kernel =
+                    if relu_in.is_some() { "mv_rms_norm_mul_q8_pre_relu2_f32" } else { "mv_rms_norm_mul_q8_pre_f32" };
                 let mut p = Push::default();
                 (p.a_ne, p.a_nb) = shape(x, 4);
                 (p.b_ne, p.b_nb) = shape(w, 4);
@@ -279,7 +313,7 @@ impl Plan {
                 p.m1[2] = (nel / 4) as u32;
                 p.m1[3] = q.elem_off;
                 p.d_ne = [a2.elem_off, 0, 0, 0];
-                rec.dispatch5("mv_rms_norm_mul_q8_pre_f32", a, Some(b), d, Some(q), true, a2, p, rows)?;
+                rec.dispatch5(kernel, a, Some(b), d, Some(q), true, a2, p, rows)?;
                 rec.rounded.push((wmul, crate::matvec::ROUNDED_Q8, q));
                 return Ok(3);
             }
@@ -354,4 +388,53 @@ impl Plan {
             _ => Ok(0),
         }
     }
+}
+
+/// Pre triples (MUL, RMS_NORM, MUL) whose first MUL reads SQR(RELU(x)) computed a few nodes
+/// earlier by a fusable RELU+SQR pair, each used only there: (head, RELU index, x). Only
+/// where nothing recorded between the pair and the MUL writes memory overlapping x (the
+/// fused kernel reads x after them; ggml-alloc may reuse x's memory once the RELU is done).
+fn relu_into_pre(graph: *mut sys::ggml_cgraph, n: i32, pre: &[usize], fusable: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut found = Vec::new();
+    // SAFETY: t is a live tensor.
+    let output = |t: *const sys::ggml_tensor| unsafe { (*t).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
+    for &m in pre {
+        let mt = node(graph, m as i32);
+        let sq = src(mt, 0);
+        if op_of(sq) != sys::GGML_OP_SQR {
+            continue;
+        }
+        let Some(r) = (m.saturating_sub(8)..m.saturating_sub(1)).find(|&r| node(graph, r as i32 + 1) == sq) else {
+            continue;
+        };
+        let (relu, x) = (node(graph, r as i32), src(src(sq, 0), 0));
+        if fusable.binary_search(&r).is_err() || !relu_sqr(relu, sq) || output(sq) || output(relu) {
+            continue;
+        }
+        if x.is_null() || nb(x) != nb(sq) || nb(sq) != nb(src(mt, 1)) {
+            continue;
+        }
+        let Ok((xa, xo)) = crate::dispatch::locate(x) else { continue };
+        let (xlo, xhi) = (xo, xo + crate::dispatch::span(x));
+        let clobbered = (r + 2..m).any(|j| {
+            let t = node(graph, j as i32);
+            !crate::ops::is_noop(op_of(t))
+                && crate::dispatch::locate(t).map_or(true, |(a, o)| {
+                    a.buffer == xa.buffer && o < xhi && xlo < o + crate::dispatch::span(t).max(1)
+                })
+        });
+        // SQR used once (by the MUL); the RELU's single use is the pair's condition.
+        let uses = (0..n)
+            .map(|j| node(graph, j))
+            .map(|t| {
+                // SAFETY: t is a live tensor.
+                let view = unsafe { (*t).view_src } == sq as *mut _;
+                (0..sys::GGML_MAX_SRC as usize).filter(|&k| src(t, k) == sq).count() + view as usize
+            })
+            .sum::<usize>();
+        if !clobbered && uses == 1 {
+            found.push((m, r, x as usize));
+        }
+    }
+    found
 }

@@ -90,8 +90,13 @@ fn writes_only_itself(op: sys::ggml_op) -> bool {
 }
 
 /// The recording units `(first node, node count)` in recording order. `len(i)` is the
-/// number of nodes starting at `i` that one fused kernel may cover (1: none).
-pub(crate) fn order(graph: *mut sys::ggml_cgraph, len: impl Fn(usize) -> usize) -> Vec<(i32, i32)> {
+/// number of nodes starting at `i` that one fused kernel may cover (1: none);
+/// `extra_read(i)`, a tensor the unit at `i` reads besides its nodes' operands.
+pub(crate) fn order(
+    graph: *mut sys::ggml_cgraph,
+    len: impl Fn(usize) -> usize,
+    extra_read: impl Fn(usize) -> Option<*const sys::ggml_tensor>,
+) -> Vec<(i32, i32)> {
     // SAFETY: graph is live for the call.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     let mut units = Vec::new();
@@ -107,6 +112,10 @@ pub(crate) fn order(graph: *mut sys::ggml_cgraph, len: impl Fn(usize) -> usize) 
     // Operand ranges of every unit: (range, written).
     let mut ops: Vec<(usize, Range, bool)> = Vec::with_capacity(units.len() * 4);
     for (u, &(first, k)) in units.iter().enumerate() {
+        if let Some(x) = extra_read(first as usize) {
+            let Some(r) = range(x) else { return units };
+            ops.push((u, r, false));
+        }
         for j in first..first + k {
             let t = node(graph, j);
             let kind = op_of(t);

@@ -944,3 +944,40 @@ fn level_order_saves_barriers() {
     trit_vulkan::set_reorder(true);
     assert!(barriers[1] < barriers[0], "barriers in ggml's order / by level: {barriers:?}");
 }
+
+/// BitNet's FFN in llama.cpp's node order: gate product and scale, RELU, SQR, up product
+/// and scale, gate * up, sub-norm, weight, down product. RELU and SQR fold into the
+/// sub-norm kernel (no relu_sqr dispatch) where they have no other use; with another use
+/// of the SQR they run as before. Decode and odd column counts.
+#[test]
+fn relu_sqr_folded_into_sub_norm() {
+    let Some((_g, b)) = setup() else { return };
+    for (cols, extra_use) in [(1i64, false), (3, false), (1, true)] {
+        let build: Builder = &|ctx, ins| unsafe {
+            let (k, f) = (256i64, 512i64);
+            let h = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+            let wg = input(ctx, ins, TQ2, &[k, f], Fill::Uniform);
+            let wu = input(ctx, ins, TQ2, &[k, f], Fill::Uniform);
+            let wd = input(ctx, ins, TQ2, &[f, k], Fill::Uniform);
+            let (sg, su) = (input(ctx, ins, F32, &[1], Fill::Uniform), input(ctx, ins, F32, &[1], Fill::Uniform));
+            let nw = input(ctx, ins, F32, &[f], Fill::Uniform);
+            let gate = sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, wg, h), sg);
+            let sq = sys::ggml_sqr(ctx, sys::ggml_relu(ctx, gate));
+            let up = sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, wu, h), su);
+            let m = sys::ggml_mul(ctx, sq, up);
+            let y = sys::ggml_mul_mat(ctx, wd, sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, m, 1e-5), nw));
+            if extra_use {
+                sys::ggml_add(ctx, y, sys::ggml_view_2d(ctx, sq, k, cols, (*sq).nb[1], 0))
+            } else {
+                y
+            }
+        };
+        let before = trit_vulkan::dispatch_count();
+        check(&b, &format!("ffn relu^2 into sub-norm cols={cols} extra_use={extra_use}"), build, 1e-6);
+        let n = trit_vulkan::dispatch_count() - before;
+        if !extra_use {
+            // Rounding of h, gate, up, sub-norm (with ReLU^2), down.
+            assert_eq!(n, 5, "dispatches");
+        }
+    }
+}
