@@ -27,6 +27,9 @@ pub(crate) struct Plan {
     /// (pre triple head, ReLU node index, ReLU input): the ReLU and SQR (a unit of their
     /// own, recorded as nothing) fold into the pre kernel, which reads the ReLU's input.
     relu_pre: Vec<(usize, usize, usize)>,
+    /// MUL_MAT, PERMUTE of it, CONT of that (attention's KQV back to rows): the product
+    /// stores straight into the CONT's memory.
+    perm_triples: Vec<usize>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
@@ -59,6 +62,23 @@ fn mul_norm(m: *const sys::ggml_tensor, norm: *const sys::ggml_tensor, w: *const
         && ne(src(m, 1)) == ne(m)
         && nb(src(m, 0)) == nb(src(m, 1))
         && ne(m)[0] % 256 == 0
+}
+
+/// MUL_MAT (f32 result), PERMUTE of it, CONT of the permuted view into a contiguous f32
+/// tensor of as many elements.
+fn mm_permute_cont(mm: *const sys::ggml_tensor, perm: *const sys::ggml_tensor, cont: *const sys::ggml_tensor) -> bool {
+    op_of(mm) == sys::GGML_OP_MUL_MAT
+        && op_of(perm) == sys::GGML_OP_PERMUTE
+        && src(perm, 0) == mm
+        && op_of(cont) == sys::GGML_OP_CONT
+        && src(cont, 0) == perm
+        && ty(mm) == F32
+        && ty(cont) == F32
+        && nelements(cont) == nelements(mm)
+        // SAFETY: cont is a live tensor.
+        && unsafe { sys::ggml_is_contiguous(cont) }
+        && (0..4).all(|k| crate::ops::param_u32(perm, k) < 4)
+        && nelements(mm) < u32::MAX as u64 / 2
 }
 
 /// RELU, then SQR of it, f32, same shapes.
@@ -134,6 +154,7 @@ impl Plan {
                 res_triples: Vec::new(),
                 pre_triples: Vec::new(),
                 relu_pre: Vec::new(),
+                perm_triples: Vec::new(),
                 ternary_inputs: Vec::new(),
             };
         }
@@ -151,6 +172,7 @@ impl Plan {
         ternary_inputs.sort_unstable();
         let (mut pair_heads, mut triple_heads) = (Vec::new(), Vec::new());
         let (mut res_heads, mut pre_heads) = (Vec::new(), Vec::new());
+        let mut perm_heads = Vec::new();
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
             if output(cur) {
@@ -176,6 +198,9 @@ impl Plan {
                 {
                     res_heads.push(i as usize);
                 }
+                if !off("perm") && mm_permute_cont(cur, next, third) {
+                    perm_heads.push(i as usize);
+                }
                 let quantized = ternary_inputs.binary_search(&(third as usize)).is_ok();
                 if quantized && !off("pre") && mul_norm(cur, next, third) {
                     pre_heads.push(i as usize);
@@ -184,7 +209,7 @@ impl Plan {
         }
         // The nodes whose single use decides: pair heads, and both intermediates of triples.
         let mut cand: Vec<(usize, usize)> = pair_heads.iter().map(|&i| (node(graph, i as i32) as usize, i)).collect();
-        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads) {
+        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads).chain(&perm_heads) {
             cand.push((node(graph, i as i32) as usize, i));
             cand.push((node(graph, i as i32 + 1) as usize, i + 1));
         }
@@ -195,6 +220,7 @@ impl Plan {
                 res_triples: Vec::new(),
                 pre_triples: Vec::new(),
                 relu_pre: Vec::new(),
+                perm_triples: Vec::new(),
                 ternary_inputs,
             };
         }
@@ -234,6 +260,14 @@ impl Plan {
         let triples: Vec<usize> = triple_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let res_triples: Vec<usize> = res_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let pre_triples: Vec<usize> = pre_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
+        // The product is counted three times by its PERMUTE and CONT (a source, and the view
+        // root of the PERMUTE and of the CONT's source): any other use makes it more.
+        let uses_of = |i: usize| {
+            let p = node(graph, i as i32) as usize;
+            cand.binary_search_by_key(&p, |c| c.0).map_or(0, |k| uses[k])
+        };
+        let perm_triples: Vec<usize> =
+            perm_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
         let fusable: Vec<usize> =
             pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
         let relu_pre = if off("relu2") || !gpu.fast_kernels() || !gpu.has_pipeline("mv_rms_norm_mul_q8_pre_relu2_f32") {
@@ -241,7 +275,7 @@ impl Plan {
         } else {
             relu_into_pre(graph, n, &pre_triples, &fusable)
         };
-        let mut plan = Plan { fusable, triples, res_triples, pre_triples, relu_pre, ternary_inputs };
+        let mut plan = Plan { fusable, triples, res_triples, pre_triples, relu_pre, perm_triples, ternary_inputs };
         if !plan.relu_pre.is_empty() {
             // Both ends must start a recording unit (`schedule::order` cuts units greedily).
             let mut starts = Vec::new();
@@ -265,7 +299,7 @@ impl Plan {
     /// Nodes from `i` on that `encode` may fuse into one unit (1: none).
     pub fn len(&self, i: usize) -> usize {
         let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
-        if has(&self.res_triples) || has(&self.pre_triples) || has(&self.triples) {
+        if has(&self.res_triples) || has(&self.pre_triples) || has(&self.triples) || has(&self.perm_triples) {
             3
         } else if has(&self.fusable) {
             2
@@ -290,6 +324,21 @@ impl Plan {
             let (mm, mul, add) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
             let r = residual_of(mul, add).expect("checked by Plan::new");
             if crate::matvec::encode_fused(rec, mm, Some((mul, src(mul, 1))), Some((add, r)))? {
+                return Ok(3);
+            }
+        }
+        if self.perm_triples.binary_search(&(i as usize)).is_ok() {
+            let (mm, perm, cont) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            // Product dimension k is the permuted view's dimension axis[k]; the CONT lays the
+            // view out contiguously.
+            let nv = ne(perm);
+            let mut cs = [1u32; 4];
+            for d in 1..4 {
+                cs[d] = cs[d - 1] * nv[d - 1] as u32;
+            }
+            let axis = [0, 1, 2, 3].map(|k| crate::ops::param_u32(perm, k) as usize);
+            let strides = axis.map(|a| cs[a]);
+            if crate::matvec::encode_to(rec, mm, None, None, Some((cont, strides)))? {
                 return Ok(3);
             }
         }

@@ -981,3 +981,33 @@ fn relu_sqr_folded_into_sub_norm() {
         }
     }
 }
+
+/// Attention's KQV product, PERMUTE(0, 2, 1, 3) and CONT back to rows (llama.cpp's graph
+/// without flash attention): the product stores straight into the CONT's memory. Decode
+/// (one query row) and several rows, odd head counts; also with the product used again
+/// (then not folded).
+#[test]
+fn permuted_product_into_cont() {
+    let Some((_g, b)) = setup() else { return };
+    for (tokens, heads, extra_use) in [(1i64, 5i64, false), (3, 3, false), (1, 4, true)] {
+        let build: Builder = &|ctx, ins| unsafe {
+            let (hd, kv) = (64i64, 40i64);
+            let v = input(ctx, ins, F16, &[kv, hd, heads], Fill::Uniform);
+            let kq = input(ctx, ins, F32, &[kv, tokens, heads], Fill::Uniform);
+            let kqv = sys::ggml_mul_mat(ctx, v, kq);
+            let cur = sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), hd * heads, tokens);
+            if extra_use {
+                let flat = sys::ggml_reshape_2d(ctx, sys::ggml_cont(ctx, kqv), hd * heads, tokens);
+                sys::ggml_add(ctx, cur, flat)
+            } else {
+                sys::ggml_scale(ctx, cur, 1.0)
+            }
+        };
+        let before = trit_vulkan::dispatch_count();
+        check(&b, &format!("kqv permute cont tokens={tokens} heads={heads} extra_use={extra_use}"), build, NMSE_MM);
+        if !extra_use {
+            // The product (into the CONT's memory) and the SCALE.
+            assert_eq!(trit_vulkan::dispatch_count() - before, 2, "dispatches");
+        }
+    }
+}
