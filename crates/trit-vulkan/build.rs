@@ -79,6 +79,7 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("soft_max_f32", "soft_max.comp", &["M_T=float"]),
     ("soft_max_f16", "soft_max.comp", &["M_T=float16_t"]),
     ("rope_f32", "rope.comp", &[]),
+    ("rope_set_rows_f16_i64", "rope.comp", &["SET_ROWS"]),
     ("get_rows_f32", "get_rows.comp", &["A_T=float"]),
     ("get_rows_f16", "get_rows.comp", &["A_T=float16_t"]),
     ("set_rows_f32_i64", "set_rows.comp", &["D_T=float", "IDX64"]),

@@ -30,6 +30,9 @@ pub(crate) struct Plan {
     /// MUL_MAT, PERMUTE of it, CONT of that (attention's KQV back to rows): the product
     /// stores straight into the CONT's memory.
     perm_triples: Vec<usize>,
+    /// ROPE, RESHAPE of it to rows, SET_ROWS of those into an f16 cache (K's rotation and
+    /// cache write): one kernel.
+    rope_triples: Vec<usize>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
@@ -79,6 +82,31 @@ fn mm_permute_cont(mm: *const sys::ggml_tensor, perm: *const sys::ggml_tensor, c
         && unsafe { sys::ggml_is_contiguous(cont) }
         && (0..4).all(|k| crate::ops::param_u32(perm, k) < 4)
         && nelements(mm) < u32::MAX as u64 / 2
+}
+
+/// ROPE (as the backend runs it) of a 3-D f32 tensor, RESHAPE of its contiguous result to
+/// rows, SET_ROWS of those rows, by i64 indices, into a 2-D f16 tensor.
+fn rope_set_rows(rope: *const sys::ggml_tensor, view: *const sys::ggml_tensor, rows: *const sys::ggml_tensor) -> bool {
+    let r = ne(rope);
+    op_of(rope) == sys::GGML_OP_ROPE
+        && op_of(view) == sys::GGML_OP_RESHAPE
+        && src(view, 0) == rope
+        && op_of(rows) == sys::GGML_OP_SET_ROWS
+        && src(rows, 0) == view
+        && ty(rope) == F32
+        && ty(src(rope, 0)) == F32
+        && ty(rows) == sys::GGML_TYPE_F16
+        && ty(src(rows, 1)) == sys::GGML_TYPE_I64
+        && r[3] == 1
+        // SAFETY: rope is a live tensor.
+        && unsafe { sys::ggml_is_contiguous(rope) }
+        && ne(view) == [r[0] * r[1], r[2], 1, 1]
+        && ne(src(rows, 1))[0] == r[2]
+        && ne(src(rows, 1))[1..] == [1, 1, 1]
+        && nb(src(rows, 1))[0] == 8
+        && ne(rows)[0] == r[0] * r[1]
+        && ne(rows)[2..] == [1, 1]
+        && nb(rows)[0] == 2
 }
 
 /// RELU, then SQR of it, f32, same shapes.
@@ -155,6 +183,7 @@ impl Plan {
                 pre_triples: Vec::new(),
                 relu_pre: Vec::new(),
                 perm_triples: Vec::new(),
+                rope_triples: Vec::new(),
                 ternary_inputs: Vec::new(),
             };
         }
@@ -172,7 +201,7 @@ impl Plan {
         ternary_inputs.sort_unstable();
         let (mut pair_heads, mut triple_heads) = (Vec::new(), Vec::new());
         let (mut res_heads, mut pre_heads) = (Vec::new(), Vec::new());
-        let mut perm_heads = Vec::new();
+        let (mut perm_heads, mut rope_heads) = (Vec::new(), Vec::new());
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
             if output(cur) {
@@ -201,6 +230,9 @@ impl Plan {
                 if !off("perm") && mm_permute_cont(cur, next, third) {
                     perm_heads.push(i as usize);
                 }
+                if !off("rope") && rope_set_rows(cur, next, third) {
+                    rope_heads.push(i as usize);
+                }
                 let quantized = ternary_inputs.binary_search(&(third as usize)).is_ok();
                 if quantized && !off("pre") && mul_norm(cur, next, third) {
                     pre_heads.push(i as usize);
@@ -209,7 +241,7 @@ impl Plan {
         }
         // The nodes whose single use decides: pair heads, and both intermediates of triples.
         let mut cand: Vec<(usize, usize)> = pair_heads.iter().map(|&i| (node(graph, i as i32) as usize, i)).collect();
-        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads).chain(&perm_heads) {
+        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads).chain(&perm_heads).chain(&rope_heads) {
             cand.push((node(graph, i as i32) as usize, i));
             cand.push((node(graph, i as i32 + 1) as usize, i + 1));
         }
@@ -221,6 +253,7 @@ impl Plan {
                 pre_triples: Vec::new(),
                 relu_pre: Vec::new(),
                 perm_triples: Vec::new(),
+                rope_triples: Vec::new(),
                 ternary_inputs,
             };
         }
@@ -268,6 +301,9 @@ impl Plan {
         };
         let perm_triples: Vec<usize> =
             perm_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
+        // The same count for a ROPE under its RESHAPE and the SET_ROWS of that.
+        let rope_triples: Vec<usize> =
+            rope_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
         let fusable: Vec<usize> =
             pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
         let relu_pre = if off("relu2") || !gpu.fast_kernels() || !gpu.has_pipeline("mv_rms_norm_mul_q8_pre_relu2_f32") {
@@ -275,7 +311,8 @@ impl Plan {
         } else {
             relu_into_pre(graph, n, &pre_triples, &fusable)
         };
-        let mut plan = Plan { fusable, triples, res_triples, pre_triples, relu_pre, perm_triples, ternary_inputs };
+        let mut plan =
+            Plan { fusable, triples, res_triples, pre_triples, relu_pre, perm_triples, rope_triples, ternary_inputs };
         if !plan.relu_pre.is_empty() {
             // Both ends must start a recording unit (`schedule::order` cuts units greedily).
             let mut starts = Vec::new();
@@ -299,7 +336,12 @@ impl Plan {
     /// Nodes from `i` on that `encode` may fuse into one unit (1: none).
     pub fn len(&self, i: usize) -> usize {
         let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
-        if has(&self.res_triples) || has(&self.pre_triples) || has(&self.triples) || has(&self.perm_triples) {
+        if has(&self.res_triples)
+            || has(&self.pre_triples)
+            || has(&self.triples)
+            || has(&self.perm_triples)
+            || has(&self.rope_triples)
+        {
             3
         } else if has(&self.fusable) {
             2
@@ -326,6 +368,25 @@ impl Plan {
             if crate::matvec::encode_fused(rec, mm, Some((mul, src(mul, 1))), Some((add, r)))? {
                 return Ok(3);
             }
+        }
+        if self.rope_triples.binary_search(&(i as usize)).is_ok() && rec.gpu().has_pipeline("rope_set_rows_f16_i64") {
+            let (rope, rows) = (node(graph, i), node(graph, i + 2));
+            let (x, pos, ids) = (src(rope, 0), src(rope, 1), src(rows, 1));
+            let mut p = Push::default();
+            (p.a_ne, p.a_nb) = shape(x, 4);
+            (p.b_ne, p.b_nb) = shape(pos, 4);
+            (_, p.d_nb) = shape(rows, 2);
+            p.m1[1] = crate::ops::param_u32(rope, 1);
+            p.m1[2] = crate::ops::param_u32(rope, 2);
+            p.m1[3] = crate::ops::param_u32(rope, 5);
+            p.b_nb[1] = crate::ops::param_u32(rope, 6);
+            p.b_nb[2] = crate::ops::param_u32(rope, 8);
+            let n = nelements(x) / 2;
+            p.m0[1] = n as u32;
+            let (a, b, d, id) = (rec.bind(x, 4)?, rec.bind(pos, 4)?, rec.bind(rows, 2)?, rec.bind(ids, 8)?);
+            p.d_ne = [id.elem_off, (nb(ids)[0] / 8) as u32, 0, 0];
+            rec.dispatch_ex("rope_set_rows_f16_i64", a, Some(b), d, Some(id), false, p, n.div_ceil(256))?;
+            return Ok(3);
         }
         if self.perm_triples.binary_search(&(i as usize)).is_ok() {
             let (mm, perm, cont) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));

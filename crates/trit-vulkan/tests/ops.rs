@@ -1011,3 +1011,46 @@ fn permuted_product_into_cont() {
         }
     }
 }
+
+/// K's rotation, reshape to rows and SET_ROWS into an f16 cache by i64 indices (llama.cpp's
+/// KV write): one kernel. Decode and several tokens, both rope modes, partial rotation, odd
+/// head counts; the whole cache is compared (rows not written keep their values).
+#[test]
+fn rope_into_cache_rows() {
+    let Some((_g, b)) = setup() else { return };
+    for (tokens, heads, mode, n_dims) in
+        [(1i64, 3i64, 0, 64), (5, 2, sys::GGML_ROPE_TYPE_NEOX as i32, 64), (3, 5, sys::GGML_ROPE_TYPE_NEOX as i32, 32)]
+    {
+        let build: Builder = &|ctx, ins| unsafe {
+            let hd = 64i64;
+            let cache = input(ctx, ins, F16, &[hd * heads, 37], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[hd, heads, tokens], Fill::Uniform);
+            let pos = input(ctx, ins, I32, &[tokens], Fill::Index(300));
+            let idx = input(ctx, ins, I64, &[tokens], Fill::Distinct(37));
+            let r = sys::ggml_rope_ext(
+                ctx,
+                x,
+                pos,
+                std::ptr::null_mut(),
+                n_dims,
+                mode,
+                4096,
+                500000.0,
+                1.0,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            );
+            sys::ggml_set_rows(ctx, cache, sys::ggml_reshape_2d(ctx, r, hd * heads, tokens), idx)
+        };
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("rope > set_rows f16 tokens={tokens} heads={heads} mode={mode} n_dims={n_dims}"),
+            build,
+            NMSE_TR,
+        );
+        assert_eq!(trit_vulkan::dispatch_count() - before, 1, "dispatches");
+    }
+}
