@@ -256,6 +256,13 @@ impl Recorder {
         Ok(())
     }
 
+    /// The profile's host time of this graph counts from `t` (planning before `begin`).
+    pub fn began_at(&mut self, t: std::time::Instant) {
+        if let Some(p) = self.prof.as_mut() {
+            p.began_at(t);
+        }
+    }
+
     fn begin_cmd(&mut self) -> Result<()> {
         // SAFETY: the buffer is idle: either never submitted in this graph or, for chunk 0,
         // the previous graph's fence was waited on.

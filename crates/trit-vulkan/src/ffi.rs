@@ -398,6 +398,7 @@ unsafe extern "C" fn backend_graph_compute(
 }
 
 fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Result<()> {
+    let t0 = std::time::Instant::now();
     // SAFETY: graph is a live ggml graph for the duration of the call.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     let align = rec.gpu().min_storage_align;
@@ -408,6 +409,7 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     let plan = crate::fuse::Plan::new(graph, rec.gpu());
     let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));
     rec.begin()?;
+    rec.began_at(t0);
     for (first, k) in units {
         let mut i = first;
         while i < first + k {

@@ -84,12 +84,18 @@ fn mm_permute_cont(mm: *const sys::ggml_tensor, perm: *const sys::ggml_tensor, c
         && nelements(mm) < u32::MAX as u64 / 2
 }
 
-/// ROPE (as the backend runs it) of a 3-D f32 tensor, RESHAPE of its contiguous result to
-/// rows, SET_ROWS of those rows, by i64 indices, into a 2-D f16 tensor.
+/// ROPE (as the backend runs it) of a 3-D f32 tensor, RESHAPE (or whole contiguous VIEW) of
+/// its contiguous result to rows, SET_ROWS of those rows, by i64 indices, into a 2-D f16 tensor.
 fn rope_set_rows(rope: *const sys::ggml_tensor, view: *const sys::ggml_tensor, rows: *const sys::ggml_tensor) -> bool {
     let r = ne(rope);
     op_of(rope) == sys::GGML_OP_ROPE
-        && op_of(view) == sys::GGML_OP_RESHAPE
+        // RESHAPE, or a VIEW of all of it as contiguous rows (llama.cpp's KV write)
+        && (op_of(view) == sys::GGML_OP_RESHAPE
+            || (op_of(view) == sys::GGML_OP_VIEW
+                // SAFETY: view and rope are live tensors.
+                && unsafe { (*view).data == (*rope).data }
+                && nb(view)[0] == 4
+                && nb(view)[1] == (r[0] * r[1] * 4) as usize))
         && src(view, 0) == rope
         && op_of(rows) == sys::GGML_OP_SET_ROWS
         && src(rows, 0) == view
@@ -508,6 +514,27 @@ fn relu_into_pre(graph: *mut sys::ggml_cgraph, n: i32, pre: &[usize], fusable: &
     let mut found = Vec::new();
     // SAFETY: t is a live tensor.
     let output = |t: *const sys::ggml_tensor| unsafe { (*t).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
+    // Uses of each candidate SQR (as a source or a view root), counted in one pass.
+    let mut sqrs: Vec<(usize, usize)> = pre
+        .iter()
+        .map(|&m| src(node(graph, m as i32), 0))
+        .filter(|&t| op_of(t) == sys::GGML_OP_SQR)
+        .map(|t| (t as usize, 0))
+        .collect();
+    sqrs.sort_unstable();
+    if sqrs.is_empty() {
+        return found;
+    }
+    for j in 0..n {
+        let t = node(graph, j);
+        // SAFETY: t is a live tensor.
+        let view = unsafe { (*t).view_src } as *const sys::ggml_tensor;
+        for u in (0..sys::GGML_MAX_SRC as usize).map(|k| src(t, k)).chain(std::iter::once(view)) {
+            if let Ok(k) = sqrs.binary_search_by_key(&(u as usize), |e| e.0) {
+                sqrs[k].1 += 1;
+            }
+        }
+    }
     for &m in pre {
         let mt = node(graph, m as i32);
         let sq = src(mt, 0);
@@ -534,14 +561,7 @@ fn relu_into_pre(graph: *mut sys::ggml_cgraph, n: i32, pre: &[usize], fusable: &
                 })
         });
         // SQR used once (by the MUL); the RELU's single use is the pair's condition.
-        let uses = (0..n)
-            .map(|j| node(graph, j))
-            .map(|t| {
-                // SAFETY: t is a live tensor.
-                let view = unsafe { (*t).view_src } == sq as *mut _;
-                (0..sys::GGML_MAX_SRC as usize).filter(|&k| src(t, k) == sq).count() + view as usize
-            })
-            .sum::<usize>();
+        let uses = sqrs.binary_search_by_key(&(sq as usize), |e| e.0).map_or(0, |k| sqrs[k].1);
         if !clobbered && uses == 1 {
             found.push((m, r, x as usize));
         }

@@ -118,8 +118,8 @@ pub fn set_mat_vec_kernels(fast: bool, int_dot: bool) {
     }
 }
 
-/// Record graphs by dependency level (default) or in ggml's node order
-/// (`TRIT_VULKAN_NO_REORDER=1`); see `schedule.rs`.
+/// Record graphs by dependency level (`TRIT_VULKAN_REORDER=1`) or in ggml's node order
+/// (default); see `schedule.rs`.
 pub fn set_reorder(on: bool) {
     schedule::set_enabled(on);
 }
