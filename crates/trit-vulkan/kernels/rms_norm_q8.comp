@@ -33,7 +33,14 @@ layout(std430, binding = 3) writeonly buffer BufQ { uint qout[]; };
 // binding 4 from element d_ne.x, with A's strides), e.g. BitNet's gate * up before its
 // sub-norm.
 layout(std430, binding = 4) readonly buffer BufA2 { float a2[]; };
+#if defined(RELU2)
+// RELU2: A is the input of a ReLU then SQR whose result the MUL reads (BitNet's gate):
+// relu(A)^2 * A2, the same f32 operations as relu_sqr_f32 then the MUL.
+float relu2(float v) { const float r = max(v, 0.0); return r * r; }
+#define X(k) (relu2(a[a_base + (k) * pc.a_nb.x]) * a2[pc.d_ne.x + a_rel + (k) * pc.a_nb.x])
+#else
 #define X(k) (a[a_base + (k) * pc.a_nb.x] * a2[pc.d_ne.x + a_rel + (k) * pc.a_nb.x])
+#endif
 #else
 #define X(k) (a[a_base + (k) * pc.a_nb.x])
 #endif

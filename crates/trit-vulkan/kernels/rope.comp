@@ -6,7 +6,17 @@
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 1) readonly buffer BufB { int pos[]; };
+#if defined(SET_ROWS)
+// SET_ROWS: the result, as rows of a_ne.x * a_ne.y (a 2-D reshape; a_ne.w is 1), is stored
+// as f16 into row ids[d_ne.x + token * d_ne.y] (i64 indices, low word) of D, row stride
+// d_nb.y halves (the KV cache write that follows K's rotation).
+layout(std430, binding = 2) writeonly buffer BufD { float16_t d[]; };
+layout(std430, binding = 3) readonly buffer BufI { uvec2 ids[]; };
+#define STORE(e, v) d[drow + (e) * pc.d_nb.x] = float16_t(v)
+#else
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
+#define STORE(e, v) d[drow + (e) * pc.d_nb.x] = (v)
+#endif
 
 // One invocation per pair of elements: it reads both before writing both, so the op is
 // safe when ggml-alloc runs it in place (dst aliasing src0).
@@ -18,7 +28,11 @@ void main() {
     const uint n_dims = P0;
     const uint j = idx.x;
     const uint row = A_OFF + strided(uvec4(0, idx.yzw), pc.a_nb);
+#if defined(SET_ROWS)
+    const uint drow = D_OFF + idx.y * pc.a_ne.x * pc.d_nb.x + ids[pc.d_ne.x + idx.z * pc.d_ne.y].x * pc.d_nb.y;
+#else
     const uint drow = D_OFF + strided(uvec4(0, idx.yzw), pc.d_nb);
+#endif
     uint e0, e1;
     if (2 * j >= n_dims) {
         e0 = 2 * j; e1 = 2 * j + 1; // past the rotated dimensions: copied
@@ -30,8 +44,8 @@ void main() {
     const float x0 = a[row + e0 * pc.a_nb.x];
     const float x1 = a[row + e1 * pc.a_nb.x];
     if (2 * j >= n_dims) {
-        d[drow + e0 * pc.d_nb.x] = x0;
-        d[drow + e1 * pc.d_nb.x] = x1;
+        STORE(e0, x0);
+        STORE(e1, x1);
         return;
     }
     const float p = float(pos[B_OFF + idx.z]);
@@ -43,6 +57,6 @@ void main() {
 #else
     const float s = sin(theta) * mscale;
 #endif
-    d[drow + e0 * pc.d_nb.x] = x0 * c - x1 * s;
-    d[drow + e1 * pc.d_nb.x] = x0 * s + x1 * c;
+    STORE(e0, x0 * c - x1 * s);
+    STORE(e1, x0 * s + x1 * c);
 }

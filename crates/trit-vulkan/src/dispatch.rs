@@ -19,6 +19,8 @@ pub(crate) const MAX_BINDINGS: u32 = 5;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Compute-to-compute barriers recorded by every backend of this process (tests).
+pub(crate) static BARRIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const SETS_PER_POOL: u32 = 512;
 /// Dispatches per submitted chunk of a graph: a short first one to start the GPU early.
 const FIRST_CHUNK: u32 = 24;
@@ -254,6 +256,13 @@ impl Recorder {
         Ok(())
     }
 
+    /// The profile's host time of this graph counts from `t` (planning before `begin`).
+    pub fn began_at(&mut self, t: std::time::Instant) {
+        if let Some(p) = self.prof.as_mut() {
+            p.began_at(t);
+        }
+    }
+
     fn begin_cmd(&mut self) -> Result<()> {
         // SAFETY: the buffer is idle: either never submitted in this graph or, for chunk 0,
         // the previous graph's fence was waited on.
@@ -453,6 +462,7 @@ impl Recorder {
                 );
             }
             self.barriers += 1;
+            BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.reads.clear();
             self.writes.clear();
         }
@@ -558,6 +568,7 @@ impl Recorder {
                 );
             }
             self.barriers += 1;
+            BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.reads.clear();
             self.writes.clear();
         }

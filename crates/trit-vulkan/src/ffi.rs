@@ -408,6 +408,7 @@ unsafe extern "C" fn backend_graph_compute(
 }
 
 fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Result<()> {
+    let t0 = std::time::Instant::now();
     // SAFETY: graph is a live ggml graph for the duration of the call.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     let align = rec.gpu().min_storage_align;
@@ -419,21 +420,25 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
         eprintln!("trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch", scratch as f64 / MIB);
     }
     rec.reserve_scratch(scratch)?;
-    let plan = crate::fuse::Plan::new(graph);
+    let plan = crate::fuse::Plan::new(graph, rec.gpu());
+    let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));
     rec.begin()?;
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i < n_nodes.
-        let node = unsafe { sys::ggml_graph_node(graph, i) };
-        let r = match plan.encode(rec, graph, i) {
-            Ok(0) => crate::ops::encode(rec, node).map(|()| 1),
-            r => r, // nodes fused into one dispatch
-        };
-        match r {
-            Ok(k) => i += k,
-            Err(e) => {
-                rec.abort();
-                return Err(e);
+    rec.began_at(t0);
+    for (first, k) in units {
+        let mut i = first;
+        while i < first + k {
+            // SAFETY: i < n_nodes.
+            let node = unsafe { sys::ggml_graph_node(graph, i) };
+            let r = match plan.encode_within(rec, graph, i, first + k - i) {
+                Ok(0) => crate::ops::encode(rec, node).map(|()| 1),
+                r => r, // nodes fused into one dispatch
+            };
+            match r {
+                Ok(k) => i += k,
+                Err(e) => {
+                    rec.abort();
+                    return Err(e);
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use trit_sys as sys;
 
 use crate::dispatch::{Push, Recorder};
 use crate::error::Result;
+use crate::gpu::Gpu;
 use crate::ops::{nb, ne, nelements, op_of, shape, src, ty, F32, TQ1, TQ2};
 
 /// Indices of the nodes of a graph that may be fused with their successor (pairs) or two
@@ -23,6 +24,15 @@ pub(crate) struct Plan {
     res_triples: Vec<usize>,
     /// MUL, RMS_NORM of it, MUL by the norm weight (gate * up before the FFN sub-norm).
     pre_triples: Vec<usize>,
+    /// (pre triple head, ReLU node index, ReLU input): the ReLU and SQR (a unit of their
+    /// own, recorded as nothing) fold into the pre kernel, which reads the ReLU's input.
+    relu_pre: Vec<(usize, usize, usize)>,
+    /// MUL_MAT, PERMUTE of it, CONT of that (attention's KQV back to rows): the product
+    /// stores straight into the CONT's memory.
+    perm_triples: Vec<usize>,
+    /// ROPE, RESHAPE of it to rows, SET_ROWS of those into an f16 cache (K's rotation and
+    /// cache write): one kernel.
+    rope_triples: Vec<usize>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
@@ -55,6 +65,54 @@ fn mul_norm(m: *const sys::ggml_tensor, norm: *const sys::ggml_tensor, w: *const
         && ne(src(m, 1)) == ne(m)
         && nb(src(m, 0)) == nb(src(m, 1))
         && ne(m)[0] % 256 == 0
+}
+
+/// MUL_MAT (f32 result), PERMUTE of it, CONT of the permuted view into a contiguous f32
+/// tensor of as many elements.
+fn mm_permute_cont(mm: *const sys::ggml_tensor, perm: *const sys::ggml_tensor, cont: *const sys::ggml_tensor) -> bool {
+    op_of(mm) == sys::GGML_OP_MUL_MAT
+        && op_of(perm) == sys::GGML_OP_PERMUTE
+        && src(perm, 0) == mm
+        && op_of(cont) == sys::GGML_OP_CONT
+        && src(cont, 0) == perm
+        && ty(mm) == F32
+        && ty(cont) == F32
+        && nelements(cont) == nelements(mm)
+        // SAFETY: cont is a live tensor.
+        && unsafe { sys::ggml_is_contiguous(cont) }
+        && (0..4).all(|k| crate::ops::param_u32(perm, k) < 4)
+        && nelements(mm) < u32::MAX as u64 / 2
+}
+
+/// ROPE (as the backend runs it) of a 3-D f32 tensor, RESHAPE (or whole contiguous VIEW) of
+/// its contiguous result to rows, SET_ROWS of those rows, by i64 indices, into a 2-D f16 tensor.
+fn rope_set_rows(rope: *const sys::ggml_tensor, view: *const sys::ggml_tensor, rows: *const sys::ggml_tensor) -> bool {
+    let r = ne(rope);
+    op_of(rope) == sys::GGML_OP_ROPE
+        // RESHAPE, or a VIEW of all of it as contiguous rows (llama.cpp's KV write)
+        && (op_of(view) == sys::GGML_OP_RESHAPE
+            || (op_of(view) == sys::GGML_OP_VIEW
+                // SAFETY: view and rope are live tensors.
+                && unsafe { (*view).data == (*rope).data }
+                && nb(view)[0] == 4
+                && nb(view)[1] == (r[0] * r[1] * 4) as usize))
+        && src(view, 0) == rope
+        && op_of(rows) == sys::GGML_OP_SET_ROWS
+        && src(rows, 0) == view
+        && ty(rope) == F32
+        && ty(src(rope, 0)) == F32
+        && ty(rows) == sys::GGML_TYPE_F16
+        && ty(src(rows, 1)) == sys::GGML_TYPE_I64
+        && r[3] == 1
+        // SAFETY: rope is a live tensor.
+        && unsafe { sys::ggml_is_contiguous(rope) }
+        && ne(view) == [r[0] * r[1], r[2], 1, 1]
+        && ne(src(rows, 1))[0] == r[2]
+        && ne(src(rows, 1))[1..] == [1, 1, 1]
+        && nb(src(rows, 1))[0] == 8
+        && ne(rows)[0] == r[0] * r[1]
+        && ne(rows)[2..] == [1, 1]
+        && nb(rows)[0] == 2
 }
 
 /// RELU, then SQR of it, f32, same shapes.
@@ -122,13 +180,16 @@ fn off(kind: &str) -> bool {
 }
 
 impl Plan {
-    pub fn new(graph: *mut sys::ggml_cgraph) -> Plan {
+    pub fn new(graph: *mut sys::ggml_cgraph, gpu: &Gpu) -> Plan {
         if off("all") {
             return Plan {
                 fusable: Vec::new(),
                 triples: Vec::new(),
                 res_triples: Vec::new(),
                 pre_triples: Vec::new(),
+                relu_pre: Vec::new(),
+                perm_triples: Vec::new(),
+                rope_triples: Vec::new(),
                 ternary_inputs: Vec::new(),
             };
         }
@@ -146,6 +207,7 @@ impl Plan {
         ternary_inputs.sort_unstable();
         let (mut pair_heads, mut triple_heads) = (Vec::new(), Vec::new());
         let (mut res_heads, mut pre_heads) = (Vec::new(), Vec::new());
+        let (mut perm_heads, mut rope_heads) = (Vec::new(), Vec::new());
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
             if output(cur) {
@@ -171,6 +233,12 @@ impl Plan {
                 {
                     res_heads.push(i as usize);
                 }
+                if !off("perm") && mm_permute_cont(cur, next, third) {
+                    perm_heads.push(i as usize);
+                }
+                if !off("rope") && rope_set_rows(cur, next, third) {
+                    rope_heads.push(i as usize);
+                }
                 let quantized = ternary_inputs.binary_search(&(third as usize)).is_ok();
                 if quantized && !off("pre") && mul_norm(cur, next, third) {
                     pre_heads.push(i as usize);
@@ -179,7 +247,7 @@ impl Plan {
         }
         // The nodes whose single use decides: pair heads, and both intermediates of triples.
         let mut cand: Vec<(usize, usize)> = pair_heads.iter().map(|&i| (node(graph, i as i32) as usize, i)).collect();
-        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads) {
+        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads).chain(&perm_heads).chain(&rope_heads) {
             cand.push((node(graph, i as i32) as usize, i));
             cand.push((node(graph, i as i32 + 1) as usize, i + 1));
         }
@@ -189,6 +257,9 @@ impl Plan {
                 triples: Vec::new(),
                 res_triples: Vec::new(),
                 pre_triples: Vec::new(),
+                relu_pre: Vec::new(),
+                perm_triples: Vec::new(),
+                rope_triples: Vec::new(),
                 ternary_inputs,
             };
         }
@@ -228,13 +299,75 @@ impl Plan {
         let triples: Vec<usize> = triple_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let res_triples: Vec<usize> = res_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let pre_triples: Vec<usize> = pre_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
-        let fusable = pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
-        Plan { fusable, triples, res_triples, pre_triples, ternary_inputs }
+        // The product is counted three times by its PERMUTE and CONT (a source, and the view
+        // root of the PERMUTE and of the CONT's source): any other use makes it more.
+        let uses_of = |i: usize| {
+            let p = node(graph, i as i32) as usize;
+            cand.binary_search_by_key(&p, |c| c.0).map_or(0, |k| uses[k])
+        };
+        let perm_triples: Vec<usize> =
+            perm_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
+        // The same count for a ROPE under its RESHAPE and the SET_ROWS of that.
+        let rope_triples: Vec<usize> =
+            rope_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
+        let fusable: Vec<usize> =
+            pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
+        let relu_pre = if off("relu2") || !gpu.fast_kernels() || !gpu.has_pipeline("mv_rms_norm_mul_q8_pre_relu2_f32") {
+            Vec::new()
+        } else {
+            relu_into_pre(graph, n, &pre_triples, &fusable)
+        };
+        let mut plan =
+            Plan { fusable, triples, res_triples, pre_triples, relu_pre, perm_triples, rope_triples, ternary_inputs };
+        if !plan.relu_pre.is_empty() {
+            // Both ends must start a recording unit (`schedule::order` cuts units greedily).
+            let mut starts = Vec::new();
+            let mut i = 0usize;
+            while i < n as usize {
+                starts.push(i);
+                i += plan.len(i);
+            }
+            plan.relu_pre.retain(|e| starts.binary_search(&e.0).is_ok() && starts.binary_search(&e.1).is_ok());
+        }
+        plan
     }
 
     /// Record node `i` fused with the nodes after it if possible: how many nodes were
     /// recorded (0: none, node `i` is to be recorded alone).
+    /// A tensor the unit at `i` reads besides its nodes' operands (for `schedule`).
+    pub fn extra_read(&self, i: usize) -> Option<*const sys::ggml_tensor> {
+        self.relu_pre.iter().find(|r| r.0 == i).map(|r| r.2 as *const sys::ggml_tensor)
+    }
+
+    /// Nodes from `i` on that `encode` may fuse into one unit (1: none).
+    pub fn len(&self, i: usize) -> usize {
+        let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
+        if has(&self.res_triples)
+            || has(&self.pre_triples)
+            || has(&self.triples)
+            || has(&self.perm_triples)
+            || has(&self.rope_triples)
+        {
+            3
+        } else if has(&self.fusable) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// As [`Plan::encode`], fusing at most `max` nodes (the rest of node `i`'s unit).
+    pub fn encode_within(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32, max: i32) -> Result<i32> {
+        if self.len(i as usize) <= max as usize {
+            return self.encode(rec, graph, i);
+        }
+        Ok(0)
+    }
+
     pub fn encode(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32) -> Result<i32> {
+        if self.relu_pre.iter().any(|r| r.1 == i as usize) {
+            return Ok(2); // RELU and SQR: computed by the pre kernel that reads them
+        }
         if self.res_triples.binary_search(&(i as usize)).is_ok() {
             let (mm, mul, add) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
             let r = residual_of(mul, add).expect("checked by Plan::new");
@@ -242,10 +375,47 @@ impl Plan {
                 return Ok(3);
             }
         }
+        if self.rope_triples.binary_search(&(i as usize)).is_ok() && rec.gpu().has_pipeline("rope_set_rows_f16_i64") {
+            let (rope, rows) = (node(graph, i), node(graph, i + 2));
+            let (x, pos, ids) = (src(rope, 0), src(rope, 1), src(rows, 1));
+            let mut p = Push::default();
+            (p.a_ne, p.a_nb) = shape(x, 4);
+            (p.b_ne, p.b_nb) = shape(pos, 4);
+            (_, p.d_nb) = shape(rows, 2);
+            p.m1[1] = crate::ops::param_u32(rope, 1);
+            p.m1[2] = crate::ops::param_u32(rope, 2);
+            p.m1[3] = crate::ops::param_u32(rope, 5);
+            p.b_nb[1] = crate::ops::param_u32(rope, 6);
+            p.b_nb[2] = crate::ops::param_u32(rope, 8);
+            let n = nelements(x) / 2;
+            p.m0[1] = n as u32;
+            let (a, b, d, id) = (rec.bind(x, 4)?, rec.bind(pos, 4)?, rec.bind(rows, 2)?, rec.bind(ids, 8)?);
+            p.d_ne = [id.elem_off, (nb(ids)[0] / 8) as u32, 0, 0];
+            rec.dispatch_ex("rope_set_rows_f16_i64", a, Some(b), d, Some(id), false, p, n.div_ceil(256))?;
+            return Ok(3);
+        }
+        if self.perm_triples.binary_search(&(i as usize)).is_ok() {
+            let (mm, perm, cont) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            // Product dimension k is the permuted view's dimension axis[k]; the CONT lays the
+            // view out contiguously.
+            let nv = ne(perm);
+            let mut cs = [1u32; 4];
+            for d in 1..4 {
+                cs[d] = cs[d - 1] * nv[d - 1] as u32;
+            }
+            let axis = [0, 1, 2, 3].map(|k| crate::ops::param_u32(perm, k) as usize);
+            let strides = axis.map(|a| cs[a]);
+            if crate::matvec::encode_to(rec, mm, None, None, Some((cont, strides)))? {
+                return Ok(3);
+            }
+        }
         if self.pre_triples.binary_search(&(i as usize)).is_ok() && rec.gpu().fast_kernels() {
             let (m, norm, wmul) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            let relu_in = self.extra_read(i as usize);
             if rec.gpu().has_pipeline("mv_rms_norm_mul_q8_pre_f32") {
-                let (x, x2, w) = (src(m, 0), src(m, 1), src(wmul, 1));
+                let (x, x2, w) = (relu_in.unwrap_or(src(m, 0)), src(m, 1), src(wmul, 1));
+                let kernel =
+                    if relu_in.is_some() { "mv_rms_norm_mul_q8_pre_relu2_f32" } else { "mv_rms_norm_mul_q8_pre_f32" };
                 let mut p = Push::default();
                 (p.a_ne, p.a_nb) = shape(x, 4);
                 (p.b_ne, p.b_nb) = shape(w, 4);
@@ -259,7 +429,7 @@ impl Plan {
                 p.m1[2] = (nel / 4) as u32;
                 p.m1[3] = q.elem_off;
                 p.d_ne = [a2.elem_off, 0, 0, 0];
-                rec.dispatch5("mv_rms_norm_mul_q8_pre_f32", a, Some(b), d, Some(q), true, a2, p, rows)?;
+                rec.dispatch5(kernel, a, Some(b), d, Some(q), true, a2, p, rows)?;
                 rec.rounded.push((wmul, crate::matvec::ROUNDED_Q8, q));
                 return Ok(3);
             }
@@ -334,4 +504,67 @@ impl Plan {
             _ => Ok(0),
         }
     }
+}
+
+/// Pre triples (MUL, RMS_NORM, MUL) whose first MUL reads SQR(RELU(x)) computed a few nodes
+/// earlier by a fusable RELU+SQR pair, each used only there: (head, RELU index, x). Only
+/// where nothing recorded between the pair and the MUL writes memory overlapping x (the
+/// fused kernel reads x after them; ggml-alloc may reuse x's memory once the RELU is done).
+fn relu_into_pre(graph: *mut sys::ggml_cgraph, n: i32, pre: &[usize], fusable: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut found = Vec::new();
+    // SAFETY: t is a live tensor.
+    let output = |t: *const sys::ggml_tensor| unsafe { (*t).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
+    // Uses of each candidate SQR (as a source or a view root), counted in one pass.
+    let mut sqrs: Vec<(usize, usize)> = pre
+        .iter()
+        .map(|&m| src(node(graph, m as i32), 0))
+        .filter(|&t| op_of(t) == sys::GGML_OP_SQR)
+        .map(|t| (t as usize, 0))
+        .collect();
+    sqrs.sort_unstable();
+    if sqrs.is_empty() {
+        return found;
+    }
+    for j in 0..n {
+        let t = node(graph, j);
+        // SAFETY: t is a live tensor.
+        let view = unsafe { (*t).view_src } as *const sys::ggml_tensor;
+        for u in (0..sys::GGML_MAX_SRC as usize).map(|k| src(t, k)).chain(std::iter::once(view)) {
+            if let Ok(k) = sqrs.binary_search_by_key(&(u as usize), |e| e.0) {
+                sqrs[k].1 += 1;
+            }
+        }
+    }
+    for &m in pre {
+        let mt = node(graph, m as i32);
+        let sq = src(mt, 0);
+        if op_of(sq) != sys::GGML_OP_SQR {
+            continue;
+        }
+        let Some(r) = (m.saturating_sub(8)..m.saturating_sub(1)).find(|&r| node(graph, r as i32 + 1) == sq) else {
+            continue;
+        };
+        let (relu, x) = (node(graph, r as i32), src(src(sq, 0), 0));
+        if fusable.binary_search(&r).is_err() || !relu_sqr(relu, sq) || output(sq) || output(relu) {
+            continue;
+        }
+        if x.is_null() || nb(x) != nb(sq) || nb(sq) != nb(src(mt, 1)) {
+            continue;
+        }
+        let Ok((xa, xo)) = crate::dispatch::locate(x) else { continue };
+        let (xlo, xhi) = (xo, xo + crate::dispatch::span(x));
+        let clobbered = (r + 2..m).any(|j| {
+            let t = node(graph, j as i32);
+            !crate::ops::is_noop(op_of(t))
+                && crate::dispatch::locate(t).map_or(true, |(a, o)| {
+                    a.buffer == xa.buffer && o < xhi && xlo < o + crate::dispatch::span(t).max(1)
+                })
+        });
+        // SQR used once (by the MUL); the RELU's single use is the pair's condition.
+        let uses = sqrs.binary_search_by_key(&(sq as usize), |e| e.0).map_or(0, |k| sqrs[k].1);
+        if !clobbered && uses == 1 {
+            found.push((m, r, x as usize));
+        }
+    }
+    found
 }

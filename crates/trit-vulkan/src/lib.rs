@@ -24,6 +24,7 @@ mod kernels {
 mod matvec;
 mod ops;
 mod profile;
+mod schedule;
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -117,6 +118,12 @@ pub fn set_mat_vec_kernels(fast: bool, int_dot: bool) {
     }
 }
 
+/// Record graphs by dependency level (`TRIT_VULKAN_REORDER=1`) or in ggml's node order
+/// (default); see `schedule.rs`.
+pub fn set_reorder(on: bool) {
+    schedule::set_enabled(on);
+}
+
 /// Large ternary prompt products in 128 x 64 tiles (`TRIT_VULKAN_MMQ_BIG=1`) or 64 x 64
 /// (default).
 pub fn set_mmq_big_tiles(on: bool) {
@@ -150,4 +157,9 @@ pub fn allocated_bytes() -> (u64, u64) {
 /// Number of vkCmdDispatch calls recorded so far in this process (tiles count separately).
 pub fn dispatch_count() -> u64 {
     dispatch::DISPATCHES.load(Ordering::Relaxed)
+}
+
+/// Number of compute-to-compute pipeline barriers recorded so far in this process.
+pub fn barrier_count() -> u64 {
+    dispatch::BARRIERS.load(Ordering::Relaxed)
 }

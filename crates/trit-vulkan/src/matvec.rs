@@ -44,6 +44,18 @@ pub(crate) fn encode_fused(
     scaled: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
     residual: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
 ) -> Result<bool> {
+    encode_to(rec, op, scaled, residual, None)
+}
+
+/// As `encode_fused`; with `to` = (t, strides) the product is stored in `t`'s memory with
+/// these element strides per product dimension (a PERMUTE then CONT folded into the store).
+pub(crate) fn encode_to(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    scaled: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+    residual: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+    to: Option<(*const sys::ggml_tensor, [u32; 4])>,
+) -> Result<bool> {
     let gpu = rec.gpu().clone();
     if !gpu.limits.fast_mv.load(Ordering::Relaxed) {
         return Ok(false);
@@ -102,6 +114,13 @@ pub(crate) fn encode_fused(
         None => None,
     };
     (_, p.d_nb) = shape(out, 4);
+    let out = match to {
+        Some((t, strides)) => {
+            p.d_nb = strides;
+            t
+        }
+        None => out,
+    };
     let extra = match scaled {
         Some((_, s)) => {
             let sb = rec.bind(s, 4)?;

@@ -83,6 +83,11 @@ impl Profile {
         unsafe { gpu.device.cmd_write_timestamp(cmd, vk::PipelineStageFlags::BOTTOM_OF_PIPE, pool, q) };
     }
 
+    /// Count the host time of this graph from `t` (its fusion plan and recording order).
+    pub fn began_at(&mut self, t: Instant) {
+        self.began = t;
+    }
+
     /// After the fence: `submitted` is when the command buffer was submitted.
     pub fn finish(&mut self, gpu: &Gpu, submitted: Instant) {
         self.record += submitted - self.began;

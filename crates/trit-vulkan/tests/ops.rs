@@ -915,3 +915,148 @@ fn fused_quantization_is_bit_identical() {
     }
     assert_eq!(bad, 0);
 }
+
+/// Independent products recorded by dependency level: the same results as in ggml's order,
+/// with fewer barriers (ggml's order interleaves each product with its dependent scale).
+/// Odd row counts, a shared rounded input, and a product of the float output too.
+#[test]
+fn level_order_saves_barriers() {
+    let Some((_g, b)) = setup() else { return };
+    let build: Builder = &|ctx, ins| unsafe {
+        let x = input(ctx, ins, F32, &[512, 1], Fill::Uniform);
+        let mut outs = Vec::new();
+        for ty in [TQ2, TQ1, TQ2] {
+            let w = input(ctx, ins, ty, &[512, 37], Fill::Uniform);
+            let y = sys::ggml_scale(ctx, sys::ggml_mul_mat(ctx, w, x), 0.75);
+            outs.push(sys::ggml_relu(ctx, y));
+        }
+        let f = input(ctx, ins, F32, &[512, 37], Fill::Uniform);
+        let z = sys::ggml_scale(ctx, sys::ggml_mul_mat(ctx, f, x), 0.5);
+        sys::ggml_add(ctx, sys::ggml_add(ctx, sys::ggml_add(ctx, outs[0], outs[1]), outs[2]), z)
+    };
+    let mut barriers = Vec::new();
+    for on in [false, true] {
+        trit_vulkan::set_reorder(on);
+        let before = trit_vulkan::barrier_count();
+        check(&b, &format!("3 x relu(scale(tq(x))) + scale(f32(x)), reorder={on}"), build, 1e-6);
+        barriers.push(trit_vulkan::barrier_count() - before);
+    }
+    trit_vulkan::set_reorder(false);
+    assert!(barriers[1] < barriers[0], "barriers in ggml's order / by level: {barriers:?}");
+}
+
+/// BitNet's FFN in llama.cpp's node order: gate product and scale, RELU, SQR, up product
+/// and scale, gate * up, sub-norm, weight, down product. RELU and SQR fold into the
+/// sub-norm kernel (no relu_sqr dispatch) where they have no other use; with another use
+/// of the SQR they run as before. Decode and odd column counts.
+#[test]
+fn relu_sqr_folded_into_sub_norm() {
+    let Some((_g, b)) = setup() else { return };
+    for (cols, extra_use) in [(1i64, false), (3, false), (1, true)] {
+        let build: Builder = &|ctx, ins| unsafe {
+            let (k, f) = (256i64, 512i64);
+            let h = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+            let wg = input(ctx, ins, TQ2, &[k, f], Fill::Uniform);
+            let wu = input(ctx, ins, TQ2, &[k, f], Fill::Uniform);
+            let wd = input(ctx, ins, TQ2, &[f, k], Fill::Uniform);
+            let (sg, su) = (input(ctx, ins, F32, &[1], Fill::Uniform), input(ctx, ins, F32, &[1], Fill::Uniform));
+            let nw = input(ctx, ins, F32, &[f], Fill::Uniform);
+            let gate = sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, wg, h), sg);
+            let sq = sys::ggml_sqr(ctx, sys::ggml_relu(ctx, gate));
+            let up = sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, wu, h), su);
+            let m = sys::ggml_mul(ctx, sq, up);
+            let y = sys::ggml_mul_mat(ctx, wd, sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, m, 1e-5), nw));
+            if extra_use {
+                sys::ggml_add(ctx, y, sys::ggml_view_2d(ctx, sq, k, cols, (*sq).nb[1], 0))
+            } else {
+                y
+            }
+        };
+        let before = trit_vulkan::dispatch_count();
+        check(&b, &format!("ffn relu^2 into sub-norm cols={cols} extra_use={extra_use}"), build, 1e-6);
+        let n = trit_vulkan::dispatch_count() - before;
+        if !extra_use {
+            // Rounding of h, gate, up, sub-norm (with ReLU^2), down.
+            assert_eq!(n, 5, "dispatches");
+        }
+    }
+}
+
+/// Attention's KQV product, PERMUTE(0, 2, 1, 3) and CONT back to rows (llama.cpp's graph
+/// without flash attention): the product stores straight into the CONT's memory. Decode
+/// (one query row) and several rows, odd head counts; also with the product used again
+/// (then not folded).
+#[test]
+fn permuted_product_into_cont() {
+    let Some((_g, b)) = setup() else { return };
+    for (tokens, heads, extra_use) in [(1i64, 5i64, false), (3, 3, false), (1, 4, true)] {
+        let build: Builder = &|ctx, ins| unsafe {
+            let (hd, kv) = (64i64, 40i64);
+            let v = input(ctx, ins, F16, &[kv, hd, heads], Fill::Uniform);
+            let kq = input(ctx, ins, F32, &[kv, tokens, heads], Fill::Uniform);
+            let kqv = sys::ggml_mul_mat(ctx, v, kq);
+            let cur = sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), hd * heads, tokens);
+            if extra_use {
+                let flat = sys::ggml_reshape_2d(ctx, sys::ggml_cont(ctx, kqv), hd * heads, tokens);
+                sys::ggml_add(ctx, cur, flat)
+            } else {
+                sys::ggml_scale(ctx, cur, 1.0)
+            }
+        };
+        let before = trit_vulkan::dispatch_count();
+        check(&b, &format!("kqv permute cont tokens={tokens} heads={heads} extra_use={extra_use}"), build, NMSE_MM);
+        if !extra_use {
+            // The product (into the CONT's memory) and the SCALE.
+            assert_eq!(trit_vulkan::dispatch_count() - before, 2, "dispatches");
+        }
+    }
+}
+
+/// K's rotation, reshape to rows and SET_ROWS into an f16 cache by i64 indices (llama.cpp's
+/// KV write): one kernel. Decode and several tokens, both rope modes, partial rotation, odd
+/// head counts; the whole cache is compared (rows not written keep their values).
+#[test]
+fn rope_into_cache_rows() {
+    let Some((_g, b)) = setup() else { return };
+    for (tokens, heads, mode, n_dims) in
+        [(1i64, 3i64, 0, 64), (5, 2, sys::GGML_ROPE_TYPE_NEOX as i32, 64), (3, 5, sys::GGML_ROPE_TYPE_NEOX as i32, 32)]
+    {
+        let build: Builder = &|ctx, ins| unsafe {
+            let hd = 64i64;
+            let cache = input(ctx, ins, F16, &[hd * heads, 37], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[hd, heads, tokens], Fill::Uniform);
+            let pos = input(ctx, ins, I32, &[tokens], Fill::Index(300));
+            let idx = input(ctx, ins, I64, &[tokens], Fill::Distinct(37));
+            let r = sys::ggml_rope_ext(
+                ctx,
+                x,
+                pos,
+                std::ptr::null_mut(),
+                n_dims,
+                mode,
+                4096,
+                500000.0,
+                1.0,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            );
+            // llama.cpp views the rotated K as rows; a reshape works the same.
+            let rows = if tokens == 5 {
+                sys::ggml_reshape_2d(ctx, r, hd * heads, tokens)
+            } else {
+                sys::ggml_view_2d(ctx, r, hd * heads, tokens, (*r).nb[2], 0)
+            };
+            sys::ggml_set_rows(ctx, cache, rows, idx)
+        };
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("rope > set_rows f16 tokens={tokens} heads={heads} mode={mode} n_dims={n_dims}"),
+            build,
+            NMSE_TR,
+        );
+        assert_eq!(trit_vulkan::dispatch_count() - before, 1, "dispatches");
+    }
+}
