@@ -37,8 +37,17 @@ fn dump_gradients_child() {
         common::tq2_model()
     };
     let ngl: i32 = std::env::var("TRIT_GRAD_NGL").map(|v| v.parse().unwrap()).unwrap_or(0);
+    // This child process runs only this test, so nothing else reads the environment. In a
+    // workspace build trit-llama has its `vulkan` feature (cargo unifies features) and init()
+    // registers the backend itself: tell it to take lavapipe, or to stay on the CPU.
+    if ngl > 0 {
+        std::env::set_var("TRIT_VULKAN_ALLOW_CPU", "1");
+    } else {
+        std::env::set_var("TRIT_VULKAN", "0");
+    }
     trit_llama::init();
-    // trit-finetune builds trit-llama without its `vulkan` feature: register the backend here.
+    // Built alone, trit-finetune has trit-llama without `vulkan`: register the backend here
+    // (a no-op returning init()'s outcome where init() already registered it).
     let gpu = if ngl > 0 { trit_vulkan::register_with(true).ok() } else { None };
     let model = Model::load(path, &ModelParams { n_gpu_layers: ngl, ..Default::default() }).unwrap();
     let mut sample = plain_windows(&model, &common::TEXT.repeat(8), 256).unwrap().remove(0);
