@@ -30,6 +30,8 @@ use crate::{Isa, KernelError};
 
 /// Software prefetch distance, in f16 elements ahead of the loads (4 KB: on the 2-core
 /// EPYC dev VM, 2 threads over 2B-4T's head, it measured best among 0, 2, 4, 8 and 16 KB).
+/// (x86 only: the aarch64 path has no software prefetch.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const PF_ELEMS: usize = 2048;
 
 /// An f16 weight matrix: `rows` rows of `k` values (f16 bit patterns), row `r` starting at

@@ -202,10 +202,11 @@ pub(crate) fn dot_tile(isa: crate::Isa, codes: &[u8], k: usize, dw: &[f32], acts
             };
         } else {
             let a = [acts[0].as_ptr()];
-            out[0] = match isa {
+            let r = match isa {
                 crate::Isa::NeonDot => tile_dot::<1>(c, k, d, a, nb),
                 _ => tile_neon::<1>(c, k, d, a, nb),
-            }[0];
+            };
+            out[0] = r[0];
         }
     }
 }
