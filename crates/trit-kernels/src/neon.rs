@@ -290,7 +290,14 @@ impl ColSums {
 /// TQ1_0: 16 bytes of `qs` give, digit by digit (×3 mod 256, leading digit), 16
 /// consecutive elements each, and `qh` the last 16, so the activations need no
 /// rearrangement. Same arithmetic contract as the tiles.
-pub(crate) fn gemv4(isa: crate::Isa, ty: TernaryType, rows: [&[u8]; 4], act: &[u8], cs: &ColSums, nb: usize) -> [f32; 4] {
+pub(crate) fn gemv4(
+    isa: crate::Isa,
+    ty: TernaryType,
+    rows: [&[u8]; 4],
+    act: &[u8],
+    cs: &ColSums,
+    nb: usize,
+) -> [f32; 4] {
     assert!(rows.iter().all(|r| r.len() >= nb * ty.block_bytes()) && act.len() >= nb * Q8_K_BYTES);
     assert!(cs.da.len() >= nb && cs.suma.len() >= nb);
     let p = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
@@ -346,12 +353,8 @@ macro_rules! gemv4_tq2_kernel {
                         }
                     }
                 }
-                let i = reduce4(
-                    finish!($dot, acc[0]),
-                    finish!($dot, acc[1]),
-                    finish!($dot, acc[2]),
-                    finish!($dot, acc[3]),
-                );
+                let i =
+                    reduce4(finish!($dot, acc[0]), finish!($dot, acc[1]), finish!($dot, acc[2]), finish!($dot, acc[3]));
                 accf = block_step(accf, scales4(rows, b, 66), *da.add(b), *suma.add(b), i);
             }
             let mut out = [0f32; 4];
@@ -391,12 +394,8 @@ macro_rules! gemv4_tq1_kernel {
                     }
                     acc[r] = mac!($dot, acc[r], vreinterpretq_s8_u8(tq1_qh_codes(p)), a[15]);
                 }
-                let i = reduce4(
-                    finish!($dot, acc[0]),
-                    finish!($dot, acc[1]),
-                    finish!($dot, acc[2]),
-                    finish!($dot, acc[3]),
-                );
+                let i =
+                    reduce4(finish!($dot, acc[0]), finish!($dot, acc[1]), finish!($dot, acc[2]), finish!($dot, acc[3]));
                 accf = block_step(accf, scales4(rows, b, 54), *da.add(b), *suma.add(b), i);
             }
             let mut out = [0f32; 4];
