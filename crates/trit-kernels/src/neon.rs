@@ -60,7 +60,7 @@ unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
 
 /// One 16-lane multiply-accumulate step of a block's integer dot product. With `$dot` the
 /// accumulator is four i32 lanes (`sdot`); without, it is eight i16 lanes kept in the same
-/// register type (`smull` + `smlal2`, two products a lane), widened by [`finish!`].
+/// register type (`smull` + `smlal2`, two products a lane), widened by `finish!`.
 macro_rules! mac {
     ($dot:expr, $acc:expr, $c:expr, $a:expr) => {
         if $dot {
@@ -72,7 +72,7 @@ macro_rules! mac {
     };
 }
 
-/// A block accumulator of [`mac!`] as four i32 lanes (pairwise widening for the i16 form).
+/// A block accumulator of `mac!` as four i32 lanes (pairwise widening for the i16 form).
 macro_rules! finish {
     ($dot:expr, $acc:expr) => {
         if $dot {
