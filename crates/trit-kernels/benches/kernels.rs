@@ -87,6 +87,9 @@ fn bench(c: &mut Criterion) {
                     if n == 1 && best == Isa::Avx512Vnni {
                         isas.push(Isa::Avx2);
                     }
+                    if n == 1 && best == Isa::NeonDot {
+                        isas.push(Isa::Neon);
+                    }
                     for isa in isas {
                         g.bench_with_input(BenchmarkId::new(isa.name(), &id), &n, |b, &n| {
                             b.iter(|| mul_mat_q8k(isa, &weights, black_box(&act), n, &mut out).unwrap())

@@ -11,9 +11,9 @@
 //! fused multiply-add equals a multiply then an add. Per row: 64 f32 lanes, lane `j`
 //! accumulating `acc[j] = acc[j] + w[64c+j]·a[64c+j]` for `c = 0, 1, …` in order; then the
 //! fixed tree `j + 32 → j`, `j + 16 → j`, …, `1 → 0`; then the tail (`k mod 64` elements)
-//! added one by one. AVX-512 keeps the 64 lanes in four registers, AVX2 in eight, the
-//! scalar path in an array: every path performs exactly the same roundings, so results are
-//! bitwise equal. (64 lanes = four independent FMA chains per row, enough to keep one
+//! added one by one. AVX-512 keeps the 64 lanes in four registers, AVX2 in eight, NEON in
+//! sixteen (widening with `fcvtl`), the scalar path in an array: every path performs
+//! exactly the same roundings, so results are bitwise equal. (64 lanes = four independent FMA chains per row, enough to keep one
 //! core's loads in flight while it streams a single row at a time.)
 //!
 //! Error bound: each result is a sum of at most `k/64 + 6 + 63` rounded additions along any
@@ -30,6 +30,8 @@ use crate::{Isa, KernelError};
 
 /// Software prefetch distance, in f16 elements ahead of the loads (4 KB: on the 2-core
 /// EPYC dev VM, 2 threads over 2B-4T's head, it measured best among 0, 2, 4, 8 and 16 KB).
+/// (x86 only: the aarch64 path has no software prefetch.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const PF_ELEMS: usize = 2048;
 
 /// An f16 weight matrix: `rows` rows of `k` values (f16 bit patterns), row `r` starting at
@@ -122,6 +124,8 @@ pub(crate) fn gemv_rows(
             let v = match isa {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 | Isa::Avx512Vnni => crate::x86::dot_f16(isa, wr, a, PF_ELEMS),
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon | Isa::NeonDot => crate::neon::dot_f16(wr, a),
                 _ => dot_scalar(wr, a),
             };
             store(c, r, v);

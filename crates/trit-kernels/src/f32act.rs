@@ -3,7 +3,7 @@
 //!
 //! `gemv_t_f32` equals the scalar path bit for bit on every ISA (each output lane sees the
 //! same `dx + (d·dy[r])·t` sequence, and `t ∈ {−1, 0, 1}` makes each product exact).
-//! `gemv_f32` sums 8 lanes at a time on AVX2, so it equals the scalar path only within
+//! `gemv_f32` sums 8 lanes at a time on AVX2 (4 on NEON), so it equals the scalar path only within
 //! float rounding (tests allow 1e-5 relative to Σ|w·x|).
 
 use crate::{decode_row, Isa, KernelError, Weights, QK};
@@ -37,6 +37,11 @@ pub fn gemv_f32(isa: Isa, w: &Weights<'_>, x: &[f32], y: &mut [f32]) -> Result<(
                     // SAFETY: AVX2 present (checked); `c` and `xb` hold 256 elements each.
                     unsafe { x86f::dot256(c.as_ptr(), xb.as_ptr()) }
                 }
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon | Isa::NeonDot => {
+                    // SAFETY: NEON present (checked); `c` and `xb` hold 256 elements each.
+                    unsafe { neonf::dot256(c.as_ptr(), xb.as_ptr()) }
+                }
                 _ => c.iter().zip(xb).fold(0f32, |s, (&c, &x)| s + (c as f32 - 1.0) * x),
             };
             acc += dw[b] * s;
@@ -63,6 +68,11 @@ pub fn gemv_t_f32(isa: Isa, w: &Weights<'_>, dy: &[f32], dx: &mut [f32]) -> Resu
                 Isa::Avx2 | Isa::Avx512Vnni => {
                     // SAFETY: AVX2 present (checked); `c` and `o` hold 256 elements each.
                     unsafe { x86f::axpy256(s, c.as_ptr(), o.as_mut_ptr()) }
+                }
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon | Isa::NeonDot => {
+                    // SAFETY: NEON present (checked); `c` and `o` hold 256 elements each.
+                    unsafe { neonf::axpy256(s, c.as_ptr(), o.as_mut_ptr()) }
                 }
                 _ => {
                     for (o, &c) in o.iter_mut().zip(c) {
@@ -105,6 +115,47 @@ mod x86f {
         for i in (0..256).step_by(8) {
             let v = _mm256_add_ps(_mm256_loadu_ps(o.add(i)), _mm256_mul_ps(sv, trits8(c.add(i))));
             _mm256_storeu_ps(o.add(i), v);
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neonf {
+    use std::arch::aarch64::*;
+
+    /// 16 codes (0..=2) at `c` as the trits −1..=1 in four f32 vectors.
+    #[target_feature(enable = "neon")]
+    unsafe fn trits16(c: *const u8) -> [float32x4_t; 4] {
+        let v = vld1q_u8(c);
+        let (lo, hi) = (vmovl_u8(vget_low_u8(v)), vmovl_high_u8(v));
+        let one = vdupq_n_f32(1.0);
+        let f = |w: uint32x4_t| vsubq_f32(vcvtq_f32_u32(w), one);
+        [f(vmovl_u16(vget_low_u16(lo))), f(vmovl_high_u16(lo)), f(vmovl_u16(vget_low_u16(hi))), f(vmovl_high_u16(hi))]
+    }
+
+    /// Σ (c−1)·x over 256 elements, 4 lanes.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn dot256(c: *const u8, x: *const f32) -> f32 {
+        let mut acc = vdupq_n_f32(0.0);
+        for i in (0..256).step_by(16) {
+            let t = trits16(c.add(i));
+            for (q, tq) in t.iter().enumerate() {
+                acc = vaddq_f32(acc, vmulq_f32(*tq, vld1q_f32(x.add(i + 4 * q))));
+            }
+        }
+        vaddvq_f32(acc)
+    }
+
+    /// o[i] += s·(c[i]−1) over 256 elements (the scalar path's operations, lane by lane).
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn axpy256(s: f32, c: *const u8, o: *mut f32) {
+        let sv = vdupq_n_f32(s);
+        for i in (0..256).step_by(16) {
+            let t = trits16(c.add(i));
+            for (q, tq) in t.iter().enumerate() {
+                let p = o.add(i + 4 * q);
+                vst1q_f32(p, vaddq_f32(vld1q_f32(p), vmulq_f32(sv, *tq)));
+            }
         }
     }
 }

@@ -9,8 +9,9 @@
 //!   per-block float step but changes the numbers relative to llama.cpp's reference path.
 //! * **f32 activations** ([`f32act`]): `y = W·x` and `dx += Wᵀ·dy` for training.
 //!
-//! Dispatch is at run time ([`Isa::detect`]): AVX-512 VNNI (+BW), AVX2, and the portable
-//! scalar path, which is the reference. Weights are used as they are stored in the GGUF:
+//! Dispatch is at run time ([`Isa::detect`]): AVX-512 VNNI (+BW) and AVX2 on x86-64, NEON
+//! with the dot-product extension and plain NEON on aarch64, and the portable scalar path,
+//! which is the reference. Weights are used as they are stored in the GGUF:
 //! each call decodes a tile of 4 rows to 1-byte codes in an L1-sized buffer once and
 //! reuses it for every activation column, so no load-time repacking is needed.
 //!
@@ -26,6 +27,8 @@ pub mod f32act;
 pub mod formats;
 #[cfg(feature = "ggml")]
 pub mod ggml;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -67,16 +70,24 @@ pub enum Isa {
     /// AVX-512 F/BW + VNNI (x86-64): `vpdpbusd` on 64-byte vectors (with AVX2, F16C and FMA,
     /// which every such CPU has; the f16 and scale conversions use them).
     Avx512Vnni,
+    /// NEON (aarch64): `smull`/`smlal` into i16 lanes, pairwise-widened once per block.
+    Neon,
+    /// NEON + the dot-product extension (aarch64, `dotprod`): `sdot` on 16-byte vectors.
+    NeonDot,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
+    /// Every path, each architecture's in ascending order of speed (so the last available
+    /// one is the fastest).
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neondot",
         }
     }
 
@@ -94,7 +105,12 @@ impl Isa {
                     && std::arch::is_x86_feature_detected!("f16c")
                     && std::arch::is_x86_feature_detected!("fma")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => {
+                std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
             _ => false,
         }
     }
@@ -104,8 +120,8 @@ impl Isa {
         Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
     }
 
-    /// The fastest available path; `TRIT_ISA=scalar|avx2|avx512vnni` overrides it (when
-    /// available).
+    /// The fastest available path; `TRIT_ISA=scalar|avx2|avx512vnni|neon|neondot` overrides
+    /// it (when available).
     pub fn detect() -> Isa {
         if let Ok(want) = std::env::var("TRIT_ISA") {
             if let Some(i) = Isa::ALL.into_iter().find(|i| i.name() == want && i.is_available()) {
@@ -197,6 +213,8 @@ pub(crate) struct MatVecPrep {
     perm: Vec<Vec<u8>>,
     #[cfg(target_arch = "x86_64")]
     gfni: bool,
+    #[cfg(target_arch = "aarch64")]
+    cols: Vec<neon::ColSums>,
 }
 
 impl MatVecPrep {
@@ -215,7 +233,16 @@ impl MatVecPrep {
             }
             p
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
+            let mut p = MatVecPrep { cols: Vec::new() };
+            if matvec_path(isa, w.ty, n) {
+                p.cols = (0..n).map(|c| neon::ColSums::new(act_row(c), nb)).collect();
+            }
+            p
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         MatVecPrep {}
     }
 }
@@ -224,6 +251,13 @@ impl MatVecPrep {
 #[cfg(target_arch = "x86_64")]
 fn matvec_path(isa: Isa, ty: TernaryType, n: usize) -> bool {
     n < 4 && (isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && ty == TernaryType::Tq2_0))
+}
+
+/// Whether `n` columns take the register-decoding matrix-vector path on `isa` (both types,
+/// both NEON paths).
+#[cfg(target_arch = "aarch64")]
+fn matvec_path(isa: Isa, _ty: TernaryType, n: usize) -> bool {
+    n < 4 && matches!(isa, Isa::Neon | Isa::NeonDot)
 }
 
 /// The tiled driver over a range of weight rows; `store(c, r, v)` receives every result.
@@ -258,6 +292,24 @@ pub(crate) fn mul_mat_rows(
                     TernaryType::Tq2_0 => x86::gemv4_tq2(isa, prep.gfni, rws, act_row(c), &prep.cols[c], nb),
                     TernaryType::Tq1_0 => x86::gemv4_tq1_avx512(rws, act_row(c), &prep.perm[c], &prep.cols[c], nb),
                 };
+                for (i, &v) in v.iter().enumerate().take(nr) {
+                    store(c, r0 + i, v);
+                }
+            }
+            r0 += nr;
+        }
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matvec_path(isa, w.ty, n) {
+        // Matrix-vector: decode in registers, each column's block scales and sums prepared.
+        assert!(prep.cols.len() == n);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let nr = TILE_R.min(rows.end - r0);
+            let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
+            for c in 0..n {
+                let v = neon::gemv4(isa, w.ty, rws, act_row(c), &prep.cols[c], nb);
                 for (i, &v) in v.iter().enumerate().take(nr) {
                     store(c, r0 + i, v);
                 }
@@ -304,7 +356,8 @@ fn decode_row(isa: Isa, ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut 
         Isa::Scalar => scalar::decode_row(ty, row, codes, dw, stride),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512Vnni => x86::decode_row(ty, row, codes, dw, stride),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => neon::decode_row(ty, row, codes, dw, stride),
         _ => unreachable!("checked by Isa::check"),
     }
 }
@@ -317,7 +370,8 @@ fn dot_tile(isa: Isa, codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &
         Isa::Avx2 => x86::dot_tile_avx2(codes, k, dw, acts, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => x86::dot_tile_avx512(codes, k, dw, acts, out),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => neon::dot_tile(isa, codes, k, dw, acts, out),
         _ => unreachable!("checked by Isa::check"),
     }
 }

@@ -105,6 +105,22 @@ fn simd_paths_equal_scalar_exactly() {
     }
 }
 
+/// Runs that name the paths the CPU must offer (`TRIT_EXPECT_ISAS=scalar,neon,neondot`) and
+/// the one `Isa::detect` must pick (`TRIT_EXPECT_DETECT`, which honours `TRIT_ISA`) check
+/// them here, so an emulated run (`scripts/test-aarch64.sh`) cannot pass by silently testing
+/// fewer paths than its CPU model has.
+#[test]
+fn expected_paths_are_detected() {
+    let got: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+    eprintln!("available: {got:?}, detect: {}", Isa::detect().name());
+    if let Ok(want) = std::env::var("TRIT_EXPECT_ISAS") {
+        assert_eq!(got.join(","), want);
+    }
+    if let Ok(want) = std::env::var("TRIT_EXPECT_DETECT") {
+        assert_eq!(Isa::detect().name(), want);
+    }
+}
+
 #[test]
 fn scalar_matches_f64_reference() {
     let mut rng = Rng(2);
