@@ -8,8 +8,8 @@
 # Each run checks that the CPU offers exactly those paths (tests/exact.rs,
 # expected_paths_are_detected), so none can pass by testing fewer. Emulation proves the
 # kernels correct (bit-for-bit equal to the scalar path), not fast.
-# Installs what is missing (Debian/Ubuntu packages, the Rust target). Not part of
-# scripts/test.sh. Without the `ggml` feature (that needs the C++ build).
+# Installs what is missing (Debian/Ubuntu packages, the Rust target). scripts/test.sh runs
+# it last. Without the `ggml` feature (that needs the C++ build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

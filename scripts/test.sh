@@ -13,3 +13,10 @@ echo "== cargo build (libtrit.so/.a for the C example test, every binary)"
 cargo build --release --workspace
 echo "== cargo test"
 cargo test --release --workspace
+echo "== aarch64 NEON / dot-product kernels under qemu user-mode emulation"
+if rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu; then
+  bash scripts/test-aarch64.sh
+else
+  echo "!!!!!!!! SKIPPED (not passed): the aarch64 kernel tests; rustup could not install the" \
+    "aarch64-unknown-linux-gnu target on this machine !!!!!!!! "
+fi
