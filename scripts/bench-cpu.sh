@@ -20,19 +20,25 @@ cargo build --release -p trit-kernels --example membw
 T=target/release/trit
 
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-target/release/examples/membw "$THREADS" 256 | tee "$DIR/membw.txt"
+# This VM's bandwidth drifts by tens of percent within minutes: read it before and after each
+# model's runs and report the roofline against the median reading, with the range.
+: > "$DIR/membw.txt"
+bw() { target/release/examples/membw "$THREADS" 256 | tee -a "$DIR/membw.txt"; }
+bw
 
 for ty in tq2_0 tq1_0; do
     m="$DIR/2b4t-$ty.gguf"
     [ -f "$m" ] || $T synth --config 2b4t --type "$ty" -o "$m"
     echo "== $ty: trit bench -m $m -p $P -n $N -r $R -t $THREADS --ternary-kernels ggml,trit"
     $T bench -m "$m" -p "$P" -n "$N" -r "$R" -t "$THREADS" --ternary-kernels ggml,trit -o csv > "$DIR/$ty.csv"
+    bw
 done
 
 python3 - "$DIR" <<'PY'
 import csv, re, sys
 d = sys.argv[1]
-bw = float(re.search(r"read: .*?: ([0-9.]+) GB/s", open(f"{d}/membw.txt").read()).group(1))
+bws = sorted(float(x) for x in re.findall(r"read: .*?: ([0-9.]+) GB/s", open(f"{d}/membw.txt").read()))
+bw = bws[len(bws) // 2]
 print(f"\n| model | test | ggml t/s | trit t/s | trit/ggml | roofline t/s | trit % of roofline |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 for ty in ["tq2_0", "tq1_0"]:
@@ -47,7 +53,9 @@ for ty in ["tq2_0", "tq1_0"]:
         roof_s = f"{roof:.1f}" if test.startswith("tg") else "-"
         pct = f"{100 * t[0] / roof:.0f}%" if test.startswith("tg") else "-"
         print(f"| {ty} | {test} | {g[0]:.2f} ± {g[1]:.2f} | {t[0]:.2f} ± {t[1]:.2f} | {t[0] / g[0]:.2f}x | {roof_s} | {pct} |")
-print(f"\nroofline: read bandwidth {bw:.2f} GB/s / model bytes per token")
+print(f"\nroofline: read bandwidth {bw:.2f} GB/s (median of {len(bws)} readings: " + ", ".join(f"{x:.1f}" for x in bws) + ") / model bytes per token")
+if bws[0] > 0 and bws[-1] / bws[0] > 1.15:
+    print(f"warning: the bandwidth readings spread {bws[-1] / bws[0]:.2f}x; the roofline percentages are only as good as that")
 PY
 
 if [ "${KERNEL_BENCH:-0}" = 1 ]; then
