@@ -379,6 +379,30 @@ impl Recorder {
         Ok(set)
     }
 
+    /// A compute-to-compute memory barrier: every dispatch recorded so far is complete and
+    /// visible before the next; the hazard ranges start empty again.
+    fn compute_barrier(&mut self) {
+        let barrier = vk::MemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
+            .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
+        // SAFETY: recording into our command buffer.
+        unsafe {
+            self.gpu.device.cmd_pipeline_barrier(
+                self.cmd,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+        }
+        self.barriers += 1;
+        BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads.clear();
+        self.writes.clear();
+    }
+
     fn hazard(&self, b: &Bound, write: bool) -> bool {
         let overlaps =
             |v: &Vec<(vk::Buffer, u64, u64)>| v.iter().any(|&(buf, lo, hi)| buf == b.buffer && lo < b.hi && b.lo < hi);
@@ -446,25 +470,7 @@ impl Recorder {
             || self.hazard(&f, false)
             || self.hazard(&dst, true)
         {
-            let barrier = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
-                .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
-            // SAFETY: recording into our command buffer.
-            unsafe {
-                self.gpu.device.cmd_pipeline_barrier(
-                    self.cmd,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::DependencyFlags::empty(),
-                    &[barrier],
-                    &[],
-                    &[],
-                );
-            }
-            self.barriers += 1;
-            BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.reads.clear();
-            self.writes.clear();
+            self.compute_barrier();
         }
         self.reads.push((a.buffer, a.lo, a.hi));
         self.reads.push((b.buffer, b.lo, b.hi));
@@ -552,25 +558,7 @@ impl Recorder {
         assert!(!bufs.is_empty() && bufs.len() <= self.gpu.bindings as usize && written.len() == bufs.len());
         let pipeline = self.gpu.pipeline(kernel)?;
         if bufs.iter().zip(written).any(|(b, &w)| self.hazard(b, w)) {
-            let barrier = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
-                .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
-            // SAFETY: recording into our command buffer.
-            unsafe {
-                self.gpu.device.cmd_pipeline_barrier(
-                    self.cmd,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::DependencyFlags::empty(),
-                    &[barrier],
-                    &[],
-                    &[],
-                );
-            }
-            self.barriers += 1;
-            BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.reads.clear();
-            self.writes.clear();
+            self.compute_barrier();
         }
         for (b, &w) in bufs.iter().zip(written) {
             if w {

@@ -293,6 +293,25 @@ fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
 }
 
 /// Record the dispatches of one graph node.
+/// ROPE (kernel `rope_f32`) and its backward ROPE_BACK (`rope_back_f32`, the inverse
+/// rotation) take the same operands and op params (kernels/rope.comp).
+pub(crate) fn encode_rope(rec: &mut Recorder, op: *const sys::ggml_tensor, kernel: &str) -> Result<()> {
+    let (s0, s1) = (src(op, 0), src(op, 1));
+    let mut p = Push::default();
+    (p.a_ne, p.a_nb) = shape(s0, 4);
+    (p.b_ne, p.b_nb) = shape(s1, 4);
+    (p.d_ne, p.d_nb) = shape(op, 4);
+    p.m1[1] = param_u32(op, 1);
+    p.m1[2] = param_u32(op, 2);
+    p.m1[3] = param_u32(op, 5);
+    p.b_nb[1] = param_u32(op, 6);
+    p.b_nb[2] = param_u32(op, 8);
+    let n = nelements(s0) / 2; // element pairs
+    p.m0[1] = n as u32;
+    let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+    rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+}
+
 pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
     let kind = op_of(op);
     if is_noop(kind) || nelements(op) == 0 {
@@ -489,20 +508,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let (a, d) = (rec.bind(s0, 4)?, rec.bind(op, 4)?);
             rec.dispatch(kernel, a, b, d, p, rows)
         }
-        sys::GGML_OP_ROPE => {
-            (p.a_ne, p.a_nb) = shape(s0, 4);
-            (p.b_ne, p.b_nb) = shape(s1, 4);
-            (p.d_ne, p.d_nb) = shape(op, 4);
-            p.m1[1] = param_u32(op, 1);
-            p.m1[2] = param_u32(op, 2);
-            p.m1[3] = param_u32(op, 5);
-            p.b_nb[1] = param_u32(op, 6);
-            p.b_nb[2] = param_u32(op, 8);
-            let n = nelements(s0) / 2; // element pairs
-            p.m0[1] = n as u32;
-            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-            rec.dispatch("rope_f32", a, Some(b), d, p, groups_for(n, 256))
-        }
+        sys::GGML_OP_ROPE => encode_rope(rec, op, "rope_f32"),
         sys::GGML_OP_GET_ROWS => {
             let ea = elsize(ty(s0)).unwrap_or(4);
             (p.a_ne, p.a_nb) = shape(s0, ea);

@@ -7,15 +7,13 @@
 
 use trit_sys as sys;
 
-use super::{contiguous, elsize, fits_range, groups_for, ne, nelements, op_of, param_f32, param_u32, shape, src, ty};
+use super::{
+    contiguous, elsize, fits_range, groups_for, nb, ne, nelements, op_of, param_f32, param_u32, shape, src, ty,
+};
 use super::{F16, F32, I32, I64, TQ1, TQ2};
 use crate::dispatch::{Bound, Push, Recorder};
 use crate::error::Result;
 use crate::gpu::Gpu;
-
-fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
-    super::nb(t)
-}
 
 fn rows(t: *const sys::ggml_tensor) -> u64 {
     nelements(t) / ne(t)[0].max(1) as u64
@@ -330,21 +328,8 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
             rec.dispatch(name, a, Some(b), d, p, nr)
         }
-        sys::GGML_OP_ROPE_BACK => {
-            // As ROPE (kernels/rope.comp), rotating by -theta.
-            (p.a_ne, p.a_nb) = shape(s0, 4);
-            (p.b_ne, p.b_nb) = shape(s1, 4);
-            (p.d_ne, p.d_nb) = shape(op, 4);
-            p.m1[1] = param_u32(op, 1);
-            p.m1[2] = param_u32(op, 2);
-            p.m1[3] = param_u32(op, 5);
-            p.b_nb[1] = param_u32(op, 6);
-            p.b_nb[2] = param_u32(op, 8);
-            let n = nelements(s0) / 2;
-            p.m0[1] = n as u32;
-            let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-            rec.dispatch("rope_back_f32", a, Some(b), d, p, groups_for(n, 256))
-        }
+        // As ROPE (kernels/rope.comp), rotating by -theta.
+        sys::GGML_OP_ROPE_BACK => super::encode_rope(rec, op, "rope_back_f32"),
         sys::GGML_OP_REPEAT_BACK => {
             (p.a_ne, p.a_nb) = shape(s0, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);

@@ -13,13 +13,6 @@ mod common;
 use common::*;
 use trit_sys as sys;
 
-const F32: sys::ggml_type = sys::GGML_TYPE_F32;
-const F16: sys::ggml_type = sys::GGML_TYPE_F16;
-const I32: sys::ggml_type = sys::GGML_TYPE_I32;
-const I64: sys::ggml_type = sys::GGML_TYPE_I64;
-const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
-const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
-
 /// Float matrix products: f32 accumulation in a different order than the CPU, which also
 /// rounds f16-weight activations to f16: test-backend-ops uses 5e-4 for MUL_MAT.
 const NMSE_MM: f64 = 5e-4;
@@ -31,20 +24,12 @@ const NMSE_EW: f64 = 1e-7;
 /// Ops with transcendental functions (exp, sin/cos) or f16 rounding.
 const NMSE_TR: f64 = 1e-6;
 
-/// ggml's name of a type, for case names.
-fn tn(t: sys::ggml_type) -> String {
-    // SAFETY: returns a static string for any type id.
-    unsafe { std::ffi::CStr::from_ptr(sys::ggml_type_name(t)) }.to_string_lossy().into_owned()
-}
-
+/// common::setup, plus the product kernels at their defaults (some cases switch them).
 fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
-    let g = lock();
-    let dev = vulkan_device()?;
-    trit_vulkan::set_limits(None, None);
-    trit_vulkan::set_force_staging(false);
+    let s = common::setup()?;
     trit_vulkan::set_mat_vec_kernels(true, true);
     trit_vulkan::set_mmq_big_tiles(false);
-    Some((g, Backends::new(dev)))
+    Some(s)
 }
 
 fn mul_mat_case(b: &Backends, wt: sys::ggml_type, k: i64, rows: i64, cols: i64, batch: [i64; 2], bcast: [i64; 2]) {

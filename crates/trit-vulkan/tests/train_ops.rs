@@ -14,12 +14,6 @@ mod common;
 use common::*;
 use trit_sys as sys;
 
-const F32: sys::ggml_type = sys::GGML_TYPE_F32;
-const F16: sys::ggml_type = sys::GGML_TYPE_F16;
-const I32: sys::ggml_type = sys::GGML_TYPE_I32;
-const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
-const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
-
 /// Sums of f32 products in the CPU's order (ascending k), possibly with or without fused
 /// multiply-add: only rounding of the last bits differs.
 const NMSE_SUM: f64 = 1e-10;
@@ -30,19 +24,6 @@ const NMSE_TQ: f64 = 1e-10;
 const NMSE_EW: f64 = 1e-7;
 /// Ops with reductions in a different order, exp/log/sqrt or sin/cos.
 const NMSE_TR: f64 = 1e-6;
-
-fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
-    let g = lock();
-    let dev = vulkan_device()?;
-    trit_vulkan::set_limits(None, None);
-    trit_vulkan::set_force_staging(false);
-    Some((g, Backends::new(dev)))
-}
-
-fn tn(t: sys::ggml_type) -> String {
-    // SAFETY: returns a static string for any type id.
-    unsafe { std::ffi::CStr::from_ptr(sys::ggml_type_name(t)) }.to_string_lossy().into_owned()
-}
 
 #[test]
 fn out_prod_float() {

@@ -10,6 +10,19 @@ use trit_sys as sys;
 pub type T = *mut sys::ggml_tensor;
 pub type Ctx = *mut sys::ggml_context;
 
+pub const F32: sys::ggml_type = sys::GGML_TYPE_F32;
+pub const F16: sys::ggml_type = sys::GGML_TYPE_F16;
+pub const I32: sys::ggml_type = sys::GGML_TYPE_I32;
+pub const I64: sys::ggml_type = sys::GGML_TYPE_I64;
+pub const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
+pub const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
+
+/// ggml's name of a type, for case names.
+pub fn tn(t: sys::ggml_type) -> String {
+    // SAFETY: returns a static string for any type id.
+    unsafe { std::ffi::CStr::from_ptr(sys::ggml_type_name(t)) }.to_string_lossy().into_owned()
+}
+
 /// How an input is filled.
 #[derive(Clone, Copy)]
 pub enum Fill {
@@ -33,6 +46,16 @@ pub enum Fill {
 pub fn lock() -> MutexGuard<'static, ()> {
     static L: Mutex<()> = Mutex::new(());
     L.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The test lock and both backends, with the tiling limits and staging back at their
+/// defaults; None when there is no device and TRIT_VULKAN_OPTIONAL=1.
+pub fn setup() -> Option<(MutexGuard<'static, ()>, Backends)> {
+    let g = lock();
+    let dev = vulkan_device()?;
+    trit_vulkan::set_limits(None, None);
+    trit_vulkan::set_force_staging(false);
+    Some((g, Backends::new(dev)))
 }
 
 /// The Vulkan device, or None when TRIT_VULKAN_OPTIONAL=1 and there is none. Without that
