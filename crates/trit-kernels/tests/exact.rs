@@ -9,23 +9,9 @@ use trit_kernels::f32act::{gemv_f32, gemv_t_f32};
 use trit_kernels::formats::{self, pack, quantize_q8k, TernaryType, Q8_K_BYTES};
 use trit_kernels::{mul_mat_q8k, Isa, KernelError, Weights, QK};
 
-struct Rng(u64);
+mod common;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+use common::Rng;
 
 const TYPES: [TernaryType; 2] = [TernaryType::Tq2_0, TernaryType::Tq1_0];
 

@@ -6,22 +6,12 @@ use half::f16;
 use trit_kernels::f16w::{gemv_f16, F16Weights};
 use trit_kernels::{Isa, KernelError};
 
-struct Rng(u64);
+mod common;
 
+use common::Rng;
+
+/// Extends the shared generator.
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
     /// f16 bits over many binades (subnormals to ~2⁸), signed, some exact zeros.
     fn f16(&mut self) -> u16 {
         if self.below(16) == 0 {
