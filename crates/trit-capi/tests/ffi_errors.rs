@@ -7,10 +7,9 @@ use std::ptr::{null, null_mut};
 
 use trit::*;
 
-fn last_error() -> String {
-    // SAFETY: trit_last_error never returns NULL; the string lives until the next trit_* call.
-    unsafe { CStr::from_ptr(trit_last_error()) }.to_string_lossy().into_owned()
-}
+mod common;
+
+use common::last_error;
 
 fn c(s: &str) -> CString {
     CString::new(s).unwrap()

@@ -1,25 +1,15 @@
 //! trit.h's training calls from Rust, as a C caller uses them: step counts with gradient
 //! accumulation, reproducibility from the seed, JSONL data, save errors.
 
-use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
 use std::sync::OnceLock;
 
 use trit::*;
 
-fn last_error() -> String {
-    // SAFETY: trit_last_error never returns NULL; the string lives until the next trit_* call.
-    unsafe { CStr::from_ptr(trit_last_error()) }.to_string_lossy().into_owned()
-}
+mod common;
 
-fn c(p: &Path) -> CString {
-    CString::new(p.to_str().unwrap()).unwrap()
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{c, last_error, root};
 
 /// The 2B-4T layout fixture as TQ2_0 (through trit_convert) and a plain-text data file.
 fn fixture() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {

@@ -4,20 +4,14 @@
 
 #![cfg(feature = "vulkan")]
 
-use std::ffi::{CStr, CString};
 use std::path::Path;
 use std::ptr::null_mut;
 
 use trit::*;
 
-fn last_error() -> String {
-    // SAFETY: trit_last_error never returns NULL; the string lives until the next trit_* call.
-    unsafe { CStr::from_ptr(trit_last_error()) }.to_string_lossy().into_owned()
-}
+mod common;
 
-fn c(p: &Path) -> CString {
-    CString::new(p.to_str().unwrap()).unwrap()
-}
+use common::{c, last_error};
 
 /// Five steps on `model` with `n_gpu_layers`; the losses.
 fn train(model: &Path, data: &Path, n_gpu_layers: i32) -> Vec<f64> {
@@ -50,7 +44,7 @@ fn train(model: &Path, data: &Path, n_gpu_layers: i32) -> Vec<f64> {
 fn training_on_vulkan_matches_the_cpu_and_learns() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.gguf");
-    let src = c(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bitnet-2b4t-bf16"));
+    let src = c(&common::root().join("tests/fixtures/bitnet-2b4t-bf16"));
     // SAFETY: valid strings.
     let rc = unsafe { trit_convert(src.as_ptr(), c(&model).as_ptr(), TRIT_WEIGHT_F16, TRIT_EMBED_F16) };
     assert_eq!(rc, TRIT_OK, "{}", last_error());
