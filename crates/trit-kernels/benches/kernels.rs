@@ -80,15 +80,13 @@ fn bench(c: &mut Criterion) {
                         Throughput::Elements((2 * rows * k * n) as u64)
                     });
                     let id = format!("{}/{rows}x{k}/n{n}", ty.name());
+                    // The best path, every other SIMD path this CPU has (AVX2 and AVX-VNNI
+                    // beside AVX-512, plain NEON beside dotprod), and the scalar reference
+                    // for the mat-vec only (it is too slow for the prefill shape).
                     let mut isas = vec![best];
+                    isas.extend(Isa::available().into_iter().filter(|&i| i != best && i != Isa::Scalar));
                     if n == 1 && best != Isa::Scalar {
                         isas.push(Isa::Scalar);
-                    }
-                    if n == 1 && best == Isa::Avx512Vnni {
-                        isas.push(Isa::Avx2);
-                    }
-                    if n == 1 && best == Isa::NeonDot {
-                        isas.push(Isa::Neon);
                     }
                     for isa in isas {
                         g.bench_with_input(BenchmarkId::new(isa.name(), &id), &n, |b, &n| {

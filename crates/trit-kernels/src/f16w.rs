@@ -123,7 +123,7 @@ pub(crate) fn gemv_rows(
             let a = &acts[c * k..(c + 1) * k];
             let v = match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 | Isa::Avx512Vnni => crate::x86::dot_f16(isa, wr, a, PF_ELEMS),
+                Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => crate::x86::dot_f16(isa, wr, a, PF_ELEMS),
                 #[cfg(target_arch = "aarch64")]
                 Isa::Neon | Isa::NeonDot => crate::neon::dot_f16(wr, a),
                 _ => dot_scalar(wr, a),

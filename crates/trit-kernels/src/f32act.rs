@@ -33,7 +33,7 @@ pub fn gemv_f32(isa: Isa, w: &Weights<'_>, x: &[f32], y: &mut [f32]) -> Result<(
             let xb = &x[b * QK..(b + 1) * QK];
             let s = match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 | Isa::Avx512Vnni => {
+                Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
                     // SAFETY: AVX2 present (checked); `c` and `xb` hold 256 elements each.
                     unsafe { x86f::dot256(c.as_ptr(), xb.as_ptr()) }
                 }
@@ -65,7 +65,7 @@ pub fn gemv_t_f32(isa: Isa, w: &Weights<'_>, dy: &[f32], dx: &mut [f32]) -> Resu
             let o = &mut dx[b * QK..(b + 1) * QK];
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 | Isa::Avx512Vnni => {
+                Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
                     // SAFETY: AVX2 present (checked); `c` and `o` hold 256 elements each.
                     unsafe { x86f::axpy256(s, c.as_ptr(), o.as_mut_ptr()) }
                 }

@@ -9,7 +9,7 @@
 //!   per-block float step but changes the numbers relative to llama.cpp's reference path.
 //! * **f32 activations** ([`f32act`]): `y = W·x` and `dx += Wᵀ·dy` for training.
 //!
-//! Dispatch is at run time ([`Isa::detect`]): AVX-512 VNNI (+BW) and AVX2 on x86-64, NEON
+//! Dispatch is at run time ([`Isa::detect`]): AVX-512 VNNI (+BW), AVX-VNNI and AVX2 on x86-64, NEON
 //! with the dot-product extension and plain NEON on aarch64, and the portable scalar path,
 //! which is the reference. Weights are used as they are stored in the GGUF:
 //! each call decodes a tile of 4 rows to 1-byte codes in an L1-sized buffer once and
@@ -67,6 +67,10 @@ pub enum Isa {
     Scalar,
     /// AVX2 (x86-64): `vpmaddubsw` on 32-byte vectors.
     Avx2,
+    /// AVX-VNNI (x86-64, VEX-encoded): `vpdpbusd` on 32-byte vectors, for CPUs with VNNI but
+    /// without AVX-512 (Intel Alder Lake and later client cores, AMD Zen 5 also has it).
+    /// Needs AVX2, F16C and FMA too.
+    AvxVnni,
     /// AVX-512 F/BW + VNNI (x86-64): `vpdpbusd` on 64-byte vectors (with AVX2, F16C and FMA,
     /// which every such CPU has; the f16 and scale conversions use them).
     Avx512Vnni,
@@ -79,12 +83,13 @@ pub enum Isa {
 impl Isa {
     /// Every path, each architecture's in ascending order of speed (so the last available
     /// one is the fastest).
-    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot];
+    pub const ALL: [Isa; 6] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::NeonDot => "neondot",
@@ -96,6 +101,13 @@ impl Isa {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => {
+                std::arch::is_x86_feature_detected!("avxvnni")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("f16c")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
                 std::arch::is_x86_feature_detected!("avx512f")
@@ -120,7 +132,7 @@ impl Isa {
         Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
     }
 
-    /// The fastest available path; `TRIT_ISA=scalar|avx2|avx512vnni|neon|neondot` overrides
+    /// The fastest available path; `TRIT_ISA=scalar|avx2|avxvnni|avx512vnni|neon|neondot` overrides
     /// it (when available).
     pub fn detect() -> Isa {
         if let Ok(want) = std::env::var("TRIT_ISA") {
@@ -250,7 +262,7 @@ impl MatVecPrep {
 /// Whether `n` columns of `ty` take the register-decoding matrix-vector path on `isa`.
 #[cfg(target_arch = "x86_64")]
 fn matvec_path(isa: Isa, ty: TernaryType, n: usize) -> bool {
-    n < 4 && (isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && ty == TernaryType::Tq2_0))
+    n < 4 && (isa == Isa::Avx512Vnni || (matches!(isa, Isa::Avx2 | Isa::AvxVnni) && ty == TernaryType::Tq2_0))
 }
 
 /// Whether `n` columns take the register-decoding matrix-vector path on `isa` (both types,
@@ -355,7 +367,7 @@ fn decode_row(isa: Isa, ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut 
     match isa {
         Isa::Scalar => scalar::decode_row(ty, row, codes, dw, stride),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => x86::decode_row(ty, row, codes, dw, stride),
+        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => x86::decode_row(ty, row, codes, dw, stride),
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDot => neon::decode_row(ty, row, codes, dw, stride),
         _ => unreachable!("checked by Isa::check"),
@@ -368,6 +380,8 @@ fn dot_tile(isa: Isa, codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &
         Isa::Scalar => scalar::dot_tile(codes, k, dw, acts, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::dot_tile_avx2(codes, k, dw, acts, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => x86::dot_tile_avxvnni(codes, k, dw, acts, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => x86::dot_tile_avx512(codes, k, dw, acts, out),
         #[cfg(target_arch = "aarch64")]

@@ -1,4 +1,5 @@
-//! x86-64 paths: AVX2 (decode, `vpmaddubsw` tiles) and AVX-512 VNNI (`vpdpbusd` tiles).
+//! x86-64 paths: AVX2 (decode, `vpmaddubsw` tiles), AVX-VNNI (256-bit `vpdpbusd` tiles and
+//! TQ2_0 mat-vec) and AVX-512 VNNI (`vpdpbusd` tiles).
 //! Callers reach these only after `Isa::check`/`Isa::detect` found the features.
 //! Integer dot products are exact, and the per-block float step is done lane by lane with
 //! the same operations in the same order as `scalar.rs`, so results equal it bit for bit.
@@ -182,6 +183,70 @@ unsafe fn tile_avx2<const C: usize>(
     out
 }
 
+pub(crate) fn dot_tile_avxvnni(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
+    check_tile(codes, k, dw, acts);
+    let nb = k / QK;
+    // SAFETY: AVX-VNNI and AVX2 are present (dispatch checked them); check_tile verified that
+    // 4 rows of `k` codes, `4·nb` scales and `nb` Q8_K blocks per column are in bounds.
+    unsafe {
+        if acts.len() == 4 {
+            for h in 0..2 {
+                let r = tile_avxvnni::<2>(
+                    codes.as_ptr(),
+                    k,
+                    dw.as_ptr(),
+                    [acts[2 * h].as_ptr(), acts[2 * h + 1].as_ptr()],
+                    nb,
+                );
+                out[2 * h] = r[0];
+                out[2 * h + 1] = r[1];
+            }
+        } else {
+            out[0] = tile_avxvnni::<1>(codes.as_ptr(), k, dw.as_ptr(), [acts[0].as_ptr()], nb)[0];
+        }
+    }
+}
+
+/// `tile_avx2` with `vpdpbusd` (u8 codes × i8 quants summed in fours straight into i32 lanes):
+/// the same integer sums, one instruction instead of `vpmaddubsw` + add + the `vpmaddwd`
+/// widening. Two columns at a time keep the 8 accumulators and 4 code vectors within AVX2's
+/// 16 registers.
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn tile_avxvnni<const C: usize>(
+    codes: *const u8,
+    k: usize,
+    dw: *const f32,
+    acts: [*const u8; C],
+    nb: usize,
+) -> [[f32; 4]; C] {
+    let mut accf = [_mm_setzero_ps(); C];
+    for b in 0..nb {
+        let mut acc = [[_mm256_setzero_si256(); 4]; C];
+        for j in 0..8 {
+            let mut w = [_mm256_setzero_si256(); 4];
+            for (r, wr) in w.iter_mut().enumerate() {
+                *wr = _mm256_loadu_si256(codes.add(r * k + b * QK + 32 * j) as *const __m256i);
+            }
+            for c in 0..C {
+                let a = _mm256_loadu_si256(acts[c].add(b * Q8_K_BYTES + 4 + 32 * j) as *const __m256i);
+                for r in 0..4 {
+                    acc[c][r] = _mm256_dpbusd_avx_epi32(acc[c][r], w[r], a);
+                }
+            }
+        }
+        let dw4 = _mm_loadu_ps(dw.add(b * 4));
+        for c in 0..C {
+            let i = reduce4_256(acc[c][0], acc[c][1], acc[c][2], acc[c][3]);
+            accf[c] = block_step(accf[c], dw4, acts[c].add(b * Q8_K_BYTES), i);
+        }
+    }
+    let mut out = [[0f32; 4]; C];
+    for c in 0..C {
+        _mm_storeu_ps(out[c].as_mut_ptr(), accf[c]);
+    }
+    out
+}
+
 pub(crate) fn dot_tile_avx512(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
     check_tile(codes, k, dw, acts);
     let nb = k / QK;
@@ -301,11 +366,12 @@ pub(crate) fn gemv4_tq2(
     let p = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
     let (da, sa) = (cs.da.as_ptr(), cs.suma.as_ptr());
     // SAFETY: the features were checked by dispatch (AVX-512 path only for Avx512Vnni, the
-    // GFNI variant only where has_gfni said so); the asserts above bound every load.
+    // AVX-VNNI one only for AvxVnni, the GFNI variant only where has_gfni said so); the asserts above bound every load.
     unsafe {
         match isa {
             crate::Isa::Avx512Vnni if gfni => gemv4_tq2_avx512_gfni(p, act.as_ptr(), da, sa, nb),
             crate::Isa::Avx512Vnni => gemv4_tq2_avx512_shift(p, act.as_ptr(), da, sa, nb),
+            crate::Isa::AvxVnni => gemv4_tq2_avxvnni(p, act.as_ptr(), da, sa, nb),
             _ => gemv4_tq2_avx2(p, act.as_ptr(), da, sa, nb),
         }
     }
@@ -374,6 +440,45 @@ macro_rules! gemv4_tq2_avx512 {
 // function enables only the features its CPUs have).
 gemv4_tq2_avx512!(gemv4_tq2_avx512_gfni, "avx512f,avx512bw,avx512vnni,avx2,f16c,gfni", true);
 gemv4_tq2_avx512!(gemv4_tq2_avx512_shift, "avx512f,avx512bw,avx512vnni,avx2,f16c", false);
+
+/// `gemv4_tq2_avx2` with `vpdpbusd`: the 2-bit codes (u8) times the quants (i8), summed in
+/// fours into i32 lanes directly (no i16 stage, no widening step).
+#[target_feature(enable = "avx2,avxvnni,f16c")]
+unsafe fn gemv4_tq2_avxvnni(
+    rows: [*const u8; 4],
+    act: *const u8,
+    da: *const f32,
+    suma: *const i32,
+    nb: usize,
+) -> [f32; 4] {
+    let m3 = _mm256_set1_epi8(3);
+    let mut accf = _mm_setzero_ps();
+    for b in 0..nb {
+        let ab = act.add(b * Q8_K_BYTES + 4);
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for h in 0..2 {
+            let mut a = [_mm256_setzero_si256(); 4];
+            for (n, an) in a.iter_mut().enumerate() {
+                *an = _mm256_loadu_si256(ab.add(128 * h + 32 * n) as *const __m256i);
+            }
+            for r in 0..4 {
+                if h == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
+                }
+                let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
+                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(v, m3), a[0]);
+                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3), a[1]);
+                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(_mm256_srli_epi16::<4>(v), m3), a[2]);
+                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3), a[3]);
+            }
+        }
+        let i = reduce4_256(acc[0], acc[1], acc[2], acc[3]);
+        accf = block_step_cs(accf, tq2_scales4(rows, b), *da.add(b), *suma.add(b), i);
+    }
+    let mut out = [0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), accf);
+    out
+}
 
 #[target_feature(enable = "avx2")]
 unsafe fn gemv4_tq2_avx2(
