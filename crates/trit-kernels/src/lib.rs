@@ -259,10 +259,11 @@ impl MatVecPrep {
     }
 }
 
-/// Whether `n` columns of `ty` take the register-decoding matrix-vector path on `isa`.
+/// Whether `n` columns take the register-decoding matrix-vector path on `isa` (both types,
+/// every SIMD path).
 #[cfg(target_arch = "x86_64")]
-fn matvec_path(isa: Isa, ty: TernaryType, n: usize) -> bool {
-    n < 4 && (isa == Isa::Avx512Vnni || (matches!(isa, Isa::Avx2 | Isa::AvxVnni) && ty == TernaryType::Tq2_0))
+fn matvec_path(isa: Isa, _ty: TernaryType, n: usize) -> bool {
+    n < 4 && matches!(isa, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni)
 }
 
 /// Whether `n` columns take the register-decoding matrix-vector path on `isa` (both types,
@@ -302,7 +303,10 @@ pub(crate) fn mul_mat_rows(
             for c in 0..n {
                 let v = match w.ty {
                     TernaryType::Tq2_0 => x86::gemv4_tq2(isa, prep.gfni, rws, act_row(c), &prep.cols[c], nb),
-                    TernaryType::Tq1_0 => x86::gemv4_tq1_avx512(rws, act_row(c), &prep.perm[c], &prep.cols[c], nb),
+                    TernaryType::Tq1_0 if isa == Isa::Avx512Vnni => {
+                        x86::gemv4_tq1_avx512(rws, act_row(c), &prep.perm[c], &prep.cols[c], nb)
+                    }
+                    TernaryType::Tq1_0 => x86::gemv4_tq1_256(isa, rws, act_row(c), &prep.perm[c], &prep.cols[c], nb),
                 };
                 for (i, &v) in v.iter().enumerate().take(nr) {
                     store(c, r0 + i, v);

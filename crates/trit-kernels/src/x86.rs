@@ -680,3 +680,89 @@ unsafe fn gemv4_tq1_avx512_impl(
     _mm_storeu_ps(out.as_mut_ptr(), accf);
     out
 }
+
+/// Matrix-vector for TQ1_0 on 256-bit vectors (AVX2, or AVX-VNNI): the AVX-512 kernel's
+/// scheme in two halves per digit: the 32 `qs` bytes, and the 16 further `qs` bytes with the
+/// 4 `qh` bytes. Activations rearranged by [`tq1_perm_acts`]; same arithmetic contract.
+pub(crate) fn gemv4_tq1_256(
+    isa: crate::Isa,
+    rows: [&[u8]; 4],
+    act: &[u8],
+    perm: &[u8],
+    cs: &ColSums,
+    nb: usize,
+) -> [f32; 4] {
+    assert!(rows.iter().all(|r| r.len() >= nb * 54) && act.len() >= nb * Q8_K_BYTES);
+    assert!(perm.len() >= nb * TQ1_PERM_BYTES && cs.da.len() >= nb && cs.suma.len() >= nb);
+    let p = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
+    let (pa, da, sa) = (perm.as_ptr(), cs.da.as_ptr(), cs.suma.as_ptr());
+    // SAFETY: dispatch checked the features (the VNNI variant only for AvxVnni, AVX2 for
+    // the other); the asserts bound every load (each block's loads stay in its 54 bytes).
+    unsafe {
+        match isa {
+            crate::Isa::AvxVnni => gemv4_tq1_avxvnni(p, pa, da, sa, nb),
+            _ => gemv4_tq1_avx2(p, pa, da, sa, nb),
+        }
+    }
+}
+
+macro_rules! gemv4_tq1_256 {
+    ($name:ident, $features:literal, $vnni:literal) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            rows: [*const u8; 4],
+            perm: *const u8,
+            da: *const f32,
+            suma: *const i32,
+            nb: usize,
+        ) -> [f32; 4] {
+            let ones = _mm256_set1_epi16(1);
+            let mut accf = _mm_setzero_ps();
+            for b in 0..nb {
+                let pa = perm.add(b * TQ1_PERM_BYTES);
+                // AVX2: i16 lanes hold ≤ 10 sums of 2 products of 2·128, far from saturating.
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for r in 0..4 {
+                    let row = rows[r].add(b * 54);
+                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 54) as *const i8);
+                    let qh = std::ptr::read_unaligned(row.add(48) as *const i32);
+                    let mut t0 = _mm256_loadu_si256(row as *const __m256i);
+                    let mut t1 =
+                        _mm256_set_m128i(_mm_cvtsi32_si128(qh), _mm_loadu_si128(row.add(32) as *const __m128i));
+                    for n in 0..5 {
+                        if n > 0 {
+                            t0 = _mm256_add_epi8(t0, _mm256_add_epi8(t0, t0)); // ×3 mod 256: next digit up
+                            t1 = _mm256_add_epi8(t1, _mm256_add_epi8(t1, t1));
+                        }
+                        let a0 = _mm256_loadu_si256(pa.add(64 * n) as *const __m256i);
+                        let a1 = _mm256_loadu_si256(pa.add(64 * n + 32) as *const __m256i);
+                        if $vnni {
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], lead_trit256(t0), a0);
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], lead_trit256(t1), a1);
+                        } else {
+                            let s = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(lead_trit256(t0), a0),
+                                _mm256_maddubs_epi16(lead_trit256(t1), a1),
+                            );
+                            acc[r] = _mm256_add_epi16(acc[r], s);
+                        }
+                    }
+                    if !$vnni {
+                        acc[r] = _mm256_madd_epi16(acc[r], ones);
+                    }
+                }
+                // Scales converted in software: Isa::Avx2 does not require F16C.
+                let d = |r: usize| block_scale(TernaryType::Tq1_0, std::slice::from_raw_parts(rows[r].add(b * 54), 54));
+                let dw4 = _mm_setr_ps(d(0), d(1), d(2), d(3));
+                let i = reduce4_256(acc[0], acc[1], acc[2], acc[3]);
+                accf = block_step_cs(accf, dw4, *da.add(b), *suma.add(b), i);
+            }
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), accf);
+            out
+        }
+    };
+}
+
+gemv4_tq1_256!(gemv4_tq1_avx2, "avx2", false);
+gemv4_tq1_256!(gemv4_tq1_avxvnni, "avx2,avxvnni", true);
