@@ -717,6 +717,14 @@ macro_rules! gemv4_tq1_256 {
             nb: usize,
         ) -> [f32; 4] {
             let ones = _mm256_set1_epi16(1);
+            let (flip, lo, hi) = (_mm256_set1_epi8(-128), _mm256_set1_epi8(-43), _mm256_set1_epi8(42));
+            // The leading digit of t = x + 128: (t > 85) + (t > 170) = (x > −43) + (x > 42).
+            let lead = |x: __m256i| {
+                _mm256_sub_epi8(
+                    _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_cmpgt_epi8(x, lo)),
+                    _mm256_cmpgt_epi8(x, hi),
+                )
+            };
             let mut accf = _mm_setzero_ps();
             for b in 0..nb {
                 let pa = perm.add(b * TQ1_PERM_BYTES);
@@ -726,9 +734,11 @@ macro_rules! gemv4_tq1_256 {
                     let row = rows[r].add(b * 54);
                     _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 54) as *const i8);
                     let qh = std::ptr::read_unaligned(row.add(48) as *const i32);
-                    let mut t0 = _mm256_loadu_si256(row as *const __m256i);
-                    let mut t1 =
-                        _mm256_set_m128i(_mm_cvtsi32_si128(qh), _mm_loadu_si128(row.add(32) as *const __m128i));
+                    // Work on x = t ^ 0x80 = t − 128: then 3t − 128 ≡ 3x (mod 256), so the digit
+                    // step stays ×3 and the signed compares need no flip per digit.
+                    let mut t0 = _mm256_xor_si256(_mm256_loadu_si256(row as *const __m256i), flip);
+                    let t1 = _mm256_set_m128i(_mm_cvtsi32_si128(qh), _mm_loadu_si128(row.add(32) as *const __m128i));
+                    let mut t1 = _mm256_xor_si256(t1, flip);
                     for n in 0..5 {
                         if n > 0 {
                             t0 = _mm256_add_epi8(t0, _mm256_add_epi8(t0, t0)); // ×3 mod 256: next digit up
@@ -737,12 +747,12 @@ macro_rules! gemv4_tq1_256 {
                         let a0 = _mm256_loadu_si256(pa.add(64 * n) as *const __m256i);
                         let a1 = _mm256_loadu_si256(pa.add(64 * n + 32) as *const __m256i);
                         if $vnni {
-                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], lead_trit256(t0), a0);
-                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], lead_trit256(t1), a1);
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], lead(t0), a0);
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], lead(t1), a1);
                         } else {
                             let s = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lead_trit256(t0), a0),
-                                _mm256_maddubs_epi16(lead_trit256(t1), a1),
+                                _mm256_maddubs_epi16(lead(t0), a0),
+                                _mm256_maddubs_epi16(lead(t1), a1),
                             );
                             acc[r] = _mm256_add_epi16(acc[r], s);
                         }
