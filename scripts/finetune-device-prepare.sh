@@ -3,6 +3,7 @@
 # toolchain and no network), into git-ignored folders the device tool carries:
 #   .dev/trit                        trit with its Rust Vulkan backend (TRIT_NATIVE=0: portable CPU code)
 #   .dev/trit-vulkan-train-tests     the training-op tests of crates/trit-vulkan (tests/train_ops.rs)
+#   .dev/trit-vulkan-transfer-tests  its staged-transfer tests (tests/transfers.rs)
 #   .dev/libgomp1_*.deb              OpenMP runtime for ggml's CPU backend, if the device lacks it
 #   .gl/*.deb                        the Vulkan loader (device README recipe)
 #   .whl/peft-*.whl                  PEFT for the PyTorch peer, in case the device image lacks it
@@ -13,10 +14,11 @@ cd "$(dirname "$0")/.."
 mkdir -p .dev .gl .whl
 export TRIT_NATIVE=0
 CARGO_TARGET_DIR=target/device cargo build --release -p trit-cli
-CARGO_TARGET_DIR=target/device cargo test --release -p trit-vulkan --test train_ops --no-run 2>&1 | tee /tmp/train-ops-build.log
+CARGO_TARGET_DIR=target/device cargo test --release -p trit-vulkan --test train_ops --test transfers --no-run 2>&1 | tee /tmp/train-ops-build.log
 cp target/device/release/trit .dev/trit
 cp "$(grep -o 'target/device/release/deps/train_ops-[0-9a-f]*' /tmp/train-ops-build.log | head -1)" .dev/trit-vulkan-train-tests
-strip .dev/trit .dev/trit-vulkan-train-tests || true
+cp "$(grep -o 'target/device/release/deps/transfers-[0-9a-f]*' /tmp/train-ops-build.log | head -1)" .dev/trit-vulkan-transfer-tests
+strip .dev/trit .dev/trit-vulkan-train-tests .dev/trit-vulkan-transfer-tests || true
 if ! ls .gl/libglvnd0_*.deb >/dev/null 2>&1; then
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
   mkdir -p /tmp/amd64/partial

@@ -11,6 +11,11 @@
 # returns at most eight): summary.md (the table, failures, GPU), train-op-tests.txt, splits.txt
 # and raw.tar.gz (every log, CSV and JSON, the full scheduler log).
 # STEPS (12) measured optimizer steps per run; DEADLINE (560) seconds for the whole script.
+# BIN (.dev): folder of trit and the test binary. PARTS (tests,vulkan,pytorch,splits,cpu): which
+# parts run. BASELINE: another trit binary (e.g. main's build) measured like the first in the
+# same call, as a before/after row. PROFILE=1: one more short run of trit on Vulkan under
+# TRIT_VULKAN_PROFILE=1, its kernel and host-time profile in $OUT/profile.txt; PROFILE_ALSO="VAR=value":
+# one more such run with that variable set (e.g. a kernel layout switch), appended there.
 # For a dry run of this script elsewhere: SYNTH=tiny PYTHON=<python with torch>
 # PEER_ARGS="--tiny --device cpu" TRIT_VULKAN_ALLOW_CPU=1 VK_DRIVER_FILES=<lavapipe's ICD> and a
 # stub nvidia-smi.
@@ -21,6 +26,11 @@ DEADLINE=${DEADLINE:-560}
 SYNTH=${SYNTH:-2b4t}
 PYTHON=${PYTHON:-python3}
 PEER_ARGS=${PEER_ARGS:-}
+PARTS=${PARTS:-tests,vulkan,pytorch,splits,cpu}
+BASELINE=${BASELINE:-}
+PROFILE=${PROFILE:-}
+PROFILE_ALSO=${PROFILE_ALSO:-}
+has() { [[ ",$PARTS," == *",$1,"* ]]; }
 W=/tmp/ft  # everything but the four result files
 rm -rf "$W"; mkdir -p "$OUT" "$W"
 : > "$W/failures.txt"
@@ -35,8 +45,8 @@ budget() {
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
-B=.dev
-chmod +x $B/trit* 2>/dev/null
+B=${BIN:-.dev}
+chmod +x $B/trit* $BASELINE 2>/dev/null
 if ! ldconfig -p | grep -q libgomp.so.1; then  # OpenMP runtime for ggml's CPU backend
   mkdir -p /tmp/extra && for f in $B/libgomp1_*.deb; do dpkg -x "$f" /tmp/extra; done
   export LD_LIBRARY_PATH=/tmp/extra/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -62,10 +72,16 @@ measured() {
   return "$rc"
 }
 
+if has tests; then
 echo "== training-op tests on the real GPU (trit-vulkan vs the CPU backend)"
 timeout "$(budget 90)" $B/trit-vulkan-train-tests --test-threads 1 --nocapture > "$OUT/train-op-tests.txt" 2>&1 \
   || fail "training-op tests (see train-op-tests.txt)"
+if [ -x $B/trit-vulkan-transfer-tests ]; then  # staged uploads, fills and reads (tests/transfers.rs)
+  timeout "$(budget 60)" $B/trit-vulkan-transfer-tests --test-threads 1 >> "$OUT/train-op-tests.txt" 2>&1 \
+    || fail "transfer tests (see train-op-tests.txt)"
+fi
 grep -E 'test result|FAILED|panicked' "$OUT/train-op-tests.txt"
+fi
 
 echo "== synthetic bitnet-b1.58-2B-4T (TQ2_0) and training text"
 M=/tmp/m-tq2_0.gguf
@@ -84,12 +100,37 @@ PY
 FT=(finetune -m $M -f /tmp/train.txt -c 512 --lora-rank 16 --lora-alpha 32 --lora-targets all -lr 2e-4
     --epochs 100 --checkpoint-dir /tmp/ckpt)
 
+if has vulkan; then
 echo "== trit finetune on Vulkan: $STEPS steps"
 measured trit-vulkan "$(budget 240)" $B/trit "${FT[@]}" --device vulkan --max-steps "$STEPS" -t "$NCPU" \
   -o /tmp/vk.gguf --log-csv "$W/trit-vulkan.csv" > "$W/trit-vulkan.log" 2>&1
 grep -E 'device:|trained|GPU memory|error|Error' "$W/trit-vulkan.log" | tail -5
 grep -q 'device: .*trit-vulkan' "$W/trit-vulkan.log" || fail "trit-vulkan: the run did not train on the Vulkan backend"
+fi
+if [ -n "$BASELINE" ]; then
+echo "== baseline trit ($BASELINE) on Vulkan: $STEPS steps"
+measured trit-baseline "$(budget 240)" "$BASELINE" "${FT[@]}" --device vulkan --max-steps "$STEPS" -t "$NCPU" \
+  -o /tmp/vk0.gguf --log-csv "$W/trit-baseline.csv" > "$W/trit-baseline.log" 2>&1
+grep -E 'device:|trained|GPU memory|error|Error' "$W/trit-baseline.log" | tail -3
+fi
+# profiled NAME [VAR=value]: 4 steps of trit on Vulkan under TRIT_VULKAN_PROFILE=1, the profile
+# appended to $OUT/profile.txt.
+profiled() {
+  local name=$1; shift
+  echo "== $name: trit finetune on Vulkan under TRIT_VULKAN_PROFILE=1 $*: 4 steps" | tee -a "$OUT/profile.txt"
+  env TRIT_VULKAN_PROFILE=1 "$@" timeout "$(budget 150)" $B/trit "${FT[@]}" --device vulkan --max-steps 4 -t "$NCPU" \
+    -o /tmp/vkp.gguf --log-csv "$W/$name.csv" > "$W/$name.log" 2>&1 || fail "$name run (exit $?)"
+  grep -E 'trit-vulkan profile|^  ' "$W/$name.log" >> "$OUT/profile.txt"
+  grep -c 'buffer of' "$W/$name.log" | sed 's/^/buffer allocations: /' >> "$OUT/profile.txt"
+  tail -3 "$W/$name.csv" >> "$OUT/profile.txt"
+}
+if [ -n "$PROFILE" ]; then
+  profiled profile
+  [ -n "$PROFILE_ALSO" ] && profiled profile-also "$PROFILE_ALSO"
+  head -60 "$OUT/profile.txt"
+fi
 
+if has pytorch; then
 echo "== PyTorch + PEFT (bf16) on the same GPU: $STEPS steps"
 if ! $PYTHON -c 'import peft' 2>/dev/null && ls .whl/peft-*.whl >/dev/null 2>&1; then
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/peft-*.whl \
@@ -99,7 +140,9 @@ fi
 PYTHONUNBUFFERED=1 measured pytorch "$(budget 200)" $PYTHON scripts/finetune_peer.py --ctx 512 --rank 16 --alpha 32 \
   --steps "$STEPS" --warmup 3 --out "$W/pytorch.json" $PEER_ARGS > "$W/pytorch.log" 2>&1
 grep -E '"tok_s"|"lora"|"peak_allocated_mib"|Error' "$W/pytorch.log" | head -5
+fi
 
+if has splits; then
 echo "== scheduler splits of the real training graph (GGML_SCHED_DEBUG=2, one step)"
 GGML_SCHED_DEBUG=2 timeout "$(budget 120)" $B/trit "${FT[@]}" --device vulkan --max-steps 1 -t "$NCPU" -v \
   -o /tmp/vk1.gguf --log-csv /tmp/vk1.csv > /tmp/sched.log 2>&1 || fail "split report run (see sched.log.gz)"
@@ -126,11 +169,14 @@ print(f"on the CPU: {len(cpu)} nodes: " + ", ".join(f"{op} {name}" for op, name 
 PY
 cat "$OUT/splits.txt" | head -60
 gzip -c /tmp/sched.log > "$W/sched.log.gz"
+fi
 
+if has cpu; then
 echo "== trit finetune on the CPU ($NCPU threads): 2 steps"
 timeout "$(budget 150)" $B/trit "${FT[@]}" --device cpu --max-steps 2 -t "$NCPU" -o /tmp/cpu.gguf \
   --log-csv "$W/trit-cpu.csv" > "$W/trit-cpu.log" 2>&1 || fail "trit CPU run (exit $?)"
 grep -E 'trained|error' "$W/trit-cpu.log" | tail -2
+fi
 
 echo "== table"
 python3 - "$W" <<'PY' | tee "$W/table.md"
@@ -159,7 +205,7 @@ import re
 def vk_buffers():
     m = rd("trit-vulkan.log", lambda p: re.search(r"GPU memory \(trit-vulkan buffers\): peak (\d+) MiB", open(p).read()))
     return int(m.group(1)) if m else None
-vk, cpu = trit("trit-vulkan", 2), trit("trit-cpu", 1)
+vk, cpu, base = trit("trit-vulkan", 2), trit("trit-cpu", 1), trit("trit-baseline", 2)
 pt = rd("pytorch.json", lambda p: json.load(open(p)))
 gpu = rd("gpu.txt", lambda p: open(p).read().split("\n")[0])
 print(f"GPU: {gpu}; synthetic 2B-4T (TQ2_0 for trit, bf16 for PyTorch), ctx 512, rank 16, alpha 32, all 7 projections")
@@ -171,6 +217,8 @@ if vk:
     print(f"| trit, Vulkan (steps {vk['first']}..{vk['steps']}) | {fmt(vk['tok_s'])} | {fmt(peak('trit-vulkan'), '{}')} | trit-vulkan buffers peak {fmt(vk_buffers(), '{}')} MiB; host peak RSS {vk['peak_rss_mib']:.0f} MiB | {vk['loss'][0]:.3f} -> {vk['loss'][1]:.3f} |")
 else:
     print("| trit, Vulkan | failed | - | - | - |")
+if base:
+    print(f"| trit, Vulkan, baseline binary (steps {base['first']}..{base['steps']}) | {fmt(base['tok_s'])} | {fmt(peak('trit-baseline'), '{}')} | host peak RSS {base['peak_rss_mib']:.0f} MiB | {base['loss'][0]:.3f} -> {base['loss'][1]:.3f} |")
 if pt:
     print(f"| PyTorch {pt['torch']} + {pt['lora']}, bf16, {pt['arch']} ({pt['attn']}) | {fmt(pt['tok_s'])} | {fmt(peak('pytorch'), '{}')} | torch allocator peak {fmt(pt['peak_allocated_mib'], '{:.0f}')} MiB (reserved {fmt(pt['peak_reserved_mib'], '{:.0f}')}) | {pt['losses'][0]:.3f} -> {pt['losses'][-1]:.3f} |")
 else:
@@ -183,6 +231,8 @@ if vk and pt:
     pv, pp = peak("trit-vulkan"), peak("pytorch")
     mem = f"{pv / pp:.2f}x" if pv and pp else "-"
     print(f"\ntrit Vulkan / PyTorch: {vk['tok_s'] / pt['tok_s']:.2f}x tokens/s, {mem} peak GPU memory (targets: >= 1.0x, < 0.33x)")
+    if base:
+        print(f"baseline trit Vulkan / PyTorch: {base['tok_s'] / pt['tok_s']:.2f}x tokens/s; this build / baseline: {vk['tok_s'] / base['tok_s']:.2f}x")
 PY
 echo "== failures"
 cat "$W/failures.txt"

@@ -94,6 +94,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("out_prod_f16", "out_prod.comp", &["A_F16"]),
     ("out_prod_tq2", "out_prod.comp", &["A_TQ2"]),
     ("out_prod_tq1", "out_prod.comp", &["A_TQ1"]),
+    // The earlier 4 x 4 layout, for A/B (TRIT_VULKAN_OUT_PROD_4X4=1).
+    ("out_prod_f32_4x4", "out_prod.comp", &["A_F32", "MICRO4"]),
+    ("out_prod_f16_4x4", "out_prod.comp", &["A_F16", "MICRO4"]),
+    ("out_prod_tq2_4x4", "out_prod.comp", &["A_TQ2", "MICRO4"]),
+    ("out_prod_tq1_4x4", "out_prod.comp", &["A_TQ1", "MICRO4"]),
     ("ce_rows_f32", "cross_entropy.comp", &["CE_ROWS"]),
     ("ce_sum_f32", "cross_entropy.comp", &["CE_SUM"]),
     ("ce_back_f32", "cross_entropy.comp", &["CE_BACK"]),

@@ -5,11 +5,16 @@
 // dX = W^T dY, read straight from the packed ternary blocks: A_TQ2 / A_TQ1 decode each k slice
 // of the tile into shared memory, never a dequantised copy of W (`a_at` is the element-wise
 // decoder; TQ2_0 uses the word-wise one in main). A_F32 / A_F16: strided A.
-// A workgroup of 256 computes a 64 (i0) x 64 (i1) tile, 4 x 4 outputs per invocation (i0 =
-// 4 tx + r, i1 = 4 ty + c), stepping k in slices of BK through shared memory held as vec4s, so
-// each k step of an invocation is two vec4 reads and sixteen multiply-adds; every output sums k
-// in ascending order as the CPU does. TQ2_0 slices are decoded a 32-bit word (eight weights)
-// per invocation; TQ1_0, f32 and f16 elementwise.
+// A workgroup of 256 computes a 64 (i0) x 64 (i1) tile, stepping k in slices of BK through
+// shared memory held as vec4s. The 256 invocations are four k groups of 64; group g takes
+// rows 8g..8g+7 of every slice, and each invocation holds 8 x 8 outputs, so a k step is four
+// vec4 reads for 64 multiply-adds; at the end the groups' partial sums are added (3 into 2
+// into 1 into 0) through shared memory. Every output thus sums k in ascending order within
+// each group, as four interleaved partial sums (the CPU sums k in one ascending run: only the
+// last bits differ). MICRO4: the earlier layout, 4 x 4 outputs per invocation over all of k.
+// TQ2_0 slices are decoded a 32-bit word (eight weights) per invocation; TQ1_0, f32 and f16
+// elementwise. The next slice's global loads are issued before the current slice's products
+// (registers, then shared memory), and full slices run unrolled.
 // Split k (P0 = slices > 1, for outputs of few tiles and a long k, such as the rank-r gradient
 // through a LoRA B): workgroup slice s sums k in [s P1, s P1 + P1) and writes its partial
 // sums contiguously at D_OFF + s P2 (P2 = elements of dst); `grad_misc.comp` (OP_SPLIT_SUM)
@@ -32,9 +37,12 @@ layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 
-// Rows padded by one vec4: the k-major stores of a warp spread over the banks.
-shared vec4 sa[BK][TM / 4 + 1];
-shared vec4 sb[BK][TN / 4 + 1];
+// The A and B slices, rows padded by one vec4 (the k-major stores of a warp spread over the
+// banks); after the k loop the same memory carries the partial sums of the k groups.
+#define ROW (TM / 4 + 1)
+shared vec4 sm[2 * BK * ROW];
+#define SA(kk, c) sm[(kk) * ROW + (c)]
+#define SB(kk, c) sm[(BK + (kk)) * ROW + (c)]
 
 #if defined(A_TQ2) || defined(A_TQ1)
 uint tq_byte(uint addr) { return (a[addr >> 2] >> ((addr & 3u) * 8u)) & 0xFFu; }
@@ -75,6 +83,96 @@ float a_at(uint row, uint i0) {
 #endif
 }
 
+#if defined(A_TQ2)
+// Slice k0 of the A tile, TQ2_0: ne0 is a multiple of 256, so the tile's 64 weights of row k
+// lie in one block: bytes j (0..31) of its 32-byte column group hold weight j at shift s0 and
+// weight 32 + j at s0 + 2. Invocation t loads bytes 4w..4w+3 (w = t % 8) of row kk = t / 8 and
+// the block's scale (0 past K).
+void load_a_tq2(uint a_base, uint tile0, uint k0, uint K, uint t, out uint bytes, out float dq) {
+    const uint k = k0 + t / 8u, w = t % 8u;
+    const uint i0b = tile0 * TM;
+    bytes = 0u;
+    dq = 0.0;
+    if (k < K) {
+        const uint blk = a_base + k * pc.a_nb.y + (i0b >> 8) * 66u;
+        const uint addr = blk + ((i0b & 255u) >> 7) * 32u + 4u * w;
+        const uint sh = (addr & 3u) * 8u;
+        const uint wlo = a[addr >> 2];
+        bytes = sh == 0u ? wlo : (wlo >> sh) | (a[(addr >> 2) + 1u] << (32u - sh));
+        dq = tq_half(blk + 64u);
+    }
+}
+void store_a_tq2(uint tile0, uint t, uint bytes, float dq) {
+    const uint kk = t / 8u, w = t % 8u;
+    const uint s0 = (((tile0 * TM) & 127u) >> 5) * 2u;
+    vec4 lo, hi;
+    [[unroll]] for (uint j = 0; j < 4; ++j) {
+        const uint by = bytes >> (8u * j);
+        lo[j] = float(int((by >> s0) & 3u) - 1) * dq;
+        hi[j] = float(int((by >> (s0 + 2u)) & 3u) - 1) * dq;
+    }
+    SA(kk, w) = lo;
+    SA(kk, 8u + w) = hi;
+}
+#else
+// Slice k0 of the A tile: BK x TM, 8 per invocation (consecutive invocations: consecutive i0).
+void load_a(uint a_base, uint tile0, uint k0, uint K, uint ne0, uint t, out float ra[8]) {
+    [[unroll]] for (uint r = 0; r < 8; ++r) {
+        const uint idx = t + r * 256u;
+        const uint k = k0 + idx / TM, i0 = tile0 * TM + idx % TM;
+        ra[r] = (k < K && i0 < ne0) ? a_at(a_base + k * pc.a_nb.y, i0) : 0.0;
+    }
+}
+void store_a(uint t, float ra[8]) {
+    [[unroll]] for (uint r = 0; r < 8; ++r) {
+        const uint idx = t + r * 256u;
+        const uint c = idx % TM;
+        SA(idx / TM, c / 4u)[c % 4u] = ra[r];
+    }
+}
+#endif
+
+// Slice k0 of the B tile: BK x TN, 8 per invocation (consecutive invocations: consecutive k).
+void load_b(uint b_base, uint tile1, uint k0, uint K, uint ne1, uint t, out float rb[8]) {
+    [[unroll]] for (uint r = 0; r < 8; ++r) {
+        const uint idx = t + r * 256u;
+        const uint k = k0 + idx % BK, i1 = tile1 * TN + idx / BK;
+        rb[r] = (k < K && i1 < ne1) ? b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] : 0.0;
+    }
+}
+void store_b(uint t, float rb[8]) {
+    [[unroll]] for (uint r = 0; r < 8; ++r) {
+        const uint idx = t + r * 256u;
+        const uint c = idx / BK;
+        SB(idx % BK, c / 4u)[c % 4u] = rb[r];
+    }
+}
+
+#if !defined(MICRO4)
+// One k step of an invocation's 8 x 8 outputs: four vec4 reads, 64 multiply-adds.
+// acc[(h1 * 4 + c) * 2 + h0][r] is output (i0 = 32 h0 + 4 tx + r, i1 = 32 h1 + 4 ty + c).
+void product(uint kk, uint tx, uint ty, inout vec4 acc[16]) {
+    const vec4 a0 = SA(kk, tx), a1 = SA(kk, 8u + tx);
+    const vec4 b0 = SB(kk, ty), b1 = SB(kk, 8u + ty);
+    [[unroll]] for (uint c = 0; c < 4; ++c) {
+        acc[c * 2u] += a0 * b0[c];
+        acc[c * 2u + 1u] += a1 * b0[c];
+        acc[(4u + c) * 2u] += a0 * b1[c];
+        acc[(4u + c) * 2u + 1u] += a1 * b1[c];
+    }
+}
+#endif
+
+void store_out(uint i0, uint i1, uint i2, uint i3, uint slices, uint slice, float v) {
+    if (i0 < pc.d_ne.x && i1 < pc.d_ne.y) {
+        if (slices > 1u) {
+            d[D_OFF + slice * P2 + ((i3 * pc.d_ne.z + i2) * pc.d_ne.y + i1) * pc.d_ne.x + i0] = v;
+        } else {
+            d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = v;
+        }
+    }
+}
+
 void main() {
     const uint t = gl_LocalInvocationID.x;
     const uint ne0 = pc.d_ne.x, ne1 = pc.d_ne.y;
@@ -94,74 +192,101 @@ void main() {
     const uint a3 = i3 / (pc.d_ne.w / pc.a_ne.w);
     const uint a_base = A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
     const uint b_base = B_OFF + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
-    const uint tx = t % 16u;
-    const uint ty = t / 16u;
+#if defined(MICRO4)
+    const uint tx = t % 16u, ty = t / 16u;
     vec4 acc[4];
-    [[unroll]] for (uint c = 0; c < 4; ++c) { acc[c] = vec4(0.0); }
+    [[unroll]] for (uint j = 0; j < 4; ++j) { acc[j] = vec4(0.0); }
+#else
+    // Four k groups of 64 invocations (kk = 8 grp .. 8 grp + 7 of each slice), 8 x 8 outputs
+    // per invocation: i0 = 4 tx + r and 32 + 4 tx + r, i1 = 4 ty + c and 32 + 4 ty + c.
+    const uint grp = t / 64u, tx = t % 8u, ty = (t % 64u) / 8u;
+    vec4 acc[16];
+    [[unroll]] for (uint j = 0; j < 16; ++j) { acc[j] = vec4(0.0); }
+#endif
+    // Software pipelining: the global loads of slice k0 + BK are issued before the products
+    // of slice k0 and land in registers (ra*, rb) while those run; they go to shared memory
+    // after the slice's second barrier.
+#if defined(A_TQ2)
+    uint ra_bytes;
+    float ra_d;
+    load_a_tq2(a_base, tile0, k_lo, K, t, ra_bytes, ra_d);
+#else
+    float ra[8];
+    load_a(a_base, tile0, k_lo, K, ne0, t, ra);
+#endif
+    float rb[8];
+    load_b(b_base, tile1, k_lo, K, ne1, t, rb);
     for (uint k0 = k_lo; k0 < K; k0 += BK) {
 #if defined(A_TQ2)
-        {
-            // ne0 is a multiple of 256, so the tile's 64 weights of row k lie in one block:
-            // bytes j (0..31) of its 32-byte column group hold weight j at shift s0 and weight
-            // 32 + j at s0 + 2. Invocation t decodes bytes 4w..4w+3 (w = t % 8) of row kk = t / 8.
-            const uint kk = t / 8u, w = t % 8u;
-            const uint k = k0 + kk;
-            const uint i0b = tile0 * TM;
-            const uint e0 = i0b & 255u;
-            const uint s0 = ((e0 & 127u) >> 5) * 2u;
-            vec4 lo = vec4(0.0), hi = vec4(0.0);
-            if (k < K) {
-                const uint blk = a_base + k * pc.a_nb.y + (i0b >> 8) * 66u;
-                const uint addr = blk + (e0 >> 7) * 32u + 4u * w;
-                const uint sh = (addr & 3u) * 8u;
-                const uint wlo = a[addr >> 2];
-                const uint bytes = sh == 0u ? wlo : (wlo >> sh) | (a[(addr >> 2) + 1u] << (32u - sh));
-                const float dq = tq_half(blk + 64u);
-                [[unroll]] for (uint j = 0; j < 4; ++j) {
-                    const uint by = bytes >> (8u * j);
-                    lo[j] = float(int((by >> s0) & 3u) - 1) * dq;
-                    hi[j] = float(int((by >> (s0 + 2u)) & 3u) - 1) * dq;
-                }
+        store_a_tq2(tile0, t, ra_bytes, ra_d);
+#else
+        store_a(t, ra);
+#endif
+        store_b(t, rb);
+        barrier();
+        if (k0 + BK < K) {
+#if defined(A_TQ2)
+            load_a_tq2(a_base, tile0, k0 + BK, K, t, ra_bytes, ra_d);
+#else
+            load_a(a_base, tile0, k0 + BK, K, ne0, t, ra);
+#endif
+            load_b(b_base, tile1, k0 + BK, K, ne1, t, rb);
+        }
+        const uint kn = min(BK, K - k0);
+#if defined(MICRO4)
+        if (kn == BK) {
+            [[unroll]] for (uint kk = 0; kk < BK; ++kk) {
+                const vec4 av = SA(kk, tx), bv = SB(kk, ty);
+                [[unroll]] for (uint c = 0; c < 4; ++c) { acc[c] += av * bv[c]; }
             }
-            sa[kk][w] = lo;
-            sa[kk][8u + w] = hi;
+        } else {
+            for (uint kk = 0; kk < kn; ++kk) {
+                const vec4 av = SA(kk, tx), bv = SB(kk, ty);
+                [[unroll]] for (uint c = 0; c < 4; ++c) { acc[c] += av * bv[c]; }
+            }
         }
 #else
-        // A slice: BK x TM, 8 per invocation (consecutive invocations: consecutive i0).
-        [[unroll]] for (uint r = 0; r < 8; ++r) {
-            const uint idx = t + r * 256u;
-            const uint kk = idx / TM, c = idx % TM;
-            const uint k = k0 + kk, i0 = tile0 * TM + c;
-            sa[kk][c / 4u][c % 4u] = (k < K && i0 < ne0) ? a_at(a_base + k * pc.a_nb.y, i0) : 0.0;
+        const uint kb = 8u * grp;
+        const uint ke = min(kb + 8u, kn);
+        if (ke == kb + 8u) {
+            [[unroll]] for (uint q = 0; q < 8; ++q) { product(kb + q, tx, ty, acc); }
+        } else {
+            for (uint kk = kb; kk < ke; ++kk) { product(kk, tx, ty, acc); }
         }
 #endif
-        // B slice: BK x TN, 8 per invocation (consecutive invocations: consecutive k).
-        [[unroll]] for (uint r = 0; r < 8; ++r) {
-            const uint idx = t + r * 256u;
-            const uint kk = idx % BK, c = idx / BK;
-            const uint k = k0 + kk, i1 = tile1 * TN + c;
-            sb[kk][c / 4u][c % 4u] = (k < K && i1 < ne1) ? b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] : 0.0;
+        barrier();
+    }
+#if defined(MICRO4)
+    [[unroll]] for (uint c = 0; c < 4; ++c) {
+        [[unroll]] for (uint r = 0; r < 4; ++r) {
+            store_out(tile0 * TM + 4u * tx + r, tile1 * TN + 4u * ty + c, i2, i3, slices, slice, acc[c][r]);
+        }
+    }
+#else
+    // Sum the groups' partials, 3 into 2, 2 into 1, 1 into 0, through shared memory (the
+    // loop ended on a barrier); group 0 writes the tile.
+    const uint l = t % 64u;
+    [[unroll]] for (uint from = 3; from > 0; --from) {
+        if (grp == from) {
+            [[unroll]] for (uint j = 0; j < 16; ++j) { sm[j * 64u + l] = acc[j]; }
         }
         barrier();
-        const uint kn = min(BK, K - k0);
-        for (uint kk = 0; kk < kn; ++kk) {
-            const vec4 av = sa[kk][tx];
-            const vec4 bv = sb[kk][ty];
-            [[unroll]] for (uint c = 0; c < 4; ++c) { acc[c] += av * bv[c]; }
+        if (grp == from - 1u) {
+            [[unroll]] for (uint j = 0; j < 16; ++j) { acc[j] += sm[j * 64u + l]; }
         }
         barrier();
     }
-    [[unroll]] for (uint c = 0; c < 4; ++c) {
-        const uint i1 = tile1 * TN + 4u * ty + c;
-        [[unroll]] for (uint r = 0; r < 4; ++r) {
-            const uint i0 = tile0 * TM + 4u * tx + r;
-            if (i0 < ne0 && i1 < ne1) {
-                if (slices > 1u) {
-                    d[D_OFF + slice * P2 + ((i3 * pc.d_ne.z + i2) * ne1 + i1) * ne0 + i0] = acc[c][r];
-                } else {
-                    d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = acc[c][r];
+    if (grp == 0u) {
+        [[unroll]] for (uint h1 = 0; h1 < 2; ++h1) {
+            [[unroll]] for (uint c = 0; c < 4; ++c) {
+                const uint i1 = tile1 * TN + 32u * h1 + 4u * ty + c;
+                [[unroll]] for (uint h0 = 0; h0 < 2; ++h0) {
+                    [[unroll]] for (uint r = 0; r < 4; ++r) {
+                        store_out(tile0 * TM + 32u * h0 + 4u * tx + r, i1, i2, i3, slices, slice, acc[(h1 * 4u + c) * 2u + h0][r]);
+                    }
                 }
             }
         }
     }
+#endif
 }

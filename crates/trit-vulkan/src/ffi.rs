@@ -333,7 +333,7 @@ unsafe extern "C" fn buf_memset_tensor(
             tracing::error!("trit-vulkan: memset_tensor out of bounds");
             return;
         }
-        if let Err(e) = ctx.gpu.write(&ctx.alloc, at, &vec![value; size]) {
+        if let Err(e) = ctx.gpu.fill_range(&ctx.alloc, at, size as u64, value) {
             tracing::error!("trit-vulkan: memset_tensor: {e}");
         }
     })

@@ -9,9 +9,7 @@ use std::sync::Mutex;
 use ash::vk;
 
 use crate::error::{Error, Result, VkContext};
-
-/// Size of the host-visible staging buffer used when device memory is not mappable.
-const STAGING_BYTES: u64 = 16 << 20;
+use crate::transfer::Transfer;
 
 /// Limits the dispatch code tiles against. Start at the device's values; tests lower them.
 pub(crate) struct Limits {
@@ -61,7 +59,7 @@ pub(crate) struct Gpu {
     pub set_layout: vk::DescriptorSetLayout,
     pub pipeline_layout: vk::PipelineLayout,
     pipelines: HashMap<&'static str, vk::Pipeline>,
-    xfer: Mutex<Transfer>,
+    pub(crate) xfer: Mutex<Transfer>,
 }
 
 // SAFETY: the Vulkan handles are plain identifiers; every use that Vulkan requires to be
@@ -69,13 +67,6 @@ pub(crate) struct Gpu {
 unsafe impl Send for Gpu {}
 // SAFETY: as above.
 unsafe impl Sync for Gpu {}
-
-struct Transfer {
-    pool: vk::CommandPool,
-    cmd: vk::CommandBuffer,
-    fence: vk::Fence,
-    staging: Allocation,
-}
 
 /// A VkBuffer with its own memory; `mapped` is set when the memory is host-visible and
 /// coherent (then copies are plain memcpy).
@@ -406,108 +397,22 @@ impl Gpu {
     }
 
     pub fn free(&self, a: &Allocation) {
+        // Deferred transfers may still target this buffer.
+        if let Err(e) = self.flush_transfers() {
+            tracing::error!("trit-vulkan: flushing transfers before a free: {e}");
+        }
         ALLOCATED.fetch_sub(a.size, Ordering::Relaxed);
         a.destroy(&self.device);
     }
 
-    /// Copy host bytes into `dst` at `offset`.
-    pub fn write(&self, dst: &Allocation, offset: u64, data: &[u8]) -> Result<()> {
-        if let Some(p) = dst.mapped {
-            // SAFETY: the caller checked offset + len <= size; the mapping covers the buffer and
-            // no GPU work is in flight (graph_compute waits for its fence).
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(offset as usize), data.len()) };
-            return Ok(());
-        }
-        let x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
-        let sp = x.staging.mapped.expect("staging is mapped");
-        for (i, chunk) in data.chunks(STAGING_BYTES as usize).enumerate() {
-            // SAFETY: chunk fits the staging buffer, which is mapped and idle.
-            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), sp, chunk.len()) };
-            let region = vk::BufferCopy {
-                src_offset: 0,
-                dst_offset: offset + (i as u64) * STAGING_BYTES,
-                size: chunk.len() as u64,
-            };
-            self.run_copy(&x, x.staging.buffer, dst.buffer, region)?;
-        }
-        Ok(())
-    }
-
-    /// Copy bytes of `src` at `offset` into host memory.
-    pub fn read(&self, src: &Allocation, offset: u64, out: &mut [u8]) -> Result<()> {
-        if let Some(p) = src.mapped {
-            // SAFETY: as in `write`.
-            unsafe { std::ptr::copy_nonoverlapping(p.add(offset as usize), out.as_mut_ptr(), out.len()) };
-            return Ok(());
-        }
-        let x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
-        let sp = x.staging.mapped.expect("staging is mapped");
-        for (i, chunk) in out.chunks_mut(STAGING_BYTES as usize).enumerate() {
-            let region = vk::BufferCopy {
-                src_offset: offset + (i as u64) * STAGING_BYTES,
-                dst_offset: 0,
-                size: chunk.len() as u64,
-            };
-            self.run_copy(&x, src.buffer, x.staging.buffer, region)?;
-            // SAFETY: the copy finished (fence waited); chunk fits the staging buffer.
-            unsafe { std::ptr::copy_nonoverlapping(sp, chunk.as_mut_ptr(), chunk.len()) };
-        }
-        Ok(())
-    }
-
-    /// Fill all of `dst` with `value`.
-    pub fn fill(&self, dst: &Allocation, value: u8) -> Result<()> {
-        if let Some(p) = dst.mapped {
-            // SAFETY: the mapping covers `size` bytes and the GPU is idle.
-            unsafe { std::ptr::write_bytes(p, value, dst.size as usize) };
-            return Ok(());
-        }
-        let x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
-        let word = u32::from_ne_bytes([value; 4]);
-        self.submit_transfer(&x, |d, cmd| {
-            // SAFETY: recording into our transfer command buffer.
-            unsafe { d.cmd_fill_buffer(cmd, dst.buffer, 0, vk::WHOLE_SIZE, word) }
-        })
-    }
-
-    fn run_copy(&self, x: &Transfer, src: vk::Buffer, dst: vk::Buffer, region: vk::BufferCopy) -> Result<()> {
-        self.submit_transfer(x, |d, cmd| {
-            // SAFETY: both buffers are live and large enough (checked by callers).
-            unsafe { d.cmd_copy_buffer(cmd, src, dst, &[region]) }
-        })
-    }
-
-    fn submit_transfer(&self, x: &Transfer, record: impl FnOnce(&ash::Device, vk::CommandBuffer)) -> Result<()> {
-        let d = &self.device;
-        // SAFETY: the transfer command buffer is only used under the xfer lock and is idle
-        // (every submit below waits for its fence).
-        unsafe {
-            d.begin_command_buffer(
-                x.cmd,
-                &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
-            )
-            .vk("vkBeginCommandBuffer")?;
-            record(d, x.cmd);
-            let barrier =
-                vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(
-                    vk::AccessFlags::HOST_READ | vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE,
-                );
-            d.cmd_pipeline_barrier(
-                x.cmd,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::PipelineStageFlags::HOST | vk::PipelineStageFlags::COMPUTE_SHADER,
-                vk::DependencyFlags::empty(),
-                &[barrier],
-                &[],
-                &[],
-            );
-            d.end_command_buffer(x.cmd).vk("vkEndCommandBuffer")?;
-        }
-        self.submit_and_wait(x.cmd, x.fence)
-    }
-
     /// Submit one command buffer; signal `fence` (may be null) when it has finished.
     pub fn submit(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
+        self.flush_transfers()?;
+        self.submit_raw(cmd, fence)
+    }
+
+    /// `submit` without flushing deferred transfers first (the flush itself).
+    pub(crate) fn submit_raw(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
         let cmds = [cmd];
         let submit = vk::SubmitInfo::default().command_buffers(&cmds);
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -517,6 +422,7 @@ impl Gpu {
 
     /// An empty submission signalling `fence` once everything submitted before has finished.
     pub fn submit_empty(&self, fence: vk::Fence) -> Result<()> {
+        self.flush_transfers()?;
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: as in `submit`; no command buffers.
         unsafe { self.device.queue_submit(*q, &[vk::SubmitInfo::default()], fence) }.vk("vkQueueSubmit")
@@ -525,6 +431,11 @@ impl Gpu {
     /// Submit one command buffer and block until it has finished.
     pub fn submit_and_wait(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
         self.submit(cmd, fence)?;
+        self.wait_fence(fence)
+    }
+
+    /// Block until `fence` is signalled, then reset it.
+    pub(crate) fn wait_fence(&self, fence: vk::Fence) -> Result<()> {
         // SAFETY: waiting on and resetting our own fence.
         unsafe {
             self.device.wait_for_fences(&[fence], true, u64::MAX).vk("vkWaitForFences")?;
@@ -552,21 +463,6 @@ impl Drop for Gpu {
             self.device.destroy_device(None);
             self.instance.destroy_instance(None);
         }
-    }
-}
-
-impl Transfer {
-    fn new(device: &ash::Device, family: u32, mem: &vk::PhysicalDeviceMemoryProperties) -> Result<Transfer> {
-        let staging = Allocation::new(
-            device,
-            mem,
-            STAGING_BYTES,
-            vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
-            true,
-            true,
-        )?;
-        let (pool, cmd, fence) = command_objects(device, family)?;
-        Ok(Transfer { pool, cmd, fence, staging })
     }
 }
 
@@ -599,7 +495,7 @@ pub(crate) fn command_objects(
 }
 
 impl Allocation {
-    fn new(
+    pub(crate) fn new(
         device: &ash::Device,
         mem: &vk::PhysicalDeviceMemoryProperties,
         size: u64,

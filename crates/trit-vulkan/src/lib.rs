@@ -25,6 +25,7 @@ mod matvec;
 mod ops;
 mod profile;
 mod schedule;
+mod transfer;
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;

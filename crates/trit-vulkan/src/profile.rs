@@ -26,6 +26,10 @@ pub(crate) struct Profile {
     wait: Duration,
     graphs: u64,
     gpu_total_ns: f64,
+    /// When the last graph's fence was waited on, and the host time from there to the next
+    /// graph's start summed (graph building, allocation and transfers outside the graphs).
+    last_end: Option<Instant>,
+    between: Duration,
 }
 
 impl Profile {
@@ -50,6 +54,8 @@ impl Profile {
             wait: Duration::ZERO,
             graphs: 0,
             gpu_total_ns: 0.0,
+            last_end: None,
+            between: Duration::ZERO,
         })
     }
 
@@ -86,6 +92,9 @@ impl Profile {
     /// Count the host time of this graph from `t` (its fusion plan and recording order).
     pub fn began_at(&mut self, t: Instant) {
         self.began = t;
+        if let Some(end) = self.last_end {
+            self.between += t.saturating_duration_since(end);
+        }
     }
 
     /// After the fence: `submitted` is when the command buffer was submitted.
@@ -93,6 +102,7 @@ impl Profile {
         self.record += submitted - self.began;
         self.wait += submitted.elapsed();
         self.graphs += 1;
+        self.last_end = Some(Instant::now());
         let Some(pool) = self.pool else { return };
         let n = self.marks.len() + 1;
         let mut ts = vec![0u64; n];
@@ -129,6 +139,21 @@ impl Profile {
             dispatches as f64 / g,
             barriers as f64 / g,
         );
+        {
+            use crate::transfer::*;
+            use std::sync::atomic::Ordering::Relaxed;
+            out.push_str(&format!(
+                "  host time between graphs {:.1} us per graph; transfers (process): {} uploads ({:.1} MiB), \
+                 {} fills, {} reads, {} transfer submits, {:.1} ms host time in transfer calls\n",
+                self.between.as_secs_f64() * 1e6 / (g - 1.0).max(1.0),
+                UPLOADS.load(Relaxed),
+                UPLOAD_BYTES.load(Relaxed) as f64 / 1048576.0,
+                FILLS.load(Relaxed),
+                READS.load(Relaxed),
+                SUBMITS.load(Relaxed),
+                HOST_NS.load(Relaxed) as f64 / 1e6,
+            ));
+        }
         let mut rows: Vec<_> = self.per_kernel.iter().collect();
         rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
         for (k, (count, ns)) in rows {

@@ -214,6 +214,12 @@ pub(super) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
     }
 }
 
+/// TRIT_VULKAN_OUT_PROD_4X4=1: OUT_PROD in its earlier 4 x 4-per-invocation layout (A/B).
+fn out_prod_4x4() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRIT_VULKAN_OUT_PROD_4X4").is_ok_and(|v| v == "1"))
+}
+
 /// The OUT_PROD kernel over operands `a`, `b` (shapes in `p`) into `op`, split along k
 /// through scratch where `out_prod_split` says so.
 fn record_out_prod(
@@ -226,6 +232,13 @@ fn record_out_prod(
 ) -> Result<()> {
     let (slices, len) = out_prod_split(op);
     let groups = out_prod_tiles(op) * slices;
+    let with_layout;
+    let name = if out_prod_4x4() {
+        with_layout = format!("{name}_4x4");
+        with_layout.as_str()
+    } else {
+        name
+    };
     p.m0[1] = groups as u32;
     let d = rec.bind(op, 4)?;
     if slices == 1 {
