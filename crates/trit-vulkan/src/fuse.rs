@@ -421,13 +421,10 @@ impl Plan {
         let overlaps = |a: Option<(ash::vk::Buffer, u64, u64)>, b: (ash::vk::Buffer, u64, u64)| {
             a.is_none_or(|a| a.0 == b.0 && a.1 < b.2 && b.1 < a.2)
         };
-        let mut groups = Vec::new();
-        while let Some(&first) = heads.first() {
-            let x = src(node(graph, first as i32), 1);
-            let members: Vec<usize> =
-                heads.iter().copied().filter(|&i| src(node(graph, i as i32), 1) == x).take(3).collect();
-            heads.retain(|i| !members.contains(i));
-            let movable = members[1..].iter().all(|&j| {
+        // Whether the later members of `group` can run at the first one's place.
+        let movable = |group: &[usize]| {
+            let first = group[0];
+            group[1..].iter().all(|&j| {
                 let Some(out) = range(node(graph, j as i32 + 1)) else { return false };
                 (first + 2..j).all(|k| {
                     let t = node(graph, k as i32);
@@ -437,13 +434,24 @@ impl Plan {
                     let srcs = (0..sys::GGML_MAX_SRC as usize).map(|s| src(t, s)).filter(|s| !s.is_null());
                     !overlaps(range(t), out) && srcs.into_iter().all(|s| !overlaps(range(s), out))
                 })
-            });
-            if members.len() < 2 || !movable {
-                continue;
-            }
-            let pairs: Vec<_> = members.iter().map(|&i| (node(graph, i as i32), node(graph, i as i32 + 1))).collect();
-            if let Some(kernel) = crate::matvec::multi_kernel(gpu, &pairs) {
-                groups.push((kernel, members));
+            })
+        };
+        let mut groups = Vec::new();
+        while let Some(&first) = heads.first() {
+            let x = src(node(graph, first as i32), 1);
+            let mut members: Vec<usize> =
+                heads.iter().copied().filter(|&i| src(node(graph, i as i32), 1) == x).take(3).collect();
+            heads.retain(|i| !members.contains(i));
+            // Without the first where the rest cannot move up to it (llama.cpp's graph rotates
+            // Q before computing V and K, whose results may take Q's memory): V and K.
+            while members.len() >= 2 {
+                let pairs: Vec<_> =
+                    members.iter().map(|&i| (node(graph, i as i32), node(graph, i as i32 + 1))).collect();
+                if let Some(kernel) = crate::matvec::multi_kernel(gpu, &pairs).filter(|_| movable(&members)) {
+                    groups.push((kernel, members));
+                    break;
+                }
+                members.remove(0);
             }
         }
         groups
