@@ -6,16 +6,17 @@
 #                             with llama.cpp's own Vulkan backend (the peer)
 #   .dev/trit-vulkan-tests    the op-by-op test binary of crates/trit-vulkan
 # and the Vulkan loader in .gl/*.deb (device README recipe). Writes results to $OUT.
+# TRIT_DEV_DIR=DIR: trit and the op tests from DIR (the peer stays .dev/trit-peer).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-B=.dev
-chmod +x $B/trit* 2>/dev/null
+B=${TRIT_DEV_DIR:-.dev}
+chmod +x $B/trit* .dev/trit-peer 2>/dev/null
 if ! ldconfig -p | grep -q libgomp.so.1; then  # OpenMP runtime for ggml's CPU backend
-  mkdir -p /tmp/extra && for f in $B/libgomp1_*.deb; do dpkg -x "$f" /tmp/extra; done
+  mkdir -p /tmp/extra && for f in .dev/libgomp1_*.deb; do dpkg -x "$f" /tmp/extra; done
   export LD_LIBRARY_PATH=/tmp/extra/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -29,9 +30,14 @@ $B/trit synth --config 2b4t -o /tmp/m-tq2_0.gguf >/dev/null
 $B/trit synth --config 2b4t --type tq1_0 -o /tmp/m-tq1_0.gguf >/dev/null
 ls -la /tmp/m-*.gguf
 
-echo "== where decode time goes (TRIT_VULKAN_PROFILE=1, tq2_0, 64 tokens)"
+echo "== where decode time goes (TRIT_VULKAN_PROFILE=1, tq2_0, 64 tokens; every graph recorded)"
 TRIT_VULKAN_PROFILE=1 $B/trit bench -m /tmp/m-tq2_0.gguf -ngl 99 -p 0 -n 64 -r 1 -o json 2>&1 >/dev/null \
   | grep -A40 "trit-vulkan profile" | tee "$OUT/profile-tg.txt" | head -12
+echo "== host time per decode graph (TRIT_VULKAN_PROFILE=2): replayed, and recorded without the decode fusions"
+for v in "" "TRIT_VULKAN_NO_REPLAY=1 TRIT_VULKAN_NO_FUSION=attn,multi"; do
+  env TRIT_VULKAN_PROFILE=2 $v $B/trit bench -m /tmp/m-tq2_0.gguf -ngl 99 -p 0 -n 64 -r 1 -o json 2>&1 >/dev/null \
+    | grep "trit-vulkan profile" | tee -a "$OUT/profile-host.txt"
+done
 
 echo "== logits on the synthetic model: GPU (-ngl 99) vs CPU (-ngl 0 -fa off)"
 for ty in tq2_0 tq1_0; do
@@ -63,7 +69,7 @@ for ty in tq2_0 tq1_0; do
   $B/trit bench -m $m -ngl 99 -p 512 -n 128 -r 3 -o json > "$OUT/trit-$ty.json" 2> "$OUT/trit-$ty.err"
   tail -3 "$OUT/trit-$ty.err"
   echo "== $ty: llama.cpp Vulkan (same pinned source)"
-  $B/trit-peer bench -m $m -ngl 99 -p 512 -n 128 -r 3 -o json > "$OUT/peer-$ty.json" 2> "$OUT/peer-$ty.err"
+  .dev/trit-peer bench -m $m -ngl 99 -p 512 -n 128 -r 3 -o json > "$OUT/peer-$ty.json" 2> "$OUT/peer-$ty.err"
   tail -3 "$OUT/peer-$ty.err"
 done
 python3 - "$OUT" <<'PY'

@@ -6,17 +6,23 @@
 #                           Rust backend disabled (--no-default-features)
 #   .dev/trit-vulkan-tests  the op-by-op tests of crates/trit-vulkan
 # and the Vulkan loader package into .gl/ (see the device tool's README).
+# TRIT_DEV_DIR=DIR puts trit and the op tests in DIR instead of .dev (a helper's own folder);
+# TRIT_SKIP_PEER=1 keeps the peer already built (.dev/trit-peer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p .dev .gl
+D=${TRIT_DEV_DIR:-.dev}
+mkdir -p .dev .gl "$D"
 export TRIT_NATIVE=0
 CARGO_TARGET_DIR=target/device cargo build --release -p trit-cli
 CARGO_TARGET_DIR=target/device cargo test --release -p trit-vulkan --test ops --no-run 2>&1 | tee /tmp/ops-build.log
-TRIT_PEER_LLAMA_VULKAN=1 CARGO_TARGET_DIR=target/peer cargo build --release -p trit-cli --no-default-features
-cp target/device/release/trit .dev/trit
-cp target/peer/release/trit .dev/trit-peer
-cp "$(grep -o 'target/device/release/deps/ops-[0-9a-f]*' /tmp/ops-build.log | head -1)" .dev/trit-vulkan-tests
-strip .dev/* || true
+if [ "${TRIT_SKIP_PEER:-0}" != 1 ]; then
+  TRIT_PEER_LLAMA_VULKAN=1 CARGO_TARGET_DIR=target/peer cargo build --release -p trit-cli --no-default-features
+  cp target/peer/release/trit .dev/trit-peer
+  strip .dev/trit-peer || true
+fi
+cp target/device/release/trit "$D/trit"
+cp "$(grep -o 'target/device/release/deps/ops-[0-9a-f]*' /tmp/ops-build.log | head -1)" "$D/trit-vulkan-tests"
+strip "$D/trit" "$D/trit-vulkan-tests" || true
 if ! ls .gl/libglvnd0_*.deb >/dev/null 2>&1; then
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
   mkdir -p /tmp/amd64/partial
@@ -24,4 +30,4 @@ if ! ls .gl/libglvnd0_*.deb >/dev/null 2>&1; then
   (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
 ls .dev/libgomp1_*.deb >/dev/null 2>&1 || (cd .dev && apt-get -oAPT::Architecture=amd64 -oDir::State::Lists=/tmp/amd64 download libgomp1)
-ls -la .dev .gl
+ls -la .dev "$D" .gl

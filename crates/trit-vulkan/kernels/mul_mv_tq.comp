@@ -12,6 +12,11 @@
 // of its subgroups meet in shared memory. USE_DOT: packed int8 dot product
 // (SPV_KHR_integer_dot_product) where the device has it; else a plain fallback.
 // A_TQ2 | A_TQ1.
+// MULTI (one column, no RES): up to three products of one activation vector in one dispatch
+// (Q, K, V or gate, up), their rows concatenated: a_ne.yzw = rows of each, a_nb.xyz = byte
+// offset of each weight matrix in binding 0, a_nb.w = row bytes (all share K and type),
+// d_ne.xyz = element of each output in binding 2, d_nb.xyz = element of each scale in
+// binding 3, d_ne.w != 0: scales are bound.
 #include "common.glsl"
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -126,7 +131,11 @@ void main() {
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
     const uint lane = fl % LANES;
     const uint K = pc.a_ne.x;
+#if defined(MULTI)
+    const uint rows = pc.a_ne.y + pc.a_ne.z + pc.a_ne.w;
+#else
     const uint rows = pc.a_ne.y;
+#endif
     const uint nrg = (rows + ROWS - 1) / ROWS;
     const uint ncb = (pc.b_ne.y + NCOLS - 1) / NCOLS;
     uint w = wg_index();
@@ -137,10 +146,17 @@ void main() {
     const uint i2 = w % pc.b_ne.z;
     const uint i3 = w / pc.b_ne.z;
     const bool live = wg_live && r < rows;
+    const uint c0 = cb * NCOLS;
+#if defined(MULTI)
+    // Which product row r belongs to, and its row there.
+    const uint part = r < pc.a_ne.y ? 0u : (r < pc.a_ne.y + pc.a_ne.z ? 1u : 2u);
+    const uint lr = part == 0u ? r : (part == 1u ? r - pc.a_ne.y : r - pc.a_ne.y - pc.a_ne.z);
+    const uint a_row = pc.a_nb[part] + lr * pc.a_nb.w;
+#else
     const uint a2 = i2 / (pc.b_ne.z / pc.a_ne.z);
     const uint a3 = i3 / (pc.b_ne.w / pc.a_ne.w);
-    const uint c0 = cb * NCOLS;
     const uint a_row = A_OFF + r * pc.a_nb.y + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
+#endif
     const uint nblocks = K / 256;
     const uint kw = K / 4; // q words per column
     // Flat column index of column c0 (columns, then i2, then i3, as quant_q8 writes them).
@@ -188,6 +204,12 @@ void main() {
             acc[c] = t;
         }
     }
+#if defined(MULTI)
+    if (live && lane == 0) {
+        precise float v = pc.d_ne.w != 0u ? acc[0] * sc[pc.d_nb[part]] : acc[0];
+        d[pc.d_ne[part] + lr] = v;
+    }
+#else
     if (live && lane == 0) {
         const float scale = pc.d_ne.x != 0u ? sc[pc.d_ne.y] : 1.0;
         [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
@@ -202,4 +224,5 @@ void main() {
             }
         }
     }
+#endif
 }

@@ -45,6 +45,7 @@ float relu2(float v) { const float r = max(v, 0.0); return r * r; }
 #define X(k) (a[a_base + (k) * pc.a_nb.x])
 #endif
 shared float red[WG];
+#define EPL_MAX 32
 
 void main() {
     const uint S = gl_SubgroupSize;
@@ -66,6 +67,65 @@ void main() {
 #endif
     const uint n = pc.a_ne.x;
     const uint nblk = n / 256;
+
+    // Rows of at most one block per cluster, clusters of at least 8 lanes (so at most 32
+    // elements per lane): a lane's elements stay in registers between the passes, all its
+    // loads issued at once. The same f32 operations in the same order as the loop below.
+    if (C >= 8u && nblk <= ncl) {
+        const bool has = cid < nblk;
+        const uint k0 = cid * 256 + lc * EPL;
+        float xv[EPL_MAX];
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? X(k0 + e) : 0.0; }
+        precise float s = 0.0;
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
+            if (has && e < EPL) { s += xv[e] * xv[e]; }
+        }
+        for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
+        if (gl_SubgroupInvocationID == 0) { red[gl_SubgroupID] = s; }
+        barrier();
+        float total = 0.0;
+        for (uint i = 0; i < gl_NumSubgroups; ++i) { total += red[i]; }
+        precise float scale = inversesqrt(total / float(n) + uintBitsToFloat(P0));
+        if (!has) { return; }
+        float mv = 0.0;
+        uint mi = 0xFFFFFFFFu;
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
+            if (e < EPL) {
+                const uint k = k0 + e;
+#if defined(FUSE_MUL)
+                precise float y = (xv[e] * scale) * W(k);
+#else
+                precise float y = xv[e] * scale;
+#endif
+                xv[e] = y;
+                d[d_base + k * pc.d_nb.x] = y;
+                if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
+            }
+        }
+#if defined(QUANT)
+        for (uint m = 1; m < C; m <<= 1) {
+            const float ov = subgroupShuffleXor(mv, m);
+            const uint oi = subgroupShuffleXor(mi, m);
+            if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
+        }
+        precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+        const uint qrow = P2 + row * (n / 4) + cid * 64;
+        [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
+            if (e < EPL) {
+                uint word = 0;
+                [[unroll]] for (uint j = 0; j < 4; ++j) {
+                    precise float v = iscale * xv[e + j];
+                    const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
+                    word |= (uint(q) & 0xFFu) << (8 * j);
+                }
+                qout[qrow + (lc * EPL + e) / 4] = word;
+            }
+        }
+        precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
+        if (lc == 0) { qout[P2 + P1 + row * nblk + cid] = floatBitsToUint(dq); }
+#endif
+        return;
+    }
 
     precise float s = 0.0; // no contraction: every variant sums identically
     for (uint blk = cid; blk < nblk; blk += ncl) {

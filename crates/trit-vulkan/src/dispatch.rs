@@ -19,6 +19,8 @@ pub(crate) const MAX_BINDINGS: u32 = 5;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Graphs replayed by every backend of this process (tests).
+pub(crate) static REPLAYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Compute-to-compute barriers recorded by every backend of this process (tests).
 pub(crate) static BARRIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const SETS_PER_POOL: u32 = 512;
@@ -125,6 +127,24 @@ pub(crate) struct Recorder {
     prof: Option<crate::profile::Profile>,
     /// Binding 4 of the dispatch being recorded (`dispatch5`).
     fifth: Option<Bound>,
+    /// (reads, writes) of the dispatch being recorded where its bindings span more than it
+    /// touches (`dispatch_precise`): hazards are checked on these instead.
+    precise: Option<(Vec<Bound>, Vec<Bound>)>,
+    /// Command buffers used by the last graph (chunks), for `replay`.
+    last_chunks: usize,
+    /// The last graph recorded, kept while its command buffers are intact.
+    recorded: Option<Recorded>,
+    /// A signature buffer to fill next (reused: a decode graph's is ~0.5 MB).
+    spare_sig: Vec<u64>,
+}
+
+/// What recording one graph produced: its signature (`ffi::signature`), the chunks it
+/// filled and its counts.
+struct Recorded {
+    sig: Vec<u64>,
+    chunks: usize,
+    dispatches: u64,
+    barriers: u64,
 }
 
 impl Recorder {
@@ -150,6 +170,10 @@ impl Recorder {
             rounded: Vec::new(),
             prof: None,
             fifth: None,
+            precise: None,
+            last_chunks: 0,
+            recorded: None,
+            spare_sig: Vec::new(),
         })
         .map(|mut r| {
             r.prof = crate::profile::Profile::new(&r.gpu);
@@ -232,7 +256,65 @@ impl Recorder {
         self.bind_bytes(s, start, bytes, 4)
     }
 
+    /// Whether a graph with this signature can be replayed: not while GPU timestamps are
+    /// recorded (TRIT_VULKAN_PROFILE=1) or with TRIT_VULKAN_NO_REPLAY=1.
+    pub fn can_replay(&self) -> bool {
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        !*OFF.get_or_init(|| std::env::var("TRIT_VULKAN_NO_REPLAY").is_ok_and(|v| v == "1"))
+            && self.prof.as_ref().is_none_or(|p| !p.has_timestamps())
+    }
+
+    /// If the last graph recorded had signature `sig`, submit its command buffers again
+    /// (all chunks at once) and wait: Ok(true). Ok(false): nothing done, record it.
+    pub fn replay(&mut self, sig: &[u64], t0: std::time::Instant) -> Result<bool> {
+        let Some(r) = self.recorded.as_ref().filter(|r| r.sig == sig) else { return Ok(false) };
+        let (chunks, dispatches, barriers) = (r.chunks, r.dispatches, r.barriers);
+        self.began_at(t0);
+        let submitted = std::time::Instant::now();
+        if let Err(e) = self.gpu.submit_all_and_wait(&self.cmds[..chunks], self.fence) {
+            self.recorded = None;
+            return Err(e);
+        }
+        self.dispatches += dispatches;
+        self.barriers += barriers;
+        DISPATCHES.fetch_add(dispatches, std::sync::atomic::Ordering::Relaxed);
+        BARRIERS.fetch_add(barriers, std::sync::atomic::Ordering::Relaxed);
+        REPLAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = self.prof.as_mut() {
+            p.finish(&self.gpu, submitted);
+        }
+        Ok(true)
+    }
+
+    /// An empty buffer for the next signature (its allocation reused).
+    pub fn take_signature_buffer(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.spare_sig)
+    }
+
+    /// Give back a signature buffer that was not kept.
+    pub fn return_signature_buffer(&mut self, sig: Vec<u64>) {
+        self.spare_sig = sig;
+    }
+
+    /// Keep the graph just recorded and finished (`begin` .. `finish`, counts since
+    /// `counts_before`) for replay under signature `sig`.
+    pub fn keep(&mut self, sig: Vec<u64>, counts_before: (u64, u64)) {
+        if let Some(old) = self.recorded.take() {
+            self.spare_sig = old.sig;
+        }
+        self.recorded = Some(Recorded {
+            sig,
+            chunks: self.last_chunks,
+            dispatches: self.dispatches - counts_before.0,
+            barriers: self.barriers - counts_before.1,
+        });
+    }
+
     pub fn begin(&mut self) -> Result<()> {
+        // Its command buffers are about to be recorded again.
+        if let Some(old) = self.recorded.take() {
+            self.spare_sig = old.sig;
+        }
         let d = &self.gpu.device;
         // SAFETY: the command buffers are idle (the previous compute waited on its fence) and
         // no descriptor set from these pools is in use any more.
@@ -269,10 +351,7 @@ impl Recorder {
         unsafe {
             self.gpu
                 .device
-                .begin_command_buffer(
-                    self.cmd,
-                    &vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
-                )
+                .begin_command_buffer(self.cmd, &vk::CommandBufferBeginInfo::default())
                 .vk("vkBeginCommandBuffer")
         }
     }
@@ -320,6 +399,7 @@ impl Recorder {
         }
         let t0 = std::time::Instant::now();
         self.gpu.submit_and_wait(self.cmd, self.fence)?;
+        self.last_chunks = self.cur + 1;
         self.cur = 0;
         self.cmd = self.cmds[0];
         if let Some(p) = self.prof.as_mut() {
@@ -331,6 +411,7 @@ impl Recorder {
     /// Abandon a half-recorded command buffer after an error (waiting for chunks of it that
     /// were already submitted).
     pub fn abort(&mut self) {
+        self.recorded = None;
         // SAFETY: the current buffer was never submitted; resetting returns it to the initial
         // state. Submitted chunks are waited for with an empty submission's fence.
         unsafe {
@@ -443,6 +524,27 @@ impl Recorder {
         r
     }
 
+    /// As `dispatch_ex` (nothing written but `dst`), for bindings that span more memory than
+    /// the kernel touches: the hazard check uses the ranges in `reads` and `writes`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_precise(
+        &mut self,
+        kernel: &str,
+        a: Bound,
+        b: Bound,
+        dst: Bound,
+        extra: Option<Bound>,
+        reads: Vec<Bound>,
+        writes: Vec<Bound>,
+        push: Push,
+        groups: u64,
+    ) -> Result<()> {
+        self.precise = Some((reads, writes));
+        let r = self.dispatch_ex(kernel, a, Some(b), dst, extra, false, push, groups);
+        self.precise = None;
+        r
+    }
+
     /// As `dispatch`, with a fourth operand at binding 3 (fused kernels), read or, with
     /// `extra_written`, written.
     #[allow(clippy::too_many_arguments)]
@@ -464,27 +566,35 @@ impl Recorder {
         let b = b.unwrap_or(a);
         let e = extra.unwrap_or(a);
         let f = self.fifth.unwrap_or(a);
-        if self.hazard(&a, false)
-            || self.hazard(&b, false)
-            || self.hazard(&e, extra_written)
-            || self.hazard(&f, false)
-            || self.hazard(&dst, true)
-        {
-            self.compute_barrier();
-        }
-        self.reads.push((a.buffer, a.lo, a.hi));
-        self.reads.push((b.buffer, b.lo, b.hi));
-        if self.fifth.is_some() {
-            self.reads.push((f.buffer, f.lo, f.hi));
-        }
-        if extra.is_some() {
-            if extra_written {
-                self.writes.push((e.buffer, e.lo, e.hi));
-            } else {
-                self.reads.push((e.buffer, e.lo, e.hi));
+        if let Some((reads, writes)) = self.precise.take() {
+            if reads.iter().any(|r| self.hazard(r, false)) || writes.iter().any(|w| self.hazard(w, true)) {
+                self.compute_barrier();
             }
+            self.reads.extend(reads.iter().map(|r| (r.buffer, r.lo, r.hi)));
+            self.writes.extend(writes.iter().map(|w| (w.buffer, w.lo, w.hi)));
+        } else {
+            if self.hazard(&a, false)
+                || self.hazard(&b, false)
+                || self.hazard(&e, extra_written)
+                || self.hazard(&f, false)
+                || self.hazard(&dst, true)
+            {
+                self.compute_barrier();
+            }
+            self.reads.push((a.buffer, a.lo, a.hi));
+            self.reads.push((b.buffer, b.lo, b.hi));
+            if self.fifth.is_some() {
+                self.reads.push((f.buffer, f.lo, f.hi));
+            }
+            if extra.is_some() {
+                if extra_written {
+                    self.writes.push((e.buffer, e.lo, e.hi));
+                } else {
+                    self.reads.push((e.buffer, e.lo, e.hi));
+                }
+            }
+            self.writes.push((dst.buffer, dst.lo, dst.hi));
         }
-        self.writes.push((dst.buffer, dst.lo, dst.hi));
 
         let infos = [a, b, dst, e, f]
             .map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }]);

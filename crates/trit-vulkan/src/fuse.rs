@@ -33,6 +33,14 @@ pub(crate) struct Plan {
     /// ROPE, RESHAPE of it to rows, SET_ROWS of those into an f16 cache (K's rotation and
     /// cache write): one kernel.
     rope_triples: Vec<usize>,
+    /// (head, nodes): KQ MUL_MAT, SOFT_MAX, KQV MUL_MAT (3), or those then the PERMUTE and
+    /// CONT of `perm_triples` (5): decode attention in one kernel (`attn.rs`).
+    attn: Vec<(usize, usize)>,
+    /// (kernel, heads): scaled products of one activation column (Q, K, V; gate, up)
+    /// recorded as one dispatch at the first head (`matvec::encode_multi`).
+    multi: Vec<(String, Vec<usize>)>,
+    /// Heads of `multi` groups after the first: their pairs are recorded as nothing.
+    moved: Vec<usize>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
@@ -115,6 +123,17 @@ fn rope_set_rows(rope: *const sys::ggml_tensor, view: *const sys::ggml_tensor, r
         && nb(rows)[0] == 2
 }
 
+/// Element strides in a contiguous CONT of the PERMUTE `perm` for each dimension of the
+/// permuted tensor: its dimension k is the view's dimension axis[k].
+fn permuted_strides(perm: *const sys::ggml_tensor) -> [u32; 4] {
+    let nv = ne(perm);
+    let mut cs = [1u32; 4];
+    for d in 1..4 {
+        cs[d] = cs[d - 1] * nv[d - 1] as u32;
+    }
+    [0, 1, 2, 3].map(|k| cs[crate::ops::param_u32(perm, k) as usize])
+}
+
 /// RELU, then SQR of it, f32, same shapes.
 fn relu_sqr(a: *const sys::ggml_tensor, b: *const sys::ggml_tensor) -> bool {
     op_of(a) == sys::GGML_OP_UNARY
@@ -190,6 +209,9 @@ impl Plan {
                 relu_pre: Vec::new(),
                 perm_triples: Vec::new(),
                 rope_triples: Vec::new(),
+                attn: Vec::new(),
+                multi: Vec::new(),
+                moved: Vec::new(),
                 ternary_inputs: Vec::new(),
             };
         }
@@ -208,6 +230,8 @@ impl Plan {
         let (mut pair_heads, mut triple_heads) = (Vec::new(), Vec::new());
         let (mut res_heads, mut pre_heads) = (Vec::new(), Vec::new());
         let (mut perm_heads, mut rope_heads) = (Vec::new(), Vec::new());
+        let mut attn_heads = Vec::new();
+        let attn_on = !off("attn") && gpu.has_pipeline(crate::attn::KERNEL);
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
             if output(cur) {
@@ -239,6 +263,10 @@ impl Plan {
                 if !off("rope") && rope_set_rows(cur, next, third) {
                     rope_heads.push(i as usize);
                 }
+                if attn_on && !output(third) && crate::attn::matches(cur, next, third) {
+                    let five = i + 4 < n && mm_permute_cont(third, node(graph, i + 3), node(graph, i + 4));
+                    attn_heads.push((i as usize, if five { 5 } else { 3 }));
+                }
                 let quantized = ternary_inputs.binary_search(&(third as usize)).is_ok();
                 if quantized && !off("pre") && mul_norm(cur, next, third) {
                     pre_heads.push(i as usize);
@@ -247,7 +275,16 @@ impl Plan {
         }
         // The nodes whose single use decides: pair heads, and both intermediates of triples.
         let mut cand: Vec<(usize, usize)> = pair_heads.iter().map(|&i| (node(graph, i as i32) as usize, i)).collect();
-        for &i in triple_heads.iter().chain(&res_heads).chain(&pre_heads).chain(&perm_heads).chain(&rope_heads) {
+        let attn_nodes = attn_heads.iter().flat_map(|&(i, len)| [i, i + 2, i + len - 2]);
+        for i in triple_heads
+            .iter()
+            .chain(&res_heads)
+            .chain(&pre_heads)
+            .chain(&perm_heads)
+            .chain(&rope_heads)
+            .copied()
+            .chain(attn_nodes)
+        {
             cand.push((node(graph, i as i32) as usize, i));
             cand.push((node(graph, i as i32 + 1) as usize, i + 1));
         }
@@ -260,6 +297,9 @@ impl Plan {
                 relu_pre: Vec::new(),
                 perm_triples: Vec::new(),
                 rope_triples: Vec::new(),
+                attn: Vec::new(),
+                multi: Vec::new(),
+                moved: Vec::new(),
                 ternary_inputs,
             };
         }
@@ -310,6 +350,12 @@ impl Plan {
         // The same count for a ROPE under its RESHAPE and the SET_ROWS of that.
         let rope_triples: Vec<usize> =
             rope_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
+        // KQ and the softmax used once each; with the PERMUTE and CONT, KQV's uses as in
+        // `perm_triples`; without, KQV's own uses do not matter (it is what is stored).
+        let attn: Vec<(usize, usize)> = attn_heads
+            .into_iter()
+            .filter(|&(i, len)| once(i) && once(i + 1) && (len == 3 || (uses_of(i + 2) == 3 && uses_of(i + 3) == 1)))
+            .collect();
         let fusable: Vec<usize> =
             pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
         let relu_pre = if off("relu2") || !gpu.fast_kernels() || !gpu.has_pipeline("mv_rms_norm_mul_q8_pre_relu2_f32") {
@@ -317,8 +363,24 @@ impl Plan {
         } else {
             relu_into_pre(graph, n, &pre_triples, &fusable)
         };
-        let mut plan =
-            Plan { fusable, triples, res_triples, pre_triples, relu_pre, perm_triples, rope_triples, ternary_inputs };
+        let mut plan = Plan {
+            fusable,
+            triples,
+            res_triples,
+            pre_triples,
+            relu_pre,
+            perm_triples,
+            rope_triples,
+            attn,
+            multi: Vec::new(),
+            moved: Vec::new(),
+            ternary_inputs,
+        };
+        if !off("multi") && !crate::schedule::enabled() {
+            plan.multi = plan.sibling_products(graph, gpu);
+            plan.moved = plan.multi.iter().flat_map(|m| m.1[1..].iter().copied()).collect();
+            plan.moved.sort_unstable();
+        }
         if !plan.relu_pre.is_empty() {
             // Both ends must start a recording unit (`schedule::order` cuts units greedily).
             let mut starts = Vec::new();
@@ -332,6 +394,69 @@ impl Plan {
         plan
     }
 
+    /// Groups of 2 or 3 scaled products (fusable MUL_MAT + scale pairs, nothing else fused
+    /// into them) of one activation column, that `matvec::multi_kernel` accepts and that can
+    /// all run at the first one's place: no node recorded between the first and a later one
+    /// reads or writes memory overlapping that one's result (ggml-alloc may have given the
+    /// later result memory that was in use until then).
+    fn sibling_products(&self, graph: *mut sys::ggml_cgraph, gpu: &Gpu) -> Vec<(String, Vec<usize>)> {
+        let taken = |i: usize| {
+            let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
+            has(&self.res_triples)
+                || has(&self.pre_triples)
+                || has(&self.triples)
+                || has(&self.perm_triples)
+                || has(&self.rope_triples)
+                || self.attn.iter().any(|a| (a.0..a.0 + a.1).contains(&i))
+        };
+        let mut heads: Vec<usize> = self
+            .fusable
+            .iter()
+            .copied()
+            .filter(|&i| op_of(node(graph, i as i32)) == sys::GGML_OP_MUL_MAT && !taken(i))
+            .collect();
+        let range = |t: *const sys::ggml_tensor| {
+            crate::dispatch::locate(t).ok().map(|(a, o)| (a.buffer, o, o + crate::dispatch::span(t).max(1)))
+        };
+        let overlaps = |a: Option<(ash::vk::Buffer, u64, u64)>, b: (ash::vk::Buffer, u64, u64)| {
+            a.is_none_or(|a| a.0 == b.0 && a.1 < b.2 && b.1 < a.2)
+        };
+        // Whether the later members of `group` can run at the first one's place.
+        let movable = |group: &[usize]| {
+            let first = group[0];
+            group[1..].iter().all(|&j| {
+                let Some(out) = range(node(graph, j as i32 + 1)) else { return false };
+                (first + 2..j).all(|k| {
+                    let t = node(graph, k as i32);
+                    if crate::ops::is_noop(op_of(t)) {
+                        return true;
+                    }
+                    let srcs = (0..sys::GGML_MAX_SRC as usize).map(|s| src(t, s)).filter(|s| !s.is_null());
+                    !overlaps(range(t), out) && srcs.into_iter().all(|s| !overlaps(range(s), out))
+                })
+            })
+        };
+        let mut groups = Vec::new();
+        while let Some(&first) = heads.first() {
+            let x = src(node(graph, first as i32), 1);
+            let mut members: Vec<usize> =
+                heads.iter().copied().filter(|&i| src(node(graph, i as i32), 1) == x).take(3).collect();
+            heads.retain(|i| !members.contains(i));
+            // Without the first where the rest cannot move up to it (llama.cpp's graph rotates
+            // Q before computing V and K, whose results may take Q's memory): V and K.
+            while members.len() >= 2 {
+                let pairs: Vec<_> =
+                    members.iter().map(|&i| (node(graph, i as i32), node(graph, i as i32 + 1))).collect();
+                if let Some(kernel) = crate::matvec::multi_kernel(gpu, &pairs).filter(|_| movable(&members)) {
+                    groups.push((kernel, members));
+                    break;
+                }
+                members.remove(0);
+            }
+        }
+        groups
+    }
+
     /// Record node `i` fused with the nodes after it if possible: how many nodes were
     /// recorded (0: none, node `i` is to be recorded alone).
     /// A tensor the unit at `i` reads besides its nodes' operands (for `schedule`).
@@ -342,7 +467,9 @@ impl Plan {
     /// Nodes from `i` on that `encode` may fuse into one unit (1: none).
     pub fn len(&self, i: usize) -> usize {
         let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
-        if has(&self.res_triples)
+        if let Some(&(_, len)) = self.attn.iter().find(|a| a.0 == i) {
+            len
+        } else if has(&self.res_triples)
             || has(&self.pre_triples)
             || has(&self.triples)
             || has(&self.perm_triples)
@@ -365,8 +492,27 @@ impl Plan {
     }
 
     pub fn encode(&self, rec: &mut Recorder, graph: *mut sys::ggml_cgraph, i: i32) -> Result<i32> {
+        if self.moved.binary_search(&(i as usize)).is_ok() {
+            return Ok(2); // recorded with the first product of its group
+        }
+        if let Some((kernel, members)) = self.multi.iter().find(|m| m.1[0] == i as usize) {
+            let pairs: Vec<_> = members.iter().map(|&j| (node(graph, j as i32), node(graph, j as i32 + 1))).collect();
+            crate::matvec::encode_multi(rec, kernel, &pairs)?;
+            return Ok(2);
+        }
         if self.relu_pre.iter().any(|r| r.1 == i as usize) {
             return Ok(2); // RELU and SQR: computed by the pre kernel that reads them
+        }
+        if let Some(&(_, len)) = self.attn.iter().find(|a| a.0 == i as usize) {
+            let (kq, sm, kqv) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            let (out, strides) = if len == 5 {
+                let (perm, cont) = (node(graph, i + 3), node(graph, i + 4));
+                (cont, permuted_strides(perm))
+            } else {
+                (kqv, nb(kqv).map(|x| (x / 4) as u32))
+            };
+            crate::attn::encode(rec, kq, sm, kqv, out, [strides[0], strides[1], strides[2]])?;
+            return Ok(len as i32);
         }
         if self.res_triples.binary_search(&(i as usize)).is_ok() {
             let (mm, mul, add) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
@@ -396,16 +542,7 @@ impl Plan {
         }
         if self.perm_triples.binary_search(&(i as usize)).is_ok() {
             let (mm, perm, cont) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
-            // Product dimension k is the permuted view's dimension axis[k]; the CONT lays the
-            // view out contiguously.
-            let nv = ne(perm);
-            let mut cs = [1u32; 4];
-            for d in 1..4 {
-                cs[d] = cs[d - 1] * nv[d - 1] as u32;
-            }
-            let axis = [0, 1, 2, 3].map(|k| crate::ops::param_u32(perm, k) as usize);
-            let strides = axis.map(|a| cs[a]);
-            if crate::matvec::encode_to(rec, mm, None, None, Some((cont, strides)))? {
+            if crate::matvec::encode_to(rec, mm, None, None, Some((cont, permuted_strides(perm))))? {
                 return Ok(3);
             }
         }

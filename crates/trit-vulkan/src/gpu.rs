@@ -102,6 +102,9 @@ fn env_u64(key: &str) -> Option<u64> {
 }
 
 /// Bytes of device buffers made by `Gpu::alloc` and not yet freed, and their peak (this process).
+/// Device buffers freed by this process so far: a recorded graph is replayed only while this
+/// is unchanged (a freed buffer's handle may come back for another buffer).
+pub(crate) static FREED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub(crate) static ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub(crate) static PEAK_ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -402,6 +405,7 @@ impl Gpu {
             tracing::error!("trit-vulkan: flushing transfers before a free: {e}");
         }
         ALLOCATED.fetch_sub(a.size, Ordering::Relaxed);
+        FREED.fetch_add(1, Ordering::Relaxed);
         a.destroy(&self.device);
     }
 
@@ -426,6 +430,23 @@ impl Gpu {
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: as in `submit`; no command buffers.
         unsafe { self.device.queue_submit(*q, &[vk::SubmitInfo::default()], fence) }.vk("vkQueueSubmit")
+    }
+
+    /// Submit these command buffers in order and block until they have finished.
+    pub fn submit_all_and_wait(&self, cmds: &[vk::CommandBuffer], fence: vk::Fence) -> Result<()> {
+        let submit = vk::SubmitInfo::default().command_buffers(cmds);
+        {
+            let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: the queue is externally synchronised by the lock; the buffers are
+            // recorded and idle (their previous submission was waited for).
+            unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")?;
+        }
+        // SAFETY: waiting on and resetting our own fence.
+        unsafe {
+            self.device.wait_for_fences(&[fence], true, u64::MAX).vk("vkWaitForFences")?;
+            self.device.reset_fences(&[fence]).vk("vkResetFences")?;
+        }
+        Ok(())
     }
 
     /// Submit one command buffer and block until it has finished.

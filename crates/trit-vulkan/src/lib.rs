@@ -13,6 +13,7 @@
 //! storage binding), or with [`set_limits`]. `TRIT_VULKAN_STAGING=1` forces copies through
 //! a staging buffer even where device memory is host-visible.
 
+mod attn;
 mod dispatch;
 mod error;
 mod ffi;
@@ -155,9 +156,15 @@ pub fn allocated_bytes() -> (u64, u64) {
     (gpu::ALLOCATED.load(Ordering::Relaxed), gpu::PEAK_ALLOCATED.load(Ordering::Relaxed))
 }
 
-/// Number of vkCmdDispatch calls recorded so far in this process (tiles count separately).
+/// Number of vkCmdDispatch calls recorded so far in this process (tiles count separately;
+/// those of a replayed graph count again).
 pub fn dispatch_count() -> u64 {
     dispatch::DISPATCHES.load(Ordering::Relaxed)
+}
+
+/// Graphs replayed (submitted again as recorded, `dispatch::Recorder::replay`) so far.
+pub fn replay_count() -> u64 {
+    dispatch::REPLAYS.load(Ordering::Relaxed)
 }
 
 /// Number of compute-to-compute pipeline barriers recorded so far in this process.

@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 
 use trit_sys as sys;
 
-use crate::dispatch::{locate, Push, Recorder};
+use crate::dispatch::{locate, Bound, Push, Recorder};
 use crate::error::Result;
-use crate::ops::{fits_range, nb, ne, nelements, shape, ty, F16, TQ1, TQ2};
+use crate::gpu::Gpu;
+use crate::ops::{fits_range, nb, ne, nelements, shape, src, ty, F16, TQ1, TQ2};
 
 /// Rows of A per workgroup (WG / LANES in the kernels).
 const ROWS_PER_WG: u64 = 4;
@@ -142,23 +143,8 @@ pub(crate) fn encode_to(
         rec.dispatch_ex(&kernel, a, Some(b), d, extra, false, p, groups)?;
         return Ok(true);
     }
-    // Ternary: quantize the activations once per graph and source tensor.
     let nel = nelements(s1);
-    let q = match rec.rounded.iter().find(|(t, form, _)| *t == s1 && *form == ROUNDED_Q8) {
-        Some(&(_, _, q)) => q,
-        None => {
-            let src_b = rec.bind(s1, 4)?;
-            let q = rec.scratch(nel + nel / 256 * 4)?;
-            let mut pq = Push::default();
-            (pq.a_ne, pq.a_nb) = shape(s1, 4);
-            let blocks = nel / 256;
-            pq.m0[1] = blocks as u32;
-            pq.m1[1] = (nel / 4) as u32;
-            rec.dispatch("quant_q8", src_b, None, q, pq, blocks)?;
-            rec.rounded.push((s1, ROUNDED_Q8, q));
-            q
-        }
-    };
+    let q = rounded_q8(rec, s1)?;
     (p.a_ne, p.a_nb) = shape(s0, 1);
     p.b_ne = ne(s1).map(|x| x as u32);
     p.m1[1] = (nel / 4) as u32;
@@ -169,6 +155,139 @@ pub(crate) fn encode_to(
         None => rec.dispatch_ex(&kernel, a, Some(q), d, extra, false, p, groups)?,
     }
     Ok(true)
+}
+
+/// The int8 activations (+ block scales) of `s1` for ternary products: quantized once per
+/// graph and source tensor (`quant_q8.comp`) unless a fused norm already wrote them.
+fn rounded_q8(rec: &mut Recorder, s1: *const sys::ggml_tensor) -> Result<Bound> {
+    if let Some(&(_, _, q)) = rec.rounded.iter().find(|(t, form, _)| *t == s1 && *form == ROUNDED_Q8) {
+        return Ok(q);
+    }
+    let nel = nelements(s1);
+    let src_b = rec.bind(s1, 4)?;
+    let q = rec.scratch(nel + nel / 256 * 4)?;
+    let mut pq = Push::default();
+    (pq.a_ne, pq.a_nb) = shape(s1, 4);
+    let blocks = nel / 256;
+    pq.m0[1] = blocks as u32;
+    pq.m1[1] = (nel / 4) as u32;
+    rec.dispatch("quant_q8", src_b, None, q, pq, blocks)?;
+    rec.rounded.push((s1, ROUNDED_Q8, q));
+    Ok(q)
+}
+
+/// A product and the MUL by its one-element scale that consumes it.
+pub(crate) type Scaled = (*const sys::ggml_tensor, *const sys::ggml_tensor);
+
+/// The kernel that computes these 2 or 3 scaled products of one activation column in one
+/// dispatch (`MULTI` in mul_mv_tq.comp), if they qualify: ternary weights of one type, K
+/// and row size, 2-D; one f32 activation column shared by all; contiguous f32 results; the
+/// weights, the results and the scales each in one buffer, spans within the binding range.
+pub(crate) fn multi_kernel(gpu: &Gpu, group: &[Scaled]) -> Option<String> {
+    if !(2..=3).contains(&group.len()) || !gpu.fast_kernels() {
+        return None;
+    }
+    let (mm0, _) = group[0];
+    let (a0, x) = (src(mm0, 0), src(mm0, 1));
+    let k = ne(a0)[0];
+    let same_alloc = |ts: &mut dyn Iterator<Item = *const sys::ggml_tensor>| -> Option<u64> {
+        let mut buf = None;
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for t in ts {
+            let (alloc, off) = locate(t).ok()?;
+            if buf.is_some_and(|b| b != alloc.buffer) {
+                return None;
+            }
+            buf = Some(alloc.buffer);
+            lo = lo.min(off);
+            hi = hi.max(off + crate::dispatch::span(t));
+        }
+        Some(hi - lo)
+    };
+    let ok = group.iter().all(|&(mm, mul)| {
+        let (a, s) = (src(mm, 0), src(mul, 1));
+        src(mm, 1) == x
+            && ty(a) == ty(a0)
+            && matches!(ty(a), TQ1 | TQ2)
+            && ne(a)[0] == k
+            && ne(a)[2..] == [1, 1]
+            && nb(a)[1] == nb(a0)[1]
+            && ne(mul) == [ne(a)[1], 1, 1, 1]
+            && ty(mul) == crate::ops::F32
+            && nb(mul)[0] == 4
+            && ty(s) == crate::ops::F32
+            && nelements(s) == 1
+    }) && ne(x) == [k, 1, 1, 1]
+        && ty(x) == crate::ops::F32
+        && k % 256 == 0;
+    if !ok {
+        return None;
+    }
+    let limit = gpu.max_range() - gpu.min_storage_align - 4;
+    let spans = [
+        same_alloc(&mut group.iter().map(|g| src(g.0, 0))),
+        same_alloc(&mut group.iter().map(|g| g.1)),
+        same_alloc(&mut group.iter().map(|g| src(g.1, 1))),
+    ];
+    if spans.iter().any(|s| s.is_none_or(|s| s > limit)) {
+        return None;
+    }
+    let rows: i64 = group.iter().map(|g| ne(g.1)[0]).sum();
+    if rows as u64 >= u32::MAX as u64 / 2 {
+        return None;
+    }
+    let t = if ty(a0) == TQ2 { "tq2" } else { "tq1" };
+    let dot = if gpu.has_int_dot && gpu.limits.int_dot.load(Ordering::Relaxed) { "_dot" } else { "" };
+    let kernel = format!("mv_{t}_1_multi{dot}");
+    gpu.has_pipeline(&kernel).then_some(kernel)
+}
+
+/// Bind the memory from the first to the end of the last of `ts` (one allocation, checked by
+/// `multi_kernel`) and give each tensor's element offset in that binding.
+fn bind_span(rec: &Recorder, ts: &[*const sys::ggml_tensor], elsize: u64) -> Result<(Bound, [u32; 3])> {
+    let located = ts.iter().map(|&t| locate(t)).collect::<Result<Vec<_>>>()?;
+    let lo = located.iter().map(|l| l.1).min().unwrap_or(0);
+    let hi = ts.iter().zip(&located).map(|(&t, l)| l.1 + crate::dispatch::span(t)).max().unwrap_or(lo);
+    let b = rec.bind_bytes(located[0].0, lo, hi - lo, elsize)?;
+    let mut offs = [0u32; 3];
+    for (o, l) in offs.iter_mut().zip(&located) {
+        *o = b.elem_off + ((l.1 - lo) / elsize) as u32;
+    }
+    Ok((b, offs))
+}
+
+/// Record the scaled products of `group` (accepted by `multi_kernel`, which named `kernel`)
+/// as one dispatch over their concatenated rows.
+pub(crate) fn encode_multi(rec: &mut Recorder, kernel: &str, group: &[Scaled]) -> Result<()> {
+    let (mm0, _) = group[0];
+    let (a0, x) = (src(mm0, 0), src(mm0, 1));
+    let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
+    let outs: Vec<_> = group.iter().map(|g| g.1).collect();
+    let scales: Vec<_> = group.iter().map(|g| src(g.1, 1)).collect();
+    let q = rounded_q8(rec, x)?;
+    let (a, a_offs) = bind_span(rec, &weights, 1)?;
+    let (d, d_offs) = bind_span(rec, &outs, 4)?;
+    let (s, s_offs) = bind_span(rec, &scales, 4)?;
+    let mut p = Push::default();
+    let rows = outs.iter().map(|&o| ne(o)[0] as u32);
+    p.a_ne[0] = ne(a0)[0] as u32;
+    for (i, r) in rows.enumerate() {
+        p.a_ne[i + 1] = r;
+    }
+    p.a_nb = [a_offs[0], a_offs[1], a_offs[2], nb(a0)[1] as u32];
+    p.b_ne = [ne(x)[0] as u32, 1, 1, 1];
+    p.d_ne = [d_offs[0], d_offs[1], d_offs[2], 1];
+    p.d_nb = [s_offs[0], s_offs[1], s_offs[2], 0];
+    let total: u64 = p.a_ne[1..].iter().map(|&r| r as u64).sum();
+    let groups = total.div_ceil(ROWS_PER_WG);
+    p.m0[1] = groups as u32;
+    p.m1[1] = (nelements(x) / 4) as u32;
+    let mut reads = vec![q];
+    for &t in weights.iter().chain(&scales) {
+        reads.push(rec.bind(t, 1)?);
+    }
+    let writes = outs.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
+    rec.dispatch_precise(kernel, a, q, d, Some(s), reads, writes, p, groups)
 }
 
 /// f16 rows the f16 mat-vec can read 8 halves at a time, and f32 activations 4 at a time.

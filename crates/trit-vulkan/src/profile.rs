@@ -89,6 +89,11 @@ impl Profile {
         unsafe { gpu.device.cmd_write_timestamp(cmd, vk::PipelineStageFlags::BOTTOM_OF_PIPE, pool, q) };
     }
 
+    /// GPU timestamps are written into the recorded command buffers (level 1).
+    pub fn has_timestamps(&self) -> bool {
+        self.pool.is_some()
+    }
+
     /// Count the host time of this graph from `t` (its fusion plan and recording order).
     pub fn began_at(&mut self, t: Instant) {
         self.began = t;

@@ -104,7 +104,7 @@ impl Drop for Backends {
 
 pub type Builder<'a> = &'a dyn Fn(Ctx, &mut Vec<(T, Fill)>) -> T;
 
-fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
+pub fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
     // SAFETY: t is allocated in a backend buffer; sizes come from ggml itself.
     unsafe {
         let n = sys::ggml_nelements(t) as usize;
