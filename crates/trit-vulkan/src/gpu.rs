@@ -433,7 +433,9 @@ impl Gpu {
     }
 
     /// Submit these command buffers in order and block until they have finished.
+    /// Deferred transfers (new graph inputs) are submitted first.
     pub fn submit_all_and_wait(&self, cmds: &[vk::CommandBuffer], fence: vk::Fence) -> Result<()> {
+        self.flush_transfers()?;
         let submit = vk::SubmitInfo::default().command_buffers(cmds);
         {
             let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
