@@ -42,8 +42,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// `steps` AdamW steps (lr 1e-3) on the same masked window from the same adapter.
-fn train(path: &Path, checkpointing: bool, steps: usize, tag: &str) -> Run {
+/// `steps` AdamW steps (lr 1e-3) on the same masked window from the same adapter, with
+/// `n_ubatch` tokens per forward/backward (< 256: gradient accumulation inside ggml-opt).
+fn train(path: &Path, checkpointing: bool, steps: usize, n_ubatch: u32, tag: &str) -> Run {
     let model = load(path);
     let mut sample = plain_windows(&model, &common::TEXT.repeat(8), 256).unwrap().remove(0);
     for (i, l) in sample.labels.iter_mut().enumerate() {
@@ -56,7 +57,7 @@ fn train(path: &Path, checkpointing: bool, steps: usize, tag: &str) -> Run {
     let ap = dir.join("a.gguf");
     w.save(&ap).unwrap();
     let sched = Schedule { kind: ScheduleKind::Constant, lr: 1e-3, lr_min: 0.0, warmup_steps: 0, total_steps: 100 };
-    let params = SessionParams { gradient_checkpointing: checkpointing, ..common::params(256) };
+    let params = SessionParams { gradient_checkpointing: checkpointing, n_ubatch, ..common::params(256) };
     let mut s = Session::new(&model, &ap, params, sched, AdamW::default()).unwrap();
     let losses = (0..steps).map(|_| s.train_window(&sample).unwrap().to_bits()).collect();
     let grads = s.gradients().unwrap().into_iter().map(|(n, g)| (n, bits(&g))).collect();
@@ -67,12 +68,17 @@ fn train(path: &Path, checkpointing: bool, steps: usize, tag: &str) -> Run {
     Run { losses, grads, state, adapter, compute_bytes: mem.compute_total() }
 }
 
-fn assert_same(a: &Run, b: &Run, what: &str) {
+/// `kv_grads`: whether the K and V projections get gradients (llama.cpp gives them none with
+/// n_ubatch < n_ctx).
+fn assert_same(a: &Run, b: &Run, what: &str, kv_grads: bool) {
     assert_eq!(a.losses, b.losses, "{what}: losses differ with gradient checkpointing");
     assert_eq!(a.grads.len(), b.grads.len());
     for ((na, ga), (nb, gb)) in a.grads.iter().zip(&b.grads) {
         assert_eq!(na, nb);
-        assert!(ga.iter().any(|&x| f32::from_bits(x) != 0.0), "{na}: zero gradient");
+        let kv = na.contains("attn_k.") || na.contains("attn_v.");
+        if kv_grads || !kv {
+            assert!(ga.iter().any(|&x| f32::from_bits(x) != 0.0), "{what}: {na}: zero gradient");
+        }
         assert_eq!(ga, gb, "{what}: gradient of {na} differs with gradient checkpointing");
     }
     assert_eq!(a.state, b.state, "{what}: AdamW moments differ with gradient checkpointing");
@@ -83,10 +89,15 @@ fn assert_same(a: &Run, b: &Run, what: &str) {
 /// with the same thread split, so the backward pass reads the same bits.
 #[test]
 fn checkpointing_is_bit_identical_on_cpu() {
-    for (name, path) in [("tiny-deep (8 layers)", deep_model()), ("fixture (2 layers)", common::tq2_model())] {
-        let plain = train(path, false, 3, name);
-        let ckpt = train(path, true, 3, name);
-        assert_same(&plain, &ckpt, name);
+    let cases = [
+        ("tiny-deep (8 layers)", deep_model(), 256),
+        ("fixture (2 layers)", common::tq2_model(), 256),
+        ("fixture (2 layers), -ub 128: two backward graphs per optimizer step", common::tq2_model(), 128),
+    ];
+    for (name, path, n_ubatch) in cases {
+        let plain = train(path, false, 3, n_ubatch, name);
+        let ckpt = train(path, true, 3, n_ubatch, name);
+        assert_same(&plain, &ckpt, name, n_ubatch == 256);
         eprintln!("{name}: 3 steps bit-identical; loss {}", f64::from_bits(*plain.losses.last().unwrap()));
     }
 }
@@ -95,8 +106,8 @@ fn checkpointing_is_bit_identical_on_cpu() {
 /// residual outputs plus one layer's recomputation with it.
 #[test]
 fn checkpointing_shrinks_the_compute_buffer() {
-    let plain = train(deep_model(), false, 1, "mem");
-    let ckpt = train(deep_model(), true, 1, "mem");
+    let plain = train(deep_model(), false, 1, 256, "mem");
+    let ckpt = train(deep_model(), true, 1, 256, "mem");
     let ratio = ckpt.compute_bytes as f64 / plain.compute_bytes as f64;
     eprintln!(
         "tiny-deep, ctx 256, rank 4, all targets: compute buffer {:.2} MiB without, {:.2} MiB with checkpointing ({ratio:.2}x)",
