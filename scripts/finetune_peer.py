@@ -3,7 +3,8 @@
 randomly initialised model of the bitnet-b1.58-2B-4T shape (transformers' BitNetForCausalLM:
 30 layers, hidden 2560, FFN 6912, 20 heads / 5 KV heads, vocab 128256, ReLU², tied embeddings)
 in bf16 on the GPU, rank 16 (alpha 32) on q/k/v/o/gate/up/down, AdamW, one 512-token sequence
-per optimizer step, no gradient checkpointing (trit has none either). No downloads.
+per optimizer step; gradient checkpointing only with --gradient-checkpointing (transformers'
+non-reentrant checkpointing of every decoder layer, as trit's flag of that name). No downloads.
 
 Prints and writes (--out) JSON: tokens/s (median over the measured steps), the allocator's
 peak memory, and what was used (PEFT or, where the image lacks it, an equivalent LoRA layer of
@@ -91,12 +92,15 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model, for a smoke test of this script")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer in the backward")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     t0 = time.time()
     model, arch, tf_version = build_model(DIMS_TINY if a.tiny else DIMS_2B4T, a.device)
+    if a.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model, lora_impl = add_lora(model, a.rank, a.alpha)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -123,7 +127,7 @@ def main():
     r = {
         "who": "pytorch", "arch": arch, "transformers": tf_version, "torch": torch.__version__, "lora": lora_impl,
         "attn": getattr(model.config, "_attn_implementation", None), "dtype": "bfloat16",
-        "trainable_params": n_train, "ctx": a.ctx, "rank": a.rank, "steps": a.steps, "warmup": a.warmup,
+        "trainable_params": n_train, "gradient_checkpointing": a.gradient_checkpointing, "ctx": a.ctx, "rank": a.rank, "steps": a.steps, "warmup": a.warmup,
         "step_s_median": statistics.median(times), "tok_s": a.ctx / statistics.median(times),
         "tok_s_mean": a.ctx * len(times) / sum(times),
         "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,

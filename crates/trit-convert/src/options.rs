@@ -133,6 +133,8 @@ pub enum SynthPreset {
     /// A tiny model of the same structure (2 layers, hidden 256, FFN 512, 4/2 heads, vocab
     /// 1024) for tests.
     Tiny,
+    /// Tiny's shape with 8 layers: memory tests that need depth (gradient checkpointing).
+    TinyDeep,
 }
 
 impl FromStr for SynthPreset {
@@ -141,7 +143,8 @@ impl FromStr for SynthPreset {
         match s.to_ascii_lowercase().as_str() {
             "2b4t" | "2b-4t" => Ok(SynthPreset::B2b4t),
             "tiny" => Ok(SynthPreset::Tiny),
-            _ => Err(format!("unknown synth preset '{s}' (expected 2b4t or tiny)")),
+            "tiny-deep" => Ok(SynthPreset::TinyDeep),
+            _ => Err(format!("unknown synth preset '{s}' (expected 2b4t, tiny or tiny-deep)")),
         }
     }
 }

@@ -44,6 +44,7 @@ impl SynthPreset {
                 rope_theta: 500_000.0,
                 activation: Activation::Relu2,
             },
+            SynthPreset::TinyDeep => ModelShape { n_layers: 8, ..SynthPreset::Tiny.shape() },
         }
     }
 
@@ -51,6 +52,7 @@ impl SynthPreset {
         match self {
             SynthPreset::B2b4t => "synthetic bitnet-b1.58-2B-4T",
             SynthPreset::Tiny => "synthetic tiny bitnet",
+            SynthPreset::TinyDeep => "synthetic tiny deep bitnet",
         }
     }
 }

@@ -25,6 +25,12 @@ pub struct LogRow {
     pub tokens_per_s: f64,
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
+    /// The training graph's compute buffers, all backends (0 in logs from before this field).
+    #[serde(default)]
+    pub compute_bytes: u64,
+    /// Peak of the GPU backend's buffers so far, where the caller can tell.
+    #[serde(default)]
+    pub device_peak_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,8 @@
 //! base stays frozen in TQ2_0/TQ1_0. `vendor/patches/0003-*` adds what the pinned
 //! llama.cpp lacks: masked labels (loss on assistant turns only), gradient accumulators that
 //! are cleared between steps, and access to the AdamW state for checkpoints.
+//! `vendor/patches/0007-*` adds gradient checkpointing (`SessionParams::gradient_checkpointing`):
+//! ggml-opt's backward graph recomputes each layer from the per-layer residual outputs.
 
 pub mod adapter;
 pub mod checkpoint;
@@ -21,5 +23,5 @@ pub mod train;
 pub use adapter::{parse_targets, InitOptions, LoraSpec, LoraWeights, ALL_TARGETS};
 pub use data::{BadLine, DataOptions, Dataset, Sample, MASKED};
 pub use schedule::{Schedule, ScheduleKind};
-pub use session::{AdamW, OptimizerState, Session, SessionParams};
+pub use session::{AdamW, MemoryUse, OptimizerState, Session, SessionParams};
 pub use train::{train, TrainOptions, TrainReport, Warmup};

@@ -49,6 +49,9 @@ pub struct SessionParams {
     pub n_batch: u32,
     pub n_ubatch: u32,
     pub n_threads: i32,
+    /// Recompute each layer's activations in the backward pass from the per-layer residual
+    /// outputs instead of keeping them all (less memory, about one more forward pass of work).
+    pub gradient_checkpointing: bool,
 }
 
 impl SessionParams {
@@ -80,6 +83,25 @@ pub struct OptimizerState {
     /// (ggml-opt tensor name, values): "AdamW m for <param>", "AdamW v for <param>".
     pub tensors: Vec<(String, Vec<f32>)>,
 }
+
+/// Memory of a session's training graphs, by part, in bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryUse {
+    /// The scheduler's compute buffer per backend (name, bytes): forward activations kept for
+    /// the backward pass, backward temporaries, logits; the largest graph so far.
+    pub compute: Vec<(String, u64)>,
+    /// ggml-opt's static buffer: gradient accumulators and AdamW moments (0 before the first step).
+    pub optimizer: u64,
+}
+
+impl MemoryUse {
+    pub fn compute_total(&self) -> u64 {
+        self.compute.iter().map(|(_, b)| b).sum()
+    }
+}
+
+/// llama.cpp names each layer's residual output "l_out-<layer>": the checkpoints.
+const CHECKPOINT_PREFIX: &CStr = c"l_out-";
 
 /// Shared with the optimizer-parameter callback that ggml-opt calls once per step.
 struct OptShared {
@@ -311,6 +333,11 @@ impl<'m> Session<'m> {
         // SAFETY: ctx and model are live; the sizes were validated above (llama.cpp asserts
         // them); the callback userdata is boxed and outlives the context's use of it.
         unsafe { sys::llama_opt_init(ctx.as_ptr(), model.as_ptr(), lopt) };
+        if params.gradient_checkpointing {
+            let opt = opt_ctx(ctx.as_ptr())?;
+            // SAFETY: opt is live; the prefix is a static NUL-terminated string (ggml-opt copies it).
+            unsafe { sys::ggml_opt_set_checkpointing(opt, CHECKPOINT_PREFIX.as_ptr()) };
+        }
         let n = params.n_ctx as i64;
         // SAFETY: plain constructors; null results are checked.
         let dataset =
@@ -479,6 +506,31 @@ impl<'m> Session<'m> {
         // SAFETY: opt is live.
         let iter = unsafe { sys::ggml_opt_get_iter(opt) };
         Ok(OptimizerState { iter, tensors })
+    }
+
+    /// Compute and optimizer buffer sizes (the compute buffer only grows: the largest graph so far).
+    pub fn memory(&self) -> Result<MemoryUse> {
+        let opt = opt_ctx(self.ctx.as_ptr())?;
+        // SAFETY: opt is live; the scheduler belongs to the context and outlives this call.
+        let sched = unsafe { sys::ggml_opt_backend_sched(opt) };
+        if sched.is_null() {
+            bail!("ggml-opt has no scheduler");
+        }
+        // SAFETY: sched is live.
+        let n = unsafe { sys::ggml_backend_sched_get_n_backends(sched) };
+        let mut compute = Vec::with_capacity(n.max(0) as usize);
+        for i in 0..n {
+            // SAFETY: i < n; backends and their names live as long as the scheduler.
+            let (name, bytes) = unsafe {
+                let b = sys::ggml_backend_sched_get_backend(sched, i);
+                let name = CStr::from_ptr(sys::ggml_backend_name(b)).to_string_lossy().into_owned();
+                (name, sys::ggml_backend_sched_get_buffer_size(sched, b) as u64)
+            };
+            compute.push((name, bytes));
+        }
+        // SAFETY: opt is live.
+        let optimizer = unsafe { sys::ggml_opt_static_buffer_size(opt) } as u64;
+        Ok(MemoryUse { compute, optimizer })
     }
 
     /// Load these moments into ggml-opt right before the next optimizer step.

@@ -53,6 +53,8 @@ pub struct TrainOptions {
     pub init_b_std: f32,
     /// Start from this adapter instead of a fresh one (fresh optimizer state).
     pub init_adapter: Option<PathBuf>,
+    /// (allocated now, peak so far) bytes of the GPU backend's buffers, logged every step.
+    pub device_memory: Option<fn() -> (u64, u64)>,
 }
 
 impl TrainOptions {
@@ -79,6 +81,7 @@ impl TrainOptions {
             stop_after: None,
             init_b_std: 0.0,
             init_adapter: None,
+            device_memory: None,
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct TrainReport {
     pub last_val_loss: Option<f64>,
     pub tokens_per_s: f64,
     pub peak_rss_bytes: u64,
+    /// Compute and optimizer buffers at the end of the run.
+    pub memory: crate::MemoryUse,
     pub output: PathBuf,
     pub n_params: u64,
     /// Set when the run stopped early at `stop_after`: the checkpoint written there.
@@ -127,12 +132,12 @@ fn write_csv(path: &Path, rows: &[LogRow]) -> Result<()> {
     let mut f = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("creating log {}", path.display()))?,
     );
-    writeln!(f, "step,epoch,lr,train_loss,val_loss,tokens_per_s,rss_mb,peak_rss_mb")?;
+    writeln!(f, "step,epoch,lr,train_loss,val_loss,tokens_per_s,rss_mb,peak_rss_mb,compute_mb,gpu_peak_mb")?;
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
     for r in rows {
         writeln!(
             f,
-            "{},{},{:e},{},{},{:.1},{:.1},{:.1}",
+            "{},{},{:e},{},{},{:.1},{:.1},{:.1},{:.1},{}",
             r.step,
             r.epoch,
             r.lr,
@@ -140,7 +145,9 @@ fn write_csv(path: &Path, rows: &[LogRow]) -> Result<()> {
             opt(r.val_loss),
             r.tokens_per_s,
             r.rss_bytes as f64 / 1048576.0,
-            r.peak_rss_bytes as f64 / 1048576.0
+            r.peak_rss_bytes as f64 / 1048576.0,
+            r.compute_bytes as f64 / 1048576.0,
+            r.device_peak_bytes.map(|b| format!("{:.1}", b as f64 / 1048576.0)).unwrap_or_default()
         )?;
     }
     f.flush()?;
@@ -297,6 +304,8 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
         tokens_done += opts.params.n_ctx as u64;
         let tps = tokens_done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
         let (rss, peak) = crate::mem::rss();
+        let compute_bytes = session.memory()?.compute_total();
+        let device_peak_bytes = opts.device_memory.map(|f| f().1);
         log.push(LogRow {
             step: session.step(),
             epoch: epoch + 1,
@@ -306,8 +315,17 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
             tokens_per_s: tps,
             rss_bytes: rss,
             peak_rss_bytes: peak,
+            compute_bytes,
+            device_peak_bytes,
         });
-        tracing::debug!("step {} loss {loss:.4} lr {:e} peak {} MiB", session.step(), session.last_lr(), peak >> 20);
+        tracing::debug!(
+            "step {} loss {loss:.4} lr {:e} peak RSS {} MiB, compute buffers {} MiB, GPU peak {:?} MiB",
+            session.step(),
+            session.last_lr(),
+            peak >> 20,
+            compute_bytes >> 20,
+            device_peak_bytes.map(|b| b >> 20)
+        );
         bar.set_position(session.step());
         bar.set_message(format!("epoch {}/{} loss {loss:.4} {tps:.0} tok/s", epoch + 1, opts.epochs));
 
@@ -334,6 +352,8 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
                 tokens_per_s: tps,
                 rss_bytes: rss,
                 peak_rss_bytes: peak,
+                compute_bytes: session.memory()?.compute_total(),
+                device_peak_bytes: opts.device_memory.map(|f| f().1),
             });
             bar.println(format!("epoch {}: validation loss {val:.4}", epoch + 1));
         }
@@ -372,6 +392,7 @@ pub fn train(model: &Model, model_path: &Path, data: &Dataset, opts: &TrainOptio
         last_val_loss: log.iter().rev().find_map(|r| r.val_loss),
         tokens_per_s: tokens_done as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         peak_rss_bytes: crate::mem::rss().1,
+        memory: session.memory()?,
         output: opts.output.clone(),
         n_params: weights.n_params(),
         log,

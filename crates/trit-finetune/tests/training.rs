@@ -51,8 +51,9 @@ fn loss_falls_on_a_small_fixed_dataset() {
     let val = r.last_val_loss.unwrap();
     assert!(val < 0.5 * first, "validation loss {val} did not fall");
     let csv = std::fs::read_to_string(dir.join("log.csv")).unwrap();
-    assert!(csv.starts_with("step,epoch,lr,train_loss,val_loss,tokens_per_s,rss_mb,peak_rss_mb"));
+    assert!(csv.starts_with("step,epoch,lr,train_loss,val_loss,tokens_per_s,rss_mb,peak_rss_mb,compute_mb,gpu_peak_mb"));
     assert_eq!(csv.lines().count(), 1 + r.log.len());
+    assert!(r.log.iter().all(|row| row.compute_bytes > 0), "a step logged no compute buffer");
     assert!(std::fs::read(dir.join("loss.png")).unwrap().starts_with(b"\x89PNG"));
     assert!(r.peak_rss_bytes > 0);
 }

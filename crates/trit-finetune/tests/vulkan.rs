@@ -23,11 +23,13 @@ struct Dump {
     grads: Vec<(String, Vec<f32>)>,
     /// After the steps: the AdamW moments and the adapter weights ("A/B of <base>").
     state: Vec<(String, Vec<f32>)>,
+    /// The scheduler's compute buffers, all backends.
+    compute_bytes: u64,
 }
 
 /// Child: `TRIT_GRAD_STEPS` (default 1) training steps (lr ~ 0) on the fixture, the last step's
 /// gradients written as JSON to `TRIT_GRAD_DUMP`. `TRIT_GRAD_MODEL` = tq2 | f16,
-/// `TRIT_GRAD_NGL` = layers on the GPU.
+/// `TRIT_GRAD_NGL` = layers on the GPU, `TRIT_GRAD_CKPT=1` = gradient checkpointing.
 #[test]
 fn dump_gradients_child() {
     let Ok(out) = std::env::var("TRIT_GRAD_DUMP") else { return };
@@ -63,7 +65,9 @@ fn dump_gradients_child() {
     w.save(&ap).unwrap();
     let lr: f32 = std::env::var("TRIT_GRAD_LR").map(|v| v.parse().unwrap()).unwrap_or(MIN_LR);
     let sched = Schedule { kind: ScheduleKind::Constant, lr, lr_min: 0.0, warmup_steps: 0, total_steps: 100 };
-    let mut s = Session::new(&model, &ap, common::params(256), sched, AdamW::default()).unwrap();
+    let ckpt = std::env::var("TRIT_GRAD_CKPT").is_ok_and(|v| v == "1");
+    let params = trit_finetune::SessionParams { gradient_checkpointing: ckpt, ..common::params(256) };
+    let mut s = Session::new(&model, &ap, params, sched, AdamW::default()).unwrap();
     let steps: usize = std::env::var("TRIT_GRAD_STEPS").map(|v| v.parse().unwrap()).unwrap_or(1);
     for _ in 1..steps {
         s.train_window(&sample).unwrap();
@@ -77,7 +81,9 @@ fn dump_gradients_child() {
         state.push((format!("A of {}", p.base), p.a));
         state.push((format!("B of {}", p.base), p.b));
     }
-    std::fs::write(out, serde_json::to_vec(&Dump { loss, dispatches, gpu, grads, state }).unwrap()).unwrap();
+    let compute_bytes = s.memory().unwrap().compute_total();
+    let dump = Dump { loss, dispatches, gpu, grads, state, compute_bytes };
+    std::fs::write(out, serde_json::to_vec(&dump).unwrap()).unwrap();
 }
 
 fn child(model: &str, vulkan: bool, disable: &str) -> Dump {
@@ -89,7 +95,11 @@ fn child_steps(model: &str, vulkan: bool, disable: &str, steps: usize) -> Dump {
 }
 
 fn child_lr(model: &str, vulkan: bool, disable: &str, steps: usize, lr: Option<f32>) -> Dump {
-    let dir = common::tmpdir(&format!("vkgrad-parent-{model}-{vulkan}-{}-{steps}", disable.len()));
+    child_ckpt(model, vulkan, disable, steps, lr, false)
+}
+
+fn child_ckpt(model: &str, vulkan: bool, disable: &str, steps: usize, lr: Option<f32>, ckpt: bool) -> Dump {
+    let dir = common::tmpdir(&format!("vkgrad-parent-{model}-{vulkan}-{}-{steps}-{ckpt}", disable.len()));
     let out = dir.join("grads.json");
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args(["--exact", "dump_gradients_child", "--nocapture", "--test-threads", "1"]);
@@ -97,6 +107,7 @@ fn child_lr(model: &str, vulkan: bool, disable: &str, steps: usize, lr: Option<f
     if let Some(lr) = lr {
         c.env("TRIT_GRAD_LR", lr.to_string());
     }
+    c.env("TRIT_GRAD_CKPT", if ckpt { "1" } else { "0" });
     if vulkan {
         c.env("TRIT_GRAD_NGL", "99").env("TRIT_VULKAN_DISABLE_OPS", disable);
     } else {
@@ -244,4 +255,32 @@ fn optimizer_state_matches_cpu_over_steps() {
         assert!(n2 > 0.0, "{kind}: nothing compared");
         assert!(rel < 2e-2, "{kind}: Vulkan differs from the CPU by {rel:.3e} after 3 steps");
     }
+}
+
+/// Gradient checkpointing on Vulkan: three AdamW steps with and without it. The recomputed
+/// activations run the same kernels on the same inputs, so everything is bit-identical here
+/// too, and the compute buffer (Vulkan's and the CPU's together) shrinks.
+#[test]
+fn checkpointing_matches_on_vulkan() {
+    let plain = child_ckpt("f16", true, "", 3, Some(1e-3), false);
+    if plain.gpu.is_none() {
+        if std::env::var("TRIT_VULKAN_OPTIONAL").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED: no Vulkan device (TRIT_VULKAN_OPTIONAL=1)");
+            return;
+        }
+        panic!("no Vulkan device: install a driver (mesa-vulkan-drivers) or set TRIT_VULKAN_OPTIONAL=1");
+    }
+    let ckpt = child_ckpt("f16", true, "", 3, Some(1e-3), true);
+    let bits = |v: &[(String, Vec<f32>)]| -> Vec<(String, Vec<u32>)> {
+        v.iter().map(|(n, x)| (n.clone(), x.iter().map(|f| f.to_bits()).collect())).collect()
+    };
+    assert_eq!(plain.loss.to_bits(), ckpt.loss.to_bits(), "loss {} vs {} with checkpointing", plain.loss, ckpt.loss);
+    assert_eq!(bits(&plain.grads), bits(&ckpt.grads), "gradients differ with checkpointing on Vulkan");
+    assert_eq!(bits(&plain.state), bits(&ckpt.state), "moments or adapters differ with checkpointing on Vulkan");
+    eprintln!(
+        "Vulkan, 2-layer fixture: compute buffers {} bytes without, {} with checkpointing; {} vs {} dispatches",
+        plain.compute_bytes, ckpt.compute_bytes, plain.dispatches, ckpt.dispatches
+    );
+    assert!(ckpt.compute_bytes < plain.compute_bytes, "checkpointing did not shrink the compute buffers");
+    assert!(ckpt.dispatches > plain.dispatches, "checkpointing recomputed nothing");
 }

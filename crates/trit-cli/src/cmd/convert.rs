@@ -16,7 +16,7 @@ const CONVERT_FLAGS: &[Flag] = &[
 ];
 
 const SYNTH_FLAGS: &[Flag] = &[
-    flag(&["--config"], Some("2b4t|tiny"), "model shape (default: 2b4t = bitnet-b1.58-2B-4T)"),
+    flag(&["--config"], Some("2b4t|tiny|tiny-deep"), "model shape (default: 2b4t = bitnet-b1.58-2B-4T)"),
     flag(&["-o", "--outfile"], Some("FNAME"), "output GGUF (required)"),
     flag(&["--type"], Some("tq2_0|tq1_0|f16"), "ternary weight storage (default: tq2_0)"),
     flag(&["--seed"], Some("N"), "random seed (default: 42)"),

@@ -60,6 +60,11 @@ const FLAGS: &[Flag] = &[
     flag(&["--log-csv"], Some("FNAME"), "CSV of train/val loss, tok/s and memory (default: <output>.csv)"),
     flag(&["--plot"], Some("FNAME"), "loss-curve PNG (default: <output>.png)"),
     flag(&["--lora"], Some("FNAME"), "continue training this adapter (its rank/alpha/targets; fresh optimizer)"),
+    flag(
+        &["--gradient-checkpointing"],
+        None,
+        "recompute activations in the backward pass: less memory, ~1 more forward pass of work",
+    ),
     flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "accepted for compatibility; training runs without it"),
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
     flag(
@@ -130,7 +135,13 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let n_batch: u32 = p.get("-b", n_ctx)?;
     let n_ubatch: u32 = p.get("-ub", n_batch)?;
     let threads = p.get("-t", trit_llama::ContextParams::default().n_threads)?;
-    let params = SessionParams { n_ctx, n_batch, n_ubatch, n_threads: threads };
+    let params = SessionParams {
+        n_ctx,
+        n_batch,
+        n_ubatch,
+        n_threads: threads,
+        gradient_checkpointing: p.has("--gradient-checkpointing"),
+    };
     params.validate()?;
 
     let mut o = TrainOptions::new(spec, params, output.clone());
@@ -170,6 +181,14 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
 
     let model =
         trit_llama::Model::load(&model_path, &trit_llama::ModelParams { n_gpu_layers: ngl, ..Default::default() })?;
+    // GPU buffers right after loading: the weights placed on the device.
+    #[allow(unused_mut)]
+    let mut gpu_weights: Option<u64> = None;
+    #[cfg(feature = "vulkan")]
+    if ngl != 0 && trit_vulkan::registered() {
+        gpu_weights = Some(trit_vulkan::allocated_bytes().0);
+        o.device_memory = Some(trit_vulkan::allocated_bytes);
+    }
     let dopts = DataOptions {
         n_ctx: n_ctx as usize,
         assistant_only: p.has("--assistant-only-loss"),
@@ -215,6 +234,18 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
             now as f64 / 1048576.0
         );
     }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let compute: Vec<String> = r.memory.compute.iter().map(|(n, b)| format!("{n} {:.0}", mib(*b))).collect();
+    eprintln!(
+        "memory by part (MiB): weights {:.0}{}; adapter {:.1} + gradients and AdamW moments {:.1}; compute buffers {} \
+         (gradient checkpointing {})",
+        mib(model.size()),
+        gpu_weights.map(|b| format!(" ({:.0} on the GPU)", mib(b))).unwrap_or_default(),
+        mib(r.n_params * 4),
+        mib(r.memory.optimizer),
+        compute.join(", "),
+        if params.gradient_checkpointing { "on" } else { "off" }
+    );
     match &r.stopped_at {
         Some(dir) => eprintln!("stopped at --max-steps; checkpoint {} (continue with --resume)", dir.display()),
         None => eprintln!("adapter: {}", r.output.display()),
