@@ -24,6 +24,10 @@ pub(crate) static REPLAYS: std::sync::atomic::AtomicU64 = std::sync::atomic::Ato
 /// Compute-to-compute barriers recorded by every backend of this process (tests).
 pub(crate) static BARRIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const SETS_PER_POOL: u32 = 512;
+/// Slots of the split-k scratch ring (`Recorder::split_scratch`): consecutive split products
+/// that do not depend on each other may still overlap.
+pub(crate) const SPLIT_RING: u64 = 4;
+
 /// Dispatches per submitted chunk of a graph: a short first one to start the GPU early.
 const FIRST_CHUNK: u32 = 24;
 const CHUNK: u32 = 96;
@@ -119,6 +123,12 @@ pub(crate) struct Recorder {
     /// Device-only scratch for per-graph temporaries (rounded activations), bump-allocated.
     scratch: Option<Allocation>,
     scratch_cursor: u64,
+    /// The first `SPLIT_RING` x `split_slot` bytes of scratch: slots for the partial sums of
+    /// split-k products, taken in turn and reused (the hazard check puts a barrier between a
+    /// slot's last reader and its next writer), so a graph of hundreds of them needs only a
+    /// few slots, not the sum of all.
+    split_slot: u64,
+    split_next: u64,
     /// Rounded activations already made in this graph, by source tensor and form (f32
     /// values or packed int8 + scales): Q, K and V (and gate and up) share one input,
     /// which is rounded once.
@@ -167,6 +177,8 @@ impl Recorder {
             barriers: 0,
             scratch: None,
             scratch_cursor: 0,
+            split_slot: 0,
+            split_next: 0,
             rounded: Vec::new(),
             prof: None,
             fifth: None,
@@ -231,9 +243,12 @@ impl Recorder {
         self.bind_bytes(alloc, off, span(t), elsize)
     }
 
-    /// Make sure `bytes` of scratch exist for the graph about to be recorded.
-    pub fn reserve_scratch(&mut self, bytes: u64) -> Result<()> {
-        self.scratch_cursor = 0;
+    /// Make sure `bytes` of scratch exist for the graph about to be recorded, the first
+    /// `SPLIT_RING` x `split_slot` of them the ring of split-k slots (`split_scratch`).
+    pub fn reserve_scratch(&mut self, bytes: u64, split_slot: u64) -> Result<()> {
+        self.split_slot = split_slot;
+        self.split_next = 0;
+        self.scratch_cursor = SPLIT_RING * split_slot;
         if bytes == 0 || self.scratch.as_ref().is_some_and(|s| s.size >= bytes) {
             return Ok(());
         }
@@ -242,6 +257,21 @@ impl Recorder {
         }
         self.scratch = Some(self.gpu.alloc(bytes.next_multiple_of(1 << 20))?);
         Ok(())
+    }
+
+    /// The next slot of the split-k ring, `bytes` of it bound for f32 access.
+    pub fn split_scratch(&mut self, bytes: u64) -> Result<Bound> {
+        let start = (self.split_next % SPLIT_RING) * self.split_slot;
+        let s =
+            self.scratch.as_ref().filter(|s| bytes <= self.split_slot && start + bytes <= s.size).ok_or_else(|| {
+                Error::Unsupported {
+                    node: String::new(),
+                    op: "scratch".into(),
+                    why: "split-k scratch was not reserved for this graph".into(),
+                }
+            })?;
+        self.split_next += 1;
+        self.bind_bytes(s, start, bytes, 4)
     }
 
     /// A fresh scratch range of `bytes`, bound for f32 access.

@@ -423,14 +423,14 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
         sig = Some(s);
     }
     let align = rec.gpu().min_storage_align;
-    let scratch = crate::ops::graph_scratch_bytes(rec.gpu(), graph, align);
+    let (scratch, split_slot) = crate::ops::graph_scratch_bytes(rec.gpu(), graph, align);
     static MOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if std::env::var_os("TRIT_VULKAN_PROFILE").is_some()
         && MOST.fetch_max(scratch, std::sync::atomic::Ordering::Relaxed) < scratch
     {
         eprintln!("trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch", scratch as f64 / MIB);
     }
-    rec.reserve_scratch(scratch)?;
+    rec.reserve_scratch(scratch, split_slot)?;
     let counts = (rec.dispatches, rec.barriers);
     let plan = crate::fuse::Plan::new(graph, rec.gpu());
     let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));

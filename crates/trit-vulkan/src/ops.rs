@@ -252,14 +252,16 @@ pub(crate) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
 /// the product reads them: packed int8 + scales (1 + 4/256 bytes an element) where the
 /// mat-vec / integer-tile path applies (`matvec::encode_fused`), plus f32 (4 bytes) where the
 /// plain kernel might be used instead. (Counting 4 bytes per product reserved 1.3 GiB for a
-/// 2B-shaped training step that uses 0.23 GiB.)
-pub(crate) fn graph_scratch_bytes(gpu: &Gpu, graph: *mut sys::ggml_cgraph, align: u64) -> u64 {
+/// 2B-shaped training step that uses 0.23 GiB.) Split-k partial sums go to a ring of
+/// `SPLIT_RING` slots of the largest one's size, at the start. Returns (bytes, slot size).
+pub(crate) fn graph_scratch_bytes(gpu: &Gpu, graph: *mut sys::ggml_cgraph, align: u64) -> (u64, u64) {
     // SAFETY: graph is a live ggml graph.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     let fast = gpu.limits.fast_mv.load(std::sync::atomic::Ordering::Relaxed);
     // (source tensor, elements, whether the f32 form may be needed too)
     let mut rounded: Vec<(*const sys::ggml_tensor, u64, bool)> = Vec::new();
     let mut total = 0;
+    let mut slot = 0;
     for i in 0..n {
         // SAFETY: i < n_nodes.
         let op = unsafe { sys::ggml_graph_node(graph, i) } as *const sys::ggml_tensor;
@@ -272,8 +274,10 @@ pub(crate) fn graph_scratch_bytes(gpu: &Gpu, graph: *mut sys::ggml_cgraph, align
             }
         } else {
             total += scratch_bytes(op, align);
+            slot = slot.max(train::split_scratch_bytes(op, align));
         }
     }
+    total += crate::dispatch::SPLIT_RING * slot;
     let unit = align.max(256);
     for (_, nel, f32_too) in rounded {
         total += (nel + nel / 256 * 4).next_multiple_of(unit);
@@ -281,7 +285,7 @@ pub(crate) fn graph_scratch_bytes(gpu: &Gpu, graph: *mut sys::ggml_cgraph, align
             total += (nel * 4).next_multiple_of(unit);
         }
     }
-    total
+    (total, slot)
 }
 
 fn groups_for(items: u64, per: u64) -> u64 {

@@ -166,17 +166,22 @@ fn out_prod_tiles(op: *const sys::ggml_tensor) -> u64 {
     n0.div_ceil(64) * n1.div_ceil(64) * n2 * n3
 }
 
-/// Below this many output tiles an OUT_PROD with a long k is split along k.
-const SPLIT_BELOW_TILES: u64 = 64;
-/// Workgroups a split aims at, the least k a slice gets, and the most bytes of partial sums.
-const SPLIT_TARGET_GROUPS: u64 = 128;
-const SPLIT_MIN_K: u64 = 512;
+/// Below this many output tiles (less than one workgroup per SM of an H100) an OUT_PROD
+/// with a long enough k is split along k.
+const SPLIT_BELOW_TILES: u64 = 128;
+/// Workgroups a split aims at (two per SM of an H100), the least k a slice gets (four of
+/// the kernel's 32-row k steps), and the most bytes of partial sums.
+const SPLIT_TARGET_GROUPS: u64 = 256;
+const SPLIT_MIN_K: u64 = 128;
 const SPLIT_MAX_BYTES: u64 = 4 << 20;
 
 /// (slices, k per slice) of an OUT_PROD: (1, K) unless its output has few tiles and k is
-/// long, as for the gradient into a LoRA pair's rank-r intermediate (`[r, tokens]` summed over
-/// every output feature: 8 tiles at r = 16 and 512 tokens, k = n_out). Each slice writes
-/// partial sums to scratch; `split_sum_f32` adds them in slice order.
+/// long. The skinny products of a LoRA pair are all such: the gradient into its rank-r
+/// intermediate (`[r, tokens]` summed over every output feature: 8 tiles at r = 16 and 512
+/// tokens, k = n_out), the forward `A·x` (the same shape, k = n_in, as `narrow_mul_mat`),
+/// and the gradients of A and B (`[n_in, r]` / `[r, n_out]`: 40 tiles for 2560 features,
+/// k = tokens), which as 40 workgroups of k = 512 each left most of the GPU idle. Each
+/// slice writes partial sums to scratch; `split_sum_f32` adds them in slice order.
 fn out_prod_split(op: *const sys::ggml_tensor) -> (u64, u64) {
     let k = if op_of(op) == sys::GGML_OP_MUL_MAT { ne(src(op, 0))[0] } else { ne(src(op, 0))[1] };
     split(k as u64, out_prod_tiles(op), nelements(op))
@@ -184,7 +189,7 @@ fn out_prod_split(op: *const sys::ggml_tensor) -> (u64, u64) {
 
 /// (slices, k per slice) for a product of `tiles` output tiles, `n` outputs and depth `k`.
 fn split(k: u64, tiles: u64, n: u64) -> (u64, u64) {
-    if tiles >= SPLIT_BELOW_TILES || k < 4 * SPLIT_MIN_K {
+    if tiles >= SPLIT_BELOW_TILES || k < 2 * SPLIT_MIN_K {
         return (1, k);
     }
     let by_bytes = (SPLIT_MAX_BYTES / (n * 4).max(1)).max(1);
@@ -196,21 +201,24 @@ fn split(k: u64, tiles: u64, n: u64) -> (u64, u64) {
     (k.div_ceil(len), len)
 }
 
-/// Scratch bytes `encode` takes for this node (per-row losses of CROSS_ENTROPY_LOSS, partial
-/// sums of a split OUT_PROD).
+/// Scratch bytes `encode` takes for this node outside the split-k ring (per-row losses of
+/// CROSS_ENTROPY_LOSS).
 pub(super) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
-    let bytes = match op_of(op) {
-        sys::GGML_OP_CROSS_ENTROPY_LOSS => rows(src(op, 0)) * 4,
-        sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT => match out_prod_split(op) {
-            (1, _) => 0,
-            (slices, _) => slices * nelements(op) * 4,
-        },
+    match op_of(op) {
+        sys::GGML_OP_CROSS_ENTROPY_LOSS => (rows(src(op, 0)) * 4).next_multiple_of(align.max(256)),
         _ => 0,
-    };
-    if bytes == 0 {
-        0
-    } else {
-        bytes.next_multiple_of(align.max(256))
+    }
+}
+
+/// Bytes of partial sums of a split OUT_PROD (or narrow MUL_MAT): a slot of the ring
+/// `Recorder::split_scratch` hands out.
+pub(super) fn split_scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
+    if !matches!(op_of(op), sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT) || nelements(op) == 0 {
+        return 0;
+    }
+    match out_prod_split(op) {
+        (1, _) => 0,
+        (slices, _) => (slices * nelements(op) * 4).next_multiple_of(align.max(256)),
     }
 }
 
@@ -248,7 +256,7 @@ fn record_out_prod(
     p.m1[1] = slices as u32;
     p.m1[2] = len as u32;
     p.m1[3] = n as u32;
-    let part = rec.scratch(slices * n * 4)?;
+    let part = rec.split_scratch(slices * n * 4)?;
     rec.dispatch(name, a, Some(b), part, p, groups)?;
     let mut ps = Push::default();
     (ps.d_ne, ps.d_nb) = shape(op, 4);

@@ -71,6 +71,56 @@ fn out_prod_float() {
         );
         assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
     }
+    // The skinny gradients of a LoRA pair's own matrices, k = tokens: dA = out_prod(x [n_in,
+    // tokens], dT [r, tokens]) is [n_in, r] and dB = out_prod(T [r, tokens], dY [n_out,
+    // tokens]) is [r, n_out]; ranks 1, 8 and 16, odd k and partial slices. Split along k
+    // from 256 tokens on (partial sums, then their sum), one dispatch below.
+    for (r, n, tokens, dispatches) in [
+        (1i64, 2560i64, 512i64, 2u64),
+        (8, 1000, 300, 2),
+        (16, 2560, 512, 2),
+        (16, 777, 333, 2),
+        (3, 130, 257, 2),
+        (16, 500, 100, 1),
+    ] {
+        for grad_of_a in [true, false] {
+            let before = trit_vulkan::dispatch_count();
+            let what = if grad_of_a { "dA" } else { "dB" };
+            check(
+                &b,
+                &format!("out_prod f32 skinny {what}: r={r} n={n} tokens={tokens}"),
+                &|ctx, ins| unsafe {
+                    let wide = input(ctx, ins, F32, &[n, tokens], Fill::Uniform);
+                    let narrow = input(ctx, ins, F32, &[r, tokens], Fill::Uniform);
+                    if grad_of_a {
+                        sys::ggml_out_prod(ctx, wide, narrow)
+                    } else {
+                        sys::ggml_out_prod(ctx, narrow, wide)
+                    }
+                },
+                NMSE_SUM,
+            );
+            assert_eq!(trit_vulkan::dispatch_count() - before, dispatches, "{what} r={r} n={n} tokens={tokens}");
+        }
+    }
+    // Six split products in one graph, more than the ring of split-k scratch slots holds:
+    // the slots are reused, so a later product's partial sums must not overwrite an earlier
+    // one's before its sum has read them (independent products, added at the end).
+    check(
+        &b,
+        "out_prod f32 skinny x6 through the split-k scratch ring",
+        &|ctx, ins| unsafe {
+            let mut acc: *mut sys::ggml_tensor = std::ptr::null_mut();
+            for i in 0..6i64 {
+                let wide = input(ctx, ins, F32, &[640, 300 - 4 * i], Fill::Uniform);
+                let narrow = input(ctx, ins, F32, &[16, 300 - 4 * i], Fill::Uniform);
+                let g = sys::ggml_out_prod(ctx, wide, narrow);
+                acc = if acc.is_null() { g } else { sys::ggml_add(ctx, acc, g) };
+            }
+            acc
+        },
+        NMSE_SUM,
+    );
     // An f32 MUL_MAT of few output rows and a long k (a LoRA pair's A·x) runs as this split
     // OUT_PROD too.
     for (k, rows, cols, batch) in [(3000i64, 16i64, 100i64, 1i64), (2600, 16, 40, 2)] {
