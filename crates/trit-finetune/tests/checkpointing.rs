@@ -93,6 +93,9 @@ fn checkpointing_is_bit_identical_on_cpu() {
         ("tiny-deep (8 layers)", deep_model(), 256),
         ("fixture (2 layers)", common::tq2_model(), 256),
         ("fixture (2 layers), -ub 128: two backward graphs per optimizer step", common::tq2_model(), 128),
+        // Before patch 0009 this aborted: with -ub < -c llama.cpp sized the graph for the
+        // forward pass only.
+        ("tiny-deep (8 layers), -ub 128", deep_model(), 128),
     ];
     for (name, path, n_ubatch) in cases {
         let plain = train(path, false, 3, n_ubatch, name);
