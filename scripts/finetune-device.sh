@@ -11,8 +11,8 @@
 # returns at most eight): summary.md (the table, failures, GPU), train-op-tests.txt, splits.txt
 # and raw.tar.gz (every log, CSV and JSON, the full scheduler log).
 # STEPS (12) measured optimizer steps per run; DEADLINE (560) seconds for the whole script.
-# BIN (.dev): folder of trit and the test binary. PARTS (tests,vulkan,pytorch,splits,cpu): which
-# parts run. BASELINE: another trit binary (e.g. main's build) measured like the first in the
+# BIN (.dev): folder of trit and the test binary. PARTS (tests,vulkan,ckpt,pytorch,pytorch-ckpt,
+# splits,cpu): which parts run; ckpt and pytorch-ckpt are trit and PEFT with gradient checkpointing. BASELINE: another trit binary (e.g. main's build) measured like the first in the
 # same call, as a before/after row. PROFILE=1: one more short run of trit on Vulkan under
 # TRIT_VULKAN_PROFILE=1, its kernel and host-time profile in $OUT/profile.txt; PROFILE_ALSO="VAR=value":
 # one more such run with that variable set (e.g. a kernel layout switch), appended there.
@@ -26,7 +26,7 @@ DEADLINE=${DEADLINE:-560}
 SYNTH=${SYNTH:-2b4t}
 PYTHON=${PYTHON:-python3}
 PEER_ARGS=${PEER_ARGS:-}
-PARTS=${PARTS:-tests,vulkan,pytorch,splits,cpu}
+PARTS=${PARTS:-tests,vulkan,ckpt,pytorch,pytorch-ckpt,splits,cpu}
 BASELINE=${BASELINE:-}
 PROFILE=${PROFILE:-}
 PROFILE_ALSO=${PROFILE_ALSO:-}
@@ -107,6 +107,12 @@ measured trit-vulkan "$(budget 240)" $B/trit "${FT[@]}" --device vulkan --max-st
 grep -E 'device:|trained|GPU memory|error|Error' "$W/trit-vulkan.log" | tail -5
 grep -q 'device: .*trit-vulkan' "$W/trit-vulkan.log" || fail "trit-vulkan: the run did not train on the Vulkan backend"
 fi
+if has ckpt; then
+echo "== trit finetune on Vulkan with --gradient-checkpointing: $STEPS steps"
+measured trit-ckpt "$(budget 240)" $B/trit "${FT[@]}" --device vulkan --gradient-checkpointing --max-steps "$STEPS" \
+  -t "$NCPU" -o /tmp/vkc.gguf --log-csv "$W/trit-ckpt.csv" > "$W/trit-ckpt.log" 2>&1
+grep -E 'device:|trained|GPU memory|memory by part|error|Error' "$W/trit-ckpt.log" | tail -5
+fi
 if [ -n "$BASELINE" ]; then
 echo "== baseline trit ($BASELINE) on Vulkan: $STEPS steps"
 measured trit-baseline "$(budget 240)" "$BASELINE" "${FT[@]}" --device vulkan --max-steps "$STEPS" -t "$NCPU" \
@@ -130,17 +136,21 @@ if [ -n "$PROFILE" ]; then
   head -60 "$OUT/profile.txt"
 fi
 
-if has pytorch; then
-echo "== PyTorch + PEFT (bf16) on the same GPU: $STEPS steps"
+if has pytorch || has pytorch-ckpt; then
 if ! $PYTHON -c 'import peft' 2>/dev/null && ls .whl/peft-*.whl >/dev/null 2>&1; then
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/peft-*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-# (tokens/s: the median step after 3 warm-up steps)
-PYTHONUNBUFFERED=1 measured pytorch "$(budget 200)" $PYTHON scripts/finetune_peer.py --ctx 512 --rank 16 --alpha 32 \
-  --steps "$STEPS" --warmup 3 --out "$W/pytorch.json" $PEER_ARGS > "$W/pytorch.log" 2>&1
-grep -E '"tok_s"|"lora"|"peak_allocated_mib"|Error' "$W/pytorch.log" | head -5
 fi
+# (tokens/s: the median step after 3 warm-up steps)
+for run in pytorch pytorch-ckpt; do
+  has $run || continue
+  extra=(); [ $run = pytorch-ckpt ] && extra=(--gradient-checkpointing)
+  echo "== PyTorch + PEFT (bf16) on the same GPU ${extra[*]}: $STEPS steps"
+  PYTHONUNBUFFERED=1 measured $run "$(budget 200)" $PYTHON scripts/finetune_peer.py --ctx 512 --rank 16 --alpha 32 \
+    --steps "$STEPS" --warmup 3 --out "$W/$run.json" "${extra[@]}" $PEER_ARGS > "$W/$run.log" 2>&1
+  grep -E '"tok_s"|"lora"|"peak_allocated_mib"|Error' "$W/$run.log" | head -5
+done
 
 if has splits; then
 echo "== scheduler splits of the real training graph (GGML_SCHED_DEBUG=2, one step)"
@@ -202,11 +212,16 @@ def trit(name, skip, ctx=512):
             "peak_rss_mib": max(float(r["peak_rss_mb"]) for r in rows)}
 peak = lambda n: rd(f"{n}.peak-mib", lambda p: int(open(p).read().strip()))
 import re
-def vk_buffers():
-    m = rd("trit-vulkan.log", lambda p: re.search(r"GPU memory \(trit-vulkan buffers\): peak (\d+) MiB", open(p).read()))
+def vk_buffers(name="trit-vulkan"):
+    m = rd(f"{name}.log", lambda p: re.search(r"GPU memory \(trit-vulkan buffers\): peak (\d+) MiB", open(p).read()))
     return int(m.group(1)) if m else None
+def parts(name):
+    m = rd(f"{name}.log", lambda p: re.search(r"memory by part \(MiB\): (.*)", open(p).read()))
+    return m.group(1) if m else "-"
 vk, cpu, base = trit("trit-vulkan", 2), trit("trit-cpu", 1), trit("trit-baseline", 2)
+ck = trit("trit-ckpt", 2)
 pt = rd("pytorch.json", lambda p: json.load(open(p)))
+ptc = rd("pytorch-ckpt.json", lambda p: json.load(open(p)))
 gpu = rd("gpu.txt", lambda p: open(p).read().split("\n")[0])
 print(f"GPU: {gpu}; synthetic 2B-4T (TQ2_0 for trit, bf16 for PyTorch), ctx 512, rank 16, alpha 32, all 7 projections")
 print("| run | tokens/s | peak GPU memory (nvidia-smi, MiB) | other memory | loss first -> last |")
@@ -217,12 +232,16 @@ if vk:
     print(f"| trit, Vulkan (steps {vk['first']}..{vk['steps']}) | {fmt(vk['tok_s'])} | {fmt(peak('trit-vulkan'), '{}')} | trit-vulkan buffers peak {fmt(vk_buffers(), '{}')} MiB; host peak RSS {vk['peak_rss_mib']:.0f} MiB | {vk['loss'][0]:.3f} -> {vk['loss'][1]:.3f} |")
 else:
     print("| trit, Vulkan | failed | - | - | - |")
+if ck:
+    print(f"| trit, Vulkan, --gradient-checkpointing (steps {ck['first']}..{ck['steps']}) | {fmt(ck['tok_s'])} | {fmt(peak('trit-ckpt'), '{}')} | trit-vulkan buffers peak {fmt(vk_buffers('trit-ckpt'), '{}')} MiB; by part: {parts('trit-ckpt')} | {ck['loss'][0]:.3f} -> {ck['loss'][1]:.3f} |")
 if base:
     print(f"| trit, Vulkan, baseline binary (steps {base['first']}..{base['steps']}) | {fmt(base['tok_s'])} | {fmt(peak('trit-baseline'), '{}')} | host peak RSS {base['peak_rss_mib']:.0f} MiB | {base['loss'][0]:.3f} -> {base['loss'][1]:.3f} |")
 if pt:
     print(f"| PyTorch {pt['torch']} + {pt['lora']}, bf16, {pt['arch']} ({pt['attn']}) | {fmt(pt['tok_s'])} | {fmt(peak('pytorch'), '{}')} | torch allocator peak {fmt(pt['peak_allocated_mib'], '{:.0f}')} MiB (reserved {fmt(pt['peak_reserved_mib'], '{:.0f}')}) | {pt['losses'][0]:.3f} -> {pt['losses'][-1]:.3f} |")
 else:
     print("| PyTorch + PEFT | failed | - | - | - |")
+if ptc:
+    print(f"| PyTorch {ptc['torch']} + {ptc['lora']}, bf16, gradient checkpointing | {fmt(ptc['tok_s'])} | {fmt(peak('pytorch-ckpt'), '{}')} | torch allocator peak {fmt(ptc['peak_allocated_mib'], '{:.0f}')} MiB | {ptc['losses'][0]:.3f} -> {ptc['losses'][-1]:.3f} |")
 if cpu:
     print(f"| trit, CPU ({os.cpu_count()} cores, steps {cpu['first']}..{cpu['steps']}) | {fmt(cpu['tok_s'])} | - | host peak RSS {cpu['peak_rss_mib']:.0f} MiB | {cpu['loss'][0]:.3f} -> {cpu['loss'][1]:.3f} |")
 else:
@@ -231,6 +250,12 @@ if vk and pt:
     pv, pp = peak("trit-vulkan"), peak("pytorch")
     mem = f"{pv / pp:.2f}x" if pv and pp else "-"
     print(f"\ntrit Vulkan / PyTorch: {vk['tok_s'] / pt['tok_s']:.2f}x tokens/s, {mem} peak GPU memory (targets: >= 1.0x, < 0.33x)")
+    if ck:
+        pc = peak("trit-ckpt")
+        mem = f"{pc / pp:.2f}x" if pc and pp else "-"
+        print(f"trit Vulkan --gradient-checkpointing / PyTorch: {ck['tok_s'] / pt['tok_s']:.2f}x tokens/s, {mem} peak GPU memory")
+        if ptc:
+            print(f"trit Vulkan --gradient-checkpointing / PyTorch with gradient checkpointing: {ck['tok_s'] / ptc['tok_s']:.2f}x tokens/s")
     if base:
         print(f"baseline trit Vulkan / PyTorch: {base['tok_s'] / pt['tok_s']:.2f}x tokens/s; this build / baseline: {vk['tok_s'] / base['tok_s']:.2f}x")
 PY
