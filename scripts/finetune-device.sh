@@ -14,8 +14,9 @@
 # BIN (.dev): folder of trit and the test binary. PARTS (tests,vulkan,pytorch,splits,cpu): which
 # parts run. BASELINE: another trit binary (e.g. main's build) measured like the first in the
 # same call, as a before/after row. PROFILE=1: one more short run of trit on Vulkan under
-# TRIT_VULKAN_PROFILE=1, its kernel and host-time profile in $OUT/profile.txt; PROFILE_ALSO="VAR=value":
-# one more such run with that variable set (e.g. a kernel layout switch), appended there.
+# TRIT_VULKAN_PROFILE=1, its kernel and host-time profile in $OUT/profile.txt; PROFILE_ALSO="VAR=value;VAR=v2 OTHER=x":
+# one more such run per ';'-separated variant with those variables set (e.g. a kernel layout
+# switch), appended there.
 # For a dry run of this script elsewhere: SYNTH=tiny PYTHON=<python with torch>
 # PEER_ARGS="--tiny --device cpu" TRIT_VULKAN_ALLOW_CPU=1 VK_DRIVER_FILES=<lavapipe's ICD> and a
 # stub nvidia-smi.
@@ -124,12 +125,6 @@ profiled() {
   grep -c 'buffer of' "$W/$name.log" | sed 's/^/buffer allocations: /' >> "$OUT/profile.txt"
   tail -3 "$W/$name.csv" >> "$OUT/profile.txt"
 }
-if [ -n "$PROFILE" ]; then
-  profiled profile
-  [ -n "$PROFILE_ALSO" ] && profiled profile-also "$PROFILE_ALSO"
-  head -60 "$OUT/profile.txt"
-fi
-
 if has pytorch; then
 echo "== PyTorch + PEFT (bf16) on the same GPU: $STEPS steps"
 if ! $PYTHON -c 'import peft' 2>/dev/null && ls .whl/peft-*.whl >/dev/null 2>&1; then
@@ -140,6 +135,20 @@ fi
 PYTHONUNBUFFERED=1 measured pytorch "$(budget 200)" $PYTHON scripts/finetune_peer.py --ctx 512 --rank 16 --alpha 32 \
   --steps "$STEPS" --warmup 3 --out "$W/pytorch.json" $PEER_ARGS > "$W/pytorch.log" 2>&1
 grep -E '"tok_s"|"lora"|"peak_allocated_mib"|Error' "$W/pytorch.log" | head -5
+fi
+
+if [ -n "$PROFILE" ]; then
+  profiled profile
+  if [ -n "$PROFILE_ALSO" ]; then
+    IFS=';' read -ra variants <<< "$PROFILE_ALSO"
+    i=0
+    for v in "${variants[@]}"; do
+      i=$((i + 1))
+      # shellcheck disable=SC2086  # a variant may set several variables
+      profiled "profile-also-$i" $v
+    done
+  fi
+  head -60 "$OUT/profile.txt"
 fi
 
 if has splits; then
