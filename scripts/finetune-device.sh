@@ -14,8 +14,9 @@
 # BIN (.dev): folder of trit and the test binary. PARTS (tests,vulkan,ckpt,pytorch,pytorch-ckpt,
 # splits,cpu): which parts run; ckpt and pytorch-ckpt are trit and PEFT with gradient checkpointing. BASELINE: another trit binary (e.g. main's build) measured like the first in the
 # same call, as a before/after row. PROFILE=1: one more short run of trit on Vulkan under
-# TRIT_VULKAN_PROFILE=1, its kernel and host-time profile in $OUT/profile.txt; PROFILE_ALSO="VAR=value":
-# one more such run with that variable set (e.g. a kernel layout switch), appended there.
+# TRIT_VULKAN_PROFILE=1, its kernel and host-time profile in $OUT/profile.txt; PROFILE_ALSO="VAR=value;VAR=v2 OTHER=x":
+# one more such run per ';'-separated variant with those variables set (e.g. a kernel layout
+# switch), appended there.
 # For a dry run of this script elsewhere: SYNTH=tiny PYTHON=<python with torch>
 # PEER_ARGS="--tiny --device cpu" TRIT_VULKAN_ALLOW_CPU=1 VK_DRIVER_FILES=<lavapipe's ICD> and a
 # stub nvidia-smi.
@@ -130,12 +131,6 @@ profiled() {
   grep -c 'buffer of' "$W/$name.log" | sed 's/^/buffer allocations: /' >> "$OUT/profile.txt"
   tail -3 "$W/$name.csv" >> "$OUT/profile.txt"
 }
-if [ -n "$PROFILE" ]; then
-  profiled profile
-  [ -n "$PROFILE_ALSO" ] && profiled profile-also "$PROFILE_ALSO"
-  head -60 "$OUT/profile.txt"
-fi
-
 if has pytorch || has pytorch-ckpt; then
 if ! $PYTHON -c 'import peft' 2>/dev/null && ls .whl/peft-*.whl >/dev/null 2>&1; then
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/peft-*.whl \
@@ -151,6 +146,20 @@ for run in pytorch pytorch-ckpt; do
     --steps "$STEPS" --warmup 3 --out "$W/$run.json" "${extra[@]}" $PEER_ARGS > "$W/$run.log" 2>&1
   grep -E '"tok_s"|"lora"|"peak_allocated_mib"|Error' "$W/$run.log" | head -5
 done
+
+if [ -n "$PROFILE" ]; then
+  profiled profile
+  if [ -n "$PROFILE_ALSO" ]; then
+    IFS=';' read -ra variants <<< "$PROFILE_ALSO"
+    i=0
+    for v in "${variants[@]}"; do
+      i=$((i + 1))
+      # shellcheck disable=SC2086  # a variant may set several variables
+      profiled "profile-also-$i" $v
+    done
+  fi
+  head -60 "$OUT/profile.txt"
+fi
 
 if has splits; then
 echo "== scheduler splits of the real training graph (GGML_SCHED_DEBUG=2, one step)"

@@ -182,9 +182,49 @@ const SPLIT_MAX_BYTES: u64 = 4 << 20;
 /// and the gradients of A and B (`[n_in, r]` / `[r, n_out]`: 40 tiles for 2560 features,
 /// k = tokens), which as 40 workgroups of k = 512 each left most of the GPU idle. Each
 /// slice writes partial sums to scratch; `split_sum_f32` adds them in slice order.
+///
+/// A wide OUT_PROD (up to `wave_groups()` tiles, k >= 512) is split too, into as many slices
+/// as bring it near that many workgroups: the ternary input gradient `dX = Wᵀ·dY` of a
+/// 2560-feature input at 512 tokens is 320 tiles, 1.2 rounds of the H100's ~264 resident
+/// workgroups (two per SM), so its second round ran 56 workgroups on 132 SMs.
 fn out_prod_split(op: *const sys::ggml_tensor) -> (u64, u64) {
-    let k = if op_of(op) == sys::GGML_OP_MUL_MAT { ne(src(op, 0))[0] } else { ne(src(op, 0))[1] };
-    split(k as u64, out_prod_tiles(op), nelements(op))
+    if op_of(op) == sys::GGML_OP_MUL_MAT {
+        return split(ne(src(op, 0))[0] as u64, out_prod_tiles(op), nelements(op));
+    }
+    let (k, tiles, n) = (ne(src(op, 0))[1] as u64, out_prod_tiles(op), nelements(op));
+    match split(k, tiles, n) {
+        (1, _) => wave_split(k, tiles, n, wave_groups()),
+        s => s,
+    }
+}
+
+/// The least k of a slice of a wide split, and the most bytes of its partial sums (a slot of
+/// the ring: 4 of them are reserved for the graph).
+const WAVE_MIN_K: u64 = 256;
+const WAVE_MAX_BYTES: u64 = 32 << 20;
+
+/// Workgroups a wide OUT_PROD's split aims at: 660 (5 per SM of an H100) splits the 320-tile
+/// products in two. Measured on the H100 (one call, `TRIT_VULKAN_PROFILE=1`): `out_prod_tq2`
+/// 517.6 µs a call unsplit, 470.5 at 1056 (3 slices), 453.4 at both 660 and 1320 (4 slices,
+/// and 2 for the 864-tile products), where 660 adds the fewest `split_sum_f32` dispatches.
+/// TRIT_VULKAN_SPLIT_GROUPS overrides it (0: no wide split), for A/B runs.
+fn wave_groups() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::env::var("TRIT_VULKAN_SPLIT_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(660))
+}
+
+/// (slices, k per slice) of a wide product: `target / tiles` rounded, slices of at least
+/// `WAVE_MIN_K`, partial sums of at most `WAVE_MAX_BYTES`.
+fn wave_split(k: u64, tiles: u64, n: u64, target: u64) -> (u64, u64) {
+    if tiles == 0 || tiles >= target || k < 2 * WAVE_MIN_K {
+        return (1, k);
+    }
+    let want = ((target + tiles / 2) / tiles).min(k / WAVE_MIN_K).min(WAVE_MAX_BYTES / (n * 4).max(1));
+    if want < 2 {
+        return (1, k);
+    }
+    let len = k.div_ceil(want).next_multiple_of(32);
+    (k.div_ceil(len), len)
 }
 
 /// (slices, k per slice) for a product of `tiles` output tiles, `n` outputs and depth `k`.
@@ -414,6 +454,34 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             p.m0[1] = n as u32;
             let (a, d) = (rec.bind(s0, ea)?, rec.bind(op, ed)?);
             rec.dispatch("step_f32", a, None, d, p, groups_for(n, 256))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wave_split;
+
+    #[test]
+    fn wave_split_fills_rounds() {
+        // dX of a 2560-feature input at 512 tokens: 320 tiles.
+        assert_eq!(wave_split(2560, 320, 2560 * 512, 1056), (3, 864));
+        assert_eq!(wave_split(6912, 320, 2560 * 512, 1320), (4, 1728));
+        assert_eq!(wave_split(2560, 320, 2560 * 512, 660), (2, 1280));
+        // 864 tiles (6912 features) are near the target already; 1320 halves k.
+        assert_eq!(wave_split(2560, 864, 6912 * 512, 1056), (1, 2560));
+        assert_eq!(wave_split(2560, 864, 6912 * 512, 1320), (2, 1280));
+        // Off, short k, slices of at least 256 rows, the partial-sum cap.
+        assert_eq!(wave_split(2560, 320, 2560 * 512, 0), (1, 2560));
+        assert_eq!(wave_split(500, 320, 2560 * 512, 1056), (1, 500));
+        assert_eq!(wave_split(640, 320, 2560 * 512, 1056), (2, 320));
+        assert_eq!(wave_split(1 << 17, 320, 2560 * 512, 4000), (6, 21856));
+        // Every slice but the last is `len` long and they cover k.
+        for (k, tiles, n, g) in
+            [(1100u64, 132u64, 525_000u64, 1056u64), (600, 160, 576_000, 1056), (6912, 500, 1 << 20, 2000)]
+        {
+            let (s, len) = wave_split(k, tiles, n, g);
+            assert!(s >= 2 && len % 32 == 0 && (s - 1) * len < k && s * len >= k, "{k} {tiles}: {s} x {len}");
         }
     }
 }

@@ -52,6 +52,34 @@ fn out_prod_float() {
             );
         }
     }
+    // Wide split (128 or more tiles, k >= 512): a partial last slice and partial tiles in both
+    // output dims, as for the input gradient through the tied embedding (f16).
+    for t in [F16, F32] {
+        check(
+            &b,
+            &format!("out_prod {} wide split: [700, 1100] x [750, 1100]", tn(t)),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, t, &[700, 1100], Fill::Uniform);
+                let x = input(ctx, ins, F32, &[750, 1100], Fill::Uniform);
+                sys::ggml_out_prod(ctx, a, x)
+            },
+            NMSE_SUM,
+        );
+    }
+    // Small k (the 4 x 4 layout): a LoRA pair's input gradient through A, out_prod(A [n_in, r],
+    // dT^T) with dT [r, tokens]; r at and around the layout's bound of 32.
+    for (n_in, r, tokens) in [(300i64, 16i64, 70i64), (2560, 16, 130), (129, 32, 65), (200, 33, 3)] {
+        check(
+            &b,
+            &format!("out_prod f32 small k: A[{n_in},{r}] dT^T tokens={tokens}"),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, F32, &[n_in, r], Fill::Uniform);
+                let dt = input(ctx, ins, F32, &[r, tokens], Fill::Uniform);
+                sys::ggml_out_prod(ctx, a, sys::ggml_transpose(ctx, dt))
+            },
+            NMSE_SUM,
+        );
+    }
     // Split k (few output tiles, long k): the gradient into a LoRA pair's rank-16
     // intermediate, out_prod(B [16, n_out], dY^T [tokens, n_out]); an f16 A and a partial
     // last slice; a broadcast batch of two.
@@ -171,8 +199,9 @@ fn out_prod_ternary_input_gradient() {
         // (1280, 131, 70): five blocks per row (rows not 4-byte aligned for TQ2_0's 66-byte
         // blocks), k not a multiple of the 32-row slices, a partial token tile.
         // (256, 4100, 9): one tile and a long k, split along k.
+        // (1280, 600, 450): 160 tiles, a wide split (two slices of 320 and 280 rows of W).
         for (n_in, n_out, tokens) in
-            [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1), (1280, 131, 70), (256, 4100, 9)]
+            [(256i64, 70i64, 9i64), (768, 33, 40), (512, 256, 1), (1280, 131, 70), (256, 4100, 9), (1280, 600, 450)]
         {
             check(
                 &b,
