@@ -423,17 +423,23 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
         sig = Some(s);
     }
     let align = rec.gpu().min_storage_align;
-    let (scratch, split_slot) = crate::ops::graph_scratch_bytes(rec.gpu(), graph, align);
+    let plan = crate::fuse::Plan::new(graph, rec.gpu());
+    let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));
+    let layout = crate::ops::graph_scratch(rec.gpu(), graph, &units, align);
+    let scratch = layout.bytes;
+    crate::scratch::LAST_BYTES.store(scratch, std::sync::atomic::Ordering::Relaxed);
     static MOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if std::env::var_os("TRIT_VULKAN_PROFILE").is_some()
         && MOST.fetch_max(scratch, std::sync::atomic::Ordering::Relaxed) < scratch
     {
-        eprintln!("trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch", scratch as f64 / MIB);
+        eprintln!(
+            "trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch ({:.1} MiB without reuse of rounded activations)",
+            scratch as f64 / MIB,
+            layout.without_reuse() as f64 / MIB
+        );
     }
-    rec.reserve_scratch(scratch, split_slot)?;
+    rec.reserve_scratch(layout)?;
     let counts = (rec.dispatches, rec.barriers);
-    let plan = crate::fuse::Plan::new(graph, rec.gpu());
-    let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));
     rec.begin()?;
     rec.began_at(t0);
     for (first, k) in units {
@@ -478,7 +484,7 @@ fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig: &mut Vec<
         l.fast_mv.load(Relaxed) as u64 | (l.int_dot.load(Relaxed) as u64) << 1 | (l.mmq_big.load(Relaxed) as u64) << 2,
         l.max_wg_x.load(Relaxed) as u64,
         l.max_range.load(Relaxed),
-        crate::schedule::enabled() as u64,
+        crate::schedule::enabled() as u64 | (crate::scratch::reuse() as u64) << 1,
         n as u64,
     ]);
     let tensor = |sig: &mut Vec<u64>, t: *const sys::ggml_tensor| {
