@@ -428,15 +428,19 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     let layout = crate::ops::graph_scratch(rec.gpu(), graph, &units, align);
     let scratch = layout.bytes;
     crate::scratch::LAST_BYTES.store(scratch, std::sync::atomic::Ordering::Relaxed);
-    static MOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if std::env::var_os("TRIT_VULKAN_PROFILE").is_some()
-        && MOST.fetch_max(scratch, std::sync::atomic::Ordering::Relaxed) < scratch
-    {
-        eprintln!(
-            "trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch ({:.1} MiB without reuse of rounded activations)",
-            scratch as f64 / MIB,
-            layout.without_reuse() as f64 / MIB
-        );
+    // TRIT_VULKAN_PROFILE: the scratch of each graph that sets a new high, reserved or as it
+    // would be without reuse (`scratch::Layout::without_reuse`).
+    static MOST: [std::sync::atomic::AtomicU64; 2] = [const { std::sync::atomic::AtomicU64::new(0) }; 2];
+    if std::env::var_os("TRIT_VULKAN_PROFILE").is_some() {
+        let (with, without) = (scratch, layout.without_reuse());
+        let up = |i: usize, v: u64| MOST[i].fetch_max(v, std::sync::atomic::Ordering::Relaxed) < v;
+        if up(0, with) | up(1, without) {
+            eprintln!(
+                "trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch ({:.1} MiB without reuse of rounded activations)",
+                with as f64 / MIB,
+                without as f64 / MIB
+            );
+        }
     }
     rec.reserve_scratch(layout)?;
     let counts = (rec.dispatches, rec.barriers);
