@@ -129,6 +129,9 @@ pub(crate) struct Recorder {
     /// few slots, not the sum of all.
     split_slot: u64,
     split_next: u64,
+    /// Where each rounded activation of this graph goes (`scratch::Layout::rounded`):
+    /// regions of tensors whose uses do not overlap in recording order share memory.
+    rounded_at: Vec<crate::scratch::Rounded>,
     /// Rounded activations already made in this graph, by source tensor and form (f32
     /// values or packed int8 + scales): Q, K and V (and gate and up) share one input,
     /// which is rounded once.
@@ -179,6 +182,7 @@ impl Recorder {
             scratch_cursor: 0,
             split_slot: 0,
             split_next: 0,
+            rounded_at: Vec::new(),
             rounded: Vec::new(),
             prof: None,
             fifth: None,
@@ -243,12 +247,15 @@ impl Recorder {
         self.bind_bytes(alloc, off, span(t), elsize)
     }
 
-    /// Make sure `bytes` of scratch exist for the graph about to be recorded, the first
-    /// `SPLIT_RING` x `split_slot` of them the ring of split-k slots (`split_scratch`).
-    pub fn reserve_scratch(&mut self, bytes: u64, split_slot: u64) -> Result<()> {
-        self.split_slot = split_slot;
+    /// Make sure the scratch of `layout` exists for the graph about to be recorded: the
+    /// first `SPLIT_RING` x `split_slot` bytes the ring of split-k slots (`split_scratch`),
+    /// then the rounded activations (`rounded_scratch`), then bump-allocated (`scratch`).
+    pub fn reserve_scratch(&mut self, layout: crate::scratch::Layout) -> Result<()> {
+        let bytes = layout.bytes;
+        self.split_slot = layout.split_slot;
         self.split_next = 0;
-        self.scratch_cursor = SPLIT_RING * split_slot;
+        self.scratch_cursor = layout.bump_start;
+        self.rounded_at = layout.rounded;
         if bytes == 0 || self.scratch.as_ref().is_some_and(|s| s.size >= bytes) {
             return Ok(());
         }
@@ -257,6 +264,26 @@ impl Recorder {
         }
         self.scratch = Some(self.gpu.alloc(bytes.next_multiple_of(1 << 20))?);
         Ok(())
+    }
+
+    /// The planned region for the rounded activations of `t` in `form` (0: f32 values,
+    /// `matvec::ROUNDED_Q8`: packed int8 + scales), `bytes` of it bound for f32 access. A
+    /// form the plan did not expect (the f32 one where the fast path was thought to apply)
+    /// falls back to bump-allocated scratch.
+    pub fn rounded_scratch(&mut self, t: *const sys::ggml_tensor, form: u8, bytes: u64) -> Result<Bound> {
+        let planned = self.rounded_at.iter().find(|r| r.tensor == t).and_then(|r| match form {
+            crate::matvec::ROUNDED_Q8 => Some((r.q8, r.q8_bytes)),
+            _ => r.f32,
+        });
+        let Some((start, room)) = planned.filter(|&(_, room)| bytes <= room) else {
+            return self.scratch(bytes);
+        };
+        let s = self.scratch.as_ref().filter(|s| start + room <= s.size).ok_or_else(|| Error::Unsupported {
+            node: String::new(),
+            op: "scratch".into(),
+            why: "scratch for rounded activations was not reserved for this graph".into(),
+        })?;
+        self.bind_bytes(s, start, bytes, 4)
     }
 
     /// The next slot of the split-k ring, `bytes` of it bound for f32 access.

@@ -423,17 +423,27 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
         sig = Some(s);
     }
     let align = rec.gpu().min_storage_align;
-    let (scratch, split_slot) = crate::ops::graph_scratch_bytes(rec.gpu(), graph, align);
-    static MOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if std::env::var_os("TRIT_VULKAN_PROFILE").is_some()
-        && MOST.fetch_max(scratch, std::sync::atomic::Ordering::Relaxed) < scratch
-    {
-        eprintln!("trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch", scratch as f64 / MIB);
-    }
-    rec.reserve_scratch(scratch, split_slot)?;
-    let counts = (rec.dispatches, rec.barriers);
     let plan = crate::fuse::Plan::new(graph, rec.gpu());
     let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));
+    let layout = crate::ops::graph_scratch(rec.gpu(), graph, &units, align);
+    let scratch = layout.bytes;
+    crate::scratch::LAST_BYTES.store(scratch, std::sync::atomic::Ordering::Relaxed);
+    // TRIT_VULKAN_PROFILE: the scratch of each graph that sets a new high, reserved or as it
+    // would be without reuse (`scratch::Layout::without_reuse`).
+    static MOST: [std::sync::atomic::AtomicU64; 2] = [const { std::sync::atomic::AtomicU64::new(0) }; 2];
+    if std::env::var_os("TRIT_VULKAN_PROFILE").is_some() {
+        let (with, without) = (scratch, layout.without_reuse());
+        let up = |i: usize, v: u64| MOST[i].fetch_max(v, std::sync::atomic::Ordering::Relaxed) < v;
+        if up(0, with) | up(1, without) {
+            eprintln!(
+                "trit-vulkan: graph of {n} nodes: {:.1} MiB of scratch ({:.1} MiB without reuse of rounded activations)",
+                with as f64 / MIB,
+                without as f64 / MIB
+            );
+        }
+    }
+    rec.reserve_scratch(layout)?;
+    let counts = (rec.dispatches, rec.barriers);
     rec.begin()?;
     rec.began_at(t0);
     for (first, k) in units {
@@ -478,7 +488,7 @@ fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig: &mut Vec<
         l.fast_mv.load(Relaxed) as u64 | (l.int_dot.load(Relaxed) as u64) << 1 | (l.mmq_big.load(Relaxed) as u64) << 2,
         l.max_wg_x.load(Relaxed) as u64,
         l.max_range.load(Relaxed),
-        crate::schedule::enabled() as u64,
+        crate::schedule::enabled() as u64 | (crate::scratch::reuse() as u64) << 1,
         n as u64,
     ]);
     let tensor = |sig: &mut Vec<u64>, t: *const sys::ggml_tensor| {

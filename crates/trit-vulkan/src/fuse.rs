@@ -562,7 +562,7 @@ impl Plan {
                 p.m0[1] = rows as u32;
                 let nel = nelements(wmul);
                 let (a, b, d, a2) = (rec.bind(x, 4)?, rec.bind(w, 4)?, rec.bind(wmul, 4)?, rec.bind(x2, 4)?);
-                let q = rec.scratch(nel + nel / 256 * 4)?;
+                let q = rec.rounded_scratch(wmul, crate::matvec::ROUNDED_Q8, nel + nel / 256 * 4)?;
                 p.m1[2] = (nel / 4) as u32;
                 p.m1[3] = q.elem_off;
                 p.d_ne = [a2.elem_off, 0, 0, 0];
@@ -611,7 +611,7 @@ impl Plan {
                 if quant {
                     // Output quantized too, where the ternary products will look for it.
                     let nel = nelements(next);
-                    let q = rec.scratch(nel + nel / 256 * 4)?;
+                    let q = rec.rounded_scratch(next, crate::matvec::ROUNDED_Q8, nel + nel / 256 * 4)?;
                     p.m1[2] = (nel / 4) as u32;
                     p.m1[3] = q.elem_off;
                     rec.dispatch_ex("mv_rms_norm_mul_q8_f32", a, Some(b), d, Some(q), true, p, rows)?;

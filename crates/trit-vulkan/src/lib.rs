@@ -26,6 +26,7 @@ mod matvec;
 mod ops;
 mod profile;
 mod schedule;
+mod scratch;
 mod transfer;
 
 use std::sync::atomic::Ordering;
@@ -170,4 +171,16 @@ pub fn replay_count() -> u64 {
 /// Number of compute-to-compute pipeline barriers recorded so far in this process.
 pub fn barrier_count() -> u64 {
     dispatch::BARRIERS.load(Ordering::Relaxed)
+}
+
+/// Bytes of scratch the last graph recorded (not replayed) by this process reserved:
+/// rounded activations, split-k ring and per-node temporaries (`scratch.rs`).
+pub fn last_scratch_bytes() -> u64 {
+    scratch::LAST_BYTES.load(Ordering::Relaxed)
+}
+
+/// Let rounded activations whose uses do not overlap share scratch (default), or give each
+/// its own (`TRIT_VULKAN_SCRATCH_REUSE=0`), for comparison.
+pub fn set_scratch_reuse(on: bool) {
+    scratch::set_reuse(on);
 }

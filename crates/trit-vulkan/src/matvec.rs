@@ -165,7 +165,7 @@ fn rounded_q8(rec: &mut Recorder, s1: *const sys::ggml_tensor) -> Result<Bound> 
     }
     let nel = nelements(s1);
     let src_b = rec.bind(s1, 4)?;
-    let q = rec.scratch(nel + nel / 256 * 4)?;
+    let q = rec.rounded_scratch(s1, ROUNDED_Q8, nel + nel / 256 * 4)?;
     let mut pq = Push::default();
     (pq.a_ne, pq.a_nb) = shape(s1, 4);
     let blocks = nel / 256;

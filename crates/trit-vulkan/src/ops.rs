@@ -236,56 +236,105 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
     }
 }
 
-/// Scratch bytes `encode` will take for this node (rounded activations of ternary MUL_MAT).
-pub(crate) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
-    let kind = op_of(op);
-    if kind == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2) && nelements(op) > 0 {
-        (nelements(src(op, 1)) * 4).next_multiple_of(align.max(256))
-    } else {
-        train::scratch_bytes(op, align)
-    }
-}
-
-/// Scratch bytes of a whole graph. As the sum of `scratch_bytes` over its nodes, except that
-/// the rounded activations of ternary MUL_MATs are counted once per source tensor, as
-/// `Recorder::rounded` shares them (Q, K and V read one; gate and up one), and in the form
-/// the product reads them: packed int8 + scales (1 + 4/256 bytes an element) where the
-/// mat-vec / integer-tile path applies (`matvec::encode_fused`), plus f32 (4 bytes) where the
-/// plain kernel might be used instead. (Counting 4 bytes per product reserved 1.3 GiB for a
-/// 2B-shaped training step that uses 0.23 GiB.) Split-k partial sums go to a ring of
-/// `SPLIT_RING` slots of the largest one's size, at the start. Returns (bytes, slot size).
-pub(crate) fn graph_scratch_bytes(gpu: &Gpu, graph: *mut sys::ggml_cgraph, align: u64) -> (u64, u64) {
+/// Scratch layout of a whole graph recorded as `units` (`schedule::order`, recording order).
+/// The rounded activations of ternary MUL_MATs are one region per source tensor, as
+/// `Recorder::rounded` shares them (Q, K and V read one; gate and up one), in the form the
+/// product reads them: packed int8 + scales (1 + 4/256 bytes an element) where the mat-vec /
+/// integer-tile path applies (`matvec::encode_fused`), plus f32 (4 bytes) where the plain
+/// kernel might be used instead. (Counting 4 bytes per product reserved 1.3 GiB for a
+/// 2B-shaped training step that uses 0.23 GiB.) A region is live from the first unit that
+/// touches it (a product of it, or the fused norm that produces it quantized) to the last;
+/// `scratch::place` lets regions of disjoint lives share memory. Split-k partial sums go to
+/// a ring of `SPLIT_RING` slots of the largest one's size, at the start; other per-node
+/// scratch (`train::scratch_bytes`) after the rounded pool.
+pub(crate) fn graph_scratch(
+    gpu: &Gpu,
+    graph: *mut sys::ggml_cgraph,
+    units: &[(i32, i32)],
+    align: u64,
+) -> crate::scratch::Layout {
+    use crate::scratch::{Life, Rounded};
+    let node = |i: i32| {
+        // SAFETY: callers pass 0 <= i < n_nodes of the live graph.
+        unsafe { sys::ggml_graph_node(graph, i) as *const sys::ggml_tensor }
+    };
+    let ternary =
+        |op: *const sys::ggml_tensor| op_of(op) == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2);
     // SAFETY: graph is a live ggml graph.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     let fast = gpu.limits.fast_mv.load(std::sync::atomic::Ordering::Relaxed);
     // (source tensor, elements, whether the f32 form may be needed too)
     let mut rounded: Vec<(*const sys::ggml_tensor, u64, bool)> = Vec::new();
-    let mut total = 0;
+    let mut index: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut other = 0;
     let mut slot = 0;
     for i in 0..n {
-        // SAFETY: i < n_nodes.
-        let op = unsafe { sys::ggml_graph_node(graph, i) } as *const sys::ggml_tensor;
-        if op_of(op) == sys::GGML_OP_MUL_MAT && matches!(ty(src(op, 0)), TQ1 | TQ2) && nelements(op) > 0 {
+        let op = node(i);
+        if ternary(op) {
             let (s0, s1) = (src(op, 0), src(op, 1));
-            let f32_too = !(fast && fits_range(gpu, s0));
-            match rounded.iter_mut().find(|(t, _, _)| *t == s1) {
-                Some(r) => r.2 |= f32_too,
-                None => rounded.push((s1, nelements(s1), f32_too)),
+            let f32_too = nelements(op) > 0 && !(fast && fits_range(gpu, s0));
+            match index.get(&(s1 as usize)) {
+                Some(&k) => rounded[k].2 |= f32_too,
+                None => {
+                    index.insert(s1 as usize, rounded.len());
+                    rounded.push((s1, nelements(s1), f32_too));
+                }
             }
         } else {
-            total += scratch_bytes(op, align);
+            other += train::scratch_bytes(op, align);
             slot = slot.max(train::split_scratch_bytes(op, align));
         }
     }
-    total += crate::dispatch::SPLIT_RING * slot;
-    let unit = align.max(256);
-    for (_, nel, f32_too) in rounded {
-        total += (nel + nel / 256 * 4).next_multiple_of(unit);
-        if f32_too {
-            total += (nel * 4).next_multiple_of(unit);
+    // Lives in recording units: a unit touches a region if it holds a product of the
+    // region's tensor or produces that tensor (a fused norm may write it quantized).
+    let mut span: Vec<(usize, usize)> = vec![(usize::MAX, 0); rounded.len()];
+    for (pos, &(first, k)) in units.iter().enumerate() {
+        for j in first..first + k {
+            let t = node(j);
+            let mut touch = |x: *const sys::ggml_tensor| {
+                if let Some(&r) = index.get(&(x as usize)) {
+                    span[r] = (span[r].0.min(pos), span[r].1.max(pos));
+                }
+            };
+            if ternary(t) {
+                touch(src(t, 1));
+            }
+            touch(t);
         }
     }
-    (total, slot)
+    let unit = align.max(256);
+    let reuse = crate::scratch::reuse();
+    let mut lives = Vec::with_capacity(rounded.len());
+    let mut sizes = Vec::with_capacity(rounded.len());
+    for (r, &(_, nel, f32_too)) in rounded.iter().enumerate() {
+        let q8 = (nel + nel / 256 * 4).next_multiple_of(unit);
+        let f = if f32_too { (nel * 4).next_multiple_of(unit) } else { 0 };
+        let (first, last) = match span[r] {
+            (a, b) if reuse && a <= b => (a, b),
+            _ => (0, usize::MAX),
+        };
+        lives.push(Life { first, last, bytes: q8 + f });
+        sizes.push((q8, f));
+    }
+    let (offsets, pool) = crate::scratch::place(&lives, unit);
+    let ring = crate::dispatch::SPLIT_RING * slot;
+    let rounded = rounded
+        .iter()
+        .zip(offsets.iter().zip(&sizes))
+        .map(|(&(tensor, nel, _), (&off, &(q8, f)))| Rounded {
+            tensor,
+            q8: ring + off,
+            q8_bytes: nel + nel / 256 * 4,
+            f32: (f > 0).then_some((ring + off + q8, nel * 4)),
+        })
+        .collect();
+    crate::scratch::Layout {
+        bytes: ring + pool + other,
+        split_slot: slot,
+        rounded,
+        bump_start: ring + pool,
+        unshared: lives.iter().map(|l| l.bytes).sum(),
+    }
 }
 
 fn groups_for(items: u64, per: u64) -> u64 {
@@ -361,7 +410,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                     Some(&(_, _, q)) => q,
                     None => {
                         let src_b = rec.bind(s1, 4)?;
-                        let q = rec.scratch(nelements(s1) * 4)?;
+                        let q = rec.rounded_scratch(s1, 0, nelements(s1) * 4)?;
                         let mut pq = Push::default();
                         (pq.a_ne, pq.a_nb) = (p.b_ne, p.b_nb);
                         let blocks = nelements(s1) / 256;
