@@ -159,8 +159,11 @@ fn start(
     targets: Option<&str>,
 ) -> CallResult<trit_trainer> {
     let (spec, params) = check_params(p, targets)?;
-    let model = Model::load(model_path, &ModelParams { n_gpu_layers: p.n_gpu_layers, ..Default::default() })
-        .map_err(anyhow::Error::from)?; // the message names the file
+    let model = Model::load(
+        model_path,
+        &ModelParams { n_gpu_layers: p.n_gpu_layers, cpu_only: p.n_gpu_layers == 0, ..Default::default() },
+    )
+    .map_err(anyhow::Error::from)?; // the message names the file
     let model = NonNull::from(Box::leak(Box::new(model)));
     // From here on the trainer owns the model: an early return frees it through Drop.
     let mut t = trit_trainer {

@@ -101,7 +101,7 @@ pub fn model_params(p: &Parsed) -> Result<ModelParams, ArgError> {
         Some(v) => parse_ngl(v)?,
         None => -1,
     };
-    Ok(ModelParams { n_gpu_layers, use_mmap: !p.has("--no-mmap"), vocab_only: false })
+    Ok(ModelParams { n_gpu_layers, use_mmap: !p.has("--no-mmap"), vocab_only: false, cpu_only: false })
 }
 
 pub fn context_params(p: &Parsed, default_ctx: u32) -> Result<ContextParams, ArgError> {

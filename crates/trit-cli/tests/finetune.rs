@@ -145,7 +145,11 @@ fn finetune_on_vulkan_learns_like_the_cpu() {
     }
     assert!(vk_log.contains("trit-vulkan"), "{vk_log}");
     assert!(vk_log.contains("GPU memory (trit-vulkan buffers): peak"), "{vk_log}");
-    let (_, cpu) = train("cpu");
+    let (cpu_log, cpu) = train("cpu");
+    // --device cpu with a Vulkan device registered: nothing of the training graph on the GPU
+    // (before ModelParams::cpu_only the scheduler put backward nodes on it anyway).
+    assert!(cpu_log.contains("device: CPU") && cpu_log.contains("compute buffers CPU"), "{cpu_log}");
+    assert!(!cpu_log.contains("TritVulkan0"), "--device cpu used the GPU:\n{cpu_log}");
     eprintln!("losses CPU    {cpu:?}\nlosses Vulkan {vk:?}");
     assert_eq!((cpu.len(), vk.len()), (6, 6));
     // Same start (forward rounding aside), same first update.

@@ -12,11 +12,15 @@ pub struct ModelParams {
     pub use_mmap: bool,
     /// Load only the vocabulary (tokenizer tests, `/tokenize`).
     pub vocab_only: bool,
+    /// Use no GPU device at all, even where one is registered (llama.cpp's `--device none`):
+    /// with `-ngl 0` the scheduler would otherwise still place weightless nodes (e.g. a training
+    /// graph's backward ops) on a registered GPU backend.
+    pub cpu_only: bool,
 }
 
 impl Default for ModelParams {
     fn default() -> Self {
-        Self { n_gpu_layers: -1, use_mmap: true, vocab_only: false }
+        Self { n_gpu_layers: -1, use_mmap: true, vocab_only: false, cpu_only: false }
     }
 }
 
@@ -59,8 +63,14 @@ impl Model {
         if !params.use_mmap {
             p.load_mode = trit_sys::LLAMA_LOAD_MODE_NONE;
         }
+        // An empty NULL-terminated device list: CPU only. Lives until the load returns.
+        let mut no_devices = [std::ptr::null_mut()];
+        if params.cpu_only {
+            p.devices = no_devices.as_mut_ptr();
+        }
         log::take_last_error();
-        // SAFETY: cpath is a valid C string for the duration of the call; p is initialised.
+        // SAFETY: cpath is a valid C string and no_devices a NULL-terminated list, both alive for
+        // the duration of the call; p is initialised.
         let raw = unsafe { trit_sys::llama_model_load_from_file(cpath.as_ptr(), p) };
         let ptr = NonNull::new(raw)
             .ok_or_else(|| Error::ModelLoad { path: path.into(), reason: log::last_error_or("unknown error") })?;

@@ -179,8 +179,12 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     o.log_csv = Some(p.str("--log-csv").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "csv")));
     o.plot_png = Some(p.str("--plot").map(PathBuf::from).unwrap_or_else(|| with_ext(&output, "png")));
 
-    let model =
-        trit_llama::Model::load(&model_path, &trit_llama::ModelParams { n_gpu_layers: ngl, ..Default::default() })?;
+    let model = trit_llama::Model::load(
+        &model_path,
+        // -ngl 0 / --device cpu: no GPU in the training graph at all (else the scheduler still
+        // puts backward nodes on a registered GPU backend).
+        &trit_llama::ModelParams { n_gpu_layers: ngl, cpu_only: ngl == 0, ..Default::default() },
+    )?;
     // GPU buffers right after loading: the weights placed on the device.
     #[allow(unused_mut)]
     let mut gpu_weights: Option<u64> = None;
