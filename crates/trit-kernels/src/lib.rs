@@ -383,9 +383,7 @@ fn dot_tile(isa: Isa, codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &
     match isa {
         Isa::Scalar => scalar::dot_tile(codes, k, dw, acts, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::dot_tile_avx2(codes, k, dw, acts, out),
-        #[cfg(target_arch = "x86_64")]
-        Isa::AvxVnni => x86::dot_tile_avxvnni(codes, k, dw, acts, out),
+        Isa::Avx2 | Isa::AvxVnni => x86::dot_tile_256(isa, codes, k, dw, acts, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => x86::dot_tile_avx512(codes, k, dw, acts, out),
         #[cfg(target_arch = "aarch64")]

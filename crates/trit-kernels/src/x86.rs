@@ -116,136 +116,95 @@ fn check_tile(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]]) {
     assert!(acts.iter().all(|a| a.len() >= nb * Q8_K_BYTES));
 }
 
-pub(crate) fn dot_tile_avx2(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
+/// 4 decoded rows × 1 or 4 columns on 256-bit vectors: AVX2, or AVX-VNNI for `Isa::AvxVnni`.
+pub(crate) fn dot_tile_256(
+    isa: crate::Isa,
+    codes: &[u8],
+    k: usize,
+    dw: &[f32],
+    acts: &[&[u8]],
+    out: &mut [[f32; 4]; 4],
+) {
     check_tile(codes, k, dw, acts);
     let nb = k / QK;
-    // SAFETY: AVX2 is present (dispatch checked it); check_tile verified that 4 rows of
-    // `k` codes, `4·nb` scales and `nb` Q8_K blocks per column are in bounds.
+    let vnni = isa == crate::Isa::AvxVnni;
+    // SAFETY: AVX2 is present, and AVX-VNNI for the VNNI variant (dispatch checked them);
+    // check_tile verified that 4 rows of `k` codes, `4·nb` scales and `nb` Q8_K blocks per
+    // column are in bounds.
     unsafe {
+        let c = codes.as_ptr();
+        let d = dw.as_ptr();
         if acts.len() == 4 {
+            // Two columns at a time keep 8 accumulators and 4 code vectors within 16 registers.
             for h in 0..2 {
-                let r = tile_avx2::<2>(
-                    codes.as_ptr(),
-                    k,
-                    dw.as_ptr(),
-                    [acts[2 * h].as_ptr(), acts[2 * h + 1].as_ptr()],
-                    nb,
-                );
+                let a = [acts[2 * h].as_ptr(), acts[2 * h + 1].as_ptr()];
+                let r = if vnni { tile_avxvnni::<2>(c, k, d, a, nb) } else { tile_avx2::<2>(c, k, d, a, nb) };
                 out[2 * h] = r[0];
                 out[2 * h + 1] = r[1];
             }
         } else {
-            out[0] = tile_avx2::<1>(codes.as_ptr(), k, dw.as_ptr(), [acts[0].as_ptr()], nb)[0];
+            let a = [acts[0].as_ptr()];
+            out[0] = if vnni { tile_avxvnni::<1>(c, k, d, a, nb) } else { tile_avx2::<1>(c, k, d, a, nb) }[0];
         }
     }
 }
 
-#[target_feature(enable = "avx2")]
-unsafe fn tile_avx2<const C: usize>(
-    codes: *const u8,
-    k: usize,
-    dw: *const f32,
-    acts: [*const u8; C],
-    nb: usize,
-) -> [[f32; 4]; C] {
-    let ones = _mm256_set1_epi16(1);
-    let mut accf = [_mm_setzero_ps(); C];
-    for b in 0..nb {
-        // i16 lanes: ≤ 8 chunks × 2 products × 2·128 = 4096, no saturation.
-        let mut acc = [[_mm256_setzero_si256(); 4]; C];
-        for j in 0..8 {
-            let mut w = [_mm256_setzero_si256(); 4];
-            for (r, wr) in w.iter_mut().enumerate() {
-                *wr = _mm256_loadu_si256(codes.add(r * k + b * QK + 32 * j) as *const __m256i);
-            }
-            for c in 0..C {
-                let a = _mm256_loadu_si256(acts[c].add(b * Q8_K_BYTES + 4 + 32 * j) as *const __m256i);
-                for r in 0..4 {
-                    acc[c][r] = _mm256_add_epi16(acc[c][r], _mm256_maddubs_epi16(w[r], a));
+/// The 256-bit tile, twice: AVX2 sums u8 codes × i8 quants in pairs into i16 lanes
+/// (`vpmaddubsw`; ≤ 8 chunks × 2 products × 2·128 = 4096, no saturation) and widens them once
+/// per block (`vpmaddwd`); AVX-VNNI sums them in fours straight into i32 lanes (`vpdpbusd`).
+/// The same integer sums either way.
+macro_rules! tile_256 {
+    ($name:ident, $features:literal, $vnni:literal) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const C: usize>(
+            codes: *const u8,
+            k: usize,
+            dw: *const f32,
+            acts: [*const u8; C],
+            nb: usize,
+        ) -> [[f32; 4]; C] {
+            let ones = _mm256_set1_epi16(1);
+            let mut accf = [_mm_setzero_ps(); C];
+            for b in 0..nb {
+                let mut acc = [[_mm256_setzero_si256(); 4]; C];
+                for j in 0..8 {
+                    let mut w = [_mm256_setzero_si256(); 4];
+                    for (r, wr) in w.iter_mut().enumerate() {
+                        *wr = _mm256_loadu_si256(codes.add(r * k + b * QK + 32 * j) as *const __m256i);
+                    }
+                    for c in 0..C {
+                        let a = _mm256_loadu_si256(acts[c].add(b * Q8_K_BYTES + 4 + 32 * j) as *const __m256i);
+                        for r in 0..4 {
+                            acc[c][r] = if $vnni {
+                                _mm256_dpbusd_avx_epi32(acc[c][r], w[r], a)
+                            } else {
+                                _mm256_add_epi16(acc[c][r], _mm256_maddubs_epi16(w[r], a))
+                            };
+                        }
+                    }
+                }
+                let dw4 = _mm_loadu_ps(dw.add(b * 4));
+                for c in 0..C {
+                    let i = if $vnni {
+                        reduce4_256(acc[c][0], acc[c][1], acc[c][2], acc[c][3])
+                    } else {
+                        let [a0, a1, a2, a3] = acc[c].map(|x| _mm256_madd_epi16(x, ones));
+                        reduce4_256(a0, a1, a2, a3)
+                    };
+                    accf[c] = block_step(accf[c], dw4, acts[c].add(b * Q8_K_BYTES), i);
                 }
             }
-        }
-        let dw4 = _mm_loadu_ps(dw.add(b * 4));
-        for c in 0..C {
-            let i = reduce4_256(
-                _mm256_madd_epi16(acc[c][0], ones),
-                _mm256_madd_epi16(acc[c][1], ones),
-                _mm256_madd_epi16(acc[c][2], ones),
-                _mm256_madd_epi16(acc[c][3], ones),
-            );
-            accf[c] = block_step(accf[c], dw4, acts[c].add(b * Q8_K_BYTES), i);
-        }
-    }
-    let mut out = [[0f32; 4]; C];
-    for c in 0..C {
-        _mm_storeu_ps(out[c].as_mut_ptr(), accf[c]);
-    }
-    out
-}
-
-pub(crate) fn dot_tile_avxvnni(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
-    check_tile(codes, k, dw, acts);
-    let nb = k / QK;
-    // SAFETY: AVX-VNNI and AVX2 are present (dispatch checked them); check_tile verified that
-    // 4 rows of `k` codes, `4·nb` scales and `nb` Q8_K blocks per column are in bounds.
-    unsafe {
-        if acts.len() == 4 {
-            for h in 0..2 {
-                let r = tile_avxvnni::<2>(
-                    codes.as_ptr(),
-                    k,
-                    dw.as_ptr(),
-                    [acts[2 * h].as_ptr(), acts[2 * h + 1].as_ptr()],
-                    nb,
-                );
-                out[2 * h] = r[0];
-                out[2 * h + 1] = r[1];
-            }
-        } else {
-            out[0] = tile_avxvnni::<1>(codes.as_ptr(), k, dw.as_ptr(), [acts[0].as_ptr()], nb)[0];
-        }
-    }
-}
-
-/// `tile_avx2` with `vpdpbusd` (u8 codes × i8 quants summed in fours straight into i32 lanes):
-/// the same integer sums, one instruction instead of `vpmaddubsw` + add + the `vpmaddwd`
-/// widening. Two columns at a time keep the 8 accumulators and 4 code vectors within AVX2's
-/// 16 registers.
-#[target_feature(enable = "avx2,avxvnni")]
-unsafe fn tile_avxvnni<const C: usize>(
-    codes: *const u8,
-    k: usize,
-    dw: *const f32,
-    acts: [*const u8; C],
-    nb: usize,
-) -> [[f32; 4]; C] {
-    let mut accf = [_mm_setzero_ps(); C];
-    for b in 0..nb {
-        let mut acc = [[_mm256_setzero_si256(); 4]; C];
-        for j in 0..8 {
-            let mut w = [_mm256_setzero_si256(); 4];
-            for (r, wr) in w.iter_mut().enumerate() {
-                *wr = _mm256_loadu_si256(codes.add(r * k + b * QK + 32 * j) as *const __m256i);
-            }
+            let mut out = [[0f32; 4]; C];
             for c in 0..C {
-                let a = _mm256_loadu_si256(acts[c].add(b * Q8_K_BYTES + 4 + 32 * j) as *const __m256i);
-                for r in 0..4 {
-                    acc[c][r] = _mm256_dpbusd_avx_epi32(acc[c][r], w[r], a);
-                }
+                _mm_storeu_ps(out[c].as_mut_ptr(), accf[c]);
             }
+            out
         }
-        let dw4 = _mm_loadu_ps(dw.add(b * 4));
-        for c in 0..C {
-            let i = reduce4_256(acc[c][0], acc[c][1], acc[c][2], acc[c][3]);
-            accf[c] = block_step(accf[c], dw4, acts[c].add(b * Q8_K_BYTES), i);
-        }
-    }
-    let mut out = [[0f32; 4]; C];
-    for c in 0..C {
-        _mm_storeu_ps(out[c].as_mut_ptr(), accf[c]);
-    }
-    out
+    };
 }
+
+tile_256!(tile_avx2, "avx2", false);
+tile_256!(tile_avxvnni, "avx2,avxvnni", true);
 
 pub(crate) fn dot_tile_avx512(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
     check_tile(codes, k, dw, acts);
