@@ -274,21 +274,7 @@ impl Gpu {
         }
         let end = start + len;
         if x.written.iter().any(|&(b, s, e)| b == buffer && s < end && start < e) {
-            let barrier = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                .dst_access_mask(vk::AccessFlags::TRANSFER_WRITE);
-            // SAFETY: recording into our transfer command buffer (under the xfer lock).
-            unsafe {
-                d.cmd_pipeline_barrier(
-                    x.cmd,
-                    vk::PipelineStageFlags::TRANSFER,
-                    vk::PipelineStageFlags::TRANSFER,
-                    vk::DependencyFlags::empty(),
-                    &[barrier],
-                    &[],
-                    &[],
-                )
-            };
+            after_transfer_writes(d, x.cmd, vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_WRITE);
             x.written.clear();
         }
         x.written.push((buffer, start, end));
@@ -310,21 +296,12 @@ impl Gpu {
             x.recording = true;
         } else {
             // Everything deferred before happens first (this copy may read or overwrite it).
-            let barrier = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                .dst_access_mask(vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE);
-            // SAFETY: recording into our transfer command buffer (under the xfer lock).
-            unsafe {
-                self.device.cmd_pipeline_barrier(
-                    x.cmd,
-                    vk::PipelineStageFlags::TRANSFER,
-                    vk::PipelineStageFlags::TRANSFER,
-                    vk::DependencyFlags::empty(),
-                    &[barrier],
-                    &[],
-                    &[],
-                )
-            };
+            after_transfer_writes(
+                &self.device,
+                x.cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE,
+            );
         }
         record(&self.device, x.cmd);
         self.end_and_wait(x)
@@ -337,7 +314,10 @@ impl Gpu {
         x.recording = false;
         x.cursor = 0;
         x.written.clear();
-        let barrier = vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(
+        after_transfer_writes(
+            d,
+            x.cmd,
+            vk::PipelineStageFlags::HOST | vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::TRANSFER,
             vk::AccessFlags::HOST_READ
                 | vk::AccessFlags::SHADER_READ
                 | vk::AccessFlags::SHADER_WRITE
@@ -345,24 +325,34 @@ impl Gpu {
                 | vk::AccessFlags::TRANSFER_WRITE,
         );
         // SAFETY: the transfer command buffer is recording and only used under the xfer lock.
-        unsafe {
-            d.cmd_pipeline_barrier(
-                x.cmd,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::PipelineStageFlags::HOST
-                    | vk::PipelineStageFlags::COMPUTE_SHADER
-                    | vk::PipelineStageFlags::TRANSFER,
-                vk::DependencyFlags::empty(),
-                &[barrier],
-                &[],
-                &[],
-            );
-            d.end_command_buffer(x.cmd).vk("vkEndCommandBuffer")?;
-        }
+        unsafe { d.end_command_buffer(x.cmd).vk("vkEndCommandBuffer")? };
         SUBMITS.fetch_add(1, Ordering::Relaxed);
         self.submit_raw(x.cmd, x.fence)?;
         self.wait_fence(x.fence)
     }
+}
+
+/// A barrier after the transfer writes recorded so far in `cmd`, before `dst_stage`'s `dst_access`.
+fn after_transfer_writes(
+    d: &ash::Device,
+    cmd: vk::CommandBuffer,
+    dst_stage: vk::PipelineStageFlags,
+    dst_access: vk::AccessFlags,
+) {
+    let barrier =
+        vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(dst_access);
+    // SAFETY: `cmd` is the transfer command buffer, recording, only used under the xfer lock.
+    unsafe {
+        d.cmd_pipeline_barrier(
+            cmd,
+            vk::PipelineStageFlags::TRANSFER,
+            dst_stage,
+            vk::DependencyFlags::empty(),
+            &[barrier],
+            &[],
+            &[],
+        )
+    };
 }
 
 fn begin(d: &ash::Device, cmd: vk::CommandBuffer) -> Result<()> {
