@@ -17,6 +17,7 @@ use crate::ops::{nb, ne, nelements, op_of, shape, src, ty, F32, TQ1, TQ2};
 
 /// Indices of the nodes of a graph that may be fused with their successor (pairs) or two
 /// successors (the ReLU² gate).
+#[derive(Default)]
 pub(crate) struct Plan {
     fusable: Vec<usize>,
     triples: Vec<usize>,
@@ -201,19 +202,7 @@ fn off(kind: &str) -> bool {
 impl Plan {
     pub fn new(graph: *mut sys::ggml_cgraph, gpu: &Gpu) -> Plan {
         if off("all") {
-            return Plan {
-                fusable: Vec::new(),
-                triples: Vec::new(),
-                res_triples: Vec::new(),
-                pre_triples: Vec::new(),
-                relu_pre: Vec::new(),
-                perm_triples: Vec::new(),
-                rope_triples: Vec::new(),
-                attn: Vec::new(),
-                multi: Vec::new(),
-                moved: Vec::new(),
-                ternary_inputs: Vec::new(),
-            };
+            return Plan::default();
         }
         // SAFETY: graph is live for the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) };
@@ -289,19 +278,7 @@ impl Plan {
             cand.push((node(graph, i as i32 + 1) as usize, i + 1));
         }
         if cand.is_empty() {
-            return Plan {
-                fusable: Vec::new(),
-                triples: Vec::new(),
-                res_triples: Vec::new(),
-                pre_triples: Vec::new(),
-                relu_pre: Vec::new(),
-                perm_triples: Vec::new(),
-                rope_triples: Vec::new(),
-                attn: Vec::new(),
-                multi: Vec::new(),
-                moved: Vec::new(),
-                ternary_inputs,
-            };
+            return Plan { ternary_inputs, ..Plan::default() };
         }
         cand.sort_unstable();
         cand.dedup();
