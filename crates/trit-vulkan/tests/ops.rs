@@ -346,24 +346,10 @@ fn rope_softmax() {
         check(
             &b,
             &format!("rope mode={mode} n_dims={n_dims} [64,4,7]"),
-            &|ctx, ins| unsafe {
+            &|ctx, ins| {
                 let x = input(ctx, ins, F32, &[64, 4, 7], Fill::Uniform);
                 let pos = input(ctx, ins, I32, &[7], Fill::Index(300));
-                sys::ggml_rope_ext(
-                    ctx,
-                    x,
-                    pos,
-                    std::ptr::null_mut(),
-                    n_dims,
-                    mode,
-                    4096,
-                    500000.0,
-                    1.0,
-                    0.0,
-                    1.0,
-                    32.0,
-                    1.0,
-                )
+                rope(ctx, Rope::Forward, x, pos, n_dims, mode, 500000.0)
             },
             NMSE_TR,
         );
@@ -373,25 +359,11 @@ fn rope_softmax() {
     check(
         &b,
         "rope NEOX in place [128,8,9]",
-        &|ctx, ins| unsafe {
+        &|ctx, ins| {
             let x = input(ctx, ins, F32, &[128, 8, 9], Fill::Uniform);
             let pos = input(ctx, ins, I32, &[9], Fill::Index(300));
             let mode = sys::GGML_ROPE_TYPE_NEOX as i32;
-            sys::ggml_rope_ext_inplace(
-                ctx,
-                x,
-                pos,
-                std::ptr::null_mut(),
-                128,
-                mode,
-                4096,
-                500000.0,
-                1.0,
-                0.0,
-                1.0,
-                32.0,
-                1.0,
-            )
+            rope(ctx, Rope::InPlace, x, pos, 128, mode, 500000.0)
         },
         NMSE_TR,
     );
@@ -1013,21 +985,7 @@ fn rope_into_cache_rows() {
             let x = input(ctx, ins, F32, &[hd, heads, tokens], Fill::Uniform);
             let pos = input(ctx, ins, I32, &[tokens], Fill::Index(300));
             let idx = input(ctx, ins, I64, &[tokens], Fill::Distinct(37));
-            let r = sys::ggml_rope_ext(
-                ctx,
-                x,
-                pos,
-                std::ptr::null_mut(),
-                n_dims,
-                mode,
-                4096,
-                500000.0,
-                1.0,
-                0.0,
-                1.0,
-                32.0,
-                1.0,
-            );
+            let r = rope(ctx, Rope::Forward, x, pos, n_dims, mode, 500000.0);
             // llama.cpp views the rotated K as rows; a reshape works the same.
             let rows = if tokens == 5 {
                 sys::ggml_reshape_2d(ctx, r, hd * heads, tokens)

@@ -325,24 +325,10 @@ fn norm_softmax_rope_backward() {
         check(
             &b,
             &format!("rope_back mode {mode} n_dims {n_dims} {ne:?}"),
-            &|ctx, ins| unsafe {
+            &|ctx, ins| {
                 let dy = input(ctx, ins, F32, &ne, Fill::Uniform);
                 let pos = input(ctx, ins, I32, &[ne[2]], Fill::Index(4096));
-                sys::ggml_rope_ext_back(
-                    ctx,
-                    dy,
-                    pos,
-                    std::ptr::null_mut(),
-                    n_dims,
-                    mode,
-                    4096,
-                    500000.0,
-                    1.0,
-                    0.0,
-                    1.0,
-                    32.0,
-                    1.0,
-                )
+                rope(ctx, Rope::Back, dy, pos, n_dims, mode, 500000.0)
             },
             NMSE_TR,
         );
@@ -353,23 +339,8 @@ fn norm_softmax_rope_backward() {
         &|ctx, ins| unsafe {
             let x = input(ctx, ins, F32, &[64, 4, 7], Fill::Uniform);
             let pos = input(ctx, ins, I32, &[7], Fill::Index(4096));
-            let r =
-                sys::ggml_rope_ext(ctx, x, pos, std::ptr::null_mut(), 64, 0, 4096, 10000.0, 1.0, 0.0, 1.0, 32.0, 1.0);
-            let back = sys::ggml_rope_ext_back(
-                ctx,
-                r,
-                pos,
-                std::ptr::null_mut(),
-                64,
-                0,
-                4096,
-                10000.0,
-                1.0,
-                0.0,
-                1.0,
-                32.0,
-                1.0,
-            );
+            let r = rope(ctx, Rope::Forward, x, pos, 64, 0, 10000.0);
+            let back = rope(ctx, Rope::Back, r, pos, 64, 0, 10000.0);
             sys::ggml_add(ctx, back, sys::ggml_scale(ctx, x, -1.0))
         },
         7,

@@ -306,3 +306,24 @@ pub fn input(ctx: Ctx, ins: &mut Vec<(T, Fill)>, ty: sys::ggml_type, ne: &[i64],
     ins.push((t, fill));
     t
 }
+
+/// Which ROPE constructor [`rope`] calls.
+#[derive(Clone, Copy)]
+pub enum Rope {
+    Forward,
+    InPlace,
+    Back,
+}
+
+/// ROPE of `x` at positions `pos` with the tests' fixed settings: no frequency factors,
+/// n_ctx_orig 4096, frequency base `base`, no frequency scaling or YaRN extrapolation,
+/// attention factor 1, beta_fast 32, beta_slow 1.
+pub fn rope(ctx: Ctx, op: Rope, x: T, pos: T, n_dims: i32, mode: i32, base: f32) -> T {
+    let f = match op {
+        Rope::Forward => sys::ggml_rope_ext,
+        Rope::InPlace => sys::ggml_rope_ext_inplace,
+        Rope::Back => sys::ggml_rope_ext_back,
+    };
+    // SAFETY: ctx is a live context and x, pos tensors of it (the callers' contract).
+    unsafe { f(ctx, x, pos, std::ptr::null_mut(), n_dims, mode, 4096, base, 1.0, 0.0, 1.0, 32.0, 1.0) }
+}
