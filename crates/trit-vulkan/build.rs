@@ -132,6 +132,11 @@ fn main() {
         let spv = out.join(format!("{name}.spv"));
         let mut cmd = Command::new(&glslc);
         cmd.arg("-fshader-stage=compute").arg("--target-env=vulkan1.1").arg("-O").arg("-Werror");
+        // `_cm` variants (VK_NV_cooperative_matrix) see COOPMAT; src/gpu.rs builds them only
+        // on devices with the extension and the features their SPIR-V declares.
+        if name.ends_with("_cm") {
+            cmd.arg("-DCOOPMAT");
+        }
         cmd.arg("-I").arg(&kernels);
         for d in *defines {
             cmd.arg(format!("-D{d}"));

@@ -22,6 +22,22 @@ pub(crate) struct Limits {
     pub int_dot: AtomicBool,
     /// Large ternary prompt products in 128 x 64 tiles instead of 64 x 64.
     pub mmq_big: AtomicBool,
+    /// Use the cooperative-matrix (`_cm`) variants where the device has them.
+    pub coopmat: AtomicBool,
+}
+
+/// One matrix shape the device's cooperative matrices (VK_NV_cooperative_matrix, subgroup
+/// scope) support: D(m x n, `d`) = A(m x k, `a`) * B(k x n, `b`) + C(m x n, `c`); types as
+/// `vk::ComponentTypeNV` numbers (0 f16, 1 f32, 3 s8, 5 s32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopMatShape {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub a: i32,
+    pub b: i32,
+    pub c: i32,
+    pub d: i32,
 }
 
 pub(crate) struct Gpu {
@@ -50,6 +66,10 @@ pub(crate) struct Gpu {
     pub subgroups: bool,
     /// shaderIntegerDotProduct (VK_KHR_shader_integer_dot_product) is enabled.
     pub has_int_dot: bool,
+    /// VK_NV_cooperative_matrix is enabled (with the Vulkan memory model, float16/int8
+    /// arithmetic and 8/16-bit storage the `_cm` kernels need): the shapes it lists. Empty:
+    /// no `_cm` pipelines are built (TRIT_VULKAN_NO_COOPMAT=1 forces that).
+    pub coopmat_shapes: Vec<CoopMatShape>,
     /// Storage-buffer bindings of the shared layout: 5, or 4 where the device has no more.
     pub bindings: u32,
     /// Nanoseconds per timestamp tick, when the queue has timestamps (TRIT_VULKAN_PROFILE).
@@ -198,7 +218,15 @@ impl Gpu {
             unsafe { instance.get_physical_device_features2(pdev, &mut f2) };
             dot.shader_integer_dot_product == vk::TRUE
         };
+        let coopmat_shapes =
+            if off("TRIT_VULKAN_NO_COOPMAT") { Vec::new() } else { coopmat_support(&entry, &instance, pdev, &has_ext) };
+        let has_coopmat = !coopmat_shapes.is_empty();
         let mut ext_names: Vec<*const c_char> = Vec::new();
+        if has_coopmat {
+            for e in COOPMAT_EXTENSIONS {
+                ext_names.push(e.as_ptr());
+            }
+        }
         if has_budget {
             ext_names.push(vk::EXT_MEMORY_BUDGET_NAME.as_ptr());
         }
@@ -218,6 +246,13 @@ impl Gpu {
             .push_next(&mut f16);
         if has_int_dot {
             dci = dci.push_next(&mut dot);
+        }
+        let mut cm = vk::PhysicalDeviceCooperativeMatrixFeaturesNV::default().cooperative_matrix(true);
+        let mut vmm = vk::PhysicalDeviceVulkanMemoryModelFeatures::default().vulkan_memory_model(true);
+        let mut f16i8 = vk::PhysicalDeviceShaderFloat16Int8Features::default().shader_float16(true).shader_int8(true);
+        let mut s8 = vk::PhysicalDevice8BitStorageFeatures::default().storage_buffer8_bit_access(true);
+        if has_coopmat {
+            dci = dci.push_next(&mut cm).push_next(&mut vmm).push_next(&mut f16i8).push_next(&mut s8);
         }
         // SAFETY: features and extensions were checked above; destroyed in Drop.
         let device = unsafe { instance.create_device(pdev, &dci, None) }.vk("vkCreateDevice")?;
@@ -255,6 +290,7 @@ impl Gpu {
             fast_mv: AtomicBool::new(!off("TRIT_VULKAN_PLAIN_KERNELS")),
             int_dot: AtomicBool::new(!off("TRIT_VULKAN_NO_INT_DOT")),
             mmq_big: AtomicBool::new(off("TRIT_VULKAN_MMQ_BIG")),
+            coopmat: AtomicBool::new(true),
         };
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the
@@ -271,6 +307,7 @@ impl Gpu {
             };
         let usable = |name: &str| {
             (has_int_dot || !name.ends_with("_dot"))
+                && (has_coopmat || !name.ends_with("_cm"))
                 && (subgroups || !name.starts_with("mv_"))
                 && (wide_wg || !name.starts_with("mv_rms_norm")) // 1024 invocations
         };
@@ -300,6 +337,7 @@ impl Gpu {
             subgroup_size = sg.subgroup_size,
             subgroups,
             int_dot = has_int_dot,
+            coopmat = ?coopmat_shapes,
             "trit-vulkan: using device"
         );
         Ok(Gpu {
@@ -322,6 +360,7 @@ impl Gpu {
             push_desc,
             subgroups,
             has_int_dot,
+            coopmat_shapes,
             bindings,
             timestamp_period: has_ts.then_some(lim.timestamp_period),
             has_budget,
@@ -340,6 +379,18 @@ impl Gpu {
     /// The subgroup / integer kernels are in use (TRIT_VULKAN_PLAIN_KERNELS=1: not).
     pub fn fast_kernels(&self) -> bool {
         self.limits.fast_mv.load(Ordering::Relaxed)
+    }
+
+    /// The `_cm` kernels are built and in use (TRIT_VULKAN_NO_COOPMAT=1 or
+    /// `set_coopmat(false)`: not).
+    pub fn coopmat(&self) -> bool {
+        !self.coopmat_shapes.is_empty() && self.limits.coopmat.load(Ordering::Relaxed)
+    }
+
+    /// Whether the device lists this cooperative-matrix shape (m, n, k, A/B type, C/D type).
+    pub fn has_coopmat_shape(&self, m: u32, n: u32, k: u32, ab: vk::ComponentTypeNV, cd: vk::ComponentTypeNV) -> bool {
+        let (ab, cd) = (ab.as_raw(), cd.as_raw());
+        self.coopmat_shapes.iter().any(|s| (s.m, s.n, s.k, s.a, s.b, s.c, s.d) == (m, n, k, ab, ab, cd, cd))
     }
 
     /// Whether a pipeline of this name exists on this device.
@@ -632,6 +683,76 @@ fn max_binding(spv: &[u8]) -> u32 {
 /// constants) and a compute pipeline per compiled kernel variant that is `usable` and reads
 /// no binding beyond the layout's.
 #[allow(clippy::type_complexity)]
+/// Device extensions the `_cm` kernels need besides VK_NV_cooperative_matrix itself: their
+/// SPIR-V declares the Vulkan memory model (GL_KHR_memory_scope_semantics), float16 and int8
+/// arithmetic and 8-bit storage. All are core in Vulkan 1.2; the instance asks for 1.1, so
+/// they are enabled as extensions.
+const COOPMAT_EXTENSIONS: [&CStr; 4] = [
+    vk::NV_COOPERATIVE_MATRIX_NAME,
+    vk::KHR_VULKAN_MEMORY_MODEL_NAME,
+    vk::KHR_SHADER_FLOAT16_INT8_NAME,
+    vk::KHR_8BIT_STORAGE_NAME,
+];
+
+/// The subgroup-scope cooperative-matrix shapes of `pdev`, or none when it lacks any of the
+/// extensions or features the `_cm` kernels need.
+fn coopmat_support(
+    entry: &ash::Entry,
+    instance: &ash::Instance,
+    pdev: vk::PhysicalDevice,
+    has_ext: &dyn Fn(&CStr) -> bool,
+) -> Vec<CoopMatShape> {
+    if !COOPMAT_EXTENSIONS.iter().all(|e| has_ext(e)) {
+        return Vec::new();
+    }
+    let mut cm = vk::PhysicalDeviceCooperativeMatrixFeaturesNV::default();
+    let mut vmm = vk::PhysicalDeviceVulkanMemoryModelFeatures::default();
+    let mut f16i8 = vk::PhysicalDeviceShaderFloat16Int8Features::default();
+    let mut s8 = vk::PhysicalDevice8BitStorageFeatures::default();
+    let mut f2 = vk::PhysicalDeviceFeatures2::default()
+        .push_next(&mut cm)
+        .push_next(&mut vmm)
+        .push_next(&mut f16i8)
+        .push_next(&mut s8);
+    // SAFETY: plain query with a stack chain; every struct's extension is present.
+    unsafe { instance.get_physical_device_features2(pdev, &mut f2) };
+    let on = |b: vk::Bool32| b == vk::TRUE;
+    if !(on(cm.cooperative_matrix)
+        && on(vmm.vulkan_memory_model)
+        && on(f16i8.shader_float16)
+        && on(f16i8.shader_int8)
+        && on(s8.storage_buffer8_bit_access))
+    {
+        return Vec::new();
+    }
+    let nv = ash::nv::cooperative_matrix::Instance::new(entry, instance);
+    let query = nv.fp().get_physical_device_cooperative_matrix_properties_nv;
+    let mut count = 0u32;
+    // SAFETY: the two-call idiom of a query the extension (checked above) provides.
+    if unsafe { query(pdev, &mut count, std::ptr::null_mut()) } != vk::Result::SUCCESS {
+        return Vec::new();
+    }
+    let mut props = vec![vk::CooperativeMatrixPropertiesNV::default(); count as usize];
+    // SAFETY: as above, into `count` default-initialised structs.
+    if unsafe { query(pdev, &mut count, props.as_mut_ptr()) } != vk::Result::SUCCESS {
+        return Vec::new();
+    }
+    props
+        .iter()
+        .take(count as usize)
+        .filter(|p| p.scope == vk::ScopeNV::SUBGROUP)
+        .map(|p| CoopMatShape {
+            m: p.m_size,
+            n: p.n_size,
+            k: p.k_size,
+            a: p.a_type.as_raw(),
+            b: p.b_type.as_raw(),
+            c: p.c_type.as_raw(),
+            d: p.d_type.as_raw(),
+        })
+        .collect()
+}
+
 fn create_pipelines(
     device: &ash::Device,
     push_descriptors: bool,

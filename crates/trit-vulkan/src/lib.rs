@@ -135,6 +135,23 @@ pub fn set_mmq_big_tiles(on: bool) {
     }
 }
 
+/// Use the cooperative-matrix (`_cm`, tensor-core) kernels where the device has them
+/// (default; `TRIT_VULKAN_NO_COOPMAT=1` keeps them from being built at all).
+pub fn set_coopmat(on: bool) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.coopmat.store(on, Ordering::Relaxed);
+    }
+}
+
+/// The device's subgroup cooperative-matrix shapes as (m, n, k, A/B type, C/D type), types
+/// as VK_NV_cooperative_matrix's component-type numbers (0 f16, 1 f32, 3 s8, 5 s32); empty
+/// without VK_NV_cooperative_matrix or with `TRIT_VULKAN_NO_COOPMAT=1`.
+pub fn coopmat_shapes() -> Vec<(u32, u32, u32, i32, i32)> {
+    ffi::gpu().map_or(Vec::new(), |g| {
+        g.coopmat_shapes.iter().filter(|s| s.a == s.b && s.c == s.d).map(|s| (s.m, s.n, s.k, s.a, s.c)).collect()
+    })
+}
+
 /// Which mat-vec features the device offers: (subgroup kernels, int8 dot product).
 pub fn mat_vec_features() -> (bool, bool) {
     ffi::gpu().map_or((false, false), |g| (g.subgroups, g.has_int_dot))

@@ -3,7 +3,8 @@
 //! MSL 2.1 (macOS 10.14 / iOS 12), the first with the SIMD-group functions the subgroup
 //! kernels translate to. `_dot` variants use SPV_KHR_integer_dot_product, which spirv-cross
 //! cannot express in MSL: Metal runs their plain twin (same name without `_dot`), which must
-//! exist and translate.
+//! exist and translate. `_cm` variants use NVIDIA's cooperative matrices
+//! (SPV_NV_cooperative_matrix), which spirv-cross cannot express either: the same rule.
 
 use std::process::Command;
 
@@ -22,7 +23,7 @@ fn kernels_translate_to_msl() {
     assert!(trit_vulkan::kernels().len() >= 20);
     let names: Vec<&str> = trit_vulkan::kernels().iter().map(|(n, _)| *n).collect();
     for (name, spv) in trit_vulkan::kernels() {
-        if let Some(twin) = name.strip_suffix("_dot") {
+        if let Some(twin) = name.strip_suffix("_dot").or_else(|| name.strip_suffix("_cm")) {
             assert!(names.contains(&twin), "{name} has no plain twin {twin} for Metal");
             continue;
         }

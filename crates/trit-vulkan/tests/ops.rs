@@ -95,6 +95,7 @@ fn mul_mat_vec_paths() {
     let Some((_g, b)) = setup() else { return };
     let (subgroups, dot) = trit_vulkan::mat_vec_features();
     println!("device: subgroup mat-vec kernels {subgroups}, int8 dot product {dot}");
+    println!("device: cooperative-matrix shapes (m, n, k, A/B, C/D) {:?}", trit_vulkan::coopmat_shapes());
     for (fast, int_dot) in [(true, true), (true, false), (false, false)] {
         trit_vulkan::set_mat_vec_kernels(fast, int_dot);
         println!("-- subgroup kernels {fast}, int dot {int_dot}");
