@@ -16,6 +16,9 @@ export TRIT_NATIVE=0
 CARGO_TARGET_DIR=target/device cargo build --release -p trit-cli
 CARGO_TARGET_DIR=target/device cargo test --release -p trit-vulkan --test ops --no-run 2>&1 | tee /tmp/ops-build.log
 if [ "${TRIT_SKIP_PEER:-0}" != 1 ]; then
+  # llama.cpp's own Vulkan backend compiles its shaders with glslangValidator and needs SPIRV-Headers.
+  { command -v glslangValidator && [ -d /usr/include/spirv ]; } >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq glslang-tools spirv-headers >/dev/null; } \
+    || { echo "the peer needs glslangValidator and SPIRV-Headers: apt-get install glslang-tools spirv-headers" >&2; exit 1; }
   TRIT_PEER_LLAMA_VULKAN=1 CARGO_TARGET_DIR=target/peer cargo build --release -p trit-cli --no-default-features
   cp target/peer/release/trit .dev/trit-peer
   strip .dev/trit-peer || true

@@ -104,6 +104,12 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("out_prod_f16_4x4", "out_prod.comp", &["A_F16", "MICRO4"]),
     ("out_prod_tq2_4x4", "out_prod.comp", &["A_TQ2", "MICRO4"]),
     ("out_prod_tq1_4x4", "out_prod.comp", &["A_TQ1", "MICRO4"]),
+    // Tensor-core OUT_PROD (VK_NV_cooperative_matrix) for frozen TQ2_0 / TQ1_0 / f16 weights,
+    // with the per-column scales of its f32 operand; out_prod_{tq2,tq1,f16} are the twins.
+    ("out_prod_tq2_cm", "out_prod_cm.comp", &["A_TQ2"]),
+    ("out_prod_tq1_cm", "out_prod_cm.comp", &["A_TQ1"]),
+    ("out_prod_f16_cm", "out_prod_cm.comp", &["A_F16"]),
+    ("col_scale_f32", "col_scale.comp", &[]),
     ("ce_rows_f32", "cross_entropy.comp", &["CE_ROWS"]),
     ("ce_sum_f32", "cross_entropy.comp", &["CE_SUM"]),
     ("ce_back_f32", "cross_entropy.comp", &["CE_BACK"]),

@@ -64,6 +64,8 @@ pub(crate) struct Gpu {
     pub push_desc: Option<ash::khr::push_descriptor::Device>,
     /// Subgroup basic + shuffle operations in compute shaders (the mat-vec kernels).
     pub subgroups: bool,
+    /// Invocations per subgroup (the tensor-core kernels' tiles assume 32).
+    pub subgroup_size: u32,
     /// shaderIntegerDotProduct (VK_KHR_shader_integer_dot_product) is enabled.
     pub has_int_dot: bool,
     /// VK_NV_cooperative_matrix is enabled (with the Vulkan memory model, float16/int8
@@ -359,6 +361,7 @@ impl Gpu {
             limits,
             push_desc,
             subgroups,
+            subgroup_size: sg.subgroup_size,
             has_int_dot,
             coopmat_shapes,
             bindings,

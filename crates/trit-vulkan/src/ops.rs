@@ -281,8 +281,8 @@ pub(crate) fn graph_scratch(
                 }
             }
         } else {
-            other += train::scratch_bytes(op, align);
-            slot = slot.max(train::split_scratch_bytes(op, align));
+            other += train::scratch_bytes(gpu, op, align);
+            slot = slot.max(train::split_scratch_bytes(gpu, op, align));
         }
     }
     // Lives in recording units: a unit touches a region if it holds a product of the
@@ -372,7 +372,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
     }
     let s0 = src(op, 0);
     let s1 = src(op, 1);
-    if train::handles(op) {
+    if train::handles(op) || train::mul_mat_cm(rec.gpu(), op) {
         return train::encode(rec, op);
     }
     let mut p = Push::default();

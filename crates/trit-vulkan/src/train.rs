@@ -187,15 +187,69 @@ const SPLIT_MAX_BYTES: u64 = 4 << 20;
 /// as bring it near that many workgroups: the ternary input gradient `dX = Wᵀ·dY` of a
 /// 2560-feature input at 512 tokens is 320 tiles, 1.2 rounds of the H100's ~264 resident
 /// workgroups (two per SM), so its second round ran 56 workgroups on 132 SMs.
-fn out_prod_split(op: *const sys::ggml_tensor) -> (u64, u64) {
-    if op_of(op) == sys::GGML_OP_MUL_MAT {
-        return split(ne(src(op, 0))[0] as u64, out_prod_tiles(op), nelements(op));
+fn out_prod_split(gpu: &Gpu, op: *const sys::ggml_tensor) -> (u64, u64) {
+    let mm = op_of(op) == sys::GGML_OP_MUL_MAT;
+    let (k, n) = (ne(src(op, 0))[usize::from(!mm)] as u64, nelements(op));
+    if cm_kernel(gpu, op).is_some() {
+        return wave_split(k, cm_tiles(op), n, cm_groups());
     }
-    let (k, tiles, n) = (ne(src(op, 0))[1] as u64, out_prod_tiles(op), nelements(op));
+    let tiles = out_prod_tiles(op);
+    if mm {
+        return split(k, tiles, n);
+    }
     match split(k, tiles, n) {
         (1, _) => wave_split(k, tiles, n, wave_groups()),
         s => s,
     }
+}
+
+/// The tensor-core OUT_PROD kernel (kernels/out_prod_cm.comp) for this node, where the device
+/// has VK_NV_cooperative_matrix with 16 x 16 x 16 f16 products into f32 and subgroups of 32:
+/// a frozen TQ2_0 / TQ1_0 / f16 weight's input gradient (OUT_PROD), and an f16 weight's
+/// product with 64 or more columns (MUL_MAT, read transposed: the tied LM head of a training
+/// window). Not with TRIT_VULKAN_OUT_PROD_4X4=1 (an A/B of the FMA kernels) or after
+/// `set_coopmat(false)`.
+fn cm_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
+    use ash::vk::ComponentTypeNV as C;
+    if !gpu.coopmat() || out_prod_4x4() || gpu.subgroup_size != 32 {
+        return None;
+    }
+    let (s0, s1) = (src(op, 0), src(op, 1));
+    let name = match (op_of(op), ty(s0)) {
+        (sys::GGML_OP_OUT_PROD, TQ2) => "out_prod_tq2_cm",
+        (sys::GGML_OP_OUT_PROD, TQ1) => "out_prod_tq1_cm",
+        (sys::GGML_OP_OUT_PROD, F16) => "out_prod_f16_cm",
+        (sys::GGML_OP_MUL_MAT, F16) if ty(s1) == F32 && ty(op) == F32 && ne(s1)[1] >= 64 && ne(s0)[1] >= 128 => {
+            "out_prod_f16_cm"
+        }
+        _ => return None,
+    };
+    (gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32) && gpu.has_pipeline(name)).then_some(name)
+}
+
+/// An f16 MUL_MAT the tensor-core kernel takes (`cm_kernel`): handled by this module.
+pub(super) fn mul_mat_cm(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
+    op_of(op) == sys::GGML_OP_MUL_MAT && cm_kernel(gpu, op).is_some()
+}
+
+/// Output tiles (128 x 128) of the tensor-core OUT_PROD.
+fn cm_tiles(op: *const sys::ggml_tensor) -> u64 {
+    let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
+    n0.div_ceil(128) * n1.div_ceil(128) * n2 * n3
+}
+
+/// Columns (i1, i2, i3) of an OUT_PROD: the per-column scales of its f32 operand.
+fn columns(op: *const sys::ggml_tensor) -> u64 {
+    let [_, n1, n2, n3] = ne(op).map(|x| x as u64);
+    n1 * n2 * n3
+}
+
+/// Workgroups the tensor-core OUT_PROD's split along k aims at: 528, four per SM of an
+/// H100/H200 (a 128 x 128 tile's workgroup: 256 invocations, 38 KiB of shared memory). TRIT_VULKAN_CM_SPLIT_GROUPS
+/// overrides it (0: no split), for A/B runs.
+fn cm_groups() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::env::var("TRIT_VULKAN_CM_SPLIT_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(528))
 }
 
 /// The least k of a slice of a wide split, and the most bytes of its partial sums (a slot of
@@ -242,21 +296,24 @@ fn split(k: u64, tiles: u64, n: u64) -> (u64, u64) {
 }
 
 /// Scratch bytes `encode` takes for this node outside the split-k ring (per-row losses of
-/// CROSS_ENTROPY_LOSS).
-pub(super) fn scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
+/// CROSS_ENTROPY_LOSS, column scales of a tensor-core OUT_PROD).
+pub(super) fn scratch_bytes(gpu: &Gpu, op: *const sys::ggml_tensor, align: u64) -> u64 {
     match op_of(op) {
         sys::GGML_OP_CROSS_ENTROPY_LOSS => (rows(src(op, 0)) * 4).next_multiple_of(align.max(256)),
+        sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT if cm_kernel(gpu, op).is_some() => {
+            (columns(op) * 4).next_multiple_of(align.max(256))
+        }
         _ => 0,
     }
 }
 
 /// Bytes of partial sums of a split OUT_PROD (or narrow MUL_MAT): a slot of the ring
 /// `Recorder::split_scratch` hands out.
-pub(super) fn split_scratch_bytes(op: *const sys::ggml_tensor, align: u64) -> u64 {
+pub(super) fn split_scratch_bytes(gpu: &Gpu, op: *const sys::ggml_tensor, align: u64) -> u64 {
     if !matches!(op_of(op), sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT) || nelements(op) == 0 {
         return 0;
     }
-    match out_prod_split(op) {
+    match out_prod_split(gpu, op) {
         (1, _) => 0,
         (slices, _) => (slices * nelements(op) * 4).next_multiple_of(align.max(256)),
     }
@@ -269,17 +326,20 @@ fn out_prod_4x4() -> bool {
 }
 
 /// The OUT_PROD kernel over operands `a`, `b` (shapes in `p`) into `op`, split along k
-/// through scratch where `out_prod_split` says so.
+/// through scratch where `out_prod_split` says so. `scales`: the tensor-core kernel's column
+/// scales (binding 3), with its 128 x 64 tiles.
 fn record_out_prod(
     rec: &mut Recorder,
     op: *const sys::ggml_tensor,
     name: &str,
     a: Bound,
     b: Bound,
+    scales: Option<Bound>,
     mut p: Push,
 ) -> Result<()> {
-    let (slices, len) = out_prod_split(op);
-    let groups = out_prod_tiles(op) * slices;
+    let (slices, len) = out_prod_split(rec.gpu(), op);
+    let tiles = if scales.is_some() { cm_tiles(op) } else { out_prod_tiles(op) };
+    let groups = tiles * slices;
     let with_layout;
     let name = if out_prod_4x4() {
         with_layout = format!("{name}_4x4");
@@ -290,20 +350,38 @@ fn record_out_prod(
     p.m0[1] = groups as u32;
     let d = rec.bind(op, 4)?;
     if slices == 1 {
-        return rec.dispatch(name, a, Some(b), d, p, groups);
+        return rec.dispatch_ex(name, a, Some(b), d, scales, false, p, groups);
     }
     let n = nelements(op);
     p.m1[1] = slices as u32;
     p.m1[2] = len as u32;
     p.m1[3] = n as u32;
     let part = rec.split_scratch(slices * n * 4)?;
-    rec.dispatch(name, a, Some(b), part, p, groups)?;
+    rec.dispatch_ex(name, a, Some(b), part, scales, false, p, groups)?;
     let mut ps = Push::default();
     (ps.d_ne, ps.d_nb) = shape(op, 4);
     ps.m0[1] = n as u32;
     ps.m1[1] = slices as u32;
     ps.m1[3] = n as u32;
     rec.dispatch("split_sum_f32", part, None, d, ps, groups_for(n, 256))
+}
+
+/// The tensor-core OUT_PROD: the column scales of `b` (col_scale.comp), then the product.
+fn record_out_prod_cm(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    name: &str,
+    a: Bound,
+    b: Bound,
+    p: Push,
+) -> Result<()> {
+    let cols = columns(op);
+    let scales = rec.scratch(cols * 4)?;
+    let mut ps = Push::default();
+    (ps.b_ne, ps.b_nb) = (p.b_ne, p.b_nb);
+    ps.m0[1] = cols as u32;
+    rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
+    record_out_prod(rec, op, name, a, b, Some(scales), p)
 }
 
 pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
@@ -321,17 +399,24 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
             let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
-            record_out_prod(rec, op, name, a, b, p)
+            match cm_kernel(rec.gpu(), op) {
+                Some(cm) => record_out_prod_cm(rec, op, cm, a, b, p),
+                None => record_out_prod(rec, op, name, a, b, None, p),
+            }
         }
         sys::GGML_OP_MUL_MAT => {
             // dst[r, c] = sum_k s0[k, r] s1[k, c]: OUT_PROD's A[i0 = r, k] and B[i1 = c, k] are
             // s0 and s1 with their first two strides swapped.
             let swap = |(n, s): ([u32; 4], [u32; 4])| ([n[1], n[0], n[2], n[3]], [s[1], s[0], s[2], s[3]]);
-            (p.a_ne, p.a_nb) = swap(shape(s0, 4));
+            let a_el = if ty(s0) == F16 { 2 } else { 4 };
+            (p.a_ne, p.a_nb) = swap(shape(s0, a_el));
             (p.b_ne, p.b_nb) = swap(shape(s1, 4));
             (p.d_ne, p.d_nb) = shape(op, 4);
-            let (a, b) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?);
-            record_out_prod(rec, op, "out_prod_f32", a, b, p)
+            let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
+            match cm_kernel(rec.gpu(), op) {
+                Some(cm) => record_out_prod_cm(rec, op, cm, a, b, p),
+                None => record_out_prod(rec, op, "out_prod_f32", a, b, None, p),
+            }
         }
         sys::GGML_OP_OPT_STEP_ADAMW => {
             let bufs = [

@@ -227,6 +227,74 @@ fn out_prod_ternary_input_gradient() {
     }
 }
 
+/// The tensor-core OUT_PROD (kernels/out_prod_cm.comp, where the device has
+/// VK_NV_cooperative_matrix; elsewhere, lavapipe included, the same cases run the FMA kernel,
+/// as the first line printed says). Its f32 operand goes through per-column power-of-two
+/// scales and a hi + lo f16 split, so it is held to the f32 kernel's bound at every
+/// magnitude: dY scaled by 1e-12, 1 and 1e8 (f16 alone would flush the first to zero and
+/// overflow on the last), and columns of mixed magnitudes with a column of zeros (a wrong
+/// column's scale shows there). Shapes: a partial token tile, several 128-row tiles of W, a
+/// long k split across workgroups, and an f16 A with a partial tile (the tied embedding).
+#[test]
+fn out_prod_tensor_cores() {
+    let Some((_g, b)) = setup() else { return };
+    println!("cooperative-matrix shapes (m, n, k, A/B, C/D): {:?}", trit_vulkan::coopmat_shapes());
+    const MIXED: &[f32] = &[1e-12, 1.0, 3e8, 0.0, 1e-5, 7.0, 2e-30, 1e3, 0.5];
+    for t in [TQ2, TQ1, F16] {
+        for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (2560, 700, 100), (1280, 4100, 70)] {
+            for scale in [1e-12f32, 1.0, 1e8] {
+                check(
+                    &b,
+                    &format!("out_prod {} cm W[{n_in},{n_out}] tokens={tokens} dY x {scale:e}", tn(t)),
+                    &|ctx, ins| unsafe {
+                        let w = input(ctx, ins, t, &[n_in, n_out], Fill::Uniform);
+                        let dy = input(ctx, ins, F32, &[n_out, tokens], Fill::Uniform);
+                        let dy = sys::ggml_scale(ctx, dy, scale);
+                        sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, dy))
+                    },
+                    NMSE_TQ,
+                );
+            }
+            check(
+                &b,
+                &format!("out_prod {} cm W[{n_in},{n_out}] tokens={tokens} mixed columns", tn(t)),
+                &|ctx, ins| unsafe {
+                    let w = input(ctx, ins, t, &[n_in, n_out], Fill::Uniform);
+                    let dy = input(ctx, ins, F32, &[n_out, tokens], Fill::Uniform);
+                    let m = input(ctx, ins, F32, &[1, tokens], Fill::Values(MIXED));
+                    sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, sys::ggml_mul(ctx, dy, m)))
+                },
+                NMSE_TQ,
+            );
+        }
+    }
+    check(
+        &b,
+        "out_prod f16 cm [700, 1100] x [750, 1100]",
+        &|ctx, ins| unsafe {
+            let a = input(ctx, ins, F16, &[700, 1100], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[750, 1100], Fill::Uniform);
+            sys::ggml_out_prod(ctx, a, x)
+        },
+        NMSE_SUM,
+    );
+    // An f16 MUL_MAT of 64 or more columns (the tied LM head over a window) takes the same
+    // kernel, its operands read transposed. The CPU rounds x to f16 (the tensor-core kernel
+    // does not), hence the looser bound.
+    for (k, rows, cols, batch) in [(300i64, 700i64, 100i64, 1i64), (256, 130, 64, 2)] {
+        check(
+            &b,
+            &format!("mul_mat f16 cm W[{k},{rows}] x[{k},{cols}] batch={batch}"),
+            &|ctx, ins| unsafe {
+                let w = input(ctx, ins, F16, &[k, rows, batch], Fill::Uniform);
+                let x = input(ctx, ins, F32, &[k, cols, batch], Fill::Uniform);
+                sys::ggml_mul_mat(ctx, w, x)
+            },
+            NMSE_TR,
+        );
+    }
+}
+
 const ADAMW: &[f32] = &[1e-3, 0.9, 0.999, 1e-8, 0.01, 1.0 / (1.0 - 0.729), 1.0 / (1.0 - 0.997003)];
 
 #[test]
