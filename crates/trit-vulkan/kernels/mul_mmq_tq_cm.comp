@@ -82,19 +82,13 @@ uint to_signed(uint codes) { return ((codes | 0x80808080u) - 0x01010101u) ^ 0x80
 #else
 #define BLOCK_BYTES 54u
 #define SCALE_AT 52u
-// Weights e0..e0+3 (e0 a multiple of 4) of the block at `base`, as signed int8.
-uint weights4(uint base, uint e0) {
-    uint j, n;
-    if (e0 < 160u) { j = (e0 % 32u) / 4u; n = e0 / 32u; }
-    else if (e0 < 240u) { j = 8u + ((e0 - 160u) % 16u) / 4u; n = (e0 - 160u) / 16u; }
-    else { j = 12u; n = (e0 - 240u) / 4u; }
-    const uint pw = n == 0u ? 1u : n == 1u ? 3u : n == 2u ? 9u : n == 3u ? 27u : 81u;
-    const uint w = load32(base + 4u * j);
+// The trits n of the four bytes of `w` (pw = 3^n), each as the code 0..2.
+uint trits(uint w, uint pw) {
     uint lo = ((w & 0x00FF00FFu) * pw) & 0x00FF00FFu;
     uint hi = (((w >> 8) & 0x00FF00FFu) * pw) & 0x00FF00FFu;
     lo = ((lo * 3u) >> 8) & 0x00FF00FFu;
     hi = ((hi * 3u) >> 8) & 0x00FF00FFu;
-    return to_signed(lo | (hi << 8));
+    return lo | (hi << 8);
 }
 #endif
 
@@ -165,12 +159,38 @@ void main() {
                 }
             }
 #else
-            for (uint it = t; it < TM * SK; it += WG) {
-                const uint rr = it / SK;
-                const uint kk = it % SK;
+            // Code words 0..7 (bytes 0..31) hold trits n = 0..4 of weights n*32 + 4j .. +3 (block
+            // word n*8 + j); words 8..11, trits 0..4: weights 160 + n*16 + 4(j-8) (word 40 + 4n +
+            // j-8); word 12, trits 0..3: weights 240 + 4n (word 60 + n). Step 0 is block words
+            // 0..31: trits 0..3 of words 0..7. Step 1, words 32..63: trit 4 of words 0..7, all of
+            // words 8..11 and 12; item jj takes word jj and, for jj < 5, word 8 + jj.
+            for (uint it = t; it < TM * 8u; it += WG) {
+                const uint rr = it / 8u;
+                const uint jj = it % 8u;
                 const uint r = r0 + rr;
-                sa[rr * SS + kk] =
-                    r < rows ? weights4(a_base + r * pc.a_nb.y + blk * BLOCK_BYTES, h * (SK * 4u) + kk * 4u) : 0u;
+                const bool ok = r < rows;
+                const uint base = a_base + r * pc.a_nb.y + blk * BLOCK_BYTES;
+                const uint cw = ok ? load32(base + 4u * jj) : 0u;
+                if (h == 0u) {
+                    uint pw = 1u;
+                    [[unroll]] for (uint n = 0; n < 4u; ++n) {
+                        sa[rr * SS + n * 8u + jj] = ok ? to_signed(trits(cw, pw)) : 0u;
+                        pw *= 3u;
+                    }
+                } else {
+                    sa[rr * SS + jj] = ok ? to_signed(trits(cw, 81u)) : 0u;
+                    if (jj < 5u) {
+                        const uint cw2 = ok ? load32(base + 4u * (8u + jj)) : 0u;
+                        const uint nt = jj < 4u ? 5u : 4u;
+                        const uint at = jj < 4u ? 8u + jj : 28u;
+                        const uint step = jj < 4u ? 4u : 1u;
+                        uint pw = 1u;
+                        for (uint n = 0; n < nt; ++n) {
+                            sa[rr * SS + at + n * step] = ok ? to_signed(trits(cw2, pw)) : 0u;
+                            pw *= 3u;
+                        }
+                    }
+                }
             }
 #endif
             for (uint it = t; it < TN * SK; it += WG) {

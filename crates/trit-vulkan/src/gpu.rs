@@ -24,9 +24,10 @@ pub(crate) struct Limits {
     pub mmq_big: AtomicBool,
     /// Use the cooperative-matrix (`_cm`) variants where the device has them.
     pub coopmat: AtomicBool,
-    /// Tests: run the ternary prompt products through the `_emu` variants of the
-    /// cooperative-matrix kernel (its tiling and scaling, matrix instructions emulated).
-    pub coopmat_emu: AtomicBool,
+    /// Tests: run the ternary prompt products through the `_emu` (8: 16 x 8 fragments) or
+    /// `_n16_emu` (16: 16 x 16) variants of the cooperative-matrix kernel (its tiling and
+    /// scaling, matrix instructions emulated); 0: off.
+    pub coopmat_emu: AtomicU32,
 }
 
 /// One matrix shape the device's cooperative matrices (VK_NV_cooperative_matrix, subgroup
@@ -294,7 +295,7 @@ impl Gpu {
             int_dot: AtomicBool::new(!off("TRIT_VULKAN_NO_INT_DOT")),
             mmq_big: AtomicBool::new(off("TRIT_VULKAN_MMQ_BIG")),
             coopmat: AtomicBool::new(true),
-            coopmat_emu: AtomicBool::new(false),
+            coopmat_emu: AtomicU32::new(0),
         };
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the

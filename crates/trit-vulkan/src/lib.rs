@@ -144,16 +144,17 @@ pub fn set_coopmat(on: bool) {
 }
 
 /// Tests: run ternary prompt products through the cooperative-matrix tile kernel with its
-/// matrix instructions emulated (`_emu` variants; any device), to check its tiling, partial
-/// tiles and scaling where the extension is absent. Off by default.
-pub fn set_coopmat_emulation(on: bool) {
+/// matrix instructions emulated (any device), to check its tiling, partial tiles and scaling
+/// where the extension is absent: `n` = 8 (16 x 8 fragments, `_emu`) or 16 (16 x 16,
+/// `_n16_emu`); 0 turns it off (the default).
+pub fn set_coopmat_emulation(n: u32) {
     if let Some(g) = ffi::gpu() {
-        g.limits.coopmat_emu.store(on, Ordering::Relaxed);
+        g.limits.coopmat_emu.store(n, Ordering::Relaxed);
     }
 }
 
-/// Ternary prompt products recorded with a cooperative-matrix tile kernel (`_cm`, or `_emu`
-/// under `set_coopmat_emulation`) so far in this process.
+/// Ternary prompt products recorded with a cooperative-matrix tile kernel (`_cm`, or the
+/// emulated ones under `set_coopmat_emulation`) so far in this process.
 pub fn coopmat_dispatch_count() -> u64 {
     matvec::COOPMAT_DISPATCHES.load(Ordering::Relaxed)
 }

@@ -124,8 +124,8 @@ pub(crate) fn encode_to(
         let t = if ty(s0) == TQ2 { "tq2" } else { "tq1" };
         let base = format!("mmq{big}_{t}{res}");
         let emu = gpu.limits.coopmat_emu.load(Ordering::Relaxed);
-        let cm = if emu {
-            Some(format!("{base}_emu"))
+        let cm = if emu != 0 {
+            Some(format!("{base}{}_emu", if emu == 16 { "_n16" } else { "" }))
         } else if gpu.coopmat() {
             use ash::vk::ComponentTypeNV as C;
             [("_cm", 8), ("_n16_cm", 16)]

@@ -29,7 +29,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     let s = common::setup()?;
     trit_vulkan::set_mat_vec_kernels(true, true);
     trit_vulkan::set_mmq_big_tiles(false);
-    trit_vulkan::set_coopmat_emulation(false);
+    trit_vulkan::set_coopmat_emulation(0);
     Some(s)
 }
 
@@ -152,7 +152,8 @@ fn mul_mat_vec_paths() {
 }
 
 /// Prompt-shaped ternary products through the cooperative-matrix tile kernel
-/// (`mul_mmq_tq_cm.comp`): with its matrix instructions emulated (`_emu`, every device), and
+/// (`mul_mmq_tq_cm.comp`): with its matrix instructions emulated (`_emu`, 16 x 8 and 16 x 16
+/// fragments, every device), and
 /// on tensor cores where the device lists the shapes (`_cm`). Both tiles (64 x 64 and, big,
 /// 128 x 64), partial in rows and columns, one to five 256-blocks (K = 256, 768, 1280: an
 /// odd number of blocks, each two K steps of the kernel), broadcast batches, and the fused
@@ -163,9 +164,9 @@ fn mul_mat_coopmat_paths() {
     let shapes = trit_vulkan::coopmat_shapes();
     println!("device: cooperative-matrix shapes (m, n, k, A/B, C/D) {shapes:?}");
     let tensor_cores = [(16, 8, 32, 3, 5), (16, 16, 32, 3, 5)].iter().any(|s| shapes.contains(s));
-    let mut modes = vec![("emulated", true)];
+    let mut modes = vec![("emulated 16x8", 8), ("emulated 16x16", 16)];
     if tensor_cores {
-        modes.push(("tensor cores", false));
+        modes.push(("tensor cores", 0));
     } else {
         println!("device: no int8 cooperative-matrix shape of the `_cm` kernels: emulated only");
     }
@@ -211,7 +212,7 @@ fn mul_mat_coopmat_paths() {
             }
         }
     }
-    trit_vulkan::set_coopmat_emulation(false);
+    trit_vulkan::set_coopmat_emulation(0);
     trit_vulkan::set_mmq_big_tiles(false);
 }
 
