@@ -488,7 +488,8 @@ fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig: &mut Vec<
         l.fast_mv.load(Relaxed) as u64
             | (l.int_dot.load(Relaxed) as u64) << 1
             | (l.mmq_big.load(Relaxed) as u64) << 2
-            | (l.coopmat.load(Relaxed) as u64) << 3,
+            | (l.coopmat.load(Relaxed) as u64) << 3
+            | (l.coopmat_emu.load(Relaxed) as u64) << 4,
         l.max_wg_x.load(Relaxed) as u64,
         l.max_range.load(Relaxed),
         crate::schedule::enabled() as u64 | (crate::scratch::reuse() as u64) << 1,

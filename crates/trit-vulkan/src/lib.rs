@@ -143,6 +143,22 @@ pub fn set_coopmat(on: bool) {
     }
 }
 
+/// Tests: run ternary prompt products through the cooperative-matrix tile kernel with its
+/// matrix instructions emulated (any device), to check its tiling, partial tiles and scaling
+/// where the extension is absent: `n` = 8 (16 x 8 fragments, `_emu`) or 16 (16 x 16,
+/// `_n16_emu`); 0 turns it off (the default).
+pub fn set_coopmat_emulation(n: u32) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.coopmat_emu.store(n, Ordering::Relaxed);
+    }
+}
+
+/// Ternary prompt products recorded with a cooperative-matrix tile kernel (`_cm`, or the
+/// emulated ones under `set_coopmat_emulation`) so far in this process.
+pub fn coopmat_dispatch_count() -> u64 {
+    matvec::COOPMAT_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// The device's subgroup cooperative-matrix shapes as (m, n, k, A/B type, C/D type), types
 /// as VK_NV_cooperative_matrix's component-type numbers (0 f16, 1 f32, 3 s8, 5 s32); empty
 /// without VK_NV_cooperative_matrix or with `TRIT_VULKAN_NO_COOPMAT=1`.

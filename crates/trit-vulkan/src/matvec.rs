@@ -2,7 +2,8 @@
 //! activations (`mul_mv_tq.comp`, after `quant_q8.comp`) and contiguous f16 weights
 //! (`mul_mv_f16.comp`, the LM head and attention), with subgroup shuffles, several rows per
 //! workgroup and wide loads. More columns (prompts), ternary weights: integer tiles
-//! (`mul_mmq_tq.comp`). `encode` falls back to the plain kernels in `ops.rs` when the
+//! (`mul_mmq_tq.comp`), on tensor cores where the device has NVIDIA's cooperative matrices
+//! (`mul_mmq_tq_cm.comp`, the same tiles). `encode` falls back to the plain kernels in `ops.rs` when the
 //! device lacks subgroups (mat-vec) or the operands are not laid out for these kernels.
 
 use std::sync::atomic::Ordering;
@@ -20,6 +21,29 @@ const ROWS_PER_WG: u64 = 4;
 const MMQ_TILE: u64 = 64;
 /// Form of the rounded activations in `Recorder::rounded`: packed int8 + block scales.
 pub(crate) const ROUNDED_Q8: u8 = 1;
+
+/// Ternary prompt products recorded with a cooperative-matrix tile kernel (`_cm`, or the
+/// tests' `_emu`) so far in this process.
+pub(crate) static COOPMAT_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The cooperative-matrix shape (m, n, k; int8 x int8 -> int32) of a `_cm` variant of
+/// `mul_mmq_tq_cm.comp`: 16 x 8 x 32, or 16 x 16 x 32 for `_n16_cm`. None for other kernels.
+fn cm_shape(name: &str) -> Option<(u32, u32, u32)> {
+    if !(name.starts_with("mmq") && name.ends_with("_cm")) {
+        return None;
+    }
+    Some(if name.ends_with("_n16_cm") { (16, 16, 32) } else { (16, 8, 32) })
+}
+
+/// Whether a kernel variant can be built where the device lists these cooperative-matrix
+/// shapes and has this subgroup size: the `_cm` tile kernels need their shape listed and
+/// subgroups of 32 (their layout of subgroups over the tile); other kernels are not judged
+/// here.
+pub(crate) fn cm_variant_usable(name: &str, shapes: &[crate::gpu::CoopMatShape], subgroup_size: u32) -> bool {
+    use ash::vk::ComponentTypeNV as C;
+    cm_shape(name)
+        .is_none_or(|(m, n, k)| subgroup_size == 32 && crate::gpu::lists_shape(shapes, m, n, k, C::SINT8, C::SINT32))
+}
 
 /// Record `op` (a MUL_MAT) with a mat-vec kernel if one applies; Ok(false) if not.
 pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<bool> {
@@ -87,7 +111,7 @@ pub(crate) fn encode_to(
     } else {
         ""
     };
-    let kernel = match (ty(s0), wide) {
+    let mut kernel = match (ty(s0), wide) {
         (TQ2, false) => format!("mv_tq2_{nc}{u1}{res}{dot}"),
         (TQ1, false) => format!("mv_tq1_{nc}{u1}{res}{dot}"),
         (F16, false) if residual.is_none() && f16_layout_ok(s0, s1) => format!("mv_f16_{nc}"),
@@ -95,6 +119,28 @@ pub(crate) fn encode_to(
         (TQ1, true) => format!("mmq{big}_tq1{res}{dot}"),
         _ => return Ok(false),
     };
+    if wide {
+        // Tensor cores where the device has them (same tiles, so the same workgroup count).
+        let t = if ty(s0) == TQ2 { "tq2" } else { "tq1" };
+        let base = format!("mmq{big}_{t}{res}");
+        let emu = gpu.limits.coopmat_emu.load(Ordering::Relaxed);
+        let cm = if emu != 0 {
+            Some(format!("{base}{}_emu", if emu == 16 { "_n16" } else { "" }))
+        } else if gpu.coopmat() {
+            use ash::vk::ComponentTypeNV as C;
+            [("_cm", 8), ("_n16_cm", 16)]
+                .iter()
+                .filter(|&&(_, n)| gpu.has_coopmat_shape(16, n, 32, C::SINT8, C::SINT32))
+                .map(|(suffix, _)| format!("{base}{suffix}"))
+                .find(|k| gpu.has_pipeline(k))
+        } else {
+            None
+        };
+        if let Some(k) = cm.filter(|k| gpu.has_pipeline(k)) {
+            kernel = k;
+            COOPMAT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if !gpu.has_pipeline(&kernel) {
         return Ok(false);
     }

@@ -4,7 +4,8 @@
 //! kernels translate to. `_dot` variants use SPV_KHR_integer_dot_product, which spirv-cross
 //! cannot express in MSL: Metal runs their plain twin (same name without `_dot`), which must
 //! exist and translate. `_cm` variants use NVIDIA's cooperative matrices
-//! (SPV_NV_cooperative_matrix), which spirv-cross cannot express either: the same rule.
+//! (SPV_NV_cooperative_matrix), which spirv-cross cannot express either: the same rule
+//! (a shape tag before `_cm`, as in `_n16_cm`, is dropped with it).
 
 use std::process::Command;
 
@@ -23,7 +24,10 @@ fn kernels_translate_to_msl() {
     assert!(trit_vulkan::kernels().len() >= 20);
     let names: Vec<&str> = trit_vulkan::kernels().iter().map(|(n, _)| *n).collect();
     for (name, spv) in trit_vulkan::kernels() {
-        if let Some(twin) = name.strip_suffix("_dot").or_else(|| name.strip_suffix("_cm")) {
+        // A `_cm` variant's shape tag (`_n16`: 16 x 16 x 32 fragments) goes with the suffix.
+        if let Some(twin) =
+            name.strip_suffix("_dot").or_else(|| name.strip_suffix("_n16_cm")).or_else(|| name.strip_suffix("_cm"))
+        {
             assert!(names.contains(&twin), "{name} has no plain twin {twin} for Metal");
             continue;
         }

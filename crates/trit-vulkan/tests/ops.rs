@@ -29,6 +29,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     let s = common::setup()?;
     trit_vulkan::set_mat_vec_kernels(true, true);
     trit_vulkan::set_mmq_big_tiles(false);
+    trit_vulkan::set_coopmat_emulation(0);
     Some(s)
 }
 
@@ -148,6 +149,71 @@ fn mul_mat_vec_paths() {
         );
     }
     trit_vulkan::set_mat_vec_kernels(true, true);
+}
+
+/// Prompt-shaped ternary products through the cooperative-matrix tile kernel
+/// (`mul_mmq_tq_cm.comp`): with its matrix instructions emulated (`_emu`, 16 x 8 and 16 x 16
+/// fragments, every device), and
+/// on tensor cores where the device lists the shapes (`_cm`). Both tiles (64 x 64 and, big,
+/// 128 x 64), partial in rows and columns, one to five 256-blocks (K = 256, 768, 1280: an
+/// odd number of blocks, each two K steps of the kernel), broadcast batches, and the fused
+/// scale + residual. Each case must have taken the path (a cooperative-matrix dispatch).
+#[test]
+fn mul_mat_coopmat_paths() {
+    let Some((_g, b)) = setup() else { return };
+    let shapes = trit_vulkan::coopmat_shapes();
+    println!("device: cooperative-matrix shapes (m, n, k, A/B, C/D) {shapes:?}");
+    let tensor_cores = [(16, 8, 32, 3, 5), (16, 16, 32, 3, 5)].iter().any(|s| shapes.contains(s));
+    let mut modes = vec![("emulated 16x8", 8), ("emulated 16x16", 16)];
+    if tensor_cores {
+        modes.push(("tensor cores", 0));
+    } else {
+        println!("device: no int8 cooperative-matrix shape of the `_cm` kernels: emulated only");
+    }
+    for (mode, emu) in modes {
+        trit_vulkan::set_coopmat_emulation(emu);
+        for big in [false, true] {
+            trit_vulkan::set_mmq_big_tiles(big);
+            println!("-- {mode}, big tiles {big}");
+            for wt in [TQ2, TQ1] {
+                for &(k, rows, cols, batch, bcast) in &[
+                    (256i64, 20i64, 17i64, [2i64, 3i64], [1i64, 2i64]),
+                    (768, 70, 33, [1, 1], [1, 1]),
+                    (1280, 130, 65, [1, 1], [1, 1]),
+                    (256, 64, 64, [1, 1], [1, 1]),
+                    (512, 2100, 70, [1, 1], [1, 1]),
+                    (768, 2048, 128, [1, 2], [1, 1]),
+                    (256, 200, 9, [1, 1], [1, 1]),
+                ] {
+                    let before = trit_vulkan::coopmat_dispatch_count();
+                    mul_mat_case(&b, wt, k, rows, cols, batch, bcast);
+                    assert!(
+                        trit_vulkan::coopmat_dispatch_count() > before,
+                        "{mode}: not the cooperative-matrix kernel"
+                    );
+                }
+            }
+            if trit_vulkan::has_fifth_binding() {
+                let (k, rows, cols) = if big { (512i64, 2100i64, 70i64) } else { (768, 70, 20) };
+                let before = trit_vulkan::coopmat_dispatch_count();
+                check(
+                    &b,
+                    &format!("mul_mat tq1 * scale + residual ({mode}), rows={rows} cols={cols}"),
+                    &|ctx, ins| unsafe {
+                        let x = input(ctx, ins, F32, &[k, cols], Fill::Uniform);
+                        let a = input(ctx, ins, TQ1, &[k, rows], Fill::Uniform);
+                        let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+                        let r = input(ctx, ins, F32, &[rows, cols], Fill::Uniform);
+                        sys::ggml_add(ctx, sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, x), s), r)
+                    },
+                    NMSE_TQ,
+                );
+                assert!(trit_vulkan::coopmat_dispatch_count() > before, "{mode}: fused product not cooperative");
+            }
+        }
+    }
+    trit_vulkan::set_coopmat_emulation(0);
+    trit_vulkan::set_mmq_big_tiles(false);
 }
 
 #[test]
