@@ -28,6 +28,10 @@ pub(crate) struct Limits {
     /// `_n16_emu` (16: 16 x 16) variants of the cooperative-matrix kernel (its tiling and
     /// scaling, matrix instructions emulated); 0: off.
     pub coopmat_emu: AtomicU32,
+    /// Training's products (OUT_PROD, the LM head's f16 MUL_MAT) on the tensor-core kernel
+    /// `out_prod_cm` too (TRIT_VULKAN_CM_TRAIN=1); off by default: slower on an H200 than
+    /// the FMA kernels (README, "Tensor cores for training").
+    pub cm_train: AtomicBool,
 }
 
 /// One matrix shape the device's cooperative matrices (VK_NV_cooperative_matrix, subgroup
@@ -298,6 +302,7 @@ impl Gpu {
             mmq_big: AtomicBool::new(off("TRIT_VULKAN_MMQ_BIG")),
             coopmat: AtomicBool::new(true),
             coopmat_emu: AtomicU32::new(0),
+            cm_train: AtomicBool::new(std::env::var("TRIT_VULKAN_CM_TRAIN").is_ok_and(|v| v == "1")),
         };
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the

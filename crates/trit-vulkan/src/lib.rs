@@ -143,6 +143,26 @@ pub fn set_coopmat(on: bool) {
     }
 }
 
+/// Training's products (OUT_PROD, the tied LM head's f16 MUL_MAT) on the tensor-core
+/// kernel where the device has f16 cooperative matrices (default: off, or
+/// TRIT_VULKAN_CM_TRAIN=1; measured slower than the FMA kernels on an H200).
+pub fn set_cm_training(on: bool) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.cm_train.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Whether the device can run training's tensor-core kernel (`set_cm_training`).
+pub fn cm_training_available() -> bool {
+    ffi::gpu().is_some_and(|g| ops::train::cm_available(&g))
+}
+
+/// Training products recorded on the tensor-core kernel (`set_cm_training`) so far in this
+/// process.
+pub fn cm_training_dispatch_count() -> u64 {
+    ops::train::CM_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Tests: run ternary prompt products through the cooperative-matrix tile kernel with its
 /// matrix instructions emulated (any device), to check its tiling, partial tiles and scaling
 /// where the extension is absent: `n` = 8 (16 x 8 fragments, `_emu`) or 16 (16 x 16,

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
 #[path = "train.rs"]
-mod train;
+pub(crate) mod train;
 
 pub(crate) const F32: sys::ggml_type = sys::GGML_TYPE_F32;
 pub(crate) const F16: sys::ggml_type = sys::GGML_TYPE_F16;

@@ -208,10 +208,14 @@ fn out_prod_split(gpu: &Gpu, op: *const sys::ggml_tensor) -> (u64, u64) {
 /// a frozen TQ2_0 / TQ1_0 / f16 weight's input gradient (OUT_PROD), and an f16 weight's
 /// product with 64 or more columns (MUL_MAT, read transposed: the tied LM head of a training
 /// window). Not with TRIT_VULKAN_OUT_PROD_4X4=1 (an A/B of the FMA kernels) or after
-/// `set_coopmat(false)`.
+/// `set_coopmat(false)`; only where `set_cm_training(true)` or TRIT_VULKAN_CM_TRAIN=1 asked for it.
 fn cm_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
     use ash::vk::ComponentTypeNV as C;
-    if !gpu.coopmat() || out_prod_4x4() || gpu.subgroup_size != 32 {
+    if !gpu.coopmat()
+        || !gpu.limits.cm_train.load(std::sync::atomic::Ordering::Relaxed)
+        || out_prod_4x4()
+        || gpu.subgroup_size != 32
+    {
         return None;
     }
     let (s0, s1) = (src(op, 0), src(op, 1));
@@ -226,6 +230,19 @@ fn cm_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
     };
     (gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32) && gpu.has_pipeline(name)).then_some(name)
 }
+
+/// Whether this device can run training's tensor-core kernel at all (whether it is asked for
+/// or not): f16 16 x 16 x 16 cooperative matrices into f32, subgroups of 32, its pipelines.
+pub(crate) fn cm_available(gpu: &Gpu) -> bool {
+    use ash::vk::ComponentTypeNV as C;
+    gpu.coopmat()
+        && gpu.subgroup_size == 32
+        && gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32)
+        && gpu.has_pipeline("out_prod_tq2_cm")
+}
+
+/// Training products recorded with the tensor-core kernel so far in this process (tests).
+pub(crate) static CM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// An f16 MUL_MAT the tensor-core kernel takes (`cm_kernel`): handled by this module.
 pub(super) fn mul_mat_cm(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
@@ -381,6 +398,7 @@ fn record_out_prod_cm(
     (ps.b_ne, ps.b_nb) = (p.b_ne, p.b_nb);
     ps.m0[1] = cols as u32;
     rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
+    CM_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     record_out_prod(rec, op, name, a, b, Some(scales), p)
 }
 
