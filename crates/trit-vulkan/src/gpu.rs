@@ -691,11 +691,6 @@ fn max_binding(spv: &[u8]) -> u32 {
     max
 }
 
-/// One descriptor-set layout (`binding_count` storage buffers, `MAX_BINDINGS` where the
-/// device allows; most kernels use the first three), one pipeline layout (128 bytes of push
-/// constants) and a compute pipeline per compiled kernel variant that is `usable` and reads
-/// no binding beyond the layout's.
-#[allow(clippy::type_complexity)]
 /// Whether `shapes` has (m, n, k) with A and B of type `ab`, C and D of type `cd`.
 pub(crate) fn lists_shape(
     shapes: &[CoopMatShape],
@@ -779,6 +774,11 @@ fn coopmat_support(
         .collect()
 }
 
+/// One descriptor-set layout (`binding_count` storage buffers, `MAX_BINDINGS` where the
+/// device allows; most kernels use the first three), one pipeline layout (128 bytes of push
+/// constants) and a compute pipeline per compiled kernel variant that is `usable` and reads
+/// no binding beyond the layout's.
+#[allow(clippy::type_complexity)]
 fn create_pipelines(
     device: &ash::Device,
     push_descriptors: bool,

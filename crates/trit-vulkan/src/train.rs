@@ -210,12 +210,7 @@ fn out_prod_split(gpu: &Gpu, op: *const sys::ggml_tensor) -> (u64, u64) {
 /// window). Not with TRIT_VULKAN_OUT_PROD_4X4=1 (an A/B of the FMA kernels) or after
 /// `set_coopmat(false)`; only where `set_cm_training(true)` or TRIT_VULKAN_CM_TRAIN=1 asked for it.
 fn cm_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
-    use ash::vk::ComponentTypeNV as C;
-    if !gpu.coopmat()
-        || !gpu.limits.cm_train.load(std::sync::atomic::Ordering::Relaxed)
-        || out_prod_4x4()
-        || gpu.subgroup_size != 32
-    {
+    if !gpu.limits.cm_train.load(std::sync::atomic::Ordering::Relaxed) || out_prod_4x4() || !cm_device(gpu) {
         return None;
     }
     let (s0, s1) = (src(op, 0), src(op, 1));
@@ -228,17 +223,20 @@ fn cm_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
         }
         _ => return None,
     };
-    (gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32) && gpu.has_pipeline(name)).then_some(name)
+    gpu.has_pipeline(name).then_some(name)
+}
+
+/// What the tensor-core OUT_PROD needs of the device: cooperative matrices on (not
+/// `set_coopmat(false)`), f16 16 x 16 x 16 products into f32, subgroups of 32.
+fn cm_device(gpu: &Gpu) -> bool {
+    use ash::vk::ComponentTypeNV as C;
+    gpu.coopmat() && gpu.subgroup_size == 32 && gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32)
 }
 
 /// Whether this device can run training's tensor-core kernel at all (whether it is asked for
-/// or not): f16 16 x 16 x 16 cooperative matrices into f32, subgroups of 32, its pipelines.
+/// or not): `cm_device` and its pipelines.
 pub(crate) fn cm_available(gpu: &Gpu) -> bool {
-    use ash::vk::ComponentTypeNV as C;
-    gpu.coopmat()
-        && gpu.subgroup_size == 32
-        && gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32)
-        && gpu.has_pipeline("out_prod_tq2_cm")
+    cm_device(gpu) && gpu.has_pipeline("out_prod_tq2_cm")
 }
 
 /// Training products recorded with the tensor-core kernel so far in this process (tests).
@@ -344,7 +342,7 @@ fn out_prod_4x4() -> bool {
 
 /// The OUT_PROD kernel over operands `a`, `b` (shapes in `p`) into `op`, split along k
 /// through scratch where `out_prod_split` says so. `scales`: the tensor-core kernel's column
-/// scales (binding 3), with its 128 x 64 tiles.
+/// scales (binding 3), with its 128 x 128 tiles.
 fn record_out_prod(
     rec: &mut Recorder,
     op: *const sys::ggml_tensor,

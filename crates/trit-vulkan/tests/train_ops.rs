@@ -239,15 +239,9 @@ fn out_prod_ternary_input_gradient() {
 fn out_prod_tensor_cores() {
     let Some((_g, b)) = setup() else { return };
     println!("cooperative-matrix shapes (m, n, k, A/B, C/D): {:?}", trit_vulkan::coopmat_shapes());
-    // Opt-in (slower than the FMA kernels on an H200): on for this test, off again after it,
-    // also when a check fails. Where the device cannot run it the plain kernels are checked.
-    struct Off;
-    impl Drop for Off {
-        fn drop(&mut self) {
-            trit_vulkan::set_cm_training(false);
-        }
-    }
-    let _off = Off;
+    // Opt-in (slower than the FMA kernels on an H200): on for this test (the next test's setup
+    // turns it off, also after a failed check). Where the device cannot run it the plain
+    // kernels are checked.
     trit_vulkan::set_cm_training(true);
     let before = trit_vulkan::cm_training_dispatch_count();
     const MIXED: &[f32] = &[1e-12, 1.0, 3e8, 0.0, 1e-5, 7.0, 2e-30, 1e3, 0.5];
@@ -305,6 +299,7 @@ fn out_prod_tensor_cores() {
         );
     }
     let ran = trit_vulkan::cm_training_dispatch_count() - before;
+    trit_vulkan::set_cm_training(false);
     println!("tensor-core training products recorded: {ran}");
     if trit_vulkan::cm_training_available() {
         assert!(ran >= 11, "the device has f16 cooperative matrices, yet {ran} products ran on them");

@@ -48,13 +48,15 @@ pub fn lock() -> MutexGuard<'static, ()> {
     L.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The test lock and both backends, with the tiling limits and staging back at their
-/// defaults; None when there is no device and TRIT_VULKAN_OPTIONAL=1.
+/// The test lock and both backends, with the tiling limits, staging and training's
+/// tensor-core products back at their defaults; None when there is no device and
+/// TRIT_VULKAN_OPTIONAL=1.
 pub fn setup() -> Option<(MutexGuard<'static, ()>, Backends)> {
     let g = lock();
     let dev = vulkan_device()?;
     trit_vulkan::set_limits(None, None);
     trit_vulkan::set_force_staging(false);
+    trit_vulkan::set_cm_training(false);
     Some((g, Backends::new(dev)))
 }
 
