@@ -122,10 +122,14 @@ grep -E 'device:|trained|GPU memory|error|Error' "$W/trit-baseline.log" | tail -
 fi
 # profiled NAME [VAR=value]: 4 steps of trit on Vulkan under TRIT_VULKAN_PROFILE=1, the profile
 # appended to $OUT/profile.txt.
+# Words of a variant that start with "--" are trit flags (e.g. --gradient-checkpointing), the rest
+# environment assignments.
 profiled() {
   local name=$1; shift
+  local vars=() flags=()
+  for w in "$@"; do if [[ $w == --* ]]; then flags+=("$w"); else vars+=("$w"); fi; done
   echo "== $name: trit finetune on Vulkan under TRIT_VULKAN_PROFILE=1 $*: 4 steps" | tee -a "$OUT/profile.txt"
-  env TRIT_VULKAN_PROFILE=1 "$@" timeout "$(budget 150)" $B/trit "${FT[@]}" --device vulkan --max-steps 4 -t "$NCPU" \
+  env TRIT_VULKAN_PROFILE=1 "${vars[@]}" timeout "$(budget 150)" $B/trit "${FT[@]}" "${flags[@]}" --device vulkan --max-steps 4 -t "$NCPU" \
     -o /tmp/vkp.gguf --log-csv "$W/$name.csv" > "$W/$name.log" 2>&1 || fail "$name run (exit $?)"
   grep -E 'trit-vulkan profile|^  ' "$W/$name.log" >> "$OUT/profile.txt"
   grep -c 'buffer of' "$W/$name.log" | sed 's/^/buffer allocations: /' >> "$OUT/profile.txt"
@@ -158,7 +162,7 @@ if [ -n "$PROFILE" ]; then
       profiled "profile-also-$i" $v
     done
   fi
-  head -60 "$OUT/profile.txt"
+  head -150 "$OUT/profile.txt"
 fi
 
 if has splits; then

@@ -145,6 +145,18 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("out_prod_tq1_cm", "out_prod_cm.comp", &["A_TQ1"]),
     ("out_prod_f16_cm", "out_prod_cm.comp", &["A_F16"]),
     ("col_scale_f32", "col_scale.comp", &[]),
+    // The ternary input gradient as int8 products on tensor cores (dY in two int8 parts per
+    // column); `_n16`: 16 x 16 fragments; `_emu`: matrix instructions emulated (tests).
+    ("dx_q8_tq2_cm", "dx_q8.comp", &["A_TQ2"]),
+    ("dx_q8_tq2_n16_cm", "dx_q8.comp", &["A_TQ2", "NS=16"]),
+    ("dx_q8_tq2_emu", "dx_q8.comp", &["A_TQ2"]),
+    ("dx_q8_tq2_n16_emu", "dx_q8.comp", &["A_TQ2", "NS=16"]),
+    ("dx_q8_tq1_cm", "dx_q8.comp", &["A_TQ1"]),
+    ("dx_q8_tq1_n16_cm", "dx_q8.comp", &["A_TQ1", "NS=16"]),
+    ("dx_q8_tq1_emu", "dx_q8.comp", &["A_TQ1"]),
+    ("dx_q8_tq1_n16_emu", "dx_q8.comp", &["A_TQ1", "NS=16"]),
+    ("dx_q8_scale_tq2", "dx_q8_scale.comp", &["A_TQ2"]),
+    ("dx_q8_scale_tq1", "dx_q8_scale.comp", &["A_TQ1"]),
     ("ce_rows_f32", "cross_entropy.comp", &["CE_ROWS"]),
     ("ce_sum_f32", "cross_entropy.comp", &["CE_SUM"]),
     ("ce_back_f32", "cross_entropy.comp", &["CE_BACK"]),

@@ -490,7 +490,8 @@ fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig: &mut Vec<
             | (l.mmq_big.load(Relaxed) as u64) << 2
             | (l.coopmat.load(Relaxed) as u64) << 3
             | (l.coopmat_emu.load(Relaxed) as u64) << 4
-            | (l.cm_train.load(Relaxed) as u64) << 12,
+            | (l.cm_train.load(Relaxed) as u64) << 12
+            | (l.dx_q8.load(Relaxed) as u64) << 13,
         l.max_wg_x.load(Relaxed) as u64,
         l.max_range.load(Relaxed),
         crate::schedule::enabled() as u64 | (crate::scratch::reuse() as u64) << 1,

@@ -32,6 +32,9 @@ pub(crate) struct Limits {
     /// `out_prod_cm` too (TRIT_VULKAN_CM_TRAIN=1); off by default: slower on an H200 than
     /// the FMA kernels (README, "Tensor cores for training").
     pub cm_train: AtomicBool,
+    /// The ternary input gradient as int8 tensor-core products (`dx_q8.comp`) where the device
+    /// has int8 cooperative matrices; on by default, TRIT_VULKAN_DX_Q8=0 turns it off.
+    pub dx_q8: AtomicBool,
 }
 
 /// One matrix shape the device's cooperative matrices (VK_NV_cooperative_matrix, subgroup
@@ -303,6 +306,7 @@ impl Gpu {
             coopmat: AtomicBool::new(true),
             coopmat_emu: AtomicU32::new(0),
             cm_train: AtomicBool::new(std::env::var("TRIT_VULKAN_CM_TRAIN").is_ok_and(|v| v == "1")),
+            dx_q8: AtomicBool::new(!std::env::var("TRIT_VULKAN_DX_Q8").is_ok_and(|v| v == "0")),
         };
 
         // Variants a device cannot run are not built into pipelines: `_dot` needs the

@@ -163,6 +163,28 @@ pub fn cm_training_dispatch_count() -> u64 {
     ops::train::CM_DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// The input gradient through a frozen ternary weight as int8 products on tensor cores
+/// (`dx_q8.comp`: dY in two int8 parts per column, ~15 bits of each column's largest
+/// element) where the device has int8 cooperative matrices (default: on; TRIT_VULKAN_DX_Q8=0
+/// turns it off). Off, that gradient is summed in f32 (`out_prod.comp`). Under
+/// `set_coopmat_emulation` the emulated variant runs on any device while this is on.
+pub fn set_dx_int8(on: bool) {
+    if let Some(g) = ffi::gpu() {
+        g.limits.dx_q8.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Whether the device runs the int8 tensor-core input gradient (`set_dx_int8`) for real.
+pub fn dx_int8_available() -> bool {
+    ffi::gpu().is_some_and(|g| ops::train::dx_q8_available(&g))
+}
+
+/// Ternary input gradients recorded with `dx_q8.comp` (tensor cores or emulated) so far in
+/// this process.
+pub fn dx_int8_dispatch_count() -> u64 {
+    ops::train::DXQ_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Tests: run ternary prompt products through the cooperative-matrix tile kernel with its
 /// matrix instructions emulated (any device), to check its tiling, partial tiles and scaling
 /// where the extension is absent: `n` = 8 (16 x 8 fragments, `_emu`) or 16 (16 x 16,

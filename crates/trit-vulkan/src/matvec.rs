@@ -27,9 +27,10 @@ pub(crate) const ROUNDED_Q8: u8 = 1;
 pub(crate) static COOPMAT_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The cooperative-matrix shape (m, n, k; int8 x int8 -> int32) of a `_cm` variant of
-/// `mul_mmq_tq_cm.comp`: 16 x 8 x 32, or 16 x 16 x 32 for `_n16_cm`. None for other kernels.
+/// `mul_mmq_tq_cm.comp` or `dx_q8.comp`: 16 x 8 x 32, or 16 x 16 x 32 for `_n16_cm`. None for
+/// other kernels.
 fn cm_shape(name: &str) -> Option<(u32, u32, u32)> {
-    if !(name.starts_with("mmq") && name.ends_with("_cm")) {
+    if !((name.starts_with("mmq") || name.starts_with("dx_q8")) && name.ends_with("_cm")) {
         return None;
     }
     Some(if name.ends_with("_n16_cm") { (16, 16, 32) } else { (16, 8, 32) })

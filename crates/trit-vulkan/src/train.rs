@@ -190,6 +190,9 @@ const SPLIT_MAX_BYTES: u64 = 4 << 20;
 fn out_prod_split(gpu: &Gpu, op: *const sys::ggml_tensor) -> (u64, u64) {
     let mm = op_of(op) == sys::GGML_OP_MUL_MAT;
     let (k, n) = (ne(src(op, 0))[usize::from(!mm)] as u64, nelements(op));
+    if dx_q8_kernel(gpu, op).is_some() {
+        return wave_split(k, out_prod_tiles(op), n, dxq_groups());
+    }
     if cm_kernel(gpu, op).is_some() {
         return wave_split(k, cm_tiles(op), n, cm_groups());
     }
@@ -245,6 +248,64 @@ pub(crate) static CM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomi
 /// An f16 MUL_MAT the tensor-core kernel takes (`cm_kernel`): handled by this module.
 pub(super) fn mul_mat_cm(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
     op_of(op) == sys::GGML_OP_MUL_MAT && cm_kernel(gpu, op).is_some()
+}
+
+/// The int8 tensor-core kernel (kernels/dx_q8.comp) for a frozen TQ2_0 / TQ1_0 weight's input
+/// gradient (OUT_PROD), where the device has int8 16 x 8 x 32 or 16 x 16 x 32 cooperative
+/// matrices and subgroups of 32 and `set_dx_int8` is on (the default; TRIT_VULKAN_DX_Q8=0);
+/// under `set_coopmat_emulation` its `_emu` twin on any device. dY goes in as two int8 parts
+/// per column (~15 bits of the column's largest element), so it is close to, not equal to,
+/// the f32 sums of `out_prod.comp`.
+fn dx_q8_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if op_of(op) != sys::GGML_OP_OUT_PROD || !gpu.limits.dx_q8.load(Relaxed) || out_prod_4x4() {
+        return None;
+    }
+    let t = match ty(src(op, 0)) {
+        TQ2 => "tq2",
+        TQ1 => "tq1",
+        _ => return None,
+    };
+    let emu = gpu.limits.coopmat_emu.load(Relaxed);
+    let name = if emu != 0 {
+        format!("dx_q8_{t}{}_emu", if emu == 16 { "_n16" } else { "" })
+    } else if gpu.coopmat() && gpu.subgroup_size == 32 {
+        use ash::vk::ComponentTypeNV as C;
+        [("_cm", 8), ("_n16_cm", 16)]
+            .iter()
+            .filter(|&&(_, n)| gpu.has_coopmat_shape(16, n, 32, C::SINT8, C::SINT32))
+            .map(|(suffix, _)| format!("dx_q8_{t}{suffix}"))
+            .find(|k| gpu.has_pipeline(k))?
+    } else {
+        return None;
+    };
+    gpu.has_pipeline(&name).then_some(name)
+}
+
+/// Whether this device runs `dx_q8.comp` on its tensor cores (not emulated) when asked.
+pub(crate) fn dx_q8_available(gpu: &Gpu) -> bool {
+    use ash::vk::ComponentTypeNV as C;
+    gpu.coopmat()
+        && gpu.subgroup_size == 32
+        && [8, 16].iter().any(|&n| gpu.has_coopmat_shape(16, n, 32, C::SINT8, C::SINT32))
+        && (gpu.has_pipeline("dx_q8_tq2_cm") || gpu.has_pipeline("dx_q8_tq2_n16_cm"))
+}
+
+/// Ternary input gradients recorded with `dx_q8.comp` so far in this process (tests).
+pub(crate) static DXQ_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Workgroups the int8 input gradient's split along k aims at (as `wave_groups` for the FMA
+/// kernel, whose 64 x 64 tiles it shares); TRIT_VULKAN_DXQ_SPLIT_GROUPS overrides it (0: no
+/// split), for A/B runs.
+fn dxq_groups() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::env::var("TRIT_VULKAN_DXQ_SPLIT_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(660))
+}
+
+/// Blocks of 256 along a ternary weight's rows: the per-column scales of `dx_q8.comp` are
+/// per block column.
+fn dxq_scales(op: *const sys::ggml_tensor) -> u64 {
+    columns(op) * (ne(src(op, 0))[0] as u64 / 256)
 }
 
 /// Output tiles (128 x 128) of the tensor-core OUT_PROD.
@@ -315,6 +376,9 @@ fn split(k: u64, tiles: u64, n: u64) -> (u64, u64) {
 pub(super) fn scratch_bytes(gpu: &Gpu, op: *const sys::ggml_tensor, align: u64) -> u64 {
     match op_of(op) {
         sys::GGML_OP_CROSS_ENTROPY_LOSS => (rows(src(op, 0)) * 4).next_multiple_of(align.max(256)),
+        sys::GGML_OP_OUT_PROD if dx_q8_kernel(gpu, op).is_some() => {
+            (dxq_scales(op) * 4).next_multiple_of(align.max(256))
+        }
         sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT if cm_kernel(gpu, op).is_some() => {
             (columns(op) * 4).next_multiple_of(align.max(256))
         }
@@ -340,9 +404,10 @@ fn out_prod_4x4() -> bool {
     *ON.get_or_init(|| std::env::var("TRIT_VULKAN_OUT_PROD_4X4").is_ok_and(|v| v == "1"))
 }
 
-/// The OUT_PROD kernel over operands `a`, `b` (shapes in `p`) into `op`, split along k
-/// through scratch where `out_prod_split` says so. `scales`: the tensor-core kernel's column
-/// scales (binding 3), with its 128 x 128 tiles.
+/// The OUT_PROD kernel over operands `a`, `b` (shapes in `p`) into `op`, `tiles` output
+/// tiles, split along k through scratch where `out_prod_split` says so. `scales`: the
+/// tensor-core kernels' column scales (binding 3).
+#[allow(clippy::too_many_arguments)]
 fn record_out_prod(
     rec: &mut Recorder,
     op: *const sys::ggml_tensor,
@@ -350,10 +415,10 @@ fn record_out_prod(
     a: Bound,
     b: Bound,
     scales: Option<Bound>,
+    tiles: u64,
     mut p: Push,
 ) -> Result<()> {
     let (slices, len) = out_prod_split(rec.gpu(), op);
-    let tiles = if scales.is_some() { cm_tiles(op) } else { out_prod_tiles(op) };
     let groups = tiles * slices;
     let with_layout;
     let name = if out_prod_4x4() {
@@ -397,7 +462,26 @@ fn record_out_prod_cm(
     ps.m0[1] = cols as u32;
     rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
     CM_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    record_out_prod(rec, op, name, a, b, Some(scales), p)
+    record_out_prod(rec, op, name, a, b, Some(scales), cm_tiles(op), p)
+}
+
+/// The int8 tensor-core input gradient: per column and block column of W the largest
+/// |dY * block scale| (dx_q8_scale.comp), then the product (dx_q8.comp).
+fn record_dx_q8(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    name: &str,
+    a: Bound,
+    b: Bound,
+    p: Push,
+) -> Result<()> {
+    let scales = rec.scratch(dxq_scales(op) * 4)?;
+    let mut ps = p;
+    ps.m0[1] = columns(op) as u32;
+    let pass = if ty(src(op, 0)) == TQ2 { "dx_q8_scale_tq2" } else { "dx_q8_scale_tq1" };
+    rec.dispatch(pass, a, Some(b), scales, ps, columns(op))?;
+    DXQ_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    record_out_prod(rec, op, name, a, b, Some(scales), out_prod_tiles(op), p)
 }
 
 pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
@@ -415,9 +499,12 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
             let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
+            if let Some(k) = dx_q8_kernel(rec.gpu(), op) {
+                return record_dx_q8(rec, op, &k, a, b, p);
+            }
             match cm_kernel(rec.gpu(), op) {
                 Some(cm) => record_out_prod_cm(rec, op, cm, a, b, p),
-                None => record_out_prod(rec, op, name, a, b, None, p),
+                None => record_out_prod(rec, op, name, a, b, None, out_prod_tiles(op), p),
             }
         }
         sys::GGML_OP_MUL_MAT => {
@@ -431,7 +518,7 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
             match cm_kernel(rec.gpu(), op) {
                 Some(cm) => record_out_prod_cm(rec, op, cm, a, b, p),
-                None => record_out_prod(rec, op, "out_prod_f32", a, b, None, p),
+                None => record_out_prod(rec, op, "out_prod_f32", a, b, None, out_prod_tiles(op), p),
             }
         }
         sys::GGML_OP_OPT_STEP_ADAMW => {

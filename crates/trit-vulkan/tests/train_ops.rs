@@ -306,6 +306,84 @@ fn out_prod_tensor_cores() {
     }
 }
 
+/// The int8 input gradient (kernels/dx_q8.comp) holds dY to within 1/64516 of each column's
+/// largest |dY x block scale|: for uniform data an NMSE near 3e-10; the bound leaves room for
+/// rows whose block scales are well below the column's largest.
+const NMSE_Q8: f64 = 1e-8;
+
+/// The ternary input gradient as int8 tensor-core products (kernels/dx_q8.comp): emulated
+/// (16 x 8 and 16 x 16 fragments, any device, lavapipe included), then for real where the
+/// device has int8 cooperative matrices (elsewhere that pass checks the f32 kernel). Shapes:
+/// partial token tiles, k not a multiple of the 64-row steps, five block columns (each tile
+/// quantizes against its own block column's scales: the fill gives every block its own
+/// scale), a long k split across workgroups, a batched product; dY at 1e-12, 1 and 1e8 and
+/// columns of mixed magnitudes with a column of zeros.
+#[test]
+fn out_prod_int8_tensor_cores() {
+    let Some((_g, b)) = setup() else { return };
+    const MIXED: &[f32] = &[1e-12, 1.0, 3e8, 0.0, 1e-5, 7.0, 2e-30, 1e3, 0.5];
+    trit_vulkan::set_dx_int8(true);
+    let mut worst = 0f64;
+    for emu in [8u32, 16, 0] {
+        trit_vulkan::set_coopmat_emulation(emu);
+        let before = trit_vulkan::dx_int8_dispatch_count();
+        let mut cases = 0u64;
+        for t in [TQ2, TQ1] {
+            for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (768, 33, 40), (1280, 131, 70), (256, 4100, 9)] {
+                for scale in [1e-12f32, 1.0, 1e8] {
+                    cases += 1;
+                    worst = worst.max(check(
+                        &b,
+                        &format!(
+                            "out_prod {} int8 (emu {emu}) W[{n_in},{n_out}] tokens={tokens} dY x {scale:e}",
+                            tn(t)
+                        ),
+                        &|ctx, ins| unsafe {
+                            let w = input(ctx, ins, t, &[n_in, n_out], Fill::Uniform);
+                            let dy = input(ctx, ins, F32, &[n_out, tokens], Fill::Uniform);
+                            let dy = sys::ggml_scale(ctx, dy, scale);
+                            sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, dy))
+                        },
+                        NMSE_Q8,
+                    ));
+                }
+            }
+            cases += 2;
+            worst = worst.max(check(
+                &b,
+                &format!("out_prod {} int8 (emu {emu}) mixed columns", tn(t)),
+                &|ctx, ins| unsafe {
+                    let w = input(ctx, ins, t, &[512, 200], Fill::Uniform);
+                    let dy = input(ctx, ins, F32, &[200, 18], Fill::Uniform);
+                    let m = input(ctx, ins, F32, &[1, 18], Fill::Values(MIXED));
+                    sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, sys::ggml_mul(ctx, dy, m)))
+                },
+                NMSE_Q8,
+            ));
+            worst = worst.max(check(
+                &b,
+                &format!("out_prod {} int8 (emu {emu}) contiguous b, batched", tn(t)),
+                &|ctx, ins| unsafe {
+                    let w = input(ctx, ins, t, &[256, 12, 2], Fill::Uniform);
+                    let x = input(ctx, ins, F32, &[5, 12, 2], Fill::Uniform);
+                    sys::ggml_out_prod(ctx, w, x)
+                },
+                NMSE_Q8,
+            ));
+        }
+        let ran = trit_vulkan::dx_int8_dispatch_count() - before;
+        println!("emulation {emu}: {ran} of {cases} products on dx_q8");
+        if emu != 0 || trit_vulkan::dx_int8_available() {
+            assert_eq!(ran, cases, "dx_q8 should have taken every product (emulation {emu})");
+        } else {
+            assert_eq!(ran, 0);
+        }
+    }
+    println!("largest NMSE: {worst:e}");
+    trit_vulkan::set_coopmat_emulation(0);
+    trit_vulkan::set_dx_int8(false);
+}
+
 const ADAMW: &[f32] = &[1e-3, 0.9, 0.999, 1e-8, 0.01, 1.0 / (1.0 - 0.729), 1.0 / (1.0 - 0.997003)];
 
 #[test]

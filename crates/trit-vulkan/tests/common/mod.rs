@@ -49,7 +49,8 @@ pub fn lock() -> MutexGuard<'static, ()> {
 }
 
 /// The test lock and both backends, with the tiling limits, staging and training's
-/// tensor-core products back at their defaults; None when there is no device and
+/// tensor-core products back at their defaults (the int8 input gradient and the emulated
+/// cooperative matrices off); None when there is no device and
 /// TRIT_VULKAN_OPTIONAL=1.
 pub fn setup() -> Option<(MutexGuard<'static, ()>, Backends)> {
     let g = lock();
@@ -57,6 +58,10 @@ pub fn setup() -> Option<(MutexGuard<'static, ()>, Backends)> {
     trit_vulkan::set_limits(None, None);
     trit_vulkan::set_force_staging(false);
     trit_vulkan::set_cm_training(false);
+    // The int8 input gradient is on by default where a device has int8 tensor cores; the
+    // tests check the f32 kernels by default and turn it on where they check it.
+    trit_vulkan::set_dx_int8(false);
+    trit_vulkan::set_coopmat_emulation(0);
     Some((g, Backends::new(dev)))
 }
 

@@ -1,0 +1,280 @@
+#version 450
+// The input gradient through a frozen ternary weight, dX = W^T dY (OUT_PROD of A = W, TQ2_0
+// or TQ1_0, [ne0 = n_in, K = n_out], and B = dY^T, f32 [ne1, K]), as int8 products on NVIDIA's
+// cooperative matrices (VK_NV_cooperative_matrix, int8 x int8 -> int32, 16 x NS x 32).
+// A workgroup computes the 64 (i0) x 64 (i1) tile of out_prod.comp; its 64 i0 lie in one
+// 256-block column j of W, so along k every weight is code * dA[k, j] (dA: the block's fp16
+// scale). The kernel folds dA[k, j] into B and quantizes v = B[i1, k] * dA[k, j] per column
+// in two int8 parts against m = max_k |v| (dx_q8_scale.comp): with x = v * 127 / m,
+// hi = round(x) and lo = round((x - hi) * 254), so v = (hi + lo / 254) * m / 127 to within
+// m / 64516 (about 15 bits of the column's largest element; bf16 keeps 8 bits of each).
+// The codes (-1, 0, 1) are exact in int8, the two integer sums over all of k are exact in
+// int32, and dX = (sum_hi + sum_lo / 254) * m / 127 at the end.
+// 256 invocations: 8 subgroups of 32, 2 (i0) x 4 (i1) over the tile, each FM x FN fragments
+// of 16 x NS. K goes in steps of 64 rows through shared memory: A column-major (each k row's
+// 64 codes contiguous), B hi and lo column-major too (each column's k contiguous).
+// Split k as out_prod.comp (P0 slices of P1 rows, partial sums at D_OFF + slice * P2).
+// Without COOPMAT (`_emu`): each invocation computes its fragment elements from the same
+// shared memory (everything but the matrix instructions, for tests on any device).
+#include "common.glsl"
+#if defined(COOPMAT)
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_NV_cooperative_matrix : require
+#extension GL_NV_integer_cooperative_matrix : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
+#extension GL_KHR_shader_subgroup_basic : require
+#endif
+
+#define TM 64
+#define TN 64
+#define KS 64
+#define WM 2
+#define WN 4
+#ifndef NS
+#define NS 8
+#endif
+#define WG 256
+#define FM (TM / WM / 16)
+#define FN (TN / WN / NS)
+#define NF (FM * FN)
+#define E (16 * NS / 32) // elements of a fragment per invocation
+#define SAS (TM / 4 + 4) // words per k row of A (a multiple of 16 bytes, as cooperative loads need)
+#define SBS (KS / 4 + 4) // words per column of B
+layout(local_size_x = WG) in;
+
+layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
+layout(std430, binding = 1) readonly buffer BufB { float b[]; };
+layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
+layout(std430, binding = 3) readonly buffer BufS { float col_max[]; };
+
+#if defined(A_TQ2)
+#define BLOCK_BYTES 66u
+#define SCALE_AT 64u
+#else
+#define BLOCK_BYTES 54u
+#define SCALE_AT 52u
+#endif
+
+shared uint sa[KS * SAS];
+shared uint sbh[TN * SBS];
+shared uint sbl[TN * SBS];
+shared float sinv[TN]; // 127 / m per column (0 for a column of zeros)
+shared float sm[TN];   // m / 127
+shared int slot[(WG / 32) * 16 * NS]; // one fragment per subgroup, column-major
+
+uint load32(uint addr) {
+    const uint w = addr >> 2;
+    if ((addr & 2u) == 0u) { return a[w]; }
+    return (a[w] >> 16) | (a[w + 1] << 16);
+}
+float half_at(uint addr) {
+    const uint w = a[addr >> 2];
+    return unpackHalf2x16((addr & 2u) != 0u ? (w >> 16) : w).x;
+}
+// Codes 0..2 in four bytes to the signed weights -1..1.
+uint to_signed(uint codes) { return ((codes | 0x80808080u) - 0x01010101u) ^ 0x80808080u; }
+
+#if defined(A_TQ1)
+// The trits n of the four bytes of `w` (pw = 3^n), each as the code 0..2.
+uint trits(uint w, uint pw) {
+    uint lo = ((w & 0x00FF00FFu) * pw) & 0x00FF00FFu;
+    uint hi = (((w >> 8) & 0x00FF00FFu) * pw) & 0x00FF00FFu;
+    lo = ((lo * 3u) >> 8) & 0x00FF00FFu;
+    hi = ((hi * 3u) >> 8) & 0x00FF00FFu;
+    return lo | (hi << 8);
+}
+// Codes of elements e .. e + 3 (e a multiple of 4) of the TQ1_0 block at `blk`: 48 bytes of
+// 5 trits (elements 0..159: byte e % 32, trit e / 32), 4 bytes of 4 trits (elements 160..239:
+// byte 32 + (e - 160) % 16, trit (e - 160) / 16; 240..255: byte 48 + (e - 240) % 4, trit
+// (e - 240) / 4); four consecutive elements are four consecutive bytes.
+uint codes4(uint blk, uint e) {
+    uint byte_ix, digit;
+    if (e < 160u) {
+        byte_ix = e & 31u; digit = e >> 5;
+    } else if (e < 240u) {
+        byte_ix = 32u + ((e - 160u) & 15u); digit = (e - 160u) >> 4;
+    } else {
+        byte_ix = 48u + ((e - 240u) & 3u); digit = (e - 240u) >> 2;
+    }
+    uint pw = 1u;
+    for (uint n = 0; n < digit; ++n) { pw *= 3u; }
+    return trits(load32(blk + byte_ix), pw);
+}
+#endif
+
+#if !defined(COOPMAT)
+int byte_at(uint w, uint i) { return int(w << (24u - 8u * i)) >> 24; }
+#endif
+
+// Byte i of a signed value in -127..127.
+uint pack_byte(float v, uint i) { return (uint(int(v)) & 0xFFu) << (8u * i); }
+
+void main() {
+    const uint t = gl_LocalInvocationID.x;
+    const uint ne0 = pc.d_ne.x, ne1 = pc.d_ne.y;
+    const uint tiles0 = ne0 / TM;
+    const uint tiles1 = (ne1 + TN - 1) / TN;
+    uint g = wg_index();
+    if (g >= N_ITEMS) { return; }
+    const uint slices = max(P0, 1u);
+    const uint slice = g % slices; g /= slices;
+    const uint k_lo = slices > 1u ? slice * P1 : 0u;
+    const uint K = slices > 1u ? min(pc.a_ne.y, k_lo + P1) : pc.a_ne.y;
+    const uint tile0 = g % tiles0; g /= tiles0;
+    const uint tile1 = g % tiles1; g /= tiles1;
+    const uint i2 = g % pc.d_ne.z;
+    const uint i3 = g / pc.d_ne.z;
+    const uint a2 = i2 / (pc.d_ne.z / pc.a_ne.z);
+    const uint a3 = i3 / (pc.d_ne.w / pc.a_ne.w);
+    const uint a_base = A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
+    const uint b_base = B_OFF + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
+    const uint i00 = tile0 * TM;
+    const uint blk = i00 >> 8;  // the tile's block column of W
+    const uint e0 = i00 & 255u; // its first element in the block
+    const uint c0 = tile1 * TN;
+    const uint nblk = ne0 / 256u;
+
+    if (t < TN) {
+        const uint i1 = c0 + t;
+        const float m = i1 < ne1 ? col_max[((i3 * pc.b_ne.z + i2) * ne1 + i1) * nblk + blk] : 0.0;
+        sinv[t] = m > 0.0 ? 127.0 / m : (isnan(m) ? m : 0.0);
+        sm[t] = m / 127.0;
+    }
+
+    const uint sg = t / 32u;
+    const uint lane = t % 32u;
+    const uint fr0 = (sg % WM) * (FM * 16u);
+    const uint fcl = (sg / WM) * (FN * NS);
+    const uint sbase = sg * (16u * NS);
+#if defined(COOPMAT)
+    icoopmatNV<32, gl_ScopeSubgroup, 16, NS> ch[NF], cl[NF];
+    [[unroll]] for (uint f = 0; f < NF; ++f) {
+        ch[f] = icoopmatNV<32, gl_ScopeSubgroup, 16, NS>(0);
+        cl[f] = icoopmatNV<32, gl_ScopeSubgroup, 16, NS>(0);
+    }
+#else
+    int sh[NF * E], sl[NF * E];
+    [[unroll]] for (uint i = 0; i < NF * E; ++i) { sh[i] = 0; sl[i] = 0; }
+#endif
+    barrier(); // sinv
+
+    for (uint k0 = k_lo; k0 < K; k0 += KS) {
+        // A: the codes of rows k0 .. k0 + 63, elements e0 .. e0 + 63 of block blk, as int8.
+#if defined(A_TQ2)
+        // TQ2_0: byte x (0..31) of 32-byte group g holds elements 128 g + 32 s + x at bit 2 s,
+        // so the word at bytes 4w .. 4w + 3 of group e0 / 128 holds elements e0 + 4w .. +3 at
+        // bit s0 = 2 (e0 % 128) / 32 and e0 + 32 + 4w .. +3 at bit s0 + 2.
+        const uint s0 = ((e0 & 127u) >> 5) * 2u;
+        for (uint it = t; it < KS * 8u; it += WG) {
+            const uint kk = it / 8u, w = it % 8u;
+            const uint k = k0 + kk;
+            uint lo = 0u, hi = 0u;
+            if (k < K) {
+                const uint cw = load32(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + (e0 >> 7) * 32u + 4u * w);
+                lo = to_signed((cw >> s0) & 0x03030303u);
+                hi = to_signed((cw >> (s0 + 2u)) & 0x03030303u);
+            }
+            sa[kk * SAS + w] = lo;
+            sa[kk * SAS + 8u + w] = hi;
+        }
+#else
+        for (uint it = t; it < KS * 16u; it += WG) {
+            const uint kk = it / 16u, q = it % 16u;
+            const uint k = k0 + kk;
+            sa[kk * SAS + q] = k < K ? to_signed(codes4(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES, e0 + 4u * q)) : 0u;
+        }
+#endif
+        // B: columns c0 .. c0 + 63, rows k0 .. k0 + 63, times the rows' block scales, in hi
+        // and lo int8; four consecutive k per item.
+        for (uint it = t; it < TN * (KS / 4u); it += WG) {
+            const uint cc = it / (KS / 4u), q = it % (KS / 4u);
+            const uint i1 = c0 + cc;
+            const float inv = sinv[cc];
+            uint wh = 0u, wl = 0u;
+            [[unroll]] for (uint j = 0; j < 4u; ++j) {
+                const uint k = k0 + 4u * q + j;
+                float v = 0.0;
+                if (k < K && i1 < ne1) {
+                    const float da = half_at(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT);
+                    v = b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] * da;
+                }
+                const float x = v * inv;
+                const float h = clamp(round(x), -127.0, 127.0);
+                const float l = clamp(round((x - h) * 254.0), -127.0, 127.0);
+                wh |= pack_byte(h, j);
+                wl |= pack_byte(l, j);
+            }
+            sbh[cc * SBS + q] = wh;
+            sbl[cc * SBS + q] = wl;
+        }
+        barrier();
+        [[unroll]] for (uint ks = 0; ks < KS / 32u; ++ks) {
+#if defined(COOPMAT)
+            icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fa[FM];
+            [[unroll]] for (uint i = 0; i < FM; ++i) {
+                coopMatLoadNV(fa[i], sa, ks * 32u * SAS + (fr0 + 16u * i) / 4u, SAS, true);
+            }
+            [[unroll]] for (uint j = 0; j < FN; ++j) {
+                icoopmatNV<8, gl_ScopeSubgroup, 32, NS> fh, fl;
+                coopMatLoadNV(fh, sbh, (fcl + NS * j) * SBS + ks * 8u, SBS, true);
+                coopMatLoadNV(fl, sbl, (fcl + NS * j) * SBS + ks * 8u, SBS, true);
+                [[unroll]] for (uint i = 0; i < FM; ++i) {
+                    ch[i * FN + j] = coopMatMulAddNV(fa[i], fh, ch[i * FN + j]);
+                    cl[i * FN + j] = coopMatMulAddNV(fa[i], fl, cl[i * FN + j]);
+                }
+            }
+#else
+            [[unroll]] for (uint f = 0; f < NF; ++f) {
+                for (uint e = 0; e < E; ++e) {
+                    const uint idx = e * 32u + lane;
+                    const uint r = fr0 + 16u * (f / FN) + idx % 16u;
+                    const uint c = fcl + NS * (f % FN) + idx / 16u;
+                    int s_h = 0, s_l = 0;
+                    for (uint kq = 0; kq < 32u; ++kq) {
+                        const int wa = byte_at(sa[(ks * 32u + kq) * SAS + r / 4u], r % 4u);
+                        s_h += wa * byte_at(sbh[c * SBS + ks * 8u + kq / 4u], kq % 4u);
+                        s_l += wa * byte_at(sbl[c * SBS + ks * 8u + kq / 4u], kq % 4u);
+                    }
+                    sh[f * E + e] += s_h;
+                    sl[f * E + e] += s_l;
+                }
+            }
+#endif
+        }
+        barrier();
+    }
+
+    // The integer sums, through this subgroup's slot (column-major: lane l of element e holds
+    // row idx % 16, column idx / 16 of the fragment, idx = 32 e + l), scaled and stored.
+    [[unroll]] for (uint f = 0; f < NF; ++f) {
+        int hs[E], ls[E];
+#if defined(COOPMAT)
+        coopMatStoreNV(ch[f], slot, sbase, 16u, true);
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        [[unroll]] for (uint e = 0; e < E; ++e) { hs[e] = slot[sbase + e * 32u + lane]; }
+        subgroupBarrier();
+        coopMatStoreNV(cl[f], slot, sbase, 16u, true);
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        [[unroll]] for (uint e = 0; e < E; ++e) { ls[e] = slot[sbase + e * 32u + lane]; }
+        subgroupBarrier();
+#else
+        [[unroll]] for (uint e = 0; e < E; ++e) { hs[e] = sh[f * E + e]; ls[e] = sl[f * E + e]; }
+#endif
+        [[unroll]] for (uint e = 0; e < E; ++e) {
+            const uint idx = e * 32u + lane;
+            const uint cl_ = fcl + NS * (f % FN) + idx / 16u;
+            const uint i0 = i00 + fr0 + 16u * (f / FN) + idx % 16u;
+            const uint i1 = c0 + cl_;
+            if (i1 < ne1) {
+                const float v = (float(hs[e]) + float(ls[e]) * (1.0 / 254.0)) * sm[cl_];
+                if (slices > 1u) {
+                    d[D_OFF + slice * P2 + ((i3 * pc.d_ne.z + i2) * ne1 + i1) * ne0 + i0] = v;
+                } else {
+                    d[D_OFF + strided(uvec4(i0, i1, i2, i3), pc.d_nb)] = v;
+                }
+            }
+        }
+    }
+}
