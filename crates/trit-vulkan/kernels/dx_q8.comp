@@ -185,9 +185,16 @@ void main() {
         }
 #endif
         // B: columns c0 .. c0 + 63, rows k0 .. k0 + 63, times the rows' block scales, in hi
-        // and lo int8; four consecutive k per item.
+        // and lo int8; four consecutive k per item. An invocation's items share their k
+        // (WG is a multiple of KS / 4), so it reads those four block scales once.
+        const uint q = t % (KS / 4u);
+        float da[4];
+        [[unroll]] for (uint j = 0; j < 4u; ++j) {
+            const uint k = k0 + 4u * q + j;
+            da[j] = k < K ? half_at(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT) : 0.0;
+        }
         for (uint it = t; it < TN * (KS / 4u); it += WG) {
-            const uint cc = it / (KS / 4u), q = it % (KS / 4u);
+            const uint cc = it / (KS / 4u);
             const uint i1 = c0 + cc;
             const float inv = sinv[cc];
             uint wh = 0u, wl = 0u;
@@ -195,8 +202,7 @@ void main() {
                 const uint k = k0 + 4u * q + j;
                 float v = 0.0;
                 if (k < K && i1 < ne1) {
-                    const float da = half_at(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT);
-                    v = b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] * da;
+                    v = b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] * da[j];
                 }
                 const float x = v * inv;
                 const float h = clamp(round(x), -127.0, 127.0);
