@@ -17,6 +17,9 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("mm_tq1_8", "mul_mat.comp", &["A_TQ1", "NCOLS=8"]),
     ("mmt_f32", "mul_mm.comp", &["A_F32"]),
     ("mmt_f16", "mul_mm.comp", &["A_F16"]),
+    // f16 weights on tensor cores (f16 16 x 16 x 16 into f32); `_emu`: emulated, for tests.
+    ("mmt_f16_cm", "mul_mm_f16_cm.comp", &[]),
+    ("mmt_f16_emu", "mul_mm_f16_cm.comp", &[]),
     ("mmt_tq2", "mul_mm.comp", &["A_TQ2"]),
     ("mmt_tq1", "mul_mm.comp", &["A_TQ1"]),
     ("quant_q8k", "quant_q8k.comp", &[]),

@@ -36,6 +36,26 @@ fn cm_shape(name: &str) -> Option<(u32, u32, u32)> {
     Some(if name.ends_with("_n16_cm") { (16, 16, 32) } else { (16, 8, 32) })
 }
 
+/// The tensor-core kernel for an f16-weight product of more than 8 columns
+/// (`mul_mm_f16_cm.comp`, 128 x 64 tiles): `mmt_f16_cm` where the device has f16 16 x 16 x 16
+/// cooperative matrices into f32 and subgroups of 32, `mmt_f16_emu` under
+/// `set_coopmat_emulation`; None: the FMA kernel (`mmt_f16`, 64 x 64 tiles).
+pub(crate) fn f16_cm_kernel(gpu: &Gpu) -> Option<&'static str> {
+    use ash::vk::ComponentTypeNV as C;
+    let name = if gpu.limits.coopmat_emu.load(Ordering::Relaxed) != 0 {
+        "mmt_f16_emu"
+    } else if gpu.coopmat() && gpu.subgroup_size == 32 && gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32) {
+        "mmt_f16_cm"
+    } else {
+        return None;
+    };
+    let ok = gpu.has_pipeline(name);
+    if ok {
+        COOPMAT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    }
+    ok.then_some(name)
+}
+
 /// Whether a kernel variant can be built where the device lists these cooperative-matrix
 /// shapes and has this subgroup size: the `_cm` tile kernels need their shape listed and
 /// subgroups of 32 (their layout of subgroups over the tile); other kernels are not judged

@@ -393,9 +393,13 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             // 64x64 tiles through shared memory.
             let cols = ne(s1)[1] as u64;
             let tiled = cols > 8;
-            let kernel = match cols {
-                1 => format!("mm_{name}_1"),
-                2..=8 => format!("mm_{name}_8"),
+            // f16 weights over many columns: 128-row tiles on tensor cores where the device has them.
+            let f16_cm = if t0 == F16 && tiled { crate::matvec::f16_cm_kernel(rec.gpu()) } else { None };
+            let tile_rows = if f16_cm.is_some() { 128 } else { 64 };
+            let kernel = match (cols, f16_cm) {
+                (_, Some(k)) => k.to_string(),
+                (1, _) => format!("mm_{name}_1"),
+                (2..=8, _) => format!("mm_{name}_8"),
                 _ => format!("mmt_{name}"),
             };
             (p.a_ne, p.a_nb) = shape(s0, a_el);
@@ -432,7 +436,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             // Workgroups for `nr` weight rows.
             let groups_for_rows = |nr: u64| {
                 if tiled {
-                    nr.div_ceil(64) * cols.div_ceil(64) * batches
+                    nr.div_ceil(tile_rows) * cols.div_ceil(64) * batches
                 } else {
                     nr * cols.div_ceil(if cols == 1 { 1 } else { 8 }) * batches
                 }

@@ -216,6 +216,60 @@ fn mul_mat_coopmat_paths() {
     trit_vulkan::set_mmq_big_tiles(false);
 }
 
+/// f16-weight products of more than 8 columns on tensor cores (kernels/mul_mm_f16_cm.comp:
+/// 128 x 64 tiles, f16 16 x 16 x 16 into f32), emulated on any device and for real where the
+/// device lists that shape. Activations are rounded to f16 as the CPU rounds them, so only
+/// the order of the f32 sums differs: held to 1e-6, not the f16 path's general 5e-4. Shapes:
+/// k not a multiple of the 32-wide slices (and odd), partial row and column tiles,
+/// broadcast batches, a permuted weight (rows strided), an LM-head-like product.
+#[test]
+fn mul_mat_f16_tensor_cores() {
+    let Some((_g, b)) = setup() else { return };
+    let real = trit_vulkan::coopmat_shapes().contains(&(16, 16, 16, 0, 1));
+    let mut modes = vec![("emulated", 1)];
+    if real {
+        modes.push(("tensor cores", 0));
+    } else {
+        println!("device: no f16 16x16x16 cooperative matrices: emulated only");
+    }
+    for (mode, emu) in modes {
+        trit_vulkan::set_coopmat_emulation(emu);
+        for &(k, rows, cols, batch, bcast) in &[
+            (64i64, 20i64, 9i64, [1i64, 1i64], [1i64, 1i64]),
+            (301, 130, 70, [1, 1], [1, 1]),
+            (256, 128, 64, [2, 3], [1, 2]),
+            (2560, 1000, 130, [1, 1], [1, 1]),
+            (33, 257, 65, [2, 1], [2, 1]),
+        ] {
+            let before = trit_vulkan::coopmat_dispatch_count();
+            check(
+                &b,
+                &format!("mul_mat f16 ({mode}) k={k} rows={rows} cols={cols} batch={batch:?} bcast={bcast:?}"),
+                &|ctx, ins| unsafe {
+                    let a = input(ctx, ins, F16, &[k, rows, batch[0], batch[1]], Fill::Uniform);
+                    let x = input(ctx, ins, F32, &[k, cols, batch[0] * bcast[0], batch[1] * bcast[1]], Fill::Uniform);
+                    sys::ggml_mul_mat(ctx, a, x)
+                },
+                NMSE_TR,
+            );
+            assert!(trit_vulkan::coopmat_dispatch_count() > before, "{mode}: not the tensor-core kernel");
+        }
+        let before = trit_vulkan::coopmat_dispatch_count();
+        check(
+            &b,
+            &format!("mul_mat f16 ({mode}) permuted weight (attention's K)"),
+            &|ctx, ins| unsafe {
+                let a = input(ctx, ins, F16, &[40, 3, 70], Fill::Uniform);
+                let x = input(ctx, ins, F32, &[40, 20, 3], Fill::Uniform);
+                sys::ggml_mul_mat(ctx, sys::ggml_permute(ctx, a, 0, 2, 1, 3), x)
+            },
+            NMSE_TR,
+        );
+        assert!(trit_vulkan::coopmat_dispatch_count() > before, "{mode}: not the tensor-core kernel");
+    }
+    trit_vulkan::set_coopmat_emulation(0);
+}
+
 #[test]
 fn mul_mat_attention_views() {
     let Some((_g, b)) = setup() else { return };
