@@ -39,12 +39,19 @@ fn cm_shape(name: &str) -> Option<(u32, u32, u32)> {
 /// The tensor-core kernel for an f16-weight product of more than 8 columns
 /// (`mul_mm_f16_cm.comp`, 128 x 64 tiles): `mmt_f16_cm` where the device has f16 16 x 16 x 16
 /// cooperative matrices into f32 and subgroups of 32, `mmt_f16_emu` under
-/// `set_coopmat_emulation`; None: the FMA kernel (`mmt_f16`, 64 x 64 tiles).
+/// `set_coopmat_emulation`; None: the FMA kernel (`mmt_f16`, 64 x 64 tiles; also with
+/// TRIT_VULKAN_MMT_F16_CM=0, for A/B runs).
 pub(crate) fn f16_cm_kernel(gpu: &Gpu) -> Option<&'static str> {
     use ash::vk::ComponentTypeNV as C;
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("TRIT_VULKAN_MMT_F16_CM").is_ok_and(|v| v == "0"));
     let name = if gpu.limits.coopmat_emu.load(Ordering::Relaxed) != 0 {
         "mmt_f16_emu"
-    } else if gpu.coopmat() && gpu.subgroup_size == 32 && gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32) {
+    } else if !off
+        && gpu.coopmat()
+        && gpu.subgroup_size == 32
+        && gpu.has_coopmat_shape(16, 16, 16, C::FLOAT16, C::FLOAT32)
+    {
         "mmt_f16_cm"
     } else {
         return None;
