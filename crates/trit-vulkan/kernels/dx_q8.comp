@@ -109,6 +109,88 @@ int byte_at(uint w, uint i) { return int(w << (24u - 8u * i)) >> 24; }
 // Byte i of a signed value in -127..127.
 uint pack_byte(float v, uint i) { return (uint(int(v)) & 0xFFu) << (8u * i); }
 
+// Registers between a step's global loads and its shared-memory stores: A's int8 codes
+// (TQ2_0: words w and 8 + w of rows it / 8, it = t + 256 l; TQ1_0: word it % 16 of row
+// it / 16, it = t + 256 l) and B's values times their rows' block scales (column
+// (t + 256 l) / 16, rows 4 (t % 16) + j).
+uint ra[4];
+float rv[16];
+
+// Step k0 (rows k0 .. k0 + KS - 1, zeros past K) of the tile into the registers.
+void load_step(uint a_base, uint b_base, uint blk, uint e0, uint c0, uint ne1, uint k0, uint K, uint t) {
+#if defined(A_TQ2)
+    // TQ2_0: byte x (0..31) of 32-byte group g holds elements 128 g + 32 s + x at bit 2 s,
+    // so the word at bytes 4w .. 4w + 3 of group e0 / 128 holds elements e0 + 4w .. +3 at
+    // bit s0 = 2 (e0 % 128) / 32 and e0 + 32 + 4w .. +3 at bit s0 + 2.
+    const uint s0 = ((e0 & 127u) >> 5) * 2u;
+    [[unroll]] for (uint l = 0; l < 2u; ++l) {
+        const uint it = t + l * WG;
+        const uint k = k0 + it / 8u, w = it % 8u;
+        uint lo = 0u, hi = 0u;
+        if (k < K) {
+            const uint cw = load32(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + (e0 >> 7) * 32u + 4u * w);
+            lo = to_signed((cw >> s0) & 0x03030303u);
+            hi = to_signed((cw >> (s0 + 2u)) & 0x03030303u);
+        }
+        ra[2u * l] = lo;
+        ra[2u * l + 1u] = hi;
+    }
+#else
+    [[unroll]] for (uint l = 0; l < 4u; ++l) {
+        const uint it = t + l * WG;
+        const uint k = k0 + it / 16u;
+        ra[l] = k < K ? to_signed(codes4(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES, e0 + 4u * (it % 16u))) : 0u;
+    }
+#endif
+    // B: four consecutive k per item; an invocation's items share their k (WG is a multiple
+    // of KS / 4), so it reads those four block scales once.
+    const uint q = t % (KS / 4u);
+    float da[4];
+    [[unroll]] for (uint j = 0; j < 4u; ++j) {
+        const uint k = k0 + 4u * q + j;
+        da[j] = k < K ? half_at(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT) : 0.0;
+    }
+    [[unroll]] for (uint l = 0; l < 4u; ++l) {
+        const uint i1 = c0 + (t + l * WG) / (KS / 4u);
+        [[unroll]] for (uint j = 0; j < 4u; ++j) {
+            const uint k = k0 + 4u * q + j;
+            rv[4u * l + j] = (k < K && i1 < ne1) ? b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] * da[j] : 0.0;
+        }
+    }
+}
+
+// The registers into shared memory: A's codes, B's values quantized against their column's
+// largest (hi and lo int8).
+void store_step(uint t) {
+#if defined(A_TQ2)
+    [[unroll]] for (uint l = 0; l < 2u; ++l) {
+        const uint it = t + l * WG;
+        sa[(it / 8u) * SAS + it % 8u] = ra[2u * l];
+        sa[(it / 8u) * SAS + 8u + it % 8u] = ra[2u * l + 1u];
+    }
+#else
+    [[unroll]] for (uint l = 0; l < 4u; ++l) {
+        const uint it = t + l * WG;
+        sa[(it / 16u) * SAS + it % 16u] = ra[l];
+    }
+#endif
+    const uint q = t % (KS / 4u);
+    [[unroll]] for (uint l = 0; l < 4u; ++l) {
+        const uint cc = (t + l * WG) / (KS / 4u);
+        const float inv = sinv[cc];
+        uint wh = 0u, wl = 0u;
+        [[unroll]] for (uint j = 0; j < 4u; ++j) {
+            const float x = rv[4u * l + j] * inv;
+            const float h = clamp(round(x), -127.0, 127.0);
+            const float lo = clamp(round((x - h) * 254.0), -127.0, 127.0);
+            wh |= pack_byte(h, j);
+            wl |= pack_byte(lo, j);
+        }
+        sbh[cc * SBS + q] = wh;
+        sbl[cc * SBS + q] = wl;
+    }
+}
+
 void main() {
     const uint t = gl_LocalInvocationID.x;
     const uint ne0 = pc.d_ne.x, ne1 = pc.d_ne.y;
@@ -158,62 +240,13 @@ void main() {
 #endif
     barrier(); // sinv
 
+    // Software pipelining: the global loads of step k0 + KS go to registers while the
+    // products of step k0 run; they go to shared memory after the step's second barrier.
+    load_step(a_base, b_base, blk, e0, c0, ne1, k_lo, K, t);
     for (uint k0 = k_lo; k0 < K; k0 += KS) {
-        // A: the codes of rows k0 .. k0 + 63, elements e0 .. e0 + 63 of block blk, as int8.
-#if defined(A_TQ2)
-        // TQ2_0: byte x (0..31) of 32-byte group g holds elements 128 g + 32 s + x at bit 2 s,
-        // so the word at bytes 4w .. 4w + 3 of group e0 / 128 holds elements e0 + 4w .. +3 at
-        // bit s0 = 2 (e0 % 128) / 32 and e0 + 32 + 4w .. +3 at bit s0 + 2.
-        const uint s0 = ((e0 & 127u) >> 5) * 2u;
-        for (uint it = t; it < KS * 8u; it += WG) {
-            const uint kk = it / 8u, w = it % 8u;
-            const uint k = k0 + kk;
-            uint lo = 0u, hi = 0u;
-            if (k < K) {
-                const uint cw = load32(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + (e0 >> 7) * 32u + 4u * w);
-                lo = to_signed((cw >> s0) & 0x03030303u);
-                hi = to_signed((cw >> (s0 + 2u)) & 0x03030303u);
-            }
-            sa[kk * SAS + w] = lo;
-            sa[kk * SAS + 8u + w] = hi;
-        }
-#else
-        for (uint it = t; it < KS * 16u; it += WG) {
-            const uint kk = it / 16u, q = it % 16u;
-            const uint k = k0 + kk;
-            sa[kk * SAS + q] = k < K ? to_signed(codes4(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES, e0 + 4u * q)) : 0u;
-        }
-#endif
-        // B: columns c0 .. c0 + 63, rows k0 .. k0 + 63, times the rows' block scales, in hi
-        // and lo int8; four consecutive k per item. An invocation's items share their k
-        // (WG is a multiple of KS / 4), so it reads those four block scales once.
-        const uint q = t % (KS / 4u);
-        float da[4];
-        [[unroll]] for (uint j = 0; j < 4u; ++j) {
-            const uint k = k0 + 4u * q + j;
-            da[j] = k < K ? half_at(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT) : 0.0;
-        }
-        for (uint it = t; it < TN * (KS / 4u); it += WG) {
-            const uint cc = it / (KS / 4u);
-            const uint i1 = c0 + cc;
-            const float inv = sinv[cc];
-            uint wh = 0u, wl = 0u;
-            [[unroll]] for (uint j = 0; j < 4u; ++j) {
-                const uint k = k0 + 4u * q + j;
-                float v = 0.0;
-                if (k < K && i1 < ne1) {
-                    v = b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] * da[j];
-                }
-                const float x = v * inv;
-                const float h = clamp(round(x), -127.0, 127.0);
-                const float l = clamp(round((x - h) * 254.0), -127.0, 127.0);
-                wh |= pack_byte(h, j);
-                wl |= pack_byte(l, j);
-            }
-            sbh[cc * SBS + q] = wh;
-            sbl[cc * SBS + q] = wl;
-        }
+        store_step(t);
         barrier();
+        if (k0 + KS < K) { load_step(a_base, b_base, blk, e0, c0, ne1, k0 + KS, K, t); }
         [[unroll]] for (uint ks = 0; ks < KS / 32u; ++ks) {
 #if defined(COOPMAT)
             icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fa[FM];
