@@ -1,18 +1,27 @@
 #version 450
-// Per-column scales of dx_q8.comp's int8 operand: for column c = (i3 ne2 + i2) ne1 + i1 of B
-// ([ne1, K, ne2, ne3] in the OUT_PROD's operand order, strides in elements) and block column
-// j of the ternary A (its elements 256 j .. 256 j + 255 of every row k),
-// d[D_OFF + c * (ne0 / 256) + j] = max_k |B[i1, k, i2, i3] * dA[k, j]|, dA[k, j] being the fp16
-// scale of block j of row k (the product dx_q8.comp quantizes, computed the same way).
-// A NaN or infinite product gives a NaN scale, so the gradient comes out NaN rather than
-// finite and wrong. One workgroup per column; invocations stride over k.
+// Per-column scales of dx_q8.comp's int8 operand, in two passes over scratch.
+// D_GATHER (TQ2_0 / TQ1_0 A, [ne0, K, a2, a3]): the fp16 block scales of A as f32, block
+// column j of row k of A batch ab = a3 * a_ne.z + a2 at d[D_OFF + (ab * nblk + j) * K + k]
+// (nblk = ne0 / 256): one row of k per block column, so the next pass reads them coalesced.
+// One invocation per scale.
+// Otherwise, binding 0 holds those scales (f32, from the pass above) and, for column
+// c = (i3 ne2 + i2) ne1 + i1 of B ([ne1, K, ne2, ne3] in the OUT_PROD's operand order, strides
+// in elements) and block column j, d[D_OFF + c * nblk + j] = max_k |B[i1, k, i2, i3] * dA[k, j]|
+// (the product dx_q8.comp quantizes, computed the same way). A NaN or infinite product gives a
+// NaN, so the gradient comes out NaN rather than finite and wrong. One workgroup per column;
+// invocations stride over k. Push constants: the OUT_PROD's (a_ne, a_nb of A; b_*; d_ne of dst).
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
+#if defined(D_GATHER)
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
+#else
+layout(std430, binding = 0) readonly buffer BufA { float ds[]; };
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
+#endif
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 
+#if defined(D_GATHER)
 #if defined(A_TQ2)
 #define BLOCK_BYTES 66u
 #define SCALE_AT 64u
@@ -20,16 +29,24 @@ layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 #define BLOCK_BYTES 54u
 #define SCALE_AT 52u
 #endif
-
-shared float part[256];
-
-// max that keeps a NaN.
-float nmax(float x, float y) { return (isnan(x) || isnan(y)) ? x + y : max(x, y); }
-
 float half_at(uint addr) {
     const uint w = a[addr >> 2];
     return unpackHalf2x16((addr & 2u) != 0u ? (w >> 16) : w).x;
 }
+
+void main() {
+    const uint i = wg_index() * 256u + gl_LocalInvocationID.x;
+    if (i >= N_ITEMS) { return; }
+    const uint K = pc.a_ne.y, nblk = pc.a_ne.x / 256u;
+    const uint k = i % K, j = (i / K) % nblk, ab = i / (K * nblk);
+    const uint a2 = ab % pc.a_ne.z, a3 = ab / pc.a_ne.z;
+    d[D_OFF + i] = half_at(A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w + k * pc.a_nb.y + j * BLOCK_BYTES + SCALE_AT);
+}
+#else
+shared float part[256];
+
+// max that keeps a NaN.
+float nmax(float x, float y) { return (isnan(x) || isnan(y)) ? x + y : max(x, y); }
 
 void main() {
     const uint c = wg_index();
@@ -40,12 +57,12 @@ void main() {
     const uint b_base = B_OFF + i1 * pc.b_nb.x + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
     const uint a2 = i2 / (pc.d_ne.z / pc.a_ne.z);
     const uint a3 = i3 / (pc.d_ne.w / pc.a_ne.w);
-    const uint a_base = A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
     const uint nblk = pc.a_ne.x / 256u;
+    const uint s_base = A_OFF + (a3 * pc.a_ne.z + a2) * nblk * K;
     for (uint j = 0; j < nblk; ++j) {
         float m = 0.0;
         for (uint k = t; k < K; k += 256u) {
-            const float v = b[b_base + k * pc.b_nb.y] * half_at(a_base + k * pc.a_nb.y + j * BLOCK_BYTES + SCALE_AT);
+            const float v = b[b_base + k * pc.b_nb.y] * ds[s_base + j * K + k];
             m = nmax(m, isinf(v) ? v - v : abs(v));
         }
         part[t] = m;
@@ -58,3 +75,4 @@ void main() {
         barrier();
     }
 }
+#endif

@@ -302,10 +302,16 @@ fn dxq_groups() -> u64 {
     *N.get_or_init(|| std::env::var("TRIT_VULKAN_DXQ_SPLIT_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(660))
 }
 
-/// Blocks of 256 along a ternary weight's rows: the per-column scales of `dx_q8.comp` are
-/// per block column.
+/// The per-column scales of `dx_q8.comp`: one per column and block column of W (blocks of
+/// 256 along its rows).
 fn dxq_scales(op: *const sys::ggml_tensor) -> u64 {
     columns(op) * (ne(src(op, 0))[0] as u64 / 256)
+}
+
+/// W's block scales as f32, one row of k per block column and batch of W (dx_q8_scale.comp).
+fn dxq_block_scales(op: *const sys::ggml_tensor) -> u64 {
+    let [n0, k, a2, a3] = ne(src(op, 0)).map(|x| x as u64);
+    n0 / 256 * k * a2 * a3
 }
 
 /// Output tiles (128 x 128) of the tensor-core OUT_PROD.
@@ -378,6 +384,7 @@ pub(super) fn scratch_bytes(gpu: &Gpu, op: *const sys::ggml_tensor, align: u64) 
         sys::GGML_OP_CROSS_ENTROPY_LOSS => (rows(src(op, 0)) * 4).next_multiple_of(align.max(256)),
         sys::GGML_OP_OUT_PROD if dx_q8_kernel(gpu, op).is_some() => {
             (dxq_scales(op) * 4).next_multiple_of(align.max(256))
+                + (dxq_block_scales(op) * 4).next_multiple_of(align.max(256))
         }
         sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT if cm_kernel(gpu, op).is_some() => {
             (columns(op) * 4).next_multiple_of(align.max(256))
@@ -465,8 +472,9 @@ fn record_out_prod_cm(
     record_out_prod(rec, op, name, a, b, Some(scales), cm_tiles(op), p)
 }
 
-/// The int8 tensor-core input gradient: per column and block column of W the largest
-/// |dY * block scale| (dx_q8_scale.comp), then the product (dx_q8.comp).
+/// The int8 tensor-core input gradient: W's block scales gathered as f32, per column and
+/// block column of W the largest |dY * block scale| (both dx_q8_scale.comp), then the product
+/// (dx_q8.comp).
 fn record_dx_q8(
     rec: &mut Recorder,
     op: *const sys::ggml_tensor,
@@ -476,10 +484,14 @@ fn record_dx_q8(
     p: Push,
 ) -> Result<()> {
     let scales = rec.scratch(dxq_scales(op) * 4)?;
+    let block_scales = rec.scratch(dxq_block_scales(op) * 4)?;
     let mut ps = p;
+    let n = dxq_block_scales(op);
+    ps.m0[1] = n as u32;
+    let gather = if ty(src(op, 0)) == TQ2 { "dx_q8_dgather_tq2" } else { "dx_q8_dgather_tq1" };
+    rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
     ps.m0[1] = columns(op) as u32;
-    let pass = if ty(src(op, 0)) == TQ2 { "dx_q8_scale_tq2" } else { "dx_q8_scale_tq1" };
-    rec.dispatch(pass, a, Some(b), scales, ps, columns(op))?;
+    rec.dispatch("dx_q8_colmax", block_scales, Some(b), scales, ps, columns(op))?;
     DXQ_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     record_out_prod(rec, op, name, a, b, Some(scales), out_prod_tiles(op), p)
 }
