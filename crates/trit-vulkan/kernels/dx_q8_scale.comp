@@ -8,8 +8,8 @@
 // c = (i3 ne2 + i2) ne1 + i1 of B ([ne1, K, ne2, ne3] in the OUT_PROD's operand order, strides
 // in elements) and block column j, d[D_OFF + c * nblk + j] = max_k |B[i1, k, i2, i3] * dA[k, j]|
 // (the product dx_q8.comp quantizes, computed the same way). A NaN or infinite product gives a
-// NaN, so the gradient comes out NaN rather than finite and wrong. One workgroup per column;
-// invocations stride over k. Push constants: the OUT_PROD's (a_ne, a_nb of A; b_*; d_ne of dst).
+// NaN, so the gradient comes out NaN rather than finite and wrong. One workgroup per column
+// and block column (item c * nblk + j); invocations stride over k. Push constants: the OUT_PROD's (a_ne, a_nb of A; b_*; d_ne of dst).
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
@@ -49,30 +49,28 @@ shared float part[256];
 float nmax(float x, float y) { return (isnan(x) || isnan(y)) ? x + y : max(x, y); }
 
 void main() {
-    const uint c = wg_index();
-    if (c >= N_ITEMS) { return; }
+    const uint item = wg_index();
+    if (item >= N_ITEMS) { return; }
     const uint t = gl_LocalInvocationID.x;
+    const uint nblk = pc.a_ne.x / 256u;
+    const uint c = item / nblk, j = item % nblk;
     const uint ne1 = pc.b_ne.x, K = pc.b_ne.y;
     const uint i1 = c % ne1, i2 = (c / ne1) % pc.b_ne.z, i3 = c / (ne1 * pc.b_ne.z);
     const uint b_base = B_OFF + i1 * pc.b_nb.x + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
     const uint a2 = i2 / (pc.d_ne.z / pc.a_ne.z);
     const uint a3 = i3 / (pc.d_ne.w / pc.a_ne.w);
-    const uint nblk = pc.a_ne.x / 256u;
-    const uint s_base = A_OFF + (a3 * pc.a_ne.z + a2) * nblk * K;
-    for (uint j = 0; j < nblk; ++j) {
-        float m = 0.0;
-        for (uint k = t; k < K; k += 256u) {
-            const float v = b[b_base + k * pc.b_nb.y] * ds[s_base + j * K + k];
-            m = nmax(m, isinf(v) ? v - v : abs(v));
-        }
-        part[t] = m;
-        barrier();
-        [[unroll]] for (uint s = 128u; s > 0u; s >>= 1) {
-            if (t < s) { part[t] = nmax(part[t], part[t + s]); }
-            barrier();
-        }
-        if (t == 0u) { d[D_OFF + c * nblk + j] = part[0]; }
+    const uint s_base = A_OFF + ((a3 * pc.a_ne.z + a2) * nblk + j) * K;
+    float m = 0.0;
+    for (uint k = t; k < K; k += 256u) {
+        const float v = b[b_base + k * pc.b_nb.y] * ds[s_base + k];
+        m = nmax(m, isinf(v) ? v - v : abs(v));
+    }
+    part[t] = m;
+    barrier();
+    [[unroll]] for (uint s = 128u; s > 0u; s >>= 1) {
+        if (t < s) { part[t] = nmax(part[t], part[t + s]); }
         barrier();
     }
+    if (t == 0u) { d[D_OFF + item] = part[0]; }
 }
 #endif

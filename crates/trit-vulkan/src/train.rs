@@ -490,8 +490,9 @@ fn record_dx_q8(
     ps.m0[1] = n as u32;
     let gather = if ty(src(op, 0)) == TQ2 { "dx_q8_dgather_tq2" } else { "dx_q8_dgather_tq1" };
     rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
-    ps.m0[1] = columns(op) as u32;
-    rec.dispatch("dx_q8_colmax", block_scales, Some(b), scales, ps, columns(op))?;
+    let items = dxq_scales(op);
+    ps.m0[1] = items as u32;
+    rec.dispatch("dx_q8_colmax", block_scales, Some(b), scales, ps, items)?;
     DXQ_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     record_out_prod(rec, op, name, a, b, Some(scales), out_prod_tiles(op), p)
 }
