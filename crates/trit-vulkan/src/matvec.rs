@@ -36,6 +36,28 @@ fn cm_shape(name: &str) -> Option<(u32, u32, u32)> {
     Some(if name.ends_with("_n16_cm") { (16, 16, 32) } else { (16, 8, 32) })
 }
 
+/// The int8 cooperative-matrix variant of tile kernel `base` (`mul_mmq_tq_cm.comp`,
+/// `dx_q8.comp`): under `set_coopmat_emulation` `{base}_emu` / `{base}_n16_emu`; otherwise
+/// `{base}_cm` (16 x 8 x 32) or `{base}_n16_cm` (16 x 16 x 32), the first whose shape the
+/// device lists and whose pipeline was built (only with subgroups of 32: `cm_variant_usable`).
+/// None: none applies.
+pub(crate) fn int8_cm_variant(gpu: &Gpu, base: &str) -> Option<String> {
+    use ash::vk::ComponentTypeNV as C;
+    let emu = gpu.limits.coopmat_emu.load(Ordering::Relaxed);
+    let name = if emu != 0 {
+        format!("{base}{}_emu", if emu == 16 { "_n16" } else { "" })
+    } else if gpu.coopmat() {
+        [("_cm", 8), ("_n16_cm", 16)]
+            .iter()
+            .filter(|&&(_, n)| gpu.has_coopmat_shape(16, n, 32, C::SINT8, C::SINT32))
+            .map(|(suffix, _)| format!("{base}{suffix}"))
+            .find(|k| gpu.has_pipeline(k))?
+    } else {
+        return None;
+    };
+    gpu.has_pipeline(&name).then_some(name)
+}
+
 /// The tensor-core kernel for an f16-weight product of more than 8 columns
 /// (`mul_mm_f16_cm.comp`, 128 x 64 tiles): `mmt_f16_cm` where the device has f16 16 x 16 x 16
 /// cooperative matrices into f32 and subgroups of 32, `mmt_f16_emu` under
@@ -150,21 +172,7 @@ pub(crate) fn encode_to(
     if wide {
         // Tensor cores where the device has them (same tiles, so the same workgroup count).
         let t = if ty(s0) == TQ2 { "tq2" } else { "tq1" };
-        let base = format!("mmq{big}_{t}{res}");
-        let emu = gpu.limits.coopmat_emu.load(Ordering::Relaxed);
-        let cm = if emu != 0 {
-            Some(format!("{base}{}_emu", if emu == 16 { "_n16" } else { "" }))
-        } else if gpu.coopmat() {
-            use ash::vk::ComponentTypeNV as C;
-            [("_cm", 8), ("_n16_cm", 16)]
-                .iter()
-                .filter(|&&(_, n)| gpu.has_coopmat_shape(16, n, 32, C::SINT8, C::SINT32))
-                .map(|(suffix, _)| format!("{base}{suffix}"))
-                .find(|k| gpu.has_pipeline(k))
-        } else {
-            None
-        };
-        if let Some(k) = cm.filter(|k| gpu.has_pipeline(k)) {
+        if let Some(k) = int8_cm_variant(&gpu, &format!("mmq{big}_{t}{res}")) {
             kernel = k;
             COOPMAT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
         }

@@ -266,29 +266,13 @@ fn dx_q8_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<String> {
         TQ1 => "tq1",
         _ => return None,
     };
-    let emu = gpu.limits.coopmat_emu.load(Relaxed);
-    let name = if emu != 0 {
-        format!("dx_q8_{t}{}_emu", if emu == 16 { "_n16" } else { "" })
-    } else if gpu.coopmat() && gpu.subgroup_size == 32 {
-        use ash::vk::ComponentTypeNV as C;
-        [("_cm", 8), ("_n16_cm", 16)]
-            .iter()
-            .filter(|&&(_, n)| gpu.has_coopmat_shape(16, n, 32, C::SINT8, C::SINT32))
-            .map(|(suffix, _)| format!("dx_q8_{t}{suffix}"))
-            .find(|k| gpu.has_pipeline(k))?
-    } else {
-        return None;
-    };
-    gpu.has_pipeline(&name).then_some(name)
+    crate::matvec::int8_cm_variant(gpu, &format!("dx_q8_{t}"))
 }
 
-/// Whether this device runs `dx_q8.comp` on its tensor cores (not emulated) when asked.
+/// Whether this device runs `dx_q8.comp` on its tensor cores (not emulated) when asked: a
+/// `_cm` variant was built (its shape listed, subgroups of 32: `cm_variant_usable`).
 pub(crate) fn dx_q8_available(gpu: &Gpu) -> bool {
-    use ash::vk::ComponentTypeNV as C;
-    gpu.coopmat()
-        && gpu.subgroup_size == 32
-        && [8, 16].iter().any(|&n| gpu.has_coopmat_shape(16, n, 32, C::SINT8, C::SINT32))
-        && (gpu.has_pipeline("dx_q8_tq2_cm") || gpu.has_pipeline("dx_q8_tq2_n16_cm"))
+    gpu.coopmat() && (gpu.has_pipeline("dx_q8_tq2_cm") || gpu.has_pipeline("dx_q8_tq2_n16_cm"))
 }
 
 /// Ternary input gradients recorded with `dx_q8.comp` so far in this process (tests).
