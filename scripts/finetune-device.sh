@@ -131,7 +131,7 @@ profiled() {
   echo "== $name: trit finetune on Vulkan under TRIT_VULKAN_PROFILE=1 $*: 4 steps" | tee -a "$OUT/profile.txt"
   env TRIT_VULKAN_PROFILE=1 "${vars[@]}" timeout "$(budget 150)" $B/trit "${FT[@]}" "${flags[@]}" --device vulkan --max-steps 4 -t "$NCPU" \
     -o /tmp/vkp.gguf --log-csv "$W/$name.csv" > "$W/$name.log" 2>&1 || fail "$name run (exit $?)"
-  grep -E 'trit-vulkan profile|^  ' "$W/$name.log" >> "$OUT/profile.txt"
+  grep -E 'trit-vulkan profile|^  |GPU memory|memory by part|checkpointing keeps' "$W/$name.log" >> "$OUT/profile.txt"
   grep -c 'buffer of' "$W/$name.log" | sed 's/^/buffer allocations: /' >> "$OUT/profile.txt"
   tail -3 "$W/$name.csv" >> "$OUT/profile.txt"
 }

@@ -101,7 +101,21 @@ impl MemoryUse {
 }
 
 /// llama.cpp names each layer's residual output "l_out-<layer>": the checkpoints.
-const CHECKPOINT_PREFIX: &CStr = c"l_out-";
+const CHECKPOINT_PREFIX: &str = "l_out-";
+
+/// The checkpoint name prefixes: "l_out-" and, for experiments, the comma-separated prefixes
+/// in TRIT_CHECKPOINT_KEEP (forward tensors kept instead of recomputed).
+fn checkpoint_names() -> Result<CString> {
+    let mut names = CHECKPOINT_PREFIX.to_string();
+    if let Ok(extra) = std::env::var("TRIT_CHECKPOINT_KEEP") {
+        if !extra.is_empty() {
+            names.push(',');
+            names.push_str(&extra);
+        }
+    }
+    tracing::info!("gradient checkpointing keeps {names}");
+    CString::new(names).context("TRIT_CHECKPOINT_KEEP holds a NUL byte")
+}
 
 /// Shared with the optimizer-parameter callback that ggml-opt calls once per step.
 struct OptShared {
@@ -335,8 +349,9 @@ impl<'m> Session<'m> {
         unsafe { sys::llama_opt_init(ctx.as_ptr(), model.as_ptr(), lopt) };
         if params.gradient_checkpointing {
             let opt = opt_ctx(ctx.as_ptr())?;
-            // SAFETY: opt is live; the prefix is a static NUL-terminated string (ggml-opt copies it).
-            unsafe { sys::ggml_opt_set_checkpointing(opt, CHECKPOINT_PREFIX.as_ptr()) };
+            let keep = checkpoint_names()?;
+            // SAFETY: opt is live; the prefixes are a NUL-terminated string (ggml-opt copies it).
+            unsafe { sys::ggml_opt_set_checkpointing(opt, keep.as_ptr()) };
         }
         let n = params.n_ctx as i64;
         // SAFETY: plain constructors; null results are checked.

@@ -547,6 +547,20 @@ impl Recorder {
         overlaps(&self.writes) || (write && overlaps(&self.reads))
     }
 
+    /// A profile timestamp after `kernel`'s dispatch, named by its shape under
+    /// TRIT_VULKAN_PROFILE_SHAPES=1 (dst and A extents, workgroups).
+    fn profile_mark(&mut self, kernel: &str, push: &Push, groups: u64) {
+        let Some(p) = self.prof.as_mut() else { return };
+        if p.shapes {
+            let (d, a) = (push.d_ne, push.a_ne);
+            let key =
+                format!("{kernel} d{}x{}x{} a{}x{}x{} g{groups}", d[0], d[1], d[2] * d[3], a[0], a[1], a[2] * a[3]);
+            p.mark(&self.gpu, self.cmd, &key);
+        } else {
+            p.mark(&self.gpu, self.cmd, kernel);
+        }
+    }
+
     /// Record `groups` workgroups of `kernel`, split into tiles of at most
     /// maxComputeWorkGroupCount[0] (the tile base goes to the kernel as m0.x).
     pub fn dispatch(
@@ -697,9 +711,7 @@ impl Recorder {
                 base += n;
             }
         }
-        if let Some(p) = self.prof.as_mut() {
-            p.mark(&self.gpu, self.cmd, kernel);
-        }
+        self.profile_mark(kernel, &push, groups);
         self.in_chunk += 1;
         if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
             self.flush_chunk()?;
@@ -781,9 +793,7 @@ impl Recorder {
                 base += n;
             }
         }
-        if let Some(p) = self.prof.as_mut() {
-            p.mark(&self.gpu, self.cmd, kernel);
-        }
+        self.profile_mark(kernel, &push, groups);
         self.in_chunk += 1;
         if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
             self.flush_chunk()?;

@@ -309,9 +309,18 @@ impl Plan {
                 count(root);
             }
         }
+        // The graph may be one split of the scheduler's graph: a node of a later split (the
+        // backward pass after a CPU split, under gradient checkpointing) may read a candidate
+        // too. ggml's use counts cover the whole graph, so a candidate must also have at most
+        // one use there (a PERMUTE or RESHAPE counts as the one use of what it views).
+        let global = |i: usize| {
+            // SAFETY: graph and its node are live for the call.
+            let n = unsafe { sys::ggml_graph_use_count(graph, node(graph, i as i32)) };
+            n <= 1
+        };
         let once = |i: usize| {
             let p = node(graph, i as i32) as usize;
-            cand.binary_search_by_key(&p, |c| c.0).is_ok_and(|k| uses[k] == 1)
+            cand.binary_search_by_key(&p, |c| c.0).is_ok_and(|k| uses[k] == 1) && global(i)
         };
         let triples: Vec<usize> = triple_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let res_triples: Vec<usize> = res_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
@@ -320,7 +329,12 @@ impl Plan {
         // root of the PERMUTE and of the CONT's source): any other use makes it more.
         let uses_of = |i: usize| {
             let p = node(graph, i as i32) as usize;
-            cand.binary_search_by_key(&p, |c| c.0).map_or(0, |k| uses[k])
+            let local = cand.binary_search_by_key(&p, |c| c.0).map_or(0, |k| uses[k]);
+            if global(i) {
+                local
+            } else {
+                u32::MAX
+            }
         };
         let perm_triples: Vec<usize> =
             perm_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
@@ -609,10 +623,10 @@ impl Plan {
                 let mut p = Push::default();
                 (p.a_ne, p.a_nb) = shape(x, 4);
                 (p.d_ne, p.d_nb) = shape(next, 4);
-                let n = nelements(next);
-                p.m0[1] = n as u32;
+                p.m0[1] = nelements(next) as u32;
+                let groups = crate::ops::unary_fast(&mut p, x, next);
                 let (a, d) = (rec.bind(x, 4)?, rec.bind(next, 4)?);
-                rec.dispatch("relu_sqr_f32", a, None, d, p, n.div_ceil(256))?;
+                rec.dispatch("relu_sqr_f32", a, None, d, p, groups)?;
                 Ok(2)
             }
             _ => Ok(0),
@@ -676,7 +690,9 @@ fn relu_into_pre(graph: *mut sys::ggml_cgraph, n: i32, pre: &[usize], fusable: &
         });
         // SQR used once (by the MUL); the RELU's single use is the pair's condition.
         let uses = sqrs.binary_search_by_key(&(sq as usize), |e| e.0).map_or(0, |k| sqrs[k].1);
-        if !clobbered && uses == 1 {
+        // SAFETY: graph and sq are live (uses in other splits of the scheduler's graph count).
+        let elsewhere = unsafe { sys::ggml_graph_use_count(graph, sq) } > 1;
+        if !clobbered && uses == 1 && !elsewhere {
             found.push((m, r, x as usize));
         }
     }

@@ -341,6 +341,46 @@ fn groups_for(items: u64, per: u64) -> u64 {
     items.div_ceil(per)
 }
 
+/// binary.comp's P0 for dst = s0 op s1: 1 (s1 as large as dst), 2 (one element) or 3 (one
+/// row of ne0, repeated) where all three are contiguous, taking the kernel's path without
+/// index arithmetic; 0 (any strides) otherwise.
+pub(crate) fn binary_mode(
+    s0: *const sys::ggml_tensor,
+    s1: *const sys::ggml_tensor,
+    op: *const sys::ggml_tensor,
+) -> u32 {
+    if !(contiguous(s0) && contiguous(s1) && contiguous(op)) || ne(s0) != ne(op) {
+        return 0;
+    }
+    let (n, n1) = (nelements(op), nelements(s1));
+    if ne(s1) == ne(op) {
+        1
+    } else if n1 == 1 {
+        2
+    } else if n1 == ne(op)[0] as u64 && ne(s1)[0] == ne(op)[0] && n % n1 == 0 {
+        3
+    } else {
+        0
+    }
+}
+
+/// Sets unary.comp's P2 where `s0` and `op` are contiguous with as many elements (its path
+/// without index arithmetic, four elements per invocation); the workgroups for `n` elements.
+pub(crate) fn unary_fast(p: &mut Push, s0: *const sys::ggml_tensor, op: *const sys::ggml_tensor) -> u64 {
+    let n = nelements(op);
+    if contiguous(s0) && contiguous(op) && nelements(s0) == n {
+        p.m1[3] = 1;
+        n.div_ceil(1024)
+    } else {
+        n.div_ceil(256)
+    }
+}
+
+/// Workgroups of binary.comp for `n` elements in `mode` (`binary_mode`).
+pub(crate) fn binary_groups(n: u64, mode: u32) -> u64 {
+    n.div_ceil(if mode == 0 { 256 } else { 1024 })
+}
+
 fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
     Error::Unsupported { node: String::new(), op: format!("op {}", op_of(op)), why: why.to_string() }
 }
@@ -478,8 +518,9 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.d_ne, p.d_nb) = shape(op, 4);
             let n = nelements(op);
             p.m0[1] = n as u32;
+            p.m1[1] = binary_mode(s0, s1, op);
             let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-            rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+            rec.dispatch(kernel, a, Some(b), d, p, binary_groups(n, p.m1[1]))
         }
         sys::GGML_OP_SCALE
         | sys::GGML_OP_SQR
@@ -507,10 +548,10 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let (ea, ed) = (elsize(ty(s0)).unwrap_or(4), elsize(ty(op)).unwrap_or(4));
             (p.a_ne, p.a_nb) = shape(s0, ea);
             (p.d_ne, p.d_nb) = shape(op, ed);
-            let n = nelements(op);
-            p.m0[1] = n as u32;
+            p.m0[1] = nelements(op) as u32;
+            let groups = unary_fast(&mut p, s0, op);
             let (a, d) = (rec.bind(s0, ea)?, rec.bind(op, ed)?);
-            rec.dispatch(&kernel, a, None, d, p, groups_for(n, 256))
+            rec.dispatch(&kernel, a, None, d, p, groups)
         }
         sys::GGML_OP_GLU => {
             let kernel = match glu_op(op) {

@@ -30,6 +30,8 @@ pub(crate) struct Profile {
     /// graph's start summed (graph building, allocation and transfers outside the graphs).
     last_end: Option<Instant>,
     between: Duration,
+    /// TRIT_VULKAN_PROFILE_SHAPES=1: rows keyed by kernel and shape.
+    pub shapes: bool,
 }
 
 impl Profile {
@@ -56,6 +58,7 @@ impl Profile {
             gpu_total_ns: 0.0,
             last_end: None,
             between: Duration::ZERO,
+            shapes: std::env::var("TRIT_VULKAN_PROFILE_SHAPES").is_ok_and(|v| v == "1"),
         })
     }
 

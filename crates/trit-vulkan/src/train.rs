@@ -601,10 +601,10 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                 let mut pc = Push::default();
                 (pc.a_ne, pc.a_nb) = shape(s0, 4);
                 (pc.d_ne, pc.d_nb) = shape(op, 4);
-                let n = nelements(op);
-                pc.m0[1] = n as u32;
+                pc.m0[1] = nelements(op) as u32;
+                let groups = crate::ops::unary_fast(&mut pc, s0, op);
                 let a = rec.bind(s0, 4)?;
-                rec.dispatch("cpy_f32_f32", a, None, d, pc, groups_for(n, 256))?;
+                rec.dispatch("cpy_f32_f32", a, None, d, pc, groups)?;
             }
             (p.a_ne, p.a_nb) = shape(s1, 4);
             p.m1[1] = param_u32(op, 0) / 4;
@@ -635,10 +635,10 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let (ea, ed) = (elsize(ty(s0)).unwrap_or(4), elsize(ty(op)).unwrap_or(4));
             (p.a_ne, p.a_nb) = shape(s0, ea);
             (p.d_ne, p.d_nb) = shape(op, ed);
-            let n = nelements(op);
-            p.m0[1] = n as u32;
+            p.m0[1] = nelements(op) as u32;
+            let groups = crate::ops::unary_fast(&mut p, s0, op);
             let (a, d) = (rec.bind(s0, ea)?, rec.bind(op, ed)?);
-            rec.dispatch("step_f32", a, None, d, p, groups_for(n, 256))
+            rec.dispatch("step_f32", a, None, d, p, groups)
         }
     }
 }

@@ -371,6 +371,10 @@ fn norm_binary_scale() {
             ([67, 5, 3], [67, 1, 3]),
             ([67, 5, 3], [67, 1, 1]),
             ([16, 4, 2], [1, 4, 1]),
+            // contiguous, past one workgroup's 1024 elements: same shape, one element, one row
+            ([1500, 3, 1], [1500, 3, 1]),
+            ([300, 7, 3], [1, 1, 1]),
+            ([2100, 5, 1], [2100, 1, 1]),
         ] {
             check(
                 &b,
@@ -407,6 +411,12 @@ fn norm_binary_scale() {
         &b,
         "scale 0.37",
         &|ctx, ins| unsafe { sys::ggml_scale(ctx, input(ctx, ins, F32, &[67, 9], Fill::Uniform), 0.37) },
+        NMSE_EW,
+    );
+    check(
+        &b,
+        "scale 0.37, 3 workgroups and a part",
+        &|ctx, ins| unsafe { sys::ggml_scale(ctx, input(ctx, ins, F32, &[1500, 3], Fill::Uniform), 0.37) },
         NMSE_EW,
     );
     check(
@@ -1302,4 +1312,52 @@ fn unchanged_graph_is_replayed() {
     let replays = trit_vulkan::replay_count();
     check(&b, "replay: a new graph is recorded", &|ctx, ins| build(ctx, ins), 1e-6);
     assert_eq!(trit_vulkan::replay_count(), replays);
+}
+
+/// A fusable RELU, SQR pair whose RELU is read again in a later split of the scheduler's graph
+/// (a CPU node in between, as the embedding lookup recomputed under gradient checkpointing):
+/// the split the Vulkan backend sees has one use of the RELU, the whole graph two. The pair
+/// must not fuse (fused, the RELU's result is never stored and the later read gets garbage).
+#[test]
+fn fusion_sees_uses_in_later_splits() {
+    let Some((_g, b)) = setup() else { return };
+    let n = 4096usize;
+    let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    // SAFETY: standard ggml usage; every object is freed before returning.
+    let got = unsafe {
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: 64 * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead(),
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        let g = sys::ggml_new_tensor_1d(ctx, F32, n as i64);
+        sys::ggml_set_input(g);
+        let r = sys::ggml_relu(ctx, g);
+        let s = sys::ggml_sqr(ctx, r);
+        let c = sys::ggml_scale(ctx, s, 0.5); // on the CPU: the graph splits here
+        let out = sys::ggml_add(ctx, c, r); // back on Vulkan, reading the RELU
+        sys::ggml_set_output(out);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, out);
+        let mut backends = [b.vk, b.cpu];
+        let sched = sys::ggml_backend_sched_new(backends.as_mut_ptr(), std::ptr::null_mut(), 2, 64, false, false);
+        for t in [r, s, out] {
+            sys::ggml_backend_sched_set_tensor_backend(sched, t, b.vk);
+        }
+        sys::ggml_backend_sched_set_tensor_backend(sched, c, b.cpu);
+        assert!(sys::ggml_backend_sched_alloc_graph(sched, gf), "scheduler allocation failed");
+        assert!(sys::ggml_backend_sched_get_n_splits(sched) >= 3, "the graph did not split around the CPU node");
+        sys::ggml_backend_tensor_set(g, x.as_ptr() as *const _, 0, n * 4);
+        assert_eq!(sys::ggml_backend_sched_graph_compute(sched, gf), sys::GGML_STATUS_SUCCESS);
+        let mut got = vec![0f32; n];
+        sys::ggml_backend_tensor_get(out, got.as_mut_ptr() as *mut _, 0, n * 4);
+        sys::ggml_backend_sched_free(sched);
+        sys::ggml_free(ctx);
+        got
+    };
+    for (i, (&v, &xi)) in got.iter().zip(&x).enumerate() {
+        let r = xi.max(0.0);
+        let want = 0.5 * r * r + r;
+        assert!((v - want).abs() <= 1e-6 * want.abs().max(1.0), "element {i}: {v} != {want} (x = {xi})");
+    }
 }
