@@ -83,6 +83,12 @@ float a_at(uint row, uint i0) {
 #endif
 }
 
+// Element idx of a slice: (kk, c) with consecutive invocations on consecutive c (c_major) or
+// on consecutive kk, whichever walks the operand's contiguous dimension (coalesced loads).
+uvec2 slice_at(uint idx, uint n, bool c_major) {
+    return c_major ? uvec2(idx / n, idx % n) : uvec2(idx % BK, idx / BK);
+}
+
 #if defined(A_TQ2)
 // Slice k0 of the A tile, TQ2_0: ne0 is a multiple of 256, so the tile's 64 weights of row k
 // lie in one block: bytes j (0..31) of its 32-byte column group hold weight j at shift s0 and
@@ -115,36 +121,45 @@ void store_a_tq2(uint tile0, uint t, uint bytes, float dq) {
     SA(kk, 8u + w) = hi;
 }
 #else
-// Slice k0 of the A tile: BK x TM, 8 per invocation (consecutive invocations: consecutive i0).
+#if defined(A_F32) || defined(A_F16)
+// A k-contiguous (a transposed view: the rank-r factor of a LoRA product) is read along k.
+bool a_c_major() { return pc.a_nb.y != 1u; }
+#else
+bool a_c_major() { return true; }
+#endif
+// Slice k0 of the A tile: BK x TM, 8 per invocation.
 void load_a(uint a_base, uint tile0, uint k0, uint K, uint ne0, uint t, out float ra[8]) {
+    const bool cm = a_c_major();
     [[unroll]] for (uint r = 0; r < 8; ++r) {
-        const uint idx = t + r * 256u;
-        const uint k = k0 + idx / TM, i0 = tile0 * TM + idx % TM;
+        const uvec2 kc = slice_at(t + r * 256u, TM, cm);
+        const uint k = k0 + kc.x, i0 = tile0 * TM + kc.y;
         ra[r] = (k < K && i0 < ne0) ? a_at(a_base + k * pc.a_nb.y, i0) : 0.0;
     }
 }
 void store_a(uint t, float ra[8]) {
+    const bool cm = a_c_major();
     [[unroll]] for (uint r = 0; r < 8; ++r) {
-        const uint idx = t + r * 256u;
-        const uint c = idx % TM;
-        SA(idx / TM, c / 4u)[c % 4u] = ra[r];
+        const uvec2 kc = slice_at(t + r * 256u, TM, cm);
+        SA(kc.x, kc.y / 4u)[kc.y % 4u] = ra[r];
     }
 }
 #endif
 
-// Slice k0 of the B tile: BK x TN, 8 per invocation (consecutive invocations: consecutive k).
+// Slice k0 of the B tile: BK x TN, 8 per invocation, read along k, or along i1 where that is
+// B's contiguous dimension (an output gradient dY as the B of dW-like products).
 void load_b(uint b_base, uint tile1, uint k0, uint K, uint ne1, uint t, out float rb[8]) {
+    const bool cm = pc.b_nb.x == 1u;
     [[unroll]] for (uint r = 0; r < 8; ++r) {
-        const uint idx = t + r * 256u;
-        const uint k = k0 + idx % BK, i1 = tile1 * TN + idx / BK;
+        const uvec2 kc = slice_at(t + r * 256u, TN, cm);
+        const uint k = k0 + kc.x, i1 = tile1 * TN + kc.y;
         rb[r] = (k < K && i1 < ne1) ? b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] : 0.0;
     }
 }
 void store_b(uint t, float rb[8]) {
+    const bool cm = pc.b_nb.x == 1u;
     [[unroll]] for (uint r = 0; r < 8; ++r) {
-        const uint idx = t + r * 256u;
-        const uint c = idx / BK;
-        SB(idx % BK, c / 4u)[c % 4u] = rb[r];
+        const uvec2 kc = slice_at(t + r * 256u, TN, cm);
+        SB(kc.x, kc.y / 4u)[kc.y % 4u] = rb[r];
     }
 }
 
