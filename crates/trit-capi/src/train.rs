@@ -130,7 +130,14 @@ fn session_params(p: &trit_train_params) -> SessionParams {
     let n_batch = if p.n_batch == 0 { p.n_ctx } else { p.n_batch };
     let n_ubatch = if p.n_ubatch == 0 { n_batch } else { p.n_ubatch };
     let n_threads = if p.n_threads <= 0 { trit_llama::ContextParams::default().n_threads } else { p.n_threads };
-    SessionParams { n_ctx: p.n_ctx, n_batch, n_ubatch, n_threads, gradient_checkpointing: false }
+    SessionParams {
+        n_ctx: p.n_ctx,
+        n_batch,
+        n_ubatch,
+        n_threads,
+        gradient_checkpointing: false,
+        checkpoint_keep: Default::default(),
+    }
 }
 
 fn check_params(p: &trit_train_params, targets: Option<&str>) -> CallResult<(LoraSpec, SessionParams)> {

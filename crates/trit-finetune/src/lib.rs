@@ -23,5 +23,5 @@ pub mod train;
 pub use adapter::{parse_targets, InitOptions, LoraSpec, LoraWeights, ALL_TARGETS};
 pub use data::{BadLine, DataOptions, Dataset, Sample, MASKED};
 pub use schedule::{Schedule, ScheduleKind};
-pub use session::{AdamW, MemoryUse, OptimizerState, Session, SessionParams};
+pub use session::{AdamW, CheckpointKeep, MemoryUse, OptimizerState, Session, SessionParams};
 pub use train::{train, TrainOptions, TrainReport, Warmup};

@@ -65,6 +65,11 @@ const FLAGS: &[Flag] = &[
         None,
         "recompute activations in the backward pass: less memory, ~1 more forward pass of work",
     ),
+    flag(
+        &["--checkpoint-keep"],
+        Some("attn,ffn"),
+        "with --gradient-checkpointing: also keep attention's Q/K/V and/or the FFN's gate/up (more memory, less recomputation)",
+    ),
     flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "accepted for compatibility; training runs without it"),
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
     flag(
@@ -141,7 +146,11 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         n_ubatch,
         n_threads: threads,
         gradient_checkpointing: p.has("--gradient-checkpointing"),
+        checkpoint_keep: trit_finetune::CheckpointKeep::parse(p.str("--checkpoint-keep").unwrap_or(""))?,
     };
+    if p.str("--checkpoint-keep").is_some() && !params.gradient_checkpointing {
+        bail!("--checkpoint-keep needs --gradient-checkpointing");
+    }
     params.validate()?;
 
     let mut o = TrainOptions::new(spec, params, output.clone());

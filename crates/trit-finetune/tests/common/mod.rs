@@ -38,7 +38,14 @@ pub fn spec(rank: u32) -> LoraSpec {
 }
 
 pub fn params(n_ctx: u32) -> SessionParams {
-    SessionParams { n_ctx, n_batch: n_ctx, n_ubatch: n_ctx, n_threads: 2, gradient_checkpointing: false }
+    SessionParams {
+        n_ctx,
+        n_batch: n_ctx,
+        n_ubatch: n_ctx,
+        n_threads: 2,
+        gradient_checkpointing: false,
+        checkpoint_keep: Default::default(),
+    }
 }
 
 pub fn tmpdir(tag: &str) -> PathBuf {
