@@ -46,6 +46,31 @@ pub(super) fn handles(op: *const sys::ggml_tensor) -> bool {
             | sys::GGML_OP_COUNT_EQUAL
     ) || is_step(op)
         || narrow_mul_mat(op)
+        || small_k(op)
+}
+
+/// The most k of `prod_small_k.comp`.
+const SMALL_K: i64 = 32;
+
+/// An f32 OUT_PROD, or f32 MUL_MAT of more than 8 columns, whose k is at most `SMALL_K`: a
+/// LoRA pair's input gradient through A and its forward B·u (k = the rank). They write far
+/// more than they read; `prod_small_k.comp` computes them without shared memory or a split.
+fn small_k(op: *const sys::ggml_tensor) -> bool {
+    let (s0, s1) = (src(op, 0), src(op, 1));
+    let f32s = !s0.is_null() && !s1.is_null() && ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32;
+    match op_of(op) {
+        sys::GGML_OP_OUT_PROD => f32s && ne(s0)[1] <= SMALL_K && !out_prod_4x4(),
+        sys::GGML_OP_MUL_MAT => f32s && ne(s0)[0] <= SMALL_K && ne(s1)[1] > 8 && !out_prod_4x4(),
+        _ => false,
+    }
+}
+
+/// `prod_small_k.comp` for `op` (OUT_PROD operands, or MUL_MAT's read transposed, in `p`).
+fn record_small_k(rec: &mut Recorder, op: *const sys::ggml_tensor, a: Bound, b: Bound, mut p: Push) -> Result<()> {
+    let groups = out_prod_tiles(op);
+    p.m0[1] = groups as u32;
+    let d = rec.bind(op, 4)?;
+    rec.dispatch("prod_small_k_f32", a, Some(b), d, p, groups)
 }
 
 /// An f32 MUL_MAT with an output of few tiles and a long k — a LoRA pair's `A·x` (16 rows of
@@ -496,6 +521,9 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
             let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
+            if small_k(op) {
+                return record_small_k(rec, op, a, b, p);
+            }
             if let Some(k) = dx_q8_kernel(rec.gpu(), op) {
                 return record_dx_q8(rec, op, &k, a, b, p);
             }
@@ -513,6 +541,9 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.b_ne, p.b_nb) = swap(shape(s1, 4));
             (p.d_ne, p.d_nb) = shape(op, 4);
             let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
+            if small_k(op) {
+                return record_small_k(rec, op, a, b, p);
+            }
             match cm_kernel(rec.gpu(), op) {
                 Some(cm) => record_out_prod_cm(rec, op, cm, a, b, p),
                 None => record_out_prod(rec, op, "out_prod_f32", a, b, None, out_prod_tiles(op), p),

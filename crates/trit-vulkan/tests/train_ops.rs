@@ -66,9 +66,11 @@ fn out_prod_float() {
             NMSE_SUM,
         );
     }
-    // Small k (the 4 x 4 layout): a LoRA pair's input gradient through A, out_prod(A [n_in, r],
-    // dT^T) with dT [r, tokens]; r at and around the layout's bound of 32.
+    // Small k: a LoRA pair's input gradient through A, out_prod(A [n_in, r], dT^T) with dT
+    // [r, tokens]; r at and around prod_small_k.comp's bound of 32 (one dispatch up to it, the
+    // tiled kernel past it).
     for (n_in, r, tokens) in [(300i64, 16i64, 70i64), (2560, 16, 130), (129, 32, 65), (200, 33, 3)] {
+        let before = trit_vulkan::dispatch_count();
         check(
             &b,
             &format!("out_prod f32 small k: A[{n_in},{r}] dT^T tokens={tokens}"),
@@ -79,6 +81,25 @@ fn out_prod_float() {
             },
             NMSE_SUM,
         );
+        if r <= 32 {
+            assert_eq!(trit_vulkan::dispatch_count() - before, 1, "small k r={r}: one dispatch");
+        }
+    }
+    // A LoRA pair's forward B·u: MUL_MAT(B [r, n_out], u [r, tokens]) is [n_out, tokens] from
+    // k = r, read transposed by the same kernel; a broadcast batch, partial tiles.
+    for (r, n_out, tokens, batch) in [(16i64, 2560i64, 130i64, 1i64), (4, 70, 33, 2), (32, 200, 9, 1)] {
+        let before = trit_vulkan::dispatch_count();
+        check(
+            &b,
+            &format!("mul_mat f32 small k: B[{r},{n_out}] u[{r},{tokens}] batch={batch}"),
+            &|ctx, ins| unsafe {
+                let w = input(ctx, ins, F32, &[r, n_out, 1], Fill::Uniform);
+                let u = input(ctx, ins, F32, &[r, tokens, batch], Fill::Uniform);
+                sys::ggml_mul_mat(ctx, w, u)
+            },
+            NMSE_SUM,
+        );
+        assert_eq!(trit_vulkan::dispatch_count() - before, 1, "small k mul_mat r={r}: one dispatch");
     }
     // Split k (few output tiles, long k): the gradient into a LoRA pair's rank-16
     // intermediate, out_prod(B [16, n_out], dY^T [tokens, n_out]); an f16 A and a partial
