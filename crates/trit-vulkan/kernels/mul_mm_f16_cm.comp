@@ -6,7 +6,7 @@
 // activations are rounded to f16, so every product is exact in f32; only the order of the
 // f32 sums differs.
 // A workgroup of 256 invocations (8 subgroups of 32, 4 over rows x 2 over columns) computes
-// a 128 (r) x 64 (c) tile, each subgroup 2 x 2 fragments of 16 x 16; k goes in slices of 64
+// a 128 (r) x 64 (c) tile, each subgroup 2 x 2 fragments of 16 x 16; k goes in slices of 32
 // through shared memory, two f16 per word: weights row-major (each row's k contiguous),
 // activations column-major (each column's k contiguous). The next slice's global loads are
 // issued before the current slice's products.
@@ -22,8 +22,7 @@
 
 #define TM 128
 #define TN 64
-#define BK 64
-#define KW (BK / 2) // words (two f16) per row of a slice
+#define BK 32
 #define WM 4
 #define WN 2
 #define FM (TM / WM / 16)
@@ -40,18 +39,15 @@ shared uint sa[TM * SS];
 shared uint sb[TN * SS];
 shared float slot[(WG / 32) * 256]; // one 16 x 16 fragment per subgroup, column-major
 
-// Slice registers: A, TM KW / WG words (row it / KW, k pair it % KW for it = t + 256 l); B,
-// TN KW / WG words.
-#define LA (TM * KW / WG)
-#define LB (TN * KW / WG)
-uint ra[LA];
-uint rb[LB];
+// Slice registers: A, 8 words (row it / 16, k pair it % 16 for it = t + 256 l); B, 4 words.
+uint ra[8];
+uint rb[4];
 
 void load_slice(uint a_base, uint b_base, uint r0, uint c0, uint k0, uint K, uint rows, uint cols, uint t) {
-    [[unroll]] for (uint l = 0; l < LA; ++l) {
+    [[unroll]] for (uint l = 0; l < 8u; ++l) {
         const uint it = t + l * WG;
-        const uint r = r0 + it / KW;
-        const uint k = k0 + 2u * (it % KW);
+        const uint r = r0 + it / 16u;
+        const uint k = k0 + 2u * (it % 16u);
         float x0 = 0.0, x1 = 0.0;
         if (r < rows) {
             const uint row = a_base + r * pc.a_nb.y;
@@ -60,10 +56,10 @@ void load_slice(uint a_base, uint b_base, uint r0, uint c0, uint k0, uint K, uin
         }
         ra[l] = packHalf2x16(vec2(x0, x1));
     }
-    [[unroll]] for (uint l = 0; l < LB; ++l) {
+    [[unroll]] for (uint l = 0; l < 4u; ++l) {
         const uint it = t + l * WG;
-        const uint c = c0 + it / KW;
-        const uint k = k0 + 2u * (it % KW);
+        const uint c = c0 + it / 16u;
+        const uint k = k0 + 2u * (it % 16u);
         float x0 = 0.0, x1 = 0.0;
         if (c < cols) {
             const uint col = b_base + c * pc.b_nb.y;
@@ -75,13 +71,13 @@ void load_slice(uint a_base, uint b_base, uint r0, uint c0, uint k0, uint K, uin
 }
 
 void store_slice(uint t) {
-    [[unroll]] for (uint l = 0; l < LA; ++l) {
+    [[unroll]] for (uint l = 0; l < 8u; ++l) {
         const uint it = t + l * WG;
-        sa[(it / KW) * SS + it % KW] = ra[l];
+        sa[(it / 16u) * SS + it % 16u] = ra[l];
     }
-    [[unroll]] for (uint l = 0; l < LB; ++l) {
+    [[unroll]] for (uint l = 0; l < 4u; ++l) {
         const uint it = t + l * WG;
-        sb[(it / KW) * SS + it % KW] = rb[l];
+        sb[(it / 16u) * SS + it % 16u] = rb[l];
     }
 }
 

@@ -55,12 +55,18 @@ const SMALL_K: i64 = 32;
 /// An f32 OUT_PROD, or f32 MUL_MAT of more than 8 columns, whose k is at most `SMALL_K`: a
 /// LoRA pair's input gradient through A and its forward B·u (k = the rank). They write far
 /// more than they read; `prod_small_k.comp` computes them without shared memory or a split.
+/// TRIT_VULKAN_SMALL_K=0 keeps both on the tiled kernels, `out_prod` takes only OUT_PROD (A/B).
 fn small_k(op: *const sys::ggml_tensor) -> bool {
+    static MODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mode = MODE.get_or_init(|| std::env::var("TRIT_VULKAN_SMALL_K").unwrap_or_default());
+    if mode == "0" || out_prod_4x4() {
+        return false;
+    }
     let (s0, s1) = (src(op, 0), src(op, 1));
     let f32s = !s0.is_null() && !s1.is_null() && ty(s0) == F32 && ty(s1) == F32 && ty(op) == F32;
     match op_of(op) {
-        sys::GGML_OP_OUT_PROD => f32s && ne(s0)[1] <= SMALL_K && !out_prod_4x4(),
-        sys::GGML_OP_MUL_MAT => f32s && ne(s0)[0] <= SMALL_K && ne(s1)[1] > 8 && !out_prod_4x4(),
+        sys::GGML_OP_OUT_PROD => f32s && ne(s0)[1] <= SMALL_K,
+        sys::GGML_OP_MUL_MAT => f32s && ne(s0)[0] <= SMALL_K && ne(s1)[1] > 8 && mode != "out_prod",
         _ => false,
     }
 }
