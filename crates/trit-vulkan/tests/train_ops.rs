@@ -392,6 +392,29 @@ fn out_prod_int8_tensor_cores() {
                 NMSE_Q8,
             ));
         }
+        // A non-finite dY element: its column of dX comes out NaN (never finite and wrong),
+        // the other columns as usual; the CPU's column is non-finite too.
+        for t in [TQ2, TQ1] {
+            cases += 1;
+            const INF_AT: &[f32] = &[1.0, 1.0, f32::INFINITY, 1.0];
+            let build: Builder = &|ctx, ins| unsafe {
+                let w = input(ctx, ins, t, &[512, 70], Fill::Uniform);
+                let dy = input(ctx, ins, F32, &[70, 4], Fill::Uniform);
+                let m = input(ctx, ins, F32, &[1, 4], Fill::Values(INF_AT));
+                sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, sys::ggml_mul(ctx, dy, m)))
+            };
+            let (got, _) = run(b.vk, build, 7);
+            let (want, _) = run(b.cpu, build, 7);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                if i / 512 == 2 {
+                    assert!(g.is_nan(), "{}: column with an infinite dY element gave {g} at {i}", tn(t));
+                } else {
+                    assert!(g.is_finite(), "{}: finite column gave {g} at {i}", tn(t));
+                    assert!((g - w).abs() <= 1e-3 * w.abs().max(1.0), "{}: {g} vs {w} at {i}", tn(t));
+                }
+            }
+            assert!(want[2 * 512..3 * 512].iter().any(|w| !w.is_finite()), "the CPU's column is finite");
+        }
         let ran = trit_vulkan::dx_int8_dispatch_count() - before;
         println!("emulation {emu}: {ran} of {cases} products on dx_q8");
         if emu != 0 || trit_vulkan::dx_int8_available() {
