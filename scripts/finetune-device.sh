@@ -78,7 +78,7 @@ echo "== training-op tests on the real GPU (trit-vulkan vs the CPU backend)"
 timeout "$(budget 90)" $B/trit-vulkan-train-tests --test-threads 1 --nocapture > "$OUT/train-op-tests.txt" 2>&1 \
   || fail "training-op tests (see train-op-tests.txt)"
 if [ -x $B/trit-vulkan-transfer-tests ]; then  # staged uploads, fills and reads (tests/transfers.rs)
-  timeout "$(budget 60)" $B/trit-vulkan-transfer-tests --test-threads 1 >> "$OUT/train-op-tests.txt" 2>&1 \
+  timeout "$(budget 120)" $B/trit-vulkan-transfer-tests --test-threads 1 >> "$OUT/train-op-tests.txt" 2>&1 \
     || fail "transfer tests (see train-op-tests.txt)"
 fi
 grep -E 'test result|FAILED|panicked' "$OUT/train-op-tests.txt"

@@ -505,9 +505,7 @@ fn record_dx_q8(
     ps.m0[1] = n as u32;
     let gather = if ty(src(op, 0)) == TQ2 { "dx_q8_dgather_tq2" } else { "dx_q8_dgather_tq1" };
     rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
-    // dx_q8_scale.comp: one workgroup per eight columns of a batch
-    let [_, n1, n2, n3] = ne(op).map(|x| x as u64);
-    let items = n1.div_ceil(8) * n2 * n3;
+    let items = dxq_scales(op);
     ps.m0[1] = items as u32;
     rec.dispatch("dx_q8_colmax", block_scales, Some(b), scales, ps, items)?;
     DXQ_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
