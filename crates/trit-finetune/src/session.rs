@@ -601,3 +601,19 @@ impl Drop for Session<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CheckpointKeep;
+
+    #[test]
+    fn checkpoint_keep_parses_its_parts_and_names_the_tensors() {
+        assert_eq!(CheckpointKeep::parse("").unwrap(), CheckpointKeep::default());
+        assert_eq!(CheckpointKeep::parse("none").unwrap().prefixes(), "l_out-");
+        let both = CheckpointKeep::parse("attn, ffn").unwrap();
+        assert_eq!(both, CheckpointKeep { attention: true, ffn: true });
+        assert_eq!(both.prefixes(), "l_out-,Qcur-,Kcur-,Vcur-,ffn_gate,ffn_up");
+        let e = CheckpointKeep::parse("attn,mlp").unwrap_err().to_string();
+        assert!(e.contains("\"mlp\""), "{e}");
+    }
+}
