@@ -163,6 +163,13 @@ fn relu_sqr_mul(a: *const sys::ggml_tensor, b: *const sys::ggml_tensor, c: *cons
         && ne(src(c, 1)) == ne(a)
 }
 
+/// More than one node of the whole graph reads `t` (ggml's use count: a scheduler split shares
+/// its graph's, so uses in other splits count too).
+fn graph_uses_more_than_once(graph: *mut sys::ggml_cgraph, t: *const sys::ggml_tensor) -> bool {
+    // SAFETY: graph and t are live for the call.
+    unsafe { sys::ggml_graph_use_count(graph, t) > 1 }
+}
+
 fn node(graph: *mut sys::ggml_cgraph, i: i32) -> *const sys::ggml_tensor {
     // SAFETY: callers pass 0 <= i < n_nodes of a live graph.
     unsafe { sys::ggml_graph_node(graph, i) }
@@ -313,11 +320,7 @@ impl Plan {
         // backward pass after a CPU split, under gradient checkpointing) may read a candidate
         // too. ggml's use counts cover the whole graph, so a candidate must also have at most
         // one use there (a PERMUTE or RESHAPE counts as the one use of what it views).
-        let global = |i: usize| {
-            // SAFETY: graph and its node are live for the call.
-            let n = unsafe { sys::ggml_graph_use_count(graph, node(graph, i as i32)) };
-            n <= 1
-        };
+        let global = |i: usize| !graph_uses_more_than_once(graph, node(graph, i as i32));
         let once = |i: usize| {
             let p = node(graph, i as i32) as usize;
             cand.binary_search_by_key(&p, |c| c.0).is_ok_and(|k| uses[k] == 1) && global(i)
@@ -690,9 +693,7 @@ fn relu_into_pre(graph: *mut sys::ggml_cgraph, n: i32, pre: &[usize], fusable: &
         });
         // SQR used once (by the MUL); the RELU's single use is the pair's condition.
         let uses = sqrs.binary_search_by_key(&(sq as usize), |e| e.0).map_or(0, |k| sqrs[k].1);
-        // SAFETY: graph and sq are live (uses in other splits of the scheduler's graph count).
-        let elsewhere = unsafe { sys::ggml_graph_use_count(graph, sq) } > 1;
-        if !clobbered && uses == 1 && !elsewhere {
+        if !clobbered && uses == 1 && !graph_uses_more_than_once(graph, sq) {
             found.push((m, r, x as usize));
         }
     }

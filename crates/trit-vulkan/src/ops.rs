@@ -341,27 +341,28 @@ fn groups_for(items: u64, per: u64) -> u64 {
     items.div_ceil(per)
 }
 
-/// binary.comp's P0 for dst = s0 op s1: 1 (s1 as large as dst), 2 (one element) or 3 (one
-/// row of ne0, repeated) where all three are contiguous, taking the kernel's path without
-/// index arithmetic; 0 (any strides) otherwise.
-pub(crate) fn binary_mode(
+/// Sets binary.comp's P0 for dst = s0 op s1 where all three are contiguous (its path without
+/// index arithmetic, four elements per invocation): 1 (s1 as large as dst), 2 (one element) or
+/// 3 (one row of ne0, repeated); 0 (any strides) otherwise. The workgroups for dst.
+pub(crate) fn binary_fast(
+    p: &mut Push,
     s0: *const sys::ggml_tensor,
     s1: *const sys::ggml_tensor,
     op: *const sys::ggml_tensor,
-) -> u32 {
-    if !(contiguous(s0) && contiguous(s1) && contiguous(op)) || ne(s0) != ne(op) {
-        return 0;
-    }
-    let (n, n1) = (nelements(op), nelements(s1));
-    if ne(s1) == ne(op) {
+) -> u64 {
+    let mode = if !(contiguous(s0) && contiguous(s1) && contiguous(op)) || ne(s0) != ne(op) {
+        0
+    } else if ne(s1) == ne(op) {
         1
-    } else if n1 == 1 {
+    } else if nelements(s1) == 1 {
         2
-    } else if n1 == ne(op)[0] as u64 && ne(s1)[0] == ne(op)[0] && n % n1 == 0 {
+    } else if ne(s1)[0] == ne(op)[0] && nelements(s1) == ne(op)[0] as u64 {
         3
     } else {
         0
-    }
+    };
+    p.m1[1] = mode;
+    nelements(op).div_ceil(if mode == 0 { 256 } else { 1024 })
 }
 
 /// Sets unary.comp's P2 where `s0` and `op` are contiguous with as many elements (its path
@@ -374,11 +375,6 @@ pub(crate) fn unary_fast(p: &mut Push, s0: *const sys::ggml_tensor, op: *const s
     } else {
         n.div_ceil(256)
     }
-}
-
-/// Workgroups of binary.comp for `n` elements in `mode` (`binary_mode`).
-pub(crate) fn binary_groups(n: u64, mode: u32) -> u64 {
-    n.div_ceil(if mode == 0 { 256 } else { 1024 })
 }
 
 fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
@@ -516,11 +512,10 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             (p.a_ne, p.a_nb) = shape(s0, 4);
             (p.b_ne, p.b_nb) = shape(s1, 4);
             (p.d_ne, p.d_nb) = shape(op, 4);
-            let n = nelements(op);
-            p.m0[1] = n as u32;
-            p.m1[1] = binary_mode(s0, s1, op);
+            p.m0[1] = nelements(op) as u32;
+            let groups = binary_fast(&mut p, s0, s1, op);
             let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-            rec.dispatch(kernel, a, Some(b), d, p, binary_groups(n, p.m1[1]))
+            rec.dispatch(kernel, a, Some(b), d, p, groups)
         }
         sys::GGML_OP_SCALE
         | sys::GGML_OP_SQR

@@ -85,22 +85,6 @@ fn out_prod_float() {
             assert_eq!(trit_vulkan::dispatch_count() - before, 1, "small k r={r}: one dispatch");
         }
     }
-    // A LoRA pair's forward B·u: MUL_MAT(B [r, n_out], u [r, tokens]) is [n_out, tokens] from
-    // k = r, read transposed by the same kernel; a broadcast batch, partial tiles.
-    for (r, n_out, tokens, batch) in [(16i64, 2560i64, 130i64, 1i64), (4, 70, 33, 2), (32, 200, 9, 1)] {
-        let before = trit_vulkan::dispatch_count();
-        check(
-            &b,
-            &format!("mul_mat f32 small k: B[{r},{n_out}] u[{r},{tokens}] batch={batch}"),
-            &|ctx, ins| unsafe {
-                let w = input(ctx, ins, F32, &[r, n_out, 1], Fill::Uniform);
-                let u = input(ctx, ins, F32, &[r, tokens, batch], Fill::Uniform);
-                sys::ggml_mul_mat(ctx, w, u)
-            },
-            NMSE_SUM,
-        );
-        assert_eq!(trit_vulkan::dispatch_count() - before, 1, "small k mul_mat r={r}: one dispatch");
-    }
     // Split k (few output tiles, long k): the gradient into a LoRA pair's rank-16
     // intermediate, out_prod(B [16, n_out], dY^T [tokens, n_out]); an f16 A and a partial
     // last slice; a broadcast batch of two.
@@ -170,13 +154,21 @@ fn out_prod_float() {
         },
         NMSE_SUM,
     );
-    // An f32 MUL_MAT of few output rows and a long k (a LoRA pair's A·x) runs as this split
-    // OUT_PROD too.
-    for (k, rows, cols, batch) in [(3000i64, 16i64, 100i64, 1i64), (2600, 16, 40, 2)] {
+    // f32 MUL_MATs read transposed by the OUT_PROD kernels: a LoRA pair's forward B·u,
+    // MUL_MAT(B [r, n_out], u [r, tokens]) from k = r <= 32 (prod_small_k.comp, one dispatch; a
+    // broadcast batch, partial tiles), and its A·x, few output rows and a long k (the split
+    // OUT_PROD: partial sums per k slice, then their sum).
+    for (k, rows, cols, batch, dispatches) in [
+        (16i64, 2560i64, 130i64, 1i64, 1u64),
+        (4, 70, 33, 2, 1),
+        (32, 200, 9, 1, 1),
+        (3000, 16, 100, 1, 2),
+        (2600, 16, 40, 2, 2),
+    ] {
         let before = trit_vulkan::dispatch_count();
         check(
             &b,
-            &format!("mul_mat f32 as split out_prod: A[{k},{rows}] x[{k},{cols}] batch={batch}"),
+            &format!("mul_mat f32: A[{k},{rows}] x[{k},{cols}] batch={batch}"),
             &|ctx, ins| unsafe {
                 let a = input(ctx, ins, F32, &[k, rows, 1], Fill::Uniform);
                 let x = input(ctx, ins, F32, &[k, cols, batch], Fill::Uniform);
@@ -184,7 +176,7 @@ fn out_prod_float() {
             },
             NMSE_SUM,
         );
-        assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
+        assert_eq!(trit_vulkan::dispatch_count() - before, dispatches, "mul_mat f32 k={k} rows={rows}");
     }
     // Transposed operands, as the backward graph builds them.
     check(
