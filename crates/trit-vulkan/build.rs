@@ -137,9 +137,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("out_prod_f16", "out_prod.comp", &["A_F16"]),
     ("out_prod_tq2", "out_prod.comp", &["A_TQ2"]),
     ("out_prod_tq1", "out_prod.comp", &["A_TQ1"]),
-    // The earlier 4 x 4 layout, for A/B (TRIT_VULKAN_OUT_PROD_4X4=1).
     // k <= 32 (a LoRA pair's rank): 4 x 4 outputs per invocation from global memory.
     ("prod_small_k_f32", "prod_small_k.comp", &[]),
+    // One output dimension <= 32 (a LoRA pair's rank) and a longer k: 64 x 16 tiles.
+    ("prod_thin_f32", "prod_thin.comp", &[]),
+    // The earlier 4 x 4 layout, for A/B (TRIT_VULKAN_OUT_PROD_4X4=1).
     ("out_prod_f32_4x4", "out_prod.comp", &["A_F32", "MICRO4"]),
     ("out_prod_f16_4x4", "out_prod.comp", &["A_F16", "MICRO4"]),
     ("out_prod_tq2_4x4", "out_prod.comp", &["A_TQ2", "MICRO4"]),

@@ -185,6 +185,12 @@ pub fn dx_int8_dispatch_count() -> u64 {
     ops::train::DXQ_DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// f32 products with a rank-thin output recorded with `prod_thin.comp` (a LoRA pair's
+/// forward A·x and its gradients; TRIT_VULKAN_THIN=0 turns it off) so far in this process.
+pub fn thin_dispatch_count() -> u64 {
+    ops::train::THIN_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Tests: run ternary prompt products through the cooperative-matrix tile kernel with its
 /// matrix instructions emulated (any device), to check its tiling, partial tiles and scaling
 /// where the extension is absent: `n` = 8 (16 x 8 fragments, `_emu`) or 16 (16 x 16,

@@ -79,6 +79,65 @@ fn record_small_k(rec: &mut Recorder, op: *const sys::ggml_tensor, a: Bound, b: 
     rec.dispatch("prod_small_k_f32", a, Some(b), d, p, groups)
 }
 
+/// The most output columns (or rows) of `prod_thin.comp`'s thin side.
+const THIN_MAX: i64 = 32;
+
+/// An f32 OUT_PROD, or f32 MUL_MAT of more than 8 columns, with at most `THIN_MAX` output
+/// rows (or, OUT_PROD only, columns) and k past `SMALL_K`: the products of a LoRA pair that
+/// read a wide operand and write a rank-wide result (the forward A·x, the gradient into the
+/// rank-r intermediate, the gradients of A and B). `prod_thin.comp` tiles them 64 x 16
+/// instead of 64 x 64. TRIT_VULKAN_THIN=0 keeps them on `out_prod.comp` (A/B).
+fn thin(op: *const sys::ggml_tensor) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("TRIT_VULKAN_THIN").is_ok_and(|v| v == "0")) || out_prod_4x4() || small_k(op) {
+        return false;
+    }
+    let (s0, s1) = (src(op, 0), src(op, 1));
+    if s0.is_null() || s1.is_null() || ty(s0) != F32 || ty(s1) != F32 || ty(op) != F32 {
+        return false;
+    }
+    let d = ne(op);
+    match op_of(op) {
+        sys::GGML_OP_OUT_PROD => ne(s0)[1] > SMALL_K && (d[0] <= THIN_MAX || d[1] <= THIN_MAX),
+        sys::GGML_OP_MUL_MAT => ne(s0)[0] > SMALL_K && d[0] <= THIN_MAX && ne(s1)[1] > 8,
+        _ => false,
+    }
+}
+
+/// Output tiles (64 wide x 16 thin) of `prod_thin.comp`: the thin side is dst's first
+/// dimension where that is at most `THIN_MAX`, as the kernel decides.
+fn thin_tiles(op: *const sys::ggml_tensor) -> u64 {
+    let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
+    let (wide, narrow) = if n0 <= THIN_MAX as u64 { (n1, n0) } else { (n0, n1) };
+    wide.div_ceil(64) * narrow.div_ceil(16) * n2 * n3
+}
+
+/// Thin products recorded with `prod_thin.comp` so far in this process (tests).
+pub(crate) static THIN_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Workgroups a thin product's split along k aims at (four per SM of an H100/H200), and the
+/// least k of a slice; TRIT_VULKAN_THIN_GROUPS overrides the first (0: no split), for A/B runs.
+fn thin_groups() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::env::var("TRIT_VULKAN_THIN_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(528))
+}
+const THIN_MIN_K: u64 = 64;
+
+/// (slices, k per slice) of a thin product: about `thin_groups()` workgroups, slices of at
+/// least `THIN_MIN_K`, partial sums of at most `SPLIT_MAX_BYTES`.
+fn thin_split(k: u64, tiles: u64, n: u64) -> (u64, u64) {
+    let target = thin_groups();
+    if tiles == 0 || tiles >= target || k < 2 * THIN_MIN_K {
+        return (1, k);
+    }
+    let want = target.div_ceil(tiles).min(k / THIN_MIN_K).min(SPLIT_MAX_BYTES / (n * 4).max(1));
+    if want < 2 {
+        return (1, k);
+    }
+    let len = k.div_ceil(want).next_multiple_of(32);
+    (k.div_ceil(len), len)
+}
+
 /// An f32 MUL_MAT with an output of few tiles and a long k — a LoRA pair's `A·x` (16 rows of
 /// output, k = n_in) — is the OUT_PROD of its operands read transposed; recorded by the
 /// OUT_PROD kernel, it gets the split along k (`out_prod_split`) where 64 x 64 product tiles
@@ -92,7 +151,7 @@ fn narrow_mul_mat(op: *const sys::ggml_tensor) -> bool {
         && ty(s1) == F32
         && ty(op) == F32
         && ne(s1)[1] > 8
-        && split(ne(s0)[0] as u64, out_prod_tiles(op), nelements(op)).0 > 1
+        && (thin(op) || split(ne(s0)[0] as u64, out_prod_tiles(op), nelements(op)).0 > 1)
 }
 
 /// Row-wise kernels read elements of a row contiguously.
@@ -221,6 +280,9 @@ const SPLIT_MAX_BYTES: u64 = 4 << 20;
 fn out_prod_split(gpu: &Gpu, op: *const sys::ggml_tensor) -> (u64, u64) {
     let mm = op_of(op) == sys::GGML_OP_MUL_MAT;
     let (k, n) = (ne(src(op, 0))[usize::from(!mm)] as u64, nelements(op));
+    if thin(op) {
+        return thin_split(k, thin_tiles(op), n);
+    }
     if dx_q8_kernel(gpu, op).is_some() {
         return wave_split(k, out_prod_tiles(op), n, dxq_groups());
     }
@@ -530,6 +592,10 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             if small_k(op) {
                 return record_small_k(rec, op, a, b, p);
             }
+            if thin(op) {
+                THIN_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return record_out_prod(rec, op, "prod_thin_f32", a, b, None, thin_tiles(op), p);
+            }
             if let Some(k) = dx_q8_kernel(rec.gpu(), op) {
                 return record_dx_q8(rec, op, &k, a, b, p);
             }
@@ -549,6 +615,10 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let (a, b) = (rec.bind(s0, a_el)?, rec.bind(s1, 4)?);
             if small_k(op) {
                 return record_small_k(rec, op, a, b, p);
+            }
+            if thin(op) {
+                THIN_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return record_out_prod(rec, op, "prod_thin_f32", a, b, None, thin_tiles(op), p);
             }
             match cm_kernel(rec.gpu(), op) {
                 Some(cm) => record_out_prod_cm(rec, op, cm, a, b, p),

@@ -91,7 +91,7 @@ fn out_prod_float() {
     for (t, r, n_out, tokens, batch) in
         [(F32, 16i64, 3000i64, 100i64, 1i64), (F16, 16, 4131, 70, 1), (F32, 40, 2600, 9, 2)]
     {
-        let before = trit_vulkan::dispatch_count();
+        let (before, thin_before) = (trit_vulkan::dispatch_count(), trit_vulkan::thin_dispatch_count());
         check(
             &b,
             &format!("out_prod {} split k: B[{r},{n_out}] dY^T tokens={tokens} batch={batch}", tn(t)),
@@ -103,6 +103,8 @@ fn out_prod_float() {
             NMSE_SUM,
         );
         assert_eq!(trit_vulkan::dispatch_count() - before, 2, "partial sums per k slice, then their sum");
+        // f32 with a thin side (r = 16 rows, or 9 tokens): prod_thin.comp's 64 x 16 tiles.
+        assert_eq!(trit_vulkan::thin_dispatch_count() - thin_before, u64::from(t == F32), "thin kernel");
     }
     // The skinny gradients of a LoRA pair's own matrices, k = tokens: dA = out_prod(x [n_in,
     // tokens], dT [r, tokens]) is [n_in, r] and dB = out_prod(T [r, tokens], dY [n_out,
@@ -117,7 +119,7 @@ fn out_prod_float() {
         (16, 500, 100, 1),
     ] {
         for grad_of_a in [true, false] {
-            let before = trit_vulkan::dispatch_count();
+            let (before, thin_before) = (trit_vulkan::dispatch_count(), trit_vulkan::thin_dispatch_count());
             let what = if grad_of_a { "dA" } else { "dB" };
             check(
                 &b,
@@ -134,6 +136,7 @@ fn out_prod_float() {
                 NMSE_SUM,
             );
             assert_eq!(trit_vulkan::dispatch_count() - before, dispatches, "{what} r={r} n={n} tokens={tokens}");
+            assert_eq!(trit_vulkan::thin_dispatch_count() - thin_before, 1, "{what}: the thin kernel");
         }
     }
     // Six split products in one graph, more than the ring of split-k scratch slots holds:
@@ -165,7 +168,7 @@ fn out_prod_float() {
         (3000, 16, 100, 1, 2),
         (2600, 16, 40, 2, 2),
     ] {
-        let before = trit_vulkan::dispatch_count();
+        let (before, thin_before) = (trit_vulkan::dispatch_count(), trit_vulkan::thin_dispatch_count());
         check(
             &b,
             &format!("mul_mat f32: A[{k},{rows}] x[{k},{cols}] batch={batch}"),
@@ -177,6 +180,7 @@ fn out_prod_float() {
             NMSE_SUM,
         );
         assert_eq!(trit_vulkan::dispatch_count() - before, dispatches, "mul_mat f32 k={k} rows={rows}");
+        assert_eq!(trit_vulkan::thin_dispatch_count() - thin_before, u64::from(k > 32), "mul_mat f32 k={k}: thin");
     }
     // Transposed operands, as the backward graph builds them.
     check(
