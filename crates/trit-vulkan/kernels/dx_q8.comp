@@ -16,6 +16,11 @@
 // Split k as out_prod.comp (P0 slices of P1 rows, partial sums at D_OFF + slice * P2).
 // Without COOPMAT (`_emu`): each invocation computes its fragment elements from the same
 // shared memory (everything but the matrix instructions, for tests on any device).
+// PREQ: B arrives already quantized (dx_q8_scale.comp's QUANT form: per column and block
+// column, hi and lo bytes of kw = 4 ceil(K / 16) words each, zeros past K; binding 1 as
+// uvec4s from B_OFF), so a step only copies bytes: without PREQ every one of the four output
+// tiles of a block column quantized the same B values again, which left the kernel bound by
+// that arithmetic rather than by its products.
 #include "common.glsl"
 #if defined(COOPMAT)
 #extension GL_KHR_memory_scope_semantics : require
@@ -43,7 +48,11 @@
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
+#if defined(PREQ)
+layout(std430, binding = 1) readonly buffer BufB { uvec4 bq[]; };
+#else
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
+#endif
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 layout(std430, binding = 3) readonly buffer BufS { float col_max[]; };
 
@@ -114,10 +123,15 @@ uint pack_byte(float v, uint i) { return (uint(int(v)) & 0xFFu) << (8u * i); }
 // it / 16, it = t + 256 l) and B's values times their rows' block scales (column
 // (t + 256 l) / 16, rows 4 (t % 16) + j).
 uint ra[4];
+#if defined(PREQ)
+uvec4 rq[2]; // hi, lo: 16 bytes (k) of column (t / 4) at step bytes 16 (t % 4)
+#else
 float rv[16];
+#endif
 
-// Step k0 (rows k0 .. k0 + KS - 1, zeros past K) of the tile into the registers.
-void load_step(uint a_base, uint b_base, uint blk, uint e0, uint c0, uint ne1, uint k0, uint K, uint t) {
+// Step k0 (rows k0 .. k0 + KS - 1, zeros past K) of the tile into the registers. PREQ: b_base
+// is the uvec4 index of column c0's quantized parts and b_col the uvec4s between columns.
+void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0, uint ne1, uint k0, uint K, uint t) {
 #if defined(A_TQ2)
     // TQ2_0: byte x (0..31) of 32-byte group g holds elements 128 g + 32 s + x at bit 2 s,
     // so the word at bytes 4w .. 4w + 3 of group e0 / 128 holds elements e0 + 4w .. +3 at
@@ -142,6 +156,16 @@ void load_step(uint a_base, uint b_base, uint blk, uint e0, uint c0, uint ne1, u
         ra[l] = k < K ? to_signed(codes4(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES, e0 + 4u * (it % 16u))) : 0u;
     }
 #endif
+#if defined(PREQ)
+    {
+        // K: the slice's end, a multiple of 32, or the last (the parts are zeros past it).
+        const uint cc = t / 4u, kb = k0 + 16u * (t % 4u);
+        const bool ok = c0 + cc < ne1 && kb < K;
+        const uint at = b_base + cc * b_col + kb / 16u;
+        rq[0] = ok ? bq[at] : uvec4(0u);
+        rq[1] = ok ? bq[at + (pc.a_ne.y + 15u) / 16u] : uvec4(0u);
+    }
+#else
     // B: four consecutive k per item; an invocation's items share their k (WG is a multiple
     // of KS / 4), so it reads those four block scales once.
     const uint q = t % (KS / 4u);
@@ -157,6 +181,7 @@ void load_step(uint a_base, uint b_base, uint blk, uint e0, uint c0, uint ne1, u
             rv[4u * l + j] = (k < K && i1 < ne1) ? b[b_base + i1 * pc.b_nb.x + k * pc.b_nb.y] * da[j] : 0.0;
         }
     }
+#endif
 }
 
 // The registers into shared memory: A's codes, B's values quantized against their column's
@@ -174,6 +199,15 @@ void store_step(uint t) {
         sa[(it / 16u) * SAS + it % 16u] = ra[l];
     }
 #endif
+#if defined(PREQ)
+    {
+        const uint cc = t / 4u, w0 = 4u * (t % 4u);
+        [[unroll]] for (uint w = 0; w < 4u; ++w) {
+            sbh[cc * SBS + w0 + w] = rq[0][w];
+            sbl[cc * SBS + w0 + w] = rq[1][w];
+        }
+    }
+#else
     const uint q = t % (KS / 4u);
     [[unroll]] for (uint l = 0; l < 4u; ++l) {
         const uint cc = (t + l * WG) / (KS / 4u);
@@ -189,6 +223,7 @@ void store_step(uint t) {
         sbh[cc * SBS + q] = wh;
         sbl[cc * SBS + q] = wl;
     }
+#endif
 }
 
 void main() {
@@ -209,12 +244,20 @@ void main() {
     const uint a2 = i2 / (pc.d_ne.z / pc.a_ne.z);
     const uint a3 = i3 / (pc.d_ne.w / pc.a_ne.w);
     const uint a_base = A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
+    const uint nblk = ne0 / 256u;
+#if defined(PREQ)
+    // Column c = (i3 ne2 + i2) ne1 + i1 and block column j are item c nblk + j of the
+    // quantized parts, 2 kw words each.
+    const uint b_col = nblk * 2u * ((pc.a_ne.y + 15u) / 16u);
+    const uint b_base = B_OFF + (((i3 * pc.d_ne.z + i2) * ne1 + tile1 * TN) * nblk + (tile0 * TM >> 8)) * (b_col / nblk);
+#else
+    const uint b_col = 0u;
     const uint b_base = B_OFF + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
+#endif
     const uint i00 = tile0 * TM;
     const uint blk = i00 >> 8;  // the tile's block column of W
     const uint e0 = i00 & 255u; // its first element in the block
     const uint c0 = tile1 * TN;
-    const uint nblk = ne0 / 256u;
 
     if (t < TN) {
         const uint i1 = c0 + t;
@@ -242,11 +285,11 @@ void main() {
 
     // Software pipelining: the global loads of step k0 + KS go to registers while the
     // products of step k0 run; they go to shared memory after the step's second barrier.
-    load_step(a_base, b_base, blk, e0, c0, ne1, k_lo, K, t);
+    load_step(a_base, b_base, b_col, blk, e0, c0, ne1, k_lo, K, t);
     for (uint k0 = k_lo; k0 < K; k0 += KS) {
         store_step(t);
         barrier();
-        if (k0 + KS < K) { load_step(a_base, b_base, blk, e0, c0, ne1, k0 + KS, K, t); }
+        if (k0 + KS < K) { load_step(a_base, b_base, b_col, blk, e0, c0, ne1, k0 + KS, K, t); }
         [[unroll]] for (uint ks = 0; ks < KS / 32u; ++ks) {
 #if defined(COOPMAT)
             icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fa[FM];

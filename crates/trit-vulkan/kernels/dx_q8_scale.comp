@@ -10,6 +10,11 @@
 // (the product dx_q8.comp quantizes, computed the same way). A NaN or infinite product gives a
 // NaN, so the gradient comes out NaN rather than finite and wrong. One workgroup per column
 // and block column (item c * nblk + j); invocations stride over k. Push constants: the OUT_PROD's (a_ne, a_nb of A; b_*; d_ne of dst).
+// QUANT (dx_q8.comp's PREQ form): the same maximum m goes to word D_OFF + item (f32 bits), and
+// the products v = B[i1, k] * dA[k, j] quantized against it as dx_q8.comp would (x = v * 127 /
+// m, hi = round(x), lo = round((x - hi) * 254)) to words D_OFF + P1 + item * 2 kw + w (hi,
+// k = 4 w .. 4 w + 3 in bytes 0..3) and + kw (lo), kw = 4 ceil(K / 16) words per part (zeros
+// past K). Each column and block column is quantized once instead of once per output tile.
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
@@ -19,7 +24,11 @@ layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
 layout(std430, binding = 0) readonly buffer BufA { float ds[]; };
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
 #endif
+#if defined(QUANT)
+layout(std430, binding = 2) writeonly buffer BufD { uint d[]; };
+#else
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
+#endif
 
 #if defined(D_GATHER)
 #if defined(A_TQ2)
@@ -61,10 +70,14 @@ void main() {
     // constant, as a compiler may fold v - v (or a NaN's propagation through max) away, which
     // once gave such a column a finite, wrong gradient.
     const float INF = uintBitsToFloat(0x7f800000u);
+    // Four k per invocation and step (independent loads in flight, not one round trip each).
     float m = 0.0;
-    for (uint k = t; k < K; k += 256u) {
-        const float v = b[b_base + k * pc.b_nb.y] * ds[s_base + k];
-        m = max(m, (isnan(v) || isinf(v)) ? INF : abs(v));
+    for (uint k4 = 4u * t; k4 < K; k4 += 1024u) {
+        [[unroll]] for (uint j = 0; j < 4u; ++j) {
+            const uint k = k4 + j;
+            const float v = k < K ? b[b_base + k * pc.b_nb.y] * ds[s_base + k] : 0.0;
+            m = max(m, (isnan(v) || isinf(v)) ? INF : abs(v));
+        }
     }
     part[t] = m;
     barrier();
@@ -72,6 +85,28 @@ void main() {
         if (t < s) { part[t] = max(part[t], part[t + s]); }
         barrier();
     }
-    if (t == 0u) { d[D_OFF + item] = isinf(part[0]) ? uintBitsToFloat(0x7fc00000u) : part[0]; }
+    const float mx = isinf(part[0]) ? uintBitsToFloat(0x7fc00000u) : part[0];
+#if defined(QUANT)
+    if (t == 0u) { d[D_OFF + item] = floatBitsToUint(mx); }
+    const float inv = mx > 0.0 ? 127.0 / mx : (isnan(mx) ? mx : 0.0);
+    const uint kw = (K + 15u) / 16u * 4u;
+    const uint base = D_OFF + P1 + item * 2u * kw;
+    for (uint w = t; w < kw; w += 256u) {
+        uint wh = 0u, wl = 0u;
+        [[unroll]] for (uint j = 0; j < 4u; ++j) {
+            const uint k = 4u * w + j;
+            const float v = k < K ? b[b_base + k * pc.b_nb.y] * ds[s_base + k] : 0.0;
+            const float x = v * inv;
+            const float h = clamp(round(x), -127.0, 127.0);
+            const float lo = clamp(round((x - h) * 254.0), -127.0, 127.0);
+            wh |= (uint(int(h)) & 0xFFu) << (8u * j);
+            wl |= (uint(int(lo)) & 0xFFu) << (8u * j);
+        }
+        d[base + w] = wh;
+        d[base + kw + w] = wl;
+    }
+#else
+    if (t == 0u) { d[D_OFF + item] = mx; }
+#endif
 }
 #endif

@@ -27,6 +27,10 @@ const SETS_PER_POOL: u32 = 512;
 /// Slots of the split-k scratch ring (`Recorder::split_scratch`): consecutive split products
 /// that do not depend on each other may still overlap.
 pub(crate) const SPLIT_RING: u64 = 4;
+/// Slots of the ring for the int8 input gradient's quantized operand (`Recorder::dxq_scratch`),
+/// after the split-k ring: two, so one product's quantization need not wait for the previous
+/// product's reads (it does at the third).
+pub(crate) const DXQ_RING: u64 = 2;
 
 /// Dispatches per submitted chunk of a graph: a short first one to start the GPU early.
 const FIRST_CHUNK: u32 = 24;
@@ -129,6 +133,9 @@ pub(crate) struct Recorder {
     /// few slots, not the sum of all.
     split_slot: u64,
     split_next: u64,
+    /// The next `DXQ_RING` x `dxq_slot` bytes: the int8 input gradient's quantized operand.
+    dxq_slot: u64,
+    dxq_next: u64,
     /// Where each rounded activation of this graph goes (`scratch::Layout::rounded`):
     /// regions of tensors whose uses do not overlap in recording order share memory.
     rounded_at: Vec<crate::scratch::Rounded>,
@@ -182,6 +189,8 @@ impl Recorder {
             scratch_cursor: 0,
             split_slot: 0,
             split_next: 0,
+            dxq_slot: 0,
+            dxq_next: 0,
             rounded_at: Vec::new(),
             rounded: Vec::new(),
             prof: None,
@@ -254,6 +263,8 @@ impl Recorder {
         let bytes = layout.bytes;
         self.split_slot = layout.split_slot;
         self.split_next = 0;
+        self.dxq_slot = layout.dxq_slot;
+        self.dxq_next = 0;
         self.scratch_cursor = layout.bump_start;
         self.rounded_at = layout.rounded;
         if bytes == 0 || self.scratch.as_ref().is_some_and(|s| s.size >= bytes) {
@@ -299,6 +310,31 @@ impl Recorder {
             })?;
         self.split_next += 1;
         self.bind_bytes(s, start, bytes, 4)
+    }
+
+    /// The next slot of the quantized-operand ring, `bytes` of which will be used: where it
+    /// starts in scratch (bind its parts with `scratch_at`).
+    pub fn dxq_scratch(&mut self, bytes: u64) -> Result<u64> {
+        let start = SPLIT_RING * self.split_slot + (self.dxq_next % DXQ_RING) * self.dxq_slot;
+        self.scratch.as_ref().filter(|s| bytes <= self.dxq_slot && start + bytes <= s.size).ok_or_else(|| {
+            Error::Unsupported {
+                node: String::new(),
+                op: "scratch".into(),
+                why: "scratch for the int8 input gradient was not reserved for this graph".into(),
+            }
+        })?;
+        self.dxq_next += 1;
+        Ok(start)
+    }
+
+    /// `len` bytes of scratch from `start`, bound for `elsize`-byte elements.
+    pub fn scratch_at(&self, start: u64, len: u64, elsize: u64) -> Result<Bound> {
+        let s = self.scratch.as_ref().filter(|s| start + len <= s.size).ok_or_else(|| Error::Unsupported {
+            node: String::new(),
+            op: "scratch".into(),
+            why: "scratch range out of what was reserved".into(),
+        })?;
+        self.bind_bytes(s, start, len, elsize)
     }
 
     /// A fresh scratch range of `bytes`, bound for f32 access.

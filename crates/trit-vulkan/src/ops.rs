@@ -245,7 +245,8 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
 /// 2B-shaped training step that uses 0.23 GiB.) A region is live from the first unit that
 /// touches it (a product of it, or the fused norm that produces it quantized) to the last;
 /// `scratch::place` lets regions of disjoint lives share memory. Split-k partial sums go to
-/// a ring of `SPLIT_RING` slots of the largest one's size, at the start; other per-node
+/// a ring of `SPLIT_RING` slots of the largest one's size, at the start, then the int8 input
+/// gradient's quantized operands in a ring of `DXQ_RING` (`train::dxq_slot_bytes`); other per-node
 /// scratch (`train::scratch_bytes`) after the rounded pool.
 pub(crate) fn graph_scratch(
     gpu: &Gpu,
@@ -268,6 +269,7 @@ pub(crate) fn graph_scratch(
     let mut index: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     let mut other = 0;
     let mut slot = 0;
+    let mut dxq_slot = 0;
     for i in 0..n {
         let op = node(i);
         if ternary(op) {
@@ -283,6 +285,7 @@ pub(crate) fn graph_scratch(
         } else {
             other += train::scratch_bytes(gpu, op, align);
             slot = slot.max(train::split_scratch_bytes(gpu, op, align));
+            dxq_slot = dxq_slot.max(train::dxq_slot_bytes(gpu, op));
         }
     }
     // Lives in recording units: a unit touches a region if it holds a product of the
@@ -317,7 +320,7 @@ pub(crate) fn graph_scratch(
         sizes.push((q8, f));
     }
     let (offsets, pool) = crate::scratch::place(&lives, unit);
-    let ring = crate::dispatch::SPLIT_RING * slot;
+    let ring = crate::dispatch::SPLIT_RING * slot + crate::dispatch::DXQ_RING * dxq_slot;
     let rounded = rounded
         .iter()
         .zip(offsets.iter().zip(&sizes))
@@ -331,6 +334,7 @@ pub(crate) fn graph_scratch(
     crate::scratch::Layout {
         bytes: ring + pool + other,
         split_slot: slot,
+        dxq_slot,
         rounded,
         bump_start: ring + pool,
         unshared: lives.iter().map(|l| l.bytes).sum(),

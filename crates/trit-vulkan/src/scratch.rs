@@ -39,6 +39,8 @@ pub(crate) struct Layout {
     pub bytes: u64,
     /// Bytes of one split-k slot (the ring starts at 0).
     pub split_slot: u64,
+    /// Bytes of one slot of the int8 input gradient's ring (after the split-k ring).
+    pub dxq_slot: u64,
     /// Planned rounded activations.
     pub rounded: Vec<Rounded>,
     /// Where bump-allocated scratch starts.
@@ -50,7 +52,8 @@ pub(crate) struct Layout {
 impl Layout {
     /// Bytes the same graph would reserve if no two rounded activations shared memory.
     pub fn without_reuse(&self) -> u64 {
-        let pool = self.bump_start - crate::dispatch::SPLIT_RING * self.split_slot;
+        let pool =
+            self.bump_start - crate::dispatch::SPLIT_RING * self.split_slot - crate::dispatch::DXQ_RING * self.dxq_slot;
         self.bytes - pool + self.unshared
     }
 }

@@ -359,7 +359,63 @@ fn dx_q8_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<String> {
         TQ1 => "tq1",
         _ => return None,
     };
-    crate::matvec::int8_cm_variant(gpu, &format!("dx_q8_{t}"))
+    let form = if dxq_prequant(op) { "dx_q8p" } else { "dx_q8" };
+    crate::matvec::int8_cm_variant(gpu, &format!("{form}_{t}"))
+}
+
+/// The most bytes of quantized dY (`DxqParts::bytes`) the int8 input gradient quantizes
+/// beforehand (`dx_q8p`); past it the product quantizes as it goes (`dx_q8`), as it does
+/// with TRIT_VULKAN_DXQ_PREQ=0 (A/B).
+const DXQ_MAX_BYTES: u64 = 256 << 20;
+
+/// Whether the int8 input gradient `op` quantizes dY beforehand (`dx_q8_quant`, then
+/// `dx_q8p_*`), once per column and block column of W, instead of once per output tile.
+fn dxq_prequant(op: *const sys::ggml_tensor) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*OFF.get_or_init(|| std::env::var("TRIT_VULKAN_DXQ_PREQ").is_ok_and(|v| v == "0"))
+        && DxqParts::of(op).bytes() <= DXQ_MAX_BYTES
+}
+
+/// Where the quantized form of an int8 input gradient's dY lives in its scratch slot: W's
+/// block scales as f32 (`dx_q8_dgather_*`), then per column and block column of W the
+/// largest |dY * block scale| (`words` f32, padded to 256 bytes), then the hi and lo int8
+/// parts of every (column, block column), `kw` words each (`dx_q8_quant`).
+struct DxqParts {
+    block_scales: u64,
+    items: u64,
+    words: u64,
+    kw: u64,
+}
+
+impl DxqParts {
+    fn of(op: *const sys::ggml_tensor) -> Self {
+        let items = dxq_scales(op);
+        let k = ne(src(op, 0))[1] as u64;
+        Self {
+            block_scales: (dxq_block_scales(op) * 4).next_multiple_of(256),
+            items,
+            words: (items * 4).next_multiple_of(256) / 4,
+            kw: k.div_ceil(16) * 4,
+        }
+    }
+
+    /// Bytes of the column maxima and the int8 parts (one binding of `dx_q8_quant`).
+    fn quant_bytes(&self) -> u64 {
+        (self.words + self.items * 2 * self.kw) * 4
+    }
+
+    fn bytes(&self) -> u64 {
+        self.block_scales + self.quant_bytes()
+    }
+}
+
+/// Bytes of the int8 input gradient's slot (`Recorder::dxq_scratch`) this node needs: 0
+/// unless it quantizes dY beforehand.
+pub(super) fn dxq_slot_bytes(gpu: &Gpu, op: *const sys::ggml_tensor) -> u64 {
+    match op_of(op) {
+        sys::GGML_OP_OUT_PROD if dx_q8_kernel(gpu, op).is_some() && dxq_prequant(op) => DxqParts::of(op).bytes(),
+        _ => 0,
+    }
 }
 
 /// Whether this device runs `dx_q8.comp` on its tensor cores (not emulated) when asked: a
@@ -459,6 +515,7 @@ fn split(k: u64, tiles: u64, n: u64) -> (u64, u64) {
 pub(super) fn scratch_bytes(gpu: &Gpu, op: *const sys::ggml_tensor, align: u64) -> u64 {
     match op_of(op) {
         sys::GGML_OP_CROSS_ENTROPY_LOSS => (rows(src(op, 0)) * 4).next_multiple_of(align.max(256)),
+        sys::GGML_OP_OUT_PROD if dx_q8_kernel(gpu, op).is_some() && dxq_prequant(op) => 0,
         sys::GGML_OP_OUT_PROD if dx_q8_kernel(gpu, op).is_some() => {
             (dxq_scales(op) * 4).next_multiple_of(align.max(256))
                 + (dxq_block_scales(op) * 4).next_multiple_of(align.max(256))
@@ -560,17 +617,31 @@ fn record_dx_q8(
     b: Bound,
     p: Push,
 ) -> Result<()> {
-    let scales = rec.scratch(dxq_scales(op) * 4)?;
-    let block_scales = rec.scratch(dxq_block_scales(op) * 4)?;
-    let mut ps = p;
     let n = dxq_block_scales(op);
-    ps.m0[1] = n as u32;
-    let gather = if ty(src(op, 0)) == TQ2 { "dx_q8_dgather_tq2" } else { "dx_q8_dgather_tq1" };
-    rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
     let items = dxq_scales(op);
+    let gather = if ty(src(op, 0)) == TQ2 { "dx_q8_dgather_tq2" } else { "dx_q8_dgather_tq1" };
+    let mut ps = p;
+    ps.m0[1] = n as u32;
+    DXQ_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if dxq_prequant(op) {
+        let parts = DxqParts::of(op);
+        let at = rec.dxq_scratch(parts.bytes())?;
+        let block_scales = rec.scratch_at(at, n * 4, 4)?;
+        let q_at = at + parts.block_scales;
+        rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
+        let quant = rec.scratch_at(q_at, parts.quant_bytes(), 4)?;
+        ps.m0[1] = items as u32;
+        ps.m1[2] = parts.words as u32;
+        rec.dispatch("dx_q8_quant", block_scales, Some(b), quant, ps, items)?;
+        let scales = rec.scratch_at(q_at, items * 4, 4)?;
+        let bq = rec.scratch_at(q_at + parts.words * 4, parts.items * 2 * parts.kw * 4, 16)?;
+        return record_out_prod(rec, op, name, a, bq, Some(scales), out_prod_tiles(op), p);
+    }
+    let scales = rec.scratch(items * 4)?;
+    let block_scales = rec.scratch(n * 4)?;
+    rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
     ps.m0[1] = items as u32;
     rec.dispatch("dx_q8_colmax", block_scales, Some(b), scales, ps, items)?;
-    DXQ_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     record_out_prod(rec, op, name, a, b, Some(scales), out_prod_tiles(op), p)
 }
 
