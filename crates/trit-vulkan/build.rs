@@ -163,13 +163,10 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("dx_q8_tq1_emu", "dx_q8.comp", &["A_TQ1"]),
     ("dx_q8_tq1_n16_emu", "dx_q8.comp", &["A_TQ1", "NS=16"]),
     // `dx_q8p`: B quantized beforehand, once per column and block column (`dx_q8_quant`).
-    // TQ2_0's A row-major in shared memory (AROW); `dx_q8pc`: column-major, for A/B.
-    ("dx_q8p_tq2_cm", "dx_q8.comp", &["A_TQ2", "PREQ", "AROW"]),
-    ("dx_q8p_tq2_n16_cm", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ", "AROW"]),
-    ("dx_q8p_tq2_emu", "dx_q8.comp", &["A_TQ2", "PREQ", "AROW"]),
-    ("dx_q8p_tq2_n16_emu", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ", "AROW"]),
-    ("dx_q8pc_tq2_cm", "dx_q8.comp", &["A_TQ2", "PREQ"]),
-    ("dx_q8pc_tq2_n16_cm", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ"]),
+    ("dx_q8p_tq2_cm", "dx_q8.comp", &["A_TQ2", "PREQ"]),
+    ("dx_q8p_tq2_n16_cm", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ"]),
+    ("dx_q8p_tq2_emu", "dx_q8.comp", &["A_TQ2", "PREQ"]),
+    ("dx_q8p_tq2_n16_emu", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ"]),
     ("dx_q8p_tq1_cm", "dx_q8.comp", &["A_TQ1", "PREQ"]),
     ("dx_q8p_tq1_n16_cm", "dx_q8.comp", &["A_TQ1", "NS=16", "PREQ"]),
     ("dx_q8p_tq1_emu", "dx_q8.comp", &["A_TQ1", "PREQ"]),

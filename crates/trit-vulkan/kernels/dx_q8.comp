@@ -21,10 +21,6 @@
 // uvec4s from B_OFF), so a step only copies bytes: without PREQ every one of the four output
 // tiles of a block column quantized the same B values again, which left the kernel bound by
 // that arithmetic rather than by its products.
-// AROW (TQ2_0): A goes to shared memory row-major (each i0's 64 k contiguous, SAR words per
-// row), the layout int8 matrix products take A in; W's codes arrive i0-contiguous per k, so
-// each invocation loads four k rows of four i0 and transposes the 4 x 4 bytes in registers,
-// instead of the matrix loads gathering single bytes from a column-major tile.
 #include "common.glsl"
 #if defined(COOPMAT)
 #extension GL_KHR_memory_scope_semantics : require
@@ -48,10 +44,6 @@
 #define NF (FM * FN)
 #define E (16 * NS / 32) // elements of a fragment per invocation
 #define SAS (TM / 4 + 4) // words per k row of A (a multiple of 16 bytes, as cooperative loads need)
-#define SAR (KS / 4 + 4) // AROW: words per i0 row of A
-#if defined(AROW) && !defined(A_TQ2)
-#error AROW is for TQ2_0
-#endif
 #define SBS (KS / 4 + 4) // words per column of B
 layout(local_size_x = WG) in;
 
@@ -140,17 +132,7 @@ float rv[16];
 // Step k0 (rows k0 .. k0 + KS - 1, zeros past K) of the tile into the registers. PREQ: b_base
 // is the uvec4 index of column c0's quantized parts and b_col the uvec4s between columns.
 void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0, uint ne1, uint k0, uint K, uint t) {
-#if defined(AROW)
-    // Rows 4 kq .. 4 kq + 3 of word w (as below), the codes of i0 = 32 hf + 4 w .. + 3.
-    {
-        const uint hf = t / 128u, kq = (t / 8u) % 16u, w = t % 8u;
-        const uint s0 = ((e0 & 127u) >> 5) * 2u + 2u * hf;
-        [[unroll]] for (uint r = 0; r < 4u; ++r) {
-            const uint k = k0 + 4u * kq + r;
-            ra[r] = k < K ? to_signed((load32(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + (e0 >> 7) * 32u + 4u * w) >> s0) & 0x03030303u) : 0u;
-        }
-    }
-#elif defined(A_TQ2)
+#if defined(A_TQ2)
     // TQ2_0: byte x (0..31) of 32-byte group g holds elements 128 g + 32 s + x at bit 2 s,
     // so the word at bytes 4w .. 4w + 3 of group e0 / 128 holds elements e0 + 4w .. +3 at
     // bit s0 = 2 (e0 % 128) / 32 and e0 + 32 + 4w .. +3 at bit s0 + 2.
@@ -205,16 +187,7 @@ void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0,
 // The registers into shared memory: A's codes, B's values quantized against their column's
 // largest (hi and lo int8).
 void store_step(uint t) {
-#if defined(AROW)
-    {
-        const uint hf = t / 128u, kq = (t / 8u) % 16u, w = t % 8u;
-        [[unroll]] for (uint j = 0; j < 4u; ++j) {
-            const uint v = bitfieldExtract(ra[0], int(8u * j), 8) | (bitfieldExtract(ra[1], int(8u * j), 8) << 8)
-                | (bitfieldExtract(ra[2], int(8u * j), 8) << 16) | (bitfieldExtract(ra[3], int(8u * j), 8) << 24);
-            sa[(32u * hf + 4u * w + j) * SAR + kq] = v;
-        }
-    }
-#elif defined(A_TQ2)
+#if defined(A_TQ2)
     [[unroll]] for (uint l = 0; l < 2u; ++l) {
         const uint it = t + l * WG;
         sa[(it / 8u) * SAS + it % 8u] = ra[2u * l];
@@ -321,11 +294,7 @@ void main() {
 #if defined(COOPMAT)
             icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fa[FM];
             [[unroll]] for (uint i = 0; i < FM; ++i) {
-#if defined(AROW)
-                coopMatLoadNV(fa[i], sa, (fr0 + 16u * i) * SAR + ks * 8u, SAR, false);
-#else
                 coopMatLoadNV(fa[i], sa, ks * 32u * SAS + (fr0 + 16u * i) / 4u, SAS, true);
-#endif
             }
             [[unroll]] for (uint j = 0; j < FN; ++j) {
                 icoopmatNV<8, gl_ScopeSubgroup, 32, NS> fh, fl;
@@ -344,11 +313,7 @@ void main() {
                     const uint c = fcl + NS * (f % FN) + idx / 16u;
                     int s_h = 0, s_l = 0;
                     for (uint kq = 0; kq < 32u; ++kq) {
-#if defined(AROW)
-                        const int wa = byte_at(sa[r * SAR + ks * 8u + kq / 4u], kq % 4u);
-#else
                         const int wa = byte_at(sa[(ks * 32u + kq) * SAS + r / 4u], r % 4u);
-#endif
                         s_h += wa * byte_at(sbh[c * SBS + ks * 8u + kq / 4u], kq % 4u);
                         s_l += wa * byte_at(sbl[c * SBS + ks * 8u + kq / 4u], kq % 4u);
                     }

@@ -359,13 +359,7 @@ fn dx_q8_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<String> {
         TQ1 => "tq1",
         _ => return None,
     };
-    static COL_A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let col_a = *COL_A.get_or_init(|| std::env::var("TRIT_VULKAN_DXQ_AROW").is_ok_and(|v| v == "0"));
-    let form = match (dxq_prequant(op), col_a && t == "tq2" && gpu.limits.coopmat_emu.load(Relaxed) == 0) {
-        (true, true) => "dx_q8pc",
-        (true, false) => "dx_q8p",
-        (false, _) => "dx_q8",
-    };
+    let form = if dxq_prequant(op) { "dx_q8p" } else { "dx_q8" };
     crate::matvec::int8_cm_variant(gpu, &format!("{form}_{t}"))
 }
 
