@@ -19,6 +19,8 @@ use trit_llama::{Model, ModelParams};
 struct Dump {
     loss: f64,
     dispatches: u64,
+    /// Vulkan graphs (scheduler splits) of the last step.
+    graphs: u64,
     gpu: Option<String>,
     grads: Vec<(String, Vec<f32>)>,
     /// After the steps: the AdamW moments and the adapter weights ("A/B of <base>").
@@ -74,9 +76,10 @@ fn dump_gradients_child() {
     for _ in 1..steps {
         s.train_window(&sample).unwrap();
     }
-    let before = trit_vulkan::dispatch_count();
+    let (before, graphs_before) = (trit_vulkan::dispatch_count(), trit_vulkan::graph_count());
     let loss = s.train_window(&sample).unwrap();
     let dispatches = trit_vulkan::dispatch_count() - before;
+    let graphs = trit_vulkan::graph_count() - graphs_before;
     let grads = s.gradients().unwrap();
     let mut state = s.optimizer_state().unwrap().tensors;
     for p in s.weights().unwrap().pairs {
@@ -84,7 +87,7 @@ fn dump_gradients_child() {
         state.push((format!("B of {}", p.base), p.b));
     }
     let compute_bytes = s.memory().unwrap().compute_total();
-    let dump = Dump { loss, dispatches, gpu, grads, state, compute_bytes };
+    let dump = Dump { loss, dispatches, graphs, gpu, grads, state, compute_bytes };
     std::fs::write(out, serde_json::to_vec(&dump).unwrap()).unwrap();
 }
 
@@ -290,10 +293,11 @@ fn checkpointing_matches_on_vulkan() {
     );
     assert!(ckpt.compute_bytes < plain.compute_bytes, "checkpointing did not shrink the compute buffers");
     assert!(ckpt.dispatches > plain.dispatches, "checkpointing recomputed nothing");
+    // The embedding lookup (on the CPU: llama.cpp keeps the input layer there) is kept, not
+    // recomputed, so the backward pass is not cut into two Vulkan graphs at the first layer.
+    assert_eq!(ckpt.graphs, plain.graphs, "Vulkan graphs per step with and without checkpointing");
     // Keeping attention's Q/K/V and the FFN's gate/up as well: still bit-identical (the kept
-    // tensors are the ones the recomputation would have made), less recomputed. The
-    // recomputed FFN activations are read again after a CPU split here (the embedding lookup
-    // of the first layer): the fusion must see those uses (ggml_graph_use_count, patch 0010).
+    // tensors are the ones the recomputation would have made), less recomputed.
     let keep = child_keep("f16", true, "", 3, Some(1e-3), true, "attn,ffn");
     assert_eq!(plain.loss.to_bits(), keep.loss.to_bits(), "loss {} vs {} keeping attn,ffn", plain.loss, keep.loss);
     assert_eq!(bits(&plain.grads), bits(&keep.grads), "gradients differ keeping attn,ffn on Vulkan");

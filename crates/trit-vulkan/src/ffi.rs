@@ -389,6 +389,9 @@ unsafe extern "C" fn backend_free(backend: sys::ggml_backend_t) {
         }
     })
 }
+/// Graphs (scheduler splits) handed to any trit-vulkan backend of this process (tests).
+pub(crate) static GRAPHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 unsafe extern "C" fn backend_graph_compute(
     backend: sys::ggml_backend_t,
     graph: *mut sys::ggml_cgraph,
@@ -397,6 +400,7 @@ unsafe extern "C" fn backend_graph_compute(
         // SAFETY: backend came from dev_init_backend.
         let ctx = unsafe { &*((*backend).context as *const BackendCtx) };
         let mut rec = ctx.rec.lock().unwrap_or_else(|e| e.into_inner());
+        GRAPHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match compute(&mut rec, graph) {
             Ok(()) => sys::GGML_STATUS_SUCCESS,
             Err(e) => {

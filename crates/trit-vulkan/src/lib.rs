@@ -244,6 +244,11 @@ pub fn dispatch_count() -> u64 {
     dispatch::DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// Graphs (scheduler splits) handed to trit-vulkan to compute so far in this process.
+pub fn graph_count() -> u64 {
+    ffi::GRAPHS.load(Ordering::Relaxed)
+}
+
 /// Graphs replayed (submitted again as recorded, `dispatch::Recorder::replay`) so far.
 pub fn replay_count() -> u64 {
     dispatch::REPLAYS.load(Ordering::Relaxed)
