@@ -173,6 +173,9 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("dx_q8p_tq1_n16_emu", "dx_q8.comp", &["A_TQ1", "NS=16", "PREQ"]),
     ("dx_q8_quant", "dx_q8_scale.comp", &["QUANT"]),
     ("dx_q8_dgather_tq2", "dx_q8_scale.comp", &["D_GATHER", "A_TQ2"]),
+    // With per-block-column flags: which block columns share block column 0's scales.
+    ("dx_q8_dgatherf_tq2", "dx_q8_scale.comp", &["D_GATHER", "FLAGS", "A_TQ2"]),
+    ("dx_q8_dgatherf_tq1", "dx_q8_scale.comp", &["D_GATHER", "FLAGS", "A_TQ1"]),
     ("dx_q8_dgather_tq1", "dx_q8_scale.comp", &["D_GATHER", "A_TQ1"]),
     ("dx_q8_colmax", "dx_q8_scale.comp", &[]),
     ("ce_rows_f32", "cross_entropy.comp", &["CE_ROWS"]),

@@ -20,7 +20,9 @@
 // column, hi and lo bytes of kw = 4 ceil(K / 16) words each, zeros past K; binding 1 as
 // uvec4s from B_OFF), so a step only copies bytes: without PREQ every one of the four output
 // tiles of a block column quantized the same B values again, which left the kernel bound by
-// that arithmetic rather than by its products.
+// that arithmetic rather than by its products. A maximum of -1 (a negative number) marks a
+// block column whose scales equal block column 0's in every row: its parts and maxima are
+// block column 0's.
 #include "common.glsl"
 #if defined(COOPMAT)
 #extension GL_KHR_memory_scope_semantics : require
@@ -249,7 +251,9 @@ void main() {
     // Column c = (i3 ne2 + i2) ne1 + i1 and block column j are item c nblk + j of the
     // quantized parts, 2 kw words each.
     const uint b_col = nblk * 2u * ((pc.a_ne.y + 15u) / 16u);
-    const uint b_base = B_OFF + (((i3 * pc.d_ne.z + i2) * ne1 + tile1 * TN) * nblk + (tile0 * TM >> 8)) * (b_col / nblk);
+    const uint col0 = (i3 * pc.d_ne.z + i2) * ne1 + tile1 * TN;
+    const uint jq = col_max[col0 * nblk + (tile0 * TM >> 8)] < 0.0 ? 0u : (tile0 * TM >> 8);
+    const uint b_base = B_OFF + (col0 * nblk + jq) * (b_col / nblk);
 #else
     const uint b_col = 0u;
     const uint b_base = B_OFF + i2 * pc.b_nb.z + i3 * pc.b_nb.w;
@@ -261,7 +265,11 @@ void main() {
 
     if (t < TN) {
         const uint i1 = c0 + t;
+#if defined(PREQ)
+        const float m = i1 < ne1 ? col_max[((i3 * pc.b_ne.z + i2) * ne1 + i1) * nblk + jq] : 0.0;
+#else
         const float m = i1 < ne1 ? col_max[((i3 * pc.b_ne.z + i2) * ne1 + i1) * nblk + blk] : 0.0;
+#endif
         sinv[t] = m > 0.0 ? 127.0 / m : (isnan(m) ? m : 0.0);
         sm[t] = m / 127.0;
     }

@@ -377,11 +377,15 @@ fn dxq_prequant(op: *const sys::ggml_tensor) -> bool {
 }
 
 /// Where the quantized form of an int8 input gradient's dY lives in its scratch slot: W's
-/// block scales as f32 (`dx_q8_dgather_*`), then per column and block column of W the
+/// block scales as f32 and, after them (from word `dsw`), per chunk of 256 rows and block
+/// column whether its scales are block column 0's (`dx_q8_dgatherf_*`, `chunks` of them per
+/// block column), then per column and block column of W the
 /// largest |dY * block scale| (`words` f32, padded to 256 bytes), then the hi and lo int8
 /// parts of every (column, block column), `kw` words each (`dx_q8_quant`).
 struct DxqParts {
     block_scales: u64,
+    dsw: u64,
+    chunks: u64,
     items: u64,
     words: u64,
     kw: u64,
@@ -390,9 +394,13 @@ struct DxqParts {
 impl DxqParts {
     fn of(op: *const sys::ggml_tensor) -> Self {
         let items = dxq_scales(op);
-        let k = ne(src(op, 0))[1] as u64;
+        let [n0, k, a2, a3] = ne(src(op, 0)).map(|x| x as u64);
+        let dsw = dxq_block_scales(op).next_multiple_of(64);
+        let chunks = k.div_ceil(256);
         Self {
-            block_scales: (dxq_block_scales(op) * 4).next_multiple_of(256),
+            block_scales: ((dsw + a2 * a3 * (n0 / 256) * chunks) * 4).next_multiple_of(256),
+            dsw,
+            chunks,
             items,
             words: (items * 4).next_multiple_of(256) / 4,
             kw: k.div_ceil(16) * 4,
@@ -619,16 +627,18 @@ fn record_dx_q8(
 ) -> Result<()> {
     let n = dxq_block_scales(op);
     let items = dxq_scales(op);
-    let gather = if ty(src(op, 0)) == TQ2 { "dx_q8_dgather_tq2" } else { "dx_q8_dgather_tq1" };
+    let tq = if ty(src(op, 0)) == TQ2 { "tq2" } else { "tq1" };
     let mut ps = p;
-    ps.m0[1] = n as u32;
     DXQ_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if dxq_prequant(op) {
         let parts = DxqParts::of(op);
         let at = rec.dxq_scratch(parts.bytes())?;
-        let block_scales = rec.scratch_at(at, n * 4, 4)?;
+        let block_scales = rec.scratch_at(at, parts.block_scales, 4)?;
         let q_at = at + parts.block_scales;
-        rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
+        // one workgroup per chunk of 256 rows and block column
+        let groups = n / (ne(src(op, 0))[1] as u64).max(1) * parts.chunks;
+        ps.m0[1] = groups as u32;
+        rec.dispatch(&format!("dx_q8_dgatherf_{tq}"), a, None, block_scales, ps, groups)?;
         let quant = rec.scratch_at(q_at, parts.quant_bytes(), 4)?;
         ps.m0[1] = items as u32;
         ps.m1[2] = parts.words as u32;
@@ -639,7 +649,8 @@ fn record_dx_q8(
     }
     let scales = rec.scratch(items * 4)?;
     let block_scales = rec.scratch(n * 4)?;
-    rec.dispatch(gather, a, None, block_scales, ps, groups_for(n, 256))?;
+    ps.m0[1] = n as u32;
+    rec.dispatch(&format!("dx_q8_dgather_{tq}"), a, None, block_scales, ps, groups_for(n, 256))?;
     ps.m0[1] = items as u32;
     rec.dispatch("dx_q8_colmax", block_scales, Some(b), scales, ps, items)?;
     record_out_prod(rec, op, name, a, b, Some(scales), out_prod_tiles(op), p)

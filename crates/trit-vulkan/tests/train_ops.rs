@@ -365,6 +365,25 @@ fn out_prod_int8_tensor_cores() {
                     ));
                 }
             }
+            // Rows with one scale for all their blocks (BitNet's weights): block columns 1, 3
+            // and 4 share block column 0's quantized dY; block column 2 differs in one row and
+            // gets its own. A long k (two chunks of the flags) and a batch of two.
+            for (n_in, n_out, tokens, batch) in [(1280i64, 300i64, 70i64, 1i64), (768, 40, 9, 2)] {
+                cases += 1;
+                worst = worst.max(check(
+                    &b,
+                    &format!(
+                        "out_prod {} int8 (emu {emu}) row-scaled W[{n_in},{n_out},{batch}] tokens={tokens}",
+                        tn(t)
+                    ),
+                    &|ctx, ins| unsafe {
+                        let w = input(ctx, ins, t, &[n_in, n_out, batch], Fill::RowTernary);
+                        let dy = input(ctx, ins, F32, &[n_out, tokens, batch], Fill::Uniform);
+                        sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, dy))
+                    },
+                    NMSE_Q8,
+                ));
+            }
             cases += 2;
             worst = worst.max(check(
                 &b,

@@ -38,6 +38,11 @@ pub enum Fill {
     Positive,
     /// These values, repeated.
     Values(&'static [f32]),
+    /// Ternary rows, each with its own scale s_r (every 256-block of a row has an element of
+    /// magnitude s_r, so a TQ2_0 / TQ1_0 row's block scales are all s_r, as in BitNet's
+    /// weights), except block 2 of row 5, at 2 s_r: block column 2's scales differ from
+    /// block column 0's in that row only.
+    RowTernary,
     /// Training labels: one-hot rows (of ne[0]), every `n`-th row all zero (a masked position).
     OneHotMasked(usize),
 }
@@ -155,6 +160,20 @@ pub fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
                     }
                     Fill::Positive => (0..n).map(|_| rng.gen_range(0.0f32..1.0)).collect(),
                     Fill::Values(v) => (0..n).map(|i| v[i % v.len()]).collect(),
+                    Fill::RowTernary => {
+                        let cols = (*t).ne[0] as usize;
+                        (0..n)
+                            .map(|i| {
+                                let (c, r) = (i % cols, i / cols);
+                                let s = (0.25 + 0.1 * (r % 7) as f32) * if r == 5 && c / 256 == 2 { 2.0 } else { 1.0 };
+                                if c % 256 == 0 {
+                                    s
+                                } else {
+                                    s * (rng.gen_range(0..3) - 1) as f32
+                                }
+                            })
+                            .collect()
+                    }
                     Fill::OneHotMasked(every) => {
                         let cols = (*t).ne[0] as usize;
                         let mut v = vec![0f32; n];
