@@ -377,14 +377,13 @@ fn dxq_prequant(op: *const sys::ggml_tensor) -> bool {
 }
 
 /// Where the quantized form of an int8 input gradient's dY lives in its scratch slot: W's
-/// block scales as f32 and, after them (from word `dsw`), per chunk of 256 rows and block
+/// block scales as f32 and, after them (from word `dsw`: rounded up to 64 words), per chunk of 256 rows and block
 /// column whether its scales are block column 0's (`dx_q8_dgatherf_*`, `chunks` of them per
 /// block column), then per column and block column of W the
 /// largest |dY * block scale| (`words` f32, padded to 256 bytes), then the hi and lo int8
 /// parts of every (column, block column), `kw` words each (`dx_q8_quant`).
 struct DxqParts {
     block_scales: u64,
-    dsw: u64,
     chunks: u64,
     items: u64,
     words: u64,
@@ -399,7 +398,6 @@ impl DxqParts {
         let chunks = k.div_ceil(256);
         Self {
             block_scales: ((dsw + a2 * a3 * (n0 / 256) * chunks) * 4).next_multiple_of(256),
-            dsw,
             chunks,
             items,
             words: (items * 4).next_multiple_of(256) / 4,
