@@ -201,6 +201,12 @@ pub fn set_coopmat_emulation(n: u32) {
     }
 }
 
+/// Whether the int8 tile kernels may use 16 x 16 x 32 fragments for real
+/// (TRIT_VULKAN_INT8_N16=1; off by default: not yet verified on hardware).
+pub fn int8_n16_enabled() -> bool {
+    matvec::int8_n16_opt_in()
+}
+
 /// Ternary prompt products recorded with a cooperative-matrix tile kernel (`_cm`, or the
 /// emulated ones under `set_coopmat_emulation`) so far in this process.
 pub fn coopmat_dispatch_count() -> u64 {

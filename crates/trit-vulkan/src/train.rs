@@ -427,7 +427,9 @@ pub(super) fn dxq_slot_bytes(gpu: &Gpu, op: *const sys::ggml_tensor) -> u64 {
 /// Whether this device runs `dx_q8.comp` on its tensor cores (not emulated) when asked: a
 /// `_cm` variant was built (its shape listed, subgroups of 32: `cm_variant_usable`).
 pub(crate) fn dx_q8_available(gpu: &Gpu) -> bool {
-    gpu.coopmat() && (gpu.has_pipeline("dx_q8_tq2_cm") || gpu.has_pipeline("dx_q8_tq2_n16_cm"))
+    gpu.coopmat()
+        && (gpu.has_pipeline("dx_q8_tq2_cm")
+            || (crate::matvec::int8_n16_opt_in() && gpu.has_pipeline("dx_q8_tq2_n16_cm")))
 }
 
 /// Ternary input gradients recorded with `dx_q8.comp` so far in this process (tests).

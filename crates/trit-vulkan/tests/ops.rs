@@ -163,7 +163,9 @@ fn mul_mat_coopmat_paths() {
     let Some((_g, b)) = setup() else { return };
     let shapes = trit_vulkan::coopmat_shapes();
     println!("device: cooperative-matrix shapes (m, n, k, A/B, C/D) {shapes:?}");
-    let tensor_cores = [(16, 8, 32, 3, 5), (16, 16, 32, 3, 5)].iter().any(|s| shapes.contains(s));
+    // 16 x 16 x 32 for real only where opted in (TRIT_VULKAN_INT8_N16=1, not yet verified)
+    let tensor_cores = shapes.contains(&(16, 8, 32, 3, 5))
+        || (trit_vulkan::int8_n16_enabled() && shapes.contains(&(16, 16, 32, 3, 5)));
     let mut modes = vec![("emulated 16x8", 8), ("emulated 16x16", 16)];
     if tensor_cores {
         modes.push(("tensor cores", 0));
