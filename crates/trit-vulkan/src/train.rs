@@ -377,11 +377,13 @@ fn dxq_prequant(op: *const sys::ggml_tensor) -> bool {
 }
 
 /// Where the quantized form of an int8 input gradient's dY lives in its scratch slot: W's
-/// block scales as f32 and, after them (from word `dsw`: rounded up to 64 words), per chunk of 256 rows and block
-/// column whether its scales are block column 0's (`dx_q8_dgatherf_*`, `chunks` of them per
-/// block column), then per column and block column of W the
-/// largest |dY * block scale| (`words` f32, padded to 256 bytes), then the hi and lo int8
-/// parts of every (column, block column), `kw` words each (`dx_q8_quant`).
+/// block scales as f32 and, after them (from word `dsw`, rounded up to 64 words), per chunk
+/// of 256 rows and block column whether its scales are block column 0's
+/// (`dx_q8_dgatherf_*`, `chunks` of them per block column); then per column and block column
+/// of W the largest |dY * block scale| (`words` f32, padded to 256 bytes), then the hi and lo
+/// int8 parts of every (column, block column), `kw` words each (`dx_q8_quant`). Every part
+/// and the slot start at multiples of 256 bytes: `dx_q8.comp` reads the maxima without an
+/// element offset.
 struct DxqParts {
     block_scales: u64,
     chunks: u64,
@@ -410,8 +412,10 @@ impl DxqParts {
         (self.words + self.items * 2 * self.kw) * 4
     }
 
+    /// The slot: a multiple of 256 bytes, so the next slot (and what follows the ring)
+    /// starts aligned too.
     fn bytes(&self) -> u64 {
-        self.block_scales + self.quant_bytes()
+        (self.block_scales + self.quant_bytes()).next_multiple_of(256)
     }
 }
 

@@ -5,8 +5,8 @@
 //! cannot express in MSL: Metal runs their plain twin (same name without `_dot`), which must
 //! exist and translate. `_cm` variants use NVIDIA's cooperative matrices
 //! (SPV_NV_cooperative_matrix), which spirv-cross cannot express either: the same rule
-//! (a shape tag before `_cm`, as in `_n16_cm`, is dropped with it; `dx_q8_*`'s twin is
-//! `out_prod_*`).
+//! (a shape tag before `_cm`, as in `_n16_cm`, is dropped with it; `dx_q8_*`'s and
+//! `dx_q8p_*`'s twin is `out_prod_*`).
 
 use std::process::Command;
 
@@ -29,8 +29,9 @@ fn kernels_translate_to_msl() {
         if let Some(twin) =
             name.strip_suffix("_dot").or_else(|| name.strip_suffix("_n16_cm")).or_else(|| name.strip_suffix("_cm"))
         {
-            // The int8 input gradient's twin is the f32 OUT_PROD kernel of the same weight type.
-            let twin = twin.replace("dx_q8_", "out_prod_");
+            // The int8 input gradient's twin (either form: `dx_q8p` takes dY quantized
+            // beforehand) is the f32 OUT_PROD kernel of the same weight type.
+            let twin = twin.replace("dx_q8p_", "out_prod_").replace("dx_q8_", "out_prod_");
             assert!(names.contains(&twin.as_str()), "{name} has no plain twin {twin} for Metal");
             continue;
         }
