@@ -329,26 +329,24 @@ impl Plan {
         let res_triples: Vec<usize> = res_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         let pre_triples: Vec<usize> = pre_heads.into_iter().filter(|&i| once(i) && once(i + 1)).collect();
         // The product is counted three times by its PERMUTE and CONT (a source, and the view
-        // root of the PERMUTE and of the CONT's source): any other use makes it more.
+        // root of the PERMUTE and of the CONT's source): any other use makes it more. None:
+        // used in another split of the graph as well.
         let uses_of = |i: usize| {
             let p = node(graph, i as i32) as usize;
-            let local = cand.binary_search_by_key(&p, |c| c.0).map_or(0, |k| uses[k]);
-            if global(i) {
-                local
-            } else {
-                u32::MAX
-            }
+            global(i).then(|| cand.binary_search_by_key(&p, |c| c.0).map_or(0, |k| uses[k]))
         };
         let perm_triples: Vec<usize> =
-            perm_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
+            perm_heads.into_iter().filter(|&i| uses_of(i) == Some(3) && uses_of(i + 1) == Some(1)).collect();
         // The same count for a ROPE under its RESHAPE and the SET_ROWS of that.
         let rope_triples: Vec<usize> =
-            rope_heads.into_iter().filter(|&i| uses_of(i) == 3 && uses_of(i + 1) == 1).collect();
+            rope_heads.into_iter().filter(|&i| uses_of(i) == Some(3) && uses_of(i + 1) == Some(1)).collect();
         // KQ and the softmax used once each; with the PERMUTE and CONT, KQV's uses as in
         // `perm_triples`; without, KQV's own uses do not matter (it is what is stored).
         let attn: Vec<(usize, usize)> = attn_heads
             .into_iter()
-            .filter(|&(i, len)| once(i) && once(i + 1) && (len == 3 || (uses_of(i + 2) == 3 && uses_of(i + 3) == 1)))
+            .filter(|&(i, len)| {
+                once(i) && once(i + 1) && (len == 3 || (uses_of(i + 2) == Some(3) && uses_of(i + 3) == Some(1)))
+            })
             .collect();
         let fusable: Vec<usize> =
             pair_heads.into_iter().filter(|&i| once(i) && triples.binary_search(&i).is_err()).collect();
