@@ -69,7 +69,9 @@ layout(std430, binding = 3) readonly buffer BufS { float col_max[]; };
 shared uint sa[KS * SAS];
 shared uint sbh[TN * SBS];
 shared uint sbl[TN * SBS];
+#if !defined(PREQ)
 shared float sinv[TN]; // 127 / m per column (0 for a column of zeros)
+#endif
 shared float sm[TN];   // m / 127
 shared int slot[(WG / 32) * 16 * NS]; // one fragment per subgroup, column-major
 
@@ -266,11 +268,14 @@ void main() {
     if (t < TN) {
         const uint i1 = c0 + t;
 #if defined(PREQ)
-        const float m = i1 < ne1 ? col_max[((i3 * pc.b_ne.z + i2) * ne1 + i1) * nblk + jq] : 0.0;
+        const uint jm = jq; // block column 0's maxima where the marker says so
 #else
-        const float m = i1 < ne1 ? col_max[((i3 * pc.b_ne.z + i2) * ne1 + i1) * nblk + blk] : 0.0;
+        const uint jm = blk;
 #endif
+        const float m = i1 < ne1 ? col_max[((i3 * pc.b_ne.z + i2) * ne1 + i1) * nblk + jm] : 0.0;
+#if !defined(PREQ)
         sinv[t] = m > 0.0 ? 127.0 / m : (isnan(m) ? m : 0.0);
+#endif
         sm[t] = m / 127.0;
     }
 
@@ -289,7 +294,7 @@ void main() {
     int sh[NF * E], sl[NF * E];
     [[unroll]] for (uint i = 0; i < NF * E; ++i) { sh[i] = 0; sl[i] = 0; }
 #endif
-    barrier(); // sinv
+    barrier(); // sinv, sm
 
     // Software pipelining: the global loads of step k0 + KS go to registers while the
     // products of step k0 run; they go to shared memory after the step's second barrier.

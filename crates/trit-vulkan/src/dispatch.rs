@@ -32,6 +32,11 @@ pub(crate) const SPLIT_RING: u64 = 4;
 /// product's reads (it does at the third).
 pub(crate) const DXQ_RING: u64 = 2;
 
+/// The error of a scratch request the graph's layout did not plan for.
+fn unreserved(why: &str) -> Error {
+    Error::Unsupported { node: String::new(), op: "scratch".into(), why: why.into() }
+}
+
 /// Dispatches per submitted chunk of a graph: a short first one to start the GPU early.
 const FIRST_CHUNK: u32 = 24;
 const CHUNK: u32 = 96;
@@ -289,25 +294,22 @@ impl Recorder {
         let Some((start, room)) = planned.filter(|&(_, room)| bytes <= room) else {
             return self.scratch(bytes);
         };
-        let s = self.scratch.as_ref().filter(|s| start + room <= s.size).ok_or_else(|| Error::Unsupported {
-            node: String::new(),
-            op: "scratch".into(),
-            why: "scratch for rounded activations was not reserved for this graph".into(),
-        })?;
+        let s = self
+            .scratch
+            .as_ref()
+            .filter(|s| start + room <= s.size)
+            .ok_or_else(|| unreserved("scratch for rounded activations was not reserved for this graph"))?;
         self.bind_bytes(s, start, bytes, 4)
     }
 
     /// The next slot of the split-k ring, `bytes` of it bound for f32 access.
     pub fn split_scratch(&mut self, bytes: u64) -> Result<Bound> {
         let start = (self.split_next % SPLIT_RING) * self.split_slot;
-        let s =
-            self.scratch.as_ref().filter(|s| bytes <= self.split_slot && start + bytes <= s.size).ok_or_else(|| {
-                Error::Unsupported {
-                    node: String::new(),
-                    op: "scratch".into(),
-                    why: "split-k scratch was not reserved for this graph".into(),
-                }
-            })?;
+        let s = self
+            .scratch
+            .as_ref()
+            .filter(|s| bytes <= self.split_slot && start + bytes <= s.size)
+            .ok_or_else(|| unreserved("split-k scratch was not reserved for this graph"))?;
         self.split_next += 1;
         self.bind_bytes(s, start, bytes, 4)
     }
@@ -316,35 +318,32 @@ impl Recorder {
     /// starts in scratch (bind its parts with `scratch_at`).
     pub fn dxq_scratch(&mut self, bytes: u64) -> Result<u64> {
         let start = SPLIT_RING * self.split_slot + (self.dxq_next % DXQ_RING) * self.dxq_slot;
-        self.scratch.as_ref().filter(|s| bytes <= self.dxq_slot && start + bytes <= s.size).ok_or_else(|| {
-            Error::Unsupported {
-                node: String::new(),
-                op: "scratch".into(),
-                why: "scratch for the int8 input gradient was not reserved for this graph".into(),
-            }
-        })?;
+        self.scratch
+            .as_ref()
+            .filter(|s| bytes <= self.dxq_slot && start + bytes <= s.size)
+            .ok_or_else(|| unreserved("scratch for the int8 input gradient was not reserved for this graph"))?;
         self.dxq_next += 1;
         Ok(start)
     }
 
     /// `len` bytes of scratch from `start`, bound for `elsize`-byte elements.
     pub fn scratch_at(&self, start: u64, len: u64, elsize: u64) -> Result<Bound> {
-        let s = self.scratch.as_ref().filter(|s| start + len <= s.size).ok_or_else(|| Error::Unsupported {
-            node: String::new(),
-            op: "scratch".into(),
-            why: "scratch range out of what was reserved".into(),
-        })?;
+        let s = self
+            .scratch
+            .as_ref()
+            .filter(|s| start + len <= s.size)
+            .ok_or_else(|| unreserved("scratch range out of what was reserved"))?;
         self.bind_bytes(s, start, len, elsize)
     }
 
     /// A fresh scratch range of `bytes`, bound for f32 access.
     pub fn scratch(&mut self, bytes: u64) -> Result<Bound> {
         let start = self.scratch_cursor;
-        let s = self.scratch.as_ref().filter(|s| start + bytes <= s.size).ok_or_else(|| Error::Unsupported {
-            node: String::new(),
-            op: "scratch".into(),
-            why: "scratch space was not reserved for this graph".into(),
-        })?;
+        let s = self
+            .scratch
+            .as_ref()
+            .filter(|s| start + bytes <= s.size)
+            .ok_or_else(|| unreserved("scratch space was not reserved for this graph"))?;
         self.scratch_cursor = (start + bytes).next_multiple_of(self.gpu.min_storage_align.max(256));
         self.bind_bytes(s, start, bytes, 4)
     }

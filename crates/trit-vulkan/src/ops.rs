@@ -320,7 +320,7 @@ pub(crate) fn graph_scratch(
         sizes.push((q8, f));
     }
     let (offsets, pool) = crate::scratch::place(&lives, unit);
-    let ring = crate::dispatch::SPLIT_RING * slot + crate::dispatch::DXQ_RING * dxq_slot;
+    let ring = crate::scratch::ring_bytes(slot, dxq_slot);
     let rounded = rounded
         .iter()
         .zip(offsets.iter().zip(&sizes))

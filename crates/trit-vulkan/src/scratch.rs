@@ -49,11 +49,16 @@ pub(crate) struct Layout {
     pub unshared: u64,
 }
 
+/// Bytes of the two rings at the start of scratch: `SPLIT_RING` split-k slots, then
+/// `DXQ_RING` slots for the int8 input gradient's quantized operands.
+pub(crate) fn ring_bytes(split_slot: u64, dxq_slot: u64) -> u64 {
+    crate::dispatch::SPLIT_RING * split_slot + crate::dispatch::DXQ_RING * dxq_slot
+}
+
 impl Layout {
     /// Bytes the same graph would reserve if no two rounded activations shared memory.
     pub fn without_reuse(&self) -> u64 {
-        let pool =
-            self.bump_start - crate::dispatch::SPLIT_RING * self.split_slot - crate::dispatch::DXQ_RING * self.dxq_slot;
+        let pool = self.bump_start - ring_bytes(self.split_slot, self.dxq_slot);
         self.bytes - pool + self.unshared
     }
 }
