@@ -20,6 +20,9 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     // f16 weights on tensor cores (f16 16 x 16 x 16 into f32); `_emu`: emulated, for tests.
     ("mmt_f16_cm", "mul_mm_f16_cm.comp", &[]),
     ("mmt_f16_emu", "mul_mm_f16_cm.comp", &[]),
+    // The same for aligned operands contiguous along k: 128 x 128 tiles, 16-byte loads.
+    ("mmtv_f16_cm", "mul_mm_f16_cmv.comp", &[]),
+    ("mmtv_f16_emu", "mul_mm_f16_cmv.comp", &[]),
     ("mmt_tq2", "mul_mm.comp", &["A_TQ2"]),
     ("mmt_tq1", "mul_mm.comp", &["A_TQ1"]),
     ("quant_q8k", "quant_q8k.comp", &[]),
@@ -79,6 +82,23 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("mmq_tq1_res_n16_cm", "mul_mmq_tq_cm.comp", &["A_TQ1", "RES", "NS=16"]),
     ("mmq_tq1_res_emu", "mul_mmq_tq_cm.comp", &["A_TQ1", "RES"]),
     ("mmq_tq1_res_n16_emu", "mul_mmq_tq_cm.comp", &["A_TQ1", "RES", "NS=16"]),
+    // 32 x 64 tiles (SMALL) for products with few 64-row tiles.
+    ("mmqs_tq2_cm", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL"]),
+    ("mmqs_tq2_n16_cm", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL", "NS=16"]),
+    ("mmqs_tq2_emu", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL"]),
+    ("mmqs_tq2_n16_emu", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL", "NS=16"]),
+    ("mmqs_tq2_res_cm", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL", "RES"]),
+    ("mmqs_tq2_res_n16_cm", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL", "RES", "NS=16"]),
+    ("mmqs_tq2_res_emu", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL", "RES"]),
+    ("mmqs_tq2_res_n16_emu", "mul_mmq_tq_cm.comp", &["A_TQ2", "SMALL", "RES", "NS=16"]),
+    ("mmqs_tq1_cm", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL"]),
+    ("mmqs_tq1_n16_cm", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL", "NS=16"]),
+    ("mmqs_tq1_emu", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL"]),
+    ("mmqs_tq1_n16_emu", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL", "NS=16"]),
+    ("mmqs_tq1_res_cm", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL", "RES"]),
+    ("mmqs_tq1_res_n16_cm", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL", "RES", "NS=16"]),
+    ("mmqs_tq1_res_emu", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL", "RES"]),
+    ("mmqs_tq1_res_n16_emu", "mul_mmq_tq_cm.comp", &["A_TQ1", "SMALL", "RES", "NS=16"]),
     ("mmqb_tq2_cm", "mul_mmq_tq_cm.comp", &["A_TQ2", "BIG"]),
     ("mmqb_tq2_n16_cm", "mul_mmq_tq_cm.comp", &["A_TQ2", "BIG", "NS=16"]),
     ("mmqb_tq2_emu", "mul_mmq_tq_cm.comp", &["A_TQ2", "BIG"]),
@@ -151,6 +171,9 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("out_prod_tq2_cm", "out_prod_cm.comp", &["A_TQ2"]),
     ("out_prod_tq1_cm", "out_prod_cm.comp", &["A_TQ1"]),
     ("out_prod_f16_cm", "out_prod_cm.comp", &["A_F16"]),
+    // f16 OUT_PROD for aligned operands: 128 x 64 tiles, 16-byte loads; `_emu` for tests.
+    ("out_prod_f16v_cm", "out_prod_f16_cmv.comp", &[]),
+    ("out_prod_f16v_emu", "out_prod_f16_cmv.comp", &[]),
     ("col_scale_f32", "col_scale.comp", &[]),
     // The ternary input gradient as int8 products on tensor cores (dY in two int8 parts per
     // column); `_n16`: 16 x 16 fragments; `_emu`: matrix instructions emulated (tests).

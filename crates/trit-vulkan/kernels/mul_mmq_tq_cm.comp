@@ -1,7 +1,8 @@
 #version 450
 // Ternary mat-mat for prompt processing on tensor cores: the operands, tiles and results of
 // mul_mmq_tq.comp (64 x 64 outputs per workgroup) or, with BIG, mul_mmq_tq_big.comp
-// (128 x 64), with the integer products done by NVIDIA's cooperative matrices
+// (128 x 64), or with SMALL 32 x 64 (twice the workgroups of a product whose 64-row tiles
+// would leave much of the GPU idle), with the integer products done by NVIDIA's cooperative matrices
 // (VK_NV_cooperative_matrix, int8 x int8 -> int32, subgroup scope, 16 x NS x 32; NS = 8 or
 // 16, the host picks a shape the device lists). 256 invocations: 8 subgroups of 32, laid out
 // WM x WN over the tile, each computing FM x FN fragments of 16 rows x NS columns.
@@ -30,6 +31,10 @@
 #define TM 128
 #define WM 4
 #define WN 2
+#elif defined(SMALL)
+#define TM 32
+#define WM 2
+#define WN 4
 #else
 #define TM 64
 #define WM 2

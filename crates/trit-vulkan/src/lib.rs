@@ -191,6 +191,30 @@ pub fn thin_dispatch_count() -> u64 {
     ops::train::THIN_DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// Tests: ternary products on tensor cores with fewer than `tiles` 64 x 64 output tiles take
+/// 32 x 64 tiles (0: never; the default is 400, or TRIT_VULKAN_MMQ_SMALL_BELOW).
+pub fn set_mmq_small_below(tiles: u64) {
+    matvec::MMQ_SMALL_BELOW.store(tiles, Ordering::Relaxed);
+}
+
+/// Ternary products recorded with 32 x 64 tiles (`mul_mmq_tq_cm.comp` with SMALL) so far in
+/// this process.
+pub fn mmq_small_dispatch_count() -> u64 {
+    matvec::MMQ_SMALL_DISPATCHES.load(Ordering::Relaxed)
+}
+
+/// f16 OUT_PRODs recorded with `out_prod_f16_cmv.comp` (aligned operands: the tied LM head's
+/// input gradient; TRIT_VULKAN_F16_CMV=0 turns it off) so far in this process.
+pub fn f16_out_prod_vector_dispatch_count() -> u64 {
+    ops::train::F16V_DISPATCHES.load(Ordering::Relaxed)
+}
+
+/// f16 products recorded with `mul_mm_f16_cmv.comp` (aligned operands, 128 x 128 tiles;
+/// TRIT_VULKAN_F16_CMV=0 turns it off) so far in this process.
+pub fn f16_vector_dispatch_count() -> u64 {
+    matvec::F16_VECTOR_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Tests: run ternary prompt products through the cooperative-matrix tile kernel with its
 /// matrix instructions emulated (any device), to check its tiling, partial tiles and scaling
 /// where the extension is absent: `n` = 8 (16 x 8 fragments, `_emu`) or 16 (16 x 16,

@@ -46,6 +46,26 @@ pub(crate) fn int8_n16_opt_in() -> bool {
     *ON.get_or_init(|| std::env::var("TRIT_VULKAN_INT8_N16").is_ok_and(|v| v == "1"))
 }
 
+/// Below this many 64 x 64 output tiles a ternary product on tensor cores takes 32 x 64 tiles
+/// (`mul_mmq_tq_cm.comp` with SMALL): twice the workgroups, so a product such as attention's
+/// K and V over a training window (80 tiles) fills more of a large GPU.
+/// TRIT_VULKAN_MMQ_SMALL_BELOW overrides it (0: never), for A/B runs.
+/// `set_mmq_small_below` (tests) overrides both.
+fn mmq_small_below() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    match MMQ_SMALL_BELOW.load(Ordering::Relaxed) {
+        u64::MAX => *N.get_or_init(|| {
+            std::env::var("TRIT_VULKAN_MMQ_SMALL_BELOW").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+        }),
+        n => n,
+    }
+}
+
+/// `mmq_small_below`'s override; u64::MAX: none.
+pub(crate) static MMQ_SMALL_BELOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+/// Ternary products recorded with 32 x 64 tiles so far in this process (tests).
+pub(crate) static MMQ_SMALL_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The int8 cooperative-matrix variant of tile kernel `base` (`mul_mmq_tq_cm.comp`,
 /// `dx_q8.comp`): under `set_coopmat_emulation` `{base}_emu` / `{base}_n16_emu`; otherwise
 /// `{base}_cm` (16 x 8 x 32) where the device lists that shape and its pipeline was built (only
@@ -94,6 +114,29 @@ pub(crate) fn f16_cm_kernel(gpu: &Gpu) -> Option<&'static str> {
         COOPMAT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     }
     ok.then_some(name)
+}
+
+/// f16 products recorded with `mul_mm_f16_cmv.comp` so far in this process (tests).
+pub(crate) static F16_VECTOR_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether the f16 tensor-core kernels for aligned operands (`mul_mm_f16_cmv.comp`,
+/// `out_prod_f16_cmv.comp`) may run: unless TRIT_VULKAN_F16_CMV=0 (A/B runs).
+pub(crate) fn f16_cmv_on() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*OFF.get_or_init(|| std::env::var("TRIT_VULKAN_F16_CMV").is_ok_and(|v| v == "0"))
+}
+
+/// The 128 x 128 form of an f16 tensor-core kernel (`mul_mm_f16_cmv.comp`, for aligned
+/// operands contiguous along k), unless TRIT_VULKAN_F16_CMV=0 (A/B runs).
+pub(crate) fn f16_cmv_kernel(kernel: &str) -> Option<&'static str> {
+    if !f16_cmv_on() {
+        return None;
+    }
+    match kernel {
+        "mmt_f16_cm" => Some("mmtv_f16_cm"),
+        "mmt_f16_emu" => Some("mmtv_f16_emu"),
+        _ => None,
+    }
 }
 
 /// Whether a kernel variant can be built where the device lists these cooperative-matrix
@@ -180,10 +223,25 @@ pub(crate) fn encode_to(
         (TQ1, true) => format!("mmq{big}_tq1{res}{dot}"),
         _ => return Ok(false),
     };
+    let [_, rows, _, _] = ne(s0);
+    let [_, _, b2, b3] = ne(s1);
+    let batches = b2 as u64 * b3 as u64;
+    let mut small = false;
     if wide {
-        // Tensor cores where the device has them (same tiles, so the same workgroup count).
+        // Tensor cores where the device has them (same tiles, so the same workgroup count),
+        // in 32-row tiles where 64-row ones would be few.
         let t = if ty(s0) == TQ2 { "tq2" } else { "tq1" };
-        if let Some(k) = int8_cm_variant(&gpu, &format!("mmq{big}_{t}{res}")) {
+        let tiles = (rows as u64).div_ceil(MMQ_TILE) * cols.div_ceil(MMQ_TILE) * batches;
+        let small_kernel = if big.is_empty() && tiles < mmq_small_below() {
+            int8_cm_variant(&gpu, &format!("mmqs_{t}{res}"))
+        } else {
+            None
+        };
+        if let Some(k) = small_kernel.or_else(|| int8_cm_variant(&gpu, &format!("mmq{big}_{t}{res}"))) {
+            small = k.starts_with("mmqs_");
+            if small {
+                MMQ_SMALL_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+            }
             kernel = k;
             COOPMAT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
         }
@@ -191,11 +249,10 @@ pub(crate) fn encode_to(
     if !gpu.has_pipeline(&kernel) {
         return Ok(false);
     }
-    let [_, rows, _, _] = ne(s0);
-    let [_, _, b2, b3] = ne(s1);
-    let batches = b2 as u64 * b3 as u64;
     let groups = if wide && !big.is_empty() {
         (rows as u64).div_ceil(2 * MMQ_TILE) * cols.div_ceil(MMQ_TILE) * batches
+    } else if wide && small {
+        (rows as u64).div_ceil(MMQ_TILE / 2) * cols.div_ceil(MMQ_TILE) * batches
     } else if wide {
         (rows as u64).div_ceil(MMQ_TILE) * cols.div_ceil(MMQ_TILE) * batches
     } else {

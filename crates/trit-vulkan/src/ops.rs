@@ -108,6 +108,21 @@ pub(crate) fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
     span(t) + gpu.min_storage_align + 4 <= gpu.max_range()
 }
 
+/// Whether an f16 product `a` (weights) x `b` (f32) suits `mul_mm_f16_cmv.comp`: k a multiple
+/// of 8, both operands contiguous along k with every other stride a multiple of 16 bytes,
+/// both 16-byte aligned in memory, and `a` within one binding.
+fn f16_vector_ready(gpu: &Gpu, a: *const sys::ggml_tensor, b: *const sys::ggml_tensor) -> bool {
+    let (na, nbb) = (nb(a), nb(b));
+    let aligned = |t| locate(t).is_ok_and(|(_, off)| off % 16 == 0);
+    ne(a)[0] % 8 == 0
+        && na[0] == 2
+        && nbb[0] == 4
+        && na[1..].iter().chain(&nbb[1..]).all(|s| s % 16 == 0)
+        && aligned(a)
+        && aligned(b)
+        && fits_range(gpu, a)
+}
+
 /// Nodes matched by `TRIT_VULKAN_DISABLE_OPS` are left to the CPU: a comma-separated list
 /// of ggml op names (`ROPE`), optionally with a node-name prefix (`MUL_MAT:node_1`,
 /// `MUL:Qcur`). For bisecting numerical differences against the CPU.
@@ -435,7 +450,17 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             let tiled = cols > 8;
             // f16 weights over many columns: 128-row tiles on tensor cores where the device has them.
             let f16_cm = if t0 == F16 && tiled { crate::matvec::f16_cm_kernel(rec.gpu()) } else { None };
+            // Aligned operands contiguous along k: the 128 x 128 form with 16-byte loads.
+            let f16_cm = f16_cm.map(|k| match crate::matvec::f16_cmv_kernel(k) {
+                Some(v) if rec.gpu().has_pipeline(v) && f16_vector_ready(rec.gpu(), s0, s1) => v,
+                _ => k,
+            });
+            let vector = f16_cm.is_some_and(|k| k.starts_with("mmtv_"));
+            if vector {
+                crate::matvec::F16_VECTOR_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let tile_rows = if f16_cm.is_some() { 128 } else { 64 };
+            let tile_cols = if vector { 128 } else { 64 };
             let kernel = match (cols, f16_cm) {
                 (_, Some(k)) => k.to_string(),
                 (1, _) => format!("mm_{name}_1"),
@@ -467,6 +492,9 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                 let [k, c, b2, _] = p.b_ne;
                 p.b_nb = [1, k, k * c, k * c * b2];
                 q
+            } else if vector {
+                let (alloc, off) = locate(s1)?;
+                rec.bind_bytes_aligned(alloc, off, span(s1), 16)?
             } else {
                 rec.bind(s1, 4)?
             };
@@ -476,14 +504,19 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             // Workgroups for `nr` weight rows.
             let groups_for_rows = |nr: u64| {
                 if tiled {
-                    nr.div_ceil(tile_rows) * cols.div_ceil(64) * batches
+                    nr.div_ceil(tile_rows) * cols.div_ceil(tile_cols) * batches
                 } else {
                     nr * cols.div_ceil(if cols == 1 { 1 } else { 8 }) * batches
                 }
             };
             let gpu = rec.gpu().clone();
             if fits_range(&gpu, s0) {
-                let a = rec.bind(s0, a_el)?;
+                let a = if vector {
+                    let (alloc, off) = locate(s0)?;
+                    rec.bind_bytes_aligned(alloc, off, span(s0), 16)?
+                } else {
+                    rec.bind(s0, a_el)?
+                };
                 let d = rec.bind(op, 4)?;
                 let groups = groups_for_rows(rows as u64);
                 p.m0[1] = groups as u32;

@@ -286,6 +286,9 @@ fn out_prod_split(gpu: &Gpu, op: *const sys::ggml_tensor) -> (u64, u64) {
     if dx_q8_kernel(gpu, op).is_some() {
         return wave_split(k, out_prod_tiles(op), n, dxq_groups());
     }
+    if f16v_kernel(gpu, op).is_some() {
+        return wave_split(k, f16v_tiles(op), n, cm_groups());
+    }
     if cm_kernel(gpu, op).is_some() {
         return wave_split(k, cm_tiles(op), n, cm_groups());
     }
@@ -320,6 +323,69 @@ fn cm_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
         _ => return None,
     };
     gpu.has_pipeline(name).then_some(name)
+}
+
+/// The f16 OUT_PROD on tensor cores for aligned operands (kernels/out_prod_f16_cmv.comp, on
+/// by default: the tied LM head's input gradient): `out_prod_f16v_cm` where `cm_device`,
+/// `out_prod_f16v_emu` under `set_coopmat_emulation` (tests). None where the operands do not
+/// suit it — i0's count, k and A's k stride multiples of 8, A contiguous along i0 and B along
+/// k, B's other strides multiples of 16 bytes, both 16-byte aligned, each within one
+/// binding — with TRIT_VULKAN_OUT_PROD_4X4=1, or with TRIT_VULKAN_F16_CMV=0.
+fn f16v_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
+    let (s0, s1) = (src(op, 0), src(op, 1));
+    if op_of(op) != sys::GGML_OP_OUT_PROD || ty(s0) != F16 || ty(s1) != F32 || ty(op) != F32 || out_prod_4x4() {
+        return None;
+    }
+    let name = if gpu.limits.coopmat_emu.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+        "out_prod_f16v_emu"
+    } else if cm_device(gpu) {
+        "out_prod_f16v_cm"
+    } else {
+        return None;
+    };
+    if !crate::matvec::f16_cmv_on() {
+        return None;
+    }
+    let (na, nbb) = (nb(s0), nb(s1));
+    let aligned = |t| crate::dispatch::locate(t).is_ok_and(|(_, off)| off % 16 == 0);
+    let ok = ne(op)[0] % 8 == 0
+        && ne(s0)[1] % 8 == 0
+        && na[0] == 2
+        && na[1..].iter().all(|s| s % 16 == 0)
+        && nbb[1] == 4
+        && [nbb[0], nbb[2], nbb[3]].iter().all(|s| s % 16 == 0)
+        && aligned(s0)
+        && aligned(s1)
+        && fits_range(gpu, s0)
+        && fits_range(gpu, s1);
+    (ok && gpu.has_pipeline(name)).then_some(name)
+}
+
+/// Output tiles of `out_prod_f16_cmv.comp` (128 x 64).
+fn f16v_tiles(op: *const sys::ggml_tensor) -> u64 {
+    let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
+    n0.div_ceil(128) * n1.div_ceil(64) * n2 * n3
+}
+
+/// f16 OUT_PRODs recorded with `out_prod_f16_cmv.comp` so far in this process (tests).
+pub(crate) static F16V_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `out_prod_f16_cmv.comp`: the column scales of `b` (col_scale.comp, from `b` bound as f32
+/// elements), then the product with both operands bound in 16-byte units.
+fn record_out_prod_f16v(rec: &mut Recorder, op: *const sys::ggml_tensor, name: &str, b: Bound, p: Push) -> Result<()> {
+    let cols = columns(op);
+    let scales = rec.scratch(cols * 4)?;
+    let mut ps = Push::default();
+    (ps.b_ne, ps.b_nb) = (p.b_ne, p.b_nb);
+    ps.m0[1] = cols as u32;
+    rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
+    let bound16 = |rec: &Recorder, t| -> Result<Bound> {
+        let (alloc, off) = crate::dispatch::locate(t)?;
+        rec.bind_bytes_aligned(alloc, off, crate::dispatch::span(t), 16)
+    };
+    let (a16, b16) = (bound16(rec, src(op, 0))?, bound16(rec, src(op, 1))?);
+    F16V_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    record_out_prod(rec, op, name, a16, b16, Some(scales), f16v_tiles(op), p)
 }
 
 /// What the tensor-core OUT_PROD needs of the device: cooperative matrices on (not
@@ -684,6 +750,9 @@ pub(super) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             }
             if let Some(k) = dx_q8_kernel(rec.gpu(), op) {
                 return record_dx_q8(rec, op, &k, a, b, p);
+            }
+            if let Some(k) = f16v_kernel(rec.gpu(), op) {
+                return record_out_prod_f16v(rec, op, k, b, p);
             }
             match cm_kernel(rec.gpu(), op) {
                 Some(cm) => record_out_prod_cm(rec, op, cm, a, b, p),

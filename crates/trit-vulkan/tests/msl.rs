@@ -6,7 +6,8 @@
 //! exist and translate. `_cm` variants use NVIDIA's cooperative matrices
 //! (SPV_NV_cooperative_matrix), which spirv-cross cannot express either: the same rule
 //! (a shape tag before `_cm`, as in `_n16_cm`, is dropped with it; `dx_q8_*`'s and
-//! `dx_q8p_*`'s twin is `out_prod_*`).
+//! `dx_q8p_*`'s twin is `out_prod_*`, `mmtv_*`'s `mmt_*`, `mmqs_*`'s `mmq_*`, `out_prod_f16v_*`'s
+//! `out_prod_f16_*`).
 
 use std::process::Command;
 
@@ -31,7 +32,14 @@ fn kernels_translate_to_msl() {
         {
             // The int8 input gradient's twin (either form: `dx_q8p` takes dY quantized
             // beforehand) is the f32 OUT_PROD kernel of the same weight type.
-            let twin = twin.replace("dx_q8p_", "out_prod_").replace("dx_q8_", "out_prod_");
+            // The twin of the 128 x 128 f16 kernel is the f16 tile kernel (`mmt_`), that of
+            // the 32-row ternary tiles the ternary tile kernel (`mmq_`).
+            let twin = twin
+                .replace("dx_q8p_", "out_prod_")
+                .replace("dx_q8_", "out_prod_")
+                .replace("mmtv_", "mmt_")
+                .replace("mmqs_", "mmq_")
+                .replace("out_prod_f16v", "out_prod_f16");
             assert!(names.contains(&twin.as_str()), "{name} has no plain twin {twin} for Metal");
             continue;
         }

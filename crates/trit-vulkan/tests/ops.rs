@@ -174,9 +174,11 @@ fn mul_mat_coopmat_paths() {
     }
     for (mode, emu) in modes {
         trit_vulkan::set_coopmat_emulation(emu);
-        for big in [false, true] {
+        // 64-row tiles, 32-row tiles (SMALL, forced for every shape), 128-row tiles.
+        for (big, small) in [(false, false), (false, true), (true, false)] {
             trit_vulkan::set_mmq_big_tiles(big);
-            println!("-- {mode}, big tiles {big}");
+            trit_vulkan::set_mmq_small_below(if small { 1 << 40 } else { 0 });
+            println!("-- {mode}, big tiles {big}, small tiles {small}");
             for wt in [TQ2, TQ1] {
                 for &(k, rows, cols, batch, bcast) in &[
                     (256i64, 20i64, 17i64, [2i64, 3i64], [1i64, 2i64]),
@@ -188,10 +190,16 @@ fn mul_mat_coopmat_paths() {
                     (256, 200, 9, [1, 1], [1, 1]),
                 ] {
                     let before = trit_vulkan::coopmat_dispatch_count();
+                    let small_before = trit_vulkan::mmq_small_dispatch_count();
                     mul_mat_case(&b, wt, k, rows, cols, batch, bcast);
                     assert!(
                         trit_vulkan::coopmat_dispatch_count() > before,
                         "{mode}: not the cooperative-matrix kernel"
+                    );
+                    assert_eq!(
+                        trit_vulkan::mmq_small_dispatch_count() > small_before,
+                        small,
+                        "{mode}: 32-row tiles expected: {small}"
                     );
                 }
             }
@@ -216,10 +224,12 @@ fn mul_mat_coopmat_paths() {
     }
     trit_vulkan::set_coopmat_emulation(0);
     trit_vulkan::set_mmq_big_tiles(false);
+    trit_vulkan::set_mmq_small_below(u64::MAX);
 }
 
 /// f16-weight products of more than 8 columns on tensor cores (kernels/mul_mm_f16_cm.comp:
-/// 128 x 64 tiles, f16 16 x 16 x 16 into f32), emulated on any device and for real where the
+/// 128 x 64 tiles, f16 16 x 16 x 16 into f32; mul_mm_f16_cmv.comp: 128 x 128 tiles for
+/// aligned operands), emulated on any device and for real where the
 /// device lists that shape. Activations are rounded to f16 as the CPU rounds them, so only
 /// the order of the f32 sums differs: held to 1e-6, not the f16 path's general 5e-4. Shapes:
 /// k not a multiple of the 32-wide slices (and odd), partial row and column tiles,
@@ -236,14 +246,19 @@ fn mul_mat_f16_tensor_cores() {
     }
     for (mode, emu) in modes {
         trit_vulkan::set_coopmat_emulation(emu);
-        for &(k, rows, cols, batch, bcast) in &[
-            (64i64, 20i64, 9i64, [1i64, 1i64], [1i64, 1i64]),
-            (301, 130, 70, [1, 1], [1, 1]),
-            (256, 128, 64, [2, 3], [1, 2]),
-            (2560, 1000, 130, [1, 1], [1, 1]),
-            (33, 257, 65, [2, 1], [2, 1]),
+        // The last field: whether the shape suits mul_mm_f16_cmv.comp (k a multiple of 8,
+        // rows 16-byte aligned): k not a multiple of its 32-wide slices, partial tiles of both
+        // sides, batches; the others take mul_mm_f16_cm.comp.
+        for &(k, rows, cols, batch, bcast, vector) in &[
+            (64i64, 20i64, 9i64, [1i64, 1i64], [1i64, 1i64], true),
+            (301, 130, 70, [1, 1], [1, 1], false),
+            (256, 128, 64, [2, 3], [1, 2], true),
+            (2560, 1000, 130, [1, 1], [1, 1], true),
+            (33, 257, 65, [2, 1], [2, 1], false),
+            (40, 300, 260, [2, 1], [1, 1], true),
         ] {
             let before = trit_vulkan::coopmat_dispatch_count();
+            let vector_before = trit_vulkan::f16_vector_dispatch_count();
             check(
                 &b,
                 &format!("mul_mat f16 ({mode}) k={k} rows={rows} cols={cols} batch={batch:?} bcast={bcast:?}"),
@@ -255,6 +270,11 @@ fn mul_mat_f16_tensor_cores() {
                 NMSE_TR,
             );
             assert!(trit_vulkan::coopmat_dispatch_count() > before, "{mode}: not the tensor-core kernel");
+            assert_eq!(
+                trit_vulkan::f16_vector_dispatch_count() > vector_before,
+                vector,
+                "{mode}: k={k} rows={rows}: mul_mm_f16_cmv.comp expected: {vector}"
+            );
         }
         let before = trit_vulkan::coopmat_dispatch_count();
         check(

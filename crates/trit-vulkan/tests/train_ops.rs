@@ -323,6 +323,59 @@ fn out_prod_tensor_cores() {
     }
 }
 
+/// The f16 OUT_PROD for aligned operands (kernels/out_prod_f16_cmv.comp: the tied LM head's
+/// input gradient), emulated on any device and on tensor cores where the device has f16
+/// cooperative matrices: held to the f32 kernel's bound at every magnitude of dY (its hi + lo
+/// split, as in out_prod_cm.comp) and with mixed columns. Shapes: several tiles of both sides
+/// with partial ones, a long k split across workgroups; an unaligned dY (70 rows: a column
+/// stride of 280 bytes) must take another kernel.
+#[test]
+fn out_prod_f16_vector() {
+    let Some((_g, b)) = setup() else { return };
+    const MIXED: &[f32] = &[1e-12, 1.0, 3e8, 0.0, 1e-5, 7.0, 2e-30, 1e3, 0.5];
+    let mut modes = vec![("emulated", 1)];
+    if trit_vulkan::cm_training_available() {
+        modes.push(("tensor cores", 0));
+    } else {
+        println!("device: no f16 cooperative matrices for training: emulated only");
+    }
+    for (mode, emu) in modes {
+        trit_vulkan::set_coopmat_emulation(emu);
+        for (n_in, n_out, tokens, vector) in
+            [(264i64, 704i64, 9i64, true), (2560, 1000, 130, true), (1280, 4104, 70, true), (256, 70, 9, false)]
+        {
+            for scale in [1e-12f32, 1.0, 1e8] {
+                let before = trit_vulkan::f16_out_prod_vector_dispatch_count();
+                check(
+                    &b,
+                    &format!("out_prod f16 ({mode}) W[{n_in},{n_out}] tokens={tokens} dY x {scale:e}"),
+                    &|ctx, ins| unsafe {
+                        let w = input(ctx, ins, F16, &[n_in, n_out], Fill::Uniform);
+                        let dy = input(ctx, ins, F32, &[n_out, tokens], Fill::Uniform);
+                        let dy = sys::ggml_scale(ctx, dy, scale);
+                        sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, dy))
+                    },
+                    NMSE_TQ,
+                );
+                let ran = trit_vulkan::f16_out_prod_vector_dispatch_count() > before;
+                assert_eq!(ran, vector, "{mode}: W[{n_in},{n_out}]: out_prod_f16_cmv.comp expected: {vector}");
+            }
+            check(
+                &b,
+                &format!("out_prod f16 ({mode}) W[{n_in},{n_out}] tokens={tokens} mixed columns"),
+                &|ctx, ins| unsafe {
+                    let w = input(ctx, ins, F16, &[n_in, n_out], Fill::Uniform);
+                    let dy = input(ctx, ins, F32, &[n_out, tokens], Fill::Uniform);
+                    let m = input(ctx, ins, F32, &[1, tokens], Fill::Values(MIXED));
+                    sys::ggml_out_prod(ctx, w, sys::ggml_transpose(ctx, sys::ggml_mul(ctx, dy, m)))
+                },
+                NMSE_TQ,
+            );
+        }
+    }
+    trit_vulkan::set_coopmat_emulation(0);
+}
+
 /// The int8 input gradient (kernels/dx_q8.comp) holds dY to within 1/64516 of each column's
 /// largest |dY x block scale|: for uniform data an NMSE near 3e-10; the bound leaves room for
 /// rows whose block scales are well below the column's largest.
