@@ -190,6 +190,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("dx_q8p_tq2_n16_cm", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ"]),
     ("dx_q8p_tq2_emu", "dx_q8.comp", &["A_TQ2", "PREQ"]),
     ("dx_q8p_tq2_n16_emu", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ"]),
+    // TQ2_0 with dY quantized beforehand in 128-row tiles, two shared buffers (WIDE).
+    ("dx_q8pw_tq2_cm", "dx_q8.comp", &["A_TQ2", "PREQ", "WIDE"]),
+    ("dx_q8pw_tq2_n16_cm", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ", "WIDE"]),
+    ("dx_q8pw_tq2_emu", "dx_q8.comp", &["A_TQ2", "PREQ", "WIDE"]),
+    ("dx_q8pw_tq2_n16_emu", "dx_q8.comp", &["A_TQ2", "NS=16", "PREQ", "WIDE"]),
     ("dx_q8p_tq1_cm", "dx_q8.comp", &["A_TQ1", "PREQ"]),
     ("dx_q8p_tq1_n16_cm", "dx_q8.comp", &["A_TQ1", "NS=16", "PREQ"]),
     ("dx_q8p_tq1_emu", "dx_q8.comp", &["A_TQ1", "PREQ"]),

@@ -23,6 +23,10 @@
 // that arithmetic rather than by its products. A maximum of -1 (a negative number) marks a
 // block column whose scales equal block column 0's in every row: its parts and maxima are
 // block column 0's.
+// WIDE (TQ2_0 with PREQ): 128 (i0) x 64 (i1) tiles, 8 subgroups as 4 x 2, each 32 x 32 (so
+// ten fragment loads feed sixteen products instead of six for eight), all four 2-bit fields
+// of a code word used per load, and two shared buffers: step s + 1 is stored into the other
+// buffer while step s is multiplied, one barrier a step.
 #include "common.glsl"
 #if defined(COOPMAT)
 #extension GL_KHR_memory_scope_semantics : require
@@ -32,11 +36,19 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #endif
 
+#if defined(WIDE)
+#define TM 128
+#define WM 4
+#define WN 2
+#define NBUF 2
+#else
 #define TM 64
-#define TN 64
-#define KS 64
 #define WM 2
 #define WN 4
+#define NBUF 1
+#endif
+#define TN 64
+#define KS 64
 #ifndef NS
 #define NS 8
 #endif
@@ -66,9 +78,9 @@ layout(std430, binding = 3) readonly buffer BufS { float col_max[]; };
 #define SCALE_AT 52u
 #endif
 
-shared uint sa[KS * SAS];
-shared uint sbh[TN * SBS];
-shared uint sbl[TN * SBS];
+shared uint sa[NBUF * KS * SAS];
+shared uint sbh[NBUF * TN * SBS];
+shared uint sbl[NBUF * TN * SBS];
 #if !defined(PREQ)
 shared float sinv[TN]; // 127 / m per column (0 for a column of zeros)
 #endif
@@ -126,7 +138,11 @@ uint pack_byte(float v, uint i) { return (uint(int(v)) & 0xFFu) << (8u * i); }
 // (TQ2_0: words w and 8 + w of rows it / 8, it = t + 256 l; TQ1_0: word it % 16 of row
 // it / 16, it = t + 256 l) and B's values times their rows' block scales (column
 // (t + 256 l) / 16, rows 4 (t % 16) + j).
+#if defined(WIDE)
+uint ra[8]; // words w of rows it / 8 (it = t + 256 l) at shifts 0, 2, 4, 6
+#else
 uint ra[4];
+#endif
 #if defined(PREQ)
 uvec4 rq[2]; // hi, lo: 16 bytes (k) of column (t / 4) at step bytes 16 (t % 4)
 #else
@@ -144,14 +160,14 @@ void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0,
     [[unroll]] for (uint l = 0; l < 2u; ++l) {
         const uint it = t + l * WG;
         const uint k = k0 + it / 8u, w = it % 8u;
-        uint lo = 0u, hi = 0u;
-        if (k < K) {
-            const uint cw = load32(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + (e0 >> 7) * 32u + 4u * w);
-            lo = to_signed((cw >> s0) & 0x03030303u);
-            hi = to_signed((cw >> (s0 + 2u)) & 0x03030303u);
-        }
-        ra[2u * l] = lo;
-        ra[2u * l + 1u] = hi;
+        const uint cw = k < K ? load32(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + (e0 >> 7) * 32u + 4u * w) : 0x55555555u;
+#if defined(WIDE)
+        // e0 % 128 == 0: shift 2 s holds elements e0 + 32 s + 4 w .. + 3 (code 1 past K: weight 0).
+        [[unroll]] for (uint sh = 0; sh < 4u; ++sh) { ra[4u * l + sh] = to_signed((cw >> (2u * sh)) & 0x03030303u); }
+#else
+        ra[2u * l] = to_signed((cw >> s0) & 0x03030303u);
+        ra[2u * l + 1u] = to_signed((cw >> (s0 + 2u)) & 0x03030303u);
+#endif
     }
 #else
     [[unroll]] for (uint l = 0; l < 4u; ++l) {
@@ -188,27 +204,33 @@ void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0,
 #endif
 }
 
-// The registers into shared memory: A's codes, B's values quantized against their column's
-// largest (hi and lo int8).
-void store_step(uint t) {
-#if defined(A_TQ2)
+// The registers into shared memory (buffer `buf`): A's codes, B's values quantized against
+// their column's largest (hi and lo int8).
+void store_step(uint buf, uint t) {
+    const uint ab = buf * (KS * SAS), bb = buf * (TN * SBS);
+#if defined(A_TQ2) && defined(WIDE)
     [[unroll]] for (uint l = 0; l < 2u; ++l) {
         const uint it = t + l * WG;
-        sa[(it / 8u) * SAS + it % 8u] = ra[2u * l];
-        sa[(it / 8u) * SAS + 8u + it % 8u] = ra[2u * l + 1u];
+        [[unroll]] for (uint sh = 0; sh < 4u; ++sh) { sa[ab + (it / 8u) * SAS + 8u * sh + it % 8u] = ra[4u * l + sh]; }
+    }
+#elif defined(A_TQ2)
+    [[unroll]] for (uint l = 0; l < 2u; ++l) {
+        const uint it = t + l * WG;
+        sa[ab + (it / 8u) * SAS + it % 8u] = ra[2u * l];
+        sa[ab + (it / 8u) * SAS + 8u + it % 8u] = ra[2u * l + 1u];
     }
 #else
     [[unroll]] for (uint l = 0; l < 4u; ++l) {
         const uint it = t + l * WG;
-        sa[(it / 16u) * SAS + it % 16u] = ra[l];
+        sa[ab + (it / 16u) * SAS + it % 16u] = ra[l];
     }
 #endif
 #if defined(PREQ)
     {
         const uint cc = t / 4u, w0 = 4u * (t % 4u);
         [[unroll]] for (uint w = 0; w < 4u; ++w) {
-            sbh[cc * SBS + w0 + w] = rq[0][w];
-            sbl[cc * SBS + w0 + w] = rq[1][w];
+            sbh[bb + cc * SBS + w0 + w] = rq[0][w];
+            sbl[bb + cc * SBS + w0 + w] = rq[1][w];
         }
     }
 #else
@@ -224,8 +246,8 @@ void store_step(uint t) {
             wh |= pack_byte(h, j);
             wl |= pack_byte(lo, j);
         }
-        sbh[cc * SBS + q] = wh;
-        sbl[cc * SBS + q] = wl;
+        sbh[bb + cc * SBS + q] = wh;
+        sbl[bb + cc * SBS + q] = wl;
     }
 #endif
 }
@@ -297,22 +319,32 @@ void main() {
     barrier(); // sinv, sm
 
     // Software pipelining: the global loads of step k0 + KS go to registers while the
-    // products of step k0 run; they go to shared memory after the step's second barrier.
+    // products of step k0 run. One buffer: they go to shared memory after the step's second
+    // barrier. Two (WIDE): into the other buffer right after the products, one barrier a step.
     load_step(a_base, b_base, b_col, blk, e0, c0, ne1, k_lo, K, t);
+#if NBUF == 2
+    store_step(0u, t);
+    barrier();
+#endif
+    uint cur = 0u;
     for (uint k0 = k_lo; k0 < K; k0 += KS) {
-        store_step(t);
+        const bool more = k0 + KS < K;
+#if NBUF == 1
+        store_step(0u, t);
         barrier();
-        if (k0 + KS < K) { load_step(a_base, b_base, b_col, blk, e0, c0, ne1, k0 + KS, K, t); }
+#endif
+        if (more) { load_step(a_base, b_base, b_col, blk, e0, c0, ne1, k0 + KS, K, t); }
+        const uint ab = cur * (KS * SAS), bb = cur * (TN * SBS);
         [[unroll]] for (uint ks = 0; ks < KS / 32u; ++ks) {
 #if defined(COOPMAT)
             icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fa[FM];
             [[unroll]] for (uint i = 0; i < FM; ++i) {
-                coopMatLoadNV(fa[i], sa, ks * 32u * SAS + (fr0 + 16u * i) / 4u, SAS, true);
+                coopMatLoadNV(fa[i], sa, ab + ks * 32u * SAS + (fr0 + 16u * i) / 4u, SAS, true);
             }
             [[unroll]] for (uint j = 0; j < FN; ++j) {
                 icoopmatNV<8, gl_ScopeSubgroup, 32, NS> fh, fl;
-                coopMatLoadNV(fh, sbh, (fcl + NS * j) * SBS + ks * 8u, SBS, true);
-                coopMatLoadNV(fl, sbl, (fcl + NS * j) * SBS + ks * 8u, SBS, true);
+                coopMatLoadNV(fh, sbh, bb + (fcl + NS * j) * SBS + ks * 8u, SBS, true);
+                coopMatLoadNV(fl, sbl, bb + (fcl + NS * j) * SBS + ks * 8u, SBS, true);
                 [[unroll]] for (uint i = 0; i < FM; ++i) {
                     ch[i * FN + j] = coopMatMulAddNV(fa[i], fh, ch[i * FN + j]);
                     cl[i * FN + j] = coopMatMulAddNV(fa[i], fl, cl[i * FN + j]);
@@ -326,9 +358,9 @@ void main() {
                     const uint c = fcl + NS * (f % FN) + idx / 16u;
                     int s_h = 0, s_l = 0;
                     for (uint kq = 0; kq < 32u; ++kq) {
-                        const int wa = byte_at(sa[(ks * 32u + kq) * SAS + r / 4u], r % 4u);
-                        s_h += wa * byte_at(sbh[c * SBS + ks * 8u + kq / 4u], kq % 4u);
-                        s_l += wa * byte_at(sbl[c * SBS + ks * 8u + kq / 4u], kq % 4u);
+                        const int wa = byte_at(sa[ab + (ks * 32u + kq) * SAS + r / 4u], r % 4u);
+                        s_h += wa * byte_at(sbh[bb + c * SBS + ks * 8u + kq / 4u], kq % 4u);
+                        s_l += wa * byte_at(sbl[bb + c * SBS + ks * 8u + kq / 4u], kq % 4u);
                     }
                     sh[f * E + e] += s_h;
                     sl[f * E + e] += s_l;
@@ -336,6 +368,10 @@ void main() {
             }
 #endif
         }
+#if NBUF == 2
+        if (more) { store_step(cur ^ 1u, t); }
+        cur ^= 1u;
+#endif
         barrier();
     }
 

@@ -203,6 +203,17 @@ pub fn mmq_small_dispatch_count() -> u64 {
     matvec::MMQ_SMALL_DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// Tests: whether the int8 input gradient of a TQ2_0 weight (dY quantized beforehand) may
+/// take 128-row tiles (`dx_q8.comp` WIDE; on by default, TRIT_VULKAN_DXQ_WIDE=0 turns it off).
+pub fn set_dxq_wide(on: bool) {
+    ops::train::DXQ_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Int8 input gradients recorded with 128-row tiles (`dx_q8.comp` WIDE) so far in this process.
+pub fn dx_int8_wide_dispatch_count() -> u64 {
+    ops::train::DXQ_WIDE_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// f16 OUT_PRODs recorded with `out_prod_f16_cmv.comp` (aligned operands: the tied LM head's
 /// input gradient; TRIT_VULKAN_F16_CMV=0 turns it off) so far in this process.
 pub fn f16_out_prod_vector_dispatch_count() -> u64 {

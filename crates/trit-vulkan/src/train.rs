@@ -283,8 +283,8 @@ fn out_prod_split(gpu: &Gpu, op: *const sys::ggml_tensor) -> (u64, u64) {
     if thin(op) {
         return thin_split(k, thin_tiles(op), n);
     }
-    if dx_q8_kernel(gpu, op).is_some() {
-        return wave_split(k, out_prod_tiles(op), n, dxq_groups());
+    if let Some(kernel) = dx_q8_kernel(gpu, op) {
+        return wave_split(k, dxq_tiles(op, &kernel), n, dxq_groups());
     }
     if f16v_kernel(gpu, op).is_some() {
         return wave_split(k, f16v_tiles(op), n, cm_groups());
@@ -426,7 +426,37 @@ fn dx_q8_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<String> {
         _ => return None,
     };
     let form = if dxq_prequant(op) { "dx_q8p" } else { "dx_q8" };
+    if form == "dx_q8p" && t == "tq2" && ne(op)[0] % 128 == 0 && dxq_wide() {
+        if let Some(k) = crate::matvec::int8_cm_variant(gpu, "dx_q8pw_tq2") {
+            return Some(k);
+        }
+    }
     crate::matvec::int8_cm_variant(gpu, &format!("{form}_{t}"))
+}
+
+/// Whether the int8 input gradient of a TQ2_0 weight with dY quantized beforehand takes
+/// 128-row tiles (`dx_q8.comp` WIDE, `dx_q8pw_*`) where its rows allow: unless
+/// TRIT_VULKAN_DXQ_WIDE=0 (A/B runs) or `set_dxq_wide(false)` (tests).
+fn dxq_wide() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    match DXQ_WIDE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => !*OFF.get_or_init(|| std::env::var("TRIT_VULKAN_DXQ_WIDE").is_ok_and(|v| v == "0")),
+    }
+}
+
+/// Int8 input gradients recorded with 128-row tiles so far in this process (tests).
+pub(crate) static DXQ_WIDE_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `dxq_wide`'s override: 0 none, 1 on, 2 off.
+pub(crate) static DXQ_WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Output tiles of the int8 input gradient's kernel: 128 x 64 for `dx_q8pw_*`, else 64 x 64.
+fn dxq_tiles(op: *const sys::ggml_tensor, kernel: &str) -> u64 {
+    let [n0, n1, n2, n3] = ne(op).map(|x| x as u64);
+    let rows = if kernel.starts_with("dx_q8pw_") { 128 } else { 64 };
+    n0.div_ceil(rows) * n1.div_ceil(64) * n2 * n3
 }
 
 /// The most bytes of quantized dY (`DxqParts::bytes`) the int8 input gradient quantizes
@@ -715,7 +745,10 @@ fn record_dx_q8(
         rec.dispatch("dx_q8_quant", block_scales, Some(b), quant, ps, items)?;
         let scales = rec.scratch_at(q_at, items * 4, 4)?;
         let bq = rec.scratch_at(q_at + parts.words * 4, parts.items * 2 * parts.kw * 4, 16)?;
-        return record_out_prod(rec, op, name, a, bq, Some(scales), out_prod_tiles(op), p);
+        if name.starts_with("dx_q8pw_") {
+            DXQ_WIDE_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        return record_out_prod(rec, op, name, a, bq, Some(scales), dxq_tiles(op, name), p);
     }
     let scales = rec.scratch(items * 4)?;
     let block_scales = rec.scratch(n * 4)?;

@@ -5,8 +5,8 @@
 //! cannot express in MSL: Metal runs their plain twin (same name without `_dot`), which must
 //! exist and translate. `_cm` variants use NVIDIA's cooperative matrices
 //! (SPV_NV_cooperative_matrix), which spirv-cross cannot express either: the same rule
-//! (a shape tag before `_cm`, as in `_n16_cm`, is dropped with it; `dx_q8_*`'s and
-//! `dx_q8p_*`'s twin is `out_prod_*`, `mmtv_*`'s `mmt_*`, `mmqs_*`'s `mmq_*`, `out_prod_f16v_*`'s
+//! (a shape tag before `_cm`, as in `_n16_cm`, is dropped with it; `dx_q8_*`'s, `dx_q8p_*`'s
+//! and `dx_q8pw_*`'s twin is `out_prod_*`, `mmtv_*`'s `mmt_*`, `mmqs_*`'s `mmq_*`, `out_prod_f16v_*`'s
 //! `out_prod_f16_*`).
 
 use std::process::Command;
@@ -35,6 +35,7 @@ fn kernels_translate_to_msl() {
             // The twin of the 128 x 128 f16 kernel is the f16 tile kernel (`mmt_`), that of
             // the 32-row ternary tiles the ternary tile kernel (`mmq_`).
             let twin = twin
+                .replace("dx_q8pw_", "out_prod_")
                 .replace("dx_q8p_", "out_prod_")
                 .replace("dx_q8_", "out_prod_")
                 .replace("mmtv_", "mmt_")

@@ -394,9 +394,12 @@ fn out_prod_int8_tensor_cores() {
     const MIXED: &[f32] = &[1e-12, 1.0, 3e8, 0.0, 1e-5, 7.0, 2e-30, 1e3, 0.5];
     trit_vulkan::set_dx_int8(true);
     let mut worst = 0f64;
-    for emu in [8u32, 16, 0] {
+    // TQ2_0 takes 128-row tiles (`dx_q8pw`) by default; each mode also runs with them off.
+    for (emu, wide) in [(8u32, true), (8, false), (16, true), (0, true), (0, false)] {
         trit_vulkan::set_coopmat_emulation(emu);
+        trit_vulkan::set_dxq_wide(wide);
         let before = trit_vulkan::dx_int8_dispatch_count();
+        let wide_before = trit_vulkan::dx_int8_wide_dispatch_count();
         let mut cases = 0u64;
         for t in [TQ2, TQ1] {
             for (n_in, n_out, tokens) in [(256i64, 70i64, 9i64), (768, 33, 40), (1280, 131, 70), (256, 4100, 9)] {
@@ -484,13 +487,17 @@ fn out_prod_int8_tensor_cores() {
             assert!(want[2 * 512..3 * 512].iter().any(|w| !w.is_finite()), "the CPU's column is finite");
         }
         let ran = trit_vulkan::dx_int8_dispatch_count() - before;
-        println!("emulation {emu}: {ran} of {cases} products on dx_q8");
+        let ran_wide = trit_vulkan::dx_int8_wide_dispatch_count() - wide_before;
+        println!("emulation {emu}, wide {wide}: {ran} of {cases} products on dx_q8, {ran_wide} in 128-row tiles");
         if emu != 0 || trit_vulkan::dx_int8_available() {
             assert_eq!(ran, cases, "dx_q8 should have taken every product (emulation {emu})");
+            // Every TQ2_0 case: half of them.
+            assert_eq!(ran_wide, if wide { cases / 2 } else { 0 }, "128-row tiles (emulation {emu}, wide {wide})");
         } else {
             assert_eq!(ran, 0);
         }
     }
+    trit_vulkan::set_dxq_wide(true);
     println!("largest NMSE: {worst:e}");
     trit_vulkan::set_coopmat_emulation(0);
     trit_vulkan::set_dx_int8(false);

@@ -66,6 +66,7 @@ pub fn setup() -> Option<(MutexGuard<'static, ()>, Backends)> {
     // The int8 input gradient is on by default where a device has int8 tensor cores; the
     // tests check the f32 kernels by default and turn it on where they check it.
     trit_vulkan::set_dx_int8(false);
+    trit_vulkan::set_dxq_wide(true);
     trit_vulkan::set_coopmat_emulation(0);
     Some((g, Backends::new(dev)))
 }
