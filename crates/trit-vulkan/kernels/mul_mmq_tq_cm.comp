@@ -9,11 +9,11 @@
 // K goes in steps of 128 weights (SK words of int8), two per 256-block: the step's weights,
 // decoded to signed int8 in activation order, and its activations go through shared memory,
 // rows (weights) and columns (activations) each with K contiguous, so the fragments load
-// row-major (A) and column-major (B). After a block's second step each subgroup stores its
-// int32 fragments, one at a time, to its own shared slot (where a fragment's elements live in
-// the invocations is the implementation's choice), and each invocation adds its E elements
-// of the fragment times weight scale times activation scale to its f32 accumulators, as the
-// CPU's TQ*_0 x Q8_K dot does per block.
+// row-major (A) and column-major (B). After a block's second step each invocation adds the
+// int32 elements it owns of each fragment, times weight scale times activation scale, to the
+// same elements of an f32 fragment, as the CPU's TQ*_0 x Q8_K dot does per block. Where a
+// fragment's elements live in the invocations is the implementation's choice: a fragment
+// loaded once from each element's own index says which row and column each one is.
 // Without COOPMAT (the `_emu` variants, for tests on devices without the extension) each
 // invocation computes its fragment elements' integer sums itself from the same shared
 // memory, through the same slot and scaling: everything but the matrix instructions.
@@ -136,12 +136,25 @@ void main() {
     const uint fcl = (sg / WM) * (FN * NS);
     const uint sbase = sg * (16u * NS);
 
+#if defined(COOPMAT)
+    // The f32 sums stay in fragments too: pos holds, in each element an invocation owns, that
+    // element's index in the fragment (row-major: row pos / NS, column pos % NS), loaded once
+    // from this subgroup's slot, so each block's scaling reads the integer sums where they
+    // are instead of through shared memory.
+    fcoopmatNV<32, gl_ScopeSubgroup, 16, NS> acc[NF];
+    icoopmatNV<32, gl_ScopeSubgroup, 16, NS> cm[NF];
+    [[unroll]] for (uint f = 0; f < NF; ++f) {
+        acc[f] = fcoopmatNV<32, gl_ScopeSubgroup, 16, NS>(0.0);
+        cm[f] = icoopmatNV<32, gl_ScopeSubgroup, 16, NS>(0);
+    }
+    icoopmatNV<32, gl_ScopeSubgroup, 16, NS> pos;
+    for (uint e = lane; e < 16u * NS; e += 32u) { slot[sbase + e] = int(e); }
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    coopMatLoadNV(pos, slot, sbase, NS, false);
+#else
     float acc[NF * E];
     [[unroll]] for (uint i = 0; i < NF * E; ++i) { acc[i] = 0.0; }
-#if defined(COOPMAT)
-    icoopmatNV<32, gl_ScopeSubgroup, 16, NS> cm[NF];
-    [[unroll]] for (uint f = 0; f < NF; ++f) { cm[f] = icoopmatNV<32, gl_ScopeSubgroup, 16, NS>(0); }
-#else
     int isum[NF * E];
     [[unroll]] for (uint i = 0; i < NF * E; ++i) { isum[i] = 0; }
 #endif
@@ -239,24 +252,25 @@ void main() {
 #endif
             }
             if (h == 1u) {
-                // The block's integer sums, through this subgroup's slot, times the scales.
+                // The block's integer sums times the scales (without COOPMAT through this
+                // subgroup's slot, as the fragments' layout is the implementation's).
                 [[unroll]] for (uint f = 0; f < NF; ++f) {
 #if defined(COOPMAT)
-                    coopMatStoreNV(cm[f], slot, sbase, NS, false);
-                    subgroupBarrier();
+                    for (uint i = 0; i < uint(pos.length()); ++i) {
+                        const uint idx = uint(pos[i]);
+                        const float dw = sdw[fr0 + 16u * (f / FN) + idx / NS];
+                        const float dx = sdx[fcl + NS * (f % FN) + idx % NS];
+                        acc[f][i] += float(cm[f][i]) * (dw * dx);
+                    }
+                    cm[f] = icoopmatNV<32, gl_ScopeSubgroup, 16, NS>(0);
 #else
                     [[unroll]] for (uint e = 0; e < E; ++e) { slot[sbase + e * 32u + lane] = isum[f * E + e]; }
-#endif
                     [[unroll]] for (uint e = 0; e < E; ++e) {
                         const uint idx = e * 32u + lane;
                         const float dw = sdw[fr0 + 16u * (f / FN) + idx / NS];
                         const float dx = sdx[fcl + NS * (f % FN) + idx % NS];
                         acc[f * E + e] += float(slot[sbase + idx]) * (dw * dx);
                     }
-#if defined(COOPMAT)
-                    subgroupBarrier();
-                    cm[f] = icoopmatNV<32, gl_ScopeSubgroup, 16, NS>(0);
-#else
                     [[unroll]] for (uint e = 0; e < E; ++e) { isum[f * E + e] = 0; }
 #endif
                 }
@@ -267,12 +281,19 @@ void main() {
     const bool scaled = pc.d_ne.x != 0u;
     const float scale = scaled ? sc[pc.d_ne.y] : 1.0;
     [[unroll]] for (uint f = 0; f < NF; ++f) {
+#if defined(COOPMAT)
+        for (uint i = 0; i < uint(pos.length()); ++i) {
+            const uint idx = uint(pos[i]);
+            const float sum = acc[f][i];
+#else
         [[unroll]] for (uint e = 0; e < E; ++e) {
             const uint idx = e * 32u + lane;
+            const float sum = acc[f * E + e];
+#endif
             const uint r = r0 + fr0 + 16u * (f / FN) + idx / NS;
             const uint c = c0 + fcl + NS * (f % FN) + idx % NS;
             if (r < rows && c < cols) {
-                precise float v = scaled ? acc[f * E + e] * scale : acc[f * E + e];
+                precise float v = scaled ? sum * scale : sum;
 #if defined(RES)
                 precise float vr = v + res[pc.d_ne.z + r * pc.d_nb.x + c * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w];
 #else
