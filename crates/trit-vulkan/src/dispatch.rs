@@ -28,9 +28,11 @@ const SETS_PER_POOL: u32 = 512;
 /// that do not depend on each other may still overlap.
 pub(crate) const SPLIT_RING: u64 = 4;
 /// Slots of the ring for the int8 input gradient's quantized operand (`Recorder::dxq_scratch`),
-/// after the split-k ring: two, so one product's quantization need not wait for the previous
-/// product's reads (it does at the third).
-pub(crate) const DXQ_RING: u64 = 2;
+/// after the split-k ring: one (~71 MiB at 2B-4T's shapes), so a product's quantization waits
+/// for the previous product's reads (the hazard check puts a barrier there). Two let them
+/// overlap, but the second slot took the checkpointed 2B-4T step past 3·10⁹ bytes once the
+/// 128-row int8 tiles split along k into more slices (H200, 2026-12-03).
+pub(crate) const DXQ_RING: u64 = 1;
 
 /// The error of a scratch request the graph's layout did not plan for.
 fn unreserved(why: &str) -> Error {
@@ -317,6 +319,8 @@ impl Recorder {
     /// The next slot of the quantized-operand ring, `bytes` of which will be used: where it
     /// starts in scratch (bind its parts with `scratch_at`).
     pub fn dxq_scratch(&mut self, bytes: u64) -> Result<u64> {
+        // DXQ_RING is a tuning constant that is 1 at present.
+        #[allow(clippy::modulo_one)]
         let start = SPLIT_RING * self.split_slot + (self.dxq_next % DXQ_RING) * self.dxq_slot;
         self.scratch
             .as_ref()

@@ -192,7 +192,7 @@ pub fn thin_dispatch_count() -> u64 {
 }
 
 /// Tests: ternary products on tensor cores with fewer than `tiles` 64 x 64 output tiles take
-/// 32 x 64 tiles (0: never; the default is 400, or TRIT_VULKAN_MMQ_SMALL_BELOW).
+/// 32 x 64 tiles (0: never; the default is 160, or TRIT_VULKAN_MMQ_SMALL_BELOW).
 pub fn set_mmq_small_below(tiles: u64) {
     matvec::MMQ_SMALL_BELOW.store(tiles, Ordering::Relaxed);
 }

@@ -48,14 +48,15 @@ pub(crate) fn int8_n16_opt_in() -> bool {
 
 /// Below this many 64 x 64 output tiles a ternary product on tensor cores takes 32 x 64 tiles
 /// (`mul_mmq_tq_cm.comp` with SMALL): twice the workgroups, so a product such as attention's
-/// K and V over a training window (80 tiles) fills more of a large GPU.
+/// K and V over a training window (80 tiles) fills more of a large GPU (H200: 45.3 -> 35.3 µs;
+/// at 320 tiles, 2560 x 512 from k = 6912, they were slower: 234.3 -> 251.6 µs).
 /// TRIT_VULKAN_MMQ_SMALL_BELOW overrides it (0: never), for A/B runs.
 /// `set_mmq_small_below` (tests) overrides both.
 fn mmq_small_below() -> u64 {
     static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     match MMQ_SMALL_BELOW.load(Ordering::Relaxed) {
         u64::MAX => *N.get_or_init(|| {
-            std::env::var("TRIT_VULKAN_MMQ_SMALL_BELOW").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+            std::env::var("TRIT_VULKAN_MMQ_SMALL_BELOW").ok().and_then(|v| v.parse().ok()).unwrap_or(160)
         }),
         n => n,
     }

@@ -628,7 +628,9 @@ pub(super) fn scratch_bytes(gpu: &Gpu, op: *const sys::ggml_tensor, align: u64) 
             (dxq_scales(op) * 4).next_multiple_of(align.max(256))
                 + (dxq_block_scales(op) * 4).next_multiple_of(align.max(256))
         }
-        sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT if cm_kernel(gpu, op).is_some() => {
+        sys::GGML_OP_OUT_PROD | sys::GGML_OP_MUL_MAT
+            if cm_kernel(gpu, op).is_some() || f16v_kernel(gpu, op).is_some() =>
+        {
             (columns(op) * 4).next_multiple_of(align.max(256))
         }
         _ => 0,
