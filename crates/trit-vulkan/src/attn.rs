@@ -7,7 +7,7 @@
 
 use trit_sys as sys;
 
-use crate::dispatch::{locate, span, Push, Recorder};
+use crate::dispatch::{starts_aligned, Push, Recorder};
 use crate::error::Result;
 use crate::ops::{nb, ne, op_of, param_u32, src, ty, F16, F32};
 
@@ -46,9 +46,8 @@ pub(crate) fn matches(kq: *const sys::ggml_tensor, sm: *const sys::ggml_tensor, 
         && ne(kqv) == [d, t, h, 1];
     // f32 max_bias (ALiBi) must be 0. K rows and V rows (the transposed cache: keys
     // contiguous) are read 8 halves at a time from 16-byte aligned addresses.
-    let aligned = |t: *const sys::ggml_tensor| {
-        nb(t)[0] == 2 && nb(t)[1] % 16 == 0 && nb(t)[2] % 16 == 0 && locate(t).is_ok_and(|(_, off)| off % 16 == 0)
-    };
+    let aligned =
+        |t: *const sys::ggml_tensor| nb(t)[0] == 2 && nb(t)[1] % 16 == 0 && nb(t)[2] % 16 == 0 && starts_aligned(t, 16);
     let ok_params = f32::from_bits(param_u32(sm, 1)) == 0.0
         && d % 8 == 0
         && n_kv % 8 == 0
@@ -86,11 +85,7 @@ pub(crate) fn encode(
         ..Default::default()
     };
     let vnb = u16b(v);
-    let vec = |rec: &Recorder, t| {
-        let (alloc, off) = locate(t)?;
-        rec.bind_bytes_aligned(alloc, off, span(t), 16)
-    };
-    let (kb, qb, db, vb) = (vec(rec, k)?, rec.bind(q, 4)?, rec.bind(out, 4)?, vec(rec, v)?);
+    let (kb, qb, db, vb) = (rec.bind_vec(k, 16)?, rec.bind(q, 4)?, rec.bind(out, 4)?, rec.bind_vec(v, 16)?);
     p.d_ne = [vnb[0], vnb[1], vnb[2], vb.elem_off];
     p.d_nb = [strides[0], strides[1], strides[2], 0];
     p.m1[1] = param_u32(sm, 0);

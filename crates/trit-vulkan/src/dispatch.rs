@@ -81,6 +81,12 @@ pub(crate) struct Bound {
     hi: u64,
 }
 
+/// Whether `t`'s data starts at a multiple of `unit` bytes of its buffer, as kernels that read
+/// it in `unit`-byte vectors need.
+pub(crate) fn starts_aligned(t: *const sys::ggml_tensor, unit: u64) -> bool {
+    locate(t).is_ok_and(|(_, off)| off % unit == 0)
+}
+
 /// The allocation backing `t` and the tensor's byte offset in it.
 pub(crate) fn locate(t: *const sys::ggml_tensor) -> Result<(&'static Allocation, u64)> {
     // SAFETY: t is a live graph tensor; its buffer (set for views too) was made by us when
@@ -256,6 +262,13 @@ impl Recorder {
         }
         let range = (rem + len.max(1)).next_multiple_of(unit).min(alloc.size - offset);
         Ok(Bound { buffer: alloc.buffer, offset, range, elem_off: (rem / unit) as u32, lo: start, hi: start + len })
+    }
+
+    /// `t` bound for a kernel that reads it in `unit`-byte vectors (`bind_bytes_aligned`; its
+    /// element offset is then in `unit`s).
+    pub fn bind_vec(&self, t: *const sys::ggml_tensor, unit: u64) -> Result<Bound> {
+        let (alloc, off) = locate(t)?;
+        self.bind_bytes_aligned(alloc, off, span(t), unit)
     }
 
     pub fn bind(&self, t: *const sys::ggml_tensor, elsize: u64) -> Result<Bound> {

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use trit_sys as sys;
 
-use crate::dispatch::{locate, Bound, Push, Recorder};
+use crate::dispatch::{locate, starts_aligned, Bound, Push, Recorder};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::{fits_range, nb, ne, nelements, shape, src, ty, F16, TQ1, TQ2};
@@ -284,10 +284,7 @@ pub(crate) fn encode_to(
     p.m0[1] = groups as u32;
     if ty(s0) == F16 {
         // 16-byte units: the kernel reads A as uvec4 (8 halves) and B as vec4.
-        let (a_alloc, a_off) = locate(s0)?;
-        let (b_alloc, b_off) = locate(s1)?;
-        let a = rec.bind_bytes_aligned(a_alloc, a_off, crate::dispatch::span(s0), 16)?;
-        let b = rec.bind_bytes_aligned(b_alloc, b_off, crate::dispatch::span(s1), 16)?;
+        let (a, b) = (rec.bind_vec(s0, 16)?, rec.bind_vec(s1, 16)?);
         (p.a_ne, p.a_nb) = shape(s0, 16);
         (p.b_ne, p.b_nb) = shape(s1, 16);
         let d = rec.bind(out, 4)?;
@@ -444,13 +441,12 @@ pub(crate) fn encode_multi(rec: &mut Recorder, kernel: &str, group: &[Scaled]) -
 /// f16 rows the f16 mat-vec can read 8 halves at a time, and f32 activations 4 at a time.
 fn f16_layout_ok(s0: *const sys::ggml_tensor, s1: *const sys::ggml_tensor) -> bool {
     let (a, b) = (nb(s0), nb(s1));
-    let off16 = |t| locate(t).is_ok_and(|(_, off)| off % 16 == 0);
     ne(s0)[0] % 8 == 0
         && a[0] == 2
         && a[1..].iter().all(|&x| x % 16 == 0)
         && b[0] == 4
         && b[1..].iter().all(|&x| x % 16 == 0)
         && ty(s1) == crate::ops::F32
-        && off16(s0)
-        && off16(s1)
+        && starts_aligned(s0, 16)
+        && starts_aligned(s1, 16)
 }

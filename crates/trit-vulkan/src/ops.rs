@@ -3,7 +3,7 @@
 
 use trit_sys as sys;
 
-use crate::dispatch::{locate, span, Push, Recorder};
+use crate::dispatch::{locate, span, starts_aligned, Push, Recorder};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -113,13 +113,12 @@ pub(crate) fn fits_range(gpu: &Gpu, t: *const sys::ggml_tensor) -> bool {
 /// both 16-byte aligned in memory, and `a` within one binding.
 fn f16_vector_ready(gpu: &Gpu, a: *const sys::ggml_tensor, b: *const sys::ggml_tensor) -> bool {
     let (na, nbb) = (nb(a), nb(b));
-    let aligned = |t| locate(t).is_ok_and(|(_, off)| off % 16 == 0);
     ne(a)[0] % 8 == 0
         && na[0] == 2
         && nbb[0] == 4
         && na[1..].iter().chain(&nbb[1..]).all(|s| s % 16 == 0)
-        && aligned(a)
-        && aligned(b)
+        && starts_aligned(a, 16)
+        && starts_aligned(b, 16)
         && fits_range(gpu, a)
 }
 
@@ -493,8 +492,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
                 p.b_nb = [1, k, k * c, k * c * b2];
                 q
             } else if vector {
-                let (alloc, off) = locate(s1)?;
-                rec.bind_bytes_aligned(alloc, off, span(s1), 16)?
+                rec.bind_vec(s1, 16)?
             } else {
                 rec.bind(s1, 4)?
             };
@@ -511,12 +509,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             };
             let gpu = rec.gpu().clone();
             if fits_range(&gpu, s0) {
-                let a = if vector {
-                    let (alloc, off) = locate(s0)?;
-                    rec.bind_bytes_aligned(alloc, off, span(s0), 16)?
-                } else {
-                    rec.bind(s0, a_el)?
-                };
+                let a = if vector { rec.bind_vec(s0, 16)? } else { rec.bind(s0, a_el)? };
                 let d = rec.bind(op, 4)?;
                 let groups = groups_for_rows(rows as u64);
                 p.m0[1] = groups as u32;

@@ -347,15 +347,14 @@ fn f16v_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<&'static str> {
         return None;
     }
     let (na, nbb) = (nb(s0), nb(s1));
-    let aligned = |t| crate::dispatch::locate(t).is_ok_and(|(_, off)| off % 16 == 0);
     let ok = ne(op)[0] % 8 == 0
         && ne(s0)[1] % 8 == 0
         && na[0] == 2
         && na[1..].iter().all(|s| s % 16 == 0)
         && nbb[1] == 4
         && [nbb[0], nbb[2], nbb[3]].iter().all(|s| s % 16 == 0)
-        && aligned(s0)
-        && aligned(s1)
+        && crate::dispatch::starts_aligned(s0, 16)
+        && crate::dispatch::starts_aligned(s1, 16)
         && fits_range(gpu, s0)
         && fits_range(gpu, s1);
     (ok && gpu.has_pipeline(name)).then_some(name)
@@ -379,11 +378,7 @@ fn record_out_prod_f16v(rec: &mut Recorder, op: *const sys::ggml_tensor, name: &
     (ps.b_ne, ps.b_nb) = (p.b_ne, p.b_nb);
     ps.m0[1] = cols as u32;
     rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
-    let bound16 = |rec: &Recorder, t| -> Result<Bound> {
-        let (alloc, off) = crate::dispatch::locate(t)?;
-        rec.bind_bytes_aligned(alloc, off, crate::dispatch::span(t), 16)
-    };
-    let (a16, b16) = (bound16(rec, src(op, 0))?, bound16(rec, src(op, 1))?);
+    let (a16, b16) = (rec.bind_vec(src(op, 0), 16)?, rec.bind_vec(src(op, 1), 16)?);
     F16V_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     record_out_prod(rec, op, name, a16, b16, Some(scales), f16v_tiles(op), p)
 }
