@@ -369,15 +369,10 @@ fn f16v_tiles(op: *const sys::ggml_tensor) -> u64 {
 /// f16 OUT_PRODs recorded with `out_prod_f16_cmv.comp` so far in this process (tests).
 pub(crate) static F16V_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// `out_prod_f16_cmv.comp`: the column scales of `b` (col_scale.comp, from `b` bound as f32
-/// elements), then the product with both operands bound in 16-byte units.
+/// `out_prod_f16_cmv.comp`: the column scales of `b` (from `b` bound as f32 elements), then
+/// the product with both operands bound in 16-byte units.
 fn record_out_prod_f16v(rec: &mut Recorder, op: *const sys::ggml_tensor, name: &str, b: Bound, p: Push) -> Result<()> {
-    let cols = columns(op);
-    let scales = rec.scratch(cols * 4)?;
-    let mut ps = Push::default();
-    (ps.b_ne, ps.b_nb) = (p.b_ne, p.b_nb);
-    ps.m0[1] = cols as u32;
-    rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
+    let scales = column_scales(rec, op, b, p)?;
     let (a16, b16) = (rec.bind_vec(src(op, 0), 16)?, rec.bind_vec(src(op, 1), 16)?);
     F16V_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     record_out_prod(rec, op, name, a16, b16, Some(scales), f16v_tiles(op), p)
@@ -692,7 +687,19 @@ fn record_out_prod(
     rec.dispatch("split_sum_f32", part, None, d, ps, groups_for(n, 256))
 }
 
-/// The tensor-core OUT_PROD: the column scales of `b` (col_scale.comp), then the product.
+/// The power-of-two scale of every column of `b` (shape in `p`) for the tensor-core OUT_PRODs'
+/// hi + lo split (col_scale.comp), in scratch that `scratch_bytes` reserved.
+fn column_scales(rec: &mut Recorder, op: *const sys::ggml_tensor, b: Bound, p: Push) -> Result<Bound> {
+    let cols = columns(op);
+    let scales = rec.scratch(cols * 4)?;
+    let mut ps = Push::default();
+    (ps.b_ne, ps.b_nb) = (p.b_ne, p.b_nb);
+    ps.m0[1] = cols as u32;
+    rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
+    Ok(scales)
+}
+
+/// The tensor-core OUT_PROD: the column scales of `b`, then the product.
 fn record_out_prod_cm(
     rec: &mut Recorder,
     op: *const sys::ggml_tensor,
@@ -701,12 +708,7 @@ fn record_out_prod_cm(
     b: Bound,
     p: Push,
 ) -> Result<()> {
-    let cols = columns(op);
-    let scales = rec.scratch(cols * 4)?;
-    let mut ps = Push::default();
-    (ps.b_ne, ps.b_nb) = (p.b_ne, p.b_nb);
-    ps.m0[1] = cols as u32;
-    rec.dispatch("col_scale_f32", b, Some(b), scales, ps, cols)?;
+    let scales = column_scales(rec, op, b, p)?;
     CM_DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     record_out_prod(rec, op, name, a, b, Some(scales), cm_tiles(op), p)
 }
