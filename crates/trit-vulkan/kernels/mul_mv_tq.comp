@@ -17,6 +17,14 @@
 // offset of each weight matrix in binding 0, a_nb.w = row bytes (all share K and type),
 // d_ne.xyz = element of each output in binding 2, d_nb.xyz = element of each scale in
 // binding 3, d_ne.w != 0: scales are bound.
+// NORM (one column): the activation is the int8 form of RMS_NORM(x) times a norm weight,
+// computed by every workgroup into shared memory before its rows (the norm and its
+// quantization fused into the products that read them, one stage less per norm): binding 1
+// holds f32 x from B_OFF (RELU2: relu(x)^2 * x2, x2 from element b_nb.y, BitNet's gate * up
+// before the FFN sub-norm) and, with RES, the residual; binding 3 the scales and the norm
+// weight from element b_nb.x; eps is P0. The same f32 operations in the same order as
+// rms_norm_q8.comp (per 256-block lane sums, subgroup sums, their sum in subgroup order), so
+// the int8 values and block scales are those it writes; K <= 8192.
 #include "common.glsl"
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -33,8 +41,12 @@ int dot4(uint a, uint b) {
 }
 #endif
 
+#ifndef WG
 #define WG 128
-#define LANES 32
+#endif
+#ifndef LANES
+#define LANES 32 // invocations per row
+#endif
 #define ROWS (WG / LANES)
 #ifndef U
 #define U 4 // items per lane per step (`_u1` variants: 1)
@@ -42,15 +54,111 @@ int dot4(uint a, uint b) {
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
+#if defined(NORM)
+layout(std430, binding = 1) readonly buffer BufB { float xin[]; };
+#else
 layout(std430, binding = 1) readonly buffer BufB { uint b[]; };
+#endif
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 // A fused MUL by a one-element tensor (BitNet's per-tensor weight scale): d_ne.x != 0 says
 // it is there, d_ne.y is its element (d_ne is otherwise unused here).
 layout(std430, binding = 3) readonly buffer BufS { float sc[]; };
 #if defined(RES)
 // RES: a fused ADD of a same-shaped tensor (the residual) after the scale, from element
-// d_ne.z of binding 4, with dst's strides.
+// d_ne.z of binding 4 (NORM: of binding 1), with dst's strides.
+#if defined(NORM)
+#define RESV(i) xin[i]
+#else
 layout(std430, binding = 4) readonly buffer BufR { float res[]; };
+#define RESV(i) res[i]
+#endif
+#endif
+
+#if defined(NORM)
+#define NORM_MAXK 8192u
+shared uint sq[NORM_MAXK / 4u];
+shared float sd[NORM_MAXK / 256u];
+shared float nred[256];
+#define QW(i) sq[i]
+#define QBASE 0u
+#define QSCALE(col, blk) sd[blk]
+#if defined(RELU2)
+float relu2(float v) { const float r = max(v, 0.0); return r * r; }
+#define NX(k) (relu2(xin[B_OFF + (k)]) * xin[pc.b_nb.y + (k)])
+#else
+#define NX(k) (xin[B_OFF + (k)])
+#endif
+
+// RMS_NORM of the K elements NX(k), times the norm weight, quantized as rms_norm_q8.comp
+// does (int8 four to a word in sq, one f32 scale per 256-block in sd). Clusters of
+// C = min(subgroup, 32) lanes own a block each, EPL = 256 / C elements per lane, as there;
+// the workgroup takes WG / C blocks a round.
+void norm_prologue(uint K) {
+    const uint S = gl_SubgroupSize;
+    const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
+    const uint C = min(S, 32u);
+    const uint EPL = 256u / C;
+    const uint ncl = WG / C;
+    const uint cl = fl / C;
+    const uint lc = fl % C;
+    const uint nblk = K / 256u;
+    const uint spw = WG / S;
+    const uint rounds = (nblk + ncl - 1u) / ncl;
+    // Subgroup g of round r sums the blocks rms_norm_q8's subgroup r * spw + g sums.
+    for (uint r = 0; r < rounds; ++r) {
+        const uint cid = r * ncl + cl;
+        precise float s = 0.0;
+        if (cid < nblk) {
+            const uint k0 = cid * 256u + lc * EPL;
+            for (uint e = 0; e < EPL; ++e) { const float x = NX(k0 + e); s += x * x; }
+        }
+        for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
+        if (gl_SubgroupInvocationID == 0) { nred[r * spw + gl_SubgroupID] = s; }
+    }
+    barrier();
+    float total = 0.0;
+    for (uint i = 0; i < rounds * spw; ++i) { total += nred[i]; }
+    precise float scale = inversesqrt(total / float(K) + uintBitsToFloat(P0));
+    for (uint r = 0; r < rounds; ++r) {
+        const uint cid = r * ncl + cl;
+        const bool has = cid < nblk;
+        const uint k0 = cid * 256u + lc * EPL;
+        // The value of largest magnitude in the block, the first on ties.
+        float mv = 0.0;
+        uint mi = 0xFFFFFFFFu;
+        if (has) {
+            for (uint e = 0; e < EPL; ++e) {
+                precise float y = (NX(k0 + e) * scale) * sc[pc.b_nb.x + k0 + e];
+                if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
+            }
+        }
+        for (uint m = 1; m < C; m <<= 1) {
+            const float ov = subgroupShuffleXor(mv, m);
+            const uint oi = subgroupShuffleXor(mi, m);
+            if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
+        }
+        if (has) {
+            precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+            for (uint e = 0; e < EPL; e += 4) {
+                uint word = 0;
+                for (uint j = 0; j < 4; ++j) {
+                    precise float y = (NX(k0 + e + j) * scale) * sc[pc.b_nb.x + k0 + e + j];
+                    precise float v = iscale * y;
+                    const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
+                    word |= (uint(q) & 0xFFu) << (8 * j);
+                }
+                sq[(k0 + e) / 4u] = word;
+            }
+            precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
+            if (lc == 0) { sd[cid] = dq; }
+        }
+    }
+    barrier();
+}
+#else
+#define QW(i) b[i]
+#define QBASE B_OFF
+#define QSCALE(col, blk) uintBitsToFloat(b[B_OFF + P0 + (col) * nblocks + (blk)])
 #endif
 
 shared float red[NCOLS][WG];
@@ -95,10 +203,10 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
     [[unroll]] for (uint l = 0; l < 4; ++l) { s[l] = to_signed((cw >> (2u * l)) & 0x03030303u); }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
         if (c0 + c < pc.b_ne.y) {
-            const uint qb = B_OFF + (fc0 + c) * kw + blk * 64u + e_word;
+            const uint qb = QBASE + (fc0 + c) * kw + blk * 64u + e_word;
             int isum = 0;
-            [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(s[l], b[qb + l * 8u]); }
-            const float dx = uintBitsToFloat(b[B_OFF + P0 + (fc0 + c) * nblocks + blk]);
+            [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(s[l], QW(qb + l * 8u)); }
+            const float dx = QSCALE(fc0 + c, blk);
             acc[c] += float(isum) * (dw * dx);
         }
     }
@@ -114,11 +222,11 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
     [[unroll]] for (uint n = 0; n < 5; ++n) { s[n] = to_signed(trits(cw, pw)); pw *= 3u; }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
         if (c0 + c < pc.b_ne.y) {
-            const uint qb = B_OFF + (fc0 + c) * kw + blk * 64u + e_word;
+            const uint qb = QBASE + (fc0 + c) * kw + blk * 64u + e_word;
             int isum = 0;
-            [[unroll]] for (uint n = 0; n < 4; ++n) { isum += dot4(s[n], b[qb + n * step]); }
-            if (nt == 5u) { isum += dot4(s[4], b[qb + 4u * step]); }
-            const float dx = uintBitsToFloat(b[B_OFF + P0 + (fc0 + c) * nblocks + blk]);
+            [[unroll]] for (uint n = 0; n < 4; ++n) { isum += dot4(s[n], QW(qb + n * step)); }
+            if (nt == 5u) { isum += dot4(s[4], QW(qb + 4u * step)); }
+            const float dx = QSCALE(fc0 + c, blk);
             acc[c] += float(isum) * (dw * dx);
         }
     }
@@ -131,6 +239,9 @@ void main() {
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
     const uint lane = fl % LANES;
     const uint K = pc.a_ne.x;
+#if defined(NORM)
+    norm_prologue(K);
+#endif
 #if defined(MULTI)
     const uint rows = pc.a_ne.y + pc.a_ne.z + pc.a_ne.w;
 #else
@@ -216,7 +327,7 @@ void main() {
             if (c0 + c < pc.b_ne.y) {
                 precise float v = pc.d_ne.x != 0u ? acc[c] * scale : acc[c];
 #if defined(RES)
-                precise float vr = v + res[pc.d_ne.z + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w];
+                precise float vr = v + RESV(pc.d_ne.z + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w);
 #else
                 const float vr = v;
 #endif

@@ -156,6 +156,9 @@ pub(crate) struct Recorder {
     /// values or packed int8 + scales): Q, K and V (and gate and up) share one input,
     /// which is rounded once.
     pub rounded: Vec<(*const sys::ggml_tensor, u8, Bound)>,
+    /// Norms of this graph not recorded yet: the ternary mat-vecs that read them compute them
+    /// (`fuse::Deferred`); any other reader records them first (`fuse::materialize`).
+    pub deferred: Vec<crate::fuse::Deferred>,
     /// TRIT_VULKAN_PROFILE=1: host and GPU time per kernel, printed when the backend is freed.
     prof: Option<crate::profile::Profile>,
     /// Binding 4 of the dispatch being recorded (`dispatch5`).
@@ -206,6 +209,7 @@ impl Recorder {
             dxq_next: 0,
             rounded_at: Vec::new(),
             rounded: Vec::new(),
+            deferred: Vec::new(),
             prof: None,
             fifth: None,
             precise: None,
@@ -441,6 +445,7 @@ impl Recorder {
         self.reads.clear();
         self.writes.clear();
         self.rounded.clear();
+        self.deferred.clear();
         if let Some(p) = self.prof.as_mut() {
             p.begin(&self.gpu, self.cmd);
         }
@@ -771,6 +776,23 @@ impl Recorder {
         Ok(())
     }
 
+    /// As [`Recorder::dispatch_n`], for bindings that span more memory than the kernel
+    /// touches: the hazard check uses the ranges in `reads` and `writes`.
+    pub fn dispatch_n_precise(
+        &mut self,
+        kernel: &str,
+        bufs: &[Bound],
+        (reads, writes): (Vec<Bound>, Vec<Bound>),
+        push: Push,
+        groups: u64,
+    ) -> Result<()> {
+        self.precise = Some((reads, writes));
+        let written = vec![false; bufs.len()];
+        let r = self.dispatch_n(kernel, bufs, &written, push, groups);
+        self.precise = None;
+        r
+    }
+
     /// As [`Recorder::dispatch`] for kernels with more operands: `bufs[i]` goes to binding i
     /// (at most `MAX_BINDINGS`), `written[i]` marks the ones the kernel writes. The element
     /// offsets (`Bound::elem_off`) are placed in the push block by the caller, as each such
@@ -788,14 +810,22 @@ impl Recorder {
         }
         assert!(!bufs.is_empty() && bufs.len() <= self.gpu.bindings as usize && written.len() == bufs.len());
         let pipeline = self.gpu.pipeline(kernel)?;
-        if bufs.iter().zip(written).any(|(b, &w)| self.hazard(b, w)) {
-            self.compute_barrier();
-        }
-        for (b, &w) in bufs.iter().zip(written) {
-            if w {
-                self.writes.push((b.buffer, b.lo, b.hi));
-            } else {
-                self.reads.push((b.buffer, b.lo, b.hi));
+        if let Some((reads, writes)) = self.precise.take() {
+            if reads.iter().any(|r| self.hazard(r, false)) || writes.iter().any(|w| self.hazard(w, true)) {
+                self.compute_barrier();
+            }
+            self.reads.extend(reads.iter().map(|r| (r.buffer, r.lo, r.hi)));
+            self.writes.extend(writes.iter().map(|w| (w.buffer, w.lo, w.hi)));
+        } else {
+            if bufs.iter().zip(written).any(|(b, &w)| self.hazard(b, w)) {
+                self.compute_barrier();
+            }
+            for (b, &w) in bufs.iter().zip(written) {
+                if w {
+                    self.writes.push((b.buffer, b.lo, b.hi));
+                } else {
+                    self.reads.push((b.buffer, b.lo, b.hi));
+                }
             }
         }
         let infos: Vec<[vk::DescriptorBufferInfo; 1]> = bufs

@@ -498,7 +498,9 @@ fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig: &mut Vec<
             | (l.dx_q8.load(Relaxed) as u64) << 13,
         l.max_wg_x.load(Relaxed) as u64,
         l.max_range.load(Relaxed),
-        crate::schedule::enabled() as u64 | (crate::scratch::reuse() as u64) << 1,
+        crate::schedule::enabled() as u64
+            | (crate::scratch::reuse() as u64) << 1
+            | (crate::fuse::norm_prologue() as u64) << 2,
         n as u64,
     ]);
     let tensor = |sig: &mut Vec<u64>, t: *const sys::ggml_tensor| {

@@ -45,6 +45,8 @@ pub(crate) struct Plan {
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
+    /// (head, pre triple): norms recorded by their readers (`deferrable`).
+    deferred: Vec<(usize, bool)>,
 }
 
 /// The residual operand of `add` if it sums `scaled` (either side) and a same-shaped f32
@@ -367,6 +369,7 @@ impl Plan {
             multi: Vec::new(),
             moved: Vec::new(),
             ternary_inputs,
+            deferred: Vec::new(),
         };
         if !off("multi") && !crate::schedule::enabled() {
             plan.multi = plan.sibling_products(graph, gpu);
@@ -382,6 +385,9 @@ impl Plan {
                 i += plan.len(i);
             }
             plan.relu_pre.retain(|e| starts.binary_search(&e.0).is_ok() && starts.binary_search(&e.1).is_ok());
+        }
+        if gpu.fast_kernels() {
+            plan.deferred = deferrable(graph, n, &plan);
         }
         plan
     }
@@ -538,30 +544,24 @@ impl Plan {
                 return Ok(3);
             }
         }
-        if self.pre_triples.binary_search(&(i as usize)).is_ok() && rec.gpu().fast_kernels() {
+        if let Some(d) = self.deferred.iter().find(|d| d.0 == i as usize) {
+            let (head, norm, wmul) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+            let deferred = if d.1 {
+                let relu_in = self.extra_read(i as usize).expect("deferred pre triples have a ReLU");
+                Deferred { out: wmul, norm, pre: Some((head, relu_in)) }
+            } else {
+                Deferred { out: node(graph, i + 1), norm: head, pre: None }
+            };
+            rec.deferred.push(deferred);
+            return Ok(if d.1 { 3 } else { 2 });
+        }
+        if self.pre_triples.binary_search(&(i as usize)).is_ok()
+            && rec.gpu().fast_kernels()
+            && rec.gpu().has_pipeline("mv_rms_norm_mul_q8_pre_f32")
+        {
             let (m, norm, wmul) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
-            let relu_in = self.extra_read(i as usize);
-            if rec.gpu().has_pipeline("mv_rms_norm_mul_q8_pre_f32") {
-                let (x, x2, w) = (relu_in.unwrap_or(src(m, 0)), src(m, 1), src(wmul, 1));
-                let kernel =
-                    if relu_in.is_some() { "mv_rms_norm_mul_q8_pre_relu2_f32" } else { "mv_rms_norm_mul_q8_pre_f32" };
-                let mut p = Push::default();
-                (p.a_ne, p.a_nb) = shape(x, 4);
-                (p.b_ne, p.b_nb) = shape(w, 4);
-                (_, p.d_nb) = shape(wmul, 4);
-                p.m1[1] = crate::ops::param_u32(norm, 0);
-                let rows = nelements(x) / ne(x)[0] as u64;
-                p.m0[1] = rows as u32;
-                let nel = nelements(wmul);
-                let (a, b, d, a2) = (rec.bind(x, 4)?, rec.bind(w, 4)?, rec.bind(wmul, 4)?, rec.bind(x2, 4)?);
-                let q = rec.rounded_scratch(wmul, crate::matvec::ROUNDED_Q8, nel + nel / 256 * 4)?;
-                p.m1[2] = (nel / 4) as u32;
-                p.m1[3] = q.elem_off;
-                p.d_ne = [a2.elem_off, 0, 0, 0];
-                rec.dispatch5(kernel, a, Some(b), d, Some(q), true, a2, p, rows)?;
-                rec.rounded.push((wmul, crate::matvec::ROUNDED_Q8, q));
-                return Ok(3);
-            }
+            record_pre(rec, m, norm, wmul, self.extra_read(i as usize))?;
+            return Ok(3);
         }
         if self.triples.binary_search(&(i as usize)).is_ok() {
             let (relu, mul) = (node(graph, i), node(graph, i + 2));
@@ -584,38 +584,8 @@ impl Plan {
         match op_of(cur) {
             sys::GGML_OP_MUL_MAT => Ok(if crate::matvec::encode_scaled(rec, cur, Some((next, w)))? { 2 } else { 0 }),
             sys::GGML_OP_RMS_NORM => {
-                let s0 = src(cur, 0);
-                let mut p = Push::default();
-                (p.a_ne, p.a_nb) = shape(s0, 4);
-                (p.b_ne, p.b_nb) = shape(w, 4);
-                (p.d_ne, p.d_nb) = shape(next, 4);
-                p.m1[1] = crate::ops::param_u32(cur, 0);
-                let rows = nelements(s0) / ne(s0)[0] as u64;
-                p.m0[1] = rows as u32;
-                let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(w, 4)?, rec.bind(next, 4)?);
-                let gpu = rec.gpu().clone();
-                let fast = gpu.fast_kernels();
-                let quant = fast
-                    && !off("quant")
-                    && ne(next)[0] % 256 == 0
-                    && gpu.has_pipeline("mv_rms_norm_mul_q8_f32")
-                    && self.ternary_inputs.binary_search(&(next as usize)).is_ok();
-                if quant {
-                    // Output quantized too, where the ternary products will look for it.
-                    let nel = nelements(next);
-                    let q = rec.rounded_scratch(next, crate::matvec::ROUNDED_Q8, nel + nel / 256 * 4)?;
-                    p.m1[2] = (nel / 4) as u32;
-                    p.m1[3] = q.elem_off;
-                    rec.dispatch_ex("mv_rms_norm_mul_q8_f32", a, Some(b), d, Some(q), true, p, rows)?;
-                    rec.rounded.push((next, crate::matvec::ROUNDED_Q8, q));
-                } else {
-                    let kernel = if fast && ne(next)[0] % 256 == 0 && gpu.has_pipeline("mv_rms_norm_mul_f32") {
-                        "mv_rms_norm_mul_f32"
-                    } else {
-                        "rms_norm_mul_f32"
-                    };
-                    rec.dispatch(kernel, a, Some(b), d, p, rows)?;
-                }
+                let ternary = self.ternary_inputs.binary_search(&(next as usize)).is_ok();
+                record_norm(rec, cur, next, ternary)?;
                 Ok(2)
             }
             sys::GGML_OP_UNARY => {
@@ -633,6 +603,197 @@ impl Plan {
             _ => Ok(0),
         }
     }
+}
+
+/// RMS_NORM `norm` times its weight, stored as `wmul` (the weight MUL), and, where ternary
+/// products read `wmul` (`ternary`), also written in their int8 form.
+fn record_norm(
+    rec: &mut Recorder,
+    norm: *const sys::ggml_tensor,
+    wmul: *const sys::ggml_tensor,
+    ternary: bool,
+) -> Result<()> {
+    let (s0, w) = (src(norm, 0), src(wmul, 1));
+    let mut p = Push::default();
+    (p.a_ne, p.a_nb) = shape(s0, 4);
+    (p.b_ne, p.b_nb) = shape(w, 4);
+    (p.d_ne, p.d_nb) = shape(wmul, 4);
+    p.m1[1] = crate::ops::param_u32(norm, 0);
+    let rows = nelements(s0) / ne(s0)[0] as u64;
+    p.m0[1] = rows as u32;
+    let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(w, 4)?, rec.bind(wmul, 4)?);
+    let gpu = rec.gpu().clone();
+    let fast = gpu.fast_kernels();
+    let quant =
+        fast && !off("quant") && ne(wmul)[0] % 256 == 0 && gpu.has_pipeline("mv_rms_norm_mul_q8_f32") && ternary;
+    if quant {
+        // Output quantized too, where the ternary products will look for it.
+        let nel = nelements(wmul);
+        let q = rec.rounded_scratch(wmul, crate::matvec::ROUNDED_Q8, nel + nel / 256 * 4)?;
+        p.m1[2] = (nel / 4) as u32;
+        p.m1[3] = q.elem_off;
+        rec.dispatch_ex("mv_rms_norm_mul_q8_f32", a, Some(b), d, Some(q), true, p, rows)?;
+        rec.rounded.push((wmul, crate::matvec::ROUNDED_Q8, q));
+    } else {
+        let kernel = if fast && ne(wmul)[0] % 256 == 0 && gpu.has_pipeline("mv_rms_norm_mul_f32") {
+            "mv_rms_norm_mul_f32"
+        } else {
+            "rms_norm_mul_f32"
+        };
+        rec.dispatch(kernel, a, Some(b), d, p, rows)?;
+    }
+    Ok(())
+}
+
+/// The pre triple MUL `m` (of x and x2; of relu(`relu_in`)^2 and x2 where given), RMS_NORM
+/// of it, its weight MUL `wmul`: one kernel, which also writes the int8 form of `wmul`.
+fn record_pre(
+    rec: &mut Recorder,
+    m: *const sys::ggml_tensor,
+    norm: *const sys::ggml_tensor,
+    wmul: *const sys::ggml_tensor,
+    relu_in: Option<*const sys::ggml_tensor>,
+) -> Result<()> {
+    let (x, x2, w) = (relu_in.unwrap_or(src(m, 0)), src(m, 1), src(wmul, 1));
+    let kernel = if relu_in.is_some() { "mv_rms_norm_mul_q8_pre_relu2_f32" } else { "mv_rms_norm_mul_q8_pre_f32" };
+    let mut p = Push::default();
+    (p.a_ne, p.a_nb) = shape(x, 4);
+    (p.b_ne, p.b_nb) = shape(w, 4);
+    (_, p.d_nb) = shape(wmul, 4);
+    p.m1[1] = crate::ops::param_u32(norm, 0);
+    let rows = nelements(x) / ne(x)[0] as u64;
+    p.m0[1] = rows as u32;
+    let nel = nelements(wmul);
+    let (a, b, d, a2) = (rec.bind(x, 4)?, rec.bind(w, 4)?, rec.bind(wmul, 4)?, rec.bind(x2, 4)?);
+    let q = rec.rounded_scratch(wmul, crate::matvec::ROUNDED_Q8, nel + nel / 256 * 4)?;
+    p.m1[2] = (nel / 4) as u32;
+    p.m1[3] = q.elem_off;
+    p.d_ne = [a2.elem_off, 0, 0, 0];
+    rec.dispatch5(kernel, a, Some(b), d, Some(q), true, a2, p, rows)?;
+    rec.rounded.push((wmul, crate::matvec::ROUNDED_Q8, q));
+    Ok(())
+}
+
+/// A norm whose recording waits for its readers (ternary mat-vecs, which compute it
+/// themselves: `NORM` in mul_mv_tq.comp): RMS_NORM `norm` and its weight MUL `out`; with
+/// `pre` = (MUL, x), the norm of relu(x)^2 * the MUL's src1 (the FFN's sub-norm).
+#[derive(Clone, Copy)]
+pub(crate) struct Deferred {
+    pub out: *const sys::ggml_tensor,
+    pub norm: *const sys::ggml_tensor,
+    pub pre: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+}
+
+impl Deferred {
+    /// (x, x2, norm weight): the norm's input, the second factor of a pre norm's MUL.
+    pub fn operands(&self) -> (*const sys::ggml_tensor, Option<*const sys::ggml_tensor>, *const sys::ggml_tensor) {
+        match self.pre {
+            Some((m, x)) => (x, Some(src(m, 1)), src(self.out, 1)),
+            None => (src(self.norm, 0), None, src(self.out, 1)),
+        }
+    }
+}
+
+/// 0: from the environment (on unless TRIT_VULKAN_NO_FUSION names `normpro`), 1: on, 2: off
+/// (`set_norm_in_mat_vec`).
+pub(crate) static NORM_PROLOGUE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether norms may be left to the ternary mat-vecs that read them (`deferrable`).
+pub(crate) fn norm_prologue() -> bool {
+    match NORM_PROLOGUE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => !off("normpro"),
+        s => s == 1,
+    }
+}
+
+/// Record the norm deferred for `t`, if one is: a reader of `t` other than a mat-vec that
+/// computes it needs it in memory.
+pub(crate) fn materialize(rec: &mut Recorder, t: *const sys::ggml_tensor) -> Result<()> {
+    let Some(k) = rec.deferred.iter().position(|d| d.out == t) else { return Ok(()) };
+    let d = rec.deferred.remove(k);
+    match d.pre {
+        Some((m, x)) => record_pre(rec, m, d.norm, d.out, Some(x)),
+        None => record_norm(rec, d.norm, d.out, true),
+    }
+}
+
+/// Norms (heads of RMS_NORM + weight pairs, and of pre triples with a ReLU: `true`) that
+/// can wait for their readers: read only by ternary mat-vecs of one column, which run the
+/// norm themselves (`NORM` in mul_mv_tq.comp), with nothing recorded in between writing the
+/// norm's inputs. TRIT_VULKAN_NO_FUSION=normpro: none.
+fn deferrable(graph: *mut sys::ggml_cgraph, n: i32, plan: &Plan) -> Vec<(usize, bool)> {
+    let mut found = Vec::new();
+    if !norm_prologue() || crate::schedule::enabled() {
+        return found;
+    }
+    // SAFETY: t is a live tensor.
+    let output = |t: *const sys::ggml_tensor| unsafe { (*t).flags } & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0;
+    let vec_of = |t: *const sys::ggml_tensor, k: i64| ty(t) == F32 && ne(t) == [k, 1, 1, 1] && nb(t)[0] == 4;
+    let heads = plan
+        .fusable
+        .iter()
+        .filter(|&&i| op_of(node(graph, i as i32)) == sys::GGML_OP_RMS_NORM)
+        .map(|&i| (i, false))
+        .chain(plan.relu_pre.iter().map(|r| (r.0, true)));
+    for (i, pre) in heads {
+        let len = if pre { 3 } else { 2 };
+        let out = node(graph, (i + len - 1) as i32);
+        let k = ne(out)[0];
+        if plan.ternary_inputs.binary_search(&(out as usize)).is_err() || k % 256 != 0 || k > 8192 {
+            continue;
+        }
+        let (x, x2) = if pre {
+            let r = plan.relu_pre.iter().find(|r| r.0 == i).expect("a pre head");
+            (r.2 as *const sys::ggml_tensor, Some(src(node(graph, i as i32), 1)))
+        } else {
+            (src(node(graph, i as i32), 0), None)
+        };
+        if !vec_of(out, k) || !vec_of(x, k) || !vec_of(src(out, 1), k) || x2.is_some_and(|t| !vec_of(t, k)) {
+            continue;
+        }
+        if (i..i + len).any(|j| output(node(graph, j as i32))) {
+            continue;
+        }
+        // Its readers: ternary MUL_MATs of it as src1, and nothing else.
+        let readers: Vec<usize> = ((i + len) as i32..n)
+            .filter(|&j| (0..sys::GGML_MAX_SRC as usize).any(|s| src(node(graph, j), s) == out))
+            .map(|j| j as usize)
+            .collect();
+        let all_products = readers.iter().all(|&j| {
+            let t = node(graph, j as i32);
+            op_of(t) == sys::GGML_OP_MUL_MAT
+                && src(t, 1) == out
+                && src(t, 0) != out
+                && matches!(ty(src(t, 0)), TQ1 | TQ2)
+        });
+        // SAFETY: graph and out are live for the call.
+        let uses = unsafe { sys::ggml_graph_use_count(graph, out) } as usize;
+        let Some(&last) = readers.last() else { continue };
+        if !all_products || uses != readers.len() {
+            continue;
+        }
+        // The inputs stay as they are until the last reader (ggml-alloc may reuse memory).
+        let ranges: Vec<_> =
+            std::iter::once(x).chain(x2).filter_map(|t| crate::dispatch::locate(t).ok().map(|l| (t, l))).collect();
+        if ranges.len() != 1 + x2.is_some() as usize {
+            continue;
+        }
+        let clobbered = (i + len..last).any(|j| {
+            let t = node(graph, j as i32);
+            !crate::ops::is_noop(op_of(t))
+                && crate::dispatch::locate(t).map_or(true, |(a, o)| {
+                    ranges.iter().any(|&(u, (ua, uo))| {
+                        a.buffer == ua.buffer
+                            && o < uo + crate::dispatch::span(u)
+                            && uo < o + crate::dispatch::span(t).max(1)
+                    })
+                })
+        });
+        if !clobbered {
+            found.push((i, pre));
+        }
+    }
+    found
 }
 
 /// Pre triples (MUL, RMS_NORM, MUL) whose first MUL reads SQR(RELU(x)) computed a few nodes

@@ -220,6 +220,17 @@ pub fn f16_out_prod_vector_dispatch_count() -> u64 {
     ops::train::F16V_DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// Tests: whether a norm read only by one-column ternary products is computed inside them
+/// (`NORM` in mul_mv_tq.comp; on by default, TRIT_VULKAN_NO_FUSION=normpro turns it off).
+pub fn set_norm_in_mat_vec(on: bool) {
+    fuse::NORM_PROLOGUE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Mat-vecs recorded with their input's norm computed in the kernel so far in this process.
+pub fn norm_mat_vec_dispatch_count() -> u64 {
+    matvec::NORM_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// f16 products recorded with `mul_mm_f16_cmv.comp` (aligned operands, 128 x 128 tiles;
 /// TRIT_VULKAN_F16_CMV=0 turns it off) so far in this process.
 pub fn f16_vector_dispatch_count() -> u64 {

@@ -197,6 +197,13 @@ pub(crate) fn encode_to(
     }
     let nc = if cols == 1 { 1 } else { 8 };
     let dot = if gpu.has_int_dot && gpu.limits.int_dot.load(Ordering::Relaxed) { "_dot" } else { "" };
+    if to.is_none() && matches!(ty(s0), TQ1 | TQ2) {
+        if let Some(d) = rec.deferred.iter().find(|d| d.out == s1).copied() {
+            if encode_norm(rec, op, scaled, residual, &d, dot)? {
+                return Ok(true);
+            }
+        }
+    }
     let wide = cols > 8;
     // 128 x 64 tiles (mul_mmq_tq_big.comp) only on request (TRIT_VULKAN_MMQ_BIG=1): on an H100
     // they measured slower than 64 x 64 (pp512 5446 vs 7128 t/s, TQ2_0).
@@ -308,6 +315,7 @@ pub(crate) fn encode_to(
 /// The int8 activations (+ block scales) of `s1` for ternary products: quantized once per
 /// graph and source tensor (`quant_q8.comp`) unless a fused norm already wrote them.
 fn rounded_q8(rec: &mut Recorder, s1: *const sys::ggml_tensor) -> Result<Bound> {
+    crate::fuse::materialize(rec, s1)?;
     if let Some(&(_, _, q)) = rec.rounded.iter().find(|(t, form, _)| *t == s1 && *form == ROUNDED_Q8) {
         return Ok(q);
     }
@@ -392,16 +400,92 @@ pub(crate) fn multi_kernel(gpu: &Gpu, group: &[Scaled]) -> Option<String> {
 
 /// Bind the memory from the first to the end of the last of `ts` (one allocation, checked by
 /// `multi_kernel`) and give each tensor's element offset in that binding.
-fn bind_span(rec: &Recorder, ts: &[*const sys::ggml_tensor], elsize: u64) -> Result<(Bound, [u32; 3])> {
+fn bind_span(rec: &Recorder, ts: &[*const sys::ggml_tensor], elsize: u64) -> Result<(Bound, [u32; 4])> {
     let located = ts.iter().map(|&t| locate(t)).collect::<Result<Vec<_>>>()?;
     let lo = located.iter().map(|l| l.1).min().unwrap_or(0);
     let hi = ts.iter().zip(&located).map(|(&t, l)| l.1 + crate::dispatch::span(t)).max().unwrap_or(lo);
     let b = rec.bind_bytes(located[0].0, lo, hi - lo, elsize)?;
-    let mut offs = [0u32; 3];
+    let mut offs = [0u32; 4];
     for (o, l) in offs.iter_mut().zip(&located) {
         *o = b.elem_off + ((l.1 - lo) / elsize) as u32;
     }
     Ok((b, offs))
+}
+
+/// Whether `ts` lie in one allocation within one binding's range (the f32 operands a
+/// `NORM` mat-vec reads through one binding), with every offset a multiple of 4 bytes.
+fn one_span(gpu: &Gpu, ts: &[*const sys::ggml_tensor]) -> bool {
+    let Ok(located) = ts.iter().map(|&t| locate(t)).collect::<Result<Vec<_>>>() else { return false };
+    let lo = located.iter().map(|l| l.1).min().unwrap_or(0);
+    let hi = ts.iter().zip(&located).map(|(&t, l)| l.1 + crate::dispatch::span(t)).max().unwrap_or(lo);
+    located.iter().all(|l| l.0.buffer == located[0].0.buffer && l.1 % 4 == 0)
+        && hi - lo <= gpu.max_range() - gpu.min_storage_align - 4
+}
+
+/// Rows of A per workgroup of the `NORM` mat-vecs (WG / LANES there).
+const NORM_ROWS_PER_WG: u64 = 16;
+
+/// Mat-vecs recorded with the norm of their input computed in the kernel (`NORM`) so far in
+/// this process (tests).
+pub(crate) static NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The `NORM` variant of mat-vec kernel `base` (`mv_tq2_1`, `mv_tq1_1_res`, ...) for norm
+/// `d`, if the device has it: `{base}_norm[r]{dot}`.
+fn norm_kernel(gpu: &Gpu, base: &str, d: &crate::fuse::Deferred, dot: &str) -> Option<String> {
+    let k = format!("{base}_norm{}{dot}", if d.pre.is_some() { "r" } else { "" });
+    gpu.has_pipeline(&k).then_some(k)
+}
+
+/// Record the one-column ternary product `op` (scaled, plus a residual, as `encode_fused`)
+/// reading the deferred norm `d` with the norm computed in the kernel. Ok(false): it does not
+/// apply (nothing recorded; the norm is then recorded on its own).
+fn encode_norm(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    scaled: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+    residual: Option<(*const sys::ggml_tensor, *const sys::ggml_tensor)>,
+    d: &crate::fuse::Deferred,
+    dot: &str,
+) -> Result<bool> {
+    let gpu = rec.gpu().clone();
+    let (s0, s1) = (src(op, 0), src(op, 1));
+    let (x, x2, w) = d.operands();
+    let [k, rows, a2, a3] = ne(s0);
+    let Some((mul, scale)) = scaled else { return Ok(false) };
+    let t = if ty(s0) == TQ2 { "tq2" } else { "tq1" };
+    let base = format!("mv_{t}_1{}", if residual.is_some() { "_res" } else { "" });
+    let Some(kernel) = norm_kernel(&gpu, &base, d, dot) else { return Ok(false) };
+    let out = residual.map_or(mul, |(add, _)| add);
+    let acts: Vec<_> = std::iter::once(x).chain(x2).chain(residual.map(|r| r.1)).collect();
+    let consts = [scale, w];
+    if ne(s1) != [k, 1, 1, 1]
+        || [a2, a3] != [1, 1]
+        || !fits_range(&gpu, s0)
+        || !one_span(&gpu, &acts)
+        || !one_span(&gpu, &consts)
+    {
+        return Ok(false);
+    }
+    let (act, act_offs) = bind_span(rec, &acts, 4)?;
+    let (cw, cw_offs) = bind_span(rec, &consts, 4)?;
+    let a = rec.bind(s0, 1)?;
+    let dst = rec.bind(out, 4)?;
+    let groups = (rows as u64).div_ceil(NORM_ROWS_PER_WG);
+    let mut p = Push::default();
+    (p.a_ne, p.a_nb) = shape(s0, 1);
+    p.b_ne = [k as u32, 1, 1, 1];
+    p.b_nb = [cw_offs[1], x2.map_or(0, |_| act_offs[1]), 0, 0];
+    (_, p.d_nb) = shape(out, 4);
+    p.d_ne = [1, cw_offs[0], residual.map_or(0, |_| act_offs[acts.len() - 1]), 0];
+    p.m0 = [0, groups as u32, a.elem_off, act_offs[0]];
+    p.m1 = [dst.elem_off, crate::ops::param_u32(d.norm, 0), 0, 0];
+    let mut reads = vec![a];
+    for &t in acts.iter().chain(&consts) {
+        reads.push(rec.bind(t, 4)?);
+    }
+    rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, vec![dst]), p, groups)?;
+    NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    Ok(true)
 }
 
 /// Record the scaled products of `group` (accepted by `multi_kernel`, which named `kernel`)
@@ -412,6 +496,11 @@ pub(crate) fn encode_multi(rec: &mut Recorder, kernel: &str, group: &[Scaled]) -
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
     let outs: Vec<_> = group.iter().map(|g| g.1).collect();
     let scales: Vec<_> = group.iter().map(|g| src(g.1, 1)).collect();
+    if let Some(d) = rec.deferred.iter().find(|d| d.out == x).copied() {
+        if encode_multi_norm(rec, kernel, group, &d)? {
+            return Ok(());
+        }
+    }
     let q = rounded_q8(rec, x)?;
     let (a, a_offs) = bind_span(rec, &weights, 1)?;
     let (d, d_offs) = bind_span(rec, &outs, 4)?;
@@ -436,6 +525,52 @@ pub(crate) fn encode_multi(rec: &mut Recorder, kernel: &str, group: &[Scaled]) -
     }
     let writes = outs.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
     rec.dispatch_precise(kernel, a, q, d, Some(s), reads, writes, p, groups)
+}
+
+/// `encode_multi` reading the deferred norm `d` with the norm computed in the kernel.
+/// Ok(false): it does not apply (nothing recorded).
+fn encode_multi_norm(rec: &mut Recorder, kernel: &str, group: &[Scaled], d: &crate::fuse::Deferred) -> Result<bool> {
+    let gpu = rec.gpu().clone();
+    let (base, dot) = match kernel.strip_suffix("_dot") {
+        Some(b) => (b, "_dot"),
+        None => (kernel, ""),
+    };
+    let Some(kernel) = norm_kernel(&gpu, base, d, dot) else { return Ok(false) };
+    let (x, x2, w) = d.operands();
+    let a0 = src(group[0].0, 0);
+    let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
+    let outs: Vec<_> = group.iter().map(|g| g.1).collect();
+    let consts: Vec<_> = group.iter().map(|g| src(g.1, 1)).chain(std::iter::once(w)).collect();
+    let acts: Vec<_> = std::iter::once(x).chain(x2).collect();
+    if !one_span(&gpu, &acts) || !one_span(&gpu, &consts) {
+        return Ok(false);
+    }
+    let (act, act_offs) = bind_span(rec, &acts, 4)?;
+    let (a, a_offs) = bind_span(rec, &weights, 1)?;
+    let (dst, d_offs) = bind_span(rec, &outs, 4)?;
+    let (cw, c_offs) = bind_span(rec, &consts, 4)?;
+    let mut p = Push::default();
+    p.a_ne[0] = ne(a0)[0] as u32;
+    for (i, &o) in outs.iter().enumerate() {
+        p.a_ne[i + 1] = ne(o)[0] as u32;
+    }
+    p.a_nb = [a_offs[0], a_offs[1], a_offs[2], nb(a0)[1] as u32];
+    p.b_ne = [ne(a0)[0] as u32, 1, 1, 1];
+    p.b_nb = [c_offs[group.len()], x2.map_or(0, |_| act_offs[1]), 0, 0];
+    p.d_ne = [d_offs[0], d_offs[1], d_offs[2], 1];
+    p.d_nb = [c_offs[0], c_offs[1], c_offs[2], 0];
+    let total: u64 = p.a_ne[1..].iter().map(|&r| r as u64).sum();
+    let groups = total.div_ceil(NORM_ROWS_PER_WG);
+    p.m0 = [0, groups as u32, 0, act_offs[0]];
+    p.m1 = [0, crate::ops::param_u32(d.norm, 0), 0, 0];
+    let mut reads = Vec::new();
+    for &t in weights.iter().chain(&consts).chain(&acts) {
+        reads.push(rec.bind(t, 1)?);
+    }
+    let writes = outs.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
+    rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, writes), p, groups)?;
+    NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    Ok(true)
 }
 
 /// f16 rows the f16 mat-vec can read 8 halves at a time, and f32 activations 4 at a time.

@@ -426,7 +426,14 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
     }
     let s0 = src(op, 0);
     let s1 = src(op, 1);
-    if train::handles(op) || train::mul_mat_cm(rec.gpu(), op) {
+    let trained = train::handles(op) || train::mul_mat_cm(rec.gpu(), op);
+    if !rec.deferred.is_empty() && (trained || kind != sys::GGML_OP_MUL_MAT) {
+        // A norm left to its mat-vecs (`fuse::Deferred`) that this op reads after all.
+        for k in 0..sys::GGML_MAX_SRC as usize {
+            crate::fuse::materialize(rec, src(op, k))?;
+        }
+    }
+    if trained {
         return train::encode(rec, op);
     }
     let mut p = Push::default();
@@ -435,6 +442,7 @@ pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<
             if crate::matvec::encode(rec, op)? {
                 return Ok(());
             }
+            crate::fuse::materialize(rec, s1)?;
             let t0 = ty(s0);
             let (name, a_el) = match t0 {
                 F32 => ("f32", 4),
