@@ -80,13 +80,15 @@ for ty in tq2_0 tq1_0; do
   .dev/trit-peer bench -m $m -ngl 99 -p 0 -n 128 -r 3 -o json > "$OUT/peer2-$ty.json" 2> "$OUT/peer2-$ty.err"
   $B/trit bench -m $m -ngl 99 -p 0 -n 128 -r 3 -o json > "$OUT/trit2-$ty.json" 2> "$OUT/trit2-$ty.err"
 done
-# AB_ENV="VAR=value ...": decode once more with trit under these settings (an A/B row).
-if [ -n "${AB_ENV:-}" ]; then
+# AB_ENV="VAR=value ...[;VAR=value ...]": decode once more with trit under each of these
+# settings (A/B rows).
+IFS=';' read -r -a AB <<< "${AB_ENV:-}"
+for i in "${!AB[@]}"; do
   for ty in tq2_0 tq1_0; do
-    echo "== $ty: decode with $AB_ENV"
-    env $AB_ENV $B/trit bench -m /tmp/m-$ty.gguf -ngl 99 -p 0 -n 128 -r 3 -o json > "$OUT/ab-$ty.json" 2> "$OUT/ab-$ty.err"
+    echo "== $ty: decode with ${AB[$i]}"
+    env ${AB[$i]} $B/trit bench -m /tmp/m-$ty.gguf -ngl 99 -p 0 -n 128 -r 3 -o json > "$OUT/ab$i-$ty.json" 2> "$OUT/ab$i-$ty.err"
   done
-fi
+done
 python3 - "$OUT" "${AB_ENV:-}" <<'PY'
 import json, sys, os
 out = sys.argv[1]
@@ -105,10 +107,11 @@ for ty in ("tq2_0", "tq1_0"):
             if test in t and test in p:
                 a, b = t[test], p[test]
                 rows.append((ty, f"{test}{a['n_prompt'] or a['n_gen']}{note}", a["avg_ts"], a["stddev_ts"], b["avg_ts"], b["stddev_ts"], a["avg_ts"] / b["avg_ts"]))
-    ab = load("ab") if sys.argv[2] else {}
-    if "tg" in ab and "tg" in p:
-        a, b = ab["tg"], p["tg"]
-        rows.append((ty, f"tg{a['n_gen']} with {sys.argv[2]} (vs the 2nd round's peer)", a["avg_ts"], a["stddev_ts"], b["avg_ts"], b["stddev_ts"], a["avg_ts"] / b["avg_ts"]))
+    for i, env in enumerate(sys.argv[2].split(";") if sys.argv[2] else []):
+        ab = load(f"ab{i}")
+        if "tg" in ab and "tg" in p:
+            a, b = ab["tg"], p["tg"]
+            rows.append((ty, f"tg{a['n_gen']} with {env} (vs the 2nd round's peer)", a["avg_ts"], a["stddev_ts"], b["avg_ts"], b["stddev_ts"], a["avg_ts"] / b["avg_ts"]))
 print("| type | test | trit Vulkan t/s | llama.cpp Vulkan t/s | ratio |")
 print("| --- | --- | ---: | ---: | ---: |")
 for ty, test, a, sa, b, sb, r in rows:

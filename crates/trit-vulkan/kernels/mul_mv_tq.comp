@@ -22,7 +22,8 @@
 // quantization fused into the products that read them, one stage less per norm): binding 1
 // holds f32 x from B_OFF (RELU2: relu(x)^2 * x2, x2 from element b_nb.y, BitNet's gate * up
 // before the FFN sub-norm) and, with RES, the residual; binding 3 the scales and the norm
-// weight from element b_nb.x; eps is P0. The same f32 operations in the same order as
+// weight from element b_nb.x; eps is P0; P1 workgroups are launched for the N_ITEMS row
+// groups (each takes every P1-th). The same f32 operations in the same order as
 // rms_norm_q8.comp (per 256-block lane sums, subgroup sums, their sum in subgroup order), so
 // the int8 values and block scales are those it writes; K <= 8192.
 #include "common.glsl"
@@ -92,7 +93,9 @@ float relu2(float v) { const float r = max(v, 0.0); return r * r; }
 // RMS_NORM of the K elements NX(k), times the norm weight, quantized as rms_norm_q8.comp
 // does (int8 four to a word in sq, one f32 scale per 256-block in sd). Clusters of
 // C = min(subgroup, 32) lanes own a block each, EPL = 256 / C elements per lane, as there;
-// the workgroup takes WG / C blocks a round.
+// the workgroup takes WG / C blocks a round. A lane's elements are loaded all at once (the
+// loops unrolled to EPL_MAX, the rest predicated off) and kept in registers within a round.
+#define EPL_MAX 32
 void norm_prologue(uint K) {
     const uint S = gl_SubgroupSize;
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
@@ -107,10 +110,13 @@ void norm_prologue(uint K) {
     // Subgroup g of round r sums the blocks rms_norm_q8's subgroup r * spw + g sums.
     for (uint r = 0; r < rounds; ++r) {
         const uint cid = r * ncl + cl;
+        const bool has = cid < nblk;
+        const uint k0 = cid * 256u + lc * EPL;
+        float xv[EPL_MAX];
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? NX(k0 + e) : 0.0; }
         precise float s = 0.0;
-        if (cid < nblk) {
-            const uint k0 = cid * 256u + lc * EPL;
-            for (uint e = 0; e < EPL; ++e) { const float x = NX(k0 + e); s += x * x; }
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
+            if (has && e < EPL) { s += xv[e] * xv[e]; }
         }
         for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
         if (gl_SubgroupInvocationID == 0) { nred[r * spw + gl_SubgroupID] = s; }
@@ -123,12 +129,20 @@ void norm_prologue(uint K) {
         const uint cid = r * ncl + cl;
         const bool has = cid < nblk;
         const uint k0 = cid * 256u + lc * EPL;
+        float xv[EPL_MAX];
+        float wv[EPL_MAX];
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
+            const bool use = has && e < EPL;
+            xv[e] = use ? NX(k0 + e) : 0.0;
+            wv[e] = use ? sc[pc.b_nb.x + k0 + e] : 0.0;
+        }
         // The value of largest magnitude in the block, the first on ties.
         float mv = 0.0;
         uint mi = 0xFFFFFFFFu;
-        if (has) {
-            for (uint e = 0; e < EPL; ++e) {
-                precise float y = (NX(k0 + e) * scale) * sc[pc.b_nb.x + k0 + e];
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
+            if (has && e < EPL) {
+                precise float y = (xv[e] * scale) * wv[e];
+                xv[e] = y;
                 if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
             }
         }
@@ -139,15 +153,16 @@ void norm_prologue(uint K) {
         }
         if (has) {
             precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
-            for (uint e = 0; e < EPL; e += 4) {
-                uint word = 0;
-                for (uint j = 0; j < 4; ++j) {
-                    precise float y = (NX(k0 + e + j) * scale) * sc[pc.b_nb.x + k0 + e + j];
-                    precise float v = iscale * y;
-                    const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
-                    word |= (uint(q) & 0xFFu) << (8 * j);
+            [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
+                if (e < EPL) {
+                    uint word = 0;
+                    [[unroll]] for (uint j = 0; j < 4; ++j) {
+                        precise float v = iscale * xv[e + j];
+                        const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
+                        word |= (uint(q) & 0xFFu) << (8 * j);
+                    }
+                    sq[(k0 + e) / 4u] = word;
                 }
-                sq[(k0 + e) / 4u] = word;
             }
             precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
             if (lc == 0) { sd[cid] = dq; }
@@ -233,15 +248,13 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
 #endif
 }
 
-void main() {
+// The rows of workgroup index `wg` (and its column block and batch).
+void rows_of(uint wg) {
     const uint S = gl_SubgroupSize;
     // Flat invocation index by subgroup, so a row's lanes are adjacent lanes of a subgroup.
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
     const uint lane = fl % LANES;
     const uint K = pc.a_ne.x;
-#if defined(NORM)
-    norm_prologue(K);
-#endif
 #if defined(MULTI)
     const uint rows = pc.a_ne.y + pc.a_ne.z + pc.a_ne.w;
 #else
@@ -249,7 +262,7 @@ void main() {
 #endif
     const uint nrg = (rows + ROWS - 1) / ROWS;
     const uint ncb = (pc.b_ne.y + NCOLS - 1) / NCOLS;
-    uint w = wg_index();
+    uint w = wg;
     const bool wg_live = w < N_ITEMS;
     const uint r = (w % nrg) * ROWS + fl / LANES;
     w /= nrg;
@@ -335,5 +348,19 @@ void main() {
             }
         }
     }
+#endif
+}
+
+void main() {
+#if defined(NORM)
+    norm_prologue(pc.a_ne.x);
+    // The P1 workgroups launched take the N_ITEMS row groups in turn, so each computes the
+    // norm once for several.
+    for (uint w = wg_index(); w < N_ITEMS; w += P1) {
+        rows_of(w);
+        barrier(); // `red` is reused by the next row group
+    }
+#else
+    rows_of(wg_index());
 #endif
 }

@@ -425,6 +425,20 @@ fn one_span(gpu: &Gpu, ts: &[*const sys::ggml_tensor]) -> bool {
 /// Rows of A per workgroup of the `NORM` mat-vecs (WG / LANES there).
 const NORM_ROWS_PER_WG: u64 = 16;
 
+/// Workgroups a `NORM` mat-vec launches at most (each computes the norm once, then takes row
+/// groups in turn): TRIT_VULKAN_NORM_GROUPS (0: one per row group), default 264 (two per
+/// streaming multiprocessor of an H200 or H100; a device with fewer runs them in waves).
+fn norm_groups(row_groups: u64) -> u64 {
+    static CAP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let cap =
+        *CAP.get_or_init(|| std::env::var("TRIT_VULKAN_NORM_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(264));
+    if cap == 0 {
+        row_groups
+    } else {
+        row_groups.min(cap)
+    }
+}
+
 /// Mat-vecs recorded with the norm of their input computed in the kernel (`NORM`) so far in
 /// this process (tests).
 pub(crate) static NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -477,13 +491,14 @@ fn encode_norm(
     p.b_nb = [cw_offs[1], x2.map_or(0, |_| act_offs[1]), 0, 0];
     (_, p.d_nb) = shape(out, 4);
     p.d_ne = [1, cw_offs[0], residual.map_or(0, |_| act_offs[acts.len() - 1]), 0];
+    let launched = norm_groups(groups);
     p.m0 = [0, groups as u32, a.elem_off, act_offs[0]];
-    p.m1 = [dst.elem_off, crate::ops::param_u32(d.norm, 0), 0, 0];
+    p.m1 = [dst.elem_off, crate::ops::param_u32(d.norm, 0), launched as u32, 0];
     let mut reads = vec![a];
     for &t in acts.iter().chain(&consts) {
         reads.push(rec.bind(t, 4)?);
     }
-    rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, vec![dst]), p, groups)?;
+    rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, vec![dst]), p, launched)?;
     NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     Ok(true)
 }
@@ -561,14 +576,15 @@ fn encode_multi_norm(rec: &mut Recorder, kernel: &str, group: &[Scaled], d: &cra
     p.d_nb = [c_offs[0], c_offs[1], c_offs[2], 0];
     let total: u64 = p.a_ne[1..].iter().map(|&r| r as u64).sum();
     let groups = total.div_ceil(NORM_ROWS_PER_WG);
+    let launched = norm_groups(groups);
     p.m0 = [0, groups as u32, 0, act_offs[0]];
-    p.m1 = [0, crate::ops::param_u32(d.norm, 0), 0, 0];
+    p.m1 = [0, crate::ops::param_u32(d.norm, 0), launched as u32, 0];
     let mut reads = Vec::new();
     for &t in weights.iter().chain(&consts).chain(&acts) {
         reads.push(rec.bind(t, 1)?);
     }
     let writes = outs.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
-    rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, writes), p, groups)?;
+    rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, writes), p, launched)?;
     NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     Ok(true)
 }

@@ -1097,8 +1097,8 @@ fn relu_sqr_folded_into_sub_norm() {
 /// A BitNet layer at decode (one column): each norm read only by ternary products is computed
 /// inside them (`NORM` in mul_mv_tq.comp): Q, K, V from attn_norm in one dispatch, the
 /// output projection from the attention sub-norm (+ residual), gate and up from ffn_norm,
-/// down from the ReLU^2 sub-norm (+ residual). Against the CPU; the same bits as with the
-/// norms recorded on their own; TQ2_0 and TQ1_0, with and without the packed dot product;
+/// down from the ReLU^2 sub-norm (+ residual). Against the CPU, and against the norms
+/// recorded on their own (NMSE <= 1e-12); TQ2_0 and TQ1_0, with and without the packed dot product;
 /// widths of 3, 10 and 27 blocks (several rounds of a workgroup's clusters on 32-wide
 /// subgroups). A prompt-shaped graph (3 columns) keeps its norm kernels.
 #[test]
@@ -1158,8 +1158,16 @@ fn norms_computed_in_mat_vecs() {
             runs.push(run(b.vk, build, 5).0);
         }
         trit_vulkan::set_norm_in_mat_vec(true);
+        // The int8 activations are those of the separate norm kernels (the same operations in
+        // the same order); the products' f32 sums may still round differently in a kernel the
+        // driver compiled differently (on lavapipe they are identical; on the H200 not all).
         let diff = runs[0].iter().zip(&runs[1]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-        assert_eq!(diff, 0, "{name}: {diff} of {} outputs differ from the separate norms", runs[0].len());
+        let e = nmse(&runs[0], &runs[1]);
+        println!(
+            "{name}: {diff} of {} outputs differ from the separate norms' in their bits, nmse {e:.3e}",
+            runs[0].len()
+        );
+        assert!(e <= 1e-12, "{name}: NMSE {e:.3e} against the separate norms");
     }
     trit_vulkan::set_mat_vec_kernels(true, true);
 }
