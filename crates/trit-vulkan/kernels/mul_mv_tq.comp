@@ -26,6 +26,19 @@
 // groups (each takes every P1-th). The same f32 operations in the same order as
 // rms_norm_q8.comp (per 256-block lane sums, subgroup sums, their sum in subgroup order), so
 // the int8 values and block scales are those it writes; K <= 8192.
+// ROPE (MULTI with NORM): the first product (Q) is rotated as rope.comp rotates it before it
+// is stored (its ROPE fused into the products' epilogue, one stage less per layer): each
+// workgroup of its rows takes ROWS / 2 rotation pairs of one head (`rope_row`), whose two
+// values meet in shared memory. m0.z = n_dims (the head size, a multiple of ROWS) | mode << 16
+// (2 = NEOX: pairs (j, j + n_dims/2), 0: pairs (2j, 2j+1)), m1.w = element of the position
+// (i32, binding 4), b_nb.z = freq_base, b_nb.w = freq_scale, d_nb.w = attn_factor (floats as
+// bits); the first product's rows are a multiple of n_dims.
+// KV (with ROPE; Q, V, K): V and K go straight into the f16 KV cache, as llama.cpp's
+// SET_ROWS of them would write it, K rotated as Q: the third product's rows are permuted and
+// rotated in the same way, then stored to binding 6 from element d_ne.z, in row kvi[b_ne.w]
+// of d_ne.w halves; V to binding 7 from element d_ne.y, element r in row kvi[m1.x] of b_nb.y
+// halves (b_nb.y bit 31: transposed, V's element r in row kvi[m1.x + r], one half each).
+// kvi (binding 5) holds i64 row indices (the low word is read). The scales are always bound.
 #include "common.glsl"
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -178,6 +191,38 @@ void norm_prologue(uint K) {
 
 shared float red[NCOLS][WG];
 
+#if defined(ROPE)
+layout(std430, binding = 4) readonly buffer BufP { int pos[]; };
+shared float rq[ROWS];
+#define ROPE_DIMS (pc.m0.z & 0xFFFFu)
+#define ROPE_MODE (pc.m0.z >> 16)
+
+// Element (within its head) of slot s's row in Q row group g: slots s and s + ROWS/2 hold
+// the two elements of rotation pair j = (g mod groups per head) * ROWS/2 + s mod ROWS/2.
+uint rope_pair_elem(uint j, uint second) {
+    const uint n_dims = ROPE_DIMS;
+    if (ROPE_MODE == 2u) {
+        return j + second * (n_dims / 2u);
+    }
+    return 2u * j + second;
+}
+
+uint rope_row(uint lr) {
+    const uint n_dims = ROPE_DIMS;
+    const uint HP = ROWS / 2u;
+    const uint g = lr / ROWS;
+    const uint s = lr % ROWS;
+    const uint gph = n_dims / ROWS;
+    const uint j = (g % gph) * HP + s % HP;
+    return (g / gph) * n_dims + rope_pair_elem(j, s / HP);
+}
+#endif
+#if defined(KV)
+layout(std430, binding = 5) readonly buffer BufI { uvec2 kvi[]; };
+layout(std430, binding = 6) writeonly buffer BufK { float16_t kc[]; };
+layout(std430, binding = 7) writeonly buffer BufV { float16_t vc[]; };
+#endif
+
 // The 32-bit word at byte address `addr` (a multiple of 2) of A.
 uint load32(uint addr) {
     const uint w = addr >> 2;
@@ -275,7 +320,23 @@ void rows_of(uint wg) {
     // Which product row r belongs to, and its row there.
     const uint part = r < pc.a_ne.y ? 0u : (r < pc.a_ne.y + pc.a_ne.z ? 1u : 2u);
     const uint lr = part == 0u ? r : (part == 1u ? r - pc.a_ne.y : r - pc.a_ne.y - pc.a_ne.z);
+#if defined(ROPE)
+    const uint rows_first = (wg % nrg) * ROWS;
+    // Rotated rows (the same in the whole workgroup): Q's, and with KV K's.
+    const bool qgroup = wg_live && rows_first < pc.a_ne.y;
+#if defined(KV)
+    const uint k_first = pc.a_ne.y + pc.a_ne.z;
+    const bool kgroup = wg_live && rows_first >= k_first;
+    const bool rotated = part == 0u || part == 2u;
+#else
+    const uint k_first = 0u;
+    const bool kgroup = false;
+    const bool rotated = part == 0u;
+#endif
+    const uint a_row = pc.a_nb[part] + (rotated ? rope_row(lr) : lr) * pc.a_nb.w;
+#else
     const uint a_row = pc.a_nb[part] + lr * pc.a_nb.w;
+#endif
 #else
     const uint a2 = i2 / (pc.b_ne.z / pc.a_ne.z);
     const uint a3 = i3 / (pc.b_ne.w / pc.a_ne.w);
@@ -329,10 +390,62 @@ void rows_of(uint wg) {
         }
     }
 #if defined(MULTI)
+#if defined(ROPE)
+    if (qgroup || kgroup) {
+        // Q (K): both values of each pair to shared memory, then one lane per pair rotates
+        // them with rope.comp's operations and stores both.
+        const uint slot = fl / LANES;
+#if defined(KV)
+        precise float v = acc[0] * sc[pc.d_nb[part]];
+#else
+        precise float v = pc.d_ne.w != 0u ? acc[0] * sc[pc.d_nb[0]] : acc[0];
+#endif
+        if (lane == 0) { rq[slot] = v; }
+        barrier();
+        if (lane == 0 && slot < ROWS / 2u) {
+            const uint n_dims = ROPE_DIMS;
+            const uint g = (rows_first - (kgroup ? k_first : 0u)) / ROWS;
+            const uint gph = n_dims / ROWS;
+            const uint j = (g % gph) * (ROWS / 2u) + slot;
+            const uint row = (g / gph) * n_dims;
+            const float x0 = rq[slot];
+            const float x1 = rq[slot + ROWS / 2u];
+            const float p = float(pos[pc.m1.w]);
+            const float theta = p * pow(uintBitsToFloat(pc.b_nb.z), -2.0 * float(j) / float(n_dims)) * uintBitsToFloat(pc.b_nb.w);
+            const float mscale = uintBitsToFloat(pc.d_nb.w);
+            const float c = cos(theta) * mscale;
+            const float s = sin(theta) * mscale;
+            const float y0 = x0 * c - x1 * s;
+            const float y1 = x0 * s + x1 * c;
+#if defined(KV)
+            if (kgroup) {
+                const uint kb = pc.d_ne.z + kvi[pc.b_ne.w].x * pc.d_ne.w + row;
+                kc[kb + rope_pair_elem(j, 0u)] = float16_t(y0);
+                kc[kb + rope_pair_elem(j, 1u)] = float16_t(y1);
+            } else
+#endif
+            {
+                d[pc.d_ne.x + row + rope_pair_elem(j, 0u)] = y0;
+                d[pc.d_ne.x + row + rope_pair_elem(j, 1u)] = y1;
+            }
+        }
+    } else
+#endif
+#if defined(KV)
+    if (live && lane == 0) {
+        // V, into the cache.
+        precise float v = acc[0] * sc[pc.d_nb[1]];
+        const bool transposed = (pc.b_nb.y >> 31) != 0u;
+        const uint stride = pc.b_nb.y & 0x7FFFFFFFu;
+        const uint at = transposed ? kvi[pc.m1.x + lr].x * stride : kvi[pc.m1.x].x * stride + lr;
+        vc[pc.d_ne.y + at] = float16_t(v);
+    }
+#else
     if (live && lane == 0) {
         precise float v = pc.d_ne.w != 0u ? acc[0] * sc[pc.d_nb[part]] : acc[0];
         d[pc.d_ne[part] + lr] = v;
     }
+#endif
 #else
     if (live && lane == 0) {
         const float scale = pc.d_ne.x != 0u ? sc[pc.d_ne.y] : 1.0;

@@ -14,8 +14,10 @@ pub(crate) const PUSH_BYTES: u32 = 128;
 /// Storage-buffer bindings in the shared set layout at most: A, B, D, plus two for kernels
 /// with more operands (`Recorder::dispatch_n`: the AdamW step's five, the cross-entropy
 /// backward's four; fused kernels' binding 3 and 4). `Gpu::bindings` is 4 where a device
-/// allows no more (kernels using binding 4 are then not built).
-pub(crate) const MAX_BINDINGS: u32 = 5;
+/// allows no more (kernels using binding 4 are then not built). Up to `MAX_BINDINGS` (8)
+/// where the device allows that many: the QKV products that write the KV cache themselves
+/// (`KV` in mul_mv_tq.comp) use 8.
+pub(crate) const MAX_BINDINGS: u32 = 8;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -394,7 +396,7 @@ impl Recorder {
         BARRIERS.fetch_add(barriers, std::sync::atomic::Ordering::Relaxed);
         REPLAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(p) = self.prof.as_mut() {
-            p.finish(&self.gpu, submitted);
+            p.finish(&self.gpu, submitted, true);
         }
         Ok(true)
     }
@@ -517,7 +519,7 @@ impl Recorder {
         self.cur = 0;
         self.cmd = self.cmds[0];
         if let Some(p) = self.prof.as_mut() {
-            p.finish(&self.gpu, t0);
+            p.finish(&self.gpu, t0, false);
         }
         Ok(())
     }
@@ -577,6 +579,9 @@ impl Recorder {
     /// A compute-to-compute memory barrier: every dispatch recorded so far is complete and
     /// visible before the next; the hazard ranges start empty again.
     fn compute_barrier(&mut self) {
+        if trace() {
+            eprintln!("trit-vulkan trace: -- barrier");
+        }
         let barrier = vk::MemoryBarrier::default()
             .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::SHADER_READ)
             .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
@@ -726,7 +731,7 @@ impl Recorder {
 
         let infos = [a, b, dst, e, f]
             .map(|x| [vk::DescriptorBufferInfo { buffer: x.buffer, offset: x.offset, range: x.range }]);
-        let nw = self.gpu.bindings as usize;
+        let nw = (self.gpu.bindings as usize).min(5);
         let mut writes = [0, 1, 2, 3, 4].map(|i| {
             vk::WriteDescriptorSet::default()
                 .dst_binding(i as u32)
@@ -769,6 +774,9 @@ impl Recorder {
             }
         }
         self.profile_mark(kernel, &push, groups);
+        if trace() {
+            eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
+        }
         self.in_chunk += 1;
         if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
             self.flush_chunk()?;
@@ -876,6 +884,9 @@ impl Recorder {
             }
         }
         self.profile_mark(kernel, &push, groups);
+        if trace() {
+            eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
+        }
         self.in_chunk += 1;
         if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
             self.flush_chunk()?;
@@ -902,4 +913,10 @@ impl Drop for Recorder {
             d.destroy_command_pool(self.pool, None);
         }
     }
+}
+
+/// TRIT_VULKAN_TRACE=1: every dispatch and barrier recorded, to stderr (the stages of a graph).
+pub(crate) fn trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRIT_VULKAN_TRACE").is_ok_and(|v| v == "1"))
 }

@@ -419,7 +419,14 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     let mut sig = None;
     if rec.can_replay() {
         let mut s = rec.take_signature_buffer();
-        signature(rec.gpu(), graph, &mut s);
+        crate::signature::signature(rec.gpu(), graph, &mut s);
+        if crate::dispatch::trace() {
+            eprintln!(
+                "trit-vulkan trace: signature of {} words in {:.1} us",
+                s.len(),
+                t0.elapsed().as_secs_f64() * 1e6
+            );
+        }
         if rec.replay(&s, t0)? {
             rec.return_signature_buffer(s);
             return Ok(());
@@ -427,6 +434,9 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
         sig = Some(s);
     }
     let align = rec.gpu().min_storage_align;
+    if crate::dispatch::trace() {
+        trace_nodes(graph);
+    }
     let plan = crate::fuse::Plan::new(graph, rec.gpu());
     let units = crate::schedule::order(graph, |i| plan.len(i), |i| plan.extra_read(i));
     let layout = crate::ops::graph_scratch(rec.gpu(), graph, &units, align);
@@ -475,56 +485,22 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     Ok(())
 }
 
-/// Everything recording `graph` depends on, so that an equal signature means the same
-/// command buffers: per node and per source, the tensor's identity, op, type, flags, shape,
-/// strides, data address, buffer, view source and op parameters; the product-kernel
-/// settings and the level-order switch; and `gpu::FREED` (no buffer freed since, so every
-/// buffer handle recorded still names the same buffer). Tensor data is not in it: inputs
-/// that change between tokens (positions, mask, KV-cache rows) are read by the kernels.
-fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig: &mut Vec<u64>) {
-    use std::sync::atomic::Ordering::Relaxed;
-    // SAFETY: graph is a live ggml graph for the duration of the call.
-    let n = unsafe { sys::ggml_graph_n_nodes(graph) };
-    let l = &gpu.limits;
-    sig.clear();
-    sig.extend([
-        crate::gpu::FREED.load(Relaxed),
-        l.fast_mv.load(Relaxed) as u64
-            | (l.int_dot.load(Relaxed) as u64) << 1
-            | (l.mmq_big.load(Relaxed) as u64) << 2
-            | (l.coopmat.load(Relaxed) as u64) << 3
-            | (l.coopmat_emu.load(Relaxed) as u64) << 4
-            | (l.cm_train.load(Relaxed) as u64) << 12
-            | (l.dx_q8.load(Relaxed) as u64) << 13,
-        l.max_wg_x.load(Relaxed) as u64,
-        l.max_range.load(Relaxed),
-        crate::schedule::enabled() as u64
-            | (crate::scratch::reuse() as u64) << 1
-            | (crate::fuse::norm_prologue() as u64) << 2,
-        n as u64,
-    ]);
-    let tensor = |sig: &mut Vec<u64>, t: *const sys::ggml_tensor| {
-        sig.push(t as u64);
-        if t.is_null() {
-            return;
-        }
-        // SAFETY: t is a live tensor of the graph.
-        let t = unsafe { &*t };
-        sig.extend([t.type_ as u64, t.op as u64, t.flags as u64, t.data as u64, t.buffer as u64]);
-        sig.extend(t.ne.iter().map(|&x| x as u64));
-        sig.extend(t.nb.iter().map(|&x| x as u64));
-        sig.extend([t.view_src as u64, t.view_offs as u64]);
+/// TRIT_VULKAN_TRACE=1: the nodes of a graph about to be recorded (index, op, name, sources'
+/// names), to stderr.
+fn trace_nodes(graph: *mut sys::ggml_cgraph) {
+    let name = |t: *const sys::ggml_tensor| {
+        // SAFETY: t is a live tensor; its name is NUL-terminated within the array.
+        unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) }.to_string_lossy().into_owned()
     };
+    // SAFETY: graph is live for the call.
+    let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     for i in 0..n {
         // SAFETY: i < n_nodes.
         let t = unsafe { sys::ggml_graph_node(graph, i) };
-        tensor(sig, t);
-        // SAFETY: t is live; op_params is a plain i32 array.
-        let params = unsafe { (*t).op_params };
-        sig.extend(params.iter().map(|&p| p as u32 as u64));
-        for k in 0..sys::GGML_MAX_SRC as usize {
-            // SAFETY: as above.
-            tensor(sig, unsafe { (*t).src[k] });
-        }
+        // SAFETY: t is live; ggml_op_desc returns a static string.
+        let op = unsafe { std::ffi::CStr::from_ptr(sys::ggml_op_desc(t)) }.to_string_lossy();
+        // SAFETY: t is live.
+        let srcs: Vec<String> = unsafe { (*t).src }.iter().filter(|s| !s.is_null()).map(|&s| name(s)).collect();
+        eprintln!("trit-vulkan trace: node {i} {op} {} <- {}", name(t), srcs.join(", "));
     }
 }

@@ -42,6 +42,17 @@ pub(crate) struct Plan {
     multi: Vec<(String, Vec<usize>)>,
     /// Heads of `multi` groups after the first: their pairs are recorded as nothing.
     moved: Vec<usize>,
+    /// (multi head, ROPE node): the group's first product (Q) is rotated by the group's
+    /// dispatch (`matvec::encode_multi`) into the ROPE's memory; that ROPE (sorted in `roped`)
+    /// is recorded as nothing.
+    multi_rope: Vec<(usize, usize)>,
+    roped: Vec<usize>,
+    /// (multi head, cache writes): a Q, V, K group (with Q's ROPE folded in) whose V and K are
+    /// read only by their KV-cache writes: the group's dispatch writes the cache itself
+    /// (`matvec::encode_multi`); those writes' nodes (sorted in `kv_absorbed`) are recorded
+    /// as nothing.
+    multi_kv: Vec<(usize, KvNodes)>,
+    kv_absorbed: Vec<usize>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
@@ -124,6 +135,150 @@ fn rope_set_rows(rope: *const sys::ggml_tensor, view: *const sys::ggml_tensor, r
         && ne(rows)[0] == r[0] * r[1]
         && ne(rows)[2..] == [1, 1]
         && nb(rows)[0] == 2
+}
+
+/// ROPE `rope` (of K), reshaped to rows, SET_ROWS `rows` into the f16 cache: one kernel.
+fn encode_rope_rows(rec: &mut Recorder, rope: *const sys::ggml_tensor, rows: *const sys::ggml_tensor) -> Result<()> {
+    let (x, pos, ids) = (src(rope, 0), src(rope, 1), src(rows, 1));
+    let mut p = Push::default();
+    (p.a_ne, p.a_nb) = shape(x, 4);
+    (p.b_ne, p.b_nb) = shape(pos, 4);
+    (_, p.d_nb) = shape(rows, 2);
+    p.m1[1] = crate::ops::param_u32(rope, 1);
+    p.m1[2] = crate::ops::param_u32(rope, 2);
+    p.m1[3] = crate::ops::param_u32(rope, 5);
+    p.b_nb[1] = crate::ops::param_u32(rope, 6);
+    p.b_nb[2] = crate::ops::param_u32(rope, 8);
+    let n = nelements(x) / 2;
+    p.m0[1] = n as u32;
+    let (a, b, d, id) = (rec.bind(x, 4)?, rec.bind(pos, 4)?, rec.bind(rows, 2)?, rec.bind(ids, 8)?);
+    p.d_ne = [id.elem_off, (nb(ids)[0] / 8) as u32, 0, 0];
+    rec.dispatch_ex("rope_set_rows_f16_i64", a, Some(b), d, Some(id), false, p, n.div_ceil(256))
+}
+
+/// Node indices of the KV-cache writes a Q, V, K group folds in (`kv_writes`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KvNodes {
+    pub k_rope: usize,
+    pub k_rows: usize,
+    pub v_rows: usize,
+}
+
+/// The only node after `from` reading `t`, if `t` has exactly one use and is no output.
+fn sole_reader(graph: *mut sys::ggml_cgraph, t: *const sys::ggml_tensor, from: usize) -> Option<usize> {
+    // SAFETY: graph and t are live for the call.
+    let (n, uses, flags) =
+        unsafe { (sys::ggml_graph_n_nodes(graph) as usize, sys::ggml_graph_use_count(graph, t), (*t).flags) };
+    if uses != 1 || flags & sys::GGML_TENSOR_FLAG_OUTPUT as i32 != 0 {
+        return None;
+    }
+    (from + 1..n).find(|&k| {
+        let u = node(graph, k as i32);
+        (0..sys::GGML_MAX_SRC as usize).any(|s| src(u, s) == t)
+    })
+}
+
+/// For a Q, V, K group (`members`: Q, V, K) with Q's ROPE `q_rope`
+/// folded in: K's ROPE and its SET_ROWS into the f16 K cache (`rope_set_rows`, one token,
+/// the same rotation as Q's), and V's SET_ROWS into the f16 V cache through RESHAPEs (rows
+/// of all of V, or of one element each: llama.cpp's transposed V cache), if they are the
+/// only readers of V and K, so that the group's dispatch can write the caches itself.
+fn kv_writes(graph: *mut sys::ggml_cgraph, members: &[usize], q_rope: usize) -> Option<KvNodes> {
+    if members.len() != 3 {
+        return None;
+    }
+    kv_writes_as(graph, members[1], members[2], q_rope)
+}
+
+/// `kv_writes` with V's product at `v` and K's at `k`.
+fn kv_writes_as(graph: *mut sys::ggml_cgraph, v: usize, k: usize, q_rope: usize) -> Option<KvNodes> {
+    let qr = node(graph, q_rope as i32);
+    // K: MUL, RESHAPE, ROPE, VIEW or RESHAPE, SET_ROWS.
+    let kr = sole_reader(graph, node(graph, k as i32 + 1), k + 1)?;
+    let k_rope = sole_reader(graph, node(graph, kr as i32), kr)?;
+    let rope = node(graph, k_rope as i32);
+    let view = sole_reader(graph, rope, k_rope)?;
+    let k_rows = sole_reader(graph, node(graph, view as i32), view)?;
+    let same_rotation =
+        src(rope, 1) == src(qr, 1) && (1..=10).all(|p| crate::ops::param_u32(rope, p) == crate::ops::param_u32(qr, p));
+    let k_ok = op_of(node(graph, kr as i32)) == sys::GGML_OP_RESHAPE
+        && src(rope, 0) == node(graph, kr as i32)
+        && same_rotation
+        && epilogue_rope(rope)
+        && rope_set_rows(rope, node(graph, view as i32), node(graph, k_rows as i32))
+        && ne(src(node(graph, k_rows as i32), 1))[0] == 1;
+    // V: MUL, RESHAPEs, SET_ROWS.
+    let (mut t, mut at) = (node(graph, v as i32 + 1), v + 1);
+    let v_rows = loop {
+        let r = sole_reader(graph, t, at)?;
+        let u = node(graph, r as i32);
+        match op_of(u) {
+            sys::GGML_OP_RESHAPE => (t, at) = (u, r),
+            sys::GGML_OP_SET_ROWS if src(u, 0) == t => break r,
+            _ => return None,
+        }
+    };
+    let rows = node(graph, v_rows as i32);
+    let (x, ids) = (src(rows, 0), src(rows, 1));
+    let v_n = ne(node(graph, v as i32 + 1))[0];
+    let [w, n_rows, ..] = ne(x);
+    let v_ok = ty(rows) == sys::GGML_TYPE_F16
+        && ty(x) == F32
+        && ty(ids) == sys::GGML_TYPE_I64
+        && nb(rows)[0] == 2
+        && nb(rows)[1] % 2 == 0
+        && nb(rows)[1] / 2 < (1 << 31)
+        && ne(x)[2..] == [1, 1]
+        && ne(rows)[0] == w
+        && ((w == 1 && n_rows == v_n) || (w == v_n && n_rows == 1))
+        && ne(ids)[0] == n_rows
+        && ne(ids)[1..] == [1, 1, 1]
+        && nb(ids)[0] == 8;
+    (k_ok && v_ok).then_some(KvNodes { k_rope, k_rows, v_rows })
+}
+
+/// A rotation the products' epilogue computes (`ROPE` in mul_mv_tq.comp): one token, NEOX or
+/// normal pairs over the whole head, whose size is a multiple of 16 (a row group's pairs stay
+/// in one head), no YaRN or frequency factors, f32.
+fn epilogue_rope(rope: *const sys::ggml_tensor) -> bool {
+    let r = ne(rope);
+    let n_dims = crate::ops::param_u32(rope, 1) as i64;
+    let mode = crate::ops::param_u32(rope, 2);
+    ty(rope) == F32
+        && ty(src(rope, 1)) == crate::ops::I32
+        && src(rope, 2).is_null()
+        && (mode == 0 || mode == sys::GGML_ROPE_TYPE_NEOX)
+        && crate::ops::param_f32(rope, 7) == 0.0
+        && n_dims == r[0]
+        && n_dims % crate::matvec::NORM_ROWS_PER_WG as i64 == 0
+        && r[2..] == [1, 1]
+        && ne(src(rope, 1))[0] == 1
+}
+
+/// The ROPE that is the only reader of the scaled product at `first` (MUL_MAT, MUL by its
+/// scale, RESHAPE to heads, ROPE, as llama.cpp's graph rotates Q), if the products' epilogue
+/// can compute it (`epilogue_rope`) into contiguous memory.
+fn rope_of_first(graph: *mut sys::ggml_cgraph, first: usize) -> Option<usize> {
+    // SAFETY: graph is live for the call.
+    let n = unsafe { sys::ggml_graph_n_nodes(graph) } as usize;
+    if first + 3 >= n {
+        return None;
+    }
+    let (mul, reshape, rope) =
+        (node(graph, first as i32 + 1), node(graph, first as i32 + 2), node(graph, first as i32 + 3));
+    // SAFETY: the tensors are live nodes of the graph.
+    let (flags, contiguous) = unsafe { ((*mul).flags | (*reshape).flags, sys::ggml_is_contiguous(rope)) };
+    let ok = op_of(reshape) == sys::GGML_OP_RESHAPE
+        && src(reshape, 0) == mul
+        && op_of(rope) == sys::GGML_OP_ROPE
+        && src(rope, 0) == reshape
+        && flags & sys::GGML_TENSOR_FLAG_OUTPUT as i32 == 0
+        && !graph_uses_more_than_once(graph, mul)
+        && !graph_uses_more_than_once(graph, reshape)
+        && epilogue_rope(rope)
+        && contiguous
+        && nelements(rope) as i64 == ne(mul)[0];
+    ok.then_some(first + 3)
 }
 
 /// Element strides in a contiguous CONT of the PERMUTE `perm` for each dimension of the
@@ -368,11 +523,22 @@ impl Plan {
             attn,
             multi: Vec::new(),
             moved: Vec::new(),
+            multi_rope: Vec::new(),
+            roped: Vec::new(),
+            multi_kv: Vec::new(),
+            kv_absorbed: Vec::new(),
             ternary_inputs,
             deferred: Vec::new(),
         };
         if !off("multi") && !crate::schedule::enabled() {
-            plan.multi = plan.sibling_products(graph, gpu);
+            let groups = plan.sibling_products(graph, gpu);
+            plan.multi_rope = groups.iter().filter_map(|g| g.2.map(|r| (g.1[0], r))).collect();
+            plan.roped = plan.multi_rope.iter().map(|m| m.1).collect();
+            plan.roped.sort_unstable();
+            plan.multi_kv = groups.iter().filter_map(|g| g.3.map(|kv| (g.1[0], kv))).collect();
+            plan.kv_absorbed = plan.multi_kv.iter().flat_map(|m| [m.1.k_rope, m.1.k_rows, m.1.v_rows]).collect();
+            plan.kv_absorbed.sort_unstable();
+            plan.multi = groups.into_iter().map(|g| (g.0, g.1)).collect();
             plan.moved = plan.multi.iter().flat_map(|m| m.1[1..].iter().copied()).collect();
             plan.moved.sort_unstable();
         }
@@ -396,8 +562,19 @@ impl Plan {
     /// into them) of one activation column, that `matvec::multi_kernel` accepts and that can
     /// all run at the first one's place: no node recorded between the first and a later one
     /// reads or writes memory overlapping that one's result (ggml-alloc may have given the
-    /// later result memory that was in use until then).
-    fn sibling_products(&self, graph: *mut sys::ggml_cgraph, gpu: &Gpu) -> Vec<(String, Vec<usize>)> {
+    /// later result memory that was in use until then). Where the first product's only reader
+    /// is a ROPE (`rope_of_first`), that ROPE is folded in: the first result is stored rotated,
+    /// into the ROPE's memory, and nothing reads the unrotated one. That saves a stage, and
+    /// lets Q join K and V at all: llama.cpp's graph rotates Q before computing V and K, whose
+    /// results may take the unrotated Q's memory.
+    /// Where such a Q, V, K group's V and K are read only by their KV-cache writes
+    /// (`kv_writes`), those are folded in too: the group's fourth element.
+    #[allow(clippy::type_complexity)]
+    fn sibling_products(
+        &self,
+        graph: *mut sys::ggml_cgraph,
+        gpu: &Gpu,
+    ) -> Vec<(String, Vec<usize>, Option<usize>, Option<KvNodes>)> {
         let taken = |i: usize| {
             let has = |v: &Vec<usize>| v.binary_search(&i).is_ok();
             has(&self.res_triples)
@@ -419,20 +596,36 @@ impl Plan {
         let overlaps = |a: Option<(ash::vk::Buffer, u64, u64)>, b: (ash::vk::Buffer, u64, u64)| {
             a.is_none_or(|a| a.0 == b.0 && a.1 < b.2 && b.1 < a.2)
         };
-        // Whether the later members of `group` can run at the first one's place.
-        let movable = |group: &[usize]| {
-            let first = group[0];
-            group[1..].iter().all(|&j| {
-                let Some(out) = range(node(graph, j as i32 + 1)) else { return false };
-                (first + 2..j).all(|k| {
-                    let t = node(graph, k as i32);
-                    if crate::ops::is_noop(op_of(t)) {
-                        return true;
-                    }
-                    let srcs = (0..sys::GGML_MAX_SRC as usize).map(|s| src(t, s)).filter(|s| !s.is_null());
-                    !overlaps(range(t), out) && srcs.into_iter().all(|s| !overlaps(range(s), out))
-                })
+        // Whether no node recorded in first + 2 .. j but those in `skip` touches `out`.
+        let untouched = |first: usize, j: usize, out: (ash::vk::Buffer, u64, u64), skip: &[usize]| {
+            (first + 2..j).all(|k| {
+                let t = node(graph, k as i32);
+                if crate::ops::is_noop(op_of(t)) || skip.contains(&k) {
+                    return true;
+                }
+                let srcs = (0..sys::GGML_MAX_SRC as usize).map(|s| src(t, s)).filter(|s| !s.is_null());
+                !overlaps(range(t), out) && srcs.into_iter().all(|s| !overlaps(range(s), out))
             })
+        };
+        // Whether the later members of `group` can run at the first one's place (with the
+        // first's ROPE `rope` folded into it: the ROPE's result is written there too, and the
+        // ROPE no longer reads the first's result).
+        let movable = |group: &[usize], rope: Option<usize>| {
+            let first = group[0];
+            let skip: Vec<usize> = rope.into_iter().collect();
+            let rope_ok =
+                rope.is_none_or(|r| range(node(graph, r as i32)).is_some_and(|out| untouched(first, r, out, &[])));
+            rope_ok
+                && group[1..]
+                    .iter()
+                    .all(|&j| range(node(graph, j as i32 + 1)).is_some_and(|out| untouched(first, j, out, &skip)))
+        };
+        // Whether the cache writes of `kv` can happen at the group's place too.
+        let kv_movable = |first: usize, q_rope: usize, kv: &KvNodes| {
+            let skip = [q_rope, kv.k_rope, kv.k_rows, kv.v_rows];
+            [kv.k_rows, kv.v_rows]
+                .iter()
+                .all(|&w| range(node(graph, w as i32)).is_some_and(|out| untouched(first, w, out, &skip)))
         };
         let mut groups = Vec::new();
         while let Some(&first) = heads.first() {
@@ -445,8 +638,33 @@ impl Plan {
             while members.len() >= 2 {
                 let pairs: Vec<_> =
                     members.iter().map(|&i| (node(graph, i as i32), node(graph, i as i32 + 1))).collect();
-                if let Some(kernel) = crate::matvec::multi_kernel(gpu, &pairs).filter(|_| movable(&members)) {
-                    groups.push((kernel, members));
+                // With the first's ROPE folded in where it can be (one stage less), else without.
+                let rope = rope_of_first(graph, members[0]).filter(|_| !off("multirope"));
+                if let Some(r) = rope {
+                    let kernel = crate::matvec::multi_kernel(gpu, &pairs, Some(node(graph, r as i32)));
+                    if let Some(kernel) = kernel.filter(|_| movable(&members, Some(r))) {
+                        // V and K in either order in the graph; the kernel takes them as V, K.
+                        let mut members = members;
+                        let mut kv = None;
+                        if !off("multikv") && gpu.has_pipeline("rope_set_rows_f16_i64") {
+                            for swap in [false, true] {
+                                let mut m = members.clone();
+                                if swap && m.len() == 3 {
+                                    m.swap(1, 2);
+                                }
+                                if let Some(c) = kv_writes(graph, &m, r).filter(|c| kv_movable(m[0], r, c)) {
+                                    (members, kv) = (m, Some(c));
+                                    break;
+                                }
+                            }
+                        }
+                        groups.push((kernel, members, Some(r), kv));
+                        break;
+                    }
+                }
+                if let Some(kernel) = crate::matvec::multi_kernel(gpu, &pairs, None).filter(|_| movable(&members, None))
+                {
+                    groups.push((kernel, members, None, None));
                     break;
                 }
                 members.remove(0);
@@ -493,9 +711,27 @@ impl Plan {
         if self.moved.binary_search(&(i as usize)).is_ok() {
             return Ok(2); // recorded with the first product of its group
         }
+        if self.roped.binary_search(&(i as usize)).is_ok() {
+            return Ok(1); // computed by the products of its group
+        }
+        if self.kv_absorbed.binary_search(&(i as usize)).is_ok() {
+            return Ok(self.len(i as usize) as i32); // recorded with the products of its group
+        }
         if let Some((kernel, members)) = self.multi.iter().find(|m| m.1[0] == i as usize) {
             let pairs: Vec<_> = members.iter().map(|&j| (node(graph, j as i32), node(graph, j as i32 + 1))).collect();
-            crate::matvec::encode_multi(rec, kernel, &pairs)?;
+            let rope = self.multi_rope.iter().find(|m| m.0 == i as usize).map(|m| node(graph, m.1 as i32));
+            let kv = self.multi_kv.iter().find(|m| m.0 == i as usize).map(|m| m.1);
+            let cache = kv.map(|kv| crate::matvec::KvWrites {
+                k_rope: node(graph, kv.k_rope as i32),
+                k_rows: node(graph, kv.k_rows as i32),
+                v_rows: node(graph, kv.v_rows as i32),
+            });
+            let written = crate::matvec::encode_multi(rec, kernel, &pairs, rope, cache)?;
+            if let (Some(c), false) = (cache, written) {
+                // The products stored V and K: their cache writes are recorded here instead.
+                encode_rope_rows(rec, c.k_rope, c.k_rows)?;
+                crate::ops::encode(rec, c.v_rows)?;
+            }
             return Ok(2);
         }
         if self.relu_pre.iter().any(|r| r.1 == i as usize) {
@@ -520,22 +756,7 @@ impl Plan {
             }
         }
         if self.rope_triples.binary_search(&(i as usize)).is_ok() && rec.gpu().has_pipeline("rope_set_rows_f16_i64") {
-            let (rope, rows) = (node(graph, i), node(graph, i + 2));
-            let (x, pos, ids) = (src(rope, 0), src(rope, 1), src(rows, 1));
-            let mut p = Push::default();
-            (p.a_ne, p.a_nb) = shape(x, 4);
-            (p.b_ne, p.b_nb) = shape(pos, 4);
-            (_, p.d_nb) = shape(rows, 2);
-            p.m1[1] = crate::ops::param_u32(rope, 1);
-            p.m1[2] = crate::ops::param_u32(rope, 2);
-            p.m1[3] = crate::ops::param_u32(rope, 5);
-            p.b_nb[1] = crate::ops::param_u32(rope, 6);
-            p.b_nb[2] = crate::ops::param_u32(rope, 8);
-            let n = nelements(x) / 2;
-            p.m0[1] = n as u32;
-            let (a, b, d, id) = (rec.bind(x, 4)?, rec.bind(pos, 4)?, rec.bind(rows, 2)?, rec.bind(ids, 8)?);
-            p.d_ne = [id.elem_off, (nb(ids)[0] / 8) as u32, 0, 0];
-            rec.dispatch_ex("rope_set_rows_f16_i64", a, Some(b), d, Some(id), false, p, n.div_ceil(256))?;
+            encode_rope_rows(rec, node(graph, i), node(graph, i + 2))?;
             return Ok(3);
         }
         if self.perm_triples.binary_search(&(i as usize)).is_ok() {

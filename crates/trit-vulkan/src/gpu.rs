@@ -314,13 +314,10 @@ impl Gpu {
         let wide_wg = lim.max_compute_work_group_invocations >= 1024 && lim.max_compute_work_group_size[0] >= 1024;
         // Binding 4 (fused residual / pre-multiplied norms) where the device allows 5 storage
         // buffers per stage (Vulkan guarantees 4).
-        let max = crate::dispatch::MAX_BINDINGS;
-        let bindings =
-            if lim.max_per_stage_descriptor_storage_buffers >= max && lim.max_descriptor_set_storage_buffers >= max {
-                max
-            } else {
-                4 // every Vulkan device has 4; kernels reading binding 4 are left out
-            };
+        let allows =
+            |n: u32| lim.max_per_stage_descriptor_storage_buffers >= n && lim.max_descriptor_set_storage_buffers >= n;
+        // Every Vulkan device has 4; kernels reading bindings beyond the layout's are left out.
+        let bindings = [crate::dispatch::MAX_BINDINGS, 5].into_iter().find(|&n| allows(n)).unwrap_or(4);
         let usable = |name: &str| {
             (has_int_dot || !name.ends_with("_dot"))
                 && (has_coopmat || !name.ends_with("_cm"))
@@ -500,25 +497,6 @@ impl Gpu {
         unsafe { self.device.queue_submit(*q, &[vk::SubmitInfo::default()], fence) }.vk("vkQueueSubmit")
     }
 
-    /// Submit these command buffers in order and block until they have finished.
-    /// Deferred transfers (new graph inputs) are submitted first.
-    pub fn submit_all_and_wait(&self, cmds: &[vk::CommandBuffer], fence: vk::Fence) -> Result<()> {
-        self.flush_transfers()?;
-        let submit = vk::SubmitInfo::default().command_buffers(cmds);
-        {
-            let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            // SAFETY: the queue is externally synchronised by the lock; the buffers are
-            // recorded and idle (their previous submission was waited for).
-            unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")?;
-        }
-        // SAFETY: waiting on and resetting our own fence.
-        unsafe {
-            self.device.wait_for_fences(&[fence], true, u64::MAX).vk("vkWaitForFences")?;
-            self.device.reset_fences(&[fence]).vk("vkResetFences")?;
-        }
-        Ok(())
-    }
-
     /// Submit one command buffer and block until it has finished.
     pub fn submit_and_wait(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
         self.submit(cmd, fence)?;
@@ -545,6 +523,9 @@ impl Drop for Gpu {
                 self.device.destroy_fence(x.fence, None);
                 self.device.destroy_command_pool(x.pool, None);
                 x.staging.destroy(&self.device);
+                if let Some(r) = &x.readback {
+                    r.destroy(&self.device);
+                }
             }
             for p in self.pipelines.values() {
                 self.device.destroy_pipeline(*p, None);

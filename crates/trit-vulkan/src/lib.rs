@@ -27,6 +27,7 @@ mod ops;
 mod profile;
 mod schedule;
 mod scratch;
+mod signature;
 mod transfer;
 
 use std::sync::atomic::Ordering;
@@ -231,6 +232,18 @@ pub fn norm_mat_vec_dispatch_count() -> u64 {
     matvec::NORM_DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// Q rotations computed by the QKV products' epilogue (`ROPE` in mul_mv_tq.comp) so far in
+/// this process.
+pub fn rope_in_products_count() -> u64 {
+    matvec::ROPE_IN_MULTI.load(Ordering::Relaxed)
+}
+
+/// KV-cache writes done by the QKV products' epilogue (`KV` in mul_mv_tq.comp) so far in
+/// this process.
+pub fn kv_in_products_count() -> u64 {
+    matvec::KV_IN_MULTI.load(Ordering::Relaxed)
+}
+
 /// f16 products recorded with `mul_mm_f16_cmv.comp` (aligned operands, 128 x 128 tiles;
 /// TRIT_VULKAN_F16_CMV=0 turns it off) so far in this process.
 pub fn f16_vector_dispatch_count() -> u64 {
@@ -276,7 +289,13 @@ pub fn mat_vec_features() -> (bool, bool) {
 /// Whether the device takes the fifth storage-buffer binding the residual / pre-multiplied
 /// fusions need (Vulkan guarantees four per stage).
 pub fn has_fifth_binding() -> bool {
-    ffi::gpu().is_some_and(|g| g.bindings == 5)
+    ffi::gpu().is_some_and(|g| g.bindings >= 5)
+}
+
+/// Storage-buffer bindings of the kernels' shared layout on this device (4, 5 or 8; the QKV
+/// products that write the KV cache need 8).
+pub fn storage_bindings() -> u32 {
+    ffi::gpu().map_or(0, |g| g.bindings)
 }
 
 /// Every compiled kernel variant as (name, SPIR-V bytes), e.g. for translation checks.

@@ -339,7 +339,9 @@ pub(crate) type Scaled = (*const sys::ggml_tensor, *const sys::ggml_tensor);
 /// dispatch (`MULTI` in mul_mv_tq.comp), if they qualify: ternary weights of one type, K
 /// and row size, 2-D; one f32 activation column shared by all; contiguous f32 results; the
 /// weights, the results and the scales each in one buffer, spans within the binding range.
-pub(crate) fn multi_kernel(gpu: &Gpu, group: &[Scaled]) -> Option<String> {
+/// With `rope` (the first product's ROPE, `fuse::rope_of_first`), the first result goes to
+/// the ROPE's memory (contiguous, as many elements).
+pub(crate) fn multi_kernel(gpu: &Gpu, group: &[Scaled], rope: Option<*const sys::ggml_tensor>) -> Option<String> {
     if !(2..=3).contains(&group.len()) || !gpu.fast_kernels() {
         return None;
     }
@@ -382,9 +384,15 @@ pub(crate) fn multi_kernel(gpu: &Gpu, group: &[Scaled]) -> Option<String> {
     let limit = gpu.max_range() - gpu.min_storage_align - 4;
     let spans = [
         same_alloc(&mut group.iter().map(|g| src(g.0, 0))),
-        same_alloc(&mut group.iter().map(|g| g.1)),
+        same_alloc(&mut multi_outs(group, rope).into_iter()),
         same_alloc(&mut group.iter().map(|g| src(g.1, 1))),
     ];
+    // SAFETY: rope is a live tensor.
+    if rope.is_some_and(|r| {
+        ty(r) != crate::ops::F32 || nelements(r) as i64 != ne(group[0].1)[0] || !unsafe { sys::ggml_is_contiguous(r) }
+    }) {
+        return None;
+    }
     if spans.iter().any(|s| s.is_none_or(|s| s > limit)) {
         return None;
     }
@@ -423,7 +431,7 @@ fn one_span(gpu: &Gpu, ts: &[*const sys::ggml_tensor]) -> bool {
 }
 
 /// Rows of A per workgroup of the `NORM` mat-vecs (WG / LANES there).
-const NORM_ROWS_PER_WG: u64 = 16;
+pub(crate) const NORM_ROWS_PER_WG: u64 = 16;
 
 /// Workgroups a `NORM` mat-vec launches at most (each computes the norm once, then takes row
 /// groups in turn): TRIT_VULKAN_NORM_GROUPS (0: one per row group), default 264 (two per
@@ -503,17 +511,52 @@ fn encode_norm(
     Ok(true)
 }
 
+/// Where the results of a multi-product group go: each product's scale MUL, the first's ROPE
+/// instead where it is folded in.
+fn multi_outs(group: &[Scaled], rope: Option<*const sys::ggml_tensor>) -> Vec<*const sys::ggml_tensor> {
+    let mut outs: Vec<_> = group.iter().map(|g| g.1).collect();
+    if let Some(r) = rope {
+        outs[0] = r;
+    }
+    outs
+}
+
+/// The KV-cache writes a Q, V, K group folds in (`fuse::kv_writes`): K's ROPE, K's SET_ROWS
+/// (through the ROPE's reshape to rows) and V's SET_ROWS.
+#[derive(Clone, Copy)]
+pub(crate) struct KvWrites {
+    pub k_rope: *const sys::ggml_tensor,
+    pub k_rows: *const sys::ggml_tensor,
+    pub v_rows: *const sys::ggml_tensor,
+}
+
 /// Record the scaled products of `group` (accepted by `multi_kernel`, which named `kernel`)
-/// as one dispatch over their concatenated rows.
-pub(crate) fn encode_multi(rec: &mut Recorder, kernel: &str, group: &[Scaled]) -> Result<()> {
+/// as one dispatch over their concatenated rows; with `rope`, the first result rotated into
+/// the ROPE's memory: by the dispatch where the device has the `ROPE` kernel and the norm is
+/// computed in it, else by the ROPE kernel in place right after. With `cache` (and `rope`),
+/// V and K written into the KV cache by the dispatch where the device has the `KV` kernel
+/// (and 8 bindings): Ok(true); else V and K are stored as the products' results, Ok(false),
+/// and the caller records the cache writes.
+pub(crate) fn encode_multi(
+    rec: &mut Recorder,
+    kernel: &str,
+    group: &[Scaled],
+    rope: Option<*const sys::ggml_tensor>,
+    cache: Option<KvWrites>,
+) -> Result<bool> {
     let (mm0, _) = group[0];
     let (a0, x) = (src(mm0, 0), src(mm0, 1));
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
-    let outs: Vec<_> = group.iter().map(|g| g.1).collect();
+    let outs = multi_outs(group, rope);
     let scales: Vec<_> = group.iter().map(|g| src(g.1, 1)).collect();
     if let Some(d) = rec.deferred.iter().find(|d| d.out == x).copied() {
-        if encode_multi_norm(rec, kernel, group, &d)? {
-            return Ok(());
+        if let Some((roped, cached)) = encode_multi_norm(rec, kernel, group, &d, rope, cache)? {
+            if !roped {
+                if let Some(r) = rope {
+                    crate::ops::encode_rope_in_place(rec, r)?;
+                }
+            }
+            return Ok(cached);
         }
     }
     let q = rounded_q8(rec, x)?;
@@ -521,7 +564,7 @@ pub(crate) fn encode_multi(rec: &mut Recorder, kernel: &str, group: &[Scaled]) -
     let (d, d_offs) = bind_span(rec, &outs, 4)?;
     let (s, s_offs) = bind_span(rec, &scales, 4)?;
     let mut p = Push::default();
-    let rows = outs.iter().map(|&o| ne(o)[0] as u32);
+    let rows = group.iter().map(|g| ne(g.1)[0] as u32);
     p.a_ne[0] = ne(a0)[0] as u32;
     for (i, r) in rows.enumerate() {
         p.a_ne[i + 1] = r;
@@ -539,26 +582,49 @@ pub(crate) fn encode_multi(rec: &mut Recorder, kernel: &str, group: &[Scaled]) -
         reads.push(rec.bind(t, 1)?);
     }
     let writes = outs.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
-    rec.dispatch_precise(kernel, a, q, d, Some(s), reads, writes, p, groups)
+    rec.dispatch_precise(kernel, a, q, d, Some(s), reads, writes, p, groups)?;
+    if let Some(r) = rope {
+        crate::ops::encode_rope_in_place(rec, r)?;
+    }
+    Ok(false)
 }
 
 /// `encode_multi` reading the deferred norm `d` with the norm computed in the kernel.
-/// Ok(false): it does not apply (nothing recorded).
-fn encode_multi_norm(rec: &mut Recorder, kernel: &str, group: &[Scaled], d: &crate::fuse::Deferred) -> Result<bool> {
+/// Ok(None): it does not apply (nothing recorded); Ok(Some((roped, cached))): recorded, with
+/// `rope` computed by the dispatch (else the first result is stored unrotated in its memory)
+/// and `cache` written by it (else V and K are stored as results).
+fn encode_multi_norm(
+    rec: &mut Recorder,
+    kernel: &str,
+    group: &[Scaled],
+    d: &crate::fuse::Deferred,
+    rope: Option<*const sys::ggml_tensor>,
+    cache: Option<KvWrites>,
+) -> Result<Option<(bool, bool)>> {
     let gpu = rec.gpu().clone();
     let (base, dot) = match kernel.strip_suffix("_dot") {
         Some(b) => (b, "_dot"),
         None => (kernel, ""),
     };
-    let Some(kernel) = norm_kernel(&gpu, base, d, dot) else { return Ok(false) };
+    let Some(plain) = norm_kernel(&gpu, base, d, dot) else { return Ok(None) };
+    let roped = rope.filter(|_| d.pre.is_none() && gpu.bindings >= 5);
+    let rope_kernel = roped.map(|_| format!("{base}_norm_rope{dot}")).filter(|k| gpu.has_pipeline(k));
+    let roped = roped.filter(|_| rope_kernel.is_some());
+    let kv_kernel = roped.and(cache).map(|_| format!("{base}_norm_rope_kv{dot}"));
+    let kv_kernel = kv_kernel.filter(|k| gpu.bindings >= 8 && gpu.has_pipeline(k));
+    let cache = cache.filter(|_| kv_kernel.is_some());
+    let kernel = kv_kernel.or(rope_kernel).unwrap_or(plain);
     let (x, x2, w) = d.operands();
     let a0 = src(group[0].0, 0);
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
-    let outs: Vec<_> = group.iter().map(|g| g.1).collect();
+    // Writing the cache, only Q's rotation is stored as a result.
+    let outs = if cache.is_some() { multi_outs(group, rope)[..1].to_vec() } else { multi_outs(group, rope) };
     let consts: Vec<_> = group.iter().map(|g| src(g.1, 1)).chain(std::iter::once(w)).collect();
     let acts: Vec<_> = std::iter::once(x).chain(x2).collect();
-    if !one_span(&gpu, &acts) || !one_span(&gpu, &consts) {
-        return Ok(false);
+    let idx = cache.map(|c| [src(c.k_rows, 1), src(c.v_rows, 1)]);
+    let idx_ok = |i: &[*const sys::ggml_tensor; 2]| one_span(&gpu, i) && i.iter().all(|&t| starts_aligned(t, 8));
+    if !one_span(&gpu, &acts) || !one_span(&gpu, &consts) || idx.is_some_and(|i| !idx_ok(&i)) {
+        return Ok(None);
     }
     let (act, act_offs) = bind_span(rec, &acts, 4)?;
     let (a, a_offs) = bind_span(rec, &weights, 1)?;
@@ -566,8 +632,8 @@ fn encode_multi_norm(rec: &mut Recorder, kernel: &str, group: &[Scaled], d: &cra
     let (cw, c_offs) = bind_span(rec, &consts, 4)?;
     let mut p = Push::default();
     p.a_ne[0] = ne(a0)[0] as u32;
-    for (i, &o) in outs.iter().enumerate() {
-        p.a_ne[i + 1] = ne(o)[0] as u32;
+    for (i, g) in group.iter().enumerate() {
+        p.a_ne[i + 1] = ne(g.1)[0] as u32;
     }
     p.a_nb = [a_offs[0], a_offs[1], a_offs[2], nb(a0)[1] as u32];
     p.b_ne = [ne(a0)[0] as u32, 1, 1, 1];
@@ -583,11 +649,50 @@ fn encode_multi_norm(rec: &mut Recorder, kernel: &str, group: &[Scaled], d: &cra
     for &t in weights.iter().chain(&consts).chain(&acts) {
         reads.push(rec.bind(t, 1)?);
     }
-    let writes = outs.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
-    rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, writes), p, launched)?;
+    let mut writes = outs.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
+    let mut bufs = vec![a, act, dst, cw];
+    if let Some(r) = roped {
+        // The rotation's parameters as rope.comp takes them (`ops::encode_rope`).
+        let pos = rec.bind(src(r, 1), 4)?;
+        p.m0[2] = crate::ops::param_u32(r, 1) | crate::ops::param_u32(r, 2) << 16;
+        p.m1[3] = pos.elem_off;
+        p.b_nb[2] = crate::ops::param_u32(r, 5);
+        p.b_nb[3] = crate::ops::param_u32(r, 6);
+        p.d_nb[3] = crate::ops::param_u32(r, 8);
+        reads.push(pos);
+        bufs.push(pos);
+        ROPE_IN_MULTI.fetch_add(1, Ordering::Relaxed);
+    }
+    if let (Some(c), Some(idx)) = (cache, idx) {
+        // The cache rows (i64 indices), the caches and their row strides (`KV`).
+        let (ids, id_offs) = bind_span(rec, &idx, 8)?;
+        let (kc, vc) = (rec.bind(c.k_rows, 2)?, rec.bind(c.v_rows, 2)?);
+        let transposed = ne(src(c.v_rows, 0))[0] == 1;
+        p.d_ne[1] = vc.elem_off;
+        p.d_ne[2] = kc.elem_off;
+        p.d_ne[3] = (nb(c.k_rows)[1] / 2) as u32;
+        p.b_ne[3] = id_offs[0];
+        p.m1[0] = id_offs[1];
+        p.b_nb[1] = (nb(c.v_rows)[1] / 2) as u32 | (transposed as u32) << 31;
+        for &t in &idx {
+            reads.push(rec.bind(t, 8)?);
+        }
+        writes.extend([kc, vc]);
+        bufs.extend([ids, kc, vc]);
+        KV_IN_MULTI.fetch_add(1, Ordering::Relaxed);
+    }
+    rec.dispatch_n_precise(&kernel, &bufs, (reads, writes), p, launched)?;
     NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
-    Ok(true)
+    Ok(Some((roped.is_some(), cache.is_some())))
 }
+
+/// KV-cache writes done by the QKV products (`KV` in mul_mv_tq.comp) so far in this process
+/// (tests).
+pub(crate) static KV_IN_MULTI: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Q rotations computed by the QKV products (`ROPE` in mul_mv_tq.comp) so far in this
+/// process (tests).
+pub(crate) static ROPE_IN_MULTI: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// f16 rows the f16 mat-vec can read 8 halves at a time, and f32 activations 4 at a time.
 fn f16_layout_ok(s0: *const sys::ggml_tensor, s1: *const sys::ggml_tensor) -> bool {

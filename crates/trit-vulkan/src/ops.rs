@@ -12,7 +12,7 @@ pub(crate) mod train;
 
 pub(crate) const F32: sys::ggml_type = sys::GGML_TYPE_F32;
 pub(crate) const F16: sys::ggml_type = sys::GGML_TYPE_F16;
-const I32: sys::ggml_type = sys::GGML_TYPE_I32;
+pub(crate) const I32: sys::ggml_type = sys::GGML_TYPE_I32;
 const I64: sys::ggml_type = sys::GGML_TYPE_I64;
 pub(crate) const TQ1: sys::ggml_type = sys::GGML_TYPE_TQ1_0;
 pub(crate) const TQ2: sys::ggml_type = sys::GGML_TYPE_TQ2_0;
@@ -56,7 +56,7 @@ pub(crate) fn param_u32(t: *const sys::ggml_tensor, i: usize) -> u32 {
     // SAFETY: t is a live tensor; i < 16 at every call site.
     unsafe { (*t).op_params[i] as u32 }
 }
-fn param_f32(t: *const sys::ggml_tensor, i: usize) -> f32 {
+pub(crate) fn param_f32(t: *const sys::ggml_tensor, i: usize) -> f32 {
     f32::from_bits(param_u32(t, i))
 }
 pub(crate) fn op_of(t: *const sys::ggml_tensor) -> sys::ggml_op {
@@ -417,6 +417,26 @@ pub(crate) fn encode_rope(rec: &mut Recorder, op: *const sys::ggml_tensor, kerne
     p.m0[1] = n as u32;
     let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
     rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+}
+
+/// ROPE `op` computed in place on its own memory, which holds its input (a multi-product
+/// group stored the unrotated Q there: `matvec::encode_multi`). rope.comp reads both values
+/// of a pair before writing them, so in place is safe.
+pub(crate) fn encode_rope_in_place(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
+    let s1 = src(op, 1);
+    let mut p = Push::default();
+    (p.a_ne, p.a_nb) = shape(op, 4);
+    (p.b_ne, p.b_nb) = shape(s1, 4);
+    (p.d_ne, p.d_nb) = shape(op, 4);
+    p.m1[1] = param_u32(op, 1);
+    p.m1[2] = param_u32(op, 2);
+    p.m1[3] = param_u32(op, 5);
+    p.b_nb[1] = param_u32(op, 6);
+    p.b_nb[2] = param_u32(op, 8);
+    let n = nelements(op) / 2;
+    p.m0[1] = n as u32;
+    let (a, b, d) = (rec.bind(op, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
+    rec.dispatch("rope_f32", a, Some(b), d, p, groups_for(n, 256))
 }
 
 pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {

@@ -24,6 +24,9 @@ pub(crate) struct Profile {
     began: Instant,
     record: Duration,
     wait: Duration,
+    /// Graphs replayed (`Recorder::replay`) and their host time (the signature) in `record`.
+    replays: u64,
+    replay_record: Duration,
     graphs: u64,
     gpu_total_ns: f64,
     /// When the last graph's fence was waited on, and the host time from there to the next
@@ -54,6 +57,8 @@ impl Profile {
             began: Instant::now(),
             record: Duration::ZERO,
             wait: Duration::ZERO,
+            replays: 0,
+            replay_record: Duration::ZERO,
             graphs: 0,
             gpu_total_ns: 0.0,
             last_end: None,
@@ -105,9 +110,14 @@ impl Profile {
         }
     }
 
-    /// After the fence: `submitted` is when the command buffer was submitted.
-    pub fn finish(&mut self, gpu: &Gpu, submitted: Instant) {
+    /// After the fence: `submitted` is when the command buffer was submitted; `replayed`:
+    /// the graph's recorded command buffers were submitted again.
+    pub fn finish(&mut self, gpu: &Gpu, submitted: Instant, replayed: bool) {
         self.record += submitted - self.began;
+        if replayed {
+            self.replays += 1;
+            self.replay_record += submitted - self.began;
+        }
         self.wait += submitted.elapsed();
         self.graphs += 1;
         self.last_end = Some(Instant::now());
@@ -139,13 +149,15 @@ impl Profile {
         let g = self.graphs.max(1) as f64;
         let mut out = format!(
             "trit-vulkan profile: {} graphs; per graph: host record {:.1} us, submit..fence {:.1} us, GPU {:.1} us, \
-             {:.1} dispatches, {:.1} barriers\n",
+             {:.1} dispatches, {:.1} barriers; {} replayed, {:.1} us host time each\n",
             self.graphs,
             self.record.as_secs_f64() * 1e6 / g,
             self.wait.as_secs_f64() * 1e6 / g,
             self.gpu_total_ns / 1e3 / g,
             dispatches as f64 / g,
             barriers as f64 / g,
+            self.replays,
+            self.replay_record.as_secs_f64() * 1e6 / self.replays.max(1) as f64,
         );
         {
             use crate::transfer::*;

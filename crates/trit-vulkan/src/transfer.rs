@@ -37,6 +37,10 @@ pub(crate) struct Transfer {
     pub cmd: vk::CommandBuffer,
     pub fence: vk::Fence,
     pub staging: Allocation,
+    /// Where reads land: host-cached memory where the device has it (CPU reads of the
+    /// write-combined staging memory are slow: a decode step's 0.5 MB of logits), else none
+    /// and reads use `staging`.
+    pub readback: Option<Allocation>,
     /// `cmd` is recording deferred transfers (begun, not yet submitted).
     recording: bool,
     /// First free byte of the staging buffer for the deferred uploads.
@@ -56,8 +60,34 @@ impl Transfer {
             true,
             true,
         )?;
-        let (pool, cmd, fence) = command_objects(device, family)?;
-        Ok(Transfer { pool, cmd, fence, staging, recording: false, cursor: 0, written: Vec::new() })
+        let cached = vk::MemoryPropertyFlags::HOST_VISIBLE
+            | vk::MemoryPropertyFlags::HOST_COHERENT
+            | vk::MemoryPropertyFlags::HOST_CACHED;
+        let has_cached =
+            mem.memory_types[..mem.memory_type_count as usize].iter().any(|t| t.property_flags.contains(cached));
+        let readback = if has_cached {
+            match Allocation::new(device, mem, STAGING_BYTES, cached, true, true) {
+                Ok(a) if a.mapped.is_some() => Some(a),
+                Ok(a) => {
+                    a.destroy(device);
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let (pool, cmd, fence) = match command_objects(device, family) {
+            Ok(c) => c,
+            Err(e) => {
+                staging.destroy(device);
+                if let Some(r) = &readback {
+                    r.destroy(device);
+                }
+                return Err(e);
+            }
+        };
+        Ok(Transfer { pool, cmd, fence, staging, readback, recording: false, cursor: 0, written: Vec::new() })
     }
 }
 
@@ -204,14 +234,15 @@ impl Gpu {
 
     fn read_locked(&self, x: &mut Transfer, src: &Allocation, offset: u64, out: &mut [u8]) -> Result<()> {
         self.flush_locked(x)?;
-        let sp = x.staging.mapped.expect("staging is mapped");
+        let land = x.readback.as_ref().unwrap_or(&x.staging);
+        let (sp, dst) = (land.mapped.expect("staging is mapped"), land.buffer);
         for (i, chunk) in out.chunks_mut(STAGING_BYTES as usize).enumerate() {
             let region = vk::BufferCopy {
                 src_offset: offset + (i as u64) * STAGING_BYTES,
                 dst_offset: 0,
                 size: chunk.len() as u64,
             };
-            let (srcb, dst) = (src.buffer, x.staging.buffer);
+            let srcb = src.buffer;
             self.submit_now(x, |d, cmd| {
                 // SAFETY: both buffers are live and large enough (checked by callers).
                 unsafe { d.cmd_copy_buffer(cmd, srcb, dst, &[region]) }
@@ -310,6 +341,14 @@ impl Gpu {
     /// End the transfer command buffer with a barrier that makes its writes visible to the
     /// host, to compute shaders and to later transfers; submit it and wait for its fence.
     fn end_and_wait(&self, x: &mut Transfer) -> Result<()> {
+        self.end_recording(x)?;
+        SUBMITS.fetch_add(1, Ordering::Relaxed);
+        self.submit_raw(x.cmd, x.fence)?;
+        self.wait_fence(x.fence)
+    }
+
+    /// End the transfer command buffer (see `end_and_wait`) without submitting it.
+    fn end_recording(&self, x: &mut Transfer) -> Result<()> {
         let d = &self.device;
         x.recording = false;
         x.cursor = 0;
@@ -325,10 +364,30 @@ impl Gpu {
                 | vk::AccessFlags::TRANSFER_WRITE,
         );
         // SAFETY: the transfer command buffer is recording and only used under the xfer lock.
-        unsafe { d.end_command_buffer(x.cmd).vk("vkEndCommandBuffer")? };
-        SUBMITS.fetch_add(1, Ordering::Relaxed);
-        self.submit_raw(x.cmd, x.fence)?;
-        self.wait_fence(x.fence)
+        unsafe { d.end_command_buffer(x.cmd).vk("vkEndCommandBuffer") }
+    }
+
+    /// Submit `cmds` in order after the deferred transfers, if any (in the same submission:
+    /// the transfer command buffer's closing barrier orders its writes before the compute
+    /// shaders), and block until all have finished.
+    pub fn submit_all_and_wait(&self, cmds: &[vk::CommandBuffer], fence: vk::Fence) -> Result<()> {
+        let mut x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = Vec::with_capacity(cmds.len() + 1);
+        if x.recording {
+            self.end_recording(&mut x)?;
+            SUBMITS.fetch_add(1, Ordering::Relaxed);
+            all.push(x.cmd);
+        }
+        all.extend_from_slice(cmds);
+        let submit = vk::SubmitInfo::default().command_buffers(&all);
+        {
+            let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: the queue is externally synchronised by the lock; the buffers are
+            // recorded and idle (their previous submissions were waited for); the transfer
+            // command buffer stays under the xfer lock until the fence below.
+            unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")?;
+        }
+        self.wait_fence(fence)
     }
 }
 

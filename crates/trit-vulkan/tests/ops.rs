@@ -1202,6 +1202,109 @@ fn permuted_product_into_cont() {
     }
 }
 
+/// Q's rotation computed by the QKV products (llama.cpp's order: Q, its RESHAPE and ROPE,
+/// then V and K, K's ROPE): one dispatch for the three products and Q's rotation, with the
+/// attention norm inside it, where the device has the kernels; both rope modes, grouped
+/// heads, both weight types. With K's rotation and V written into f16 KV caches (K as rows,
+/// V as rows or transposed, one element per row, as llama.cpp without flash attention):
+/// the same dispatch writes the caches where the device has 8 bindings. Also with Q read by
+/// something else besides its ROPE (then not folded), which must stay correct. The caches
+/// are checked whole through products that read them. Bound as rotations' (NMSE_TR:
+/// positions up to 4000 make the GPU's and the CPU's sin and cos differ in their last bits).
+#[test]
+fn rope_in_qkv_products() {
+    let Some((_g, b)) = setup() else { return };
+    let (subgroups, _) = trit_vulkan::mat_vec_features();
+    let neox = sys::GGML_ROPE_TYPE_NEOX as i32;
+    // (weights, head size, Q heads, KV heads, rope mode, Q read again, KV cache: 0 none, 1
+    // rows, 2 V transposed)
+    for (wt, hd, heads, kv_heads, mode, again, cache) in [
+        (TQ2, 128i64, 4i64, 2i64, neox, false, 0),
+        (TQ1, 64, 4, 4, 0, false, 0),
+        (TQ2, 128, 20, 5, neox, false, 0),
+        (TQ2, 64, 4, 2, neox, true, 0),
+        (TQ2, 128, 4, 2, neox, false, 2),
+        (TQ1, 64, 4, 4, 0, false, 1),
+        (TQ2, 128, 20, 5, neox, false, 2),
+    ] {
+        let dim = hd * heads;
+        let kv_dim = hd * kv_heads;
+        let build: Builder = &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[dim], Fill::Uniform);
+            let w = input(ctx, ins, F32, &[dim], Fill::Uniform);
+            let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
+            let pos = input(ctx, ins, I32, &[1], Fill::Index(4000));
+            let scaled = |ctx, ins: &mut Vec<(T, Fill)>, rows: i64| {
+                let a = input(ctx, ins, wt, &[dim, rows], Fill::Uniform);
+                let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+                sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, h), s)
+            };
+            let q = scaled(ctx, ins, dim);
+            let rq =
+                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, q, hd, heads, 1), pos, hd as i32, mode, 500000.0);
+            let v = scaled(ctx, ins, kv_dim);
+            let k = scaled(ctx, ins, kv_dim);
+            let rk =
+                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, k, hd, kv_heads, 1), pos, hd as i32, mode, 500000.0);
+            let rq = sys::ggml_reshape_1d(ctx, rq, dim);
+            let rq = if again { sys::ggml_add(ctx, rq, q) } else { rq };
+            if cache == 0 {
+                // Q's rotation (plus Q itself where it is read again), plus V and K's rotation
+                // broadcast over the Q heads of each KV head.
+                let kv = sys::ggml_add(ctx, sys::ggml_reshape_1d(ctx, rk, kv_dim), v);
+                return sys::ggml_add(ctx, rq, kv);
+            }
+            // The caches (`cells` cells), written at distinct rows, then read whole by
+            // products with random vectors; Q's rotation plus both, broadcast.
+            let cells = 32i64;
+            let kc = input(ctx, ins, F16, &[kv_dim, cells], Fill::Uniform);
+            let k_ids = input(ctx, ins, I64, &[1], Fill::Distinct(cells));
+            let kc = sys::ggml_set_rows(ctx, kc, sys::ggml_reshape_2d(ctx, rk, kv_dim, 1), k_ids);
+            let vc = if cache == 1 {
+                let vc = input(ctx, ins, F16, &[kv_dim, cells], Fill::Uniform);
+                let v_ids = input(ctx, ins, I64, &[1], Fill::Distinct(cells));
+                let vc = sys::ggml_set_rows(ctx, vc, sys::ggml_reshape_2d(ctx, v, kv_dim, 1), v_ids);
+                sys::ggml_reshape_2d(ctx, vc, kv_dim, cells)
+            } else {
+                let vc = input(ctx, ins, F16, &[1, kv_dim * cells], Fill::Uniform);
+                let v_ids = input(ctx, ins, I64, &[kv_dim], Fill::Distinct(kv_dim * cells));
+                let vc = sys::ggml_set_rows(ctx, vc, sys::ggml_reshape_2d(ctx, v, 1, kv_dim), v_ids);
+                sys::ggml_reshape_2d(ctx, vc, kv_dim, cells)
+            };
+            let u = input(ctx, ins, F32, &[kv_dim, 1], Fill::Uniform);
+            let both = sys::ggml_add(ctx, sys::ggml_mul_mat(ctx, kc, u), sys::ggml_mul_mat(ctx, vc, u));
+            sys::ggml_add(ctx, rq, sys::ggml_reshape_1d(ctx, both, cells))
+        };
+        let name = format!(
+            "q/k/v products, q rope {} hd={hd} heads={heads}/{kv_heads} mode={mode} again={again} cache={cache}",
+            tn(wt)
+        );
+        let (d0, r0, k0) =
+            (trit_vulkan::dispatch_count(), trit_vulkan::rope_in_products_count(), trit_vulkan::kv_in_products_count());
+        check(&b, &name, build, NMSE_TR);
+        let (dispatches, roped, cached) = (
+            trit_vulkan::dispatch_count() - d0,
+            trit_vulkan::rope_in_products_count() - r0,
+            trit_vulkan::kv_in_products_count() - k0,
+        );
+        println!("{name}: {dispatches} dispatches, {roped} rotations and {cached} cache writes in the products");
+        if subgroups {
+            // Without caches: QKV with the norm and Q's rotation, K's rotation, two ADDs; Q
+            // read again: QKV, Q's ROPE, K's rotation, three ADDs.
+            // With the caches and 8 bindings: QKV writing the caches, the two products reading
+            // them, two ADDs.
+            let want = match (cache, again) {
+                (0, true) => (6, 0, 0),
+                (0, false) => (4, 1, 0),
+                _ => (5, 1, 1),
+            };
+            if cache == 0 || trit_vulkan::storage_bindings() >= 8 {
+                assert_eq!((dispatches, roped, cached), want, "{name}");
+            }
+        }
+    }
+}
+
 /// K's rotation, reshape to rows and SET_ROWS into an f16 cache by i64 indices (llama.cpp's
 /// KV write): one kernel. Decode and several tokens, both rope modes, partial rotation, odd
 /// head counts; the whole cache is compared (rows not written keep their values).
