@@ -227,6 +227,13 @@ pub fn set_norm_in_mat_vec(on: bool) {
     fuse::NORM_PROLOGUE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
+/// Tests: whether the QKV products may write the KV cache themselves (`KV` in
+/// mul_mv_tq.comp; on by default). Off, the cache writes are recorded as kernels of their own
+/// at the products' place, as on devices with fewer than 8 storage bindings.
+pub fn set_kv_in_products(on: bool) {
+    matvec::KV_KERNEL.store(on, Ordering::Relaxed);
+}
+
 /// Mat-vecs recorded with their input's norm computed in the kernel so far in this process.
 pub fn norm_mat_vec_dispatch_count() -> u64 {
     matvec::NORM_DISPATCHES.load(Ordering::Relaxed)

@@ -611,7 +611,7 @@ fn encode_multi_norm(
     let rope_kernel = roped.map(|_| format!("{base}_norm_rope{dot}")).filter(|k| gpu.has_pipeline(k));
     let roped = roped.filter(|_| rope_kernel.is_some());
     let kv_kernel = roped.and(cache).map(|_| format!("{base}_norm_rope_kv{dot}"));
-    let kv_kernel = kv_kernel.filter(|k| gpu.bindings >= 8 && gpu.has_pipeline(k));
+    let kv_kernel = kv_kernel.filter(|k| gpu.bindings >= 8 && KV_KERNEL.load(Ordering::Relaxed) && gpu.has_pipeline(k));
     let cache = cache.filter(|_| kv_kernel.is_some());
     let kernel = kv_kernel.or(rope_kernel).unwrap_or(plain);
     let (x, x2, w) = d.operands();
@@ -685,6 +685,10 @@ fn encode_multi_norm(
     NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     Ok(Some((roped.is_some(), cache.is_some())))
 }
+
+/// Whether the QKV products may write the KV cache (`KV`); tests turn it off
+/// (`set_kv_in_products`) to take the path of devices without 8 bindings.
+pub(crate) static KV_KERNEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// KV-cache writes done by the QKV products (`KV` in mul_mv_tq.comp) so far in this process
 /// (tests).

@@ -1209,7 +1209,8 @@ fn permuted_product_into_cont() {
 /// V as rows or transposed, one element per row, as llama.cpp without flash attention):
 /// the same dispatch writes the caches where the device has 8 bindings. Also with Q read by
 /// something else besides its ROPE (then not folded), which must stay correct. The caches
-/// are checked whole through products that read them. Bound as rotations' (NMSE_TR:
+/// are checked whole through products that read them. The fallbacks (no `KV` kernel, no norm
+/// inside the products) give the same results as the default path (NMSE ≤ 1e-12). Bound as rotations' (NMSE_TR:
 /// positions up to 4000 make the GPU's and the CPU's sin and cos differ in their last bits).
 #[test]
 fn rope_in_qkv_products() {
@@ -1288,6 +1289,31 @@ fn rope_in_qkv_products() {
             trit_vulkan::kv_in_products_count() - k0,
         );
         println!("{name}: {dispatches} dispatches, {roped} rotations and {cached} cache writes in the products");
+        // The paths of devices without the `KV` kernel (the cache writes as kernels of their
+        // own, recorded at the products' place) and without the norm inside the products (Q
+        // stored unrotated into the ROPE's memory, then rotated in place): the same results.
+        let mut runs = Vec::new();
+        for (norm_in, kv_in) in [(true, true), (true, false), (false, true)] {
+            trit_vulkan::set_norm_in_mat_vec(norm_in);
+            trit_vulkan::set_kv_in_products(kv_in);
+            let (r0, k0) = (trit_vulkan::rope_in_products_count(), trit_vulkan::kv_in_products_count());
+            runs.push(run(b.vk, build, 5).0);
+            // The fallbacks really ran: no cache writes in the products without `KV` or the
+            // norm inside them, no rotation in them without the norm inside.
+            if !norm_in {
+                assert_eq!(trit_vulkan::rope_in_products_count(), r0, "{name}: rotated without the norm inside");
+            }
+            if !(norm_in && kv_in) {
+                assert_eq!(trit_vulkan::kv_in_products_count(), k0, "{name}: cache written on a fallback path");
+            }
+        }
+        trit_vulkan::set_norm_in_mat_vec(true);
+        trit_vulkan::set_kv_in_products(true);
+        for (i, other) in runs.iter().enumerate().skip(1) {
+            let e = nmse(&runs[0], other);
+            println!("{name}: path {i} against the default: nmse {e:.3e}");
+            assert!(e <= 1e-12, "{name}: path {i}: NMSE {e:.3e} against the default path");
+        }
         if subgroups {
             // Without caches: QKV with the norm and Q's rotation, K's rotation, two ADDs; Q
             // read again: QKV, Q's ROPE, K's rotation, three ADDs.
