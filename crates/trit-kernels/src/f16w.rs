@@ -22,17 +22,19 @@
 //!
 //! Memory order: one row at a time, front to back, so each thread's share of rows is one
 //! sequential stream (what the hardware prefetchers follow best; measured faster than
-//! interleaving 4 rows), plus a software prefetch [`PF_ELEMS`] ahead.
+//! interleaving 4 rows); no software prefetch by default ([`PF_ELEMS`]).
 
 use half::f16;
 
 use crate::{Isa, KernelError};
 
-/// Software prefetch distance, in f16 elements ahead of the loads (4 KB: on the 2-core
-/// EPYC dev VM, 2 threads over 2B-4T's head, it measured best among 0, 2, 4, 8 and 16 KB).
+/// Software prefetch distance, in f16 elements ahead of the loads; 0: none. On the
+/// 2026-11-25 EPYC dev VM (2 threads over 2B-4T's head) 4 KB measured best among 0, 2, 4, 8
+/// and 16 KB; on the 2026-12-04 one (Zen 4) none was much faster: 24.2 against 18.4 GB/s on
+/// one thread, 32.7 against 21.9 on two (ggml's `vec_dot_f16`: 27.3 and 31.5), so none now.
 /// (x86 only: the aarch64 path has no software prefetch.)
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) const PF_ELEMS: usize = 2048;
+pub(crate) const PF_ELEMS: usize = 0;
 
 /// An f16 weight matrix: `rows` rows of `k` values (f16 bit patterns), row `r` starting at
 /// element `r·row_stride`.

@@ -296,10 +296,15 @@ pub(crate) fn mul_mat_rows(
         // Matrix-vector: decode in registers, no code buffer; each column's block scales and
         // sums (and for TQ1_0 its rearranged quants) come prepared.
         assert!(prep.cols.len() == n && (w.ty == TernaryType::Tq2_0 || prep.perm.len() == n));
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let nr = TILE_R.min(rows.end - r0);
-            let rws: [&[u8]; 4] = std::array::from_fn(|i| w.row(r0 + i.min(nr - 1)));
+        // The four rows of a pass are the i-th rows of the range's four quarters, so each is
+        // a sequential stream through its quarter, which the hardware prefetchers follow
+        // (four adjacent rows per pass were one stream with periodic jumps: 8.9 GB/s against
+        // 21.8 on the 2026-12-04 EPYC VM, one thread, a 132 MB TQ2_0 matrix).
+        let len = rows.end - rows.start;
+        let q = len.div_ceil(TILE_R);
+        for i in 0..q {
+            let idx: [usize; TILE_R] = std::array::from_fn(|j| rows.start + (i + j * q).min(len - 1));
+            let rws: [&[u8]; 4] = std::array::from_fn(|j| w.row(idx[j]));
             for c in 0..n {
                 let v = match w.ty {
                     TernaryType::Tq2_0 => x86::gemv4_tq2(isa, prep.gfni, rws, act_row(c), &prep.cols[c], nb),
@@ -308,11 +313,12 @@ pub(crate) fn mul_mat_rows(
                     }
                     TernaryType::Tq1_0 => x86::gemv4_tq1_256(isa, rws, act_row(c), &prep.perm[c], &prep.cols[c], nb),
                 };
-                for (i, &v) in v.iter().enumerate().take(nr) {
-                    store(c, r0 + i, v);
+                for (j, &v) in v.iter().enumerate() {
+                    if i + j * q < len {
+                        store(c, idx[j], v);
+                    }
                 }
             }
-            r0 += nr;
         }
         return;
     }

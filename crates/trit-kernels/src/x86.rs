@@ -267,10 +267,17 @@ unsafe fn tile_avx512<const C: usize>(
     out
 }
 
-/// Software-prefetch distance of the matrix-vector kernels, in blocks (~17 KB ahead of each
-/// row stream; rows are contiguous, so this runs ahead into the next tiles). Measured on a
-/// 132 MB TQ2_0 matrix, one thread: 8.7 GB/s without, 31 GB/s with (ggml: 21 GB/s).
+/// Software-prefetch distance of the tiled (prefill) decode of `decode_row`, in blocks.
 const PF_BLOCKS: usize = 256;
+
+/// Software-prefetch distance of the matrix-vector kernels, in blocks; 0: none. Their four
+/// rows are four sequential streams (`mul_mat_rows` gives each a quarter of a row range),
+/// which the hardware prefetchers follow. History, one thread on a 132 MB TQ2_0 matrix: with
+/// four adjacent rows per pass, 8.7 GB/s without and 31 GB/s with 256 blocks (~17 KB) ahead
+/// (ggml: 21 GB/s) on the 2026-11-25 EPYC VM; on the 2026-12-04 EPYC VM (Zen 4, THP on
+/// madvise only) 8.9 GB/s with it (ggml: 14 GB/s). Four quarter streams there: 21.8 GB/s
+/// without, 15.8–19.6 with 64–512 blocks ahead.
+const MV_PF_BLOCKS: usize = 0;
 
 /// One Q8_K activation column's per-block values, read once per column instead of once per
 /// 4-row pass: `da[b]` (the block scale) and `suma[b]` (Σ of its 256 quants, from `bsums`).
@@ -367,9 +374,10 @@ macro_rules! gemv4_tq2_avx512 {
                 }
                 let mut acc = [_mm512_setzero_si512(); 4];
                 for r in 0..4 {
-                    // Four interleaved row streams defeat the hardware prefetcher on DRAM-sized
-                    // matrices; ask for the lines PF_BLOCKS blocks ahead (a hint, never faults).
-                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
+                    // A hint, never faults (MV_PF_BLOCKS: none by default).
+                    if MV_PF_BLOCKS > 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 66) as *const i8);
+                    }
                     for h in 0..2 {
                         let q =
                             _mm512_broadcast_i64x4(_mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i));
@@ -422,7 +430,9 @@ unsafe fn gemv4_tq2_avxvnni(
             }
             for r in 0..4 {
                 if h == 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
+                    if MV_PF_BLOCKS > 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 66) as *const i8);
+                    }
                 }
                 let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
                 acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(v, m3), a[0]);
@@ -460,7 +470,9 @@ unsafe fn gemv4_tq2_avx2(
             }
             for r in 0..4 {
                 if h == 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 66) as *const i8);
+                    if MV_PF_BLOCKS > 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 66) as *const i8);
+                    }
                 }
                 let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
                 let c0 = _mm256_and_si256(v, m3);
@@ -492,7 +504,7 @@ unsafe fn gemv4_tq2_avx2(
 /// f16 mat-vec: one weight row (f16 bits) against one f32 activation row `a` (values
 /// exact in f16), with the 64-lane contract of `f16w.rs`. Rows are read front to back, one
 /// after the other, so a thread's chunk is one sequential stream; `pf` (elements) is how
-/// far ahead of each load the prefetch asks for a line.
+/// far ahead of each load the prefetch asks for a line (0: no software prefetch).
 pub(crate) fn dot_f16(isa: crate::Isa, row: &[u16], a: &[f32], pf: usize) -> f32 {
     let k = a.len();
     assert!(row.len() >= k);
@@ -525,9 +537,11 @@ unsafe fn dot_f16_avx512(w: *const u16, a: *const f32, k: usize, pf: usize) -> (
     let mut acc = [_mm512_setzero_ps(); 4];
     let mut c = 0;
     while c < k64 {
-        // Two 64-byte lines per 64 elements; hints, never fault.
-        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c + 32) as *const i8);
+        // Two 64-byte lines per 64 elements; hints, never fault (pf 0: none).
+        if pf > 0 {
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c + 32) as *const i8);
+        }
         for (q, aq) in acc.iter_mut().enumerate() {
             let wq = _mm512_cvtph_ps(_mm256_loadu_si256(w.add(c + 16 * q) as *const __m256i));
             *aq = _mm512_fmadd_ps(wq, _mm512_loadu_ps(a.add(c + 16 * q)), *aq);
@@ -549,8 +563,10 @@ unsafe fn dot_f16_avx2(w: *const u16, a: *const f32, k: usize, pf: usize) -> (f3
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut c = 0;
     while c < k64 {
-        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c + 32) as *const i8);
+        if pf > 0 {
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(pf + c + 32) as *const i8);
+        }
         for (q, aq) in acc.iter_mut().enumerate() {
             let wq = _mm256_cvtph_ps(_mm_loadu_si128(w.add(c + 8 * q) as *const __m128i));
             *aq = _mm256_add_ps(*aq, _mm256_mul_ps(wq, _mm256_loadu_ps(a.add(c + 8 * q))));
@@ -622,7 +638,9 @@ unsafe fn gemv4_tq1_avx512_impl(
         let a = [0, 1, 2, 3, 4].map(|n| _mm512_loadu_si512(pa.add(64 * n) as *const _));
         let mut acc = [_mm512_setzero_si512(); 4];
         for r in 0..4 {
-            _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 54) as *const i8);
+            if MV_PF_BLOCKS > 0 {
+                _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 54) as *const i8);
+            }
             let mut t = _mm512_maskz_loadu_epi8(CODE_BYTES, rows[r].add(b * 54) as *const i8);
             acc[r] = _mm512_dpbusd_epi32(acc[r], lead(t), a[0]);
             for an in &a[1..] {
@@ -691,7 +709,9 @@ macro_rules! gemv4_tq1_256 {
                 let mut acc = [_mm256_setzero_si256(); 4];
                 for r in 0..4 {
                     let row = rows[r].add(b * 54);
-                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + PF_BLOCKS) * 54) as *const i8);
+                    if MV_PF_BLOCKS > 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 54) as *const i8);
+                    }
                     let qh = std::ptr::read_unaligned(row.add(48) as *const i32);
                     // Work on x = t ^ 0x80 = t − 128: then 3t − 128 ≡ 3x (mod 256), so the digit
                     // step stays ×3 and the signed compares need no flip per digit.
