@@ -270,14 +270,13 @@ unsafe fn tile_avx512<const C: usize>(
 /// Software-prefetch distance of the tiled (prefill) decode of `decode_row`, in blocks.
 const PF_BLOCKS: usize = 256;
 
-/// Software-prefetch distance of the matrix-vector kernels, in blocks; 0: none. Their four
-/// rows are four sequential streams (`mul_mat_rows` gives each a quarter of a row range),
-/// which the hardware prefetchers follow. History, one thread on a 132 MB TQ2_0 matrix: with
-/// four adjacent rows per pass, 8.7 GB/s without and 31 GB/s with 256 blocks (~17 KB) ahead
-/// (ggml: 21 GB/s) on the 2026-11-25 EPYC VM; on the 2026-12-04 EPYC VM (Zen 4, THP on
-/// madvise only) 8.9 GB/s with it (ggml: 14 GB/s). Four quarter streams there: 21.8 GB/s
-/// without, 15.8–19.6 with 64–512 blocks ahead.
-const MV_PF_BLOCKS: usize = 0;
+// The matrix-vector kernels issue no software prefetch: their four rows are four sequential
+// streams (`mul_mat_rows` gives each a quarter of a row range), which the hardware
+// prefetchers follow. History, one thread on a 132 MB TQ2_0 matrix: with four adjacent rows
+// per pass, 8.7 GB/s without and 31 GB/s with a prefetch 256 blocks (~17 KB) ahead (ggml:
+// 21 GB/s) on the 2026-11-25 EPYC VM; on the 2026-12-04 EPYC VM (Zen 4, THP on madvise
+// only) 8.9 GB/s with it (ggml: 14 GB/s). Four quarter streams there: 21.8 GB/s without,
+// 15.8–19.6 with 64–512 blocks ahead.
 
 /// One Q8_K activation column's per-block values, read once per column instead of once per
 /// 4-row pass: `da[b]` (the block scale) and `suma[b]` (Σ of its 256 quants, from `bsums`).
@@ -374,10 +373,6 @@ macro_rules! gemv4_tq2_avx512 {
                 }
                 let mut acc = [_mm512_setzero_si512(); 4];
                 for r in 0..4 {
-                    // A hint, never faults (MV_PF_BLOCKS: none by default).
-                    if MV_PF_BLOCKS > 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 66) as *const i8);
-                    }
                     for h in 0..2 {
                         let q =
                             _mm512_broadcast_i64x4(_mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i));
@@ -429,11 +424,6 @@ unsafe fn gemv4_tq2_avxvnni(
                 *an = _mm256_loadu_si256(ab.add(128 * h + 32 * n) as *const __m256i);
             }
             for r in 0..4 {
-                if h == 0 {
-                    if MV_PF_BLOCKS > 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 66) as *const i8);
-                    }
-                }
                 let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
                 acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(v, m3), a[0]);
                 acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3), a[1]);
@@ -469,11 +459,6 @@ unsafe fn gemv4_tq2_avx2(
                 *an = _mm256_loadu_si256(ab.add(128 * h + 32 * n) as *const __m256i);
             }
             for r in 0..4 {
-                if h == 0 {
-                    if MV_PF_BLOCKS > 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 66) as *const i8);
-                    }
-                }
                 let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
                 let c0 = _mm256_and_si256(v, m3);
                 let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3);
@@ -638,9 +623,6 @@ unsafe fn gemv4_tq1_avx512_impl(
         let a = [0, 1, 2, 3, 4].map(|n| _mm512_loadu_si512(pa.add(64 * n) as *const _));
         let mut acc = [_mm512_setzero_si512(); 4];
         for r in 0..4 {
-            if MV_PF_BLOCKS > 0 {
-                _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 54) as *const i8);
-            }
             let mut t = _mm512_maskz_loadu_epi8(CODE_BYTES, rows[r].add(b * 54) as *const i8);
             acc[r] = _mm512_dpbusd_epi32(acc[r], lead(t), a[0]);
             for an in &a[1..] {
@@ -709,9 +691,6 @@ macro_rules! gemv4_tq1_256 {
                 let mut acc = [_mm256_setzero_si256(); 4];
                 for r in 0..4 {
                     let row = rows[r].add(b * 54);
-                    if MV_PF_BLOCKS > 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add((b + MV_PF_BLOCKS) * 54) as *const i8);
-                    }
                     let qh = std::ptr::read_unaligned(row.add(48) as *const i32);
                     // Work on x = t ^ 0x80 = t − 128: then 3t − 128 ≡ 3x (mod 256), so the digit
                     // step stays ×3 and the signed compares need no flip per digit.
