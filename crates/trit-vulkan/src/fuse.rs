@@ -142,13 +142,8 @@ fn encode_rope_rows(rec: &mut Recorder, rope: *const sys::ggml_tensor, rows: *co
     let (x, pos, ids) = (src(rope, 0), src(rope, 1), src(rows, 1));
     let mut p = Push::default();
     (p.a_ne, p.a_nb) = shape(x, 4);
-    (p.b_ne, p.b_nb) = shape(pos, 4);
     (_, p.d_nb) = shape(rows, 2);
-    p.m1[1] = crate::ops::param_u32(rope, 1);
-    p.m1[2] = crate::ops::param_u32(rope, 2);
-    p.m1[3] = crate::ops::param_u32(rope, 5);
-    p.b_nb[1] = crate::ops::param_u32(rope, 6);
-    p.b_nb[2] = crate::ops::param_u32(rope, 8);
+    crate::ops::rope_params(&mut p, rope, pos);
     let n = nelements(x) / 2;
     p.m0[1] = n as u32;
     let (a, b, d, id) = (rec.bind(x, 4)?, rec.bind(pos, 4)?, rec.bind(rows, 2)?, rec.bind(ids, 8)?);
@@ -266,15 +261,14 @@ fn rope_of_first(graph: *mut sys::ggml_cgraph, first: usize) -> Option<usize> {
     }
     let (mul, reshape, rope) =
         (node(graph, first as i32 + 1), node(graph, first as i32 + 2), node(graph, first as i32 + 3));
-    // SAFETY: the tensors are live nodes of the graph.
-    let (flags, contiguous) = unsafe { ((*mul).flags | (*reshape).flags, sys::ggml_is_contiguous(rope)) };
+    // SAFETY: rope is a live node of the graph.
+    let contiguous = unsafe { sys::ggml_is_contiguous(rope) };
     let ok = op_of(reshape) == sys::GGML_OP_RESHAPE
         && src(reshape, 0) == mul
         && op_of(rope) == sys::GGML_OP_ROPE
         && src(rope, 0) == reshape
-        && flags & sys::GGML_TENSOR_FLAG_OUTPUT as i32 == 0
-        && !graph_uses_more_than_once(graph, mul)
-        && !graph_uses_more_than_once(graph, reshape)
+        && sole_reader(graph, mul, first + 1) == Some(first + 2)
+        && sole_reader(graph, reshape, first + 2) == Some(first + 3)
         && epilogue_rope(rope)
         && contiguous
         && nelements(rope) as i64 == ne(mul)[0];

@@ -482,10 +482,16 @@ impl Gpu {
 
     /// `submit` without flushing deferred transfers first (the flush itself).
     pub(crate) fn submit_raw(&self, cmd: vk::CommandBuffer, fence: vk::Fence) -> Result<()> {
-        let cmds = [cmd];
-        let submit = vk::SubmitInfo::default().command_buffers(&cmds);
+        self.submit_cmds(&[cmd], fence)
+    }
+
+    /// Submit `cmds` in order in one submission, signalling `fence` (may be null) when all
+    /// have finished; deferred transfers are the caller's business.
+    pub(crate) fn submit_cmds(&self, cmds: &[vk::CommandBuffer], fence: vk::Fence) -> Result<()> {
+        let submit = vk::SubmitInfo::default().command_buffers(cmds);
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: the queue is externally synchronised by the lock; cmd is recorded.
+        // SAFETY: the queue is externally synchronised by the lock; the buffers are recorded
+        // and idle (their previous submissions were waited for).
         unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")
     }
 

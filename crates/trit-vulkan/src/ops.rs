@@ -399,46 +399,49 @@ fn fail(op: *const sys::ggml_tensor, why: &str) -> Error {
     Error::Unsupported { node: String::new(), op: format!("op {}", op_of(op)), why: why.to_string() }
 }
 
-/// Record the dispatches of one graph node.
 /// ROPE (kernel `rope_f32`) and its backward ROPE_BACK (`rope_back_f32`, the inverse
 /// rotation) take the same operands and op params (kernels/rope.comp).
 pub(crate) fn encode_rope(rec: &mut Recorder, op: *const sys::ggml_tensor, kernel: &str) -> Result<()> {
-    let (s0, s1) = (src(op, 0), src(op, 1));
-    let mut p = Push::default();
-    (p.a_ne, p.a_nb) = shape(s0, 4);
-    (p.b_ne, p.b_nb) = shape(s1, 4);
-    (p.d_ne, p.d_nb) = shape(op, 4);
-    p.m1[1] = param_u32(op, 1);
-    p.m1[2] = param_u32(op, 2);
-    p.m1[3] = param_u32(op, 5);
-    p.b_nb[1] = param_u32(op, 6);
-    p.b_nb[2] = param_u32(op, 8);
-    let n = nelements(s0) / 2; // element pairs
-    p.m0[1] = n as u32;
-    let (a, b, d) = (rec.bind(s0, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-    rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+    encode_rope_from(rec, op, src(op, 0), kernel)
 }
 
 /// ROPE `op` computed in place on its own memory, which holds its input (a multi-product
 /// group stored the unrotated Q there: `matvec::encode_multi`). rope.comp reads both values
 /// of a pair before writing them, so in place is safe.
 pub(crate) fn encode_rope_in_place(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
-    let s1 = src(op, 1);
+    encode_rope_from(rec, op, op, "rope_f32")
+}
+
+/// `encode_rope` reading the rotation's input from `x` (src0, or `op` itself in place).
+fn encode_rope_from(
+    rec: &mut Recorder,
+    op: *const sys::ggml_tensor,
+    x: *const sys::ggml_tensor,
+    kernel: &str,
+) -> Result<()> {
+    let pos = src(op, 1);
     let mut p = Push::default();
-    (p.a_ne, p.a_nb) = shape(op, 4);
-    (p.b_ne, p.b_nb) = shape(s1, 4);
+    (p.a_ne, p.a_nb) = shape(x, 4);
     (p.d_ne, p.d_nb) = shape(op, 4);
+    rope_params(&mut p, op, pos);
+    let n = nelements(x) / 2; // element pairs
+    p.m0[1] = n as u32;
+    let (a, b, d) = (rec.bind(x, 4)?, rec.bind(pos, 4)?, rec.bind(op, 4)?);
+    rec.dispatch(kernel, a, Some(b), d, p, groups_for(n, 256))
+}
+
+/// The positions' shape (`pos`, in b_ne / b_nb) and ROPE `op`'s parameters where rope.comp
+/// takes them: P0 n_dims, P1 mode, P2 freq_base, b_nb.y freq_scale, b_nb.z attn_factor.
+pub(crate) fn rope_params(p: &mut Push, op: *const sys::ggml_tensor, pos: *const sys::ggml_tensor) {
+    (p.b_ne, p.b_nb) = shape(pos, 4);
     p.m1[1] = param_u32(op, 1);
     p.m1[2] = param_u32(op, 2);
     p.m1[3] = param_u32(op, 5);
     p.b_nb[1] = param_u32(op, 6);
     p.b_nb[2] = param_u32(op, 8);
-    let n = nelements(op) / 2;
-    p.m0[1] = n as u32;
-    let (a, b, d) = (rec.bind(op, 4)?, rec.bind(s1, 4)?, rec.bind(op, 4)?);
-    rec.dispatch("rope_f32", a, Some(b), d, p, groups_for(n, 256))
 }
 
+/// Record the dispatches of one graph node.
 pub(crate) fn encode(rec: &mut Recorder, op: *const sys::ggml_tensor) -> Result<()> {
     let kind = op_of(op);
     if is_noop(kind) || nelements(op) == 0 {

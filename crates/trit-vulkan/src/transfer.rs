@@ -379,14 +379,8 @@ impl Gpu {
             all.push(x.cmd);
         }
         all.extend_from_slice(cmds);
-        let submit = vk::SubmitInfo::default().command_buffers(&all);
-        {
-            let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            // SAFETY: the queue is externally synchronised by the lock; the buffers are
-            // recorded and idle (their previous submissions were waited for); the transfer
-            // command buffer stays under the xfer lock until the fence below.
-            unsafe { self.device.queue_submit(*q, &[submit], fence) }.vk("vkQueueSubmit")?;
-        }
+        // The transfer command buffer stays under the xfer lock until the fence below.
+        self.submit_cmds(&all, fence)?;
         self.wait_fence(fence)
     }
 }
