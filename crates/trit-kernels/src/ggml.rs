@@ -55,8 +55,8 @@ fn isa_code(i: Isa) -> u8 {
     Isa::ALL.iter().position(|&x| x == i).unwrap() as u8
 }
 
-/// Route ternary MUL_MAT, and few-column F16 MUL_MAT (the output head at decode), to
-/// `which`. Call while no graph is computing (between decodes). Returns the ISA the trit kernels use.
+/// Route ternary MUL_MAT, and few-column F16 MUL_MAT (the output head at decode, attention's
+/// per-head products), to `which`. Call while no graph is computing (between decodes). Returns the ISA the trit kernels use.
 pub fn install(which: TernaryKernels) -> Isa {
     let isa = Isa::detect();
     ISA.store(isa_code(isa), Ordering::Relaxed);
@@ -200,11 +200,29 @@ unsafe fn for_each_chunk(
     tp: *mut sys::ggml_threadpool,
     mut f: impl FnMut(std::ops::Range<usize>),
 ) {
-    let n_chunks = rows.div_ceil(chunk_rows);
+    // SAFETY: the function's contract.
+    unsafe {
+        for_each_chunk_index(rows.div_ceil(chunk_rows), ith, nth, tp, |c| {
+            f(c * chunk_rows..((c + 1) * chunk_rows).min(rows))
+        })
+    }
+}
+
+/// Run `f` on this thread's chunks among `n_chunks`: chunk `ith` first, then whatever
+/// ggml's shared counter hands out.
+///
+/// # Safety
+/// As `for_each_chunk`.
+unsafe fn for_each_chunk_index(
+    n_chunks: usize,
+    ith: usize,
+    nth: usize,
+    tp: *mut sys::ggml_threadpool,
+    mut f: impl FnMut(usize),
+) {
     let mut chunk = ith;
     while chunk < n_chunks {
-        let r0 = chunk * chunk_rows;
-        f(r0..(r0 + chunk_rows).min(rows));
+        f(chunk);
         if nth >= n_chunks {
             break;
         }
@@ -221,7 +239,8 @@ pub const F16_MAX_COLS: usize = 4;
 
 /// The hook ggml calls for F16-weight MUL_MAT: with at most [`F16_MAX_COLS`] activation
 /// columns (ggml has rounded them to f16, as its own F16 path does), trit's f16 mat-vec
-/// ([`crate::f16w`]); anything else returns false on every thread and ggml computes it.
+/// ([`crate::f16w`]), per matrix where src0 and src1 are 3-D/4-D (ggml's broadcast); anything
+/// else returns false on every thread and ggml computes it.
 ///
 /// # Safety
 /// As [`mul_mat_hook`], with `src1_q` holding `src1`'s rows converted to f16.
@@ -238,26 +257,31 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
         let d = &*dst;
         (d, &*d.src[0], &*d.src[1])
     };
-    let flat = |t: &sys::ggml_tensor| t.ne[2] == 1 && t.ne[3] == 1;
-    if s0.type_ != sys::GGML_TYPE_F16
-        || s1.type_ != sys::GGML_TYPE_F32
-        || d.type_ != sys::GGML_TYPE_F32
-        || !flat(s0)
-        || !flat(s1)
-        || !flat(d)
-    {
+    if s0.type_ != sys::GGML_TYPE_F16 || s1.type_ != sys::GGML_TYPE_F32 || d.type_ != sys::GGML_TYPE_F32 {
         return false;
     }
     let (k, rows, n) = (s0.ne[0] as usize, s0.ne[1] as usize, s1.ne[1] as usize);
     let (stride, ldo_bytes) = (s0.nb[1], d.nb[1]);
+    // 3-D/4-D: one matrix of src0 per (i12, i13) of src1, broadcast as ggml does (attention's
+    // K·Q and V·softmax per head, grouped-query heads sharing one K/V head).
+    let (ne12, ne13) = (s1.ne[2].max(0) as usize, s1.ne[3].max(0) as usize);
+    let (ne02, ne03) = (s0.ne[2].max(0) as usize, s0.ne[3].max(0) as usize);
     if k == 0
         || rows == 0
         || n == 0
         || n > F16_MAX_COLS
         || nth <= 0
+        || ne02 == 0
+        || ne03 == 0
+        || !ne12.is_multiple_of(ne02)
+        || !ne13.is_multiple_of(ne03)
+        || d.ne[2] as usize != ne12
+        || d.ne[3] as usize != ne13
         || s0.nb[0] != 2
         || !stride.is_multiple_of(2)
         || stride / 2 < k
+        || !s0.nb[2].is_multiple_of(2)
+        || !s0.nb[3].is_multiple_of(2)
         || !(s0.data as usize).is_multiple_of(2)
         || !(src1_q as usize).is_multiple_of(2)
         || src1_row_size != 2 * k
@@ -266,33 +290,46 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
         || ldo_bytes / 4 < rows
         || d.ne[0] as usize != rows
         || d.ne[1] as usize != n
+        || (ne12 * ne13 > 1 && (d.nb[2] != ldo_bytes * n || d.nb[3] != d.nb[2] * ne12))
     {
         return false;
     }
-    // SAFETY: ggml's tensor holds `rows` rows of `nb[1]` bytes (2-byte aligned, checked);
-    // the last row needs only its `k` elements. The work buffer holds `n` f16 rows of `k`.
-    let (wdata, act) = unsafe {
-        (
-            std::slice::from_raw_parts(s0.data as *const u16, (rows - 1) * (stride / 2) + k),
-            std::slice::from_raw_parts(src1_q as *const u16, n * k),
-        )
-    };
-    let Ok(w) = F16Weights::with_stride(wdata, rows, k, stride / 2) else {
-        return false;
-    };
+    let (r2, r3) = (ne12 / ne02, ne13 / ne03);
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
     let (ith, nth) = (ith as usize, nth as usize);
-    let acts = crate::f16w::widen_acts(act, k, k, n);
-    let out = d.data as *mut f32;
     let ldo = ldo_bytes / 4;
-    let run = |r| {
-        crate::f16w::gemv_rows(isa, &w, r, &acts, n, |c, r, v| {
-            // SAFETY: c < n and r < rows ≤ ldo, inside dst; chunks never overlap.
+    let chunk_rows = matvec_chunk_rows(rows, stride, nth);
+    let per_matrix = rows.div_ceil(chunk_rows);
+    // The activations of the matrix last worked on, widened to f32 once per matrix and thread.
+    let mut widened: Option<(usize, Vec<f32>)> = None;
+    let run = |chunk: usize| {
+        let (m, part) = (chunk / per_matrix, chunk % per_matrix);
+        let (i12, i13) = (m % ne12, m / ne12);
+        let r = part * chunk_rows..((part + 1) * chunk_rows).min(rows);
+        // SAFETY: matrix (i12 / r2, i13 / r3) of src0 lies inside ggml's tensor: `rows` rows of
+        // `nb[1]` bytes from its offset (2-byte aligned, checked), the last needing only `k`
+        // elements; the work buffer holds ne13 · ne12 · n contiguous f16 rows of `k`.
+        let (wdata, act) = unsafe {
+            let base = (s0.data as *const u8).add((i12 / r2) * s0.nb[2] + (i13 / r3) * s0.nb[3]);
+            (
+                std::slice::from_raw_parts(base as *const u16, (rows - 1) * (stride / 2) + k),
+                std::slice::from_raw_parts((src1_q as *const u16).add(m * n * k), n * k),
+            )
+        };
+        let Ok(w) = F16Weights::with_stride(wdata, rows, k, stride / 2) else { return };
+        if widened.as_ref().is_none_or(|(wm, _)| *wm != m) {
+            widened = Some((m, crate::f16w::widen_acts(act, k, k, n)));
+        }
+        let acts = &widened.as_ref().expect("widened just above").1;
+        // SAFETY: dst is ne13 · ne12 contiguous matrices of n columns of `ldo` floats (checked).
+        let out = unsafe { (d.data as *mut f32).add(m * n * ldo) };
+        crate::f16w::gemv_rows(isa, &w, r, acts, n, |c, r, v| {
+            // SAFETY: c < n and r < rows ≤ ldo, inside matrix m of dst; chunks never overlap.
             unsafe { *out.add(c * ldo + r) = v }
         })
     };
     // SAFETY: `tp` is the op's live pool (the hook's contract).
-    unsafe { for_each_chunk(rows, matvec_chunk_rows(rows, stride, nth), ith, nth, tp, run) };
+    unsafe { for_each_chunk_index(ne12 * ne13 * per_matrix, ith, nth, tp, run) };
     F16_HOOK_RUNS.fetch_add(1, Ordering::Relaxed);
     true
 }

@@ -189,6 +189,100 @@ fn f16_hook_in_a_ggml_graph() {
     }
 }
 
+/// Attention's shapes: a 3-D F16 product per head, src0 a strided view of an f16 cache
+/// (`ne02` heads of `rows × k`, rows `row_stride` halves apart, heads `k` halves apart, as
+/// llama.cpp's K cache), src1 `q` permuted from `[k, heads, n]` to `[k, n, heads]`, heads
+/// broadcast `heads / ne02` to one. Returns dst `[rows, n, heads]`.
+#[allow(clippy::too_many_arguments)]
+fn ggml_graph_f16_heads(
+    cache: &[u16],
+    row_stride: usize,
+    rows: usize,
+    k: usize,
+    ne02: usize,
+    q: &[f32],
+    n: usize,
+    heads: usize,
+    threads: i32,
+) -> Vec<f32> {
+    // SAFETY: as ggml_graph_f16_mul_mat; the view stays inside the cache tensor.
+    unsafe {
+        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let ct = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, row_stride as i64, rows as i64);
+        std::ptr::copy_nonoverlapping(cache.as_ptr(), (*ct).data as *mut u16, rows * row_stride);
+        let kv = sys::ggml_view_3d(ctx, ct, k as i64, rows as i64, ne02 as i64, 2 * row_stride, 2 * k, 0);
+        let qt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, heads as i64, n as i64);
+        std::ptr::copy_nonoverlapping(q.as_ptr(), (*qt).data as *mut f32, k * heads * n);
+        let qp = sys::ggml_permute(ctx, qt, 0, 2, 1, 3);
+        let y = sys::ggml_mul_mat(ctx, kv, qp);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        let status = sys::ggml_graph_compute_with_ctx(ctx, gf, threads);
+        assert_eq!(status, sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts((*y).data as *const f32, rows * n * heads).to_vec();
+        sys::ggml_free(ctx);
+        out
+    }
+}
+
+/// The F16 hook on attention's per-head products (K·Q with grouped heads, a strided cache
+/// view, permuted Q): it runs on every thread and each head's result is exactly `gemv_f16` of
+/// that head's K matrix and f16-rounded Q, and within the two summation orders' bounds of
+/// ggml's own `vec_dot_f16`.
+#[test]
+fn f16_hook_on_attention_heads() {
+    use half::f16;
+    use trit_kernels::f16w::{gemv_f16, F16Weights};
+    use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels};
+
+    let mut seed = 29;
+    // rows = cache cells, k = head size, ne02 K/V heads, `heads` query heads.
+    for (rows, k, ne02, heads, n) in [(256, 128, 5, 20, 1), (37, 64, 2, 2, 3), (130, 200, 1, 3, 2)] {
+        let row_stride = k * ne02 + 8;
+        let cache: Vec<u16> = (0..rows * row_stride).map(|_| f16::from_f32(lcg(&mut seed)).to_bits()).collect();
+        let q: Vec<f32> = (0..k * heads * n).map(|_| lcg(&mut seed) * 2.0).collect();
+        install(TernaryKernels::Ggml);
+        let theirs = ggml_graph_f16_heads(&cache, row_stride, rows, k, ne02, &q, n, heads, 3);
+        install(TernaryKernels::Trit);
+        let runs = f16_hook_runs();
+        let hooked = ggml_graph_f16_heads(&cache, row_stride, rows, k, ne02, &q, n, heads, 3);
+        let ran = f16_hook_runs() - runs;
+        install(TernaryKernels::Ggml);
+        assert_eq!(ran, 3, "({rows}, {k}, {ne02}, {heads}, {n}): the hook should run on each of the 3 threads");
+        let mut worst = 0f64;
+        for h in 0..heads {
+            let kv = h / (heads / ne02);
+            let w: Vec<u16> = (0..rows).flat_map(|r| cache[r * row_stride + kv * k..][..k].to_vec()).collect();
+            // q[h] as n columns: element i of column c is q[(c * heads + h) * k + i].
+            let x16: Vec<u16> = (0..n)
+                .flat_map(|c| {
+                    q[(c * heads + h) * k..][..k].iter().map(|&v| f16::from_f32(v).to_bits()).collect::<Vec<_>>()
+                })
+                .collect();
+            let mut ours = vec![0f32; rows * n];
+            gemv_f16(Isa::detect(), &F16Weights::new(&w, rows, k).unwrap(), &x16, n, &mut ours).unwrap();
+            let got = &hooked[h * rows * n..][..rows * n];
+            assert_eq!(got, &ours[..], "head {h}: hook result != gemv_f16 on the same f16 activations");
+            for c in 0..n {
+                for r in 0..rows {
+                    let mag: f64 = (0..k)
+                        .map(|i| {
+                            (f16::from_bits(w[r * k + i]).to_f64() * f16::from_bits(x16[c * k + i]).to_f64()).abs()
+                        })
+                        .sum();
+                    let tol = ((k / 64 + k / 64 + 86) as f64) * f64::powi(2.0, -24) * mag;
+                    let (a, b) = (got[c * rows + r] as f64, theirs[h * rows * n + c * rows + r] as f64);
+                    assert!((a - b).abs() <= tol, "head {h} r={r} c={c}: trit {a} vs ggml {b} (tol {tol})");
+                    worst = worst.max((a - b).abs() / mag.max(f64::MIN_POSITIVE));
+                }
+            }
+        }
+        eprintln!("({rows}, {k}, {ne02}, {heads}, {n}): max |trit - ggml| / Σ|w·x| = {worst:.2e}");
+    }
+}
+
 /// Mat-vec chunks: whole cache lines, multiples of the 4-row pass, at least 4 per thread,
 /// at most about 1 MiB, covering every row.
 #[test]
