@@ -114,6 +114,17 @@ fn products_match_ggml_vec_dot() {
     }
 }
 
+/// `Σ|w·x|` of one f16 row and column, and how far trit's and ggml's f16 dot products of them
+/// may differ: ours is ≤ k/64 + 70 roundings deep; ggml's (4 accumulators over 64-element
+/// steps, then its reduction tree and a final f32 rounding) ≤ k/64 + 16.
+fn f16_orders_bound(w: &[u16], x: &[u16]) -> (f64, f64) {
+    use half::f16;
+    let k = w.len();
+    let mag: f64 =
+        w.iter().zip(x).map(|(&a, &b)| (f16::from_bits(a).to_f64() * f16::from_bits(b).to_f64()).abs()).sum();
+    (mag, ((k / 64 + k / 64 + 86) as f64) * f64::powi(2.0, -24) * mag)
+}
+
 /// `dst = W·x` through a real ggml graph (F16 weights `rows × k`, f32 `x` with `n` columns),
 /// computed by ggml-cpu on `threads` threads with whatever MUL_MAT hooks are installed.
 fn ggml_graph_f16_mul_mat(w: &[u16], rows: usize, k: usize, x: &[f32], n: usize, threads: i32) -> Vec<f32> {
@@ -174,12 +185,7 @@ fn f16_hook_in_a_ggml_graph() {
         let mut worst = 0f64;
         for c in 0..n {
             for r in 0..rows {
-                let mag: f64 = (0..k)
-                    .map(|i| (f16::from_bits(w[r * k + i]).to_f64() * f16::from_bits(x16[c * k + i]).to_f64()).abs())
-                    .sum();
-                // ours: ≤ k/64 + 70 roundings deep; ggml: 4 accumulators over 64-element steps,
-                // then its reduction tree and a final f32 rounding, ≤ k/64 + 16.
-                let tol = ((k / 64 + k / 64 + 86) as f64) * f64::powi(2.0, -24) * mag;
+                let (mag, tol) = f16_orders_bound(&w[r * k..][..k], &x16[c * k..][..k]);
                 let (a, b) = (hooked[c * rows + r] as f64, theirs[c * rows + r] as f64);
                 assert!((a - b).abs() <= tol, "n={n} r={r} c={c}: trit {a} vs ggml {b} (tol {tol})");
                 worst = worst.max((a - b).abs() / mag);
@@ -267,12 +273,7 @@ fn f16_hook_on_attention_heads() {
             assert_eq!(got, &ours[..], "head {h}: hook result != gemv_f16 on the same f16 activations");
             for c in 0..n {
                 for r in 0..rows {
-                    let mag: f64 = (0..k)
-                        .map(|i| {
-                            (f16::from_bits(w[r * k + i]).to_f64() * f16::from_bits(x16[c * k + i]).to_f64()).abs()
-                        })
-                        .sum();
-                    let tol = ((k / 64 + k / 64 + 86) as f64) * f64::powi(2.0, -24) * mag;
+                    let (mag, tol) = f16_orders_bound(&w[r * k..][..k], &x16[c * k..][..k]);
                     let (a, b) = (got[c * rows + r] as f64, theirs[h * rows * n + c * rows + r] as f64);
                     assert!((a - b).abs() <= tol, "head {h} r={r} c={c}: trit {a} vs ggml {b} (tol {tol})");
                     worst = worst.max((a - b).abs() / mag.max(f64::MIN_POSITIVE));
