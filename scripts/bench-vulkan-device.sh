@@ -81,12 +81,15 @@ for ty in tq2_0 tq1_0; do
   $B/trit bench -m $m -ngl 99 -p 0 -n 128 -r 3 -o json > "$OUT/trit2-$ty.json" 2> "$OUT/trit2-$ty.err"
 done
 # AB_ENV="VAR=value ...[;VAR=value ...]": decode once more with trit under each of these
-# settings (A/B rows).
+# settings (A/B rows). TRIT_BIN=path in an entry runs that trit binary instead (another
+# build carried along, e.g. the code before a change).
 IFS=';' read -r -a AB <<< "${AB_ENV:-}"
 for i in "${!AB[@]}"; do
+  bin=$B/trit
+  for kv in ${AB[$i]}; do case $kv in TRIT_BIN=*) bin=${kv#TRIT_BIN=}; chmod +x "$bin" ;; esac; done
   for ty in tq2_0 tq1_0; do
     echo "== $ty: decode with ${AB[$i]}"
-    env ${AB[$i]} $B/trit bench -m /tmp/m-$ty.gguf -ngl 99 -p 0 -n 128 -r 3 -o json > "$OUT/ab$i-$ty.json" 2> "$OUT/ab$i-$ty.err"
+    env ${AB[$i]} "$bin" bench -m /tmp/m-$ty.gguf -ngl 99 -p 0 -n 128 -r 3 -o json > "$OUT/ab$i-$ty.json" 2> "$OUT/ab$i-$ty.err"
   done
 done
 python3 - "$OUT" "${AB_ENV:-}" <<'PY'

@@ -25,7 +25,10 @@
 // weight from element b_nb.x; eps is P0; P1 workgroups are launched for the N_ITEMS row
 // groups (each takes every P1-th). The same f32 operations in the same order as
 // rms_norm_q8.comp (per 256-block lane sums, subgroup sums, their sum in subgroup order), so
-// the int8 values and block scales are those it writes; K <= 8192.
+// the int8 values and block scales are those it writes; K <= 8192. SX (the `_w` variants,
+// 1024 invocations and 32 rows per workgroup, K <= 7168): the first pass keeps the norm's input in shared memory, the second reads it there
+// instead of again from global memory; every workgroup reads the whole input, so on a large
+// GPU fewer, wider workgroups and one read of it halve what the prologues take from L2.
 // ROPE (MULTI with NORM): the first product (Q) is rotated as rope.comp rotates it before it
 // is stored (its ROPE fused into the products' epilogue, one stage less per layer): each
 // workgroup of its rows takes ROWS / 2 rotation pairs of one head (`rope_row`), whose two
@@ -89,8 +92,21 @@ layout(std430, binding = 4) readonly buffer BufR { float res[]; };
 #endif
 
 #if defined(NORM)
+#if defined(SX)
+// The norm's input, kept from the first pass for the second (as float bits; one pad word
+// per 32, so the 8-element runs of a subgroup's lanes fall into different banks), and the
+// int8 words the second pass writes, in the same memory: word i is written once every
+// element of the round has been read (see the barrier there), and the words of a round
+// (i < (round + 1) * K_round / 4) lie below the elements of later rounds. With K <= 7168
+// the kernel needs < 32 KiB of shared memory, which lavapipe (CI) and most GPUs have.
+#define NORM_MAXK 7168u
+shared uint sxq[NORM_MAXK + NORM_MAXK / 32u];
+#define sq sxq
+#define SXI(k) ((k) + (k) / 32u)
+#else
 #define NORM_MAXK 8192u
 shared uint sq[NORM_MAXK / 4u];
+#endif
 shared float sd[NORM_MAXK / 256u];
 shared float nred[256];
 #define QW(i) sq[i]
@@ -127,6 +143,11 @@ void norm_prologue(uint K) {
         const uint k0 = cid * 256u + lc * EPL;
         float xv[EPL_MAX];
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? NX(k0 + e) : 0.0; }
+#if defined(SX)
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
+            if (has && e < EPL) { sxq[SXI(k0 + e)] = floatBitsToUint(xv[e]); }
+        }
+#endif
         precise float s = 0.0;
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             if (has && e < EPL) { s += xv[e] * xv[e]; }
@@ -146,9 +167,16 @@ void norm_prologue(uint K) {
         float wv[EPL_MAX];
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             const bool use = has && e < EPL;
+#if defined(SX)
+            xv[e] = use ? uintBitsToFloat(sxq[SXI(k0 + e)]) : 0.0;
+#else
             xv[e] = use ? NX(k0 + e) : 0.0;
+#endif
             wv[e] = use ? sc[pc.b_nb.x + k0 + e] : 0.0;
         }
+#if defined(SX)
+        barrier(); // every element of this round read before its int8 words overwrite them
+#endif
         // The value of largest magnitude in the block, the first on ties.
         float mv = 0.0;
         uint mi = 0xFFFFFFFFu;
@@ -189,7 +217,11 @@ void norm_prologue(uint K) {
 #define QSCALE(col, blk) uintBitsToFloat(b[B_OFF + P0 + (col) * nblocks + (blk)])
 #endif
 
+#if defined(SX)
+shared float red[NCOLS][WG / 4]; // one per subgroup (the `_w` variants need 4 lanes or more)
+#else
 shared float red[NCOLS][WG];
+#endif
 
 #if defined(ROPE)
 layout(std430, binding = 4) readonly buffer BufP { int pos[]; };

@@ -318,8 +318,13 @@ impl Gpu {
             |n: u32| lim.max_per_stage_descriptor_storage_buffers >= n && lim.max_descriptor_set_storage_buffers >= n;
         // Every Vulkan device has 4; kernels reading bindings beyond the layout's are left out.
         let bindings = [crate::dispatch::MAX_BINDINGS, 5].into_iter().find(|&n| allows(n)).unwrap_or(4);
-        let usable = |name: &str| {
-            (has_int_dot || !name.ends_with("_dot"))
+        // The wide `NORM` mat-vecs (`_w`): 1024 invocations, subgroups of 4 lanes or more and
+        // just under 32 KiB of shared memory.
+        let wide_norm = wide_wg && sg.subgroup_size >= 4 && lim.max_compute_shared_memory_size >= 32 * 1024;
+        let usable = |full: &str| {
+            let name = full.strip_suffix("_w").unwrap_or(full);
+            (wide_norm || name == full)
+                && (has_int_dot || !name.ends_with("_dot"))
                 && (has_coopmat || !name.ends_with("_cm"))
                 && crate::matvec::cm_variant_usable(name, &coopmat_shapes, sg.subgroup_size)
                 && (subgroups || !name.starts_with("mv_"))

@@ -234,6 +234,18 @@ pub fn set_kv_in_products(on: bool) {
     matvec::KV_KERNEL.store(on, Ordering::Relaxed);
 }
 
+/// Tests: whether the wide variants of the mat-vecs that compute their input's norm (1024
+/// invocations, the input kept in shared memory) are used where the device has them (on by
+/// default; TRIT_VULKAN_NORM_WIDE=0 turns them off).
+pub fn set_wide_norm_mat_vecs(on: bool) {
+    matvec::NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Of `norm_mat_vec_dispatch_count`, those recorded as the wide variant.
+pub fn wide_norm_mat_vec_dispatch_count() -> u64 {
+    matvec::WIDE_NORM_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Mat-vecs recorded with their input's norm computed in the kernel so far in this process.
 pub fn norm_mat_vec_dispatch_count() -> u64 {
     matvec::NORM_DISPATCHES.load(Ordering::Relaxed)
@@ -291,6 +303,12 @@ pub fn coopmat_shapes() -> Vec<(u32, u32, u32, i32, i32)> {
 /// Which mat-vec features the device offers: (subgroup kernels, int8 dot product).
 pub fn mat_vec_features() -> (bool, bool) {
     ffi::gpu().map_or((false, false), |g| (g.subgroups, g.has_int_dot))
+}
+
+/// Whether the device has the wide `NORM` mat-vecs (1024 invocations, 32 KiB of shared
+/// memory, subgroups of 4 lanes or more).
+pub fn has_wide_norm_mat_vecs() -> bool {
+    ffi::gpu().is_some_and(|g| g.has_pipeline("mv_tq2_1_norm_w"))
 }
 
 /// Whether the device takes the fifth storage-buffer binding the residual / pre-multiplied

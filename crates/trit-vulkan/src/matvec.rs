@@ -433,17 +433,65 @@ fn one_span(gpu: &Gpu, ts: &[*const sys::ggml_tensor]) -> bool {
 /// Rows of A per workgroup of the `NORM` mat-vecs (WG / LANES there).
 pub(crate) const NORM_ROWS_PER_WG: u64 = 16;
 
+/// Rows of A per workgroup of the wide `NORM` mat-vecs (`_w`: 1024 invocations).
+pub(crate) const WIDE_ROWS_PER_WG: u64 = 32;
+/// The longest norm input (K) of the wide `NORM` mat-vecs (the 512-invocation ones: 8192).
+const WIDE_MAX_K: i64 = 7168;
+
 /// Workgroups a `NORM` mat-vec launches at most (each computes the norm once, then takes row
-/// groups in turn): TRIT_VULKAN_NORM_GROUPS (0: one per row group), default 264 (two per
-/// streaming multiprocessor of an H200 or H100; a device with fewer runs them in waves).
-fn norm_groups(row_groups: u64) -> u64 {
-    static CAP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let cap =
-        *CAP.get_or_init(|| std::env::var("TRIT_VULKAN_NORM_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(264));
-    if cap == 0 {
-        row_groups
+/// groups in turn): TRIT_VULKAN_NORM_GROUPS (0: one per row group), default 132 wide ones or
+/// 264 of 512 invocations (one or two per streaming multiprocessor of an H200 or H100, the
+/// best of 66 / 132 / 264 / one per row group measured there; a device with fewer runs them
+/// in waves).
+fn norm_groups(row_groups: u64, wide: bool) -> u64 {
+    static CAP: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let cap = CAP.get_or_init(|| std::env::var("TRIT_VULKAN_NORM_GROUPS").ok().and_then(|v| v.parse().ok()));
+    match cap.unwrap_or(if wide { 132 } else { 264 }) {
+        0 => row_groups,
+        cap => row_groups.min(cap),
+    }
+}
+
+/// Whether the wide `NORM` variants are used where the device has them: 0 = not decided yet
+/// (TRIT_VULKAN_NORM_WIDE=0 turns them off), 1 = on, 2 = off (`set_wide_norm_mat_vecs`).
+pub(crate) static NORM_WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+pub(crate) fn norm_wide() -> bool {
+    match NORM_WIDE.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("TRIT_VULKAN_NORM_WIDE").map_or(true, |v| v != "0");
+            NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 1,
+    }
+}
+
+/// `NORM` mat-vecs recorded as their wide variant so far in this process (tests).
+pub(crate) static WIDE_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The variant of `NORM` kernel `name` for products of length `k` to record, and its rows per
+/// workgroup: the wide one where the device has it, wide ones are on and `k` fits, unless the
+/// first product is rotated in the kernel (`rope_dims`) with heads that are not a multiple of
+/// its rows.
+fn norm_variant(gpu: &Gpu, name: String, k: i64, rope_dims: Option<u32>) -> (String, u64) {
+    let wide = format!("{name}_w");
+    if norm_wide()
+        && k <= WIDE_MAX_K
+        && gpu.has_pipeline(&wide)
+        && rope_dims.is_none_or(|n| n as u64 % WIDE_ROWS_PER_WG == 0)
+    {
+        (wide, WIDE_ROWS_PER_WG)
     } else {
-        row_groups.min(cap)
+        (name, NORM_ROWS_PER_WG)
+    }
+}
+
+/// Count a recorded `NORM` dispatch of `kernel` (tests).
+fn count_norm_dispatch(kernel: &str) {
+    NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    if kernel.ends_with("_w") {
+        WIDE_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -492,14 +540,15 @@ fn encode_norm(
     let (cw, cw_offs) = bind_span(rec, &consts, 4)?;
     let a = rec.bind(s0, 1)?;
     let dst = rec.bind(out, 4)?;
-    let groups = (rows as u64).div_ceil(NORM_ROWS_PER_WG);
+    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, k, None);
+    let groups = (rows as u64).div_ceil(rows_per_wg);
     let mut p = Push::default();
     (p.a_ne, p.a_nb) = shape(s0, 1);
     p.b_ne = [k as u32, 1, 1, 1];
     p.b_nb = [cw_offs[1], x2.map_or(0, |_| act_offs[1]), 0, 0];
     (_, p.d_nb) = shape(out, 4);
     p.d_ne = [1, cw_offs[0], residual.map_or(0, |_| act_offs[acts.len() - 1]), 0];
-    let launched = norm_groups(groups);
+    let launched = norm_groups(groups, rows_per_wg == WIDE_ROWS_PER_WG);
     p.m0 = [0, groups as u32, a.elem_off, act_offs[0]];
     p.m1 = [dst.elem_off, crate::ops::param_u32(d.norm, 0), launched as u32, 0];
     let mut reads = vec![a];
@@ -507,7 +556,7 @@ fn encode_norm(
         reads.push(rec.bind(t, 4)?);
     }
     rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, vec![dst]), p, launched)?;
-    NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    count_norm_dispatch(&kernel);
     Ok(true)
 }
 
@@ -614,6 +663,8 @@ fn encode_multi_norm(
     let kv_kernel = kv_kernel.filter(|k| gpu.bindings >= 8 && KV_KERNEL.load(Ordering::Relaxed) && gpu.has_pipeline(k));
     let cache = cache.filter(|_| kv_kernel.is_some());
     let kernel = kv_kernel.or(rope_kernel).unwrap_or(plain);
+    let k = ne(src(group[0].0, 0))[0];
+    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, k, roped.map(|r| crate::ops::param_u32(r, 1)));
     let (x, x2, w) = d.operands();
     let a0 = src(group[0].0, 0);
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
@@ -641,8 +692,8 @@ fn encode_multi_norm(
     p.d_ne = [d_offs[0], d_offs[1], d_offs[2], 1];
     p.d_nb = [c_offs[0], c_offs[1], c_offs[2], 0];
     let total: u64 = p.a_ne[1..].iter().map(|&r| r as u64).sum();
-    let groups = total.div_ceil(NORM_ROWS_PER_WG);
-    let launched = norm_groups(groups);
+    let groups = total.div_ceil(rows_per_wg);
+    let launched = norm_groups(groups, rows_per_wg == WIDE_ROWS_PER_WG);
     p.m0 = [0, groups as u32, 0, act_offs[0]];
     p.m1 = [0, crate::ops::param_u32(d.norm, 0), launched as u32, 0];
     let mut reads = Vec::new();
@@ -682,7 +733,7 @@ fn encode_multi_norm(
         KV_IN_MULTI.fetch_add(1, Ordering::Relaxed);
     }
     rec.dispatch_n_precise(&kernel, &bufs, (reads, writes), p, launched)?;
-    NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    count_norm_dispatch(&kernel);
     Ok(Some((roped.is_some(), cache.is_some())))
 }
 

@@ -7,7 +7,7 @@
 //! A source that is not a node of this graph (weights, inputs, the KV cache, a tensor from an
 //! earlier split) is described in full where it is read. A source that is a node is already
 //! described as one. Also in it: the product-kernel settings, the level-order, scratch-reuse,
-//! norm-prologue and KV-write switches, and `gpu::FREED` (no buffer freed since, so every buffer
+//! norm-prologue, wide-norm and KV-write switches, and `gpu::FREED` (no buffer freed since, so every buffer
 //! handle recorded still names the same buffer). Tensor data is not in it: inputs that change
 //! between tokens (positions, mask, KV-cache rows) are read by the kernels.
 //!
@@ -85,7 +85,8 @@ pub(crate) fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig
         crate::schedule::enabled() as u64
             | (crate::scratch::reuse() as u64) << 1
             | (crate::fuse::norm_prologue() as u64) << 2
-            | (crate::matvec::KV_KERNEL.load(Relaxed) as u64) << 3,
+            | (crate::matvec::KV_KERNEL.load(Relaxed) as u64) << 3
+            | (crate::matvec::norm_wide() as u64) << 4,
         n as u64,
     ]);
     // SAFETY (both closures): i < n_nodes.

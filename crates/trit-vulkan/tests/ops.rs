@@ -1152,22 +1152,30 @@ fn norms_computed_in_mat_vecs() {
             let want = if cols == 1 { (7, 4) } else { (16, 0) };
             assert_eq!((dispatches, in_kernel), want, "{name}");
         }
+        // The default (wide variants where the device has them: lavapipe and the H200 do),
+        // the 512-invocation variants, the separate norm kernels.
+        println!("{name}: wide variants on this device: {}", trit_vulkan::has_wide_norm_mat_vecs());
         let mut runs = Vec::new();
-        for on in [true, false] {
+        for (on, wide) in [(true, true), (true, false), (false, true)] {
             trit_vulkan::set_norm_in_mat_vec(on);
+            trit_vulkan::set_wide_norm_mat_vecs(wide);
+            let w0 = trit_vulkan::wide_norm_mat_vec_dispatch_count();
             runs.push(run(b.vk, build, 5).0);
+            let wide_ran = trit_vulkan::wide_norm_mat_vec_dispatch_count() > w0;
+            let expect = on && wide && trit_vulkan::has_wide_norm_mat_vecs() && cols == 1;
+            assert_eq!(wide_ran, expect, "{name}: wide variants ran (norm inside {on}, wide {wide})");
         }
         trit_vulkan::set_norm_in_mat_vec(true);
+        trit_vulkan::set_wide_norm_mat_vecs(true);
         // The int8 activations are those of the separate norm kernels (the same operations in
         // the same order); the products' f32 sums may still round differently in a kernel the
         // driver compiled differently (on lavapipe they are identical; on the H200 not all).
-        let diff = runs[0].iter().zip(&runs[1]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-        let e = nmse(&runs[0], &runs[1]);
-        println!(
-            "{name}: {diff} of {} outputs differ from the separate norms' in their bits, nmse {e:.3e}",
-            runs[0].len()
-        );
-        assert!(e <= 1e-12, "{name}: NMSE {e:.3e} against the separate norms");
+        for (i, what) in [(1, "the 512-invocation variants"), (2, "the separate norms")] {
+            let diff = runs[0].iter().zip(&runs[i]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+            let e = nmse(&runs[0], &runs[i]);
+            println!("{name}: {diff} of {} outputs differ from {what} in their bits, nmse {e:.3e}", runs[0].len());
+            assert!(e <= 1e-12, "{name}: NMSE {e:.3e} against {what}");
+        }
     }
     trit_vulkan::set_mat_vec_kernels(true, true);
 }
@@ -1209,7 +1217,8 @@ fn permuted_product_into_cont() {
 /// V as rows or transposed, one element per row, as llama.cpp without flash attention):
 /// the same dispatch writes the caches where the device has 8 bindings. Also with Q read by
 /// something else besides its ROPE (then not folded), which must stay correct. The caches
-/// are checked whole through products that read them. The fallbacks (no `KV` kernel, no norm
+/// are checked whole through products that read them. The fallbacks (no `KV` kernel, the
+/// 512-invocation variants instead of the wide ones, no norm
 /// inside the products) give the same results as the default path (NMSE ≤ 1e-12). Bound as rotations' (NMSE_TR:
 /// positions up to 4000 make the GPU's and the CPU's sin and cos differ in their last bits).
 #[test]
@@ -1293,9 +1302,12 @@ fn rope_in_qkv_products() {
         // own, recorded at the products' place) and without the norm inside the products (Q
         // stored unrotated into the ROPE's memory, then rotated in place): the same results.
         let mut runs = Vec::new();
-        for (norm_in, kv_in) in [(true, true), (true, false), (false, true)] {
+        for (norm_in, kv_in, wide) in
+            [(true, true, true), (true, false, true), (false, true, true), (true, true, false)]
+        {
             trit_vulkan::set_norm_in_mat_vec(norm_in);
             trit_vulkan::set_kv_in_products(kv_in);
+            trit_vulkan::set_wide_norm_mat_vecs(wide);
             let (r0, k0) = (trit_vulkan::rope_in_products_count(), trit_vulkan::kv_in_products_count());
             runs.push(run(b.vk, build, 5).0);
             // The fallbacks really ran: no cache writes in the products without `KV` or the
@@ -1309,6 +1321,7 @@ fn rope_in_qkv_products() {
         }
         trit_vulkan::set_norm_in_mat_vec(true);
         trit_vulkan::set_kv_in_products(true);
+        trit_vulkan::set_wide_norm_mat_vecs(true);
         for (i, other) in runs.iter().enumerate().skip(1) {
             let e = nmse(&runs[0], other);
             println!("{name}: path {i} against the default: nmse {e:.3e}");
