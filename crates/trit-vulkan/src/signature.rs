@@ -57,6 +57,21 @@ impl NodeSet {
     }
 }
 
+/// Ask for the cache lines of `t`'s struct that a description reads (its first 256 bytes).
+fn prefetch_tensor(t: *const sys::ggml_tensor) {
+    #[cfg(target_arch = "x86_64")]
+    for line in 0..4 {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (t as *const i8).wrapping_add(64 * line),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = t;
+}
+
 /// A tensor's full description.
 fn describe(sig: &mut Vec<u64>, t: &sys::ggml_tensor) {
     sig.extend([t.type_ as u64, t.op as u64, t.flags as u64, t.data as u64, t.buffer as u64]);
@@ -89,14 +104,29 @@ pub(crate) fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig
             | (crate::matvec::norm_wide() as u64) << 4,
         n as u64,
     ]);
-    // SAFETY (both closures): i < n_nodes.
-    let node = |i: usize| unsafe { sys::ggml_graph_node(graph, i as i32) };
+    // SAFETY: i < n_nodes.
+    let ptrs: Vec<*mut sys::ggml_tensor> = (0..n).map(|i| unsafe { sys::ggml_graph_node(graph, i as i32) }).collect();
     let mut nodes = NodeSet::new(n);
-    for i in 0..n {
-        nodes.insert(node(i) as usize);
+    for &p in &ptrs {
+        nodes.insert(p as usize);
     }
-    for i in 0..n {
-        let t = node(i);
+    for (i, &t) in ptrs.iter().enumerate() {
+        // The walk is bound by cache misses on ~1500 tensor structs (after a token's other work
+        // they are out of the caches): fetch the node 16 ahead, and the sources of the node 8
+        // ahead (whose struct was fetched 8 nodes ago), while this one is described. 2B-4T
+        // decode graph on the dev VM: 139-199 us without, 100-119 with (32 / 16 ahead: no
+        // better).
+        if let Some(&ahead) = ptrs.get(i + 16) {
+            prefetch_tensor(ahead);
+        }
+        if let Some(&ahead) = ptrs.get(i + 8) {
+            // SAFETY: a live node of the graph.
+            for &s in unsafe { &(*ahead).src } {
+                if !s.is_null() {
+                    prefetch_tensor(s);
+                }
+            }
+        }
         sig.push(t as u64);
         // SAFETY: t is a live tensor of the graph; op_params is a plain i32 array.
         let t = unsafe { &*t };
