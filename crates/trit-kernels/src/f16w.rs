@@ -88,13 +88,20 @@ pub fn gemv_f16(isa: Isa, w: &F16Weights<'_>, act: &[u16], n: usize, out: &mut [
 
 /// f16 activation rows (`stride` elements apart) as f32, `k` per row, densely packed.
 pub(crate) fn widen_acts(act: &[u16], k: usize, stride: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * k];
+    let mut out = Vec::new();
+    widen_acts_into(act, k, stride, n, &mut out);
+    out
+}
+
+/// [`widen_acts`] into `out` (resized to `n * k`; its allocation reused).
+pub(crate) fn widen_acts_into(act: &[u16], k: usize, stride: usize, n: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(n * k, 0.0);
     for c in 0..n {
         for (o, &a) in out[c * k..(c + 1) * k].iter_mut().zip(&act[c * stride..c * stride + k]) {
             *o = f16::from_bits(a).to_f32();
         }
     }
-    out
 }
 
 /// The ISA the f16 kernels actually use for `isa` (AVX2 needs F16C too).

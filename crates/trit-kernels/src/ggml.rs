@@ -300,8 +300,9 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     let ldo = ldo_bytes / 4;
     let chunk_rows = matvec_chunk_rows(rows, stride, nth);
     let per_matrix = rows.div_ceil(chunk_rows);
-    // The activations of the matrix last worked on, widened to f32 once per matrix and thread.
-    let mut widened: Option<(usize, Vec<f32>)> = None;
+    // The activations of the matrix last worked on, widened to f32 once per matrix and thread
+    // (one buffer per thread, reused from head to head).
+    let (mut widened_for, mut acts) = (None, Vec::new());
     let run = |chunk: usize| {
         let (m, part) = (chunk / per_matrix, chunk % per_matrix);
         let (i12, i13) = (m % ne12, m / ne12);
@@ -317,13 +318,13 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
             )
         };
         let Ok(w) = F16Weights::with_stride(wdata, rows, k, stride / 2) else { return };
-        if widened.as_ref().is_none_or(|(wm, _)| *wm != m) {
-            widened = Some((m, crate::f16w::widen_acts(act, k, k, n)));
+        if widened_for != Some(m) {
+            crate::f16w::widen_acts_into(act, k, k, n, &mut acts);
+            widened_for = Some(m);
         }
-        let acts = &widened.as_ref().expect("widened just above").1;
         // SAFETY: dst is ne13 · ne12 contiguous matrices of n columns of `ldo` floats (checked).
         let out = unsafe { (d.data as *mut f32).add(m * n * ldo) };
-        crate::f16w::gemv_rows(isa, &w, r, acts, n, |c, r, v| {
+        crate::f16w::gemv_rows(isa, &w, r, &acts, n, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside matrix m of dst; chunks never overlap.
             unsafe { *out.add(c * ldo + r) = v }
         })
