@@ -7,6 +7,16 @@ use trit_kernels::formats::{self, quantize_q8k, TernaryType, Q8_K_BYTES};
 use trit_kernels::{mul_mat_q8k, Isa, Weights, QK};
 use trit_sys as sys;
 
+/// The kernel choice (`install`) is global to the process and tests run in parallel: the
+/// tests that switch it or compute ggml graphs hold this lock, so one's ggml-only run never
+/// sees another's hook (a graph whose threads split its rows two different ways leaves some
+/// rows unwritten).
+static KERNEL_CHOICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn kernel_choice() -> std::sync::MutexGuard<'static, ()> {
+    KERNEL_CHOICE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lcg(seed: &mut u64) -> f32 {
     *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
@@ -156,6 +166,7 @@ fn ggml_graph_f16_mul_mat(w: &[u16], rows: usize, k: usize, x: &[f32], n: usize,
 /// are equal); with more columns it declines and ggml's result is unchanged.
 #[test]
 fn f16_hook_in_a_ggml_graph() {
+    let _choice = kernel_choice();
     use half::f16;
     use trit_kernels::f16w::{gemv_f16, F16Weights};
     use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels, F16_MAX_COLS};
@@ -239,6 +250,7 @@ fn ggml_graph_f16_heads(
 /// ggml's own `vec_dot_f16`.
 #[test]
 fn f16_hook_on_attention_heads() {
+    let _choice = kernel_choice();
     use half::f16;
     use trit_kernels::f16w::{gemv_f16, F16Weights};
     use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels};
@@ -307,6 +319,7 @@ fn matvec_chunks() {
 /// ggml-cpu's MUL, on several threads, is the exact elementwise product.
 #[test]
 fn scalar_broadcast_mul_is_exact() {
+    let _choice = kernel_choice();
     let mut seed = 23;
     let (k, n) = (2560, 3);
     let x: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed) * 7.0).collect();
