@@ -135,6 +135,20 @@ fn f16_orders_bound(w: &[u16], x: &[u16]) -> (f64, f64) {
     (mag, ((k / 64 + k / 64 + 86) as f64) * f64::powi(2.0, -24) * mag)
 }
 
+/// `graph` computed with ggml's own kernels, then with trit's hooks installed (ggml's again
+/// afterwards): (ggml's result, the hooked result, how many times the F16 hook ran).
+fn ggml_then_hooked(graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize) {
+    use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels};
+    install(TernaryKernels::Ggml);
+    let theirs = graph();
+    install(TernaryKernels::Trit);
+    let runs = f16_hook_runs();
+    let hooked = graph();
+    let ran = f16_hook_runs() - runs;
+    install(TernaryKernels::Ggml);
+    (theirs, hooked, ran)
+}
+
 /// `dst = W·x` through a real ggml graph (F16 weights `rows × k`, f32 `x` with `n` columns),
 /// computed by ggml-cpu on `threads` threads with whatever MUL_MAT hooks are installed.
 fn ggml_graph_f16_mul_mat(w: &[u16], rows: usize, k: usize, x: &[f32], n: usize, threads: i32) -> Vec<f32> {
@@ -169,7 +183,7 @@ fn f16_hook_in_a_ggml_graph() {
     let _choice = kernel_choice();
     use half::f16;
     use trit_kernels::f16w::{gemv_f16, F16Weights};
-    use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels, F16_MAX_COLS};
+    use trit_kernels::ggml::F16_MAX_COLS;
 
     let mut seed = 17;
     let (rows, k) = (1001, 2560);
@@ -177,13 +191,7 @@ fn f16_hook_in_a_ggml_graph() {
     for n in [1, 2, F16_MAX_COLS, F16_MAX_COLS + 1] {
         let x: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 3.0).collect();
         let x16: Vec<u16> = x.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
-        install(TernaryKernels::Ggml);
-        let theirs = ggml_graph_f16_mul_mat(&w, rows, k, &x, n, 3);
-        install(TernaryKernels::Trit);
-        let runs = f16_hook_runs();
-        let hooked = ggml_graph_f16_mul_mat(&w, rows, k, &x, n, 3);
-        let ran = f16_hook_runs() - runs;
-        install(TernaryKernels::Ggml);
+        let (theirs, hooked, ran) = ggml_then_hooked(|| ggml_graph_f16_mul_mat(&w, rows, k, &x, n, 3));
         if n > F16_MAX_COLS {
             assert_eq!(ran, 0, "n={n}: the hook must leave this op to ggml");
             assert_eq!(hooked, theirs, "n={n}: the hook must leave this op to ggml");
@@ -253,7 +261,6 @@ fn f16_hook_on_attention_heads() {
     let _choice = kernel_choice();
     use half::f16;
     use trit_kernels::f16w::{gemv_f16, F16Weights};
-    use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels};
 
     let mut seed = 29;
     // rows = cache cells, k = head size, ne02 K/V heads, `heads` query heads.
@@ -261,13 +268,8 @@ fn f16_hook_on_attention_heads() {
         let row_stride = k * ne02 + 8;
         let cache: Vec<u16> = (0..rows * row_stride).map(|_| f16::from_f32(lcg(&mut seed)).to_bits()).collect();
         let q: Vec<f32> = (0..k * heads * n).map(|_| lcg(&mut seed) * 2.0).collect();
-        install(TernaryKernels::Ggml);
-        let theirs = ggml_graph_f16_heads(&cache, row_stride, rows, k, ne02, &q, n, heads, 3);
-        install(TernaryKernels::Trit);
-        let runs = f16_hook_runs();
-        let hooked = ggml_graph_f16_heads(&cache, row_stride, rows, k, ne02, &q, n, heads, 3);
-        let ran = f16_hook_runs() - runs;
-        install(TernaryKernels::Ggml);
+        let (theirs, hooked, ran) =
+            ggml_then_hooked(|| ggml_graph_f16_heads(&cache, row_stride, rows, k, ne02, &q, n, heads, 3));
         assert_eq!(ran, 3, "({rows}, {k}, {ne02}, {heads}, {n}): the hook should run on each of the 3 threads");
         let mut worst = 0f64;
         for h in 0..heads {

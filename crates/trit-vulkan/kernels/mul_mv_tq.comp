@@ -26,9 +26,10 @@
 // groups (each takes every P1-th). The same f32 operations in the same order as
 // rms_norm_q8.comp (per 256-block lane sums, subgroup sums, their sum in subgroup order), so
 // the int8 values and block scales are those it writes; K <= 8192. SX (the `_w` variants,
-// 1024 invocations and 32 rows per workgroup, K <= 7168): the first pass keeps the norm's input in shared memory, the second reads it there
-// instead of again from global memory; every workgroup reads the whole input, so on a large
-// GPU fewer, wider workgroups and one read of it halve what the prologues take from L2.
+// 1024 invocations and 32 rows per workgroup, K <= 7168): the first pass keeps the norm's
+// input in shared memory, the second reads it there instead of again from global memory;
+// every workgroup reads the whole input, so on a large GPU fewer, wider workgroups and one
+// read of it halve what the prologues take from L2.
 // ROPE (MULTI with NORM): the first product (Q) is rotated as rope.comp rotates it before it
 // is stored (its ROPE fused into the products' epilogue, one stage less per layer): each
 // workgroup of its rows takes ROWS / 2 rotation pairs of one head (`rope_row`), whose two

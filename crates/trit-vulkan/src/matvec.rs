@@ -663,10 +663,9 @@ fn encode_multi_norm(
     let kv_kernel = kv_kernel.filter(|k| gpu.bindings >= 8 && KV_KERNEL.load(Ordering::Relaxed) && gpu.has_pipeline(k));
     let cache = cache.filter(|_| kv_kernel.is_some());
     let kernel = kv_kernel.or(rope_kernel).unwrap_or(plain);
-    let k = ne(src(group[0].0, 0))[0];
-    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, k, roped.map(|r| crate::ops::param_u32(r, 1)));
-    let (x, x2, w) = d.operands();
     let a0 = src(group[0].0, 0);
+    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, ne(a0)[0], roped.map(|r| crate::ops::param_u32(r, 1)));
+    let (x, x2, w) = d.operands();
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
     // Writing the cache, only Q's rotation is stored as a result.
     let outs = if cache.is_some() { multi_outs(group, rope)[..1].to_vec() } else { multi_outs(group, rope) };

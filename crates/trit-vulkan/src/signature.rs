@@ -7,9 +7,9 @@
 //! A source that is not a node of this graph (weights, inputs, the KV cache, a tensor from an
 //! earlier split) is described in full where it is read. A source that is a node is already
 //! described as one. Also in it: the product-kernel settings, the level-order, scratch-reuse,
-//! norm-prologue, wide-norm and KV-write switches, and `gpu::FREED` (no buffer freed since, so every buffer
-//! handle recorded still names the same buffer). Tensor data is not in it: inputs that change
-//! between tokens (positions, mask, KV-cache rows) are read by the kernels.
+//! norm-prologue, wide-norm and KV-write switches, and `gpu::FREED` (no buffer freed since, so
+//! every buffer handle recorded still names the same buffer). Tensor data is not in it: inputs
+//! that change between tokens (positions, mask, KV-cache rows) are read by the kernels.
 //!
 //! Describing node sources by identity keeps it small: a 2B decode graph (1476 nodes) needs
 //! ~60 000 words rather than the ~300 000 of describing every source in full, and it is

@@ -1218,9 +1218,9 @@ fn permuted_product_into_cont() {
 /// the same dispatch writes the caches where the device has 8 bindings. Also with Q read by
 /// something else besides its ROPE (then not folded), which must stay correct. The caches
 /// are checked whole through products that read them. The fallbacks (no `KV` kernel, the
-/// 512-invocation variants instead of the wide ones, no norm
-/// inside the products) give the same results as the default path (NMSE ≤ 1e-12). Bound as rotations' (NMSE_TR:
-/// positions up to 4000 make the GPU's and the CPU's sin and cos differ in their last bits).
+/// 512-invocation variants instead of the wide ones, no norm inside the products) give the
+/// same results as the default path (NMSE ≤ 1e-12). Bound as rotations' (NMSE_TR: positions
+/// up to 4000 make the GPU's and the CPU's sin and cos differ in their last bits).
 #[test]
 fn rope_in_qkv_products() {
     let Some((_g, b)) = setup() else { return };
