@@ -301,33 +301,20 @@ pub(crate) fn mul_mat_rows(
         // (four adjacent rows per pass were one stream with periodic jumps: 8.9 GB/s against
         // 21.8 on the 2026-12-04 EPYC VM, one thread, a 132 MB TQ2_0 matrix).
         let len = rows.end - rows.start;
-        if n == 1 && (w.ty == TernaryType::Tq2_0 || isa == Isa::Avx512Vnni) {
-            // One column: all passes of the range in one call where the path has it.
+        if n == 1 && isa == Isa::Avx512Vnni {
+            // One column on AVX-512: all passes of the range in one call.
             let mut out = vec![0f32; len];
-            let (data, stride) = (w.data, w.row_stride);
-            let done = match w.ty {
-                TernaryType::Tq2_0 => x86::gemv_tq2_range(
-                    isa,
-                    prep.gfni,
-                    data,
-                    stride,
-                    rows.start,
-                    act_row(0),
-                    &prep.cols[0],
-                    nb,
-                    &mut out,
-                ),
-                TernaryType::Tq1_0 => {
-                    x86::gemv_tq1_range_avx512(data, stride, rows.start, &prep.perm[0], &prep.cols[0], nb, &mut out);
-                    true
+            let (data, stride, col) = (w.data, w.row_stride, &prep.cols[0]);
+            match w.ty {
+                TernaryType::Tq2_0 => {
+                    x86::gemv_tq2_range(prep.gfni, data, stride, rows.start, act_row(0), col, nb, &mut out)
                 }
-            };
-            if done {
-                for (r, &v) in out.iter().enumerate() {
-                    store(0, rows.start + r, v);
-                }
-                return;
+                TernaryType::Tq1_0 => x86::gemv_tq1_range(data, stride, rows.start, &prep.perm[0], col, nb, &mut out),
             }
+            for (r, &v) in out.iter().enumerate() {
+                store(0, rows.start + r, v);
+            }
+            return;
         }
         let q = len.div_ceil(TILE_R);
         for i in 0..q {

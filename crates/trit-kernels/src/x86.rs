@@ -457,12 +457,10 @@ macro_rules! gemv_tq2_range_avx512 {
 gemv_tq2_range_avx512!(gemv_tq2_range_avx512_gfni, gemv4_tq2_avx512_gfni, "avx512f,avx512bw,avx512vnni,avx2,f16c,gfni");
 gemv_tq2_range_avx512!(gemv_tq2_range_avx512_shift, gemv4_tq2_avx512_shift, "avx512f,avx512bw,avx512vnni,avx2,f16c");
 
-/// [`gemv4_tq2`]'s passes over `rows` rows from `start` in one call on the AVX-512 path
-/// (`out[r]` = row `start + r` against the one column `act`); false (nothing done) on any
-/// other ISA, where the caller runs the passes itself.
+/// [`gemv4_tq2`]'s AVX-512 passes over the `out.len()` rows from `start` in one call
+/// (`out[r]` = row `start + r` against the one column `act`). Only for Isa::Avx512Vnni.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemv_tq2_range(
-    isa: crate::Isa,
     gfni: bool,
     data: &[u8],
     stride: usize,
@@ -471,16 +469,17 @@ pub(crate) fn gemv_tq2_range(
     cs: &ColSums,
     nb: usize,
     out: &mut [f32],
-) -> bool {
-    if isa != crate::Isa::Avx512Vnni || out.is_empty() {
-        return false;
-    }
+) {
     let len = out.len();
+    if len == 0 {
+        return;
+    }
     assert!(stride >= nb * 66 && data.len() >= (start + len - 1) * stride + nb * 66);
     assert!(act.len() >= nb * Q8_K_BYTES && cs.da.len() >= nb && cs.suma.len() >= nb);
     let (p, a, da, sa, o) = (data.as_ptr(), act.as_ptr(), cs.da.as_ptr(), cs.suma.as_ptr(), out.as_mut_ptr());
-    // SAFETY: AVX-512 VNNI checked by dispatch (GFNI by the caller through has_gfni); the
-    // asserts bound every row (start .. start + len) and the column's reads; out has len.
+    // SAFETY: only called for Isa::Avx512Vnni (features checked by dispatch; GFNI by the
+    // caller through has_gfni); the asserts bound every row (start .. start + len) and the
+    // column's reads; out has len elements.
     unsafe {
         if gfni {
             gemv_tq2_range_avx512_gfni(p, stride, start, len, a, da, sa, nb, o);
@@ -488,7 +487,6 @@ pub(crate) fn gemv_tq2_range(
             gemv_tq2_range_avx512_shift(p, stride, start, len, a, da, sa, nb, o);
         }
     }
-    true
 }
 
 /// `gemv4_tq2_avx2` with `vpdpbusd`: the 2-bit codes (u8) times the quants (i8), summed in
@@ -690,9 +688,9 @@ pub(crate) fn gemv4_tq1_avx512(rows: [&[u8]; 4], act: &[u8], perm: &[u8], cs: &C
 }
 
 /// [`gemv4_tq1_avx512`]'s passes over the `out.len()` rows from `start` of a matrix in `data`
-/// (rows `stride` bytes apart) in one call (see [`quarter_passes`]).
+/// (rows `stride` bytes apart) in one call (see [`quarter_passes`]). Only for Isa::Avx512Vnni.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemv_tq1_range_avx512(
+pub(crate) fn gemv_tq1_range(
     data: &[u8],
     stride: usize,
     start: usize,
