@@ -1,18 +1,10 @@
 #!/usr/bin/env bash
 # Runs ON the device machine: decode-only A/B of several trit builds (and the peer) on the
 # synthetic 2B-4T model, alternating binaries over ROUNDS rounds, so drift in the machine's
-# speed hits every build alike. Setup (loader, libgomp) as scripts/bench-vulkan-device.sh.
+# speed hits every build alike. Setup: scripts/device-env.sh.
 #   BINS="name=path ..." (required), ROUNDS (default 2), TYPES (default "tq2_0 tq1_0")
 set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if ! ldconfig -p | grep -q libgomp.so.1; then
-  mkdir -p /tmp/extra && for f in .dev/libgomp1_*.deb; do dpkg -x "$f" /tmp/extra; done
-  export LD_LIBRARY_PATH=/tmp/extra/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
+. "$(dirname "$0")/device-env.sh"
 first=${BINS%% *}; first=${first#*=}
 for ty in ${TYPES:-tq2_0 tq1_0}; do
   [ -f /tmp/m-$ty.gguf ] || "$first" synth --config 2b4t --type $ty -o /tmp/m-$ty.gguf >/dev/null
