@@ -19,11 +19,39 @@ pub const MODEL_FLAGS: &[Flag] = &[
     ),
     flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "flash attention (default: auto)"),
     flag(&["--no-mmap"], None, "do not memory-map the model"),
+    OVERRIDE_TENSOR_FLAG,
     flag(&["--lora"], Some("FNAME"), "LoRA adapter (comma-separated for several)"),
     flag(&["--lora-scaled"], Some("FNAME:SCALE,..."), "LoRA adapter with a user scale"),
     flag(&["-v", "--verbose", "--log-verbose"], None, "show llama.cpp's log"),
     TERNARY_KERNELS_FLAG,
 ];
+
+pub const OVERRIDE_TENSOR_FLAG: Flag = flag(
+    &["-ot", "--override-tensor"],
+    Some("PATTERN=BUFFER_TYPE,..."),
+    "load tensors matching a regex into a buffer type (CPU, TritVulkan0, ...)",
+);
+
+/// Parse `-ot PATTERN=BUFFER_TYPE` (pairs separated by ',' or ';', the flag repeatable), as
+/// llama.cpp's `--override-tensor`.
+pub fn tensor_overrides(p: &Parsed) -> Result<Vec<(String, String)>, ArgError> {
+    let mut out = Vec::new();
+    for v in p.all("-ot") {
+        for item in v.split([',', ';']).filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                Some((pat, buft)) if !pat.is_empty() && !buft.is_empty() => {
+                    out.push((pat.to_string(), buft.to_string()))
+                }
+                _ => {
+                    return Err(ArgError::Usage(format!(
+                        "error: invalid tensor override '{item}' (expected PATTERN=BUFFER_TYPE)"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(out)
+}
 
 pub const TERNARY_KERNELS_FLAG: Flag =
     flag(&["--ternary-kernels"], Some("trit|ggml"), "CPU kernels for TQ1_0/TQ2_0 matrix products (default: trit)");
@@ -101,7 +129,13 @@ pub fn model_params(p: &Parsed) -> Result<ModelParams, ArgError> {
         Some(v) => parse_ngl(v)?,
         None => -1,
     };
-    Ok(ModelParams { n_gpu_layers, use_mmap: !p.has("--no-mmap"), vocab_only: false, cpu_only: false })
+    Ok(ModelParams {
+        n_gpu_layers,
+        use_mmap: !p.has("--no-mmap"),
+        vocab_only: false,
+        cpu_only: false,
+        tensor_overrides: tensor_overrides(p)?,
+    })
 }
 
 pub fn context_params(p: &Parsed, default_ctx: u32) -> Result<ContextParams, ArgError> {

@@ -16,12 +16,37 @@ pub struct ModelParams {
     /// with `-ngl 0` the scheduler would otherwise still place weightless nodes (e.g. a training
     /// graph's backward ops) on a registered GPU backend.
     pub cpu_only: bool,
+    /// Where tensors go, overriding the layer placement (`-ot PATTERN=BUFFER_TYPE`, llama.cpp's
+    /// `--override-tensor`): tensors whose name matches the regex PATTERN are loaded into the
+    /// named buffer type (`CPU`, `TritVulkan0`, `Vulkan0`, ...). First match wins.
+    pub tensor_overrides: Vec<(String, String)>,
 }
 
 impl Default for ModelParams {
     fn default() -> Self {
-        Self { n_gpu_layers: -1, use_mmap: true, vocab_only: false, cpu_only: false }
+        Self { n_gpu_layers: -1, use_mmap: true, vocab_only: false, cpu_only: false, tensor_overrides: Vec::new() }
     }
+}
+
+/// The buffer type of a registered device (or the CPU's) called `name`.
+fn buffer_type_named(name: &str) -> Result<trit_sys::ggml_backend_buffer_type_t> {
+    let mut known = Vec::new();
+    // SAFETY: the device registry is initialised by crate::init; devices and their buffer types
+    // live for the process; names are NUL-terminated static strings.
+    unsafe {
+        for i in 0..trit_sys::ggml_backend_dev_count() {
+            let buft = trit_sys::ggml_backend_dev_buffer_type(trit_sys::ggml_backend_dev_get(i));
+            if buft.is_null() {
+                continue;
+            }
+            let n = CStr::from_ptr(trit_sys::ggml_backend_buft_name(buft)).to_string_lossy().into_owned();
+            if n.eq_ignore_ascii_case(name) {
+                return Ok(buft);
+            }
+            known.push(n);
+        }
+    }
+    Err(Error::Invalid(format!("unknown buffer type '{name}' in a tensor override (available: {})", known.join(", "))))
 }
 
 /// A loaded model. Freed on drop; contexts and adapters borrow it.
@@ -68,9 +93,30 @@ impl Model {
         if params.cpu_only {
             p.devices = no_devices.as_mut_ptr();
         }
+        // NULL-terminated overrides; the patterns live until the load returns.
+        let patterns = params
+            .tensor_overrides
+            .iter()
+            .map(|(pat, _)| {
+                CString::new(pat.as_str())
+                    .map_err(|_| Error::Invalid(format!("tensor override pattern '{pat}' contains a NUL byte")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut overrides = Vec::with_capacity(patterns.len() + 1);
+        for (pat, (_, buft)) in patterns.iter().zip(&params.tensor_overrides) {
+            overrides.push(trit_sys::llama_model_tensor_buft_override {
+                pattern: pat.as_ptr(),
+                buft: buffer_type_named(buft)?,
+            });
+        }
+        overrides
+            .push(trit_sys::llama_model_tensor_buft_override { pattern: std::ptr::null(), buft: std::ptr::null_mut() });
+        if !params.tensor_overrides.is_empty() {
+            p.tensor_buft_overrides = overrides.as_ptr();
+        }
         log::take_last_error();
-        // SAFETY: cpath is a valid C string and no_devices a NULL-terminated list, both alive for
-        // the duration of the call; p is initialised.
+        // SAFETY: cpath is a valid C string, no_devices and overrides NULL-terminated lists whose
+        // patterns are alive, all for the duration of the call; p is initialised.
         let raw = unsafe { trit_sys::llama_model_load_from_file(cpath.as_ptr(), p) };
         let ptr = NonNull::new(raw)
             .ok_or_else(|| Error::ModelLoad { path: path.into(), reason: log::last_error_or("unknown error") })?;

@@ -19,6 +19,7 @@ const FLAGS: &[Flag] = &[
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
     flag(&["-ngl", "--n-gpu-layers"], Some("N"), "layers to offload (default: 99)"),
     flag(&["-fa", "--flash-attn"], Some("0|1"), "flash attention (default: 0)"),
+    common::OVERRIDE_TENSOR_FLAG,
     flag(&["-r", "--repetitions"], Some("N"), "repetitions of each test (default: 5)"),
     flag(&["-o", "--output"], Some("md|json|csv"), "output format (default: md)"),
     flag(&["--no-warmup"], None, "skip the warm-up run"),
@@ -85,6 +86,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     }
     let warmup = !p.has("--no-warmup");
     let kernel_sets = common::ternary_kernels(&p, true)?;
+    let tensor_overrides = common::tensor_overrides(&p)?;
 
     let mut records = Vec::new();
     let mut md_header_done = false;
@@ -92,8 +94,10 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         for ngl in &ngls {
             let ngl = common::parse_ngl(ngl)?;
             common::preflight(std::path::Path::new(path))?;
-            let model =
-                Model::load(std::path::Path::new(path), &ModelParams { n_gpu_layers: ngl, ..Default::default() })?;
+            let model = Model::load(
+                std::path::Path::new(path),
+                &ModelParams { n_gpu_layers: ngl, tensor_overrides: tensor_overrides.clone(), ..Default::default() },
+            )?;
             let mut tests: Vec<(usize, usize)> = prompts.iter().filter(|&&n| n > 0).map(|&n| (n, 0)).collect();
             tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
             for &t in &threads {
