@@ -9,6 +9,7 @@ use trit_sys as sys;
 
 use crate::error::{Error, Result, VkContext};
 use crate::gpu::{Allocation, Gpu};
+use crate::signature::Signature;
 
 pub(crate) const PUSH_BYTES: u32 = 128;
 /// Storage-buffer bindings in the shared set layout at most: A, B, D, plus two for kernels
@@ -163,6 +164,8 @@ pub(crate) struct Recorder {
     pub deferred: Vec<crate::fuse::Deferred>,
     /// TRIT_VULKAN_PROFILE=1: host and GPU time per kernel, printed when the backend is freed.
     prof: Option<crate::profile::Profile>,
+    /// The graph's outputs copied to host memory at its end (`outputs`).
+    outputs: crate::outputs::OutputCopies,
     /// Binding 4 of the dispatch being recorded (`dispatch5`).
     fifth: Option<Bound>,
     /// (reads, writes) of the dispatch being recorded where its bindings span more than it
@@ -173,13 +176,13 @@ pub(crate) struct Recorder {
     /// The last graph recorded, kept while its command buffers are intact.
     recorded: Option<Recorded>,
     /// A signature buffer to fill next (reused: a decode graph's is ~0.5 MB).
-    spare_sig: Vec<u64>,
+    spare_sig: Signature,
 }
 
-/// What recording one graph produced: its signature (`ffi::signature`), the chunks it
+/// What recording one graph produced: its signature (`signature::Signature`), the chunks it
 /// filled and its counts.
 struct Recorded {
-    sig: Vec<u64>,
+    sig: Signature,
     chunks: usize,
     dispatches: u64,
     barriers: u64,
@@ -217,7 +220,8 @@ impl Recorder {
             precise: None,
             last_chunks: 0,
             recorded: None,
-            spare_sig: Vec::new(),
+            spare_sig: Signature::default(),
+            outputs: Default::default(),
         })
         .map(|mut r| {
             r.prof = crate::profile::Profile::new(&r.gpu);
@@ -379,10 +383,19 @@ impl Recorder {
             && self.prof.as_ref().is_none_or(|p| !p.has_timestamps())
     }
 
-    /// If the last graph recorded had signature `sig`, submit its command buffers again
-    /// (all chunks at once) and wait: Ok(true). Ok(false): nothing done, record it.
-    pub fn replay(&mut self, sig: &[u64], t0: std::time::Instant) -> Result<bool> {
-        let Some(r) = self.recorded.as_ref().filter(|r| r.sig == sig) else { return Ok(false) };
+    /// If the last graph recorded had the signature of `graph`, submit its command buffers
+    /// again (all chunks at once) and wait: Ok(true). Ok(false): nothing done, record it.
+    pub fn replay(&mut self, graph: *mut sys::ggml_cgraph, t0: std::time::Instant) -> Result<bool> {
+        let Some(r) = self.recorded.as_ref().filter(|r| r.sig.matches(&self.gpu, graph)) else { return Ok(false) };
+        if trace() {
+            let first = t0.elapsed().as_secs_f64() * 1e6;
+            let t1 = std::time::Instant::now();
+            let again = r.sig.matches(&self.gpu, graph);
+            eprintln!(
+                "trit-vulkan trace: signature matched in {first:.1} us (again, cached: {:.1} us, {again})",
+                t1.elapsed().as_secs_f64() * 1e6
+            );
+        }
         let (chunks, dispatches, barriers) = (r.chunks, r.dispatches, r.barriers);
         self.began_at(t0);
         let submitted = std::time::Instant::now();
@@ -390,6 +403,7 @@ impl Recorder {
             self.recorded = None;
             return Err(e);
         }
+        self.outputs.publish(&self.gpu, self as *const Recorder as usize);
         self.dispatches += dispatches;
         self.barriers += barriers;
         DISPATCHES.fetch_add(dispatches, std::sync::atomic::Ordering::Relaxed);
@@ -401,19 +415,19 @@ impl Recorder {
         Ok(true)
     }
 
-    /// An empty buffer for the next signature (its allocation reused).
-    pub fn take_signature_buffer(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.spare_sig)
+    /// Plan the copies of `graph`'s outputs to host memory that `finish` records.
+    pub fn plan_outputs(&mut self, graph: *mut sys::ggml_cgraph) -> Result<()> {
+        self.outputs.plan(&self.gpu, graph)
     }
 
-    /// Give back a signature buffer that was not kept.
-    pub fn return_signature_buffer(&mut self, sig: Vec<u64>) {
-        self.spare_sig = sig;
+    /// An empty buffer for the next signature (its allocation reused).
+    pub fn take_signature_buffer(&mut self) -> Signature {
+        std::mem::take(&mut self.spare_sig)
     }
 
     /// Keep the graph just recorded and finished (`begin` .. `finish`, counts since
     /// `counts_before`) for replay under signature `sig`.
-    pub fn keep(&mut self, sig: Vec<u64>, counts_before: (u64, u64)) {
+    pub fn keep(&mut self, sig: Signature, counts_before: (u64, u64)) {
         if let Some(old) = self.recorded.take() {
             self.spare_sig = old.sig;
         }
@@ -511,10 +525,13 @@ impl Recorder {
                 &[],
                 &[],
             );
-            d.end_command_buffer(self.cmd).vk("vkEndCommandBuffer")?;
         }
+        self.outputs.record(d, self.cmd);
+        // SAFETY: as above.
+        unsafe { d.end_command_buffer(self.cmd).vk("vkEndCommandBuffer")? };
         let t0 = std::time::Instant::now();
         self.gpu.submit_and_wait(self.cmd, self.fence)?;
+        self.outputs.publish(&self.gpu, self as *const Recorder as usize);
         self.last_chunks = self.cur + 1;
         self.cur = 0;
         self.cmd = self.cmds[0];
@@ -901,6 +918,8 @@ impl Drop for Recorder {
         if let Some(s) = self.scratch.take() {
             self.gpu.free(&s);
         }
+        let me = self as *const Recorder as usize;
+        self.outputs.destroy(&self.gpu, me);
         if let Some(p) = self.prof.take() {
             p.report(&self.gpu, self.dispatches, self.barriers);
         }

@@ -418,18 +418,14 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
     // The same graph as last time (a decode step): submit what was recorded then.
     let mut sig = None;
     if rec.can_replay() {
-        let mut s = rec.take_signature_buffer();
-        crate::signature::signature(rec.gpu(), graph, &mut s);
-        if crate::dispatch::trace() {
-            eprintln!(
-                "trit-vulkan trace: signature of {} words in {:.1} us",
-                s.len(),
-                t0.elapsed().as_secs_f64() * 1e6
-            );
-        }
-        if rec.replay(&s, t0)? {
-            rec.return_signature_buffer(s);
+        if rec.replay(graph, t0)? {
             return Ok(());
+        }
+        let mut s = rec.take_signature_buffer();
+        let t = std::time::Instant::now();
+        s.build(rec.gpu(), graph);
+        if crate::dispatch::trace() {
+            eprintln!("trit-vulkan trace: signature built in {:.1} us", t.elapsed().as_secs_f64() * 1e6);
         }
         sig = Some(s);
     }
@@ -477,6 +473,10 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
                 }
             }
         }
+    }
+    if let Err(e) = rec.plan_outputs(graph) {
+        rec.abort();
+        return Err(e);
     }
     rec.finish()?;
     if let Some(sig) = sig {

@@ -88,11 +88,13 @@ pub(crate) struct Gpu {
     /// Nanoseconds per timestamp tick, when the queue has timestamps (TRIT_VULKAN_PROFILE).
     pub timestamp_period: Option<f32>,
     has_budget: bool,
-    mem_props: vk::PhysicalDeviceMemoryProperties,
+    pub(crate) mem_props: vk::PhysicalDeviceMemoryProperties,
     pub set_layout: vk::DescriptorSetLayout,
     pub pipeline_layout: vk::PipelineLayout,
     pipelines: HashMap<&'static str, vk::Pipeline>,
     pub(crate) xfer: Mutex<Transfer>,
+    /// Outputs the last graph copied to host memory (`outputs`).
+    pub(crate) outputs: Mutex<crate::outputs::Published>,
 }
 
 // SAFETY: the Vulkan handles are plain identifiers; every use that Vulkan requires to be
@@ -389,6 +391,7 @@ impl Gpu {
             pipeline_layout,
             pipelines,
             xfer: Mutex::new(xfer),
+            outputs: Mutex::new(Default::default()),
         })
     }
 
@@ -476,6 +479,7 @@ impl Gpu {
         }
         ALLOCATED.fetch_sub(a.size, Ordering::Relaxed);
         FREED.fetch_add(1, Ordering::Relaxed);
+        self.invalidate_outputs();
         a.destroy(&self.device);
     }
 
@@ -493,6 +497,7 @@ impl Gpu {
     /// Submit `cmds` in order in one submission, signalling `fence` (may be null) when all
     /// have finished; deferred transfers are the caller's business.
     pub(crate) fn submit_cmds(&self, cmds: &[vk::CommandBuffer], fence: vk::Fence) -> Result<()> {
+        self.invalidate_outputs();
         let submit = vk::SubmitInfo::default().command_buffers(cmds);
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: the queue is externally synchronised by the lock; the buffers are recorded

@@ -24,6 +24,7 @@ mod kernels {
 }
 mod matvec;
 mod ops;
+mod outputs;
 mod profile;
 mod schedule;
 mod scratch;
@@ -348,6 +349,16 @@ pub fn graph_count() -> u64 {
 /// Graphs replayed (submitted again as recorded, `dispatch::Recorder::replay`) so far.
 pub fn replay_count() -> u64 {
     dispatch::REPLAYS.load(Ordering::Relaxed)
+}
+
+/// Host reads of graph outputs served from the copies the graphs made of them (`outputs`).
+pub fn output_copy_reads() -> u64 {
+    outputs::HITS.load(Ordering::Relaxed)
+}
+
+/// Whether graphs copy their outputs to host memory (`TRIT_VULKAN_OUTPUT_COPY`, default on).
+pub fn output_copies_enabled() -> bool {
+    outputs::enabled()
 }
 
 /// Number of compute-to-compute pipeline barriers recorded so far in this process.

@@ -2,18 +2,18 @@
 //! means the same command buffers (`Recorder::replay` submits them again, which a decode
 //! step does for every token).
 //!
-//! Each node is described in full: its identity, op, type, flags, shape, strides, data
-//! address, buffer, view source and offset, and op parameters; then its sources by identity.
-//! A source that is not a node of this graph (weights, inputs, the KV cache, a tensor from an
-//! earlier split) is described in full where it is read. A source that is a node is already
-//! described as one. Also in it: the product-kernel settings, the level-order, scratch-reuse,
-//! norm-prologue, wide-norm and KV-write switches, and `gpu::FREED` (no buffer freed since, so
-//! every buffer handle recorded still names the same buffer). Tensor data is not in it: inputs
-//! that change between tokens (positions, mask, KV-cache rows) are read by the kernels.
+//! It holds each node's address and the bytes of its struct that recording reads (identity,
+//! op, type, flags, shape, strides, data address, buffer, view source and offset, op
+//! parameters and source addresses: the struct's first 256 bytes), and the same bytes of
+//! every source that is not a node of this graph (weights, inputs, the KV cache, a tensor
+//! from an earlier split), once each. Also in it: the product-kernel settings, the
+//! level-order, scratch-reuse, norm-prologue, wide-norm and KV-write switches, and
+//! `gpu::FREED` (no buffer freed since, so every buffer handle recorded still names the same
+//! buffer). Tensor data is not in it: inputs that change between tokens (positions, mask,
+//! KV-cache rows) are read by the kernels.
 //!
-//! Describing node sources by identity keeps it small: a 2B decode graph (1476 nodes) needs
-//! ~60 000 words rather than the ~300 000 of describing every source in full, and it is
-//! computed on the host before every token.
+//! It is checked on the host before every token, by comparing the structs with the kept
+//! bytes as they are read (a 2B decode graph: ~1500 nodes and ~600 other sources, ~0.5 MB).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -72,21 +72,35 @@ fn prefetch_tensor(t: *const sys::ggml_tensor) {
     let _ = t;
 }
 
-/// A tensor's full description.
-fn describe(sig: &mut Vec<u64>, t: &sys::ggml_tensor) {
-    sig.extend([t.type_ as u64, t.op as u64, t.flags as u64, t.data as u64, t.buffer as u64]);
-    sig.extend(t.ne.iter().map(|&x| x as u64));
-    sig.extend(t.nb.iter().map(|&x| x as u64));
-    sig.extend([t.view_src as u64, t.view_offs as u64]);
+/// The bytes of a tensor struct that recording depends on: `type` (its 4 bytes of padding
+/// masked), `buffer`, `ne`, `nb`, `op`, `op_params`, `flags`, `src`, `view_src`, `view_offs`
+/// and `data` are the struct's first 256 bytes (its name and `extra` follow).
+const RAW_WORDS: usize = 32;
+const _: () = assert!(std::mem::offset_of!(sys::ggml_tensor, name) == 8 * RAW_WORDS);
+const _: () = assert!(std::mem::offset_of!(sys::ggml_tensor, type_) == 0 && std::mem::size_of::<sys::ggml_type>() == 4);
+
+fn raw(t: *const sys::ggml_tensor) -> [u64; RAW_WORDS] {
+    // SAFETY: t is a live tensor struct, 8-byte aligned and longer than 256 bytes (checked
+    // above); every bit pattern is a valid u64.
+    let mut w = unsafe { std::ptr::read(t as *const [u64; RAW_WORDS]) };
+    w[0] &= 0xffff_ffff; // `type` and the padding after it
+    w
 }
 
-/// Fill `sig` with the signature of `graph` (see the module docs).
-pub(crate) fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig: &mut Vec<u64>) {
-    // SAFETY: graph is a live ggml graph for the duration of the call.
-    let n = unsafe { sys::ggml_graph_n_nodes(graph) }.max(0) as usize;
+/// A graph's signature: the switches recording depends on, its node addresses in order, its
+/// other sources (first use order, once each), and the recorded bytes of every one of them.
+#[derive(Default)]
+pub(crate) struct Signature {
+    head: Vec<u64>,
+    nodes: Vec<usize>,
+    others: Vec<usize>,
+    bytes: Vec<[u64; RAW_WORDS]>,
+}
+
+/// The switches and device limits that recording depends on, and the node count.
+fn head(gpu: &crate::gpu::Gpu, n: usize) -> [u64; 6] {
     let l = &gpu.limits;
-    sig.clear();
-    sig.extend([
+    [
         crate::gpu::FREED.load(Relaxed),
         l.fast_mv.load(Relaxed) as u64
             | (l.int_dot.load(Relaxed) as u64) << 1
@@ -103,44 +117,77 @@ pub(crate) fn signature(gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph, sig
             | (crate::matvec::KV_KERNEL.load(Relaxed) as u64) << 3
             | (crate::matvec::norm_wide() as u64) << 4,
         n as u64,
-    ]);
-    // SAFETY: i < n_nodes.
-    let ptrs: Vec<*mut sys::ggml_tensor> = (0..n).map(|i| unsafe { sys::ggml_graph_node(graph, i as i32) }).collect();
-    let mut nodes = NodeSet::new(n);
-    for &p in &ptrs {
-        nodes.insert(p as usize);
-    }
-    for (i, &t) in ptrs.iter().enumerate() {
-        // The walk is bound by cache misses on ~1500 tensor structs (after a token's other work
-        // they are out of the caches): fetch the node 16 ahead, and the sources of the node 8
-        // ahead (whose struct was fetched 8 nodes ago), while this one is described. 2B-4T
-        // decode graph on the dev VM: 139-199 us without, 100-119 with (32 / 16 ahead: no
-        // better).
-        if let Some(&ahead) = ptrs.get(i + 16) {
-            prefetch_tensor(ahead);
+    ]
+}
+
+fn node(graph: *mut sys::ggml_cgraph, i: usize) -> *const sys::ggml_tensor {
+    // SAFETY: callers pass i < n_nodes of a live graph.
+    unsafe { sys::ggml_graph_node(graph, i as i32) }
+}
+
+impl Signature {
+    /// The signature of `graph` (see the module docs).
+    pub(crate) fn build(&mut self, gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph) {
+        // SAFETY: graph is a live ggml graph for the duration of the call.
+        let n = unsafe { sys::ggml_graph_n_nodes(graph) }.max(0) as usize;
+        self.head.clear();
+        self.head.extend(head(gpu, n));
+        self.nodes.clear();
+        self.nodes.extend((0..n).map(|i| node(graph, i) as usize));
+        let mut nodes = NodeSet::new(n);
+        for &p in &self.nodes {
+            nodes.insert(p);
         }
-        if let Some(&ahead) = ptrs.get(i + 8) {
+        self.others.clear();
+        let mut others = NodeSet::new(n);
+        self.bytes.clear();
+        for &p in &self.nodes {
+            let t = p as *const sys::ggml_tensor;
+            self.bytes.push(raw(t));
             // SAFETY: a live node of the graph.
-            for &s in unsafe { &(*ahead).src } {
-                if !s.is_null() {
-                    prefetch_tensor(s);
+            for &s in unsafe { &(*t).src } {
+                let s = s as usize;
+                if s != 0 && !nodes.contains(s) && !others.contains(s) {
+                    others.insert(s);
+                    self.others.push(s);
                 }
             }
         }
-        sig.push(t as u64);
-        // SAFETY: t is a live tensor of the graph; op_params is a plain i32 array.
-        let t = unsafe { &*t };
-        describe(sig, t);
-        sig.extend(
-            t.op_params.chunks(2).map(|p| (p[0] as u32 as u64) | (p.get(1).map_or(0, |&v| v as u32 as u64) << 32)),
-        );
-        for &s in &t.src {
-            sig.push(s as u64);
-            if !s.is_null() && !nodes.contains(s as usize) {
-                // SAFETY: s is a live source tensor of a graph node.
-                describe(sig, unsafe { &*s });
+        for &s in &self.others {
+            self.bytes.push(raw(s as *const sys::ggml_tensor));
+        }
+    }
+
+    /// Whether `graph`'s signature equals this one, checked without building it: the same
+    /// switches, node addresses and recorded bytes of every node and other source. The other
+    /// sources are this signature's list: when every node's bytes (its sources among them)
+    /// and address match, the graph's list is the same.
+    pub(crate) fn matches(&self, gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph) -> bool {
+        // SAFETY: graph is a live ggml graph for the duration of the call.
+        let n = unsafe { sys::ggml_graph_n_nodes(graph) }.max(0) as usize;
+        if self.head.is_empty() || self.head[..] != head(gpu, n)[..] {
+            return false;
+        }
+        // The walk is bound by cache misses on the ~1500 node and ~600 other tensor structs
+        // (after a token's other work they are out of the caches): fetch 16 ahead.
+        for i in 0..n {
+            if i + 16 < n {
+                prefetch_tensor(node(graph, i + 16));
+            }
+            let t = node(graph, i);
+            if t as usize != self.nodes[i] || raw(t) != self.bytes[i] {
+                return false;
             }
         }
+        for (j, &s) in self.others.iter().enumerate() {
+            if let Some(&ahead) = self.others.get(j + 16) {
+                prefetch_tensor(ahead as *const sys::ggml_tensor);
+            }
+            if raw(s as *const sys::ggml_tensor) != self.bytes[n + j] {
+                return false;
+            }
+        }
+        true
     }
 }
 

@@ -31,6 +31,9 @@ pub(crate) static FILLS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static READS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SUBMITS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static HOST_NS: AtomicU64 = AtomicU64::new(0);
+/// Host nanoseconds in reads, and the part of them spent copying out of the landing buffer.
+pub(crate) static READ_NS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static READ_COPY_NS: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) struct Transfer {
     pub pool: vk::CommandPool,
@@ -224,10 +227,14 @@ impl Gpu {
             unsafe { std::ptr::copy_nonoverlapping(p.add(offset as usize), out.as_mut_ptr(), out.len()) };
             return Ok(());
         }
+        if self.read_output(src.buffer, offset, out) {
+            return Ok(());
+        }
         let t0 = Instant::now();
         READS.fetch_add(1, Ordering::Relaxed);
         let mut x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
         let r = self.read_locked(&mut x, src, offset, out);
+        READ_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         timed(t0);
         r
     }
@@ -247,8 +254,10 @@ impl Gpu {
                 // SAFETY: both buffers are live and large enough (checked by callers).
                 unsafe { d.cmd_copy_buffer(cmd, srcb, dst, &[region]) }
             })?;
+            let t = Instant::now();
             // SAFETY: the copy finished (fence waited); chunk fits the staging buffer.
             unsafe { std::ptr::copy_nonoverlapping(sp, chunk.as_mut_ptr(), chunk.len()) };
+            READ_COPY_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -299,6 +308,7 @@ impl Gpu {
         record: impl FnOnce(&ash::Device, vk::CommandBuffer),
     ) -> Result<()> {
         let d = &self.device;
+        self.invalidate_outputs();
         if !x.recording {
             begin(d, x.cmd)?;
             x.recording = true;

@@ -1515,10 +1515,14 @@ fn unchanged_graph_is_replayed() {
             });
             let mut ins = Vec::new();
             let out = build(ctx, &mut ins);
+            // A graph output, as llama.cpp flags its logits: on unmapped memory its bytes are
+            // copied to host memory at the end of the graph and reads are served from there.
+            sys::ggml_set_output(out);
             let gf = sys::ggml_new_graph(ctx);
             sys::ggml_build_forward_expand(gf, out);
             let buf = sys::ggml_backend_alloc_ctx_tensors(ctx, backend);
             assert!(!buf.is_null());
+            let n = sys::ggml_nelements(out) as usize;
             let mut outs = Vec::new();
             for round in 0..3u64 {
                 let mut rng = StdRng::seed_from_u64(100 + round);
@@ -1526,10 +1530,20 @@ fn unchanged_graph_is_replayed() {
                     fill_tensor(t, f, &mut rng);
                 }
                 assert_eq!(sys::ggml_backend_graph_compute(backend, gf), sys::GGML_STATUS_SUCCESS);
-                let mut v = vec![0f32; sys::ggml_nelements(out) as usize];
+                // A part first (the second half), then all of it.
+                let mut part = vec![0f32; n - n / 2];
+                sys::ggml_backend_tensor_get(out, part.as_mut_ptr() as *mut _, (n / 2) * 4, part.len() * 4);
+                let mut v = vec![0f32; n];
                 sys::ggml_backend_tensor_get(out, v.as_mut_ptr() as *mut _, 0, v.len() * 4);
+                assert_eq!(part[..], v[n / 2..], "round {round}: a part read after the graph");
                 outs.push(v);
             }
+            // Written after the graph: reads see the new bytes, not the graph's copy.
+            let fresh: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            sys::ggml_backend_tensor_set(out, fresh.as_ptr() as *const _, 0, n * 4);
+            let mut v = vec![0f32; n];
+            sys::ggml_backend_tensor_get(out, v.as_mut_ptr() as *mut _, 0, n * 4);
+            assert_eq!(v, fresh, "a read after a write");
             sys::ggml_backend_buffer_free(buf);
             sys::ggml_free(ctx);
             outs
@@ -1542,8 +1556,13 @@ fn unchanged_graph_is_replayed() {
     for staging in [false, true] {
         trit_vulkan::set_force_staging(staging);
         let replays = trit_vulkan::replay_count();
+        let served = trit_vulkan::output_copy_reads();
         let got = rounds(b.vk);
         assert_eq!(trit_vulkan::replay_count() - replays, 2, "rounds 2 and 3 replayed");
+        // Staged: both reads of each round (recorded and replayed) from the output copy; mapped
+        // memory is read directly.
+        let want_served = if staging && trit_vulkan::output_copies_enabled() { 6 } else { 0 };
+        assert_eq!(trit_vulkan::output_copy_reads() - served, want_served, "reads served by output copies");
         for (r, (g, w)) in got.iter().zip(&want).enumerate() {
             let e = nmse(g, w);
             println!("replay round {r}, staging {staging}: nmse={e:.3e} (bound 1e-6)");
