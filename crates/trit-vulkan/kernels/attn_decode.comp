@@ -17,6 +17,8 @@
 // a_ne = K's ne (D, n_kv, Hkv), b_ne = Q's ne (D, T, H), d_nb.xyz = out's strides for
 // (e, t, h) in floats, P0 = scale (float bits).
 #include "common.glsl"
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
 
 #define WG 256
 #define MAX_KV 3584
@@ -37,6 +39,28 @@ shared float red[WG];
 
 // x rounded to f16 (without the Float16 capability).
 float r16(float x) { return unpackHalf2x16(packHalf2x16(vec2(x, 0.0))).x; }
+
+// Workgroup-wide maximum and sum: shuffles within each subgroup, then every invocation
+// reduces the per-subgroup results in order (two barriers instead of a tree's eight).
+float wg_max(float x) {
+    for (uint m = 1; m < gl_SubgroupSize; m <<= 1) { x = max(x, subgroupShuffleXor(x, m)); }
+    if (gl_SubgroupInvocationID == 0) { red[gl_SubgroupID] = x; }
+    barrier();
+    float r = red[0];
+    for (uint i = 1; i < gl_NumSubgroups; ++i) { r = max(r, red[i]); }
+    barrier();
+    return r;
+}
+
+float wg_sum(float x) {
+    for (uint m = 1; m < gl_SubgroupSize; m <<= 1) { x += subgroupShuffleXor(x, m); }
+    if (gl_SubgroupInvocationID == 0) { red[gl_SubgroupID] = x; }
+    barrier();
+    float r = red[0];
+    for (uint i = 1; i < gl_NumSubgroups; ++i) { r += red[i]; }
+    barrier();
+    return r;
+}
 
 float dot8(uvec4 w, vec4 a, vec4 b) {
     return dot(vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)), a) + dot(vec4(unpackHalf2x16(w.z), unpackHalf2x16(w.w)), b);
@@ -80,14 +104,7 @@ void main() {
         sc[j] = x;
         mx = max(mx, x);
     }
-    red[tid] = mx;
-    barrier();
-    for (uint w = WG / 2; w > 0; w >>= 1) {
-        if (tid < w) { red[tid] = max(red[tid], red[tid + w]); }
-        barrier();
-    }
-    mx = red[0];
-    barrier();
+    mx = wg_max(mx);
 
     float sum = 0.0;
     for (uint j = tid; j < NKV; j += WG) {
@@ -96,14 +113,7 @@ void main() {
         sc[j] = e;
         sum += e;
     }
-    red[tid] = sum;
-    barrier();
-    for (uint w = WG / 2; w > 0; w >>= 1) {
-        if (tid < w) { red[tid] += red[tid + w]; }
-        barrier();
-    }
-    const float inv = 1.0 / red[0];
-    barrier();
+    const float inv = 1.0 / wg_sum(sum);
     for (uint j = tid; j < NKV; j += WG) {
         const float e = sc[j];
         sc[j] = e == 0.0 ? 0.0 : r16(e * inv);

@@ -388,13 +388,7 @@ impl Recorder {
     pub fn replay(&mut self, graph: *mut sys::ggml_cgraph, t0: std::time::Instant) -> Result<bool> {
         let Some(r) = self.recorded.as_ref().filter(|r| r.sig.matches(&self.gpu, graph)) else { return Ok(false) };
         if trace() {
-            let first = t0.elapsed().as_secs_f64() * 1e6;
-            let t1 = std::time::Instant::now();
-            let again = r.sig.matches(&self.gpu, graph);
-            eprintln!(
-                "trit-vulkan trace: signature matched in {first:.1} us (again, cached: {:.1} us, {again})",
-                t1.elapsed().as_secs_f64() * 1e6
-            );
+            eprintln!("trit-vulkan trace: signature matched in {:.1} us", t0.elapsed().as_secs_f64() * 1e6);
         }
         let (chunks, dispatches, barriers) = (r.chunks, r.dispatches, r.barriers);
         self.began_at(t0);
