@@ -223,3 +223,30 @@ pub fn load_adapters<'m>(model: &'m Model, reqs: &[(PathBuf, f32)]) -> Result<(V
     }
     Ok((adapters, scales))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Parsed {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        crate::args::parse("x", MODEL_FLAGS, &args).unwrap()
+    }
+
+    #[test]
+    fn tensor_overrides_parse_like_llama_cpp() {
+        let p = parsed(&["-ot", "token_embd=TritVulkan0;blk\\.0\\..*=CPU", "--override-tensor", "output=CPU"]);
+        assert_eq!(
+            tensor_overrides(&p).unwrap(),
+            vec![
+                ("token_embd".to_string(), "TritVulkan0".to_string()),
+                ("blk\\.0\\..*".to_string(), "CPU".to_string()),
+                ("output".to_string(), "CPU".to_string()),
+            ]
+        );
+        assert!(tensor_overrides(&parsed(&[])).unwrap().is_empty());
+        for bad in ["token_embd", "=CPU", "token_embd="] {
+            assert!(tensor_overrides(&parsed(&["-ot", bad])).is_err(), "{bad}");
+        }
+    }
+}

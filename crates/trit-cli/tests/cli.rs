@@ -173,6 +173,11 @@ fn bad_inputs_are_reported_not_crashed() {
         (&["run", "-m", m, "--lora", "/nonexistent-adapter.gguf", "-p", "x", "-no-cnv"], "no such file"),
         (&["run", "-m", m, "--lora-scaled", "x.gguf", "-p", "x"], "FNAME:SCALE"),
         (&["run", "-m", m, "-c", "notanumber"], "invalid value"),
+        (
+            &["run", "-m", m, "-ot", "token_embd=NoSuchDevice", "-p", "x", "-no-cnv"],
+            "unknown buffer type 'NoSuchDevice'",
+        ),
+        (&["bench", "-m", m, "-ot", "token_embd", "-r", "1"], "expected PATTERN=BUFFER_TYPE"),
         (&["convert", "/nonexistent-dir", "-o", never.to_str().unwrap()], "nonexistent-dir"),
     ];
     for (args, want) in cases {
@@ -182,4 +187,7 @@ fn bad_inputs_are_reported_not_crashed() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
     assert!(!never.exists(), "failed conversion leaves no file");
+    // A valid override loads and runs.
+    let out = run(&["run", "-m", m, "-ot", "token_embd=CPU", "-p", "x", "-n", "1", "-no-cnv"]);
+    assert_eq!(out.status.code(), Some(0), "-ot token_embd=CPU: {}", String::from_utf8_lossy(&out.stderr));
 }
