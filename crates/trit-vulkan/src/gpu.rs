@@ -143,6 +143,79 @@ pub(crate) static FREED: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 pub(crate) static ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub(crate) static PEAK_ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A physical device trit's kernels can run on: its index, handle, properties, compute queue
+/// family, and whether that queue has timestamps.
+type Candidate = (usize, vk::PhysicalDevice, vk::PhysicalDeviceProperties, u32, bool);
+
+/// The device to use: `TRIT_VULKAN_DEVICE=N`, else the best-ranked usable one (discrete >
+/// integrated > virtual > CPU).
+fn choose(instance: &ash::Instance) -> Result<Candidate> {
+    // SAFETY: plain queries on a live instance.
+    let pdevs = unsafe { instance.enumerate_physical_devices() }.vk("vkEnumeratePhysicalDevices")?;
+    let mut candidates = Vec::new();
+    for (i, &pd) in pdevs.iter().enumerate() {
+        // SAFETY: pd comes from enumerate_physical_devices.
+        let props = unsafe { instance.get_physical_device_properties(pd) };
+        if props.api_version < vk::API_VERSION_1_1 {
+            continue;
+        }
+        let mut f16 = vk::PhysicalDevice16BitStorageFeatures::default();
+        let mut f2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut f16);
+        // SAFETY: as above; the chain lives on the stack for the call.
+        unsafe { instance.get_physical_device_features2(pd, &mut f2) };
+        if f16.storage_buffer16_bit_access == vk::FALSE {
+            continue;
+        }
+        // SAFETY: as above.
+        let qf = unsafe { instance.get_physical_device_queue_family_properties(pd) };
+        let Some(q) = qf.iter().position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE)) else {
+            continue;
+        };
+        let ts = qf[q].timestamp_valid_bits > 0 && props.limits.timestamp_compute_and_graphics == vk::TRUE;
+        candidates.push((i, pd, props, q as u32, ts));
+    }
+    let chosen = match env_u64("TRIT_VULKAN_DEVICE") {
+        Some(n) => candidates.iter().find(|c| c.0 as u64 == n).ok_or_else(|| {
+            Error::NoDevice(format!(
+                "TRIT_VULKAN_DEVICE={n}, but there are {} devices (usable: {:?})",
+                pdevs.len(),
+                candidates.iter().map(|c| c.0).collect::<Vec<_>>()
+            ))
+        })?,
+        None => candidates.iter().min_by_key(|c| (rank(c.2.device_type), c.0)).ok_or_else(|| {
+            Error::NoDevice(format!(
+                "{} physical devices, none with Vulkan 1.1, 16-bit storage and a compute queue",
+                pdevs.len()
+            ))
+        })?,
+    };
+    Ok(*chosen)
+}
+
+/// Which device [`Gpu::new`] would pick, without creating it (no logical device, no
+/// pipelines): whether it is a CPU implementation of Vulkan, and its name. Registration asks
+/// first, so a machine whose only Vulkan device is lavapipe does not compile every kernel
+/// for a device it will not use (~5 s per process on a 2-core VM).
+pub(crate) fn probe() -> Result<(bool, String)> {
+    // SAFETY: as in `Gpu::new`.
+    let entry = match std::env::var_os("TRIT_VULKAN_LOADER") {
+        Some(path) => unsafe { ash::Entry::load_from(&path) }.map_err(|e| Error::NoLoader(e.to_string())),
+        None => unsafe { ash::Entry::load() }.map_err(|e| Error::NoLoader(e.to_string())),
+    }?;
+    let app = vk::ApplicationInfo::default().application_name(c"trit").api_version(vk::API_VERSION_1_1);
+    // SAFETY: valid create info; destroyed below.
+    let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }
+        .map_err(|e| Error::NoDevice(format!("vkCreateInstance failed: {e}")))?;
+    let r = choose(&instance).map(|c| {
+        // SAFETY: device_name is a NUL-terminated array filled by the driver.
+        let name = unsafe { CStr::from_ptr(c.2.device_name.as_ptr()) }.to_string_lossy().into_owned();
+        (c.2.device_type == vk::PhysicalDeviceType::CPU, name)
+    });
+    // SAFETY: nothing was created from the instance.
+    unsafe { instance.destroy_instance(None) };
+    r
+}
+
 impl Gpu {
     pub fn new() -> Result<Gpu> {
         // SAFETY: loading libvulkan runs its initialisers; it is the documented way to use
@@ -171,46 +244,8 @@ impl Gpu {
     }
 
     fn with_instance(entry: ash::Entry, instance: ash::Instance) -> Result<Gpu> {
-        // SAFETY: plain queries on a live instance.
-        let pdevs = unsafe { instance.enumerate_physical_devices() }.vk("vkEnumeratePhysicalDevices")?;
-        let mut candidates = Vec::new();
-        for (i, &pd) in pdevs.iter().enumerate() {
-            // SAFETY: pd comes from enumerate_physical_devices.
-            let props = unsafe { instance.get_physical_device_properties(pd) };
-            if props.api_version < vk::API_VERSION_1_1 {
-                continue;
-            }
-            let mut f16 = vk::PhysicalDevice16BitStorageFeatures::default();
-            let mut f2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut f16);
-            // SAFETY: as above; the chain lives on the stack for the call.
-            unsafe { instance.get_physical_device_features2(pd, &mut f2) };
-            if f16.storage_buffer16_bit_access == vk::FALSE {
-                continue;
-            }
-            // SAFETY: as above.
-            let qf = unsafe { instance.get_physical_device_queue_family_properties(pd) };
-            let Some(q) = qf.iter().position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE)) else {
-                continue;
-            };
-            let ts = qf[q].timestamp_valid_bits > 0 && props.limits.timestamp_compute_and_graphics == vk::TRUE;
-            candidates.push((i, pd, props, q as u32, ts));
-        }
-        let chosen = match env_u64("TRIT_VULKAN_DEVICE") {
-            Some(n) => candidates.iter().find(|c| c.0 as u64 == n).ok_or_else(|| {
-                Error::NoDevice(format!(
-                    "TRIT_VULKAN_DEVICE={n}, but there are {} devices (usable: {:?})",
-                    pdevs.len(),
-                    candidates.iter().map(|c| c.0).collect::<Vec<_>>()
-                ))
-            })?,
-            None => candidates.iter().min_by_key(|c| (rank(c.2.device_type), c.0)).ok_or_else(|| {
-                Error::NoDevice(format!(
-                    "{} physical devices, none with Vulkan 1.1, 16-bit storage and a compute queue",
-                    pdevs.len()
-                ))
-            })?,
-        };
-        let (index, pdev, props, queue_family, has_ts) = *chosen;
+        let chosen = choose(&instance)?;
+        let (index, pdev, props, queue_family, has_ts) = chosen;
         // SAFETY: device_name is a NUL-terminated array filled by the driver.
         let name = unsafe { CStr::from_ptr(props.device_name.as_ptr()) }.to_owned();
 

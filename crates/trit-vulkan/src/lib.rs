@@ -67,6 +67,14 @@ pub fn registered() -> bool {
 pub fn register_with(allow_cpu: bool) -> Result<String> {
     REGISTERED
         .get_or_init(|| {
+            // Ask which device it would be before creating it (compiling every kernel).
+            if !allow_cpu && ffi::gpu().is_none() {
+                if let Ok((true, name)) = gpu::probe() {
+                    return Err(format!(
+                        "no Vulkan GPU: only a CPU implementation of Vulkan ({name}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)"
+                    ));
+                }
+            }
             let reg = ffi::backend_reg()?;
             if !allow_cpu && ffi::gpu().is_some_and(|g| g.is_cpu) {
                 return Err(format!(
