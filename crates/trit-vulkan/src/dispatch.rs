@@ -410,8 +410,8 @@ impl Recorder {
     }
 
     /// Plan the copies of `graph`'s outputs to host memory that `finish` records.
-    pub fn plan_outputs(&mut self, graph: *mut sys::ggml_cgraph) -> Result<()> {
-        self.outputs.plan(&self.gpu, graph)
+    pub fn plan_outputs(&mut self, graph: *mut sys::ggml_cgraph) {
+        self.outputs.plan(&self.gpu, graph);
     }
 
     /// An empty buffer for the next signature (its allocation reused).

@@ -474,10 +474,7 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
             }
         }
     }
-    if let Err(e) = rec.plan_outputs(graph) {
-        rec.abort();
-        return Err(e);
-    }
+    rec.plan_outputs(graph);
     rec.finish()?;
     if let Some(sig) = sig {
         rec.keep(sig, counts);

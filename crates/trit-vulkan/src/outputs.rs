@@ -13,7 +13,6 @@
 use ash::vk;
 use trit_sys as sys;
 
-use crate::error::Result;
 use crate::gpu::{Allocation, Gpu};
 
 /// At most this many bytes of outputs per graph are copied (a decode step's logits are
@@ -57,10 +56,10 @@ pub(crate) struct OutputCopies {
 impl OutputCopies {
     /// Plan the copies of `graph`'s output nodes (none when they are in mapped memory, too
     /// large, or the device has no host-cached memory), growing the landing buffer as needed.
-    pub fn plan(&mut self, gpu: &Gpu, graph: *mut sys::ggml_cgraph) -> Result<()> {
+    pub fn plan(&mut self, gpu: &Gpu, graph: *mut sys::ggml_cgraph) {
         self.copies.clear();
         if !enabled() {
-            return Ok(());
+            return;
         }
         // SAFETY: graph is live for the call; i < n_nodes.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) };
@@ -85,7 +84,7 @@ impl OutputCopies {
             at += len.next_multiple_of(256);
         }
         if self.copies.is_empty() {
-            return Ok(());
+            return;
         }
         if self.host.as_ref().is_none_or(|h| h.size < at) {
             gpu.invalidate_outputs();
@@ -112,7 +111,6 @@ impl OutputCopies {
         if self.host.is_none() {
             self.copies.clear();
         }
-        Ok(())
     }
 
     /// Record the planned copies into `cmd`, after a barrier that ended the graph's compute
