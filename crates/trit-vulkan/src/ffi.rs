@@ -57,8 +57,15 @@ fn state() -> Option<&'static Registered> {
 
 /// The registry, creating the device on first use. Err carries why there is no device.
 pub(crate) fn backend_reg() -> Result<sys::ggml_backend_reg_t, String> {
+    backend_reg_with(Gpu::new)
+}
+
+/// As [`backend_reg`], with `make` creating the device if it does not exist yet.
+pub(crate) fn backend_reg_with(
+    make: impl FnOnce() -> crate::error::Result<Gpu>,
+) -> Result<sys::ggml_backend_reg_t, String> {
     let st = STATE.get_or_init(|| {
-        let gpu = Arc::new(Gpu::new().map_err(|e| e.to_string())?);
+        let gpu = Arc::new(make().map_err(|e| e.to_string())?);
         let buft = Box::into_raw(Box::new(sys::ggml_backend_buffer_type {
             iface: sys::ggml_backend_buffer_type_i {
                 get_name: Some(buft_get_name),

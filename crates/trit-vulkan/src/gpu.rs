@@ -192,32 +192,19 @@ fn choose(instance: &ash::Instance) -> Result<Candidate> {
     Ok(*chosen)
 }
 
-/// Which device [`Gpu::new`] would pick, without creating it (no logical device, no
-/// pipelines): whether it is a CPU implementation of Vulkan, and its name. Registration asks
-/// first, so a machine whose only Vulkan device is lavapipe does not compile every kernel
-/// for a device it will not use (~5 s per process on a 2-core VM).
-pub(crate) fn probe() -> Result<(bool, String)> {
-    // SAFETY: as in `Gpu::new`.
-    let entry = match std::env::var_os("TRIT_VULKAN_LOADER") {
-        Some(path) => unsafe { ash::Entry::load_from(&path) }.map_err(|e| Error::NoLoader(e.to_string())),
-        None => unsafe { ash::Entry::load() }.map_err(|e| Error::NoLoader(e.to_string())),
-    }?;
-    let app = vk::ApplicationInfo::default().application_name(c"trit").api_version(vk::API_VERSION_1_1);
-    // SAFETY: valid create info; destroyed below.
-    let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }
-        .map_err(|e| Error::NoDevice(format!("vkCreateInstance failed: {e}")))?;
-    let r = choose(&instance).map(|c| {
-        // SAFETY: device_name is a NUL-terminated array filled by the driver.
-        let name = unsafe { CStr::from_ptr(c.2.device_name.as_ptr()) }.to_string_lossy().into_owned();
-        (c.2.device_type == vk::PhysicalDeviceType::CPU, name)
-    });
-    // SAFETY: nothing was created from the instance.
-    unsafe { instance.destroy_instance(None) };
-    r
+/// The device [`Gpu::new`] uses, chosen but not created yet (an instance, no logical device,
+/// no pipelines). Registration looks at it first, so a machine whose only Vulkan device is
+/// lavapipe does not compile every kernel for a device it will not use (~5 s per process on
+/// a 2-core VM), and creates the device from the same instance otherwise. Dropped unused, it
+/// destroys its instance.
+pub(crate) struct Chosen {
+    entry: ash::Entry,
+    instance: Option<ash::Instance>,
+    dev: Candidate,
 }
 
-impl Gpu {
-    pub fn new() -> Result<Gpu> {
+impl Chosen {
+    pub(crate) fn open() -> Result<Chosen> {
         // SAFETY: loading libvulkan runs its initialisers; it is the documented way to use
         // the `loaded` feature and fails cleanly when there is no loader. TRIT_VULKAN_LOADER
         // names another loader library (tests point it at a missing file).
@@ -230,10 +217,33 @@ impl Gpu {
             .engine_name(c"trit-vulkan")
             .api_version(vk::API_VERSION_1_1);
         let ici = vk::InstanceCreateInfo::default().application_info(&app);
-        // SAFETY: valid create info; the instance is destroyed in Drop.
+        // SAFETY: valid create info; destroyed by the Gpu made from it, or by Drop.
         let instance = unsafe { entry.create_instance(&ici, None) }
             .map_err(|e| Error::NoDevice(format!("vkCreateInstance failed: {e}")))?;
-        match Self::with_instance(entry, instance.clone()) {
+        match choose(&instance) {
+            Ok(dev) => Ok(Chosen { entry, instance: Some(instance), dev }),
+            Err(e) => {
+                // SAFETY: nothing was created from the instance.
+                unsafe { instance.destroy_instance(None) };
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether it is a CPU implementation of Vulkan (lavapipe).
+    pub(crate) fn is_cpu(&self) -> bool {
+        self.dev.2.device_type == vk::PhysicalDeviceType::CPU
+    }
+
+    pub(crate) fn name(&self) -> String {
+        // SAFETY: device_name is a NUL-terminated array filled by the driver.
+        unsafe { CStr::from_ptr(self.dev.2.device_name.as_ptr()) }.to_string_lossy().into_owned()
+    }
+
+    /// Create the device, its queues and pipelines.
+    pub(crate) fn into_gpu(mut self) -> Result<Gpu> {
+        let instance = self.instance.take().expect("a Chosen holds its instance until here");
+        match Gpu::with_instance(self.entry.clone(), instance.clone(), self.dev) {
             Ok(g) => Ok(g),
             Err(e) => {
                 // SAFETY: nothing created from the instance survives a failed setup.
@@ -242,9 +252,23 @@ impl Gpu {
             }
         }
     }
+}
 
-    fn with_instance(entry: ash::Entry, instance: ash::Instance) -> Result<Gpu> {
-        let chosen = choose(&instance)?;
+impl Drop for Chosen {
+    fn drop(&mut self) {
+        if let Some(i) = self.instance.take() {
+            // SAFETY: unused: nothing was created from the instance.
+            unsafe { i.destroy_instance(None) };
+        }
+    }
+}
+
+impl Gpu {
+    pub fn new() -> Result<Gpu> {
+        Chosen::open()?.into_gpu()
+    }
+
+    fn with_instance(entry: ash::Entry, instance: ash::Instance, chosen: Candidate) -> Result<Gpu> {
         let (index, pdev, props, queue_family, has_ts) = chosen;
         // SAFETY: device_name is a NUL-terminated array filled by the driver.
         let name = unsafe { CStr::from_ptr(props.device_name.as_ptr()) }.to_owned();

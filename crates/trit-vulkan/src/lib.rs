@@ -67,15 +67,19 @@ pub fn registered() -> bool {
 pub fn register_with(allow_cpu: bool) -> Result<String> {
     REGISTERED
         .get_or_init(|| {
-            // Ask which device it would be before creating it (compiling every kernel).
-            if !allow_cpu && ffi::gpu().is_none() {
-                if let Ok((true, name)) = gpu::probe() {
+            // Which device it would be, before creating it (compiling every kernel).
+            let reg = if ffi::gpu().is_none() {
+                let chosen = gpu::Chosen::open().map_err(|e| e.to_string())?;
+                if !allow_cpu && chosen.is_cpu() {
                     return Err(format!(
-                        "no Vulkan GPU: only a CPU implementation of Vulkan ({name}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)"
+                        "no Vulkan GPU: only a CPU implementation of Vulkan ({}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
+                        chosen.name()
                     ));
                 }
-            }
-            let reg = ffi::backend_reg()?;
+                ffi::backend_reg_with(move || chosen.into_gpu())?
+            } else {
+                ffi::backend_reg()?
+            };
             if !allow_cpu && ffi::gpu().is_some_and(|g| g.is_cpu) {
                 return Err(format!(
                     "no Vulkan GPU: only a CPU implementation of Vulkan ({}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
