@@ -642,6 +642,29 @@ pub(crate) fn command_objects(
 }
 
 impl Allocation {
+    /// A mapped buffer of `size` bytes in host-cached memory (fast for the CPU to read), or
+    /// None where the device has no such memory or it cannot be had.
+    pub(crate) fn host_cached(
+        device: &ash::Device,
+        mem: &vk::PhysicalDeviceMemoryProperties,
+        size: u64,
+    ) -> Option<Allocation> {
+        let cached = vk::MemoryPropertyFlags::HOST_VISIBLE
+            | vk::MemoryPropertyFlags::HOST_COHERENT
+            | vk::MemoryPropertyFlags::HOST_CACHED;
+        if !mem.memory_types[..mem.memory_type_count as usize].iter().any(|t| t.property_flags.contains(cached)) {
+            return None;
+        }
+        match Allocation::new(device, mem, size, cached, true, true) {
+            Ok(a) if a.mapped.is_some() => Some(a),
+            Ok(a) => {
+                a.destroy(device);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     pub(crate) fn new(
         device: &ash::Device,
         mem: &vk::PhysicalDeviceMemoryProperties,

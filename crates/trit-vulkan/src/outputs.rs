@@ -91,22 +91,7 @@ impl OutputCopies {
             if let Some(h) = self.host.take() {
                 h.destroy(&gpu.device);
             }
-            let cached = vk::MemoryPropertyFlags::HOST_VISIBLE
-                | vk::MemoryPropertyFlags::HOST_COHERENT
-                | vk::MemoryPropertyFlags::HOST_CACHED;
-            let has_cached = gpu.mem_props.memory_types[..gpu.mem_props.memory_type_count as usize]
-                .iter()
-                .any(|t| t.property_flags.contains(cached));
-            let host = if has_cached {
-                Allocation::new(&gpu.device, &gpu.mem_props, at.next_power_of_two(), cached, true, true).ok()
-            } else {
-                None
-            };
-            match host {
-                Some(h) if h.mapped.is_some() => self.host = Some(h),
-                Some(h) => h.destroy(&gpu.device),
-                None => {}
-            }
+            self.host = Allocation::host_cached(&gpu.device, &gpu.mem_props, at.next_power_of_two());
         }
         if self.host.is_none() {
             self.copies.clear();

@@ -63,23 +63,7 @@ impl Transfer {
             true,
             true,
         )?;
-        let cached = vk::MemoryPropertyFlags::HOST_VISIBLE
-            | vk::MemoryPropertyFlags::HOST_COHERENT
-            | vk::MemoryPropertyFlags::HOST_CACHED;
-        let has_cached =
-            mem.memory_types[..mem.memory_type_count as usize].iter().any(|t| t.property_flags.contains(cached));
-        let readback = if has_cached {
-            match Allocation::new(device, mem, STAGING_BYTES, cached, true, true) {
-                Ok(a) if a.mapped.is_some() => Some(a),
-                Ok(a) => {
-                    a.destroy(device);
-                    None
-                }
-                Err(_) => None,
-            }
-        } else {
-            None
-        };
+        let readback = Allocation::host_cached(device, mem, STAGING_BYTES);
         let (pool, cmd, fence) = match command_objects(device, family) {
             Ok(c) => c,
             Err(e) => {
