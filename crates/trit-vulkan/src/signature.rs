@@ -91,7 +91,8 @@ fn raw(t: *const sys::ggml_tensor) -> [u64; RAW_WORDS] {
 /// other sources (first use order, once each), and the recorded bytes of every one of them.
 #[derive(Default)]
 pub(crate) struct Signature {
-    head: Vec<u64>,
+    /// None until built: matches nothing.
+    head: Option<[u64; 6]>,
     nodes: Vec<usize>,
     others: Vec<usize>,
     bytes: Vec<[u64; RAW_WORDS]>,
@@ -130,8 +131,7 @@ impl Signature {
     pub(crate) fn build(&mut self, gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph) {
         // SAFETY: graph is a live ggml graph for the duration of the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) }.max(0) as usize;
-        self.head.clear();
-        self.head.extend(head(gpu, n));
+        self.head = Some(head(gpu, n));
         self.nodes.clear();
         self.nodes.extend((0..n).map(|i| node(graph, i) as usize));
         let mut nodes = NodeSet::new(n);
@@ -165,7 +165,7 @@ impl Signature {
     pub(crate) fn matches(&self, gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph) -> bool {
         // SAFETY: graph is a live ggml graph for the duration of the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) }.max(0) as usize;
-        if self.head.is_empty() || self.head[..] != head(gpu, n)[..] {
+        if self.head != Some(head(gpu, n)) {
             return false;
         }
         // The walk is bound by cache misses on the ~1500 node and ~600 other tensor structs
