@@ -386,7 +386,10 @@ impl Recorder {
     /// If the last graph recorded had the signature of `graph`, submit its command buffers
     /// again (all chunks at once) and wait: Ok(true). Ok(false): nothing done, record it.
     pub fn replay(&mut self, graph: *mut sys::ggml_cgraph, t0: std::time::Instant) -> Result<bool> {
-        let Some(r) = self.recorded.as_ref().filter(|r| r.sig.matches(&self.gpu, graph)) else { return Ok(false) };
+        let Some(r) = self.recorded.as_mut() else { return Ok(false) };
+        if !r.sig.matches(&self.gpu, graph) {
+            return Ok(false);
+        }
         if trace() {
             eprintln!("trit-vulkan trace: signature matched in {:.1} us", t0.elapsed().as_secs_f64() * 1e6);
         }

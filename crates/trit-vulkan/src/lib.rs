@@ -363,6 +363,12 @@ pub fn replay_count() -> u64 {
     dispatch::REPLAYS.load(Ordering::Relaxed)
 }
 
+/// Replays whose graph was known unchanged from ggml's scheduler (the same split of the same
+/// graph) rather than by comparing its tensor structs (`signature`).
+pub fn same_split_replay_count() -> u64 {
+    signature::SAME_SPLIT.load(Ordering::Relaxed)
+}
+
 /// Host reads of graph outputs served from the copies the graphs made of them (`outputs`).
 pub fn output_copy_reads() -> u64 {
     outputs::HITS.load(Ordering::Relaxed)

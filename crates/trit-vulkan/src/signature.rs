@@ -13,7 +13,13 @@
 //! KV-cache rows) are read by the kernels.
 //!
 //! It is checked on the host before every token, by comparing the structs with the kept
-//! bytes as they are read (a 2B decode graph: ~1500 nodes and ~600 other sources, ~0.5 MB).
+//! bytes as they are read (a 2B decode graph: ~1500 nodes and ~600 other sources, ~0.5 MB),
+//! unless ggml's scheduler says the graph is the split it computed last time, unchanged:
+//! `ggml_backend_sched_split_epoch` (our patch 0011) names the scheduler's current split of
+//! its graph while it computes one, and a scheduler splits again whenever the graph may have
+//! changed (a new graph, a reset, a new allocation). llama.cpp computes the same split for
+//! every decode token while it reuses its graph, so then only the switches are compared.
+//! `TRIT_VULKAN_SPLIT_EPOCH=0` always compares the structs.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -93,6 +99,9 @@ fn raw(t: *const sys::ggml_tensor) -> [u64; RAW_WORDS] {
 pub(crate) struct Signature {
     /// None until built: matches nothing.
     head: Option<[u64; 6]>,
+    /// The scheduler split (epoch, graph address) the structs were last compared or built
+    /// under; epoch 0: none.
+    split: (u64, usize),
     nodes: Vec<usize>,
     others: Vec<usize>,
     bytes: Vec<[u64; RAW_WORDS]>,
@@ -121,6 +130,26 @@ fn head(gpu: &crate::gpu::Gpu, n: usize) -> [u64; 6] {
     ]
 }
 
+/// Graphs that matched their signature by the scheduler's split epoch (tests, profile).
+pub(crate) static SAME_SPLIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether the scheduler's split epoch may stand in for comparing the structs
+/// (`TRIT_VULKAN_SPLIT_EPOCH=0`: never).
+pub(crate) fn split_epoch_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRIT_VULKAN_SPLIT_EPOCH").map_or(true, |v| v != "0"))
+}
+
+/// The epoch of the scheduler split being computed on this thread; 0 outside one (or when
+/// turned off).
+fn split_epoch() -> u64 {
+    if !split_epoch_enabled() {
+        return 0;
+    }
+    // SAFETY: reads a thread-local of ggml's scheduler; no arguments.
+    unsafe { sys::ggml_backend_sched_split_epoch() }
+}
+
 fn node(graph: *mut sys::ggml_cgraph, i: usize) -> *const sys::ggml_tensor {
     // SAFETY: callers pass i < n_nodes of a live graph.
     unsafe { sys::ggml_graph_node(graph, i as i32) }
@@ -132,6 +161,7 @@ impl Signature {
         // SAFETY: graph is a live ggml graph for the duration of the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) }.max(0) as usize;
         self.head = Some(head(gpu, n));
+        self.split = (split_epoch(), graph as usize);
         self.nodes.clear();
         self.nodes.extend((0..n).map(|i| node(graph, i) as usize));
         let mut nodes = NodeSet::new(n);
@@ -158,16 +188,28 @@ impl Signature {
         }
     }
 
-    /// Whether `graph`'s signature equals this one, checked without building it: the same
-    /// switches, node addresses and recorded bytes of every node and other source. The other
+    /// Whether `graph`'s signature equals this one: the same switches, and either the same
+    /// scheduler split (see the module docs) or, compared without building a signature, the
+    /// same node addresses and recorded bytes of every node and other source. The other
     /// sources are this signature's list: when every node's bytes (its sources among them)
     /// and address match, the graph's list is the same.
-    pub(crate) fn matches(&self, gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph) -> bool {
+    pub(crate) fn matches(&mut self, gpu: &crate::gpu::Gpu, graph: *mut sys::ggml_cgraph) -> bool {
         // SAFETY: graph is a live ggml graph for the duration of the call.
         let n = unsafe { sys::ggml_graph_n_nodes(graph) }.max(0) as usize;
         if self.head != Some(head(gpu, n)) {
             return false;
         }
+        let split = (split_epoch(), graph as usize);
+        if split.0 != 0 && split == self.split {
+            SAME_SPLIT.fetch_add(1, Relaxed);
+            return true;
+        }
+        let same = self.structs_match(graph, n);
+        self.split = if same { split } else { (0, 0) };
+        same
+    }
+
+    fn structs_match(&self, graph: *mut sys::ggml_cgraph, n: usize) -> bool {
         // The walk is bound by cache misses on the ~1500 node and ~600 other tensor structs
         // (after a token's other work they are out of the caches): fetch 16 ahead.
         for i in 0..n {

@@ -1556,9 +1556,12 @@ fn unchanged_graph_is_replayed() {
     for staging in [false, true] {
         trit_vulkan::set_force_staging(staging);
         let replays = trit_vulkan::replay_count();
+        let by_split = trit_vulkan::same_split_replay_count();
         let served = trit_vulkan::output_copy_reads();
         let got = rounds(b.vk);
         assert_eq!(trit_vulkan::replay_count() - replays, 2, "rounds 2 and 3 replayed");
+        // Computed without ggml's scheduler: every replay compared the tensor structs.
+        assert_eq!(trit_vulkan::same_split_replay_count(), by_split, "replayed by a scheduler split outside one");
         // Staged: both reads of each round (recorded and replayed) from the output copy; mapped
         // memory is read directly.
         let want_served = if staging && trit_vulkan::output_copies_enabled() { 6 } else { 0 };
@@ -1574,6 +1577,113 @@ fn unchanged_graph_is_replayed() {
     let replays = trit_vulkan::replay_count();
     check(&b, "replay: a new graph is recorded", &|ctx, ins| build(ctx, ins), 1e-6);
     assert_eq!(trit_vulkan::replay_count(), replays);
+}
+
+/// The graph of one scheduler split on Vulkan, `out = a + b` or `a * b` (a and b inputs, so
+/// the scheduler keeps them on the CPU and copies them in), built in `mem`: a graph built
+/// again there has the same tensor addresses.
+///
+/// # Safety
+/// `mem` outlives the returned context, which the caller frees.
+unsafe fn split_graph_in(
+    mem: &mut [u8],
+    sched: sys::ggml_backend_sched_t,
+    vk: sys::ggml_backend_t,
+    n: usize,
+    mul: bool,
+) -> (*mut sys::ggml_context, *mut sys::ggml_cgraph, [*mut sys::ggml_tensor; 3]) {
+    unsafe {
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: mem.len(),
+            mem_buffer: mem.as_mut_ptr() as *mut _,
+            no_alloc: true,
+        });
+        let a = sys::ggml_new_tensor_1d(ctx, F32, n as i64);
+        let b = sys::ggml_new_tensor_1d(ctx, F32, n as i64);
+        sys::ggml_set_input(a);
+        sys::ggml_set_input(b);
+        let out = if mul { sys::ggml_mul(ctx, a, b) } else { sys::ggml_add(ctx, a, b) };
+        sys::ggml_set_output(out);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, out);
+        sys::ggml_backend_sched_set_tensor_backend(sched, out, vk);
+        (ctx, gf, [a, b, out])
+    }
+}
+
+/// llama.cpp computes the same scheduler split for every decode token while it reuses its
+/// graph; the scheduler's split epoch (patch 0011) then says the graph is unchanged and the
+/// tensor structs are not compared. A graph rebuilt at the same addresses with another op is
+/// split again (new epoch), compared, and recorded anew — not replayed — and the same graph
+/// rebuilt is compared and replayed. Every round's result is checked exactly.
+#[test]
+fn replay_by_scheduler_split() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let Some((_g, b)) = setup() else { return };
+    let n = 1000usize;
+    // SAFETY: standard ggml usage; the contexts live in `mem`, freed before it.
+    unsafe {
+        let mut mem = vec![0u8; 16 * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead()];
+        let mut backends = [b.vk, b.cpu];
+        let sched = sys::ggml_backend_sched_new(backends.as_mut_ptr(), std::ptr::null_mut(), 2, 64, false, false);
+        let round = |gf: *mut sys::ggml_cgraph, t: [*mut sys::ggml_tensor; 3], mul: bool, seed: u64| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let x: [Vec<f32>; 2] = std::array::from_fn(|_| (0..n).map(|_| rng.gen_range(-4.0f32..4.0)).collect());
+            for (tensor, v) in t.iter().zip(&x) {
+                sys::ggml_backend_tensor_set(*tensor, v.as_ptr() as *const _, 0, n * 4);
+            }
+            assert_eq!(sys::ggml_backend_sched_graph_compute(sched, gf), sys::GGML_STATUS_SUCCESS);
+            let mut got = vec![0f32; n];
+            sys::ggml_backend_tensor_get(t[2], got.as_mut_ptr() as *mut _, 0, n * 4);
+            for i in 0..n {
+                let want = if mul { x[0][i] * x[1][i] } else { x[0][i] + x[1][i] };
+                assert_eq!(got[i], want, "seed {seed}, element {i} (mul: {mul})");
+            }
+        };
+        let counts = || (trit_vulkan::replay_count(), trit_vulkan::same_split_replay_count());
+        let delta = |c0: (u64, u64)| {
+            let c = counts();
+            (c.0 - c0.0, c.1 - c0.1)
+        };
+
+        let (ctx, gf, t) = split_graph_in(&mut mem, sched, b.vk, n, false);
+        assert!(sys::ggml_backend_sched_alloc_graph(sched, gf));
+        let c0 = counts();
+        round(gf, t, false, 1);
+        assert_eq!(delta(c0), (0, 0), "the first round is recorded");
+        round(gf, t, false, 2);
+        round(gf, t, false, 3);
+        assert_eq!(delta(c0), (2, 2), "rounds 2 and 3: the same split, replayed without comparing");
+
+        // Rebuilt in the same memory with MUL: same addresses, another op, a new split.
+        sys::ggml_backend_sched_reset(sched);
+        sys::ggml_free(ctx);
+        let (ctx, gf2, t2) = split_graph_in(&mut mem, sched, b.vk, n, true);
+        assert_eq!((gf2, t2), (gf, t), "the rebuilt graph has the same addresses");
+        assert!(sys::ggml_backend_sched_alloc_graph(sched, gf2));
+        let c0 = counts();
+        round(gf2, t2, true, 4);
+        assert_eq!(delta(c0), (0, 0), "a changed graph at the same addresses is recorded, not replayed");
+        round(gf2, t2, true, 5);
+        assert_eq!(delta(c0), (1, 1), "then replayed by its split");
+
+        // The same graph built again (as llama.cpp does when it does not reuse its graph) and
+        // split anew: compared, equal, replayed. (A graph is split once: splitting rewires
+        // its nodes' sources to the scheduler's copies.)
+        sys::ggml_backend_sched_reset(sched);
+        sys::ggml_free(ctx);
+        let (ctx, gf3, t3) = split_graph_in(&mut mem, sched, b.vk, n, true);
+        assert_eq!((gf3, t3), (gf, t), "the rebuilt graph has the same addresses");
+        assert!(sys::ggml_backend_sched_alloc_graph(sched, gf3));
+        let c0 = counts();
+        round(gf3, t3, true, 6);
+        assert_eq!(delta(c0), (1, 0), "a new split of the same graph: compared, then replayed");
+        round(gf3, t3, true, 7);
+        assert_eq!(delta(c0), (2, 1), "and then replayed by its split");
+
+        sys::ggml_backend_sched_free(sched);
+        sys::ggml_free(ctx);
+    }
 }
 
 /// A fusable RELU, SQR pair whose RELU is read again in a later split of the scheduler's graph
