@@ -89,6 +89,20 @@ fn mul_norm(m: *const sys::ggml_tensor, norm: *const sys::ggml_tensor, w: *const
         && ne(m)[0] % 256 == 0
 }
 
+/// Whether `out` is stored clear of every tensor in `reads`: a fused unit whose workgroups
+/// each read all of an input (attention's K, V, Q, a product's matrix and vector) must not
+/// write memory that another of its workgroups may still read. ggml-alloc may place the unit's
+/// last result in memory an input of an earlier node of it used (that input is dead by then in
+/// ggml's node-by-node order, but not inside one dispatch). Unplaced tensors count as
+/// overlapping.
+pub(crate) fn stored_clear_of(out: *const sys::ggml_tensor, reads: &[*const sys::ggml_tensor]) -> bool {
+    let range = |t: *const sys::ggml_tensor| {
+        crate::dispatch::locate(t).ok().map(|(a, o)| (a.buffer, o, o + crate::dispatch::span(t).max(1)))
+    };
+    let Some(o) = range(out) else { return false };
+    reads.iter().filter(|r| !r.is_null()).all(|&r| range(r).is_some_and(|r| r.0 != o.0 || r.2 <= o.1 || o.2 <= r.1))
+}
+
 /// MUL_MAT (f32 result), PERMUTE of it, CONT of the permuted view into a contiguous f32
 /// tensor of as many elements.
 fn mm_permute_cont(mm: *const sys::ggml_tensor, perm: *const sys::ggml_tensor, cont: *const sys::ggml_tensor) -> bool {
@@ -389,7 +403,11 @@ impl Plan {
                 sys::GGML_OP_RMS_NORM => "norm",
                 _ => "relu",
             };
-            if pairs(cur, next) && !off(pair_kind) {
+            // A product's workgroups each read all of its vector: its stored result must not
+            // overlap it (nor the matrix).
+            let product_clear =
+                |out| op_of(cur) != sys::GGML_OP_MUL_MAT || stored_clear_of(out, &[src(cur, 0), src(cur, 1)]);
+            if pairs(cur, next) && !off(pair_kind) && product_clear(next) {
                 pair_heads.push(i as usize);
             }
             if i + 2 < n && !output(next) && !off("relu") && relu_sqr_mul(cur, next, node(graph, i + 2)) {
@@ -401,10 +419,14 @@ impl Plan {
                     && !off("res")
                     && pairs(cur, next)
                     && residual_of(next, third).is_some()
+                    && product_clear(third)
                 {
                     res_heads.push(i as usize);
                 }
-                if !off("perm") && mm_permute_cont(cur, next, third) {
+                if !off("perm")
+                    && mm_permute_cont(cur, next, third)
+                    && stored_clear_of(third, &[src(cur, 0), src(cur, 1)])
+                {
                     perm_heads.push(i as usize);
                 }
                 if !off("rope") && rope_set_rows(cur, next, third) {
@@ -412,7 +434,11 @@ impl Plan {
                 }
                 if attn_on && !output(third) && crate::attn::matches(cur, next, third) {
                     let five = i + 4 < n && mm_permute_cont(third, node(graph, i + 3), node(graph, i + 4));
-                    attn_heads.push((i as usize, if five { 5 } else { 3 }));
+                    let last = if five { node(graph, i + 4) } else { third };
+                    let reads = [src(cur, 0), src(cur, 1), src(next, 1), src(third, 0)];
+                    if stored_clear_of(last, &reads) {
+                        attn_heads.push((i as usize, if five { 5 } else { 3 }));
+                    }
                 }
                 let quantized = ternary_inputs.binary_search(&(third as usize)).is_ok();
                 if quantized && !off("pre") && mul_norm(cur, next, third) {
@@ -987,13 +1013,16 @@ fn deferrable(graph: *mut sys::ggml_cgraph, n: i32, plan: &Plan) -> Vec<(usize, 
         if !all_products || uses != readers.len() {
             continue;
         }
-        // The inputs stay as they are until the last reader (ggml-alloc may reuse memory).
+        // The inputs stay as they are until the last reader has run (ggml-alloc may reuse
+        // memory).
         let ranges: Vec<_> =
             std::iter::once(x).chain(x2).filter_map(|t| crate::dispatch::locate(t).ok().map(|l| (t, l))).collect();
         if ranges.len() != 1 + x2.is_some() as usize {
             continue;
         }
-        let clobbered = (i + len..last).any(|j| {
+        // Through the last reader: each reader runs the norm from the inputs in every
+        // workgroup, so its own result must not be stored over them either.
+        let clobbered = (i + len..=last).any(|j| {
             let t = node(graph, j as i32);
             !crate::ops::is_noop(op_of(t))
                 && crate::dispatch::locate(t).map_or(true, |(a, o)| {

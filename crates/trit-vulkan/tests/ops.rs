@@ -1579,6 +1579,98 @@ fn unchanged_graph_is_replayed() {
     assert_eq!(trit_vulkan::replay_count(), replays);
 }
 
+/// A fused unit must not store its result over memory one of its inputs occupies: ggml-alloc
+/// gives a chain's last result memory freed by an earlier node of it (in llama.cpp's graph
+/// with a non-transposed V cache, `kqv_out` may take the transposed copy of V's memory, dead
+/// after the KQV product). Node by node that is fine; inside one dispatch, workgroups that
+/// have finished would overwrite V while others still read it (seen as run-to-run
+/// differences on lavapipe). Here the attention's result is placed over V on purpose, then
+/// the product + permute + copy alone (attention fusion off); both must match the CPU.
+#[test]
+fn fused_result_not_stored_over_its_inputs() {
+    use rand::{rngs::StdRng, SeedableRng};
+    let Some((_g, b)) = setup() else { return };
+    let (hd, heads, hkv, n_kv) = (64i64, 4i64, 2i64, 64i64);
+    // The whole attention chain, or (`attn` false) only its last product of given
+    // probabilities, permuted and copied. Returns the result and V.
+    let build = |ctx: Ctx, ins: &mut Vec<(T, Fill)>, attn: bool| unsafe {
+        let v = input(ctx, ins, F16, &[n_kv, hd, hkv], Fill::Uniform);
+        let probs = if attn {
+            let q = input(ctx, ins, F32, &[hd, heads, 1], Fill::Uniform);
+            let k = input(ctx, ins, F16, &[hd, n_kv, hkv], Fill::Uniform);
+            let mask = input(ctx, ins, F32, &[n_kv, 1], Fill::Causal);
+            let kq = sys::ggml_mul_mat(ctx, k, sys::ggml_permute(ctx, q, 0, 2, 1, 3));
+            sys::ggml_soft_max_ext(ctx, kq, mask, 0.125, 0.0)
+        } else {
+            input(ctx, ins, F32, &[n_kv, 1, heads], Fill::Positive)
+        };
+        let kqv = sys::ggml_mul_mat(ctx, v, probs);
+        let out = sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), hd * heads, 1);
+        (out, v)
+    };
+    // SAFETY: standard ggml usage; tensors placed inside the buffer, every object freed.
+    let got = |attn: bool| unsafe {
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: 64 * sys::ggml_tensor_overhead() + sys::ggml_graph_overhead(),
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        let mut ins = Vec::new();
+        let (out, v) = build(ctx, &mut ins, attn);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, out);
+        let buf = sys::ggml_backend_buft_alloc_buffer(sys::ggml_backend_get_default_buffer_type(b.vk), 1 << 20);
+        assert!(!buf.is_null());
+        let base = sys::ggml_backend_buffer_get_base(buf) as *mut u8;
+        // Every tensor in its own 64 KiB slot, but the result in V's.
+        let mut slot = 0usize;
+        let n = sys::ggml_graph_n_nodes(gf);
+        let mut place = |t: T| {
+            if (*t).data.is_null() && (*t).view_src.is_null() {
+                let at = if t == out {
+                    0
+                } else {
+                    65536 * {
+                        slot += 1;
+                        slot
+                    }
+                };
+                assert!(sys::ggml_nbytes(t) <= 65536);
+                assert_eq!(sys::ggml_backend_tensor_alloc(buf, t, base.add(at) as *mut _), sys::GGML_STATUS_SUCCESS);
+            } else if (*t).data.is_null() {
+                assert_eq!(sys::ggml_backend_view_init(t), sys::GGML_STATUS_SUCCESS);
+            }
+        };
+        assert_eq!(sys::ggml_backend_tensor_alloc(buf, v, base as *mut _), sys::GGML_STATUS_SUCCESS);
+        for i in 0..n {
+            let t = sys::ggml_graph_node(gf, i);
+            for &s in &(*t).src {
+                if !s.is_null() {
+                    place(s);
+                }
+            }
+            place(t);
+        }
+        assert_eq!((*out).data, (*v).data, "the result is placed over V");
+        let mut rng = StdRng::seed_from_u64(7);
+        for &(t, f) in &ins {
+            fill_tensor(t, f, &mut rng);
+        }
+        assert_eq!(sys::ggml_backend_graph_compute(b.vk, gf), sys::GGML_STATUS_SUCCESS);
+        let mut got = vec![0f32; sys::ggml_nelements(out) as usize];
+        sys::ggml_backend_tensor_get(out, got.as_mut_ptr() as *mut _, 0, got.len() * 4);
+        sys::ggml_backend_buffer_free(buf);
+        sys::ggml_free(ctx);
+        got
+    };
+    for (attn, what) in [(true, "attention chain"), (false, "product, permute and copy")] {
+        let (want, _) = run(b.cpu, &|ctx, ins| build(ctx, ins, attn).0, 7);
+        let e = nmse(&got(attn), &want);
+        println!("{what}, result over V: nmse={e:.3e} (bound {NMSE_TR:.0e})");
+        assert!(e <= NMSE_TR, "{what}, result placed over V: NMSE {e:.3e}");
+    }
+}
+
 /// The graph of one scheduler split on Vulkan, `out = a + b` or `a * b` (a and b inputs, so
 /// the scheduler keeps them on the CPU and copies them in), built in `mem`: a graph built
 /// again there has the same tensor addresses.
