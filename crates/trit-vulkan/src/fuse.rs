@@ -96,11 +96,13 @@ fn mul_norm(m: *const sys::ggml_tensor, norm: *const sys::ggml_tensor, w: *const
 /// ggml's node-by-node order, but not inside one dispatch). Unplaced tensors count as
 /// overlapping.
 pub(crate) fn stored_clear_of(out: *const sys::ggml_tensor, reads: &[*const sys::ggml_tensor]) -> bool {
-    let range = |t: *const sys::ggml_tensor| {
-        crate::dispatch::locate(t).ok().map(|(a, o)| (a.buffer, o, o + crate::dispatch::span(t).max(1)))
-    };
-    let Some(o) = range(out) else { return false };
-    reads.iter().filter(|r| !r.is_null()).all(|&r| range(r).is_some_and(|r| r.0 != o.0 || r.2 <= o.1 || o.2 <= r.1))
+    let Some(o) = placed(out) else { return false };
+    reads.iter().filter(|r| !r.is_null()).all(|&r| placed(r).is_some_and(|r| r.0 != o.0 || r.2 <= o.1 || o.2 <= r.1))
+}
+
+/// The buffer and byte range `t` occupies in one of our buffers (None: not in one).
+fn placed(t: *const sys::ggml_tensor) -> Option<(ash::vk::Buffer, u64, u64)> {
+    crate::dispatch::locate(t).ok().map(|(a, o)| (a.buffer, o, o + crate::dispatch::span(t).max(1)))
 }
 
 /// MUL_MAT (f32 result), PERMUTE of it, CONT of the permuted view into a contiguous f32
@@ -610,9 +612,7 @@ impl Plan {
             .copied()
             .filter(|&i| op_of(node(graph, i as i32)) == sys::GGML_OP_MUL_MAT && !taken(i))
             .collect();
-        let range = |t: *const sys::ggml_tensor| {
-            crate::dispatch::locate(t).ok().map(|(a, o)| (a.buffer, o, o + crate::dispatch::span(t).max(1)))
-        };
+        let range = placed;
         let overlaps = |a: Option<(ash::vk::Buffer, u64, u64)>, b: (ash::vk::Buffer, u64, u64)| {
             a.is_none_or(|a| a.0 == b.0 && a.1 < b.2 && b.1 < a.2)
         };
