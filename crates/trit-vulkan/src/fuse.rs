@@ -1014,24 +1014,13 @@ fn deferrable(graph: *mut sys::ggml_cgraph, n: i32, plan: &Plan) -> Vec<(usize, 
             continue;
         }
         // The inputs stay as they are until the last reader has run (ggml-alloc may reuse
-        // memory).
-        let ranges: Vec<_> =
-            std::iter::once(x).chain(x2).filter_map(|t| crate::dispatch::locate(t).ok().map(|l| (t, l))).collect();
-        if ranges.len() != 1 + x2.is_some() as usize {
-            continue;
-        }
-        // Through the last reader: each reader runs the norm from the inputs in every
-        // workgroup, so its own result must not be stored over them either.
+        // memory), through the last reader: each reader runs the norm from the inputs in every
+        // workgroup, so its own result must not be stored over them either. (Inputs outside
+        // our buffers count as clobbered.)
+        let inputs = [x, x2.unwrap_or(std::ptr::null())];
         let clobbered = (i + len..=last).any(|j| {
             let t = node(graph, j as i32);
-            !crate::ops::is_noop(op_of(t))
-                && crate::dispatch::locate(t).map_or(true, |(a, o)| {
-                    ranges.iter().any(|&(u, (ua, uo))| {
-                        a.buffer == ua.buffer
-                            && o < uo + crate::dispatch::span(u)
-                            && uo < o + crate::dispatch::span(t).max(1)
-                    })
-                })
+            !crate::ops::is_noop(op_of(t)) && !stored_clear_of(t, &inputs)
         });
         if !clobbered {
             found.push((i, pre));

@@ -71,20 +71,14 @@ pub fn register_with(allow_cpu: bool) -> Result<String> {
             let reg = if ffi::gpu().is_none() {
                 let chosen = gpu::Chosen::open().map_err(|e| e.to_string())?;
                 if !allow_cpu && chosen.is_cpu() {
-                    return Err(format!(
-                        "no Vulkan GPU: only a CPU implementation of Vulkan ({}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
-                        chosen.name()
-                    ));
+                    return Err(cpu_only(&chosen.name()));
                 }
                 ffi::backend_reg_with(move || chosen.into_gpu())?
             } else {
                 ffi::backend_reg()?
             };
-            if !allow_cpu && ffi::gpu().is_some_and(|g| g.is_cpu) {
-                return Err(format!(
-                    "no Vulkan GPU: only a CPU implementation of Vulkan ({}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)",
-                    ffi::gpu().map(|g| g.description.to_string_lossy().into_owned()).unwrap_or_default()
-                ));
+            if let Some(g) = ffi::gpu().filter(|g| !allow_cpu && g.is_cpu) {
+                return Err(cpu_only(&g.description.to_string_lossy()));
             }
             // SAFETY: reg and everything it points to are leaked statics, valid forever.
             unsafe { trit_sys::ggml_backend_register(reg) };
@@ -92,6 +86,11 @@ pub fn register_with(allow_cpu: bool) -> Result<String> {
         })
         .clone()
         .map_err(Error::Unavailable)
+}
+
+/// Why a CPU implementation of Vulkan (`name`) is not registered.
+fn cpu_only(name: &str) -> String {
+    format!("no Vulkan GPU: only a CPU implementation of Vulkan ({name}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)")
 }
 
 /// One line describing the selected device, if any.

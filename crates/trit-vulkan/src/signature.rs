@@ -135,7 +135,7 @@ pub(crate) static SAME_SPLIT: std::sync::atomic::AtomicU64 = std::sync::atomic::
 
 /// Whether the scheduler's split epoch may stand in for comparing the structs
 /// (`TRIT_VULKAN_SPLIT_EPOCH=0`: never).
-pub(crate) fn split_epoch_enabled() -> bool {
+fn split_epoch_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("TRIT_VULKAN_SPLIT_EPOCH").map_or(true, |v| v != "0"))
 }

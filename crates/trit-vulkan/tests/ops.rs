@@ -1747,30 +1747,33 @@ fn replay_by_scheduler_split() {
         round(gf, t, false, 3);
         assert_eq!(delta(c0), (2, 2), "rounds 2 and 3: the same split, replayed without comparing");
 
-        // Rebuilt in the same memory with MUL: same addresses, another op, a new split.
-        sys::ggml_backend_sched_reset(sched);
-        sys::ggml_free(ctx);
-        let (ctx, gf2, t2) = split_graph_in(&mut mem, sched, b.vk, n, true);
-        assert_eq!((gf2, t2), (gf, t), "the rebuilt graph has the same addresses");
-        assert!(sys::ggml_backend_sched_alloc_graph(sched, gf2));
+        // The scheduler reset, the old graph freed and a MUL (or ADD) graph built in the same
+        // memory (same addresses, checked) and split anew. (A graph is split once: splitting
+        // rewires its nodes' sources to the scheduler's copies.)
+        let mut rebuild = |old: *mut sys::ggml_context, mul: bool| {
+            sys::ggml_backend_sched_reset(sched);
+            sys::ggml_free(old);
+            let (ctx, gf2, t2) = split_graph_in(&mut mem, sched, b.vk, n, mul);
+            assert_eq!((gf2, t2), (gf, t), "the rebuilt graph has the same addresses");
+            assert!(sys::ggml_backend_sched_alloc_graph(sched, gf2));
+            ctx
+        };
+
+        // Another op at the same addresses.
+        let ctx = rebuild(ctx, true);
         let c0 = counts();
-        round(gf2, t2, true, 4);
+        round(gf, t, true, 4);
         assert_eq!(delta(c0), (0, 0), "a changed graph at the same addresses is recorded, not replayed");
-        round(gf2, t2, true, 5);
+        round(gf, t, true, 5);
         assert_eq!(delta(c0), (1, 1), "then replayed by its split");
 
-        // The same graph built again (as llama.cpp does when it does not reuse its graph) and
-        // split anew: compared, equal, replayed. (A graph is split once: splitting rewires
-        // its nodes' sources to the scheduler's copies.)
-        sys::ggml_backend_sched_reset(sched);
-        sys::ggml_free(ctx);
-        let (ctx, gf3, t3) = split_graph_in(&mut mem, sched, b.vk, n, true);
-        assert_eq!((gf3, t3), (gf, t), "the rebuilt graph has the same addresses");
-        assert!(sys::ggml_backend_sched_alloc_graph(sched, gf3));
+        // The same graph built again (as llama.cpp does when it does not reuse its graph):
+        // compared, equal, replayed.
+        let ctx = rebuild(ctx, true);
         let c0 = counts();
-        round(gf3, t3, true, 6);
+        round(gf, t, true, 6);
         assert_eq!(delta(c0), (1, 0), "a new split of the same graph: compared, then replayed");
-        round(gf3, t3, true, 7);
+        round(gf, t, true, 7);
         assert_eq!(delta(c0), (2, 1), "and then replayed by its split");
 
         sys::ggml_backend_sched_free(sched);
