@@ -20,9 +20,10 @@
 //! path, so `|result − exact| ≤ (k/64 + 70)·2⁻²⁴·Σ|w·a|` (exact = the float64 product of
 //! the same f16 values).
 //!
-//! Memory order: one row at a time, front to back, so each thread's share of rows is one
-//! sequential stream (what the hardware prefetchers follow best; measured faster than
-//! interleaving 4 rows); no software prefetch by default ([`PF_ELEMS`]).
+//! Memory order: with one activation column on AVX-512, four rows at a time, the i-th row
+//! of each quarter of the range (four sequential streams; 8–15% more GB/s than one stream
+//! over 2B-4T's head on a 2-core Zen 4, 2026-12-05); otherwise one row at a time, front to
+//! back. No software prefetch by default ([`PF_ELEMS`]).
 
 use half::f16;
 
@@ -126,6 +127,20 @@ pub(crate) fn gemv_rows(
     let isa = effective(isa);
     let k = w.k;
     assert!(acts.len() >= n * k && rows.end <= w.rows);
+    // One column (decode): four rows at a time, the i-th of each quarter of `rows`, where the
+    // ISA has a four-row kernel; the rows the quarters leave (at most 3) one by one below.
+    let mut rows = rows;
+    #[cfg(target_arch = "x86_64")]
+    if n == 1 && crate::x86::has_dot4_f16(isa) {
+        let q = rows.len() / 4;
+        for i in 0..q {
+            let r = [0, 1, 2, 3].map(|j| rows.start + j * q + i);
+            for (&r, v) in r.iter().zip(crate::x86::dot4_f16(r.map(|r| w.row(r)), &acts[..k])) {
+                store(0, r, v);
+            }
+        }
+        rows.start += 4 * q;
+    }
     for r in rows {
         let wr = w.row(r);
         for c in 0..n {
