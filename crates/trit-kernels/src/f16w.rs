@@ -131,14 +131,10 @@ pub(crate) fn gemv_rows(
     // ISA has a four-row kernel; the rows the quarters leave (at most 3) one by one below.
     let mut rows = rows;
     #[cfg(target_arch = "x86_64")]
-    if n == 1 && crate::x86::has_dot4_f16(isa) {
-        let q = rows.len() / 4;
-        for i in 0..q {
-            let r = [0, 1, 2, 3].map(|j| rows.start + j * q + i);
-            for (&r, v) in r.iter().zip(crate::x86::dot4_f16(r.map(|r| w.row(r)), &acts[..k])) {
-                store(0, r, v);
-            }
-        }
+    if n == 1 && rows.len() >= 4 && crate::x86::has_dot4_f16(isa) {
+        let (q, first) = (rows.len() / 4, rows.start);
+        let w0 = &w.data[first * w.row_stride..];
+        crate::x86::dot4_f16_quarters(w0, w.row_stride, q, &acts[..k], |r, v| store(0, first + r, v));
         rows.start += 4 * q;
     }
     for r in rows {

@@ -593,30 +593,48 @@ pub(crate) fn dot_f16(isa: crate::Isa, row: &[u16], a: &[f32], pf: usize) -> f32
     s
 }
 
-/// Four f16 rows against one activation row `a`, each row's result bit for bit what
-/// [`dot_f16`] gives for it (the same four 16-lane accumulators per row, the same tree, the
-/// same tail). The four rows are read side by side: with rows from the four quarters of a
-/// thread's chunk that is four sequential streams, which a Zen 4 core's prefetchers keep
-/// busier than one (2B-4T's head on 2 threads: 8–15% more GB/s). AVX-512 only (the 16
+/// The first `4·q` rows of `w` (f16 bits, row `r` at element `r·stride`) against one
+/// activation row `a`, four at a time: pass `i` takes rows `i`, `q + i`, `2q + i` and
+/// `3q + i`, so the four quarters are four sequential streams, which a Zen 4 core's
+/// prefetchers keep busier than one (2B-4T's head on 2 threads: 8–15% more GB/s).
+/// `store(r, v)` gets row `r`'s sum, bit for bit what [`dot_f16`] gives for it (the same
+/// four 16-lane accumulators per row, the same tree, the same tail). AVX-512 only (16
 /// accumulators need its 32 registers): only where [`has_dot4_f16`] says so.
-pub(crate) fn dot4_f16(rows: [&[u16]; 4], a: &[f32]) -> [f32; 4] {
-    assert!(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c"));
+pub(crate) fn dot4_f16_quarters(w: &[u16], stride: usize, q: usize, a: &[f32], mut store: impl FnMut(usize, f32)) {
     let k = a.len();
-    assert!(rows.iter().all(|r| r.len() >= k));
+    assert!(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c"));
+    assert!(stride >= k && (q == 0 || w.len() >= (4 * q - 1) * stride + k));
     // SAFETY: the asserts: AVX-512 F and F16C present (AVX2 and FMA with them on every
-    // AVX-512 CPU), every load within `k` elements of each row and of `a`.
-    let (mut s, k64) = unsafe { dot4_f16_avx512(rows.map(|r| r.as_ptr()), a.as_ptr(), k) };
-    for (sr, row) in s.iter_mut().zip(rows) {
-        for i in k64..k {
-            *sr += half::f16::from_bits(row[i]).to_f32() * a[i];
-        }
-    }
-    s
+    // AVX-512 CPU); rows below 4q lie within `w`, and `a` holds `k` elements.
+    unsafe { quarters_avx512(w.as_ptr(), stride, q, a.as_ptr(), k, &mut store) }
 }
 
-/// Whether `dot4_f16` runs for `isa` (the AVX-512 level).
+/// Whether `dot4_f16_quarters` runs for `isa` (the AVX-512 level).
 pub(crate) fn has_dot4_f16(isa: crate::Isa) -> bool {
     isa == crate::Isa::Avx512Vnni
+}
+
+#[target_feature(enable = "avx512f,avx2,f16c,fma")]
+unsafe fn quarters_avx512(
+    w: *const u16,
+    stride: usize,
+    q: usize,
+    a: *const f32,
+    k: usize,
+    store: &mut impl FnMut(usize, f32),
+) {
+    for i in 0..q {
+        let rows = [i, q + i, 2 * q + i, 3 * q + i];
+        let ptrs = [w.add(rows[0] * stride), w.add(rows[1] * stride), w.add(rows[2] * stride), w.add(rows[3] * stride)];
+        let (s, k64) = dot4_f16_avx512(ptrs, a, k);
+        for j in 0..4 {
+            let mut v = s[j];
+            for e in k64..k {
+                v += half::f16::from_bits(*ptrs[j].add(e)).to_f32() * *a.add(e);
+            }
+            store(rows[j], v);
+        }
+    }
 }
 
 #[target_feature(enable = "avx512f,avx2,f16c,fma")]
