@@ -26,6 +26,7 @@
 //! back. No software prefetch by default ([`PF_ELEMS`]).
 
 use half::f16;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 use crate::{Isa, KernelError};
 
@@ -99,9 +100,9 @@ pub(crate) fn widen_acts_into(act: &[u16], k: usize, stride: usize, n: usize, ou
     out.clear();
     out.resize(n * k, 0.0);
     for c in 0..n {
-        for (o, &a) in out[c * k..(c + 1) * k].iter_mut().zip(&act[c * stride..c * stride + k]) {
-            *o = f16::from_bits(a).to_f32();
-        }
+        // Exact (every f16 is an f32); `half` converts whole slices with F16C / NEON.
+        let src: &[f16] = act[c * stride..c * stride + k].reinterpret_cast();
+        src.convert_to_f32_slice(&mut out[c * k..(c + 1) * k]);
     }
 }
 
