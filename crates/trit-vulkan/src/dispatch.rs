@@ -46,6 +46,15 @@ fn unreserved(why: &str) -> Error {
 const FIRST_CHUNK: u32 = 24;
 const CHUNK: u32 = 96;
 
+/// Dispatches in chunk `cur` before it is submitted. `TRIT_VULKAN_CHUNK=N`: N for every
+/// chunk (a large N submits a recorded graph at once, so `TRIT_VULKAN_PROFILE=1`'s kernel
+/// times no longer include the GPU waiting for the host to record the next chunk).
+fn chunk_len(cur: usize) -> u32 {
+    static FIXED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let fixed = *FIXED.get_or_init(|| std::env::var("TRIT_VULKAN_CHUNK").ok().and_then(|v| v.parse().ok()));
+    fixed.unwrap_or(if cur == 0 { FIRST_CHUNK } else { CHUNK }).max(1)
+}
+
 /// The push-constant block every kernel declares (kernels/common.glsl).
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct Push {
@@ -792,7 +801,7 @@ impl Recorder {
             eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
         }
         self.in_chunk += 1;
-        if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
+        if self.in_chunk >= chunk_len(self.cur) {
             self.flush_chunk()?;
         }
         Ok(())
@@ -902,7 +911,7 @@ impl Recorder {
             eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
         }
         self.in_chunk += 1;
-        if self.in_chunk >= if self.cur == 0 { FIRST_CHUNK } else { CHUNK } {
+        if self.in_chunk >= chunk_len(self.cur) {
             self.flush_chunk()?;
         }
         Ok(())

@@ -117,6 +117,13 @@ pub fn set_limits(max_workgroups: Option<u32>, max_storage_range: Option<u64>) {
     }
 }
 
+/// Whether `buf` is one of our buffers whose memory the host has mapped (reads and writes
+/// are plain copies); false for a staged buffer (a discrete GPU's device-local memory, or
+/// any buffer allocated under [`set_force_staging`]) and for buffers not ours.
+pub fn buffer_is_mapped(buf: trit_sys::ggml_backend_buffer_t) -> bool {
+    ffi::buffer_alloc(buf).is_some_and(|a| a.mapped.is_some())
+}
+
 /// Route host<->device copies of buffers allocated afterwards through the staging buffer.
 pub fn set_force_staging(on: bool) {
     if let Some(g) = ffi::gpu() {
