@@ -653,14 +653,8 @@ unsafe fn dot4_f16_avx512(w: [*const u16; 4], a: *const f32, k: usize) -> ([f32;
         }
         c += 64;
     }
-    let mut out = [0f32; 4];
-    for (o, accr) in out.iter_mut().zip(&acc) {
-        let s16 = _mm512_add_ps(_mm512_add_ps(accr[0], accr[2]), _mm512_add_ps(accr[1], accr[3]));
-        let lo = _mm512_castps512_ps256(s16);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s16)));
-        *o = finish8(_mm256_add_ps(lo, hi));
-    }
-    (out, k64)
+    let folded = [fold64_avx512(&acc[0]), fold64_avx512(&acc[1]), fold64_avx512(&acc[2]), fold64_avx512(&acc[3])];
+    (folded, k64)
 }
 
 /// Lanes 0–7 of a 64-lane accumulator already folded down to 8: finish the tree.
@@ -689,11 +683,17 @@ unsafe fn dot_f16_avx512(w: *const u16, a: *const f32, k: usize, pf: usize) -> (
         }
         c += 64;
     }
-    // j + 32 → j, then j + 16 → j.
+    (fold64_avx512(&acc), k64)
+}
+
+/// A 64-lane accumulator held as four 16-lane registers, folded with the contract's tree:
+/// j + 32 → j, then j + 16 → j, then [`finish8`].
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn fold64_avx512(acc: &[__m512; 4]) -> f32 {
     let s16 = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
     let lo = _mm512_castps512_ps256(s16);
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s16)));
-    (finish8(_mm256_add_ps(lo, hi)), k64)
+    finish8(_mm256_add_ps(lo, hi))
 }
 
 #[target_feature(enable = "avx2,f16c")]
