@@ -1,13 +1,21 @@
-# Sourced ON the device machine by scripts/bench-vulkan-device.sh and scripts/bench-vulkan-ab.sh,
-# from the repository root: the carried Vulkan loader (.gl/*.deb, the device README's recipe)
-# and NVIDIA's ICD, ggml's OpenMP runtime from .dev/libgomp1_*.deb where the machine lacks it,
-# and $OUT created.
-OUT=${OUT:-/tmp/out}
+# Sourced ON the device machine by scripts/bench-vulkan-device.sh, scripts/bench-vulkan-ab.sh and
+# scripts/device-decode-check.sh, from the repository root: the carried Vulkan loader
+# (.gl/*.deb, the device README's recipe) and NVIDIA's ICD, ggml's OpenMP runtime from a
+# carried libgomp1_*.deb (.dev/ or .devc/) where the machine lacks it, the carried gzipped
+# binaries .devc/NAME.gz unpacked to /tmp/b/NAME, and $OUT created. Once per process tree.
+[ -n "${TRIT_DEVICE_ENV:-}" ] && return 0
+export TRIT_DEVICE_ENV=1
+export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if ! ldconfig -p | grep -q libgomp.so.1; then  # OpenMP runtime for ggml's CPU backend
-  mkdir -p /tmp/extra && for f in .dev/libgomp1_*.deb; do dpkg -x "$f" /tmp/extra; done
+  mkdir -p /tmp/extra
+  for f in .dev/libgomp1_*.deb .devc/libgomp1_*.deb; do [ -f "$f" ] && dpkg -x "$f" /tmp/extra; done
   export LD_LIBRARY_PATH=/tmp/extra/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
+for g in .devc/*.gz; do
+  [ -f "$g" ] || continue
+  mkdir -p /tmp/b && n=$(basename "$g" .gz) && zcat "$g" > "/tmp/b/$n" && chmod +x "/tmp/b/$n"
+done
