@@ -4,23 +4,99 @@
 //! products and the softmax have no other user. Replaces three dependent dispatches (and
 //! their barriers) per layer and token. Flash attention stays off (`-fa 0`, as llama-bench's
 //! default); this only fuses the graph that setting builds.
+//!
+//! Two kernels: `attn_split.comp` (the default where the device has it) spreads each (query
+//! row, head) over several workgroups, one per chunk of keys, and the row's last workgroup
+//! combines their partial softmax sums; `attn_decode.comp` takes one workgroup per (query
+//! row, head) and all its keys (`TRIT_VULKAN_ATTN_CHUNK=0`, or devices with fewer than six
+//! storage bindings or subgroups under 4 lanes).
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use trit_sys as sys;
 
 use crate::dispatch::{starts_aligned, Push, Recorder};
 use crate::error::Result;
+use crate::gpu::Gpu;
 use crate::ops::{nb, ne, op_of, param_u32, src, ty, F16, F32};
 
-/// Keys and head dimensions the kernel keeps in shared memory and registers (MAX_KV,
-/// MAX_D there); both multiples of 8, rows 16-byte aligned (`matches`).
+/// Keys and head dimensions the one-workgroup kernel keeps in shared memory and registers
+/// (MAX_KV, MAX_D there); both multiples of 8, rows 16-byte aligned (`matches`).
 const MAX_KV: i64 = 3584;
 const MAX_D: i64 = 128;
 /// Query rows (tokens) at most: more is a prompt, where the tiled products do better.
 const MAX_TOKENS: i64 = 8;
 pub(crate) const KERNEL: &str = "attn_decode_f16";
+pub(crate) const SPLIT_KERNEL: &str = "attn_split_f16";
 
-/// `kq`, `sm`, `kqv` form the chain this kernel computes (shapes, types, strides; not uses).
-pub(crate) fn matches(kq: *const sys::ggml_tensor, sm: *const sys::ggml_tensor, kqv: *const sys::ggml_tensor) -> bool {
+/// The split kernel's limits (attn_split.comp): keys per workgroup (MAX_CH, a multiple of
+/// KPP), (query row, head) pairs (CNT_WORDS, one counter each), chunks per row.
+const SPLIT_MAX_CH: u64 = 1024;
+const SPLIT_KPP: u64 = 32;
+const SPLIT_ROWS: u64 = 1024;
+const SPLIT_MAX_CHUNKS: u64 = 32;
+/// Scratch of the split kernel: the counters, then room for the partial results.
+pub(crate) const SPLIT_COUNTER_BYTES: u64 = SPLIT_ROWS * 4;
+pub(crate) const SPLIT_SCRATCH_BYTES: u64 = SPLIT_COUNTER_BYTES + (4 << 20);
+
+/// Fewest keys per workgroup of the split kernel (a multiple of 32; 0: the one-workgroup
+/// kernel). u32::MAX: not yet read from TRIT_VULKAN_ATTN_CHUNK (default 32).
+static MIN_CHUNK: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Tests and A/B runs: the split kernel's fewest keys per workgroup, 0 for the one-workgroup
+/// kernel.
+pub(crate) fn set_min_chunk(keys: u32) {
+    MIN_CHUNK.store(keys.min(SPLIT_MAX_CH as u32).next_multiple_of(SPLIT_KPP as u32), Ordering::Relaxed);
+}
+
+fn min_chunk() -> u64 {
+    let v = MIN_CHUNK.load(Ordering::Relaxed);
+    if v != u32::MAX {
+        return v as u64;
+    }
+    let keys = std::env::var("TRIT_VULKAN_ATTN_CHUNK").ok().and_then(|v| v.parse().ok()).unwrap_or(32u32);
+    set_min_chunk(keys);
+    MIN_CHUNK.load(Ordering::Relaxed) as u64
+}
+
+/// Dispatches of the split kernel recorded so far (tests).
+pub(crate) static SPLIT_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How one chain is computed: split into `chunks` workgroups of `keys` keys per (query row,
+/// head), or by one workgroup each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kernel {
+    Split { keys: u64, chunks: u64 },
+    One,
+}
+
+/// The kernel for `rows` (query row, head) pairs of head size `d` over `n_kv` keys on `gpu`;
+/// None if neither takes it. Chunks of at least the minimum keys, at most SPLIT_MAX_CHUNKS of
+/// them, more keys each where the partials would not fit the scratch.
+fn kernel_for(gpu: &Gpu, d: u64, n_kv: u64, rows: u64) -> Option<Kernel> {
+    let min = min_chunk();
+    let split_ok = min > 0 && gpu.has_pipeline(SPLIT_KERNEL) && gpu.subgroup_size >= 4 && rows <= SPLIT_ROWS;
+    if split_ok {
+        let mut keys = n_kv.div_ceil(SPLIT_MAX_CHUNKS).next_multiple_of(SPLIT_KPP).max(min);
+        let fits = |keys: u64| rows * n_kv.div_ceil(keys) * (d + 2) * 4 <= SPLIT_SCRATCH_BYTES - SPLIT_COUNTER_BYTES;
+        while keys <= SPLIT_MAX_CH && !fits(keys) {
+            keys *= 2;
+        }
+        if keys <= SPLIT_MAX_CH {
+            return Some(Kernel::Split { keys, chunks: n_kv.div_ceil(keys) });
+        }
+    }
+    (n_kv <= MAX_KV as u64 && gpu.has_pipeline(KERNEL)).then_some(Kernel::One)
+}
+
+/// `kq`, `sm`, `kqv` form the chain a kernel of `gpu` computes (shapes, types, strides; not
+/// uses).
+pub(crate) fn matches(
+    gpu: &Gpu,
+    kq: *const sys::ggml_tensor,
+    sm: *const sys::ggml_tensor,
+    kqv: *const sys::ggml_tensor,
+) -> bool {
     if op_of(kq) != sys::GGML_OP_MUL_MAT || op_of(sm) != sys::GGML_OP_SOFT_MAX || op_of(kqv) != sys::GGML_OP_MUL_MAT {
         return false;
     }
@@ -36,7 +112,7 @@ pub(crate) fn matches(kq: *const sys::ggml_tensor, sm: *const sys::ggml_tensor, 
         && k3 == 1
         && q3 == 1
         && (1..=MAX_D).contains(&d)
-        && (1..=MAX_KV).contains(&n_kv)
+        && n_kv >= 1
         && (1..=MAX_TOKENS).contains(&t)
         && hkv >= 1
         && h % hkv == 0
@@ -61,7 +137,7 @@ pub(crate) fn matches(kq: *const sys::ggml_tensor, sm: *const sys::ggml_tensor, 
             && ne(mask)[2..] == [1, 1]
             && nb(mask)[0] == 4
             && nb(mask)[1] % 4 == 0);
-    ok_shape && ok_params && ok_mask
+    ok_shape && ok_params && ok_mask && kernel_for(gpu, d as u64, n_kv as u64, (t * h) as u64).is_some()
 }
 
 /// Record the chain at `kq`, `sm`, `kqv` (checked by [`matches`]); the result goes to `out`
@@ -99,6 +175,32 @@ pub(crate) fn encode(
         Some(mb)
     };
     let rows = (ne(q)[1] * ne(q)[2]) as u64;
-    p.m0[1] = rows as u32;
-    rec.dispatch5(KERNEL, kb, Some(qb), db, mb, false, vb, p, rows)
+    match kernel_for(rec.gpu(), ne(k)[0] as u64, ne(k)[1] as u64, rows) {
+        Some(Kernel::Split { keys, chunks }) => {
+            p.d_ne[0] = (keys | chunks << 16) as u32;
+            p.m0[1] = (rows * chunks) as u32;
+            p.m0[2] = kb.elem_off;
+            p.m0[3] = qb.elem_off;
+            p.m1[0] = db.elem_off;
+            let sb = rec.attn_scratch()?;
+            let mb = mb.unwrap_or(kb);
+            SPLIT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+            rec.dispatch_n(
+                SPLIT_KERNEL,
+                &[kb, qb, db, mb, vb, sb],
+                &[false, false, true, false, false, true],
+                p,
+                rows * chunks,
+            )
+        }
+        Some(Kernel::One) => {
+            p.m0[1] = rows as u32;
+            rec.dispatch5(KERNEL, kb, Some(qb), db, mb, false, vb, p, rows)
+        }
+        None => Err(crate::error::Error::Unsupported {
+            node: String::new(),
+            op: "attention".into(),
+            why: "no attention kernel takes this shape".into(),
+        }),
+    }
 }

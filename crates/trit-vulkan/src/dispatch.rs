@@ -186,6 +186,9 @@ pub(crate) struct Recorder {
     recorded: Option<Recorded>,
     /// A signature buffer to fill next (reused: a decode graph's is ~0.5 MB).
     spare_sig: Signature,
+    /// The split attention kernel's counters (zeroed once; each dispatch leaves them zero)
+    /// and partial results (`attn_scratch`), made at its first use.
+    attn: Option<Allocation>,
 }
 
 /// What recording one graph produced: its signature (`signature::Signature`), the chunks it
@@ -230,6 +233,7 @@ impl Recorder {
             last_chunks: 0,
             recorded: None,
             spare_sig: Signature::default(),
+            attn: None,
             outputs: Default::default(),
         })
         .map(|mut r| {
@@ -370,6 +374,22 @@ impl Recorder {
             .filter(|s| start + len <= s.size)
             .ok_or_else(|| unreserved("scratch range out of what was reserved"))?;
         self.bind_bytes(s, start, len, elsize)
+    }
+
+    /// The split attention kernel's scratch (`attn::SPLIT_SCRATCH_BYTES`, its counters zeroed),
+    /// bound from its start. One for all its dispatches: the hazard check puts a barrier
+    /// between two of them, as it does between any two writers of the same memory.
+    pub fn attn_scratch(&mut self) -> Result<Bound> {
+        if self.attn.is_none() {
+            let a = self.gpu.alloc(crate::attn::SPLIT_SCRATCH_BYTES)?;
+            if let Err(e) = self.gpu.fill_range(&a, 0, crate::attn::SPLIT_COUNTER_BYTES, 0) {
+                self.gpu.free(&a);
+                return Err(e);
+            }
+            self.attn = Some(a);
+        }
+        let a = self.attn.as_ref().expect("made above");
+        self.bind_bytes(a, 0, a.size, 4)
     }
 
     /// A fresh scratch range of `bytes`, bound for f32 access.
@@ -923,6 +943,9 @@ impl Drop for Recorder {
         let d = &self.gpu.device;
         if let Some(s) = self.scratch.take() {
             self.gpu.free(&s);
+        }
+        if let Some(a) = self.attn.take() {
+            self.gpu.free(&a);
         }
         let me = self as *const Recorder as usize;
         self.outputs.destroy(&self.gpu, me);

@@ -394,7 +394,7 @@ impl Plan {
         let (mut res_heads, mut pre_heads) = (Vec::new(), Vec::new());
         let (mut perm_heads, mut rope_heads) = (Vec::new(), Vec::new());
         let mut attn_heads = Vec::new();
-        let attn_on = !off("attn") && gpu.has_pipeline(crate::attn::KERNEL);
+        let attn_on = !off("attn");
         for i in 0..n.saturating_sub(1) {
             let (cur, next) = (node(graph, i), node(graph, i + 1));
             if output(cur) {
@@ -434,7 +434,7 @@ impl Plan {
                 if !off("rope") && rope_set_rows(cur, next, third) {
                     rope_heads.push(i as usize);
                 }
-                if attn_on && !output(third) && crate::attn::matches(cur, next, third) {
+                if attn_on && !output(third) && crate::attn::matches(gpu, cur, next, third) {
                     let five = i + 4 < n && mm_permute_cont(third, node(graph, i + 3), node(graph, i + 4));
                     let last = if five { node(graph, i + 4) } else { third };
                     let reads = [src(cur, 0), src(cur, 1), src(next, 1), src(third, 0)];

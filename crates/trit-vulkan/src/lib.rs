@@ -253,6 +253,19 @@ pub fn set_kv_in_products(on: bool) {
     matvec::KV_KERNEL.store(on, Ordering::Relaxed);
 }
 
+/// Tests and A/B runs: decode attention split into workgroups of at least `keys` keys each
+/// (`attn_split.comp`, rounded up to a multiple of 32; the default 32, or
+/// TRIT_VULKAN_ATTN_CHUNK), or with 0 one workgroup per (query row, head) for all its keys
+/// (`attn_decode.comp`).
+pub fn set_attn_chunk(keys: u32) {
+    attn::set_min_chunk(keys);
+}
+
+/// Decode attention dispatches recorded with the split kernel so far in this process.
+pub fn attn_split_dispatch_count() -> u64 {
+    attn::SPLIT_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Tests: whether the wide variants of the mat-vecs that compute their input's norm (1024
 /// invocations, the input kept in shared memory) are used where the device has them (on by
 /// default; TRIT_VULKAN_NORM_WIDE=0 turns them off).

@@ -30,6 +30,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     trit_vulkan::set_mat_vec_kernels(true, true);
     trit_vulkan::set_mmq_big_tiles(false);
     trit_vulkan::set_coopmat_emulation(0);
+    trit_vulkan::set_attn_chunk(32);
     Some(s)
 }
 
@@ -1381,12 +1382,18 @@ fn rope_into_cache_rows() {
 
 /// Decode attention as llama.cpp builds it without flash attention — KQ of the permuted f16
 /// K cache view and permuted Q, SOFT_MAX with mask and scale, KQV of the transposed f16 V
-/// view, PERMUTE and CONT back to rows — is one dispatch (`attn_decode.comp`). Grouped and
-/// plain heads, odd head counts, caches longer than a workgroup, a padded mask, the form
-/// without PERMUTE/CONT; and the shapes it leaves to the separate kernels (n_kv not a
-/// multiple of 8, head size over 128, KQ used again), which must stay correct.
-/// Bound 1e-6 (as other ops with exp and f16 rounding): Q and the probabilities are rounded
-/// to f16 as the CPU's products do; the GPU's exp and summation order can flip a rounding.
+/// view, PERMUTE and CONT back to rows — is one dispatch: `attn_split.comp` (the keys of a
+/// row split over workgroups of 32 or 64 keys and more, their partial sums combined by the
+/// last) and `attn_decode.comp` (one workgroup per row and head, `set_attn_chunk(0)`).
+/// Grouped and plain heads, odd head counts, caches longer than a workgroup, a padded mask,
+/// the form without PERMUTE/CONT, a cache too long for the one-workgroup kernel (split only),
+/// a prompt of 8 rows whose partials would overflow the split kernel's scratch at 32 chunks
+/// (fewer, longer chunks); and the shapes left to the separate kernels (n_kv not a multiple
+/// of 8, head size over 128, KQ used again), which must stay correct.
+/// Bound 1e-6 (as other ops with exp and f16 rounding): the CPU rounds Q and the
+/// probabilities to f16 for its products; the one-workgroup kernel does the same, the split
+/// kernel rounds Q only (its probabilities are known after the combine), and the GPU's exp
+/// and summation order differ.
 #[test]
 fn decode_attention_in_one_dispatch() {
     let Some((_g, b)) = setup() else { return };
@@ -1397,48 +1404,62 @@ fn decode_attention_in_one_dispatch() {
         (3, 40, 6, 3, 1000, 3, true, false, true),
         (2, 64, 3, 1, 296, 8, false, false, true),
         (1, 72, 4, 4, 3000, 1, true, false, true),
+        (1, 128, 4, 2, 5000, 1, true, false, true),
+        (8, 128, 32, 8, 4096, 8, true, false, true),
         (1, 64, 4, 2, 37, 1, true, false, false),
         (1, 256, 2, 1, 64, 1, true, false, false),
         (1, 64, 4, 2, 64, 1, true, true, false),
     ];
-    for (tokens, hd, heads, hkv, n_kv, mask_rows, perm, kq_again, fused) in cases {
-        let build: Builder = &|ctx, ins| unsafe {
-            // llama.cpp's cache holds a multiple of 256 cells; rows stay 16-byte aligned.
-            let kv_size = (n_kv + 7) / 8 * 8 + 8;
-            let kc = input(ctx, ins, F16, &[hd * hkv, kv_size], Fill::Uniform);
-            let k = sys::ggml_view_3d(ctx, kc, hd, hkv, n_kv, (*kc).nb[0] * hd as usize, (*kc).nb[1], 0);
-            let q = input(ctx, ins, F32, &[hd, heads, tokens], Fill::Uniform);
-            let mask = input(ctx, ins, F32, &[n_kv, mask_rows], Fill::Causal);
-            let vc = input(ctx, ins, F16, &[kv_size, hd, hkv], Fill::Uniform);
-            let v = sys::ggml_view_3d(ctx, vc, n_kv, hd, hkv, (*vc).nb[1], (*vc).nb[2], 0);
-            let kq =
-                sys::ggml_mul_mat(ctx, sys::ggml_permute(ctx, k, 0, 2, 1, 3), sys::ggml_permute(ctx, q, 0, 2, 1, 3));
-            let sm = sys::ggml_soft_max_ext(ctx, kq, mask, 1.0 / (hd as f32).sqrt(), 0.0);
-            let kqv = sys::ggml_mul_mat(ctx, v, sm);
-            let cur = if perm {
-                sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), hd * heads, tokens)
-            } else {
-                kqv
+    for chunk in [32u32, 64, 0] {
+        trit_vulkan::set_attn_chunk(chunk);
+        for (tokens, hd, heads, hkv, n_kv, mask_rows, perm, kq_again, fused) in cases {
+            // The one-workgroup kernel keeps at most 3584 scores in shared memory.
+            let fused = fused && (chunk > 0 || n_kv <= 3584);
+            let build: Builder = &|ctx, ins| unsafe {
+                // llama.cpp's cache holds a multiple of 256 cells; rows stay 16-byte aligned.
+                let kv_size = (n_kv + 7) / 8 * 8 + 8;
+                let kc = input(ctx, ins, F16, &[hd * hkv, kv_size], Fill::Uniform);
+                let k = sys::ggml_view_3d(ctx, kc, hd, hkv, n_kv, (*kc).nb[0] * hd as usize, (*kc).nb[1], 0);
+                let q = input(ctx, ins, F32, &[hd, heads, tokens], Fill::Uniform);
+                let mask = input(ctx, ins, F32, &[n_kv, mask_rows], Fill::Causal);
+                let vc = input(ctx, ins, F16, &[kv_size, hd, hkv], Fill::Uniform);
+                let v = sys::ggml_view_3d(ctx, vc, n_kv, hd, hkv, (*vc).nb[1], (*vc).nb[2], 0);
+                let kq = sys::ggml_mul_mat(
+                    ctx,
+                    sys::ggml_permute(ctx, k, 0, 2, 1, 3),
+                    sys::ggml_permute(ctx, q, 0, 2, 1, 3),
+                );
+                let sm = sys::ggml_soft_max_ext(ctx, kq, mask, 1.0 / (hd as f32).sqrt(), 0.0);
+                let kqv = sys::ggml_mul_mat(ctx, v, sm);
+                let cur = if perm {
+                    sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), hd * heads, tokens)
+                } else {
+                    kqv
+                };
+                let out = sys::ggml_scale(ctx, cur, 1.0);
+                if kq_again {
+                    // n_kv = hd here, so KQ has as many elements as the output.
+                    sys::ggml_add(ctx, out, sys::ggml_reshape_2d(ctx, kq, hd * heads, tokens))
+                } else {
+                    out
+                }
             };
-            let out = sys::ggml_scale(ctx, cur, 1.0);
-            if kq_again {
-                // n_kv = hd here, so KQ has as many elements as the output.
-                sys::ggml_add(ctx, out, sys::ggml_reshape_2d(ctx, kq, hd * heads, tokens))
+            let name =
+                format!("attention chunk={chunk} tokens={tokens} hd={hd} heads={heads}/{hkv} n_kv={n_kv} perm={perm}");
+            let (before, split_before) = (trit_vulkan::dispatch_count(), trit_vulkan::attn_split_dispatch_count());
+            check(&b, &name, build, NMSE_TR);
+            let n = trit_vulkan::dispatch_count() - before;
+            let split = trit_vulkan::attn_split_dispatch_count() - split_before;
+            if fused {
+                // The attention kernel and the SCALE.
+                assert_eq!(n, 2, "{name}: dispatches");
+                assert_eq!(split, u64::from(chunk > 0), "{name}: split kernel dispatches");
             } else {
-                out
+                assert!(n > 2, "{name}: fused although it should not be");
             }
-        };
-        let name = format!("attention tokens={tokens} hd={hd} heads={heads}/{hkv} n_kv={n_kv} perm={perm}");
-        let before = trit_vulkan::dispatch_count();
-        check(&b, &name, build, NMSE_TR);
-        let n = trit_vulkan::dispatch_count() - before;
-        if fused {
-            // The attention kernel and the SCALE.
-            assert_eq!(n, 2, "{name}: dispatches");
-        } else {
-            assert!(n > 2, "{name}: fused although it should not be");
         }
     }
+    trit_vulkan::set_attn_chunk(32);
 }
 
 /// Scaled ternary products of one activation column (Q, K, V or gate, up: `build_lora_mm`'s
