@@ -26,7 +26,7 @@
 // a_ne = K's ne (D, n_kv, Hkv), b_ne = Q's ne (D, T, H), d_nb.xyz = out's strides for
 // (e, t, h) in floats, P0 = scale (float bits), d_ne.x = CH | S << 16; N_ITEMS = rows * S.
 // The host checks D <= MAX_D, D and n_kv multiples of 8, CH a multiple of KPP and at most
-// MAX_CH, rows <= CNT_WORDS, (S - 1) * CH < n_kv and the partials within the scratch.
+// MAX_CH, S <= MAX_SPLITS, rows <= CNT_WORDS, (S - 1) * CH < n_kv and the partials within the scratch.
 #include "common.glsl"
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -39,6 +39,7 @@
 #define PIECES ((MAX_D / 8) / LPK) // 16-byte pieces of a key per lane
 #define UV 4 // V loads in flight per invocation
 #define CNT_WORDS 1024u
+#define MAX_SPLITS 32 // chunks per row at most
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufK { uvec4 k[]; };
@@ -101,6 +102,31 @@ void main() {
     const uint j0 = split * CH;
     const uint nk = min(CH, NKV - j0);
 
+    // The first pass's key pieces and the first V pieces are loaded before anything waits
+    // (they do not depend on Q or the scores), so their latency overlaps Q's.
+    const uint kl = fl % LPK;
+    const uint kk = fl / LPK;
+    const uint k_base = A_OFF + hk * pc.a_nb.z;
+    uvec4 w[PIECES];
+    {
+        const bool has = kk < nk;
+        const uint kb = k_base + (j0 + kk) * pc.a_nb.y;
+        [[unroll]] for (uint i = 0; i < PIECES; ++i) {
+            const uint c = i * LPK + kl;
+            w[i] = (has && c < D8) ? k[kb + c] : uvec4(0);
+        }
+    }
+    const uint parts = WG / D;
+    const uint e = fl % D;
+    const uint part = fl / D;
+    const uint n8 = nk / 8;
+    const uint per = (n8 + parts - 1) / parts;
+    const uint c0 = part < parts ? part * per : n8;
+    const uint c1 = part < parts ? min(n8, c0 + per) : n8;
+    const uint vb = pc.d_ne.w + e * pc.d_ne.y + hk * pc.d_ne.z + j0 / 8;
+    uvec4 wv[UV];
+    [[unroll]] for (uint u = 0; u < UV; ++u) { wv[u] = c0 + u < c1 ? v[vb + c0 + u] : uvec4(0); }
+
     const uint q_base = B_OFF + t * pc.b_nb.y + h * pc.b_nb.z;
     if (fl < D / 4) {
         vec4 x;
@@ -111,18 +137,16 @@ void main() {
 
     // Scores of the chunk, KPP keys a pass, and their maximum.
     const float scale = uintBitsToFloat(P0);
-    const uint kl = fl % LPK;
-    const uint kk = fl / LPK;
-    const uint k_base = A_OFF + hk * pc.a_nb.z;
     float mx = -1.0 / 0.0;
     for (uint p = 0; p < nk; p += KPP) {
         const uint jl = p + kk;
         const bool has = jl < nk;
-        const uint kb = k_base + (j0 + jl) * pc.a_nb.y;
-        uvec4 w[PIECES];
-        [[unroll]] for (uint i = 0; i < PIECES; ++i) {
-            const uint c = i * LPK + kl;
-            w[i] = (has && c < D8) ? k[kb + c] : uvec4(0);
+        if (p > 0) {
+            const uint kb = k_base + (j0 + jl) * pc.a_nb.y;
+            [[unroll]] for (uint i = 0; i < PIECES; ++i) {
+                const uint c = i * LPK + kl;
+                w[i] = (has && c < D8) ? k[kb + c] : uvec4(0);
+            }
         }
         float s = 0.0;
         [[unroll]] for (uint i = 0; i < PIECES; ++i) {
@@ -149,26 +173,18 @@ void main() {
     }
     sum = wg_sum(sum);
 
-    // o_s[e] by PARTS invocations over contiguous ranges of 8-key pieces.
-    const uint parts = WG / D;
-    const uint e = fl % D;
-    const uint part = fl / D;
+    // o_s[e] by PARTS invocations over contiguous ranges of 8-key pieces (the first UV
+    // loaded above).
     float acc = 0.0;
-    if (part < parts) {
-        const uint n8 = nk / 8;
-        const uint per = (n8 + parts - 1) / parts;
-        const uint c0 = part * per;
-        const uint c1 = min(n8, c0 + per);
-        const uint vb = pc.d_ne.w + e * pc.d_ne.y + hk * pc.d_ne.z + j0 / 8;
-        for (uint c = c0; c < c1; c += UV) {
-            uvec4 w[UV];
-            [[unroll]] for (uint u = 0; u < UV; ++u) { w[u] = c + u < c1 ? v[vb + c + u] : uvec4(0); }
-            [[unroll]] for (uint u = 0; u < UV; ++u) {
-                if (c + u < c1) {
-                    const uint j = 8 * (c + u);
-                    acc += dot8(w[u], vec4(sc[j], sc[j + 1], sc[j + 2], sc[j + 3]),
-                                vec4(sc[j + 4], sc[j + 5], sc[j + 6], sc[j + 7]));
-                }
+    for (uint c = c0; c < c1; c += UV) {
+        if (c > c0) {
+            [[unroll]] for (uint u = 0; u < UV; ++u) { wv[u] = c + u < c1 ? v[vb + c + u] : uvec4(0); }
+        }
+        [[unroll]] for (uint u = 0; u < UV; ++u) {
+            if (c + u < c1) {
+                const uint j = 8 * (c + u);
+                acc += dot8(wv[u], vec4(sc[j], sc[j + 1], sc[j + 2], sc[j + 3]),
+                            vec4(sc[j + 4], sc[j + 5], sc[j + 6], sc[j + 7]));
             }
         }
     }
@@ -197,18 +213,34 @@ void main() {
     barrier();
     if (!is_last) { return; }
     memoryBarrierBuffer();
-    if (fl < D) {
-        const uint rb = CNT_WORDS + row * S * (D + 2u);
+    // The chunks' weights exp(m_s - M) into shared memory (sc is free now), then every output
+    // element's partial sums, all S loads issued at once.
+    const uint rb = CNT_WORDS + row * S * (D + 2u);
+    if (fl < S) {
+        const float ms = uintBitsToFloat(sw[rb + fl * (D + 2u)]);
+        sc[fl] = ms;
+        sc[MAX_SPLITS + fl] = uintBitsToFloat(sw[rb + fl * (D + 2u) + 1u]);
+    }
+    barrier();
+    if (fl < S) {
         float M = -1.0 / 0.0;
-        for (uint s = 0; s < S; ++s) { M = max(M, uintBitsToFloat(sw[rb + s * (D + 2u)])); }
+        for (uint s = 0; s < S; ++s) { M = max(M, sc[s]); }
+        const float ms = sc[fl];
+        red[fl] = ms == -1.0 / 0.0 ? 0.0 : exp(ms - M);
+    }
+    barrier();
+    if (fl < D) {
+        float ov[MAX_SPLITS];
+        [[unroll]] for (uint s = 0; s < MAX_SPLITS; ++s) {
+            ov[s] = s < S ? uintBitsToFloat(sw[rb + s * (D + 2u) + 2u + fl]) : 0.0;
+        }
         float L = 0.0;
         float O = 0.0;
-        for (uint s = 0; s < S; ++s) {
-            const uint b = rb + s * (D + 2u);
-            const float ms = uintBitsToFloat(sw[b]);
-            const float f = ms == -1.0 / 0.0 ? 0.0 : exp(ms - M);
-            L += uintBitsToFloat(sw[b + 1u]) * f;
-            O += uintBitsToFloat(sw[b + 2u + fl]) * f;
+        [[unroll]] for (uint s = 0; s < MAX_SPLITS; ++s) {
+            if (s < S) {
+                L += sc[MAX_SPLITS + s] * red[s];
+                O += ov[s] * red[s];
+            }
         }
         d[out_at] = L > 0.0 ? O / L : 0.0;
     }

@@ -273,6 +273,17 @@ pub fn set_wide_norm_mat_vecs(on: bool) {
     matvec::NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
+/// Tests and A/B runs: lanes per row (32, 16 or 8) of the wide mat-vecs that compute their
+/// input's norm for several products without rope (gate and up; TRIT_VULKAN_NORM_LANES).
+pub fn set_multi_norm_lanes(lanes: u32) {
+    matvec::MULTI_LANES.store(if [8, 16].contains(&lanes) { lanes } else { 32 }, Ordering::Relaxed);
+}
+
+/// Of `wide_norm_mat_vec_dispatch_count`, those with 16 or 8 lanes per row.
+pub fn narrow_norm_mat_vec_dispatch_count() -> u64 {
+    matvec::NARROW_NORM_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Of `norm_mat_vec_dispatch_count`, those recorded as the wide variant.
 pub fn wide_norm_mat_vec_dispatch_count() -> u64 {
     matvec::WIDE_NORM_DISPATCHES.load(Ordering::Relaxed)

@@ -487,10 +487,46 @@ fn norm_variant(gpu: &Gpu, name: String, k: i64, rope_dims: Option<u32>) -> (Str
     }
 }
 
+/// Lanes per row of the wide `NORM` mat-vecs over several products of one input without
+/// rope (gate and up): 32 (`_w`), or with TRIT_VULKAN_NORM_LANES=16 / 8 (or
+/// `set_multi_norm_lanes`) the `_w16` / `_w8` variants: 64 / 128 rows per workgroup. 0: not
+/// decided yet.
+pub(crate) static MULTI_LANES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn multi_lanes() -> u32 {
+    match MULTI_LANES.load(Ordering::Relaxed) {
+        0 => {
+            let v = std::env::var("TRIT_VULKAN_NORM_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+            let v = if [8, 16].contains(&v) { v } else { 32 };
+            MULTI_LANES.store(v, Ordering::Relaxed);
+            v
+        }
+        v => v,
+    }
+}
+
+/// The wide `kernel` (`rows_per_wg` rows per workgroup) with fewer lanes per row where
+/// `multi_lanes` asks for them and the device has the variant.
+fn fewer_lanes(gpu: &Gpu, kernel: String, rows_per_wg: u64) -> (String, u64) {
+    let lanes = multi_lanes();
+    let narrow = format!("{kernel}{lanes}");
+    if rows_per_wg == WIDE_ROWS_PER_WG && lanes < 32 && gpu.has_pipeline(&narrow) {
+        (narrow, WIDE_ROWS_PER_WG * 32 / lanes as u64)
+    } else {
+        (kernel, rows_per_wg)
+    }
+}
+
+/// Wide `NORM` dispatches recorded with fewer lanes per row (`_w16`, `_w8`) so far (tests).
+pub(crate) static NARROW_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Count a recorded `NORM` dispatch of `kernel` (tests).
 fn count_norm_dispatch(kernel: &str) {
     NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
-    if kernel.ends_with("_w") {
+    if kernel.ends_with("_w16") || kernel.ends_with("_w8") {
+        NARROW_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    }
+    if ["_w", "_w16", "_w8"].iter().any(|w| kernel.ends_with(w)) {
         WIDE_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -691,8 +727,10 @@ fn encode_multi_norm(
     p.d_ne = [d_offs[0], d_offs[1], d_offs[2], 1];
     p.d_nb = [c_offs[0], c_offs[1], c_offs[2], 0];
     let total: u64 = p.a_ne[1..].iter().map(|&r| r as u64).sum();
+    let (kernel, rows_per_wg) =
+        if roped.is_none() { fewer_lanes(&gpu, kernel, rows_per_wg) } else { (kernel, rows_per_wg) };
     let groups = total.div_ceil(rows_per_wg);
-    let launched = norm_groups(groups, rows_per_wg == WIDE_ROWS_PER_WG);
+    let launched = norm_groups(groups, rows_per_wg >= WIDE_ROWS_PER_WG);
     p.m0 = [0, groups as u32, 0, act_offs[0]];
     p.m1 = [0, crate::ops::param_u32(d.norm, 0), launched as u32, 0];
     let mut reads = Vec::new();

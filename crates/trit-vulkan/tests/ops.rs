@@ -31,6 +31,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     trit_vulkan::set_mmq_big_tiles(false);
     trit_vulkan::set_coopmat_emulation(0);
     trit_vulkan::set_attn_chunk(32);
+    trit_vulkan::set_multi_norm_lanes(32);
     Some(s)
 }
 
@@ -1168,10 +1169,26 @@ fn norms_computed_in_mat_vecs() {
         }
         trit_vulkan::set_norm_in_mat_vec(true);
         trit_vulkan::set_wide_norm_mat_vecs(true);
+        // The products of one input without rope with 16 and 8 lanes per row (`_w16`, `_w8`).
+        for lanes in [16, 8] {
+            trit_vulkan::set_multi_norm_lanes(lanes);
+            let n0 = trit_vulkan::narrow_norm_mat_vec_dispatch_count();
+            runs.push(run(b.vk, build, 5).0);
+            let ran = trit_vulkan::narrow_norm_mat_vec_dispatch_count() - n0;
+            // Q, K, V (no rope here) and gate, up.
+            let expect = 2 * u64::from(trit_vulkan::has_wide_norm_mat_vecs() && cols == 1);
+            assert_eq!(ran, expect, "{name}: products with {lanes} lanes per row ran");
+        }
+        trit_vulkan::set_multi_norm_lanes(32);
         // The int8 activations are those of the separate norm kernels (the same operations in
         // the same order); the products' f32 sums may still round differently in a kernel the
         // driver compiled differently (on lavapipe they are identical; on the H200 not all).
-        for (i, what) in [(1, "the 512-invocation variants"), (2, "the separate norms")] {
+        for (i, what) in [
+            (1, "the 512-invocation variants"),
+            (2, "the separate norms"),
+            (3, "16 lanes per row for QKV and gate/up"),
+            (4, "8 lanes per row for QKV and gate/up"),
+        ] {
             let diff = runs[0].iter().zip(&runs[i]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
             let e = nmse(&runs[0], &runs[i]);
             println!("{name}: {diff} of {} outputs differ from {what} in their bits, nmse {e:.3e}", runs[0].len());
