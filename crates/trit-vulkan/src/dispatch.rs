@@ -198,6 +198,27 @@ struct Recorded {
     chunks: usize,
     dispatches: u64,
     barriers: u64,
+    /// Submit-to-fence time of its last replay: how long the next one sleeps before it polls.
+    last_wait: Option<std::time::Duration>,
+}
+
+/// Whether replays poll their fence near the expected end (`Gpu::wait_fence_spin`): 0 = not
+/// decided yet, 1 = on GPUs (not on a CPU driver, whose threads the poll would slow), 2 =
+/// everywhere, 3 = off. TRIT_VULKAN_SPIN=0 / =1 (or `set_spin_wait`): off / everywhere.
+pub(crate) static SPIN: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn spin_wait(gpu: &Gpu) -> bool {
+    use std::sync::atomic::Ordering;
+    let mut mode = SPIN.load(Ordering::Relaxed);
+    if mode == 0 {
+        mode = match std::env::var("TRIT_VULKAN_SPIN").as_deref() {
+            Ok("0") => 3,
+            Ok("1") => 2,
+            _ => 1,
+        };
+        SPIN.store(mode, Ordering::Relaxed);
+    }
+    mode == 2 || (mode == 1 && !gpu.is_cpu)
 }
 
 impl Recorder {
@@ -423,11 +444,15 @@ impl Recorder {
             eprintln!("trit-vulkan trace: signature matched in {:.1} us", t0.elapsed().as_secs_f64() * 1e6);
         }
         let (chunks, dispatches, barriers) = (r.chunks, r.dispatches, r.barriers);
+        let sleep_for = if spin_wait(&self.gpu) { r.last_wait } else { None };
         self.began_at(t0);
         let submitted = std::time::Instant::now();
-        if let Err(e) = self.gpu.submit_all_and_wait(&self.cmds[..chunks], self.fence) {
+        if let Err(e) = self.gpu.submit_all_and_wait(&self.cmds[..chunks], self.fence, sleep_for) {
             self.recorded = None;
             return Err(e);
+        }
+        if let Some(r) = self.recorded.as_mut() {
+            r.last_wait = Some(submitted.elapsed());
         }
         self.outputs.publish(&self.gpu, self as *const Recorder as usize);
         self.dispatches += dispatches;
@@ -462,6 +487,7 @@ impl Recorder {
             chunks: self.last_chunks,
             dispatches: self.dispatches - counts_before.0,
             barriers: self.barriers - counts_before.1,
+            last_wait: None,
         });
     }
 

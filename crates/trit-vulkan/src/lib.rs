@@ -279,6 +279,23 @@ pub fn set_multi_norm_lanes(lanes: u32) {
     matvec::MULTI_LANES.store(if [8, 16].contains(&lanes) { lanes } else { 32 }, Ordering::Relaxed);
 }
 
+/// Tests and A/B runs: whether replayed graphs poll their fence near the expected end
+/// (`Some(true)`: on every device, `Some(false)`: never, `None`: the default, on GPUs but not
+/// on a CPU driver; TRIT_VULKAN_SPIN=1 / =0).
+pub fn set_spin_wait(on: Option<bool>) {
+    let mode = match on {
+        None => 1,
+        Some(true) => 2,
+        Some(false) => 3,
+    };
+    dispatch::SPIN.store(mode, Ordering::Relaxed);
+}
+
+/// Replays whose fence wait polled near the expected end so far in this process.
+pub fn polled_wait_count() -> u64 {
+    gpu::POLLED_WAITS.load(Ordering::Relaxed)
+}
+
 /// Of `wide_norm_mat_vec_dispatch_count`, those with 16 or 8 lanes per row.
 pub fn narrow_norm_mat_vec_dispatch_count() -> u64 {
     matvec::NARROW_NORM_DISPATCHES.load(Ordering::Relaxed)

@@ -363,8 +363,13 @@ impl Gpu {
 
     /// Submit `cmds` in order after the deferred transfers, if any (in the same submission:
     /// the transfer command buffer's closing barrier orders its writes before the compute
-    /// shaders), and block until all have finished.
-    pub fn submit_all_and_wait(&self, cmds: &[vk::CommandBuffer], fence: vk::Fence) -> Result<()> {
+    /// shaders), and block until all have finished (`wait_fence_spin` with `sleep_for`).
+    pub fn submit_all_and_wait(
+        &self,
+        cmds: &[vk::CommandBuffer],
+        fence: vk::Fence,
+        sleep_for: Option<std::time::Duration>,
+    ) -> Result<()> {
         let mut x = self.xfer.lock().unwrap_or_else(|e| e.into_inner());
         let mut all = Vec::with_capacity(cmds.len() + 1);
         if x.recording {
@@ -375,7 +380,7 @@ impl Gpu {
         all.extend_from_slice(cmds);
         // The transfer command buffer stays under the xfer lock until the fence below.
         self.submit_cmds(&all, fence)?;
-        self.wait_fence(fence)
+        self.wait_fence_spin(fence, sleep_for)
     }
 }
 

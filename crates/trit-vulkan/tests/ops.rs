@@ -1594,13 +1594,18 @@ fn unchanged_graph_is_replayed() {
     assert!(nmse(&want[0], &want[1]) > 1e-3, "the rounds' inputs differ");
     // Mapped buffers (lavapipe's default) and staged ones (a discrete GPU's: the new inputs
     // are deferred uploads that must reach the GPU before the replayed commands run).
-    for staging in [false, true] {
+    // The second with the replays' fence polled (`set_spin_wait`; by default not on lavapipe):
+    // the third round's replay, which has the second's time to go by, polls.
+    for (staging, spin) in [(false, false), (true, true)] {
         trit_vulkan::set_force_staging(staging);
+        trit_vulkan::set_spin_wait(Some(spin));
+        let polled = trit_vulkan::polled_wait_count();
         let replays = trit_vulkan::replay_count();
         let by_split = trit_vulkan::same_split_replay_count();
         let served = trit_vulkan::output_copy_reads();
         let got = rounds(b.vk);
         assert_eq!(trit_vulkan::replay_count() - replays, 2, "rounds 2 and 3 replayed");
+        assert_eq!(trit_vulkan::polled_wait_count() - polled, u64::from(spin), "replays that polled their fence");
         // Computed without ggml's scheduler: every replay compared the tensor structs.
         assert_eq!(trit_vulkan::same_split_replay_count(), by_split, "replayed by a scheduler split outside one");
         // Staged (forced, or a discrete GPU's memory, which is never mapped): both reads of
@@ -1616,6 +1621,7 @@ fn unchanged_graph_is_replayed() {
         }
     }
     trit_vulkan::set_force_staging(false);
+    trit_vulkan::set_spin_wait(None);
     // A new graph (other tensors, other buffer) is recorded, not replayed.
     let replays = trit_vulkan::replay_count();
     check(&b, "replay: a new graph is recorded", &|ctx, ins| build(ctx, ins), 1e-6);
