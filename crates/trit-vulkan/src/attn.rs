@@ -18,7 +18,7 @@ use trit_sys as sys;
 use crate::dispatch::{starts_aligned, Push, Recorder};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::ops::{nb, ne, op_of, param_u32, src, ty, F16, F32};
+use crate::ops::{fits_range, nb, ne, op_of, param_u32, src, ty, F16, F32};
 
 /// Keys and head dimensions the one-workgroup kernel keeps in shared memory and registers
 /// (MAX_KV, MAX_D there); both multiples of 8, rows 16-byte aligned (`matches`).
@@ -70,6 +70,11 @@ enum Kernel {
     One,
 }
 
+/// Bytes of the split kernel's scratch one dispatch uses: the counters and its partials.
+fn split_scratch_bytes(d: u64, rows: u64, chunks: u64) -> u64 {
+    SPLIT_COUNTER_BYTES + rows * chunks * (d + 2) * 4
+}
+
 /// The kernel for `rows` (query row, head) pairs of head size `d` over `n_kv` keys on `gpu`;
 /// None if neither takes it. Chunks of at least the minimum keys, at most SPLIT_MAX_CHUNKS of
 /// them, more keys each where the partials would not fit the scratch.
@@ -78,12 +83,14 @@ fn kernel_for(gpu: &Gpu, d: u64, n_kv: u64, rows: u64) -> Option<Kernel> {
     let split_ok = min > 0 && gpu.has_pipeline(SPLIT_KERNEL) && gpu.subgroup_size >= 4 && rows <= SPLIT_ROWS;
     if split_ok {
         let mut keys = n_kv.div_ceil(SPLIT_MAX_CHUNKS).next_multiple_of(SPLIT_KPP).max(min);
-        let fits = |keys: u64| rows * n_kv.div_ceil(keys) * (d + 2) * 4 <= SPLIT_SCRATCH_BYTES - SPLIT_COUNTER_BYTES;
+        let fits = |keys: u64| split_scratch_bytes(d, rows, n_kv.div_ceil(keys)) <= SPLIT_SCRATCH_BYTES;
         while keys <= SPLIT_MAX_CH && !fits(keys) {
             keys *= 2;
         }
-        if keys <= SPLIT_MAX_CH {
-            return Some(Kernel::Split { keys, chunks: n_kv.div_ceil(keys) });
+        let chunks = n_kv.div_ceil(keys);
+        // The scratch is one binding: within the device's storage range.
+        if keys <= SPLIT_MAX_CH && split_scratch_bytes(d, rows, chunks) + gpu.min_storage_align + 4 <= gpu.max_range() {
+            return Some(Kernel::Split { keys, chunks });
         }
     }
     (n_kv <= MAX_KV as u64 && gpu.has_pipeline(KERNEL)).then_some(Kernel::One)
@@ -137,7 +144,10 @@ pub(crate) fn matches(
             && ne(mask)[2..] == [1, 1]
             && nb(mask)[0] == 4
             && nb(mask)[1] % 4 == 0);
-    ok_shape && ok_params && ok_mask && kernel_for(gpu, d as u64, n_kv as u64, (t * h) as u64).is_some()
+    // Every operand is one binding: within the device's storage range.
+    let in_range =
+        [k, q, v, kqv].iter().chain(if mask.is_null() { None } else { Some(&mask) }).all(|&t| fits_range(gpu, t));
+    ok_shape && ok_params && ok_mask && in_range && kernel_for(gpu, d as u64, n_kv as u64, (t * h) as u64).is_some()
 }
 
 /// Record the chain at `kq`, `sm`, `kqv` (checked by [`matches`]); the result goes to `out`
@@ -182,7 +192,7 @@ pub(crate) fn encode(
             p.m0[2] = kb.elem_off;
             p.m0[3] = qb.elem_off;
             p.m1[0] = db.elem_off;
-            let sb = rec.attn_scratch()?;
+            let sb = rec.attn_scratch(split_scratch_bytes(ne(k)[0] as u64, rows, chunks))?;
             let mb = mb.unwrap_or(kb);
             SPLIT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
             rec.dispatch_n(

@@ -397,10 +397,11 @@ impl Recorder {
         self.bind_bytes(s, start, len, elsize)
     }
 
-    /// The split attention kernel's scratch (`attn::SPLIT_SCRATCH_BYTES`, its counters zeroed),
-    /// bound from its start. One for all its dispatches: the hazard check puts a barrier
-    /// between two of them, as it does between any two writers of the same memory.
-    pub fn attn_scratch(&mut self) -> Result<Bound> {
+    /// The first `bytes` of the split attention kernel's scratch (`attn::SPLIT_SCRATCH_BYTES`
+    /// in all, its counters zeroed), bound from its start. One for all its dispatches: the
+    /// hazard check puts a barrier between two of them, as it does between any two writers
+    /// of the same memory.
+    pub fn attn_scratch(&mut self, bytes: u64) -> Result<Bound> {
         if self.attn.is_none() {
             let a = self.gpu.alloc(crate::attn::SPLIT_SCRATCH_BYTES)?;
             if let Err(e) = self.gpu.fill_range(&a, 0, crate::attn::SPLIT_COUNTER_BYTES, 0) {
@@ -410,7 +411,7 @@ impl Recorder {
             self.attn = Some(a);
         }
         let a = self.attn.as_ref().expect("made above");
-        self.bind_bytes(a, 0, a.size, 4)
+        self.bind_bytes(a, 0, bytes.min(a.size), 4)
     }
 
     /// A fresh scratch range of `bytes`, bound for f32 access.

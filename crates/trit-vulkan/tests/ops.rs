@@ -636,6 +636,20 @@ fn tiling_with_low_limits() {
         &|ctx, ins| unsafe { sys::ggml_rms_norm(ctx, input(ctx, ins, F32, &[40, 9], Fill::Uniform), 1e-6) },
         NMSE_TR,
     );
+    // Split attention (160 workgroups) in dispatch tiles of 2: the last workgroup of each row
+    // may be in another tile than the others.
+    let shape =
+        Attention { tokens: 1, hd: 128, heads: 20, hkv: 5, n_kv: 256, mask_rows: 1, perm: true, kq_again: false };
+    trit_vulkan::set_limits(Some(2), None);
+    let split = trit_vulkan::attn_split_dispatch_count();
+    check(&b, "split attention in 2-workgroup tiles", &|ctx, ins| attention_graph(ctx, ins, shape), NMSE_TR);
+    assert_eq!(trit_vulkan::attn_split_dispatch_count() - split, 1, "split attention under tiles");
+    // Under a 4 KiB storage range its scratch does not fit one binding: not split.
+    trit_vulkan::set_limits(Some(2), Some(4096));
+    let small = Attention { hd: 16, heads: 2, hkv: 1, n_kv: 16, ..shape };
+    let split = trit_vulkan::attn_split_dispatch_count();
+    check(&b, "attention under a 4 KiB range", &|ctx, ins| attention_graph(ctx, ins, small), NMSE_TR);
+    assert_eq!(trit_vulkan::attn_split_dispatch_count(), split, "split attention under a 4 KiB range");
     // An element-wise operand over the range limit is refused (the CPU runs it).
     let dev = vulkan_device().unwrap();
     let refused = unsafe {
@@ -1397,6 +1411,52 @@ fn rope_into_cache_rows() {
     }
 }
 
+/// The shape of a decode attention chain (`attention_graph`).
+#[derive(Clone, Copy)]
+struct Attention {
+    tokens: i64,
+    hd: i64,
+    heads: i64,
+    hkv: i64,
+    n_kv: i64,
+    mask_rows: i64,
+    perm: bool,
+    kq_again: bool,
+}
+
+/// Decode attention as llama.cpp builds it without flash attention (K cache view, KQ,
+/// SOFT_MAX with mask and scale, KQV of the transposed V view, optionally PERMUTE and CONT
+/// back to rows), then a SCALE by 1; with `kq_again` KQ is also added to the result.
+fn attention_graph(ctx: Ctx, ins: &mut Vec<(T, Fill)>, a: Attention) -> T {
+    let Attention { tokens, hd, heads, hkv, n_kv, mask_rows, perm, kq_again } = a;
+    // SAFETY: tensors of a live context.
+    unsafe {
+        // llama.cpp's cache holds a multiple of 256 cells; rows stay 16-byte aligned.
+        let kv_size = (n_kv + 7) / 8 * 8 + 8;
+        let kc = input(ctx, ins, F16, &[hd * hkv, kv_size], Fill::Uniform);
+        let k = sys::ggml_view_3d(ctx, kc, hd, hkv, n_kv, (*kc).nb[0] * hd as usize, (*kc).nb[1], 0);
+        let q = input(ctx, ins, F32, &[hd, heads, tokens], Fill::Uniform);
+        let mask = input(ctx, ins, F32, &[n_kv, mask_rows], Fill::Causal);
+        let vc = input(ctx, ins, F16, &[kv_size, hd, hkv], Fill::Uniform);
+        let v = sys::ggml_view_3d(ctx, vc, n_kv, hd, hkv, (*vc).nb[1], (*vc).nb[2], 0);
+        let kq = sys::ggml_mul_mat(ctx, sys::ggml_permute(ctx, k, 0, 2, 1, 3), sys::ggml_permute(ctx, q, 0, 2, 1, 3));
+        let sm = sys::ggml_soft_max_ext(ctx, kq, mask, 1.0 / (hd as f32).sqrt(), 0.0);
+        let kqv = sys::ggml_mul_mat(ctx, v, sm);
+        let cur = if perm {
+            sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), hd * heads, tokens)
+        } else {
+            kqv
+        };
+        let out = sys::ggml_scale(ctx, cur, 1.0);
+        if kq_again {
+            // n_kv = hd here, so KQ has as many elements as the output.
+            sys::ggml_add(ctx, out, sys::ggml_reshape_2d(ctx, kq, hd * heads, tokens))
+        } else {
+            out
+        }
+    }
+}
+
 /// Decode attention as llama.cpp builds it without flash attention — KQ of the permuted f16
 /// K cache view and permuted Q, SOFT_MAX with mask and scale, KQV of the transposed f16 V
 /// view, PERMUTE and CONT back to rows — is one dispatch: `attn_split.comp` (the keys of a
@@ -1432,35 +1492,8 @@ fn decode_attention_in_one_dispatch() {
         for (tokens, hd, heads, hkv, n_kv, mask_rows, perm, kq_again, fused) in cases {
             // The one-workgroup kernel keeps at most 3584 scores in shared memory.
             let fused = fused && (chunk > 0 || n_kv <= 3584);
-            let build: Builder = &|ctx, ins| unsafe {
-                // llama.cpp's cache holds a multiple of 256 cells; rows stay 16-byte aligned.
-                let kv_size = (n_kv + 7) / 8 * 8 + 8;
-                let kc = input(ctx, ins, F16, &[hd * hkv, kv_size], Fill::Uniform);
-                let k = sys::ggml_view_3d(ctx, kc, hd, hkv, n_kv, (*kc).nb[0] * hd as usize, (*kc).nb[1], 0);
-                let q = input(ctx, ins, F32, &[hd, heads, tokens], Fill::Uniform);
-                let mask = input(ctx, ins, F32, &[n_kv, mask_rows], Fill::Causal);
-                let vc = input(ctx, ins, F16, &[kv_size, hd, hkv], Fill::Uniform);
-                let v = sys::ggml_view_3d(ctx, vc, n_kv, hd, hkv, (*vc).nb[1], (*vc).nb[2], 0);
-                let kq = sys::ggml_mul_mat(
-                    ctx,
-                    sys::ggml_permute(ctx, k, 0, 2, 1, 3),
-                    sys::ggml_permute(ctx, q, 0, 2, 1, 3),
-                );
-                let sm = sys::ggml_soft_max_ext(ctx, kq, mask, 1.0 / (hd as f32).sqrt(), 0.0);
-                let kqv = sys::ggml_mul_mat(ctx, v, sm);
-                let cur = if perm {
-                    sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), hd * heads, tokens)
-                } else {
-                    kqv
-                };
-                let out = sys::ggml_scale(ctx, cur, 1.0);
-                if kq_again {
-                    // n_kv = hd here, so KQ has as many elements as the output.
-                    sys::ggml_add(ctx, out, sys::ggml_reshape_2d(ctx, kq, hd * heads, tokens))
-                } else {
-                    out
-                }
-            };
+            let shape = Attention { tokens, hd, heads, hkv, n_kv, mask_rows, perm, kq_again };
+            let build: Builder = &|ctx, ins| attention_graph(ctx, ins, shape);
             let name =
                 format!("attention chunk={chunk} tokens={tokens} hd={hd} heads={heads}/{hkv} n_kv={n_kv} perm={perm}");
             let (before, split_before) = (trit_vulkan::dispatch_count(), trit_vulkan::attn_split_dispatch_count());
