@@ -158,13 +158,40 @@ pub unsafe extern "C" fn mul_mat_hook(
 }
 
 /// At least this many chunks per thread in mat-vec ops (so a thread that gets descheduled
-/// is covered by the others).
-const MATVEC_CHUNKS_PER_THREAD: usize = 4;
+/// is partly covered by the others). Each chunk is four sequential streams (the 4-row
+/// passes' memory order), so fewer, longer chunks keep the prefetchers going longer: on the
+/// 2026-12-05 Zen 4 VM (2 threads, 2B-4T TQ2_0 decode, alternating runs) 2 per thread beat
+/// 4 in 15 of 17 pairs (+2–5%), 16 lost ~9%, 1 varied most.
+const MATVEC_CHUNKS_PER_THREAD: usize = 2;
 /// At most this many weight bytes per mat-vec chunk: when the last chunks run, one thread
 /// may finish while another still streams one chunk (≈ 40 µs for 1 MiB at 24 GB/s per
 /// core); larger matrices (the 657 MB output head) are cut into more chunks instead. Each
 /// chunk costs one atomic and one restart of the prefetch stream, negligible at this size.
 const MATVEC_CHUNK_BYTES: usize = 1 << 20;
+
+/// [`MATVEC_CHUNKS_PER_THREAD`], or TRIT_MATVEC_CHUNKS (1..=64) for A/B runs.
+fn chunks_per_thread() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("TRIT_MATVEC_CHUNKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| (1..=64).contains(n))
+            .unwrap_or(MATVEC_CHUNKS_PER_THREAD)
+    })
+}
+
+/// [`MATVEC_CHUNK_BYTES`], or TRIT_MATVEC_CHUNK_KIB for A/B runs.
+fn chunk_bytes() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("TRIT_MATVEC_CHUNK_KIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (64..=1 << 20).contains(n))
+            .map_or(MATVEC_CHUNK_BYTES, |k| k << 10)
+    })
+}
 
 /// Rows per chunk for a mat-vec over `rows` rows of `stride` bytes on `nth` threads: at
 /// most `rows / (nth·MATVEC_CHUNKS_PER_THREAD)` and about [`MATVEC_CHUNK_BYTES`], rounded
@@ -174,8 +201,8 @@ const MATVEC_CHUNK_BYTES: usize = 1 << 20;
 pub fn matvec_chunk_rows(rows: usize, stride: usize, nth: usize) -> usize {
     let line = 64 / gcd(stride, 64);
     let align = 4 * line / gcd(4, line);
-    let by_threads = rows.div_ceil(nth.max(1) * MATVEC_CHUNKS_PER_THREAD);
-    let by_bytes = MATVEC_CHUNK_BYTES / stride.max(1);
+    let by_threads = rows.div_ceil(nth.max(1) * chunks_per_thread());
+    let by_bytes = chunk_bytes() / stride.max(1);
     by_threads.min(by_bytes).div_ceil(align).max(1) * align
 }
 
