@@ -136,11 +136,12 @@ fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Fence waits that polled near the expected end (`Gpu::wait_fence_spin`) so far (tests).
+pub(crate) static POLLED_WAITS: AtomicU64 = AtomicU64::new(0);
+
 /// Bytes of device buffers made by `Gpu::alloc` and not yet freed, and their peak (this process).
 /// Device buffers freed by this process so far: a recorded graph is replayed only while this
 /// is unchanged (a freed buffer's handle may come back for another buffer).
-/// Fence waits that polled near the expected end (`Gpu::wait_fence_spin`) so far (tests).
-pub(crate) static POLLED_WAITS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static FREED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub(crate) static ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub(crate) static PEAK_ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
