@@ -157,8 +157,17 @@ void norm_prologue(uint K) {
         if (gl_SubgroupInvocationID == 0) { nred[r * spw + gl_SubgroupID] = s; }
     }
     barrier();
+    // The subgroups' sums in order, 8 loads issued before their adds (the same additions
+    // in the same order as one at a time: rms_norm_q8.comp's bits).
     float total = 0.0;
-    for (uint i = 0; i < rounds * spw; ++i) { total += nred[i]; }
+    const uint nsums = rounds * spw;
+    for (uint i0 = 0; i0 < nsums; i0 += 8u) {
+        float v[8];
+        [[unroll]] for (uint j = 0; j < 8u; ++j) { v[j] = i0 + j < nsums ? nred[i0 + j] : 0.0; }
+        [[unroll]] for (uint j = 0; j < 8u; ++j) {
+            if (i0 + j < nsums) { total += v[j]; }
+        }
+    }
     precise float scale = inversesqrt(total / float(K) + uintBitsToFloat(P0));
     for (uint r = 0; r < rounds; ++r) {
         const uint cid = r * ncl + cl;
