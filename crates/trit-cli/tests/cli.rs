@@ -96,6 +96,22 @@ fn llama_bench_json_and_markdown() {
     assert!(lines[2].contains(" ± "), "{md}");
     let csv = ok(&["bench", "-m", m, "-p", "16", "-n", "0", "-r", "1", "-o", "csv"]);
     assert_eq!(csv.lines().count(), 2, "{csv}");
+    // -d: each test after that many tokens already in the cache (llama-bench's n_depth).
+    let json = ok(&["bench", "-m", m, "-p", "8", "-n", "2", "-d", "0,24", "-r", "1", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let got: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap(), r["n_depth"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [(8, 0, 0), (8, 0, 24), (0, 2, 0), (0, 2, 24)], "{json}");
+    let md = ok(&["bench", "-m", m, "-p", "0", "-n", "2", "-d", "24", "-r", "1"]);
+    assert!(md.lines().nth(2).is_some_and(|l| l.contains("tg2 @ d24")), "{md}");
+    let csv = ok(&["bench", "-m", m, "-p", "0", "-n", "2", "-d", "24", "-r", "1", "-o", "csv"]);
+    let (head, row) = (csv.lines().next().unwrap(), csv.lines().nth(1).unwrap());
+    let col = head.split(',').position(|c| c == "n_depth").expect("n_depth column");
+    assert_eq!(row.split(',').nth(col), Some("24"), "{csv}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ const FLAGS: &[Flag] = &[
     flag(&["-m", "--model"], Some("FNAME"), "model path(s), comma-separated or repeated"),
     flag(&["-p", "--n-prompt"], Some("N"), "prompt lengths to test (default: 512)"),
     flag(&["-n", "--n-gen"], Some("N"), "generation lengths to test (default: 128)"),
+    flag(&["-d", "--n-depth"], Some("N"), "tokens already in the KV cache when each test starts (default: 0)"),
     flag(&["-b", "--batch-size"], Some("N"), "logical batch size (default: 2048)"),
     flag(&["-ub", "--ubatch-size"], Some("N"), "physical batch size (default: 512)"),
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
@@ -51,6 +52,7 @@ struct Record {
     flash_attn: bool,
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
     test_time: String,
     avg_ns: u64,
     stddev_ns: u64,
@@ -71,6 +73,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     }
     let prompts: Vec<usize> = p.list("-p", &[512])?;
     let gens: Vec<usize> = p.list("-n", &[128])?;
+    let depths: Vec<usize> = p.list("-d", &[0])?;
     let threads: Vec<i32> = p.list("-t", &[trit_llama::ContextParams::default().n_threads])?;
     let ngls: Vec<String> = p.list("-ngl", &["99".to_string()])?;
     let n_batch: u32 = p.get("-b", 2048)?;
@@ -101,11 +104,11 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
             let mut tests: Vec<(usize, usize)> = prompts.iter().filter(|&&n| n > 0).map(|&n| (n, 0)).collect();
             tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
             for &t in &threads {
-                for &(n_prompt, n_gen) in &tests {
+                for (&(n_prompt, n_gen), &depth) in tests.iter().flat_map(|t| depths.iter().map(move |d| (t, d))) {
                     for &kern in &kernel_sets {
                         common::install_ternary_kernels(kern);
                         let cp = ContextParams {
-                            n_ctx: (n_prompt + n_gen).max(1) as u32,
+                            n_ctx: (depth + n_prompt + n_gen).max(1) as u32,
                             n_batch,
                             n_ubatch,
                             n_threads: t,
@@ -113,7 +116,8 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
                             flash_attn: Some(flash_attn),
                             ..Default::default()
                         };
-                        let mut rec = run_test(&model, path, &cp, ngl, n_prompt, n_gen, reps, warmup)?;
+                        let test = Test { n_prompt, n_gen, depth };
+                        let mut rec = run_test(&model, path, &cp, ngl, test, reps, warmup)?;
                         if rec.backends == "CPU" {
                             // Which CPU kernels ran the ternary products (not shown once offloaded).
                             rec.backends = format!("CPU/{}", kern.name());
@@ -139,17 +143,25 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One test: a prompt of `n_prompt` tokens, then `n_gen` generated one at a time, timed
+/// after `depth` tokens were put in the KV cache (untimed), as llama-bench's `-d`.
+#[derive(Clone, Copy)]
+struct Test {
+    n_prompt: usize,
+    n_gen: usize,
+    depth: usize,
+}
+
 fn run_test(
     model: &Model,
     path: &str,
     cp: &ContextParams,
     ngl: i32,
-    n_prompt: usize,
-    n_gen: usize,
+    test: Test,
     reps: usize,
     warmup: bool,
 ) -> Result<Record> {
+    let Test { n_prompt, n_gen, depth } = test;
     let mut ctx = Context::new(model, cp)?;
     let mut rng = SplitMix(0x5eed_1234);
     if warmup {
@@ -165,6 +177,10 @@ fn run_test(
     let mut samples_ns = Vec::with_capacity(reps);
     for _ in 0..reps {
         ctx.clear_memory();
+        if depth > 0 {
+            prompt_pass(&mut ctx, model, depth, &mut rng)?;
+            ctx.synchronize();
+        }
         let t0 = Instant::now();
         if n_prompt > 0 {
             prompt_pass(&mut ctx, model, n_prompt, &mut rng)?;
@@ -203,6 +219,7 @@ fn run_test(
         flash_attn: cp.flash_attn == Some(true),
         n_prompt,
         n_gen,
+        n_depth: depth,
         test_time: now_rfc3339(),
         avg_ns: avg_ns as u64,
         stddev_ns: sd_ns as u64,
@@ -213,16 +230,20 @@ fn run_test(
     })
 }
 
+/// `n` random tokens (BOS first at position 0) after whatever the cache holds.
 fn prompt_pass(ctx: &mut Context<'_>, model: &Model, n: usize, rng: &mut SplitMix) -> Result<()> {
     let n_vocab = model.n_vocab() as u64;
+    let start = ctx_pos(ctx);
     let mut tokens: Vec<Token> = (0..n).map(|_| (rng.next() % n_vocab) as Token).collect();
-    tokens[0] = model.bos();
+    if start == 0 {
+        tokens[0] = model.bos();
+    }
     let n_batch = ctx.n_batch() as usize;
     let mut batch = Batch::new(n_batch);
     for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
         batch.clear();
         for (i, &t) in chunk.iter().enumerate() {
-            batch.push(t, (ci * n_batch + i) as i32, 0, i + 1 == chunk.len())?;
+            batch.push(t, start + (ci * n_batch + i) as i32, 0, i + 1 == chunk.len())?;
         }
         ctx.decode(&batch)?;
     }
@@ -300,11 +321,14 @@ fn print_md_row(r: &Record) {
     } else {
         format!("{:.2} M", r.model_n_params as f64 / 1e6)
     };
-    let test = match (r.n_prompt, r.n_gen) {
+    let mut test = match (r.n_prompt, r.n_gen) {
         (p, 0) => format!("pp{p}"),
         (0, g) => format!("tg{g}"),
         (p, g) => format!("pp{p}+tg{g}"),
     };
+    if r.n_depth > 0 {
+        test.push_str(&format!(" @ d{}", r.n_depth));
+    }
     let ts = format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts);
     println!(
         "{}",
@@ -313,11 +337,11 @@ fn print_md_row(r: &Record) {
 }
 
 fn print_csv(records: &[Record]) -> Result<()> {
-    println!("build_commit,build_number,cpu_info,gpu_info,backends,model_filename,model_type,model_size,model_n_params,n_batch,n_ubatch,n_threads,n_gpu_layers,flash_attn,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts");
+    println!("build_commit,build_number,cpu_info,gpu_info,backends,model_filename,model_type,model_size,model_n_params,n_batch,n_ubatch,n_threads,n_gpu_layers,flash_attn,n_prompt,n_gen,n_depth,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts");
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     for r in records {
         println!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6}",
             q(&r.build_commit),
             r.build_number,
             q(&r.cpu_info),
@@ -334,6 +358,7 @@ fn print_csv(records: &[Record]) -> Result<()> {
             r.flash_attn as u8,
             r.n_prompt,
             r.n_gen,
+            r.n_depth,
             q(&r.test_time),
             r.avg_ns,
             r.stddev_ns,
