@@ -106,6 +106,12 @@ fn llama_bench_json_and_markdown() {
         .map(|r| (r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap(), r["n_depth"].as_u64().unwrap()))
         .collect();
     assert_eq!(got, [(8, 0, 0), (8, 0, 24), (0, 2, 0), (0, 2, 24)], "{json}");
+    // -pg: a prompt then generation, timed together ("pp8+tg2"); a malformed pair is an error.
+    let md = ok(&["bench", "-m", m, "-p", "0", "-n", "0", "-pg", "8,2", "-r", "1"]);
+    assert!(md.lines().nth(2).is_some_and(|l| l.contains("pp8+tg2")), "{md}");
+    let bad = run(&["bench", "-m", m, "-pg", "8"]);
+    assert_eq!(bad.status.code(), Some(1), "-pg 8 must be an error");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("-pg"), "{}", String::from_utf8_lossy(&bad.stderr));
     let md = ok(&["bench", "-m", m, "-p", "0", "-n", "2", "-d", "24", "-r", "1"]);
     assert!(md.lines().nth(2).is_some_and(|l| l.contains("tg2 @ d24")), "{md}");
     let csv = ok(&["bench", "-m", m, "-p", "0", "-n", "2", "-d", "24", "-r", "1", "-o", "csv"]);

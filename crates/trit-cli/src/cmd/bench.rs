@@ -14,6 +14,7 @@ const FLAGS: &[Flag] = &[
     flag(&["-m", "--model"], Some("FNAME"), "model path(s), comma-separated or repeated"),
     flag(&["-p", "--n-prompt"], Some("N"), "prompt lengths to test (default: 512)"),
     flag(&["-n", "--n-gen"], Some("N"), "generation lengths to test (default: 128)"),
+    flag(&["-pg"], Some("PP,TG"), "a prompt of PP tokens then TG generated, timed together (repeatable)"),
     flag(&["-d", "--n-depth"], Some("N"), "tokens already in the KV cache when each test starts (default: 0)"),
     flag(&["-b", "--batch-size"], Some("N"), "logical batch size (default: 2048)"),
     flag(&["-ub", "--ubatch-size"], Some("N"), "physical batch size (default: 512)"),
@@ -74,6 +75,15 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let prompts: Vec<usize> = p.list("-p", &[512])?;
     let gens: Vec<usize> = p.list("-n", &[128])?;
     let depths: Vec<usize> = p.list("-d", &[0])?;
+    let mut pairs = Vec::new();
+    for v in p.all("-pg") {
+        let pair: Option<(usize, usize)> =
+            v.split_once(',').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        match pair {
+            Some(pair) => pairs.push(pair),
+            None => bail!("error: invalid value '{v}' for -pg (expected PP,TG)"),
+        }
+    }
     let threads: Vec<i32> = p.list("-t", &[trit_llama::ContextParams::default().n_threads])?;
     let ngls: Vec<String> = p.list("-ngl", &["99".to_string()])?;
     let n_batch: u32 = p.get("-b", 2048)?;
@@ -103,6 +113,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
             )?;
             let mut tests: Vec<(usize, usize)> = prompts.iter().filter(|&&n| n > 0).map(|&n| (n, 0)).collect();
             tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
+            tests.extend(pairs.iter().filter(|&&(pp, tg)| pp + tg > 0));
             for &t in &threads {
                 for (&(n_prompt, n_gen), &depth) in tests.iter().flat_map(|t| depths.iter().map(move |d| (t, d))) {
                     for &kern in &kernel_sets {
