@@ -106,6 +106,11 @@ fn llama_bench_json_and_markdown() {
         .map(|r| (r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap(), r["n_depth"].as_u64().unwrap()))
         .collect();
     assert_eq!(got, [(8, 0, 0), (8, 0, 24), (0, 2, 0), (0, 2, 24)], "{json}");
+    // -o jsonl: one JSON object a line.
+    let jsonl = ok(&["bench", "-m", m, "-p", "8", "-n", "2", "-r", "1", "-o", "jsonl"]);
+    let recs: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs.len(), 2, "{jsonl}");
+    assert_eq!(recs[1]["n_gen"].as_u64(), Some(2), "{jsonl}");
     // -pg: a prompt then generation, timed together ("pp8+tg2"); a malformed pair is an error.
     let md = ok(&["bench", "-m", m, "-p", "0", "-n", "0", "-pg", "8,2", "-r", "1"]);
     assert!(md.lines().nth(2).is_some_and(|l| l.contains("pp8+tg2")), "{md}");

@@ -23,7 +23,7 @@ const FLAGS: &[Flag] = &[
     flag(&["-fa", "--flash-attn"], Some("0|1"), "flash attention (default: 0)"),
     common::OVERRIDE_TENSOR_FLAG,
     flag(&["-r", "--repetitions"], Some("N"), "repetitions of each test (default: 5)"),
-    flag(&["-o", "--output"], Some("md|json|csv"), "output format (default: md)"),
+    flag(&["-o", "--output"], Some("md|json|jsonl|csv"), "output format (default: md)"),
     flag(&["--no-warmup"], None, "skip the warm-up run"),
     flag(
         &["--ternary-kernels"],
@@ -91,8 +91,8 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let reps: usize = p.get("-r", 5)?;
     let flash_attn = matches!(p.str("-fa"), Some("1" | "on" | "true"));
     let format = p.str("-o").unwrap_or("md").to_string();
-    if !["md", "json", "csv"].contains(&format.as_str()) {
-        bail!("error: -o must be md, json or csv");
+    if !["md", "json", "jsonl", "csv"].contains(&format.as_str()) {
+        bail!("error: -o must be md, json, jsonl or csv");
     }
     if reps == 0 {
         bail!("error: -r must be at least 1");
@@ -149,6 +149,11 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     match format.as_str() {
         "md" => println!("\nbuild: trit {} ({})", env!("CARGO_PKG_VERSION"), trit_sys::LLAMA_CPP_PIN),
         "json" => println!("{}", serde_json::to_string_pretty(&records)?),
+        "jsonl" => {
+            for r in &records {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        }
         _ => print_csv(&records)?,
     }
     Ok(())
