@@ -67,6 +67,16 @@ fn top2(row: &[f32]) -> (usize, f32) {
     (idx[0], row[idx[0]] - row[idx[1]])
 }
 
+/// Σ(want − got)² / Σ want² over all positions' logits, in f64.
+fn logits_nmse(want: &[Vec<f32>], got: &[Vec<f32>]) -> f64 {
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (w, g) in want.iter().flatten().zip(got.iter().flatten()) {
+        err += ((w - g) as f64).powi(2);
+        norm += (*w as f64).powi(2);
+    }
+    err / norm
+}
+
 /// Positions whose top-1 margin on the CPU is below this are near-ties: this 2-layer random
 /// model turns ULP-level differences (summation order, rsqrt, exp) into logit changes of a
 /// few hundredths, and the CPU's own flash-attention path flips such positions too.
@@ -89,7 +99,7 @@ fn logits_match_cpu_top1() {
             let (gpu, log) = logits(&gguf, p, &["-ngl", "99"], &gpu_env, &dir.path().join("g.npy"));
             assert!(log.contains("offloaded 3/3 layers to GPU"), "{model}: layers were not offloaded:\n{log}");
             assert!(log.contains("TritVulkan0"), "{model}: the Vulkan device was not used");
-            let (mut err, mut norm, mut near_ties) = (0f64, 0f64, 0);
+            let mut near_ties = 0;
             for (pos, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
                 let ((tc, margin), (tg, _)) = (top2(c), top2(g));
                 if tc != tg {
@@ -99,12 +109,8 @@ fn logits_match_cpu_top1() {
                     );
                     near_ties += 1;
                 }
-                for (a, b) in c.iter().zip(g) {
-                    err += ((a - b) as f64).powi(2);
-                    norm += (*a as f64).powi(2);
-                }
             }
-            let nmse = err / norm;
+            let nmse = logits_nmse(&cpu, &gpu);
             println!(
                 "{model} {ty} '{p}': {} positions, logits NMSE {nmse:.2e}, near-tie top-1 flips {near_ties}",
                 cpu.len()
@@ -142,12 +148,7 @@ fn decode_logits_match_cpu() {
         let env = [("TRIT_VULKAN_ALLOW_CPU", "1"), ("TRIT_VULKAN_ATTN_CHUNK", chunk)];
         let (gpu, _) = logits(&gguf, &p, &gpu_args, &env, &dir.path().join("g.npy"));
         assert_eq!(gpu.len(), cpu.len());
-        let (mut err, mut norm) = (0f64, 0f64);
-        for (c, g) in cpu.iter().flatten().zip(gpu.iter().flatten()) {
-            err += ((c - g) as f64).powi(2);
-            norm += (*c as f64).powi(2);
-        }
-        let nmse = err / norm;
+        let nmse = logits_nmse(&cpu, &gpu);
         let mut flips = 0;
         for (pos, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
             let ((tc, margin), (tg, _)) = (top2(c), top2(g));
@@ -185,12 +186,8 @@ fn split_graph_matches_cpu() {
     let (full, _) = logits(&gguf, p, &["-ngl", "99"], &env, &dir.path().join("g.npy"));
     // MUL is exact on both backends, so splitting must not change the result at all.
     assert_eq!(split, full, "split graph differs from the fully offloaded one");
-    let (mut err, mut norm) = (0f64, 0f64);
-    for (c, g) in cpu.iter().flatten().zip(split.iter().flatten()) {
-        err += ((c - g) as f64).powi(2);
-        norm += (*c as f64).powi(2);
-    }
-    assert!(err / norm < 2e-3, "split graph logits NMSE {:.2e} vs CPU", err / norm);
+    let nmse = logits_nmse(&cpu, &split);
+    assert!(nmse < 2e-3, "split graph logits NMSE {nmse:.2e} vs CPU");
 }
 
 #[test]

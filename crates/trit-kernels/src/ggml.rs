@@ -169,28 +169,21 @@ const MATVEC_CHUNKS_PER_THREAD: usize = 2;
 /// chunk costs one atomic and one restart of the prefetch stream, negligible at this size.
 const MATVEC_CHUNK_BYTES: usize = 1 << 20;
 
+/// An A/B override from the environment: `var` parsed, if within `range`.
+fn env_override(var: &str, range: std::ops::RangeInclusive<usize>) -> Option<usize> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|n| range.contains(n))
+}
+
 /// [`MATVEC_CHUNKS_PER_THREAD`], or TRIT_MATVEC_CHUNKS (1..=64) for A/B runs.
 fn chunks_per_thread() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("TRIT_MATVEC_CHUNKS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| (1..=64).contains(n))
-            .unwrap_or(MATVEC_CHUNKS_PER_THREAD)
-    })
+    *N.get_or_init(|| env_override("TRIT_MATVEC_CHUNKS", 1..=64).unwrap_or(MATVEC_CHUNKS_PER_THREAD))
 }
 
-/// [`MATVEC_CHUNK_BYTES`], or TRIT_MATVEC_CHUNK_KIB for A/B runs.
+/// [`MATVEC_CHUNK_BYTES`], or TRIT_MATVEC_CHUNK_KIB (64..=2^20) for A/B runs.
 fn chunk_bytes() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("TRIT_MATVEC_CHUNK_KIB")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| (64..=1 << 20).contains(n))
-            .map_or(MATVEC_CHUNK_BYTES, |k| k << 10)
-    })
+    *N.get_or_init(|| env_override("TRIT_MATVEC_CHUNK_KIB", 64..=1 << 20).map_or(MATVEC_CHUNK_BYTES, |k| k << 10))
 }
 
 /// Rows per chunk for a mat-vec over `rows` rows of `stride` bytes on `nth` threads: at

@@ -386,7 +386,7 @@ impl Gpu {
         // just under 32 KiB of shared memory.
         let wide_norm = wide_wg && sg.subgroup_size >= 4 && lim.max_compute_shared_memory_size >= 32 * 1024;
         let usable = |full: &str| {
-            let name = ["_w", "_w16", "_w8"].iter().find_map(|w| full.strip_suffix(w)).unwrap_or(full);
+            let name = crate::matvec::WIDE_SUFFIXES.iter().find_map(|w| full.strip_suffix(w)).unwrap_or(full);
             (wide_norm || name == full)
                 && (has_int_dot || !name.ends_with("_dot"))
                 && (has_coopmat || !name.ends_with("_cm"))

@@ -520,13 +520,16 @@ fn fewer_lanes(gpu: &Gpu, kernel: String, rows_per_wg: u64) -> (String, u64) {
 /// Wide `NORM` dispatches recorded with fewer lanes per row (`_w16`, `_w8`) so far (tests).
 pub(crate) static NARROW_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Name suffixes of the wide `NORM` variants (build.rs): 32 lanes per row, then 16 and 8.
+pub(crate) const WIDE_SUFFIXES: [&str; 3] = ["_w", "_w16", "_w8"];
+
 /// Count a recorded `NORM` dispatch of `kernel` (tests).
 fn count_norm_dispatch(kernel: &str) {
     NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
-    if kernel.ends_with("_w16") || kernel.ends_with("_w8") {
+    if WIDE_SUFFIXES[1..].iter().any(|w| kernel.ends_with(w)) {
         NARROW_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     }
-    if ["_w", "_w16", "_w8"].iter().any(|w| kernel.ends_with(w)) {
+    if WIDE_SUFFIXES.iter().any(|w| kernel.ends_with(w)) {
         WIDE_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     }
 }
