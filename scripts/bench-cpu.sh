@@ -3,9 +3,10 @@
 #   bash scripts/bench-cpu.sh            # THREADS=2 P=512 N=128 R=3 by default
 #   KERNEL_BENCH=1 bash scripts/bench-cpu.sh   # also the criterion kernel benches
 # Prints llama-bench tables for a synthetic bitnet-b1.58-2B-4T (TQ2_0 and TQ1_0), the
-# trit/ggml speed ratios, the memory bandwidth and the decode roofline
-# (tokens/s ≤ read bandwidth ÷ bytes read per token; a token reads every weight once,
-# the tied f16 output head included, so bytes per token ≈ the model size).
+# trit/ggml speed ratios, the memory bandwidth and the decode roofline (tokens/s ≤
+# bandwidth ÷ bytes read per token; a token reads every weight once, the tied f16 output
+# head included, so bytes per token ≈ the model size), against both the streaming-read
+# bandwidth and the copy bandwidth (read + written, as STREAM and the issue count it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -41,9 +42,18 @@ done
 python3 - "$DIR" <<'PY'
 import csv, re, sys
 d = sys.argv[1]
-bws = sorted(float(x) for x in re.findall(r"read: .*?: ([0-9.]+) GB/s", open(f"{d}/membw.txt").read()))
-bw = bws[len(bws) // 2]
-print(f"\n| model | test | ggml t/s | trit t/s | trit/ggml | roofline t/s | trit % of roofline |")
+# Each membw call prints copy and read on 4K and on 2M pages; a reading is the better page
+# size (the model's pages can be either: a file mapping on a filesystem with large folios
+# gets 2M mappings, --no-mmap gets what malloc gets).
+txt = open(f"{d}/membw.txt").read()
+def readings(pat):
+    vals = [float(x) for x in re.findall(pat, txt)]
+    return sorted(max(vals[i:i + 2]) for i in range(0, len(vals), 2))
+reads = readings(r"read \(\w+ pages\): .*?: ([0-9.]+) GB/s")
+copies = readings(r"copy \(\w+ pages\): .*?read\+write ([0-9.]+) GB/s")
+med = lambda v: v[len(v) // 2]
+bw, cbw = med(reads), med(copies)
+print(f"\n| model | test | ggml t/s | trit t/s | trit/ggml | roofline t/s (read / copy) | trit % of roofline (read / copy) |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 for ty in ["tq2_0", "tq1_0"]:
     by = {}
@@ -53,13 +63,17 @@ for ty in ["tq2_0", "tq1_0"]:
             by.setdefault((test, first), {})[r["backends"].split("/")[-1]] = (float(r["avg_ts"]), float(r["stddev_ts"]), int(r["model_size"]))
     for (test, first), k in by.items():
         g, t = k["ggml"], k["trit"]
-        roof = bw * 1e9 / g[2]
-        roof_s = f"{roof:.1f}" if test.startswith("tg") else "-"
-        pct = f"{100 * t[0] / roof:.0f}%" if test.startswith("tg") else "-"
+        roof, croof = bw * 1e9 / g[2], cbw * 1e9 / g[2]
+        tg = test.startswith("tg")
+        roof_s = f"{roof:.1f} / {croof:.1f}" if tg else "-"
+        pct = f"{100 * t[0] / roof:.0f}% / {100 * t[0] / croof:.0f}%" if tg else "-"
         print(f"| {ty} | {test} ({first} first) | {g[0]:.2f} ± {g[1]:.2f} | {t[0]:.2f} ± {t[1]:.2f} | {t[0] / g[0]:.2f}x | {roof_s} | {pct} |")
-print(f"\nroofline: read bandwidth {bw:.2f} GB/s (median of {len(bws)} readings: " + ", ".join(f"{x:.1f}" for x in bws) + ") / model bytes per token")
-if bws[0] > 0 and bws[-1] / bws[0] > 1.15:
-    print(f"warning: the bandwidth readings spread {bws[-1] / bws[0]:.2f}x; the roofline percentages are only as good as that")
+print(f"\nroofline: bytes per token = model size; read bandwidth {bw:.2f} GB/s (median of {len(reads)} readings: "
+      + ", ".join(f"{x:.1f}" for x in reads) + f"); copy bandwidth, read + written as STREAM counts it, {cbw:.2f} GB/s ("
+      + ", ".join(f"{x:.1f}" for x in copies) + ")")
+for name, v in [("read", reads), ("copy", copies)]:
+    if v[0] > 0 and v[-1] / v[0] > 1.15:
+        print(f"warning: the {name} bandwidth readings spread {v[-1] / v[0]:.2f}x; the roofline percentages are only as good as that")
 PY
 
 if [ "${KERNEL_BENCH:-0}" = 1 ]; then

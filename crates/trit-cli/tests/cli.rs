@@ -123,6 +123,13 @@ fn llama_bench_json_and_markdown() {
     let (head, row) = (csv.lines().next().unwrap(), csv.lines().nth(1).unwrap());
     let col = head.split(',').position(|c| c == "n_depth").expect("n_depth column");
     assert_eq!(row.split(',').nth(col), Some("24"), "{csv}");
+    // -mmp 0,1: the model loaded both ways (llama-bench's use_mmap); a bad value is an error.
+    let jsonl = ok(&["bench", "-m", m, "-p", "0", "-n", "2", "-mmp", "0,1", "-r", "1", "-o", "jsonl"]);
+    let mm: Vec<Option<bool>> =
+        jsonl.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["use_mmap"].as_bool()).collect();
+    assert_eq!(mm, [Some(false), Some(true)], "{jsonl}");
+    let bad = run(&["bench", "-m", m, "-mmp", "2"]);
+    assert_eq!(bad.status.code(), Some(1), "-mmp 2 must be an error");
 }
 
 #[test]

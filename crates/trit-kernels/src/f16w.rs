@@ -132,7 +132,7 @@ pub(crate) fn gemv_rows(
     // ISA has a four-row kernel; the rows the quarters leave (at most 3) one by one below.
     let mut rows = rows;
     #[cfg(target_arch = "x86_64")]
-    if n == 1 && rows.len() >= 4 && crate::x86::has_dot4_f16(isa) {
+    if n == 1 && rows.len() >= 4 && crate::x86::has_dot4_f16(isa) && quarters_enabled() {
         let (q, first) = (rows.len() / 4, rows.start);
         let w0 = &w.data[first * w.row_stride..];
         crate::x86::dot4_f16_quarters(w0, w.row_stride, q, &acts[..k], |r, v| store(0, first + r, v));
@@ -152,6 +152,12 @@ pub(crate) fn gemv_rows(
             store(c, r, v);
         }
     }
+}
+
+/// TRIT_F16_QUARTERS=0 turns the four-row one-column kernel off (A/B runs).
+fn quarters_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRIT_F16_QUARTERS").map_or(true, |v| v != "0"))
 }
 
 /// The reference: the 64-lane contract of the module docs.

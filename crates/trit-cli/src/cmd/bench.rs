@@ -21,6 +21,7 @@ const FLAGS: &[Flag] = &[
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
     flag(&["-ngl", "--n-gpu-layers"], Some("N"), "layers to offload (default: 99)"),
     flag(&["-fa", "--flash-attn"], Some("0|1"), "flash attention (default: 0)"),
+    flag(&["-mmp", "--mmap"], Some("0|1"), "memory-map the model, comma-separated to compare (default: 1)"),
     common::OVERRIDE_TENSOR_FLAG,
     flag(&["-r", "--repetitions"], Some("N"), "repetitions of each test (default: 5)"),
     flag(&["-o", "--output"], Some("md|json|jsonl|csv"), "output format (default: md)"),
@@ -51,6 +52,7 @@ struct Record {
     n_threads: i32,
     n_gpu_layers: i32,
     flash_attn: bool,
+    use_mmap: bool,
     n_prompt: usize,
     n_gen: usize,
     n_depth: usize,
@@ -86,6 +88,15 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     }
     let threads: Vec<i32> = p.list("-t", &[trit_llama::ContextParams::default().n_threads])?;
     let ngls: Vec<String> = p.list("-ngl", &["99".to_string()])?;
+    let mmaps: Vec<bool> = p
+        .list("-mmp", &["1".to_string()])?
+        .iter()
+        .map(|v| match v.as_str() {
+            "1" | "on" | "true" => Ok(true),
+            "0" | "off" | "false" => Ok(false),
+            _ => bail!("error: invalid value '{v}' for -mmp (expected 0 or 1)"),
+        })
+        .collect::<Result<_>>()?;
     let n_batch: u32 = p.get("-b", 2048)?;
     let n_ubatch: u32 = p.get("-ub", 512)?;
     let reps: usize = p.get("-r", 5)?;
@@ -104,12 +115,17 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     let mut records = Vec::new();
     let mut md_header_done = false;
     for path in &models {
-        for ngl in &ngls {
+        for (ngl, &use_mmap) in ngls.iter().flat_map(|n| mmaps.iter().map(move |m| (n, m))) {
             let ngl = common::parse_ngl(ngl)?;
             common::preflight(std::path::Path::new(path))?;
             let model = Model::load(
                 std::path::Path::new(path),
-                &ModelParams { n_gpu_layers: ngl, tensor_overrides: tensor_overrides.clone(), ..Default::default() },
+                &ModelParams {
+                    n_gpu_layers: ngl,
+                    use_mmap,
+                    tensor_overrides: tensor_overrides.clone(),
+                    ..Default::default()
+                },
             )?;
             let mut tests: Vec<(usize, usize)> = prompts.iter().filter(|&&n| n > 0).map(|&n| (n, 0)).collect();
             tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
@@ -129,6 +145,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
                         };
                         let test = Test { n_prompt, n_gen, depth };
                         let mut rec = run_test(&model, path, &cp, ngl, test, reps, warmup)?;
+                        rec.use_mmap = use_mmap;
                         if rec.backends == "CPU" {
                             // Which CPU kernels ran the ternary products (not shown once offloaded).
                             rec.backends = format!("CPU/{}", kern.name());
@@ -233,6 +250,7 @@ fn run_test(
         n_threads: cp.n_threads,
         n_gpu_layers: ngl,
         flash_attn: cp.flash_attn == Some(true),
+        use_mmap: true,
         n_prompt,
         n_gen,
         n_depth: depth,
@@ -353,11 +371,11 @@ fn print_md_row(r: &Record) {
 }
 
 fn print_csv(records: &[Record]) -> Result<()> {
-    println!("build_commit,build_number,cpu_info,gpu_info,backends,model_filename,model_type,model_size,model_n_params,n_batch,n_ubatch,n_threads,n_gpu_layers,flash_attn,n_prompt,n_gen,n_depth,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts");
+    println!("build_commit,build_number,cpu_info,gpu_info,backends,model_filename,model_type,model_size,model_n_params,n_batch,n_ubatch,n_threads,n_gpu_layers,flash_attn,use_mmap,n_prompt,n_gen,n_depth,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts");
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     for r in records {
         println!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6}",
             q(&r.build_commit),
             r.build_number,
             q(&r.cpu_info),
@@ -372,6 +390,7 @@ fn print_csv(records: &[Record]) -> Result<()> {
             r.n_threads,
             r.n_gpu_layers,
             r.flash_attn as u8,
+            r.use_mmap as u8,
             r.n_prompt,
             r.n_gen,
             r.n_depth,
