@@ -804,30 +804,34 @@ unsafe fn gemv4_tq1_avx512_impl(
     suma: *const i32,
     nb: usize,
 ) -> [f32; 4] {
-    let (c85, c170) = (_mm512_set1_epi8(85), _mm512_set1_epi8(-86)); // -86 as u8 = 170
-    let (one, two) = (_mm512_set1_epi8(1), _mm512_set1_epi8(2));
-    // The leading base-3 digit of each byte, (t·3) >> 8 = (t > 85) + (t > 170).
-    let lead = |t: __m512i| {
-        let lo = _mm512_maskz_mov_epi8(_mm512_cmpgt_epu8_mask(t, c85), one);
-        _mm512_mask_mov_epi8(lo, _mm512_cmpgt_epu8_mask(t, c170), two)
-    };
+    // Digit n of a weight byte t is the leading base-3 digit d_n = ⌊3·v_n / 256⌋ of
+    // v_n = t·3ⁿ mod 256, and v_{n+1} = 3·v_n mod 256 = 3·v_n − 256·d_n. So, element by
+    // element, 256·d_n·a_n = 3·v_n·a_n − v_{n+1}·a_n: two u8 × i8 products of bytes the
+    // ×3 chain yields anyway, with no compare or select to form the digit. `acc` sums
+    // v_n·a_n and `nxt` v_{n+1}·a_n over the block's digits (exact i32; per lane at most
+    // 5·4·255·128 each), and (3·acc − nxt) / 256 is Σ d·a exactly.
     const CODE_BYTES: __mmask64 = (1 << 52) - 1;
+    let times3 = |t: __m512i| _mm512_add_epi8(t, _mm512_add_epi8(t, t));
     let mut accf = _mm_setzero_ps();
     for b in 0..nb {
         let pa = perm.add(b * TQ1_PERM_BYTES);
         let a = [0, 1, 2, 3, 4].map(|n| _mm512_loadu_si512(pa.add(64 * n) as *const _));
         let mut acc = [_mm512_setzero_si512(); 4];
+        let mut nxt = [_mm512_setzero_si512(); 4];
         for r in 0..4 {
             let mut t = _mm512_maskz_loadu_epi8(CODE_BYTES, rows[r].add(b * 54) as *const i8);
-            acc[r] = _mm512_dpbusd_epi32(acc[r], lead(t), a[0]);
-            for an in &a[1..] {
-                t = _mm512_add_epi8(t, _mm512_add_epi8(t, t)); // ×3 mod 256: next digit up
-                acc[r] = _mm512_dpbusd_epi32(acc[r], lead(t), *an);
+            acc[r] = _mm512_dpbusd_epi32(acc[r], t, a[0]);
+            for n in 1..5 {
+                t = times3(t);
+                nxt[r] = _mm512_dpbusd_epi32(nxt[r], t, a[n - 1]);
+                acc[r] = _mm512_dpbusd_epi32(acc[r], t, a[n]);
             }
+            nxt[r] = _mm512_dpbusd_epi32(nxt[r], times3(t), a[4]);
         }
+        let lin = |r: usize| _mm512_sub_epi32(_mm512_add_epi32(acc[r], _mm512_add_epi32(acc[r], acc[r])), nxt[r]);
+        let i = _mm_srai_epi32::<8>(reduce4_256(fold512(lin(0)), fold512(lin(1)), fold512(lin(2)), fold512(lin(3))));
         let d = |r: usize| std::ptr::read_unaligned(rows[r].add(b * 54 + 52) as *const u16) as i16;
         let dw4 = _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0));
-        let i = reduce4_256(fold512(acc[0]), fold512(acc[1]), fold512(acc[2]), fold512(acc[3]));
         accf = block_step_cs(accf, dw4, *da.add(b), *suma.add(b), i);
     }
     let mut out = [0f32; 4];
