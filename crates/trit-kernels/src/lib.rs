@@ -217,7 +217,8 @@ const CHUNK_C: usize = 64;
 
 /// What the matrix-vector kernels read from the activation columns, prepared once per op
 /// (and thread) rather than once per chunk of rows: each column's block scales and sums,
-/// and for TQ1_0 the rearranged activations. Empty where the tiled path runs.
+/// and for TQ1_0 (and TQ2_0 on AVX-512) the rearranged activations. Empty where the tiled
+/// path runs.
 pub(crate) struct MatVecPrep {
     #[cfg(target_arch = "x86_64")]
     cols: Vec<x86::ColSums>,
@@ -241,6 +242,8 @@ impl MatVecPrep {
                 p.cols = (0..n).map(|c| x86::ColSums::new(act_row(c), nb)).collect();
                 if w.ty == TernaryType::Tq1_0 {
                     p.perm = (0..n).map(|c| x86::tq1_perm_acts(act_row(c), nb)).collect();
+                } else if isa == Isa::Avx512Vnni {
+                    p.perm = (0..n).map(|c| x86::tq2_perm_acts(act_row(c), nb)).collect();
                 }
             }
             p
@@ -295,7 +298,8 @@ pub(crate) fn mul_mat_rows(
     if matvec_path(isa, w.ty, n) {
         // Matrix-vector: decode in registers, no code buffer; each column's block scales and
         // sums (and for TQ1_0 its rearranged quants) come prepared.
-        assert!(prep.cols.len() == n && (w.ty == TernaryType::Tq2_0 || prep.perm.len() == n));
+        assert!(prep.cols.len() == n);
+        assert!(prep.perm.len() == n || (w.ty == TernaryType::Tq2_0 && isa != Isa::Avx512Vnni));
         // The four rows of a pass are the i-th rows of the range's four quarters, so each is
         // a sequential stream through its quarter, which the hardware prefetchers follow
         // (four adjacent rows per pass were one stream with periodic jumps: 8.9 GB/s against
@@ -307,7 +311,7 @@ pub(crate) fn mul_mat_rows(
             let (data, stride, col) = (w.data, w.row_stride, &prep.cols[0]);
             match w.ty {
                 TernaryType::Tq2_0 => {
-                    x86::gemv_tq2_range(prep.gfni, data, stride, rows.start, act_row(0), col, nb, &mut out)
+                    x86::gemv_tq2_range(prep.gfni, data, stride, rows.start, &prep.perm[0], col, nb, &mut out)
                 }
                 TernaryType::Tq1_0 => x86::gemv_tq1_range(data, stride, rows.start, &prep.perm[0], col, nb, &mut out),
             }
@@ -322,7 +326,10 @@ pub(crate) fn mul_mat_rows(
             let rws: [&[u8]; 4] = std::array::from_fn(|j| w.row(idx[j]));
             for c in 0..n {
                 let v = match w.ty {
-                    TernaryType::Tq2_0 => x86::gemv4_tq2(isa, prep.gfni, rws, act_row(c), &prep.cols[c], nb),
+                    TernaryType::Tq2_0 => {
+                        let perm = prep.perm.get(c).map_or(&[][..], |p| &p[..]);
+                        x86::gemv4_tq2(isa, prep.gfni, rws, act_row(c), perm, &prep.cols[c], nb)
+                    }
                     TernaryType::Tq1_0 if isa == Isa::Avx512Vnni => {
                         x86::gemv4_tq1_avx512(rws, act_row(c), &prep.perm[c], &prep.cols[c], nb)
                     }
