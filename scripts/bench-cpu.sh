@@ -2,6 +2,7 @@
 # CPU kernel benchmark: trit's ternary kernels vs ggml's, in one trit binary and one run.
 #   bash scripts/bench-cpu.sh            # THREADS=2 P=512 N=128 R=3 by default
 #   KERNEL_BENCH=1 bash scripts/bench-cpu.sh   # also the criterion kernel benches
+#   PAIRED_ROUNDS=0 bash scripts/bench-cpu.sh  # skip the paired decode rounds (default 4)
 # Prints llama-bench tables for a synthetic bitnet-b1.58-2B-4T (TQ2_0 and TQ1_0), the
 # trit/ggml speed ratios, the memory bandwidth and the decode roofline (tokens/s ≤
 # bandwidth ÷ bytes read per token; a token reads every weight once, the tied f16 output
@@ -75,6 +76,54 @@ for name, v in [("read", reads), ("copy", copies)]:
     if v[0] > 0 and v[-1] / v[0] > 1.15:
         print(f"warning: the {name} bandwidth readings spread {v[-1] / v[0]:.2f}x; the roofline percentages are only as good as that")
 PY
+
+# Paired decode rounds: the host's bandwidth swings 1.5x within minutes, so a roofline
+# against the median of readings taken a quarter of an hour apart is only as good as that.
+# Here every tgN run (one repetition, no prompt) sits between two bandwidth readings and is
+# measured against their mean; ggml's and trit's kernels alternate, the order flipping each
+# round, and each round's trit/ggml ratio compares two runs a minute apart.
+PAIRED_ROUNDS=${PAIRED_ROUNDS:-4}
+if [ "$PAIRED_ROUNDS" -gt 0 ]; then
+    echo "== paired decode rounds: $PAIRED_ROUNDS per model, tg$N, $THREADS threads"
+    for ty in tq2_0 tq1_0; do
+        m="$DIR/2b4t-$ty.gguf"
+        for round in $(seq 1 "$PAIRED_ROUNDS"); do
+            if [ $((round % 2)) = 1 ]; then order="ggml trit"; else order="trit ggml"; fi
+            i=0
+            target/release/examples/membw "$THREADS" 256 > "$DIR/paired-$ty-$round-bw$i.txt"
+            for kern in $order; do
+                $T bench -m "$m" -p 0 -n "$N" -r 1 -t "$THREADS" --ternary-kernels "$kern" -o jsonl > "$DIR/paired-$ty-$round-$kern.jsonl"
+                i=$((i + 1))
+                target/release/examples/membw "$THREADS" 256 > "$DIR/paired-$ty-$round-bw$i.txt"
+                echo "$ty round $round: $kern $(grep -o '"avg_ts":[0-9.]*' "$DIR/paired-$ty-$round-$kern.jsonl")"
+            done
+            echo "$order" > "$DIR/paired-$ty-$round-order.txt"
+        done
+    done
+    python3 - "$DIR" "$PAIRED_ROUNDS" <<'PY'
+import json, re, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
+def bw(path):
+    t = open(path).read()
+    best = lambda pat: max(float(x) for x in re.findall(pat, t))
+    return best(r"read \(\w+ pages\): .*?: ([0-9.]+) GB/s"), best(r"copy \(\w+ pages\): .*?read\+write ([0-9.]+) GB/s")
+print("\n| model | round | order | ggml t/s | trit t/s | trit/ggml | read / copy GB/s around trit's run | trit % of roofline (read / copy) |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+for ty in ["tq2_0", "tq1_0"]:
+    ratios, pr, pc = [], [], []
+    for r in range(1, rounds + 1):
+        order = open(f"{d}/paired-{ty}-{r}-order.txt").read().split()
+        rec = {k: json.loads(open(f"{d}/paired-{ty}-{r}-{k}.jsonl").readline()) for k in order}
+        i = order.index("trit")
+        (r0, c0), (r1, c1) = bw(f"{d}/paired-{ty}-{r}-bw{i}.txt"), bw(f"{d}/paired-{ty}-{r}-bw{i + 1}.txt")
+        rb, cb = (r0 + r1) / 2, (c0 + c1) / 2
+        t, g, size = rec["trit"]["avg_ts"], rec["ggml"]["avg_ts"], rec["trit"]["model_size"]
+        ratios.append(t / g); pr.append(100 * t * size / (rb * 1e9)); pc.append(100 * t * size / (cb * 1e9))
+        print(f"| {ty} | {r} | {' first, '.join(order[:1])} first | {g:.2f} | {t:.2f} | {t / g:.2f}x | {rb:.1f} / {cb:.1f} | {pr[-1]:.0f}% / {pc[-1]:.0f}% |")
+    med = statistics.median
+    print(f"| {ty} | median | | | | {med(ratios):.2f}x | | {med(pr):.0f}% / {med(pc):.0f}% |")
+PY
+fi
 
 if [ "${KERNEL_BENCH:-0}" = 1 ]; then
     cargo bench -p trit-kernels --features ggml
