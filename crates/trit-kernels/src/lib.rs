@@ -297,7 +297,7 @@ pub(crate) fn mul_mat_rows(
     #[cfg(target_arch = "x86_64")]
     if matvec_path(isa, w.ty, n) {
         // Matrix-vector: decode in registers, no code buffer; each column's block scales and
-        // sums (and for TQ1_0 its rearranged quants) come prepared.
+        // sums (and its rearranged quants, for TQ1_0 and for TQ2_0 on AVX-512) come prepared.
         assert!(prep.cols.len() == n);
         assert!(prep.perm.len() == n || (w.ty == TernaryType::Tq2_0 && isa != Isa::Avx512Vnni));
         // The four rows of a pass are the i-th rows of the range's four quarters, so each is
