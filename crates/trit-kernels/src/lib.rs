@@ -43,6 +43,16 @@ pub fn set_gfni_allowed(allowed: bool) {
     let _ = allowed;
 }
 
+/// Tests only: allow (default) or forbid F16C in the AVX2 mat-vecs' block-scale
+/// conversion, so the software conversion, used on AVX2 CPUs without F16C, is tested too.
+/// Both give identical results.
+#[doc(hidden)]
+pub fn set_f16c_allowed(allowed: bool) {
+    #[cfg(target_arch = "x86_64")]
+    x86::set_f16c_allowed(allowed);
+    let _ = allowed;
+}
+
 use std::ops::Range;
 
 use formats::{q8k_row_bytes, Q8_K_BYTES};

@@ -315,6 +315,20 @@ pub fn set_gfni_allowed(allowed: bool) {
     GFNI_ALLOWED.store(allowed, std::sync::atomic::Ordering::Relaxed);
 }
 
+static F16C_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether the AVX2 mat-vecs may convert the 4 rows' f16 block scales with F16C
+/// (`Isa::Avx2` does not require it; converted in software instead, the scales cost the
+/// AVX2 TQ2_0 mat-vec a third of its speed).
+pub(crate) fn has_f16c() -> bool {
+    F16C_ALLOWED.load(std::sync::atomic::Ordering::Relaxed) && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// Tests only: allow or forbid the F16C variants (both compute identical results).
+pub fn set_f16c_allowed(allowed: bool) {
+    F16C_ALLOWED.store(allowed, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Matrix-vector for TQ2_0: 4 rows against one Q8_K column, decoding the 2-bit codes in
 /// registers (no code buffer). Same arithmetic contract as the tiles. `gfni` (checked by the
 /// caller with [`has_gfni`]) picks the code extraction of the AVX-512 path, which reads the
@@ -341,6 +355,7 @@ pub(crate) fn gemv4_tq2(
             crate::Isa::Avx512Vnni if gfni => gemv4_tq2_avx512_gfni(p, perm.as_ptr(), da, sa, nb),
             crate::Isa::Avx512Vnni => gemv4_tq2_avx512_shift(p, perm.as_ptr(), da, sa, nb),
             crate::Isa::AvxVnni => gemv4_tq2_avxvnni(p, act.as_ptr(), da, sa, nb),
+            _ if has_f16c() => gemv4_tq2_avx2_f16c(p, act.as_ptr(), da, sa, nb),
             _ => gemv4_tq2_avx2(p, act.as_ptr(), da, sa, nb),
         }
     }
@@ -554,52 +569,57 @@ unsafe fn gemv4_tq2_avxvnni(
     out
 }
 
-#[target_feature(enable = "avx2")]
-unsafe fn gemv4_tq2_avx2(
-    rows: [*const u8; 4],
-    act: *const u8,
-    da: *const f32,
-    suma: *const i32,
-    nb: usize,
-) -> [f32; 4] {
-    let m3 = _mm256_set1_epi8(3);
-    let ones = _mm256_set1_epi16(1);
-    let mut accf = _mm_setzero_ps();
-    for b in 0..nb {
-        let ab = act.add(b * Q8_K_BYTES + 4);
-        let mut acc = [_mm256_setzero_si256(); 4];
-        for h in 0..2 {
-            let mut a = [_mm256_setzero_si256(); 4];
-            for (n, an) in a.iter_mut().enumerate() {
-                *an = _mm256_loadu_si256(ab.add(128 * h + 32 * n) as *const __m256i);
+macro_rules! gemv4_tq2_avx2 {
+    ($name:ident, $features:literal, $f16c:literal) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name(rows: [*const u8; 4], act: *const u8, da: *const f32, suma: *const i32, nb: usize) -> [f32; 4] {
+            let m3 = _mm256_set1_epi8(3);
+            let ones = _mm256_set1_epi16(1);
+            let mut accf = _mm_setzero_ps();
+            for b in 0..nb {
+                let ab = act.add(b * Q8_K_BYTES + 4);
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for h in 0..2 {
+                    let mut a = [_mm256_setzero_si256(); 4];
+                    for (n, an) in a.iter_mut().enumerate() {
+                        *an = _mm256_loadu_si256(ab.add(128 * h + 32 * n) as *const __m256i);
+                    }
+                    for r in 0..4 {
+                        let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
+                        let c0 = _mm256_and_si256(v, m3);
+                        let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3);
+                        let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m3);
+                        let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3);
+                        let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, a[0]), _mm256_maddubs_epi16(c1, a[1]));
+                        let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, a[2]), _mm256_maddubs_epi16(c3, a[3]));
+                        acc[r] = _mm256_add_epi16(acc[r], _mm256_add_epi16(s01, s23));
+                    }
+                }
+                let dw4 = if $f16c {
+                    tq2_scales4(rows, b)
+                } else {
+                    let d =
+                        |r: usize| block_scale(TernaryType::Tq2_0, std::slice::from_raw_parts(rows[r].add(b * 66), 66));
+                    _mm_setr_ps(d(0), d(1), d(2), d(3))
+                };
+                let i = reduce4_256(
+                    _mm256_madd_epi16(acc[0], ones),
+                    _mm256_madd_epi16(acc[1], ones),
+                    _mm256_madd_epi16(acc[2], ones),
+                    _mm256_madd_epi16(acc[3], ones),
+                );
+                accf = block_step_cs(accf, dw4, *da.add(b), *suma.add(b), i);
             }
-            for r in 0..4 {
-                let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
-                let c0 = _mm256_and_si256(v, m3);
-                let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3);
-                let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m3);
-                let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3);
-                let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, a[0]), _mm256_maddubs_epi16(c1, a[1]));
-                let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, a[2]), _mm256_maddubs_epi16(c3, a[3]));
-                acc[r] = _mm256_add_epi16(acc[r], _mm256_add_epi16(s01, s23));
-            }
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), accf);
+            out
         }
-        let mut dw = [0f32; 4];
-        for r in 0..4 {
-            dw[r] = block_scale(TernaryType::Tq2_0, std::slice::from_raw_parts(rows[r].add(b * 66), 66));
-        }
-        let i = reduce4_256(
-            _mm256_madd_epi16(acc[0], ones),
-            _mm256_madd_epi16(acc[1], ones),
-            _mm256_madd_epi16(acc[2], ones),
-            _mm256_madd_epi16(acc[3], ones),
-        );
-        accf = block_step_cs(accf, _mm_loadu_ps(dw.as_ptr()), *da.add(b), *suma.add(b), i);
-    }
-    let mut out = [0f32; 4];
-    _mm_storeu_ps(out.as_mut_ptr(), accf);
-    out
+    };
 }
+
+// Scales by F16C where the CPU has it (all AVX2 CPUs made so far), in software elsewhere.
+gemv4_tq2_avx2!(gemv4_tq2_avx2_f16c, "avx2,f16c", true);
+gemv4_tq2_avx2!(gemv4_tq2_avx2, "avx2", false);
 
 /// f16 mat-vec: one weight row (f16 bits) against one f32 activation row `a` (values
 /// exact in f16), with the 64-lane contract of `f16w.rs`. Rows are read front to back, one
@@ -888,13 +908,14 @@ pub(crate) fn gemv4_tq1_256(
     unsafe {
         match isa {
             crate::Isa::AvxVnni => gemv4_tq1_avxvnni(p, pa, da, sa, nb),
+            _ if has_f16c() => gemv4_tq1_avx2_f16c(p, pa, da, sa, nb),
             _ => gemv4_tq1_avx2(p, pa, da, sa, nb),
         }
     }
 }
 
 macro_rules! gemv4_tq1_256 {
-    ($name:ident, $features:literal, $vnni:literal) => {
+    ($name:ident, $features:literal, $vnni:literal, $f16c:literal) => {
         #[target_feature(enable = $features)]
         unsafe fn $name(
             rows: [*const u8; 4],
@@ -947,9 +968,16 @@ macro_rules! gemv4_tq1_256 {
                         acc[r] = _mm256_madd_epi16(acc[r], ones);
                     }
                 }
-                // Scales converted in software: Isa::Avx2 does not require F16C.
-                let d = |r: usize| block_scale(TernaryType::Tq1_0, std::slice::from_raw_parts(rows[r].add(b * 54), 54));
-                let dw4 = _mm_setr_ps(d(0), d(1), d(2), d(3));
+                // Scales by F16C, or in software where the CPU lacks it (Isa::Avx2 does not
+                // require it).
+                let dw4 = if $f16c {
+                    let d = |r: usize| std::ptr::read_unaligned(rows[r].add(b * 54 + 52) as *const u16) as i16;
+                    _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0))
+                } else {
+                    let d =
+                        |r: usize| block_scale(TernaryType::Tq1_0, std::slice::from_raw_parts(rows[r].add(b * 54), 54));
+                    _mm_setr_ps(d(0), d(1), d(2), d(3))
+                };
                 let i = reduce4_256(acc[0], acc[1], acc[2], acc[3]);
                 accf = block_step_cs(accf, dw4, *da.add(b), *suma.add(b), i);
             }
@@ -960,5 +988,6 @@ macro_rules! gemv4_tq1_256 {
     };
 }
 
-gemv4_tq1_256!(gemv4_tq1_avx2, "avx2", false);
-gemv4_tq1_256!(gemv4_tq1_avxvnni, "avx2,avxvnni", true);
+gemv4_tq1_256!(gemv4_tq1_avx2, "avx2", false, false);
+gemv4_tq1_256!(gemv4_tq1_avx2_f16c, "avx2,f16c", false, true);
+gemv4_tq1_256!(gemv4_tq1_avxvnni, "avx2,avxvnni,f16c", true, true);

@@ -78,15 +78,18 @@ fn simd_paths_equal_scalar_exactly() {
         let mut want = vec![0f32; rows * n];
         mul_mat_q8k(Isa::Scalar, &w, &act, n, &mut want).unwrap();
         for &isa in &isas[1..] {
-            // Both code extractions of the AVX-512 TQ2_0 mat-vec (GFNI where present, shifts).
-            for gfni in [true, false] {
+            // Both code extractions of the AVX-512 TQ2_0 mat-vec (GFNI where present, shifts),
+            // and both block-scale conversions of the AVX2 mat-vecs (F16C where present, software).
+            for (gfni, f16c) in [(true, true), (false, true), (true, false)] {
                 trit_kernels::set_gfni_allowed(gfni);
+                trit_kernels::set_f16c_allowed(f16c);
                 let mut got = vec![f32::NAN; rows * n];
                 mul_mat_q8k(isa, &w, &act, n, &mut got).unwrap();
                 let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{isa:?} gfni={gfni} {ty:?} rows={rows} k={k} n={n}: {want:?} vs {got:?}");
+                assert!(same, "{isa:?} gfni={gfni} f16c={f16c} {ty:?} rows={rows} k={k} n={n}: {want:?} vs {got:?}");
             }
             trit_kernels::set_gfni_allowed(true);
+            trit_kernels::set_f16c_allowed(true);
         }
     }
 }
