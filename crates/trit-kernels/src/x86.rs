@@ -349,7 +349,8 @@ pub(crate) fn gemv4_tq2(
     let p = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
     let (da, sa) = (cs.da.as_ptr(), cs.suma.as_ptr());
     // SAFETY: the features were checked by dispatch (AVX-512 path only for Avx512Vnni, the
-    // AVX-VNNI one only for AvxVnni, the GFNI variant only where has_gfni said so); the asserts above bound every load.
+    // AVX-VNNI one only for AvxVnni, the GFNI variant only where has_gfni said so, the AVX2
+    // F16C one only where has_f16c did); the asserts above bound every load.
     unsafe {
         match isa {
             crate::Isa::Avx512Vnni if gfni => gemv4_tq2_avx512_gfni(p, perm.as_ptr(), da, sa, nb),
@@ -903,8 +904,9 @@ pub(crate) fn gemv4_tq1_256(
     assert!(perm.len() >= nb * TQ1_PERM_BYTES && cs.da.len() >= nb && cs.suma.len() >= nb);
     let p = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
     let (pa, da, sa) = (perm.as_ptr(), cs.da.as_ptr(), cs.suma.as_ptr());
-    // SAFETY: dispatch checked the features (the VNNI variant only for AvxVnni, AVX2 for
-    // the other); the asserts bound every load (each block's loads stay in its 54 bytes).
+    // SAFETY: dispatch checked the features (the VNNI variant only for AvxVnni, whose CPUs
+    // have F16C; the AVX2 F16C variant only where has_f16c said so; AVX2 for the other);
+    // the asserts bound every load (each block's loads stay in its 54 bytes).
     unsafe {
         match isa {
             crate::Isa::AvxVnni => gemv4_tq1_avxvnni(p, pa, da, sa, nb),
