@@ -3,6 +3,9 @@
 #   bash scripts/bench-cpu.sh            # THREADS=2 P=512 N=128 R=3 by default
 #   KERNEL_BENCH=1 bash scripts/bench-cpu.sh   # also the criterion kernel benches
 #   PAIRED_ROUNDS=0 bash scripts/bench-cpu.sh  # skip the paired decode rounds (default 4)
+#   AVX2=1 bash scripts/bench-cpu.sh           # also AVX2 against AVX2: ggml built without
+#                                              # -march=native (target/avx2), trit's kernels
+#                                              # forced to AVX2 (TRIT_ISA=avx2)
 # Prints llama-bench tables for a synthetic bitnet-b1.58-2B-4T (TQ2_0 and TQ1_0), the
 # trit/ggml speed ratios, the memory bandwidth and the decode roofline (tokens/s ≤
 # bandwidth ÷ bytes read per token; a token reads every weight once, the tied f16 output
@@ -122,6 +125,33 @@ for ty in ["tq2_0", "tq1_0"]:
         print(f"| {ty} | {r} | {' first, '.join(order[:1])} first | {g:.2f} | {t:.2f} | {t / g:.2f}x | {rb:.1f} / {cb:.1f} | {pr[-1]:.0f}% / {pc[-1]:.0f}% |")
     med = statistics.median
     print(f"| {ty} | median | | | | {med(ratios):.2f}x | | {med(pr):.0f}% / {med(pc):.0f}% |")
+PY
+fi
+
+# AVX2 against AVX2, for the many CPUs without AVX-512: a second build whose ggml is compiled
+# for the x86-64 baseline with AVX2 (TRIT_NATIVE=0), and trit's kernels held to AVX2.
+if [ "${AVX2:-0}" = 1 ]; then
+    TRIT_NATIVE=0 CARGO_TARGET_DIR=target/avx2 cargo build --release -p trit-cli
+    echo "== AVX2 against AVX2 (TRIT_NATIVE=0 build, TRIT_ISA=avx2), $THREADS threads"
+    for ty in tq2_0 tq1_0; do
+        for order in ggml,trit trit,ggml; do
+            TRIT_ISA=avx2 target/avx2/release/trit bench -m "$DIR/2b4t-$ty.gguf" -p "$P" -n "$N" -r "$R" \
+                -t "$THREADS" --ternary-kernels "$order" -o csv > "$DIR/avx2-$ty-${order%%,*}-first.csv"
+        done
+    done
+    python3 - "$DIR" <<'PY'
+import csv, sys
+d = sys.argv[1]
+print("\n| model (AVX2) | test | ggml t/s | trit t/s | trit/ggml |")
+print("| --- | --- | ---: | ---: | ---: |")
+for ty in ["tq2_0", "tq1_0"]:
+    for first in ["ggml", "trit"]:
+        by = {}
+        for r in csv.DictReader(open(f"{d}/avx2-{ty}-{first}-first.csv")):
+            test = f"pp{r['n_prompt']}" if int(r["n_gen"]) == 0 else f"tg{r['n_gen']}"
+            by.setdefault(test, {})[r["backends"].split("/")[-1]] = float(r["avg_ts"])
+        for test, k in by.items():
+            print(f"| {ty} | {test} ({first} first) | {k['ggml']:.2f} | {k['trit']:.2f} | {k['trit'] / k['ggml']:.2f}x |")
 PY
 fi
 
