@@ -534,44 +534,11 @@ pub(crate) fn gemv_tq2_range(
     }
 }
 
-/// `gemv4_tq2_avx2` with `vpdpbusd`: the 2-bit codes (u8) times the quants (i8), summed in
-/// fours into i32 lanes directly (no i16 stage, no widening step).
-#[target_feature(enable = "avx2,avxvnni,f16c")]
-unsafe fn gemv4_tq2_avxvnni(
-    rows: [*const u8; 4],
-    act: *const u8,
-    da: *const f32,
-    suma: *const i32,
-    nb: usize,
-) -> [f32; 4] {
-    let m3 = _mm256_set1_epi8(3);
-    let mut accf = _mm_setzero_ps();
-    for b in 0..nb {
-        let ab = act.add(b * Q8_K_BYTES + 4);
-        let mut acc = [_mm256_setzero_si256(); 4];
-        for h in 0..2 {
-            let mut a = [_mm256_setzero_si256(); 4];
-            for (n, an) in a.iter_mut().enumerate() {
-                *an = _mm256_loadu_si256(ab.add(128 * h + 32 * n) as *const __m256i);
-            }
-            for r in 0..4 {
-                let v = _mm256_loadu_si256(rows[r].add(b * 66 + 32 * h) as *const __m256i);
-                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(v, m3), a[0]);
-                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3), a[1]);
-                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(_mm256_srli_epi16::<4>(v), m3), a[2]);
-                acc[r] = _mm256_dpbusd_avx_epi32(acc[r], _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3), a[3]);
-            }
-        }
-        let i = reduce4_256(acc[0], acc[1], acc[2], acc[3]);
-        accf = block_step_cs(accf, tq2_scales4(rows, b), *da.add(b), *suma.add(b), i);
-    }
-    let mut out = [0f32; 4];
-    _mm_storeu_ps(out.as_mut_ptr(), accf);
-    out
-}
-
-macro_rules! gemv4_tq2_avx2 {
-    ($name:ident, $features:literal, $f16c:literal) => {
+/// The 256-bit TQ2_0 mat-vec. With `$vnni` (AVX-VNNI) `vpdpbusd` sums the 2-bit codes (u8)
+/// times the quants (i8) in fours into i32 lanes directly; without, `vpmaddubsw` pairs them
+/// into i16 lanes (≤ 4096 a block, exact) and one `vpmaddwd` widens them per block.
+macro_rules! gemv4_tq2_256 {
+    ($name:ident, $features:literal, $vnni:literal, $f16c:literal) => {
         #[target_feature(enable = $features)]
         unsafe fn $name(rows: [*const u8; 4], act: *const u8, da: *const f32, suma: *const i32, nb: usize) -> [f32; 4] {
             let m3 = _mm256_set1_epi8(3);
@@ -591,9 +558,16 @@ macro_rules! gemv4_tq2_avx2 {
                         let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3);
                         let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m3);
                         let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3);
-                        let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, a[0]), _mm256_maddubs_epi16(c1, a[1]));
-                        let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, a[2]), _mm256_maddubs_epi16(c3, a[3]));
-                        acc[r] = _mm256_add_epi16(acc[r], _mm256_add_epi16(s01, s23));
+                        if $vnni {
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], c0, a[0]);
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], c1, a[1]);
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], c2, a[2]);
+                            acc[r] = _mm256_dpbusd_avx_epi32(acc[r], c3, a[3]);
+                        } else {
+                            let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, a[0]), _mm256_maddubs_epi16(c1, a[1]));
+                            let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, a[2]), _mm256_maddubs_epi16(c3, a[3]));
+                            acc[r] = _mm256_add_epi16(acc[r], _mm256_add_epi16(s01, s23));
+                        }
                     }
                 }
                 let dw4 = if $f16c {
@@ -603,12 +577,12 @@ macro_rules! gemv4_tq2_avx2 {
                         |r: usize| block_scale(TernaryType::Tq2_0, std::slice::from_raw_parts(rows[r].add(b * 66), 66));
                     _mm_setr_ps(d(0), d(1), d(2), d(3))
                 };
-                let i = reduce4_256(
-                    _mm256_madd_epi16(acc[0], ones),
-                    _mm256_madd_epi16(acc[1], ones),
-                    _mm256_madd_epi16(acc[2], ones),
-                    _mm256_madd_epi16(acc[3], ones),
-                );
+                if !$vnni {
+                    for a in acc.iter_mut() {
+                        *a = _mm256_madd_epi16(*a, ones);
+                    }
+                }
+                let i = reduce4_256(acc[0], acc[1], acc[2], acc[3]);
                 accf = block_step_cs(accf, dw4, *da.add(b), *suma.add(b), i);
             }
             let mut out = [0f32; 4];
@@ -618,9 +592,11 @@ macro_rules! gemv4_tq2_avx2 {
     };
 }
 
-// Scales by F16C where the CPU has it (all AVX2 CPUs made so far), in software elsewhere.
-gemv4_tq2_avx2!(gemv4_tq2_avx2_f16c, "avx2,f16c", true);
-gemv4_tq2_avx2!(gemv4_tq2_avx2, "avx2", false);
+// AVX-VNNI CPUs have F16C; plain AVX2 scales by F16C where the CPU has it (all AVX2 CPUs
+// made so far), in software elsewhere.
+gemv4_tq2_256!(gemv4_tq2_avxvnni, "avx2,avxvnni,f16c", true, true);
+gemv4_tq2_256!(gemv4_tq2_avx2_f16c, "avx2,f16c", false, true);
+gemv4_tq2_256!(gemv4_tq2_avx2, "avx2", false, false);
 
 /// f16 mat-vec: one weight row (f16 bits) against one f32 activation row `a` (values
 /// exact in f16), with the 64-lane contract of `f16w.rs`. Rows are read front to back, one
