@@ -168,7 +168,13 @@ fn start(
     let (spec, params) = check_params(p, targets)?;
     let model = Model::load(
         model_path,
-        &ModelParams { n_gpu_layers: p.n_gpu_layers, cpu_only: p.n_gpu_layers == 0, ..Default::default() },
+        &ModelParams {
+            n_gpu_layers: p.n_gpu_layers,
+            cpu_only: p.n_gpu_layers == 0,
+            // the backward ops read the frozen weights as stored
+            use_extra_bufts: false,
+            ..Default::default()
+        },
     )
     .map_err(anyhow::Error::from)?; // the message names the file
     let model = NonNull::from(Box::leak(Box::new(model)));

@@ -19,6 +19,8 @@ pub const MODEL_FLAGS: &[Flag] = &[
     ),
     flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "flash attention (default: auto)"),
     flag(&["--no-mmap"], None, "do not memory-map the model"),
+    flag(&["--repack"], None, "re-encode TQ1_0 weights on the CPU as TQ2_0 at load (default: on)"),
+    flag(&["-nr", "--no-repack"], None, "keep TQ1_0 weights as stored (less memory, slower decode)"),
     OVERRIDE_TENSOR_FLAG,
     flag(&["--lora"], Some("FNAME"), "LoRA adapter (comma-separated for several)"),
     flag(&["--lora-scaled"], Some("FNAME:SCALE,..."), "LoRA adapter with a user scale"),
@@ -135,6 +137,7 @@ pub fn model_params(p: &Parsed) -> Result<ModelParams, ArgError> {
         vocab_only: false,
         cpu_only: false,
         tensor_overrides: tensor_overrides(p)?,
+        use_extra_bufts: !p.has("-nr"),
     })
 }
 

@@ -2,7 +2,8 @@
 //! converted to TQ2_0 and TQ1_0, gives the same logits with `--ternary-kernels trit` as
 //! with ggml's own TQ kernels (odd thread count, so the row split has a ragged end), for a
 //! 17-token prompt and for a single token (whose output head is a mat-vec, so trit's f16
-//! kernel runs it).
+//! kernel runs it). TQ1_0 runs on trit's kernels re-encoded as TQ2_0 at load (the
+//! TRIT_REPACK buffer type); with `--no-repack` its logits are bit-identical.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,9 +12,16 @@ use trit_cli::npy;
 
 const IDS: &str = "480,39,68,75,75,78,465,75,67,12,300,7,81,99,401,5,480";
 
-fn trit(args: &[&str]) {
+/// Run trit; its stderr (llama.cpp's log with `-v`).
+fn trit(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_trit")).args(args).output().expect("run trit");
     assert!(out.status.success(), "trit {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether llama.cpp's load log puts weights in the repack buffer type.
+fn repacked(log: &str) -> bool {
+    log.lines().any(|l| l.contains("TRIT_REPACK model buffer size"))
 }
 
 #[test]
@@ -29,21 +37,17 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         let g = gguf.to_str().unwrap();
         trit(&["convert", fixture.to_str().unwrap(), "-o", g, "--type", ty]);
         let mut logits = Vec::new();
-        for (kern, threads) in [("ggml", "3"), ("trit", "3"), ("trit", "1")] {
-            let out = tmp.path().join(format!("{ty}-{kern}-{threads}.npy"));
-            trit(&[
-                "logits",
-                "-m",
-                g,
-                "--ids",
-                IDS,
-                "-t",
-                threads,
-                "--ternary-kernels",
-                kern,
-                "-o",
-                out.to_str().unwrap(),
-            ]);
+        for (kern, threads, repack) in [("ggml", "3", ""), ("trit", "3", ""), ("trit", "1", ""), ("trit", "3", "-nr")] {
+            let out = tmp.path().join(format!("{ty}-{kern}-{threads}{repack}.npy"));
+            let mut args = vec!["logits", "-m", g, "--ids", IDS, "-t", threads, "--ternary-kernels", kern, "-v", "-o"];
+            args.push(out.to_str().unwrap());
+            if !repack.is_empty() {
+                args.push(repack);
+            }
+            let log = trit(&args);
+            // Only TQ1_0 weights, only with trit's kernels, only unless --no-repack.
+            let expect = ty == "tq1_0" && kern == "trit" && repack.is_empty();
+            assert_eq!(repacked(&log), expect, "{ty} {kern} {repack}: TRIT_REPACK buffer in the load log");
             let (shape, data) = npy::read_f32(&out).unwrap();
             assert_eq!(shape, vec![17, 512]);
             logits.push(data);
@@ -57,12 +61,15 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         assert!(diff <= 1e-3 * max_abs, "{ty}: trit vs ggml logits differ by {diff} (max {max_abs})");
         // The kernels' result does not depend on the thread split.
         assert_eq!(logits[1], logits[2], "{ty}: 3 threads vs 1 thread");
+        // TQ1_0 re-encoded as TQ2_0 (the TQ2_0 kernels) or as stored (the TQ1_0 kernels): the
+        // same weights, exact block sums, the same f32 order.
+        assert_eq!(logits[1], logits[3], "{ty}: repacked vs --no-repack");
 
         // One token: the tied f16 output head is then a mat-vec, which the trit kernels
         // compute too (the F16 hook; 17 positions above go to ggml's own F16 path).
         let mut one = Vec::new();
-        for kern in ["ggml", "trit"] {
-            let out = tmp.path().join(format!("{ty}-{kern}-one.npy"));
+        for (kern, repack) in [("ggml", "--repack"), ("trit", "--repack"), ("trit", "--no-repack")] {
+            let out = tmp.path().join(format!("{ty}-{kern}{repack}-one.npy"));
             trit(&[
                 "logits",
                 "-m",
@@ -73,6 +80,7 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
                 "3",
                 "--ternary-kernels",
                 kern,
+                repack,
                 "-o",
                 out.to_str().unwrap(),
             ]);
@@ -84,5 +92,6 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         let diff = one[0].iter().zip(&one[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         eprintln!("{ty}, one token: max |logit| {max_abs}, max |trit - ggml| {diff}");
         assert!(max_abs > 0.1 && diff <= 1e-3 * max_abs, "{ty}: one-token logits differ by {diff} (max {max_abs})");
+        assert_eq!(one[1], one[2], "{ty}, one token: repacked vs --no-repack");
     }
 }

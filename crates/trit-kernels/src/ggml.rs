@@ -9,6 +9,11 @@
 //! thread and ggml computes them as before. The F16 entry points at [`mul_mat_f16_hook`]:
 //! f16-weight mat-vecs with few columns (the tied output head at decode), which ggml would
 //! otherwise compute one row at a time with `vec_dot_f16`.
+//!
+//! TQ1_0 weights can also be held re-encoded as TQ2_0 (`shim/cpu_repack.cpp`, the
+//! `TRIT_REPACK` extra buffer type, and [`crate::repack`]): llama.cpp's loader places them
+//! there while trit's kernels are installed (and `use_extra_bufts`, llama.cpp's `--repack`,
+//! is on). The hook recognises that buffer type and runs the TQ2_0 kernels on those rows.
 
 use std::ffi::{c_int, c_void};
 use std::str::FromStr;
@@ -51,28 +56,131 @@ impl FromStr for TernaryKernels {
 
 static ISA: AtomicU8 = AtomicU8::new(0);
 
+/// `n_blocks` blocks from `src` to `dst` (`shim/cpu_repack.cpp`'s conversions).
+type RepackBlocks = unsafe extern "C" fn(src: *const c_void, dst: *mut c_void, n_blocks: usize);
+
+extern "C" {
+    // shim/cpu_repack.cpp (compiled by build.rs against trit-sys's llama.cpp copy).
+    fn trit_cpu_repack_buffer_type() -> sys::ggml_backend_buffer_type_t;
+    fn trit_cpu_repack_register(to_tq2: RepackBlocks, to_tq1: RepackBlocks) -> bool;
+    fn trit_cpu_repack_set_accept(accept: bool);
+}
+
+/// TQ1_0 → TQ2_0 for the repack buffer's `set_tensor`.
+///
+/// # Safety
+/// `src` holds `n_blocks` TQ1_0 blocks and `dst` room for as many TQ2_0 blocks.
+unsafe extern "C" fn repack_to_tq2(src: *const c_void, dst: *mut c_void, n_blocks: usize) {
+    // SAFETY: the function's contract.
+    let (s, d) = unsafe {
+        (
+            std::slice::from_raw_parts(src as *const u8, n_blocks * crate::formats::TQ1_0_BYTES),
+            std::slice::from_raw_parts_mut(dst as *mut u8, n_blocks * crate::formats::TQ2_0_BYTES),
+        )
+    };
+    crate::repack::tq1_to_tq2(s, d);
+}
+
+/// TQ2_0 → TQ1_0 for the repack buffer's `get_tensor`.
+///
+/// # Safety
+/// `src` holds `n_blocks` TQ2_0 blocks and `dst` room for as many TQ1_0 blocks.
+unsafe extern "C" fn repack_to_tq1(src: *const c_void, dst: *mut c_void, n_blocks: usize) {
+    // SAFETY: the function's contract.
+    let (s, d) = unsafe {
+        (
+            std::slice::from_raw_parts(src as *const u8, n_blocks * crate::formats::TQ2_0_BYTES),
+            std::slice::from_raw_parts_mut(dst as *mut u8, n_blocks * crate::formats::TQ1_0_BYTES),
+        )
+    };
+    crate::repack::tq2_to_tq1(s, d);
+}
+
+/// Whether the repack buffer type is among the CPU device's extra buffer types (registered
+/// by the first [`install`], which must come before the first model load).
+fn repack_registered() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: registration stores two function pointers and appends to ggml-cpu's list.
+    *REGISTERED.get_or_init(|| unsafe { trit_cpu_repack_register(repack_to_tq2, repack_to_tq1) })
+}
+
+/// The repack buffer type ("TRIT_REPACK"; registered with ggml-cpu on first use): TQ1_0
+/// matrices in it hold TQ2_0 blocks, read and written as TQ1_0 through the buffer.
+pub fn repack_buffer_type() -> sys::ggml_backend_buffer_type_t {
+    repack_registered();
+    // SAFETY: returns a static buffer type.
+    unsafe { trit_cpu_repack_buffer_type() }
+}
+
+/// Whether `t`'s bytes are in the repack buffer type (TQ1_0 weights re-encoded as TQ2_0).
+fn is_repacked(t: &sys::ggml_tensor) -> bool {
+    // SAFETY: a non-null `buffer` of a live tensor is a live ggml buffer.
+    !t.buffer.is_null() && unsafe { (*t.buffer).buft == trit_cpu_repack_buffer_type() }
+}
+
+/// Whether TQ1_0 weights loaded from now on go to the repack buffer type (they do while
+/// trit's kernels are installed and the model is loaded with `use_extra_bufts`).
+pub fn repack_active() -> bool {
+    REPACK_ACCEPT.load(Ordering::Relaxed) && repack_registered()
+}
+
+static REPACK_ACCEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn isa_code(i: Isa) -> u8 {
     Isa::ALL.iter().position(|&x| x == i).unwrap() as u8
 }
 
 /// Route ternary MUL_MAT, and few-column F16 MUL_MAT (the output head at decode, attention's
-/// per-head products), to `which`. Call while no graph is computing (between decodes). Returns the ISA the trit kernels use.
+/// per-head products), to `which`. Call while no graph is computing (between decodes), and
+/// once before the first model load (it registers the repack buffer type then). Returns the
+/// ISA the trit kernels use.
+///
+/// With trit's kernels, TQ1_0 weights of models loaded afterwards go to the repack buffer
+/// type; with ggml's they stay as stored, and weights already repacked are still computed
+/// (by trit's TQ2_0 kernels: ggml's cannot read them).
 pub fn install(which: TernaryKernels) -> Isa {
     let isa = Isa::detect();
     ISA.store(isa_code(isa), Ordering::Relaxed);
-    let hook: sys::ggml_cpu_mul_mat_hook_t = match which {
-        TernaryKernels::Trit => Some(mul_mat_hook),
-        TernaryKernels::Ggml => None,
+    let accept = which == TernaryKernels::Trit && repack_registered();
+    REPACK_ACCEPT.store(accept, Ordering::Relaxed);
+    // SAFETY: stores a flag.
+    unsafe { trit_cpu_repack_set_accept(accept) };
+    let (tq1_hook, tq2_hook): (sys::ggml_cpu_mul_mat_hook_t, sys::ggml_cpu_mul_mat_hook_t) = match which {
+        TernaryKernels::Trit => (Some(mul_mat_hook), Some(mul_mat_hook)),
+        TernaryKernels::Ggml => (Some(repacked_only_hook), None),
     };
     let f16_hook: sys::ggml_cpu_mul_mat_hook_t = match which {
         TernaryKernels::Trit => Some(mul_mat_f16_hook),
         TernaryKernels::Ggml => None,
     };
-    for (ty, hook) in [(sys::GGML_TYPE_TQ1_0, hook), (sys::GGML_TYPE_TQ2_0, hook), (sys::GGML_TYPE_F16, f16_hook)] {
+    for (ty, hook) in
+        [(sys::GGML_TYPE_TQ1_0, tq1_hook), (sys::GGML_TYPE_TQ2_0, tq2_hook), (sys::GGML_TYPE_F16, f16_hook)]
+    {
         // SAFETY: the setter only stores the pointer in ggml-cpu's table; `ty` is in range.
         unsafe { sys::ggml_cpu_set_mul_mat_hook(ty, hook) };
     }
     isa
+}
+
+/// The TQ1_0 hook while ggml's kernels are chosen: only weights in the repack buffer type,
+/// which ggml's TQ1_0 code cannot read.
+///
+/// # Safety
+/// As [`mul_mat_hook`].
+unsafe extern "C" fn repacked_only_hook(
+    dst: *const sys::ggml_tensor,
+    src1_q: *const c_void,
+    src1_row_size: usize,
+    ith: c_int,
+    nth: c_int,
+    tp: *mut sys::ggml_threadpool,
+) -> bool {
+    // SAFETY: the hook's contract: `dst` and its sources are live.
+    if !is_repacked(unsafe { &*(*dst).src[0] }) {
+        return false;
+    }
+    // SAFETY: the same contract.
+    unsafe { mul_mat_hook(dst, src1_q, src1_row_size, ith, nth, tp) }
 }
 
 /// The hook ggml calls for TQ1_0/TQ2_0 MUL_MAT (see the module docs).
@@ -94,19 +202,37 @@ pub unsafe extern "C" fn mul_mat_hook(
         let d = &*dst;
         (d, &*d.src[0], &*d.src[1])
     };
-    let ty = match s0.type_ {
+    let stored = match s0.type_ {
         sys::GGML_TYPE_TQ2_0 => TernaryType::Tq2_0,
         sys::GGML_TYPE_TQ1_0 => TernaryType::Tq1_0,
         _ => return false,
     };
+    // Weights in the repack buffer are TQ1_0 tensors holding TQ2_0 blocks. Its `supports_op`
+    // admits only the shapes checked below (a contiguous 2-D weight, f32 `src1` of one
+    // matrix), and ggml's own code cannot read those bytes, so for them this hook must not
+    // decline: a shape it cannot take is a bug, reported and aborted (never a wrong result).
+    let repacked = is_repacked(s0);
+    let ty = if repacked { TernaryType::Tq2_0 } else { stored };
+    let decline = || {
+        if repacked {
+            eprintln!("trit: MUL_MAT on repacked TQ1_0 weights with a shape the kernels cannot take");
+            std::process::abort();
+        }
+        false
+    };
     let flat = |t: &sys::ggml_tensor| t.ne[2] == 1 && t.ne[3] == 1;
     if s1.type_ != sys::GGML_TYPE_F32 || !flat(s0) || !flat(s1) || !flat(d) || d.type_ != sys::GGML_TYPE_F32 {
-        return false;
+        return decline();
     }
     let (k, rows, n) = (s0.ne[0] as usize, s0.ne[1] as usize, s1.ne[1] as usize);
-    let (stride, ldo_bytes) = (s0.nb[1], d.nb[1]);
+    if rows == 0 || n == 0 {
+        return true; // nothing to compute (ggml would loop over nothing too)
+    }
+    let stride = if repacked { s0.nb[1] / stored.block_bytes() * ty.block_bytes() } else { s0.nb[1] };
+    let ldo_bytes = d.nb[1];
     if !k.is_multiple_of(crate::QK)
-        || s0.nb[0] != ty.block_bytes()
+        || s0.nb[0] != stored.block_bytes()
+        || !s0.nb[1].is_multiple_of(stored.block_bytes())
         || src1_row_size != q8k_row_bytes(k)
         || d.nb[0] != 4
         || !ldo_bytes.is_multiple_of(4)
@@ -114,12 +240,11 @@ pub unsafe extern "C" fn mul_mat_hook(
         || d.ne[0] as usize != rows
         || d.ne[1] as usize != n
         || nth <= 0
-        || rows == 0
-        || n == 0
     {
-        return false;
+        return decline();
     }
-    // SAFETY: ggml's tensor holds `rows` rows of `nb[1]` bytes; the last row needs only
+    // SAFETY: ggml's tensor holds `rows` rows of `nb[1]` bytes (in the repack buffer, of
+    // `stride` bytes: its allocation is sized for TQ2_0 blocks); the last row needs only
     // its own blocks. The work buffer holds `n` converted rows.
     let (wdata, act) = unsafe {
         (
@@ -128,7 +253,7 @@ pub unsafe extern "C" fn mul_mat_hook(
         )
     };
     let Ok(w) = Weights::with_stride(ty, wdata, rows, k, stride) else {
-        return false;
+        return decline();
     };
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
     let (ith, nth) = (ith as usize, nth as usize);

@@ -13,7 +13,10 @@
 //! with the dot-product extension and plain NEON on aarch64, and the portable scalar path,
 //! which is the reference. Weights are used as they are stored in the GGUF:
 //! each call decodes a tile of 4 rows to 1-byte codes in an L1-sized buffer once and
-//! reuses it for every activation column, so no load-time repacking is needed.
+//! reuses it for every activation column. The one exception is TQ1_0 in ggml graphs:
+//! [`repack`] re-encodes its blocks losslessly as TQ2_0 at load time (the `ggml` feature's
+//! repack buffer type), because TQ1_0's base-3 digits keep the decode mat-vecs
+//! compute-bound where TQ2_0's 2-bit codes stream at memory bandwidth.
 //!
 //! Shapes: `k` must be a multiple of 256 (a GGUF TQ tensor always is); any number of rows
 //! and columns works (partial tiles repeat a valid row/column and drop the result). No
@@ -29,6 +32,7 @@ pub mod formats;
 pub mod ggml;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub mod repack;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;

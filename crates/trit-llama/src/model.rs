@@ -20,11 +20,23 @@ pub struct ModelParams {
     /// `--override-tensor`): tensors whose name matches the regex PATTERN are loaded into the
     /// named buffer type (`CPU`, `TritVulkan0`, `Vulkan0`, ...). First match wins.
     pub tensor_overrides: Vec<(String, String)>,
+    /// Let the CPU's extra buffer types take weights (llama.cpp's `--repack`, default on;
+    /// `-nr`/`--no-repack` turns it off): with trit's kernels installed, TQ1_0 weights kept
+    /// on the CPU are re-encoded as TQ2_0 at load (`trit_kernels::repack`). Training turns it
+    /// off (its backward ops read the weights as stored).
+    pub use_extra_bufts: bool,
 }
 
 impl Default for ModelParams {
     fn default() -> Self {
-        Self { n_gpu_layers: -1, use_mmap: true, vocab_only: false, cpu_only: false, tensor_overrides: Vec::new() }
+        Self {
+            n_gpu_layers: -1,
+            use_mmap: true,
+            vocab_only: false,
+            cpu_only: false,
+            tensor_overrides: Vec::new(),
+            use_extra_bufts: true,
+        }
     }
 }
 
@@ -85,6 +97,7 @@ impl Model {
         let mut p = unsafe { trit_sys::llama_model_default_params() };
         p.n_gpu_layers = params.n_gpu_layers;
         p.vocab_only = params.vocab_only;
+        p.use_extra_bufts = params.use_extra_bufts;
         if !params.use_mmap {
             p.load_mode = trit_sys::LLAMA_LOAD_MODE_NONE;
         }

@@ -9,6 +9,7 @@ use trit_llama::{Batch, Context, ContextParams, Model, ModelParams, Token};
 
 use crate::args::{self, flag, Flag};
 use crate::common;
+use trit_kernels::ggml::TernaryKernels;
 
 const FLAGS: &[Flag] = &[
     flag(&["-m", "--model"], Some("FNAME"), "model path(s), comma-separated or repeated"),
@@ -31,6 +32,7 @@ const FLAGS: &[Flag] = &[
         Some("trit|ggml"),
         "CPU kernels for TQ1_0/TQ2_0 matrix products, comma-separated to compare (default: trit)",
     ),
+    flag(&["-nr", "--no-repack"], Some("0|1"), "1: keep TQ1_0 weights as stored for trit's kernels too (default: 0)"),
     flag(&["-v", "--verbose"], None, "show llama.cpp's log"),
 ];
 
@@ -110,6 +112,11 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     }
     let warmup = !p.has("--no-warmup");
     let kernel_sets = common::ternary_kernels(&p, true)?;
+    let no_repack = match p.str("-nr") {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(v) => bail!("error: invalid value '{v}' for -nr (expected 0 or 1)"),
+    };
     let tensor_overrides = common::tensor_overrides(&p)?;
 
     let mut records = Vec::new();
@@ -118,15 +125,9 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         for (ngl, &use_mmap) in ngls.iter().flat_map(|n| mmaps.iter().map(move |m| (n, m))) {
             let ngl = common::parse_ngl(ngl)?;
             common::preflight(std::path::Path::new(path))?;
-            let model = Model::load(
-                std::path::Path::new(path),
-                &ModelParams {
-                    n_gpu_layers: ngl,
-                    use_mmap,
-                    tensor_overrides: tensor_overrides.clone(),
-                    ..Default::default()
-                },
-            )?;
+            // One load per repack setting: trit's kernels get TQ1_0 weights re-encoded as
+            // TQ2_0 (unless -nr 1), ggml's get them as stored, as llama.cpp would load them.
+            let mut models: [Option<Model>; 2] = [None, None];
             let mut tests: Vec<(usize, usize)> = prompts.iter().filter(|&&n| n > 0).map(|&n| (n, 0)).collect();
             tests.extend(gens.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
             tests.extend(pairs.iter().filter(|&&(pp, tg)| pp + tg > 0));
@@ -134,6 +135,21 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
                 for (&(n_prompt, n_gen), &depth) in tests.iter().flat_map(|t| depths.iter().map(move |d| (t, d))) {
                     for &kern in &kernel_sets {
                         common::install_ternary_kernels(kern);
+                        let repack = kern == TernaryKernels::Trit && !no_repack;
+                        let slot = &mut models[repack as usize];
+                        if slot.is_none() {
+                            *slot = Some(Model::load(
+                                std::path::Path::new(path),
+                                &ModelParams {
+                                    n_gpu_layers: ngl,
+                                    use_mmap,
+                                    tensor_overrides: tensor_overrides.clone(),
+                                    use_extra_bufts: repack,
+                                    ..Default::default()
+                                },
+                            )?);
+                        }
+                        let model = slot.as_ref().expect("loaded above");
                         let cp = ContextParams {
                             n_ctx: (depth + n_prompt + n_gen).max(1) as u32,
                             n_batch,
@@ -144,7 +160,7 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
                             ..Default::default()
                         };
                         let test = Test { n_prompt, n_gen, depth };
-                        let mut rec = run_test(&model, path, &cp, ngl, test, reps, warmup)?;
+                        let mut rec = run_test(model, path, &cp, ngl, test, reps, warmup)?;
                         rec.use_mmap = use_mmap;
                         if rec.backends == "CPU" {
                             // Which CPU kernels ran the ternary products (not shown once offloaded).

@@ -192,7 +192,13 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         &model_path,
         // -ngl 0 / --device cpu: no GPU in the training graph at all (else the scheduler still
         // puts backward nodes on a registered GPU backend).
-        &trit_llama::ModelParams { n_gpu_layers: ngl, cpu_only: ngl == 0, ..Default::default() },
+        &trit_llama::ModelParams {
+            n_gpu_layers: ngl,
+            cpu_only: ngl == 0,
+            // the backward ops read the frozen weights as stored
+            use_extra_bufts: false,
+            ..Default::default()
+        },
     )?;
     // GPU buffers right after loading: the weights placed on the device.
     #[allow(unused_mut)]
