@@ -273,8 +273,9 @@ pub fn set_wide_norm_mat_vecs(on: bool) {
     matvec::NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// Tests and A/B runs: lanes per row (32, 16 or 8) of the wide mat-vecs that compute their
-/// input's norm for several products without rope (gate and up; TRIT_VULKAN_NORM_LANES).
+/// Tests and A/B runs: lanes per row (8, the default, 16 or 32) of the wide mat-vecs that
+/// compute their input's norm for several products without rope (gate and up;
+/// TRIT_VULKAN_NORM_LANES).
 pub fn set_multi_norm_lanes(lanes: u32) {
     matvec::MULTI_LANES.store(if [8, 16].contains(&lanes) { lanes } else { 32 }, Ordering::Relaxed);
 }

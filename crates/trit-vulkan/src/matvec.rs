@@ -488,15 +488,17 @@ fn norm_variant(gpu: &Gpu, name: String, k: i64, rope_dims: Option<u32>) -> (Str
 }
 
 /// Lanes per row of the wide `NORM` mat-vecs over several products of one input without
-/// rope (gate and up): 32 (`_w`), or with TRIT_VULKAN_NORM_LANES=16 / 8 (or
-/// `set_multi_norm_lanes`) the `_w16` / `_w8` variants: 64 / 128 rows per workgroup. 0: not
+/// rope (gate and up): 8 by default (the `_w8` variants: 128 rows per workgroup, so 2B-4T's
+/// 13824 gate/up rows take one round of 108 workgroups; H200, decode round 12: TQ2_0 tg128
+/// 482-486 against 434 t/s with 32), or with TRIT_VULKAN_NORM_LANES=16 / 32 (or
+/// `set_multi_norm_lanes`) the `_w16` variants (64 rows) / the `_w` ones (32 rows). 0: not
 /// decided yet.
 pub(crate) static MULTI_LANES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn multi_lanes() -> u32 {
     match MULTI_LANES.load(Ordering::Relaxed) {
         0 => {
-            let v = std::env::var("TRIT_VULKAN_NORM_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+            let v = std::env::var("TRIT_VULKAN_NORM_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
             let v = if [8, 16].contains(&v) { v } else { 32 };
             MULTI_LANES.store(v, Ordering::Relaxed);
             v
