@@ -118,14 +118,6 @@ fn is_repacked(t: &sys::ggml_tensor) -> bool {
     !t.buffer.is_null() && unsafe { (*t.buffer).buft == trit_cpu_repack_buffer_type() }
 }
 
-/// Whether TQ1_0 weights loaded from now on go to the repack buffer type (they do while
-/// trit's kernels are installed and the model is loaded with `use_extra_bufts`).
-pub fn repack_active() -> bool {
-    REPACK_ACCEPT.load(Ordering::Relaxed) && repack_registered()
-}
-
-static REPACK_ACCEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 fn isa_code(i: Isa) -> u8 {
     Isa::ALL.iter().position(|&x| x == i).unwrap() as u8
 }
@@ -142,7 +134,6 @@ pub fn install(which: TernaryKernels) -> Isa {
     let isa = Isa::detect();
     ISA.store(isa_code(isa), Ordering::Relaxed);
     let accept = which == TernaryKernels::Trit && repack_registered();
-    REPACK_ACCEPT.store(accept, Ordering::Relaxed);
     // SAFETY: stores a flag.
     unsafe { trit_cpu_repack_set_accept(accept) };
     let (tq1_hook, tq2_hook): (sys::ggml_cpu_mul_mat_hook_t, sys::ggml_cpu_mul_mat_hook_t) = match which {
