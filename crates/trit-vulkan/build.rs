@@ -304,12 +304,6 @@ fn main() {
                 n.extend([format!("LANES={lanes}"), "U=8".to_string()]);
                 all.push((format!("{name}_w{lanes}"), src, n));
             }
-        } else {
-            // The others (one product, or QKV with rope) also with 8 weight words in flight
-            // per lane (`_wu8`; TRIT_VULKAN_NORM_U=8).
-            let mut n = d.clone();
-            n.push("U=8".to_string());
-            all.push((format!("{name}_wu8"), src, n));
         }
     }
     // glslc runs on all cores (some 160 variants).

@@ -280,17 +280,6 @@ pub fn set_multi_norm_lanes(lanes: u32) {
     matvec::MULTI_LANES.store(if [8, 16].contains(&lanes) { lanes } else { 32 }, Ordering::Relaxed);
 }
 
-/// Tests and A/B runs: 8 weight words in flight per lane (`_wu8`) in the wide norm mat-vecs
-/// that keep 32 lanes per row (TRIT_VULKAN_NORM_U=8), or 4 (the default).
-pub fn set_norm_words_in_flight(eight: bool) {
-    matvec::NORM_U.store(if eight { 2 } else { 1 }, Ordering::Relaxed);
-}
-
-/// Tests: wide norm mat-vecs recorded with 8 words in flight per lane so far.
-pub fn u8_norm_mat_vec_dispatch_count() -> u64 {
-    matvec::U8_NORM_DISPATCHES.load(Ordering::Relaxed)
-}
-
 /// Tests and A/B runs: whether replayed graphs poll their fence near the expected end
 /// (`Some(true)`: on every device, `Some(false)`: never, `None`: the default, on GPUs but not
 /// on a CPU driver; TRIT_VULKAN_SPIN=1 / =0).

@@ -522,48 +522,14 @@ fn fewer_lanes(gpu: &Gpu, kernel: String, rows_per_wg: u64) -> (String, u64) {
 /// Wide `NORM` dispatches recorded with fewer lanes per row (`_w16`, `_w8`) so far (tests).
 pub(crate) static NARROW_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Wide `NORM` dispatches recorded with 8 weight words in flight per lane (`_wu8`) so far
-/// (tests).
-pub(crate) static U8_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Name suffixes of the wide `NORM` variants (build.rs): 32 lanes per row, then 16 and 8, and
-/// 32 lanes with 8 words in flight per lane.
-pub(crate) const WIDE_SUFFIXES: [&str; 4] = ["_w", "_w16", "_w8", "_wu8"];
-
-/// Whether the wide `NORM` kernels that keep 32 lanes per row (single products, QKV with
-/// rope) load 8 weight words per lane before using them (`_wu8`) instead of 4:
-/// TRIT_VULKAN_NORM_U=8 or `set_norm_words_in_flight` (0: not decided yet, 1: 4, 2: 8).
-pub(crate) static NORM_U: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-fn norm_u8() -> bool {
-    match NORM_U.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("TRIT_VULKAN_NORM_U").is_ok_and(|v| v == "8");
-            NORM_U.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-        v => v == 2,
-    }
-}
-
-/// The `_wu8` form of wide kernel `kernel` where `norm_u8` asks for it and the device has it.
-fn more_in_flight(gpu: &Gpu, kernel: String) -> String {
-    let u8k = format!("{kernel}u8");
-    if kernel.ends_with("_w") && norm_u8() && gpu.has_pipeline(&u8k) {
-        u8k
-    } else {
-        kernel
-    }
-}
+/// Name suffixes of the wide `NORM` variants (build.rs): 32 lanes per row, then 16 and 8.
+pub(crate) const WIDE_SUFFIXES: [&str; 3] = ["_w", "_w16", "_w8"];
 
 /// Count a recorded `NORM` dispatch of `kernel` (tests).
 fn count_norm_dispatch(kernel: &str) {
     NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
-    if ["_w16", "_w8"].iter().any(|w| kernel.ends_with(w)) {
+    if WIDE_SUFFIXES[1..].iter().any(|w| kernel.ends_with(w)) {
         NARROW_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
-    }
-    if kernel.ends_with("_wu8") {
-        U8_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     }
     if WIDE_SUFFIXES.iter().any(|w| kernel.ends_with(w)) {
         WIDE_NORM_DISPATCHES.fetch_add(1, Ordering::Relaxed);
@@ -616,7 +582,6 @@ fn encode_norm(
     let a = rec.bind(s0, 1)?;
     let dst = rec.bind(out, 4)?;
     let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, k, None);
-    let kernel = more_in_flight(&gpu, kernel);
     let groups = (rows as u64).div_ceil(rows_per_wg);
     let mut p = Push::default();
     (p.a_ne, p.a_nb) = shape(s0, 1);
@@ -769,7 +734,6 @@ fn encode_multi_norm(
     let total: u64 = p.a_ne[1..].iter().map(|&r| r as u64).sum();
     let (kernel, rows_per_wg) =
         if roped.is_none() { fewer_lanes(&gpu, kernel, rows_per_wg) } else { (kernel, rows_per_wg) };
-    let kernel = more_in_flight(&gpu, kernel);
     let groups = total.div_ceil(rows_per_wg);
     let launched = norm_groups(groups, rows_per_wg >= WIDE_ROWS_PER_WG);
     p.m0 = [0, groups as u32, 0, act_offs[0]];

@@ -7,7 +7,7 @@
 //! (SPV_NV_cooperative_matrix), which spirv-cross cannot express either: the same rule
 //! (a shape tag before `_cm`, as in `_n16_cm`, is dropped with it; `dx_q8_*`'s, `dx_q8p_*`'s
 //! and `dx_q8pw_*`'s twin is `out_prod_*`, `mmtv_*`'s `mmt_*`, `mmqs_*`'s `mmq_*`, `out_prod_f16v_*`'s
-//! `out_prod_f16_*`). The wide `NORM` mat-vecs keep their `_w`, `_w16`, `_w8` or `_wu8` (`.._dot_w`'s
+//! `out_prod_f16_*`). The wide `NORM` mat-vecs keep their `_w`, `_w16` or `_w8` (`.._dot_w`'s
 //! twin is `.._w`).
 
 use std::process::Command;
@@ -28,11 +28,9 @@ fn kernels_translate_to_msl() {
     let names: Vec<&str> = trit_vulkan::kernels().iter().map(|(n, _)| *n).collect();
     for (name, spv) in trit_vulkan::kernels() {
         // A `_cm` variant's shape tag (`_n16`: 16 x 16 x 32 fragments) goes with the suffix;
-        // a wide `NORM` mat-vec's `_w` (`_w16`, `_w8`, `_wu8`) stays (`.._dot_w`'s twin is `.._w`).
-        let (base, wide) = ["_w", "_w16", "_w8", "_wu8"]
-            .iter()
-            .find_map(|w| name.strip_suffix(w).map(|b| (b, *w)))
-            .unwrap_or((*name, ""));
+        // a wide `NORM` mat-vec's `_w` (`_w16`, `_w8`) stays (`.._dot_w`'s twin is `.._w`).
+        let (base, wide) =
+            ["_w", "_w16", "_w8"].iter().find_map(|w| name.strip_suffix(w).map(|b| (b, *w))).unwrap_or((*name, ""));
         if let Some(twin) =
             base.strip_suffix("_dot").or_else(|| base.strip_suffix("_n16_cm")).or_else(|| base.strip_suffix("_cm"))
         {
