@@ -65,6 +65,13 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         // same weights, exact block sums, the same f32 order.
         assert_eq!(logits[1], logits[3], "{ty}: repacked vs --no-repack");
 
+        // trit bench compares the two kernel sets on the weights each would get: one load
+        // re-encoded for trit's (TQ1_0 only), one as stored for ggml's.
+        let log = trit(&["bench", "-m", g, "-p", "0", "-n", "2", "-r", "1", "--ternary-kernels", "ggml,trit", "-v"]);
+        let loads = log.lines().filter(|l| l.contains("CPU_Mapped model buffer size")).count();
+        let repacks = log.lines().filter(|l| repacked(l)).count();
+        assert_eq!((loads, repacks), if ty == "tq1_0" { (2, 1) } else { (2, 0) }, "{ty}: bench model loads");
+
         // One token: the tied f16 output head is then a mat-vec, which the trit kernels
         // compute too (the F16 hook; 17 positions above go to ggml's own F16 path).
         let mut one = Vec::new();
