@@ -14,7 +14,9 @@
 //   weights through get_tensor, and ops other than MUL_MAT on them are refused;
 // * the MUL_MAT itself runs through ggml's normal path (get_tensor_traits returns nothing)
 //   into trit's MUL_MAT hook (vendor/patches/0005), which recognises the buffer type
-//   (`trit_cpu_repack_buffer_type`) and runs the TQ2_0 kernels on the re-encoded rows.
+//   (`trit_cpu_repack_buffer_type`) and runs the TQ2_0 kernels on the re-encoded rows. (ggml
+//   skips the hook only in its reference mode, `ggml_backend_cpu_set_use_ref`, which only
+//   ggml's own op tests set; trit never does.)
 // The conversions are Rust functions registered by `trit_cpu_repack_register`. Everything
 // here is noexcept: no C++ exception reaches Rust.
 
