@@ -383,11 +383,22 @@ pub(crate) fn tq2_perm_acts(act: &[u8], nb: usize) -> Vec<u8> {
     out
 }
 
-/// The 4 rows' block scales `d` (f16 at byte 64 of each 66-byte block) as f32.
+/// The 4 rows' scales `d` of block `b` (f16, the last 2 bytes of each `ty` block) as f32,
+/// converted by F16C.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn tq2_scales4(rows: [*const u8; 4], b: usize) -> __m128 {
-    let d = |r: usize| std::ptr::read_unaligned(rows[r].add(b * 66 + 64) as *const u16) as i16;
+unsafe fn scales4_f16c(ty: TernaryType, rows: [*const u8; 4], b: usize) -> __m128 {
+    let at = b * ty.block_bytes() + ty.block_bytes() - 2;
+    let d = |r: usize| std::ptr::read_unaligned(rows[r].add(at) as *const u16) as i16;
     _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0))
+}
+
+/// [`scales4_f16c`] converted in software, for AVX2 CPUs without F16C (`Isa::Avx2` does not
+/// require it).
+#[inline(always)]
+unsafe fn scales4_soft(ty: TernaryType, rows: [*const u8; 4], b: usize) -> __m128 {
+    let bb = ty.block_bytes();
+    let d = |r: usize| block_scale(ty, std::slice::from_raw_parts(rows[r].add(b * bb), bb));
+    _mm_setr_ps(d(0), d(1), d(2), d(3))
 }
 
 macro_rules! gemv4_tq2_avx512 {
@@ -433,7 +444,7 @@ macro_rules! gemv4_tq2_avx512 {
                     }
                 }
                 let i = reduce4_256(fold512(acc[0]), fold512(acc[1]), fold512(acc[2]), fold512(acc[3]));
-                accf = block_step_cs(accf, tq2_scales4(rows, b), *da.add(b), *suma.add(b), i);
+                accf = block_step_cs(accf, scales4_f16c(TernaryType::Tq2_0, rows, b), *da.add(b), *suma.add(b), i);
             }
             let mut out = [0f32; 4];
             _mm_storeu_ps(out.as_mut_ptr(), accf);
@@ -571,11 +582,9 @@ macro_rules! gemv4_tq2_256 {
                     }
                 }
                 let dw4 = if $f16c {
-                    tq2_scales4(rows, b)
+                    scales4_f16c(TernaryType::Tq2_0, rows, b)
                 } else {
-                    let d =
-                        |r: usize| block_scale(TernaryType::Tq2_0, std::slice::from_raw_parts(rows[r].add(b * 66), 66));
-                    _mm_setr_ps(d(0), d(1), d(2), d(3))
+                    scales4_soft(TernaryType::Tq2_0, rows, b)
                 };
                 if !$vnni {
                     for a in acc.iter_mut() {
@@ -946,15 +955,10 @@ macro_rules! gemv4_tq1_256 {
                         acc[r] = _mm256_madd_epi16(acc[r], ones);
                     }
                 }
-                // Scales by F16C, or in software where the CPU lacks it (Isa::Avx2 does not
-                // require it).
                 let dw4 = if $f16c {
-                    let d = |r: usize| std::ptr::read_unaligned(rows[r].add(b * 54 + 52) as *const u16) as i16;
-                    _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0))
+                    scales4_f16c(TernaryType::Tq1_0, rows, b)
                 } else {
-                    let d =
-                        |r: usize| block_scale(TernaryType::Tq1_0, std::slice::from_raw_parts(rows[r].add(b * 54), 54));
-                    _mm_setr_ps(d(0), d(1), d(2), d(3))
+                    scales4_soft(TernaryType::Tq1_0, rows, b)
                 };
                 let i = reduce4_256(acc[0], acc[1], acc[2], acc[3]);
                 accf = block_step_cs(accf, dw4, *da.add(b), *suma.add(b), i);
