@@ -25,6 +25,7 @@ mod kernels {
 mod matvec;
 mod ops;
 mod outputs;
+pub mod probe;
 mod profile;
 mod schedule;
 mod scratch;

@@ -1,0 +1,101 @@
+//! The dispatch-boundary probe (src/probe.rs, kernels/chain_probe.comp): a chain of
+//! dependent integer mat-vec stages run as one dispatch per stage and as one chained
+//! dispatch (with and without weights loaded before the wait) must all equal the host's
+//! reference bit for bit, and no waiting workgroup may give up. The one-poller form is
+//! checked only on GPUs: lavapipe 22.3 (Debian 12's) gave a stale input to some of its
+//! workgroups on several threads, so on a CPU implementation it is not run (and says so).
+//!
+//! `TRIT_CHAIN_PROBE=stages,rows,row_words,tokens` also runs that shape (on the device
+//! machine: `150,2560,86,32`, a 2B-4T token's ternary bytes in 150 stages) and prints the
+//! time per token of each mode; timings are printed, never asserted.
+//!
+//! Needs a Vulkan device (lavapipe in CI). TRIT_VULKAN_OPTIONAL=1 skips, loudly.
+
+use trit_vulkan::probe::{self, ChainMode, ChainProbe};
+
+/// The modes to check on this device: all of them on a GPU, all but the one-poller form on
+/// a CPU implementation of Vulkan.
+fn modes() -> Vec<ChainMode> {
+    let cpu = trit_vulkan::info().is_some_and(|i| i.contains("llvmpipe") || i.contains("lavapipe"));
+    if cpu {
+        eprintln!("CPU Vulkan device: the one-poller chain form is not checked here (see the file's docs)");
+    }
+    ChainMode::ALL.into_iter().filter(|m| !cpu || !matches!(m, ChainMode::Chain { one_poller: true, .. })).collect()
+}
+
+fn available() -> bool {
+    match trit_vulkan::backend_reg() {
+        Ok(_) => true,
+        Err(e) if std::env::var("TRIT_VULKAN_OPTIONAL").is_ok_and(|v| v == "1") => {
+            eprintln!("SKIPPED (TRIT_VULKAN_OPTIONAL=1): no Vulkan device: {e}");
+            false
+        }
+        Err(e) => panic!("no Vulkan device ({e}); set TRIT_VULKAN_OPTIONAL=1 to skip"),
+    }
+}
+
+fn check(cfg: &ChainProbe, want: Option<&[u32]>) -> Vec<probe::ChainRun> {
+    let runs = probe::run(cfg, &modes()).expect("probe runs");
+    let first = runs[0].output.clone();
+    for r in &runs {
+        assert!(!r.poll_gave_up, "{:?}: a workgroup gave up waiting ({cfg:?})", r.mode);
+        assert_eq!(r.output, first, "{:?} differs from {:?} ({cfg:?})", r.mode, runs[0].mode);
+        if let Some(w) = want {
+            assert_eq!(r.output, w, "{:?} differs from the host's reference ({cfg:?})", r.mode);
+        }
+    }
+    runs
+}
+
+#[test]
+fn chained_stages_equal_dispatched_stages_and_the_reference() {
+    if !available() {
+        return;
+    }
+    // Rows not a multiple of the workgroup's 8; rows longer and shorter than the 256 words
+    // loaded before the wait; several tokens (the counters reset between dispatches); and
+    // many short stages of many workgroups, where a wait that lets a stage start early is
+    // all but certain to read a vector not yet written.
+    for (stages, rows, row_words, tokens) in
+        [(5, 60, 300, 3), (7, 128, 3, 2), (1, 8, 40, 2), (12, 36, 257, 1), (24, 512, 16, 4)]
+    {
+        let cfg = ChainProbe { stages, rows, row_words, tokens, poll_limit: 1 << 30 };
+        let want = probe::reference(&cfg);
+        check(&cfg, Some(&want));
+    }
+}
+
+#[test]
+fn probe_fails_on_a_wrong_shape() {
+    if !available() {
+        return;
+    }
+    let cfg = ChainProbe { stages: 2, rows: 6, row_words: 4, tokens: 1, poll_limit: 1 << 20 };
+    assert!(probe::run(&cfg, &ChainMode::ALL).is_err(), "rows not a multiple of 4 must be refused");
+}
+
+#[test]
+fn timed_shape_from_the_environment() {
+    let Ok(spec) = std::env::var("TRIT_CHAIN_PROBE") else { return };
+    if !available() {
+        return;
+    }
+    let v: Vec<u32> = spec.split(',').map(|x| x.trim().parse().expect("TRIT_CHAIN_PROBE: numbers")).collect();
+    assert_eq!(v.len(), 4, "TRIT_CHAIN_PROBE=stages,rows,row_words,tokens");
+    let cfg = ChainProbe { stages: v[0], rows: v[1], row_words: v[2], tokens: v[3], poll_limit: 1 << 22 };
+    let gb = cfg.bytes_per_token() as f64 / 1e9;
+    println!("chain probe {cfg:?}: {:.3} GB of weights per token", gb);
+    for round in 0..3 {
+        for r in check(&cfg, None) {
+            let t = r.secs_per_token_submitted;
+            println!(
+                "round {round}: {:<76} {:9.1} us/token ({:9.1} with recording)  {:7.1} GB/s  {:6.2} us/stage",
+                r.mode.name(),
+                t * 1e6,
+                r.secs_per_token * 1e6,
+                gb / t,
+                t * 1e6 / cfg.stages as f64
+            );
+        }
+    }
+}
