@@ -18,8 +18,8 @@
 // only for workgroups that have already started, and needs nothing from the GPU's scheduler
 // but that started workgroups keep running. Every invocation polls the counter with an
 // atomic read of its own, or with POLL_ONE only the first, the others then waiting at a
-// workgroup barrier (lavapipe 22.3 gave some workgroups a stale input that way, ~1% of
-// dispatches on 4 threads, also with one poll per subgroup). A poll gives up after d_nb.y
+// workgroup barrier. (lavapipe 22.3 runs neither as written on several threads: see
+// tests/chain_probe.rs, which runs it on one.) A poll gives up after d_nb.y
 // reads and sets ctr[1] (the host reports it: results are then wrong). The workgroup that
 // finishes the last stage resets ctr[0] and the stage counters for the next dispatch. With
 // P0 bit 1 (prefetch) a workgroup loads its first PF weight words per lane before it waits.
