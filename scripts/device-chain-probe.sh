@@ -8,8 +8,9 @@
 #   TRIT_NATIVE=0 CARGO_TARGET_DIR=target/device cargo test --release -p trit-vulkan --test chain_probe --no-run
 #   gzip -c "$(ls -t target/device/release/deps/chain_probe-* | grep -v '\.d$' | head -1)" > .devc/chain.gz
 # On the device:  bash scripts/device-chain-probe.sh
-# SHAPES: stages,rows,row_words,tokens ... (default: a 2B-4T token's 536 MB of ternary
-# weights in 150 stages of 2560 rows, then the same bytes in 30 stages, then in 600).
+# SHAPES: stages,rows,row_words,tokens[,workgroup] ... (default: a 2B-4T token's 536 MB of
+# ternary weights in 150 stages of 2560 rows, then the same bytes in 30 stages, then in 600;
+# workgroup 256 invocations = 8 rows, or 1024 = 32 rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh

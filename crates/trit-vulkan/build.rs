@@ -279,6 +279,8 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("chain_probe", "chain_probe.comp", &[]),
     ("chain_probe_one", "chain_probe.comp", &["POLL_ONE"]),
     ("chain_probe_init", "chain_probe.comp", &["INIT"]),
+    ("chain_probe_w", "chain_probe.comp", &["WG=1024"]),
+    ("chain_probe_one_w", "chain_probe.comp", &["POLL_ONE", "WG=1024"]),
 ];
 
 fn main() {

@@ -24,12 +24,16 @@
 // finishes the last stage resets ctr[0] and the stage counters for the next dispatch. With
 // P0 bit 1 (prefetch) a workgroup loads its first PF weight words per lane before it waits.
 //
+// 32 lanes per row, WG / 32 rows per workgroup.
+//
 // Bindings: 0 W (uvec4), 1 X ((S + 1) * N words), 2 ctr (2 + S words). d_ne = (N, KW, G, S),
 // d_nb.x = stage (dispatch mode), d_nb.y = poll limit, d_nb.z = INIT's invocation count,
 // d_nb.w = token. The host checks N % 4 == 0, N <= MAX_N and that the weights fit.
 #include "common.glsl"
 
-#define WG 256
+#ifndef WG
+#define WG 256 // invocations per workgroup (`_w` variants: 1024)
+#endif
 #define LANES 32
 #define RPW (WG / LANES) // rows per workgroup
 #define PF 8 // weight words per lane loaded before the wait

@@ -18,8 +18,8 @@ use std::time::Instant;
 use crate::dispatch::{Push, Recorder};
 use crate::error::{Error, Result};
 
-/// Rows per workgroup in the kernel (`RPW`).
-const ROWS_PER_WG: u32 = 8;
+/// Lanes per row in the kernel (`LANES`).
+const LANES: u32 = 32;
 /// Largest vector the kernel keeps in shared memory (`MAX_N`).
 const MAX_N: u32 = 4096;
 /// INIT's invocations (256 per workgroup).
@@ -38,6 +38,8 @@ pub struct ChainProbe {
     pub tokens: u32,
     /// Polls before a waiting workgroup gives up (and the run is reported as failed).
     pub poll_limit: u32,
+    /// Invocations per workgroup: 256 (8 rows) or 1024 (32 rows, the `_w` kernels).
+    pub workgroup: u32,
 }
 
 impl ChainProbe {
@@ -47,7 +49,17 @@ impl ChainProbe {
     }
 
     fn groups(&self) -> u32 {
-        self.rows.div_ceil(ROWS_PER_WG)
+        self.rows.div_ceil(self.workgroup / LANES)
+    }
+
+    /// The kernel of this workgroup size.
+    fn kernel(&self, one_poller: bool) -> &'static str {
+        match (self.workgroup == 1024, one_poller) {
+            (false, false) => "chain_probe",
+            (false, true) => "chain_probe_one",
+            (true, false) => "chain_probe_w",
+            (true, true) => "chain_probe_one_w",
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -58,6 +70,7 @@ impl ChainProbe {
             || self.rows > MAX_N
             || self.row_words == 0
             || self.tokens == 0
+            || !(self.workgroup == 256 || self.workgroup == 1024)
             || q >= 1 << 30
             || self.stages as u64 * self.groups() as u64 > u32::MAX as u64
         {
@@ -199,13 +212,12 @@ pub fn run(cfg: &ChainProbe, modes: &[ChainMode]) -> Result<Vec<ChainRun>> {
                     ChainMode::Dispatch => {
                         for stage in 0..s {
                             push.d_nb[0] = stage;
-                            rec.dispatch_n("chain_probe", &bufs, &written, push, g as u64)?;
+                            rec.dispatch_n(cfg.kernel(false), &bufs, &written, push, g as u64)?;
                         }
                     }
                     ChainMode::Chain { prefetch, one_poller } => {
                         push.m1[1] = 1 | if prefetch { 2 } else { 0 };
-                        let kernel = if one_poller { "chain_probe_one" } else { "chain_probe" };
-                        rec.dispatch_n(kernel, &bufs, &written, push, s as u64 * g as u64)?;
+                        rec.dispatch_n(cfg.kernel(one_poller), &bufs, &written, push, s as u64 * g as u64)?;
                     }
                 }
             }

@@ -13,7 +13,7 @@
 //! OR, compare-and-swap or a subgroup vote). GPUs check the ordering for real: the device
 //! script below runs every mode against the reference.
 //!
-//! `TRIT_CHAIN_PROBE=stages,rows,row_words,tokens` also runs that shape (on the device
+//! `TRIT_CHAIN_PROBE=stages,rows,row_words,tokens[,workgroup]` also runs that shape (on the device
 //! machine: `150,2560,86,32`, a 2B-4T token's ternary bytes in 150 stages) and prints the
 //! time per token of each mode; timings are printed, never asserted.
 //!
@@ -59,9 +59,11 @@ fn chained_stages_equal_dispatched_stages_and_the_reference() {
     for (stages, rows, row_words, tokens) in
         [(5, 60, 300, 3), (7, 128, 3, 2), (1, 8, 40, 2), (12, 36, 257, 1), (24, 512, 16, 4)]
     {
-        let cfg = ChainProbe { stages, rows, row_words, tokens, poll_limit: 1 << 30 };
-        let want = probe::reference(&cfg);
-        check(&cfg, Some(&want));
+        for workgroup in [256, 1024] {
+            let cfg = ChainProbe { stages, rows, row_words, tokens, poll_limit: 1 << 30, workgroup };
+            let want = probe::reference(&cfg);
+            check(&cfg, Some(&want));
+        }
     }
 }
 
@@ -70,8 +72,10 @@ fn probe_fails_on_a_wrong_shape() {
     if !available() {
         return;
     }
-    let cfg = ChainProbe { stages: 2, rows: 6, row_words: 4, tokens: 1, poll_limit: 1 << 20 };
+    let cfg = ChainProbe { stages: 2, rows: 6, row_words: 4, tokens: 1, poll_limit: 1 << 20, workgroup: 256 };
     assert!(probe::run(&cfg, &ChainMode::ALL).is_err(), "rows not a multiple of 4 must be refused");
+    let cfg = ChainProbe { rows: 8, workgroup: 512, ..cfg };
+    assert!(probe::run(&cfg, &ChainMode::ALL).is_err(), "a workgroup size without a kernel must be refused");
 }
 
 #[test]
@@ -81,8 +85,9 @@ fn timed_shape_from_the_environment() {
         return;
     }
     let v: Vec<u32> = spec.split(',').map(|x| x.trim().parse().expect("TRIT_CHAIN_PROBE: numbers")).collect();
-    assert_eq!(v.len(), 4, "TRIT_CHAIN_PROBE=stages,rows,row_words,tokens");
-    let cfg = ChainProbe { stages: v[0], rows: v[1], row_words: v[2], tokens: v[3], poll_limit: 1 << 22 };
+    assert!(v.len() == 4 || v.len() == 5, "TRIT_CHAIN_PROBE=stages,rows,row_words,tokens[,workgroup]");
+    let workgroup = v.get(4).copied().unwrap_or(256);
+    let cfg = ChainProbe { stages: v[0], rows: v[1], row_words: v[2], tokens: v[3], poll_limit: 1 << 22, workgroup };
     let gb = cfg.bytes_per_token() as f64 / 1e9;
     println!("chain probe {cfg:?}: {:.3} GB of weights per token", gb);
     for round in 0..3 {
