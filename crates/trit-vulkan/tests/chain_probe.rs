@@ -10,8 +10,8 @@
 //! workgroup's counter as written: on 4 threads its polling loop ended with the counter one
 //! short of its target, or read the previous stage's output stale, in up to 7 runs of 10
 //! (every form tried: one poller, one per subgroup, every invocation polling with atomic
-//! OR, compare-and-swap or a subgroup vote). GPUs check the ordering for real: the device
-//! script below runs every mode against the reference.
+//! OR, compare-and-swap or a subgroup vote). GPUs check the ordering for real:
+//! `scripts/device-chain-probe.sh` runs this binary, every mode against the reference.
 //!
 //! `TRIT_CHAIN_PROBE=stages,rows,row_words,tokens[,workgroup]` also runs that shape (on the device
 //! machine: `150,2560,86,32`, a 2B-4T token's ternary bytes in 150 stages) and prints the
@@ -53,7 +53,7 @@ fn chained_stages_equal_dispatched_stages_and_the_reference() {
     if !available() {
         return;
     }
-    // Rows not a multiple of the workgroup's 8; rows longer and shorter than the 256 words
+    // Rows not a multiple of the workgroup's 8 or 32; rows longer and shorter than the 256 words
     // loaded before the wait; several tokens (the counters reset between dispatches); many
     // short stages of many workgroups.
     for (stages, rows, row_words, tokens) in
