@@ -385,6 +385,8 @@ impl Gpu {
         // The wide `NORM` mat-vecs (`_w`): 1024 invocations, subgroups of 4 lanes or more and
         // just under 32 KiB of shared memory.
         let wide_norm = wide_wg && sg.subgroup_size >= 4 && lim.max_compute_shared_memory_size >= 32 * 1024;
+        // The measurement kernels of `probe.rs` are built only when asked for.
+        let probe = std::env::var("TRIT_VULKAN_PROBE").is_ok_and(|v| v == "1");
         let usable = |full: &str| {
             let name = crate::matvec::WIDE_SUFFIXES.iter().find_map(|w| full.strip_suffix(w)).unwrap_or(full);
             (wide_norm || name == full)
@@ -393,6 +395,7 @@ impl Gpu {
                 && crate::matvec::cm_variant_usable(name, &coopmat_shapes, sg.subgroup_size)
                 && (subgroups || !name.starts_with("mv_"))
                 && (wide_wg || !name.starts_with("mv_rms_norm")) // 1024 invocations
+                && (probe || !name.starts_with("chain_probe")) // src/probe.rs only
         };
         let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, bindings, &usable)?;
         let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));

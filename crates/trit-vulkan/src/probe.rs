@@ -169,11 +169,18 @@ pub fn reference(cfg: &ChainProbe) -> Vec<u32> {
     x
 }
 
-/// Run the chain in each of `modes` on the backend's device, each from the same input.
+/// Run the chain in each of `modes` on the backend's device, each from the same input. The
+/// device must have been created with `TRIT_VULKAN_PROBE=1` in the environment (the probe's
+/// kernels are not built otherwise).
 pub fn run(cfg: &ChainProbe, modes: &[ChainMode]) -> Result<Vec<ChainRun>> {
     cfg.check()?;
     crate::ffi::backend_reg().map_err(Error::Unavailable)?;
     let gpu = crate::ffi::gpu().ok_or_else(|| Error::Unavailable("no Vulkan device".into()))?;
+    if !gpu.has_pipeline("chain_probe_init") {
+        return Err(Error::Unavailable(
+            "the probe's kernels were not built: set TRIT_VULKAN_PROBE=1 before the Vulkan device is created".into(),
+        ));
+    }
     let wbytes = cfg.bytes_per_token();
     let w = gpu.alloc(wbytes)?;
     let x = gpu.alloc((cfg.stages as u64 + 1) * cfg.rows as u64 * 4)?;

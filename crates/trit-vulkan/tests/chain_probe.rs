@@ -24,7 +24,11 @@ use trit_vulkan::probe::{self, ChainMode, ChainProbe};
 fn available() -> bool {
     static ONE_LAVAPIPE_THREAD: std::sync::Once = std::sync::Once::new();
     // Before any Vulkan device exists in this process (every test comes through here first).
-    ONE_LAVAPIPE_THREAD.call_once(|| std::env::set_var("LP_NUM_THREADS", "1"));
+    // TRIT_VULKAN_PROBE=1: the probe's kernels are built only when asked for.
+    ONE_LAVAPIPE_THREAD.call_once(|| {
+        std::env::set_var("LP_NUM_THREADS", "1");
+        std::env::set_var("TRIT_VULKAN_PROBE", "1");
+    });
     match trit_vulkan::backend_reg() {
         Ok(_) => true,
         Err(e) if std::env::var("TRIT_VULKAN_OPTIONAL").is_ok_and(|v| v == "1") => {
