@@ -19,6 +19,8 @@
 //!
 //! Needs a Vulkan device (lavapipe in CI). TRIT_VULKAN_OPTIONAL=1 skips, loudly.
 
+mod common;
+
 use trit_vulkan::probe::{self, ChainMode, ChainProbe};
 
 fn available() -> bool {
@@ -29,14 +31,7 @@ fn available() -> bool {
         std::env::set_var("LP_NUM_THREADS", "1");
         std::env::set_var("TRIT_VULKAN_PROBE", "1");
     });
-    match trit_vulkan::backend_reg() {
-        Ok(_) => true,
-        Err(e) if std::env::var("TRIT_VULKAN_OPTIONAL").is_ok_and(|v| v == "1") => {
-            eprintln!("SKIPPED (TRIT_VULKAN_OPTIONAL=1): no Vulkan device: {e}");
-            false
-        }
-        Err(e) => panic!("no Vulkan device ({e}); set TRIT_VULKAN_OPTIONAL=1 to skip"),
-    }
+    common::vulkan_device().is_some()
 }
 
 fn check(cfg: &ChainProbe, want: Option<&[u32]>) -> Vec<probe::ChainRun> {
