@@ -181,10 +181,13 @@ pub fn run(cfg: &ChainProbe, modes: &[ChainMode]) -> Result<Vec<ChainRun>> {
             "the probe's kernels were not built: set TRIT_VULKAN_PROBE=1 before the Vulkan device is created".into(),
         ));
     }
+    // Weights; S + 1 vector slots; the index counter, the give-up flag and S stage counters.
     let wbytes = cfg.bytes_per_token();
+    let xbytes = (cfg.stages as u64 + 1) * cfg.rows as u64 * 4;
+    let cbytes = (2 + cfg.stages as u64) * 4;
     let w = gpu.alloc(wbytes)?;
-    let x = gpu.alloc((cfg.stages as u64 + 1) * cfg.rows as u64 * 4)?;
-    let c = gpu.alloc((2 + cfg.stages as u64) * 4)?;
+    let x = gpu.alloc(xbytes)?;
+    let c = gpu.alloc(cbytes)?;
     let result = (|| {
         let mut rec = Recorder::new(gpu.clone())?;
         let (n, g, s) = (cfg.rows, cfg.groups(), cfg.stages);
@@ -192,8 +195,8 @@ pub fn run(cfg: &ChainProbe, modes: &[ChainMode]) -> Result<Vec<ChainRun>> {
         let bind = |rec: &Recorder| -> Result<_> {
             Ok([
                 rec.bind_bytes_aligned(&w, 0, wbytes, 16)?,
-                rec.bind_bytes(&x, 0, (s as u64 + 1) * n as u64 * 4, 4)?,
-                rec.bind_bytes(&c, 0, (2 + s as u64) * 4, 4)?,
+                rec.bind_bytes(&x, 0, xbytes, 4)?,
+                rec.bind_bytes(&c, 0, cbytes, 4)?,
             ])
         };
         rec.begin()?;
