@@ -292,14 +292,14 @@ fn main() {
     println!("cargo:rerun-if-env-changed=GLSLC");
     let glslc = std::env::var("GLSLC").unwrap_or_else(|_| "glslc".into());
 
-    // Every `NORM` mat-vec also as a wide variant (`_w`): 1024 invocations, 32 rows per
-    // workgroup, the norm's input kept in shared memory between its passes (`SX`).
+    // Every `NORM` mat-vec also as a wide variant (`_w`, `WIDE`): 1024 invocations, 32 rows
+    // per workgroup.
     let mut all: Vec<(String, &str, Vec<String>)> =
         VARIANTS.iter().map(|(n, s, d)| (n.to_string(), *s, d.iter().map(|x| x.to_string()).collect())).collect();
     for (name, src, defines) in VARIANTS.iter().filter(|v| v.2.contains(&"NORM")) {
         let mut d: Vec<String> =
             defines.iter().map(|x| if *x == "WG=512" { "WG=1024".to_string() } else { x.to_string() }).collect();
-        d.push("SX".into());
+        d.push("WIDE".into());
         all.push((format!("{name}_w"), src, d.clone()));
         // Products of one input without rope (gate and up: 2 x 6912 rows for 2B-4T) also with
         // 16 or 8 lanes per row (`_w16`, `_w8`: 64 or 128 rows per workgroup, 8 words in

@@ -25,11 +25,13 @@
 // weight from element b_nb.x; eps is P0; P1 workgroups are launched for the N_ITEMS row
 // groups (each takes every P1-th). The same f32 operations in the same order as
 // rms_norm_q8.comp (per 256-block lane sums, subgroup sums, their sum in subgroup order), so
-// the int8 values and block scales are those it writes; K <= 8192. SX (the `_w` variants,
-// 1024 invocations and 32 rows per workgroup, K <= 7168): the first pass keeps the norm's
-// input in shared memory, the second reads it there instead of again from global memory;
-// every workgroup reads the whole input, so on a large GPU fewer, wider workgroups and one
-// read of it halve what the prologues take from L2.
+// the int8 values and block scales are those it writes; K <= 8192; subgroups of 8 lanes or
+// more (a lane takes 256 / min(subgroup, 32) elements of a block). Where each lane cluster
+// has one block at most (every 2B-4T norm but the 512-invocation down projection's on
+// 32-wide subgroups), the one-round form of norm_one_round.glsl: input and norm weight
+// loaded together, one global round trip and two barriers. WIDE (the `_w` variants, 1024
+// invocations and 32 rows per workgroup): every workgroup reads the whole input, so on a
+// large GPU fewer, wider workgroups halve what the prologues take from L2.
 // ROPE (MULTI with NORM): the first product (Q) is rotated as rope.comp rotates it before it
 // is stored (its ROPE fused into the products' epilogue, one stage less per layer): each
 // workgroup of its rows takes ROWS / 2 rotation pairs of one head (`rope_row`), whose two
@@ -93,21 +95,10 @@ layout(std430, binding = 4) readonly buffer BufR { float res[]; };
 #endif
 
 #if defined(NORM)
-#if defined(SX)
-// The norm's input, kept from the first pass for the second (as float bits; one pad word
-// per 32, so the 8-element runs of a subgroup's lanes fall into different banks), and the
-// int8 words the second pass writes, in the same memory: word i is written once every
-// element of the round has been read (see the barrier there), and the words of a round
-// (i < (round + 1) * K_round / 4) lie below the elements of later rounds. With K <= 7168
-// the kernel needs < 32 KiB of shared memory, which lavapipe (CI) and most GPUs have.
-#define NORM_MAXK 7168u
-shared uint sxq[NORM_MAXK + NORM_MAXK / 32u];
-#define sq sxq
-#define SXI(k) ((k) + (k) / 32u)
-#else
+// The int8 input (8 KiB) and its block scales: with the rest, ~11 KiB of shared memory, under
+// the 16 KiB every Vulkan device has.
 #define NORM_MAXK 8192u
 shared uint sq[NORM_MAXK / 4u];
-#endif
 shared float sd[NORM_MAXK / 256u];
 shared float nred[256];
 #define QW(i) sq[i]
@@ -126,12 +117,34 @@ float relu2(float v) { const float r = max(v, 0.0); return r * r; }
 // the workgroup takes WG / C blocks a round. A lane's elements are loaded all at once (the
 // loops unrolled to EPL_MAX, the rest predicated off) and kept in registers within a round.
 #define EPL_MAX 32
+#define NR_EPL 8
+#define NR_FN norm_one_round_8
+#include "norm_one_round.glsl"
+#undef NR_EPL
+#undef NR_FN
+#define NR_EPL 16
+#define NR_FN norm_one_round_16
+#include "norm_one_round.glsl"
+#undef NR_EPL
+#undef NR_FN
+#define NR_EPL 32
+#define NR_FN norm_one_round_32
+#include "norm_one_round.glsl"
+#undef NR_EPL
+#undef NR_FN
 void norm_prologue(uint K) {
     const uint S = gl_SubgroupSize;
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
     const uint C = min(S, 32u);
     const uint EPL = 256u / C;
     const uint ncl = WG / C;
+    // One block per cluster at most (every decode norm of 2B-4T in the `_w` variants): the
+    // one-round form (norm_one_round.glsl), the same bits.
+    if (K / 256u <= ncl) {
+        if (C == 32u) { norm_one_round_8(K); return; }
+        if (C == 16u) { norm_one_round_16(K); return; }
+        if (C == 8u) { norm_one_round_32(K); return; }
+    }
     const uint cl = fl / C;
     const uint lc = fl % C;
     const uint nblk = K / 256u;
@@ -144,11 +157,6 @@ void norm_prologue(uint K) {
         const uint k0 = cid * 256u + lc * EPL;
         float xv[EPL_MAX];
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? NX(k0 + e) : 0.0; }
-#if defined(SX)
-        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
-            if (has && e < EPL) { sxq[SXI(k0 + e)] = floatBitsToUint(xv[e]); }
-        }
-#endif
         precise float s = 0.0;
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             if (has && e < EPL) { s += xv[e] * xv[e]; }
@@ -177,16 +185,9 @@ void norm_prologue(uint K) {
         float wv[EPL_MAX];
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             const bool use = has && e < EPL;
-#if defined(SX)
-            xv[e] = use ? uintBitsToFloat(sxq[SXI(k0 + e)]) : 0.0;
-#else
             xv[e] = use ? NX(k0 + e) : 0.0;
-#endif
             wv[e] = use ? sc[pc.b_nb.x + k0 + e] : 0.0;
         }
-#if defined(SX)
-        barrier(); // every element of this round read before its int8 words overwrite them
-#endif
         // The value of largest magnitude in the block, the first on ties.
         float mv = 0.0;
         uint mi = 0xFFFFFFFFu;
@@ -227,7 +228,7 @@ void norm_prologue(uint K) {
 #define QSCALE(col, blk) uintBitsToFloat(b[B_OFF + P0 + (col) * nblocks + (blk)])
 #endif
 
-#if defined(SX)
+#if defined(WIDE)
 shared float red[NCOLS][WG / 4]; // one per subgroup (the `_w` variants need 4 lanes or more)
 #else
 shared float red[NCOLS][WG];

@@ -382,9 +382,9 @@ impl Gpu {
             |n: u32| lim.max_per_stage_descriptor_storage_buffers >= n && lim.max_descriptor_set_storage_buffers >= n;
         // Every Vulkan device has 4; kernels reading bindings beyond the layout's are left out.
         let bindings = [crate::dispatch::MAX_BINDINGS, 5].into_iter().find(|&n| allows(n)).unwrap_or(4);
-        // The wide `NORM` mat-vecs (`_w`): 1024 invocations, subgroups of 4 lanes or more and
-        // just under 32 KiB of shared memory.
-        let wide_norm = wide_wg && sg.subgroup_size >= 4 && lim.max_compute_shared_memory_size >= 32 * 1024;
+        // The wide `NORM` mat-vecs (`_w`): 1024 invocations (and ~11 KiB of shared memory, as
+        // every device has).
+        let wide_norm = wide_wg;
         // The measurement kernels of `probe.rs` are built only when asked for.
         let probe = std::env::var("TRIT_VULKAN_PROBE").is_ok_and(|v| v == "1");
         let usable = |full: &str| {
@@ -394,6 +394,9 @@ impl Gpu {
                 && (has_coopmat || !name.ends_with("_cm"))
                 && crate::matvec::cm_variant_usable(name, &coopmat_shapes, sg.subgroup_size)
                 && (subgroups || !name.starts_with("mv_"))
+                // The `NORM` mat-vecs give each lane of a block's cluster 256 / min(subgroup,
+                // 32) elements, at most 32: subgroups of 8 lanes or more.
+                && (sg.subgroup_size >= 8 || !crate::matvec::is_norm_mat_vec(name))
                 && (wide_wg || !name.starts_with("mv_rms_norm")) // 1024 invocations
                 && (probe || !name.starts_with("chain_probe")) // src/probe.rs only
         };

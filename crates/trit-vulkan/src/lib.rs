@@ -367,8 +367,14 @@ pub fn mat_vec_features() -> (bool, bool) {
     ffi::gpu().map_or((false, false), |g| (g.subgroups, g.has_int_dot))
 }
 
-/// Whether the device has the wide `NORM` mat-vecs (1024 invocations, 32 KiB of shared
-/// memory, subgroups of 4 lanes or more).
+/// Whether the device has the `NORM` mat-vecs (ternary products that compute their input's
+/// norm; subgroups of 8 lanes or more).
+pub fn has_norm_mat_vecs() -> bool {
+    ffi::gpu().is_some_and(|g| g.has_pipeline("mv_tq2_1_norm"))
+}
+
+/// Whether the device has the wide `NORM` mat-vecs (1024 invocations, subgroups of 8 lanes or
+/// more).
 pub fn has_wide_norm_mat_vecs() -> bool {
     ffi::gpu().is_some_and(|g| g.has_pipeline("mv_tq2_1_norm_w"))
 }

@@ -435,8 +435,6 @@ pub(crate) const NORM_ROWS_PER_WG: u64 = 16;
 
 /// Rows of A per workgroup of the wide `NORM` mat-vecs (`_w`: 1024 invocations).
 pub(crate) const WIDE_ROWS_PER_WG: u64 = 32;
-/// The longest norm input (K) of the wide `NORM` mat-vecs (the 512-invocation ones: 8192).
-const WIDE_MAX_K: i64 = 7168;
 
 /// Workgroups a `NORM` mat-vec launches at most (each computes the norm once, then takes row
 /// groups in turn): TRIT_VULKAN_NORM_GROUPS (0: one per row group), default 132 wide ones or
@@ -470,17 +468,12 @@ pub(crate) fn norm_wide() -> bool {
 /// `NORM` mat-vecs recorded as their wide variant so far in this process (tests).
 pub(crate) static WIDE_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The variant of `NORM` kernel `name` for products of length `k` to record, and its rows per
-/// workgroup: the wide one where the device has it, wide ones are on and `k` fits, unless the
-/// first product is rotated in the kernel (`rope_dims`) with heads that are not a multiple of
-/// its rows.
-fn norm_variant(gpu: &Gpu, name: String, k: i64, rope_dims: Option<u32>) -> (String, u64) {
+/// The variant of `NORM` kernel `name` to record, and its rows per workgroup: the wide one
+/// where the device has it and wide ones are on, unless the first product is rotated in the
+/// kernel (`rope_dims`) with heads that are not a multiple of its rows.
+fn norm_variant(gpu: &Gpu, name: String, rope_dims: Option<u32>) -> (String, u64) {
     let wide = format!("{name}_w");
-    if norm_wide()
-        && k <= WIDE_MAX_K
-        && gpu.has_pipeline(&wide)
-        && rope_dims.is_none_or(|n| n as u64 % WIDE_ROWS_PER_WG == 0)
-    {
+    if norm_wide() && gpu.has_pipeline(&wide) && rope_dims.is_none_or(|n| n as u64 % WIDE_ROWS_PER_WG == 0) {
         (wide, WIDE_ROWS_PER_WG)
     } else {
         (name, NORM_ROWS_PER_WG)
@@ -524,6 +517,12 @@ pub(crate) static NARROW_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sy
 
 /// Name suffixes of the wide `NORM` variants (build.rs): 32 lanes per row, then 16 and 8.
 pub(crate) const WIDE_SUFFIXES: [&str; 3] = ["_w", "_w16", "_w8"];
+
+/// Whether kernel variant `name` (build.rs) is a ternary mat-vec with the norm of its input
+/// computed in the kernel (`NORM` in mul_mv_tq.comp).
+pub(crate) fn is_norm_mat_vec(name: &str) -> bool {
+    name.starts_with("mv_tq") && name.contains("_norm")
+}
 
 /// Count a recorded `NORM` dispatch of `kernel` (tests).
 fn count_norm_dispatch(kernel: &str) {
@@ -581,7 +580,7 @@ fn encode_norm(
     let (cw, cw_offs) = bind_span(rec, &consts, 4)?;
     let a = rec.bind(s0, 1)?;
     let dst = rec.bind(out, 4)?;
-    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, k, None);
+    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, None);
     let groups = (rows as u64).div_ceil(rows_per_wg);
     let mut p = Push::default();
     (p.a_ne, p.a_nb) = shape(s0, 1);
@@ -705,7 +704,7 @@ fn encode_multi_norm(
     let cache = cache.filter(|_| kv_kernel.is_some());
     let kernel = kv_kernel.or(rope_kernel).unwrap_or(plain);
     let a0 = src(group[0].0, 0);
-    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, ne(a0)[0], roped.map(|r| crate::ops::param_u32(r, 1)));
+    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, roped.map(|r| crate::ops::param_u32(r, 1)));
     let (x, x2, w) = d.operands();
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
     // Writing the cache, only Q's rotation is stored as a result.

@@ -1,0 +1,72 @@
+// Included by mul_mv_tq.comp (NORM) once per cluster width, with NR_EPL (elements per lane:
+// 256 / C for clusters of C = 32, 16 or 8 lanes) and NR_FN (the function's name) defined.
+//
+// norm_prologue for an input of at most one block per cluster (one round): the same f32
+// operations in the same order as the general loop there, so the same int8 words and block
+// scales, but each lane loads its elements of the input and of the norm weight together,
+// before the first barrier, and keeps both in registers (arrays of exactly NR_EPL, so no
+// predicated-off slots hold registers), instead of reading the input again (or from shared
+// memory) and the weight from global memory after the sum of squares is known. One global
+// round trip and, in the `_w` variants, one barrier less on the path of every row.
+void NR_FN(uint K) {
+    const uint S = gl_SubgroupSize;
+    const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
+    const uint C = 256u / NR_EPL;
+    const uint cid = fl / C;
+    const uint lc = fl % C;
+    const uint nblk = K / 256u;
+    const bool has = cid < nblk;
+    const uint k0 = cid * 256u + lc * NR_EPL;
+    float xv[NR_EPL];
+    float wv[NR_EPL];
+    [[unroll]] for (uint e = 0; e < NR_EPL; ++e) {
+        xv[e] = has ? NX(k0 + e) : 0.0;
+        wv[e] = has ? sc[pc.b_nb.x + k0 + e] : 0.0;
+    }
+    precise float s = 0.0;
+    [[unroll]] for (uint e = 0; e < NR_EPL; ++e) {
+        if (has) { s += xv[e] * xv[e]; }
+    }
+    for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
+    if (gl_SubgroupInvocationID == 0) { nred[gl_SubgroupID] = s; }
+    barrier();
+    // The subgroups' sums in order, as norm_prologue adds them.
+    float total = 0.0;
+    const uint nsums = WG / S;
+    for (uint i0 = 0; i0 < nsums; i0 += 8u) {
+        float v[8];
+        [[unroll]] for (uint j = 0; j < 8u; ++j) { v[j] = i0 + j < nsums ? nred[i0 + j] : 0.0; }
+        [[unroll]] for (uint j = 0; j < 8u; ++j) {
+            if (i0 + j < nsums) { total += v[j]; }
+        }
+    }
+    precise float scale = inversesqrt(total / float(K) + uintBitsToFloat(P0));
+    // The value of largest magnitude in the block, the first on ties.
+    float mv = 0.0;
+    uint mi = 0xFFFFFFFFu;
+    [[unroll]] for (uint e = 0; e < NR_EPL; ++e) {
+        precise float y = (xv[e] * scale) * wv[e];
+        xv[e] = y;
+        if (has && (mi == 0xFFFFFFFFu || abs(y) > abs(mv))) { mv = y; mi = lc * NR_EPL + e; }
+    }
+    for (uint m = 1; m < C; m <<= 1) {
+        const float ov = subgroupShuffleXor(mv, m);
+        const uint oi = subgroupShuffleXor(mi, m);
+        if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
+    }
+    if (has) {
+        precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+        [[unroll]] for (uint e = 0; e < NR_EPL; e += 4) {
+            uint word = 0;
+            [[unroll]] for (uint j = 0; j < 4; ++j) {
+                precise float v = iscale * xv[e + j];
+                const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
+                word |= (uint(q) & 0xFFu) << (8 * j);
+            }
+            sq[(k0 + e) / 4u] = word;
+        }
+        precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
+        if (lc == 0) { sd[cid] = dq; }
+    }
+    barrier();
+}
