@@ -382,14 +382,13 @@ impl Gpu {
             |n: u32| lim.max_per_stage_descriptor_storage_buffers >= n && lim.max_descriptor_set_storage_buffers >= n;
         // Every Vulkan device has 4; kernels reading bindings beyond the layout's are left out.
         let bindings = [crate::dispatch::MAX_BINDINGS, 5].into_iter().find(|&n| allows(n)).unwrap_or(4);
-        // The wide `NORM` mat-vecs (`_w`): 1024 invocations (and ~11 KiB of shared memory, as
-        // every device has).
-        let wide_norm = wide_wg;
         // The measurement kernels of `probe.rs` are built only when asked for.
         let probe = std::env::var("TRIT_VULKAN_PROBE").is_ok_and(|v| v == "1");
         let usable = |full: &str| {
             let name = crate::matvec::WIDE_SUFFIXES.iter().find_map(|w| full.strip_suffix(w)).unwrap_or(full);
-            (wide_norm || name == full)
+            // The wide `NORM` mat-vecs (`_w`): 1024 invocations (and ~11 KiB of shared memory,
+            // as every device has).
+            (wide_wg || name == full)
                 && (has_int_dot || !name.ends_with("_dot"))
                 && (has_coopmat || !name.ends_with("_cm"))
                 && crate::matvec::cm_variant_usable(name, &coopmat_shapes, sg.subgroup_size)
