@@ -686,6 +686,21 @@ fn staging_copies() {
     trit_vulkan::set_force_staging(false);
 }
 
+/// scripts/test.sh runs these tests a second time with LP_NATIVE_VECTOR_WIDTH=128, which gives
+/// lavapipe subgroups of 4 lanes, narrower than the `NORM` mat-vecs need (8): there they must
+/// be left out, and in the usual pass (8 lanes) present. Fails if the setting did not take, so
+/// that pass cannot quietly test the usual path again.
+#[test]
+fn norm_mat_vecs_follow_the_subgroup_size() {
+    let Some((_g, _b)) = setup() else { return };
+    let info = trit_vulkan::info().unwrap_or_default();
+    let narrow = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|v| v == "128");
+    println!("{info}: NORM mat-vecs {}", trit_vulkan::has_norm_mat_vecs());
+    if info.contains("llvmpipe") {
+        assert_eq!(trit_vulkan::has_norm_mat_vecs(), !narrow, "LP_NATIVE_VECTOR_WIDTH=128: {narrow}");
+    }
+}
+
 #[test]
 fn supports_op_refuses_the_unimplemented() {
     let Some((_g, _b)) = setup() else { return };
