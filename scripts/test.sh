@@ -13,9 +13,12 @@ echo "== cargo build (libtrit.so/.a for the C example test, every binary)"
 cargo build --release --workspace
 echo "== cargo test"
 cargo test --release --workspace
+# lavapipe's subgroups are its vector width / 32 lanes: 8 by default on AVX2/AVX-512 hosts.
 echo "== Vulkan op tests again on lavapipe with subgroups of 4 lanes (LP_NATIVE_VECTOR_WIDTH=128):"
 echo "   the kernels that need 8 or more (the NORM mat-vecs) must be left out, the rest still right"
 LP_NATIVE_VECTOR_WIDTH=128 cargo test --release -p trit-vulkan --test ops
+echo "== ... and with subgroups of 16 lanes (LP_NATIVE_VECTOR_WIDTH=512; the NORM mat-vecs' 16-lane form)"
+LP_NATIVE_VECTOR_WIDTH=512 cargo test --release -p trit-vulkan --test ops
 echo "== aarch64 NEON / dot-product kernels under qemu user-mode emulation"
 if rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu; then
   bash scripts/test-aarch64.sh

@@ -686,18 +686,22 @@ fn staging_copies() {
     trit_vulkan::set_force_staging(false);
 }
 
-/// scripts/test.sh runs these tests a second time with LP_NATIVE_VECTOR_WIDTH=128, which gives
-/// lavapipe subgroups of 4 lanes, narrower than the `NORM` mat-vecs need (8): there they must
-/// be left out, and in the usual pass (8 lanes) present. Fails if the setting did not take, so
-/// that pass cannot quietly test the usual path again.
+/// scripts/test.sh runs these tests again with LP_NATIVE_VECTOR_WIDTH=128 and =512, which give
+/// lavapipe subgroups of 4 and 16 lanes (vector width / 32). With 4, narrower than the `NORM`
+/// mat-vecs need (8), they must be left out; otherwise present. Fails if the setting did not
+/// take, so those passes cannot quietly test the usual path again.
 #[test]
 fn norm_mat_vecs_follow_the_subgroup_size() {
     let Some((_g, _b)) = setup() else { return };
     let info = trit_vulkan::info().unwrap_or_default();
-    let narrow = std::env::var("LP_NATIVE_VECTOR_WIDTH").is_ok_and(|v| v == "128");
+    let width = std::env::var("LP_NATIVE_VECTOR_WIDTH").ok();
     println!("{info}: NORM mat-vecs {}", trit_vulkan::has_norm_mat_vecs());
     if info.contains("llvmpipe") {
-        assert_eq!(trit_vulkan::has_norm_mat_vecs(), !narrow, "LP_NATIVE_VECTOR_WIDTH=128: {narrow}");
+        if let Some(w) = &width {
+            assert!(info.contains(&format!("{w} bits")), "LP_NATIVE_VECTOR_WIDTH={w} did not take: {info}");
+        }
+        let narrow = width.as_deref() == Some("128");
+        assert_eq!(trit_vulkan::has_norm_mat_vecs(), !narrow, "LP_NATIVE_VECTOR_WIDTH={width:?}");
     }
 }
 
