@@ -117,6 +117,24 @@ float relu2(float v) { const float r = max(v, 0.0); return r * r; }
 // the workgroup takes WG / C blocks a round. A lane's elements are loaded all at once (the
 // loops unrolled to EPL_MAX, the rest predicated off) and kept in registers within a round.
 #define EPL_MAX 32
+#include "q8_block.glsl"
+
+// 1 / sqrt(mean square + eps) from the subgroups' sums of squares nred[0..nsums), added in
+// order, 8 loads issued before their adds (the same additions in the same order as one at a
+// time: rms_norm_q8.comp's bits).
+float norm_scale(uint nsums, uint K) {
+    float total = 0.0;
+    for (uint i0 = 0; i0 < nsums; i0 += 8u) {
+        float v[8];
+        [[unroll]] for (uint j = 0; j < 8u; ++j) { v[j] = i0 + j < nsums ? nred[i0 + j] : 0.0; }
+        [[unroll]] for (uint j = 0; j < 8u; ++j) {
+            if (i0 + j < nsums) { total += v[j]; }
+        }
+    }
+    precise float scale = inversesqrt(total / float(K) + uintBitsToFloat(P0));
+    return scale;
+}
+
 #define NR_EPL 8
 #define NR_FN norm_one_round_8
 #include "norm_one_round.glsl"
@@ -165,18 +183,7 @@ void norm_prologue(uint K) {
         if (gl_SubgroupInvocationID == 0) { nred[r * spw + gl_SubgroupID] = s; }
     }
     barrier();
-    // The subgroups' sums in order, 8 loads issued before their adds (the same additions
-    // in the same order as one at a time: rms_norm_q8.comp's bits).
-    float total = 0.0;
-    const uint nsums = rounds * spw;
-    for (uint i0 = 0; i0 < nsums; i0 += 8u) {
-        float v[8];
-        [[unroll]] for (uint j = 0; j < 8u; ++j) { v[j] = i0 + j < nsums ? nred[i0 + j] : 0.0; }
-        [[unroll]] for (uint j = 0; j < 8u; ++j) {
-            if (i0 + j < nsums) { total += v[j]; }
-        }
-    }
-    precise float scale = inversesqrt(total / float(K) + uintBitsToFloat(P0));
+    const float scale = norm_scale(rounds * spw, K);
     for (uint r = 0; r < rounds; ++r) {
         const uint cid = r * ncl + cl;
         const bool has = cid < nblk;
@@ -198,26 +205,15 @@ void norm_prologue(uint K) {
                 if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
             }
         }
-        for (uint m = 1; m < C; m <<= 1) {
-            const float ov = subgroupShuffleXor(mv, m);
-            const uint oi = subgroupShuffleXor(mi, m);
-            if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
-        }
+        cluster_max(mv, mi, C);
         if (has) {
-            precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+            const float iscale = q8_iscale(mv);
             [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
                 if (e < EPL) {
-                    uint word = 0;
-                    [[unroll]] for (uint j = 0; j < 4; ++j) {
-                        precise float v = iscale * xv[e + j];
-                        const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
-                        word |= (uint(q) & 0xFFu) << (8 * j);
-                    }
-                    sq[(k0 + e) / 4u] = word;
+                    sq[(k0 + e) / 4u] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
                 }
             }
-            precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
-            if (lc == 0) { sd[cid] = dq; }
+            if (lc == 0) { sd[cid] = q8_scale(mv, iscale); }
         }
     }
     barrier();

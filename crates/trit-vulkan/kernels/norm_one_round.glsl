@@ -30,17 +30,7 @@ void NR_FN(uint K) {
     for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
     if (gl_SubgroupInvocationID == 0) { nred[gl_SubgroupID] = s; }
     barrier();
-    // The subgroups' sums in order, as norm_prologue adds them.
-    float total = 0.0;
-    const uint nsums = WG / S;
-    for (uint i0 = 0; i0 < nsums; i0 += 8u) {
-        float v[8];
-        [[unroll]] for (uint j = 0; j < 8u; ++j) { v[j] = i0 + j < nsums ? nred[i0 + j] : 0.0; }
-        [[unroll]] for (uint j = 0; j < 8u; ++j) {
-            if (i0 + j < nsums) { total += v[j]; }
-        }
-    }
-    precise float scale = inversesqrt(total / float(K) + uintBitsToFloat(P0));
+    const float scale = norm_scale(WG / S, K);
     // The value of largest magnitude in the block, the first on ties.
     float mv = 0.0;
     uint mi = 0xFFFFFFFFu;
@@ -49,24 +39,13 @@ void NR_FN(uint K) {
         xv[e] = y;
         if (has && (mi == 0xFFFFFFFFu || abs(y) > abs(mv))) { mv = y; mi = lc * NR_EPL + e; }
     }
-    for (uint m = 1; m < C; m <<= 1) {
-        const float ov = subgroupShuffleXor(mv, m);
-        const uint oi = subgroupShuffleXor(mi, m);
-        if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
-    }
+    cluster_max(mv, mi, C);
     if (has) {
-        precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+        const float iscale = q8_iscale(mv);
         [[unroll]] for (uint e = 0; e < NR_EPL; e += 4) {
-            uint word = 0;
-            [[unroll]] for (uint j = 0; j < 4; ++j) {
-                precise float v = iscale * xv[e + j];
-                const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
-                word |= (uint(q) & 0xFFu) << (8 * j);
-            }
-            sq[(k0 + e) / 4u] = word;
+            sq[(k0 + e) / 4u] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
         }
-        precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
-        if (lc == 0) { sd[cid] = dq; }
+        if (lc == 0) { sd[cid] = q8_scale(mv, iscale); }
     }
     barrier();
 }

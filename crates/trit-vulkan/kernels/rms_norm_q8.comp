@@ -46,6 +46,7 @@ float relu2(float v) { const float r = max(v, 0.0); return r * r; }
 #endif
 shared float red[WG];
 #define EPL_MAX 32
+#include "q8_block.glsl"
 
 void main() {
     const uint S = gl_SubgroupSize;
@@ -103,26 +104,15 @@ void main() {
             }
         }
 #if defined(QUANT)
-        for (uint m = 1; m < C; m <<= 1) {
-            const float ov = subgroupShuffleXor(mv, m);
-            const uint oi = subgroupShuffleXor(mi, m);
-            if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
-        }
-        precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+        cluster_max(mv, mi, C);
+        const float iscale = q8_iscale(mv);
         const uint qrow = P2 + row * (n / 4) + cid * 64;
         [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
             if (e < EPL) {
-                uint word = 0;
-                [[unroll]] for (uint j = 0; j < 4; ++j) {
-                    precise float v = iscale * xv[e + j];
-                    const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
-                    word |= (uint(q) & 0xFFu) << (8 * j);
-                }
-                qout[qrow + (lc * EPL + e) / 4] = word;
+                qout[qrow + (lc * EPL + e) / 4] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
             }
         }
-        precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
-        if (lc == 0) { qout[P2 + P1 + row * nblk + cid] = floatBitsToUint(dq); }
+        if (lc == 0) { qout[P2 + P1 + row * nblk + cid] = floatBitsToUint(q8_scale(mv, iscale)); }
 #endif
         return;
     }
@@ -155,28 +145,17 @@ void main() {
             if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
         }
 #if defined(QUANT)
-        for (uint m = 1; m < C; m <<= 1) {
-            const float ov = subgroupShuffleXor(mv, m);
-            const uint oi = subgroupShuffleXor(mi, m);
-            if (abs(ov) > abs(mv) || (abs(ov) == abs(mv) && oi < mi)) { mv = ov; mi = oi; }
-        }
-        // precise: no reassociation (the compiler may otherwise fold these differently here
-        // and in quant_q8.comp, and a split graph would quantize differently).
-        precise float iscale = abs(mv) > 0.0 ? -127.0 / mv : 0.0;
+        cluster_max(mv, mi, C);
+        // precise (in q8_block.glsl): no reassociation (the compiler may otherwise fold these
+        // differently here and in quant_q8.comp, and a split graph would quantize differently).
+        const float iscale = q8_iscale(mv);
         const uint qrow = P2 + row * (n / 4) + blk * 64;
         for (uint e = 0; e < EPL; e += 4) {
-            uint word = 0;
-            for (uint j = 0; j < 4; ++j) {
-                const uint k = k0 + e + j;
-                const float y = d[d_base + k * pc.d_nb.x];
-                precise float v = iscale * y;
-                const int q = abs(mv) > 0.0 ? int(min(127.0, roundEven(v))) : 0;
-                word |= (uint(q) & 0xFFu) << (8 * j);
-            }
-            qout[qrow + (lc * EPL + e) / 4] = word;
+            vec4 y;
+            for (uint j = 0; j < 4; ++j) { y[j] = d[d_base + (k0 + e + j) * pc.d_nb.x]; }
+            qout[qrow + (lc * EPL + e) / 4] = q8_word(iscale, mv, y);
         }
-        precise float dq = abs(mv) > 0.0 ? 1.0 / iscale : 0.0;
-        if (lc == 0) { qout[P2 + P1 + row * nblk + blk] = floatBitsToUint(dq); }
+        if (lc == 0) { qout[P2 + P1 + row * nblk + blk] = floatBitsToUint(q8_scale(mv, iscale)); }
 #endif
     }
 }
