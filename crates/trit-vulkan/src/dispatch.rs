@@ -107,18 +107,28 @@ pub(crate) fn locate(t: *const sys::ggml_tensor) -> Result<(&'static Allocation,
         let buf = if (*t).buffer.is_null() && !(*t).view_src.is_null() { (*(*t).view_src).buffer } else { (*t).buffer };
         let alloc =
             crate::ffi::buffer_alloc(buf).ok_or_else(|| unsupported(t, "tensor is not in a trit-vulkan buffer"))?;
-        let off = ((*t).data as u64).wrapping_sub(crate::ffi::FAKE_BASE);
+        let mut off = ((*t).data as u64).wrapping_sub(crate::ffi::FAKE_BASE);
         if (*t).data.is_null() || off > alloc.size.max(1) {
             return Err(unsupported(t, "tensor has no data in its buffer"));
+        }
+        if crate::tq1_store::is_stored(t) {
+            off = crate::tq1_store::stored_offset(t, off)
+                .ok_or_else(|| unsupported(t, "view starts inside a re-encoded TQ1_0 block"))?;
         }
         Ok((alloc, off))
     }
 }
 
-/// Bytes from the first to one past the last element of `t` (ggml_nbytes).
+/// Bytes from the first to one past the last element of `t` (ggml_nbytes; in the
+/// re-encoded layout for a stored TQ1_0 tensor).
 pub(crate) fn span(t: *const sys::ggml_tensor) -> u64 {
     // SAFETY: t is a live tensor.
-    unsafe { sys::ggml_nbytes(t) as u64 }
+    let n = unsafe { sys::ggml_nbytes(t) as u64 };
+    if crate::tq1_store::is_stored(t) {
+        crate::tq1_store::scaled(n)
+    } else {
+        n
+    }
 }
 
 fn unsupported(t: *const sys::ggml_tensor, why: &str) -> Error {

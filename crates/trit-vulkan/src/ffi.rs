@@ -72,6 +72,7 @@ pub(crate) fn backend_reg_with(
                 alloc_buffer: Some(buft_alloc_buffer),
                 get_alignment: Some(buft_get_alignment),
                 get_max_size: Some(buft_get_max_size),
+                get_alloc_size: Some(buft_get_alloc_size),
                 ..Default::default()
             },
             device: null_mut(),
@@ -217,6 +218,18 @@ unsafe extern "C" fn buft_get_alignment(_: sys::ggml_backend_buffer_type_t) -> u
 unsafe extern "C" fn buft_get_max_size(_: sys::ggml_backend_buffer_type_t) -> usize {
     state().map_or(0, |s| s.gpu.max_alloc) as usize
 }
+/// ggml_nbytes, except for TQ1_0 tensors, which our buffers hold as TQ2_0 blocks (tq1_store).
+unsafe extern "C" fn buft_get_alloc_size(_: sys::ggml_backend_buffer_type_t, t: *const sys::ggml_tensor) -> usize {
+    guard("get_alloc_size", 0, || {
+        // SAFETY: ggml passes a live tensor.
+        let (n, ty) = unsafe { (sys::ggml_nbytes(t), (*t).type_) };
+        if ty == sys::GGML_TYPE_TQ1_0 && crate::tq1_store::enabled() {
+            crate::tq1_store::alloc_size(n as u64) as usize
+        } else {
+            n
+        }
+    })
+}
 const MIB: f64 = 1048576.0;
 
 unsafe extern "C" fn buft_alloc_buffer(
@@ -295,6 +308,19 @@ unsafe extern "C" fn buf_set_tensor(
     guard("set_tensor", (), || {
         // SAFETY: b is ours; data points to `size` readable bytes (ggml's contract).
         let (ctx, src) = unsafe { (ctx_of(b), std::slice::from_raw_parts(data as *const u8, size)) };
+        if crate::tq1_store::is_stored(t) {
+            // TQ1_0 blocks in, TQ2_0 blocks stored (tq1_store).
+            let write = || -> Result<(), String> {
+                let (at, bytes) = stored_range(ctx, t, offset, size)?;
+                let mut tq2 = vec![0u8; bytes as usize];
+                crate::tq1_store::to_tq2(src, &mut tq2);
+                ctx.gpu.write(&ctx.alloc, at, &tq2).map_err(|e| e.to_string())
+            };
+            if let Err(e) = write() {
+                tracing::error!("trit-vulkan: set_tensor {}: {e}", tensor_name(t));
+            }
+            return;
+        }
         let at = tensor_offset(t) + offset as u64;
         if at + size as u64 > ctx.alloc.size {
             tracing::error!("trit-vulkan: set_tensor out of bounds ({at} + {size} > {})", ctx.alloc.size);
@@ -315,6 +341,20 @@ unsafe extern "C" fn buf_get_tensor(
     guard("get_tensor", (), || {
         // SAFETY: b is ours; data points to `size` writable bytes (ggml's contract).
         let (ctx, dst) = unsafe { (ctx_of(b), std::slice::from_raw_parts_mut(data as *mut u8, size)) };
+        if crate::tq1_store::is_stored(t) {
+            // TQ2_0 blocks stored, ggml's canonical TQ1_0 blocks out (tq1_store).
+            let mut read = || -> Result<(), String> {
+                let (at, bytes) = stored_range(ctx, t, offset, size)?;
+                let mut tq2 = vec![0u8; bytes as usize];
+                ctx.gpu.read(&ctx.alloc, at, &mut tq2).map_err(|e| e.to_string())?;
+                crate::tq1_store::to_tq1(&tq2, dst);
+                Ok(())
+            };
+            if let Err(e) = read() {
+                tracing::error!("trit-vulkan: get_tensor {}: {e}", tensor_name(t));
+            }
+            return;
+        }
         let at = tensor_offset(t) + offset as u64;
         if at + size as u64 > ctx.alloc.size {
             tracing::error!("trit-vulkan: get_tensor out of bounds ({at} + {size} > {})", ctx.alloc.size);
@@ -325,6 +365,23 @@ unsafe extern "C" fn buf_get_tensor(
         }
     })
 }
+/// Where `size` TQ1_0 bytes at `offset` into stored tensor `t` lie in the allocation:
+/// (offset, bytes) of the TQ2_0 layout, checked against the allocation's end.
+fn stored_range(ctx: &BufferCtx, t: *const sys::ggml_tensor, offset: usize, size: usize) -> Result<(u64, u64), String> {
+    let (off, bytes) = crate::tq1_store::stored_span(offset, size)?;
+    let base = crate::tq1_store::stored_offset(t, tensor_offset(t)).ok_or("a view that starts inside a block")?;
+    let at = base + off;
+    if at + bytes > ctx.alloc.size {
+        return Err(format!("out of bounds ({at} + {bytes} > {})", ctx.alloc.size));
+    }
+    Ok((at, bytes))
+}
+
+fn tensor_name(t: *const sys::ggml_tensor) -> String {
+    // SAFETY: t is a live tensor; name is NUL-terminated within its array.
+    unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) }.to_string_lossy().into_owned()
+}
+
 unsafe extern "C" fn buf_memset_tensor(
     b: sys::ggml_backend_buffer_t,
     t: *mut sys::ggml_tensor,
@@ -335,12 +392,19 @@ unsafe extern "C" fn buf_memset_tensor(
     guard("memset_tensor", (), || {
         // SAFETY: b is ours.
         let ctx = unsafe { ctx_of(b) };
-        let at = tensor_offset(t) + offset as u64;
-        if at + size as u64 > ctx.alloc.size {
+        let (at, size) = if crate::tq1_store::is_stored(t) {
+            // A byte fill means other weights in the stored encoding: refuse it rather than
+            // write a tensor other than the one asked for.
+            tracing::error!("trit-vulkan: memset_tensor on re-encoded TQ1_0 tensor {}", tensor_name(t));
+            return;
+        } else {
+            (tensor_offset(t) + offset as u64, size as u64)
+        };
+        if at + size > ctx.alloc.size {
             tracing::error!("trit-vulkan: memset_tensor out of bounds");
             return;
         }
-        if let Err(e) = ctx.gpu.fill_range(&ctx.alloc, at, size as u64, value) {
+        if let Err(e) = ctx.gpu.fill_range(&ctx.alloc, at, size, value) {
             tracing::error!("trit-vulkan: memset_tensor: {e}");
         }
     })

@@ -30,6 +30,7 @@ mod profile;
 mod schedule;
 mod scratch;
 mod signature;
+mod tq1_store;
 mod transfer;
 
 use std::sync::atomic::Ordering;
@@ -92,6 +93,12 @@ pub fn register_with(allow_cpu: bool) -> Result<String> {
 /// Why a CPU implementation of Vulkan (`name`) is not registered.
 fn cpu_only(name: &str) -> String {
     format!("no Vulkan GPU: only a CPU implementation of Vulkan ({name}), not used (TRIT_VULKAN_ALLOW_CPU=1 uses it)")
+}
+
+/// Whether our buffers hold TQ1_0 tensors re-encoded as TQ2_0 blocks, read by the TQ2_0
+/// kernels (the default; `TRIT_VULKAN_TQ1_AS_TQ2=0` turns it off for the process).
+pub fn tq1_as_tq2() -> bool {
+    tq1_store::enabled()
 }
 
 /// One line describing the selected device, if any.

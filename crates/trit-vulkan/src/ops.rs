@@ -36,17 +36,31 @@ fn elsize(t: sys::ggml_type) -> Option<u64> {
 
 // Accessors for live graph tensors: `supports_op` and `graph_compute` only ever hand us
 // tensors of a live ggml graph, and the ggml helpers called here only read them.
+/// The type of `t`'s bytes as the kernels read them: TQ2_0 for a TQ1_0 tensor our buffers
+/// hold re-encoded (`tq1_store`).
 pub(crate) fn ty(t: *const sys::ggml_tensor) -> sys::ggml_type {
     // SAFETY: t is a live tensor (see above).
-    unsafe { (*t).type_ }
+    let raw = unsafe { (*t).type_ };
+    if raw == TQ1 && crate::tq1_store::is_stored(t) {
+        TQ2
+    } else {
+        raw
+    }
 }
 pub(crate) fn ne(t: *const sys::ggml_tensor) -> [i64; 4] {
     // SAFETY: t is a live tensor.
     unsafe { (*t).ne }
 }
+/// `t`'s strides in bytes as the kernels read them (the re-encoded layout's for a stored
+/// TQ1_0 tensor, see [`ty`]).
 pub(crate) fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
     // SAFETY: t is a live tensor.
-    unsafe { (*t).nb }
+    let raw = unsafe { (*t).nb };
+    if crate::tq1_store::is_stored(t) {
+        raw.map(|b| crate::tq1_store::scaled(b as u64) as usize)
+    } else {
+        raw
+    }
 }
 pub(crate) fn src(t: *const sys::ggml_tensor, i: usize) -> *const sys::ggml_tensor {
     // SAFETY: t is a live tensor; i < 10 at every call site.
