@@ -310,6 +310,13 @@ unsafe extern "C" fn buf_set_tensor(
         let (ctx, src) = unsafe { (ctx_of(b), std::slice::from_raw_parts(data as *const u8, size)) };
         if crate::tq1_store::is_stored(t) {
             // TQ1_0 blocks in, TQ2_0 blocks stored (tq1_store).
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    "trit-vulkan: TQ1_0 weights held as TQ2_0 blocks for the TQ2_0 kernels (22% more memory for \
+                     them; TRIT_VULKAN_TQ1_AS_TQ2=0 keeps them as stored)"
+                )
+            });
             let write = || -> Result<(), String> {
                 let (at, bytes) = stored_range(ctx, t, offset, size)?;
                 let mut tq2 = vec![0u8; bytes as usize];
