@@ -1,7 +1,6 @@
 //! The Vulkan device: instance, physical-device choice, logical device, queue, pipelines,
 //! memory, and host<->device transfers.
 
-use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -91,7 +90,7 @@ pub(crate) struct Gpu {
     pub(crate) mem_props: vk::PhysicalDeviceMemoryProperties,
     pub set_layout: vk::DescriptorSetLayout,
     pub pipeline_layout: vk::PipelineLayout,
-    pipelines: HashMap<&'static str, vk::Pipeline>,
+    pipelines: crate::pipelines::Pipelines,
     pub(crate) xfer: Mutex<Transfer>,
     /// Outputs the last graph copied to host memory (`outputs`).
     pub(crate) outputs: Mutex<crate::outputs::Published>,
@@ -243,7 +242,7 @@ impl Chosen {
         unsafe { CStr::from_ptr(self.dev.2.device_name.as_ptr()) }.to_string_lossy().into_owned()
     }
 
-    /// Create the device, its queues and pipelines.
+    /// Create the device, its queues and pipeline layout (pipelines are built on first use).
     pub(crate) fn into_gpu(mut self) -> Result<Gpu> {
         let instance = self.instance.take().expect("a Chosen holds its instance until here");
         match Gpu::with_instance(self.entry.clone(), instance.clone(), self.dev) {
@@ -399,7 +398,11 @@ impl Gpu {
                 && (wide_wg || !name.starts_with("mv_rms_norm")) // 1024 invocations
                 && (probe || !name.starts_with("chain_probe")) // src/probe.rs only
         };
-        let (set_layout, pipeline_layout, pipelines) = create_pipelines(&device, has_push, bindings, &usable)?;
+        let (set_layout, pipeline_layout) = create_layouts(&device, has_push, bindings)?;
+        let pipelines = crate::pipelines::Pipelines::new(bindings, &usable);
+        if std::env::var("TRIT_VULKAN_EAGER_PIPELINES").is_ok_and(|v| v == "1") {
+            pipelines.build_all(&device, pipeline_layout);
+        }
         let push_desc = has_push.then(|| ash::khr::push_descriptor::Device::new(&instance, &device));
         let xfer = Transfer::new(&device, queue_family, &mem_props)?;
 
@@ -462,8 +465,20 @@ impl Gpu {
         })
     }
 
+    /// The pipeline of kernel `name`, built on first use (`pipelines.rs`).
     pub fn pipeline(&self, name: &str) -> Result<vk::Pipeline> {
-        self.pipelines.get(name).copied().ok_or_else(|| Error::MissingKernel(name.to_string()))
+        self.pipelines.get(&self.device, self.pipeline_layout, name)
+    }
+
+    /// Build every pipeline this device can run now: (how many exist, the variants the
+    /// driver rejected, with why).
+    pub fn build_all_pipelines(&self) -> (usize, Vec<String>) {
+        self.pipelines.build_all(&self.device, self.pipeline_layout)
+    }
+
+    /// Pipelines built so far.
+    pub fn pipelines_built(&self) -> usize {
+        self.pipelines.built()
     }
 
     /// The subgroup / integer kernels are in use (TRIT_VULKAN_PLAIN_KERNELS=1: not).
@@ -484,7 +499,7 @@ impl Gpu {
 
     /// Whether a pipeline of this name exists on this device.
     pub fn has_pipeline(&self, name: &str) -> bool {
-        self.pipelines.contains_key(name)
+        self.pipelines.has(&self.device, self.pipeline_layout, name)
     }
 
     pub fn max_wg_x(&self) -> u32 {
@@ -635,9 +650,7 @@ impl Drop for Gpu {
                     r.destroy(&self.device);
                 }
             }
-            for p in self.pipelines.values() {
-                self.device.destroy_pipeline(*p, None);
-            }
+            self.pipelines.destroy(&self.device);
             self.device.destroy_pipeline_layout(self.pipeline_layout, None);
             self.device.destroy_descriptor_set_layout(self.set_layout, None);
             self.device.destroy_device(None);
@@ -791,22 +804,6 @@ impl Allocation {
     }
 }
 
-/// The highest `Binding` decoration in a SPIR-V module (0 if none).
-fn max_binding(spv: &[u8]) -> u32 {
-    let words: Vec<u32> = spv.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let mut i = 5; // after the header
-    let mut max = 0;
-    while i < words.len() {
-        let (count, opcode) = ((words[i] >> 16) as usize, words[i] & 0xFFFF);
-        // OpDecorate %target Binding N: opcode 71, decoration 33.
-        if opcode == 71 && count >= 4 && words[i + 2] == 33 {
-            max = max.max(words[i + 3]);
-        }
-        i += count.max(1);
-    }
-    max
-}
-
 /// Whether `shapes` has (m, n, k) with A and B of type `ab`, C and D of type `cd`.
 pub(crate) fn lists_shape(
     shapes: &[CoopMatShape],
@@ -891,16 +888,13 @@ fn coopmat_support(
 }
 
 /// One descriptor-set layout (`binding_count` storage buffers, `MAX_BINDINGS` where the
-/// device allows; most kernels use the first three), one pipeline layout (128 bytes of push
-/// constants) and a compute pipeline per compiled kernel variant that is `usable` and reads
-/// no binding beyond the layout's.
-#[allow(clippy::type_complexity)]
-fn create_pipelines(
+/// device allows; most kernels use the first three) and one pipeline layout (128 bytes of
+/// push constants), shared by every kernel's pipeline (`pipelines.rs`).
+fn create_layouts(
     device: &ash::Device,
     push_descriptors: bool,
     binding_count: u32,
-    usable: &dyn Fn(&str) -> bool,
-) -> Result<(vk::DescriptorSetLayout, vk::PipelineLayout, HashMap<&'static str, vk::Pipeline>)> {
+) -> Result<(vk::DescriptorSetLayout, vk::PipelineLayout)> {
     let bindings: Vec<_> = (0..binding_count)
         .map(|i| {
             vk::DescriptorSetLayoutBinding::default()
@@ -937,31 +931,5 @@ fn create_pipelines(
         )
     }
     .vk("vkCreatePipelineLayout")?;
-    let mut pipelines = HashMap::new();
-    for (name, spv) in crate::kernels::SPIRV.iter().filter(|(n, s)| usable(n) && max_binding(s) < binding_count) {
-        let words: Vec<u32> = spv.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        // SAFETY: SPIR-V produced by glslc at build time.
-        let module = unsafe { device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None) }
-            .vk("vkCreateShaderModule")?;
-        let stage = vk::PipelineShaderStageCreateInfo::default()
-            .stage(vk::ShaderStageFlags::COMPUTE)
-            .module(module)
-            .name(c"main");
-        let ci = [vk::ComputePipelineCreateInfo::default().stage(stage).layout(pipeline_layout)];
-        // SAFETY: valid create info; the module may be destroyed once the pipeline exists.
-        let made = unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &ci, None) };
-        // SAFETY: the module is no longer needed.
-        unsafe { device.destroy_shader_module(module, None) };
-        let p = match made {
-            Ok(p) => p[0],
-            // A cooperative-matrix variant the driver rejects is left out (its plain twin runs).
-            Err((_, e)) if name.ends_with("_cm") => {
-                tracing::warn!(kernel = name, error = ?e, "trit-vulkan: cooperative-matrix kernel not built");
-                continue;
-            }
-            Err((_, e)) => return Err(Error::Vk { call: "vkCreateComputePipelines", result: e }),
-        };
-        pipelines.insert(*name, p);
-    }
-    Ok((set_layout, pipeline_layout, pipelines))
+    Ok((set_layout, pipeline_layout))
 }

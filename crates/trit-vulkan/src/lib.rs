@@ -25,6 +25,7 @@ mod kernels {
 mod matvec;
 mod ops;
 mod outputs;
+mod pipelines;
 pub mod probe;
 mod profile;
 mod schedule;
@@ -99,6 +100,18 @@ fn cpu_only(name: &str) -> String {
 /// kernels (the default; `TRIT_VULKAN_TQ1_AS_TQ2=0` turns it off for the process).
 pub fn tq1_as_tq2() -> bool {
     tq1_store::enabled()
+}
+
+/// Build every kernel pipeline the selected device can run now (they are otherwise built on
+/// first use): how many exist afterwards and the variants the driver rejected, with why.
+/// None without a device.
+pub fn build_all_pipelines() -> Option<(usize, Vec<String>)> {
+    ffi::gpu().map(|g| g.build_all_pipelines())
+}
+
+/// How many kernel pipelines the selected device has built so far.
+pub fn pipelines_built() -> usize {
+    ffi::gpu().map_or(0, |g| g.pipelines_built())
 }
 
 /// One line describing the selected device, if any.
