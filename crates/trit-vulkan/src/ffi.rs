@@ -399,19 +399,18 @@ unsafe extern "C" fn buf_memset_tensor(
     guard("memset_tensor", (), || {
         // SAFETY: b is ours.
         let ctx = unsafe { ctx_of(b) };
-        let (at, size) = if crate::tq1_store::is_stored(t) {
+        if crate::tq1_store::is_stored(t) {
             // A byte fill means other weights in the stored encoding: refuse it rather than
             // write a tensor other than the one asked for.
             tracing::error!("trit-vulkan: memset_tensor on re-encoded TQ1_0 tensor {}", tensor_name(t));
             return;
-        } else {
-            (tensor_offset(t) + offset as u64, size as u64)
-        };
-        if at + size > ctx.alloc.size {
+        }
+        let at = tensor_offset(t) + offset as u64;
+        if at + size as u64 > ctx.alloc.size {
             tracing::error!("trit-vulkan: memset_tensor out of bounds");
             return;
         }
-        if let Err(e) = ctx.gpu.fill_range(&ctx.alloc, at, size, value) {
+        if let Err(e) = ctx.gpu.fill_range(&ctx.alloc, at, size as u64, value) {
             tracing::error!("trit-vulkan: memset_tensor: {e}");
         }
     })
