@@ -132,13 +132,9 @@ pub(crate) fn span(t: *const sys::ggml_tensor) -> u64 {
 }
 
 fn unsupported(t: *const sys::ggml_tensor, why: &str) -> Error {
-    // SAFETY: t is a live tensor; name is NUL-terminated within its array.
-    let (node, op) = unsafe {
-        (
-            std::ffi::CStr::from_ptr((*t).name.as_ptr()).to_string_lossy().into_owned(),
-            std::ffi::CStr::from_ptr(sys::ggml_op_desc(t)).to_string_lossy().into_owned(),
-        )
-    };
+    let node = crate::ops::tensor_name(t);
+    // SAFETY: t is a live tensor; ggml_op_desc returns a static string.
+    let op = unsafe { std::ffi::CStr::from_ptr(sys::ggml_op_desc(t)) }.to_string_lossy().into_owned();
     Error::Unsupported { node, op, why: why.to_string() }
 }
 

@@ -222,12 +222,7 @@ unsafe extern "C" fn buft_get_max_size(_: sys::ggml_backend_buffer_type_t) -> us
 unsafe extern "C" fn buft_get_alloc_size(_: sys::ggml_backend_buffer_type_t, t: *const sys::ggml_tensor) -> usize {
     guard("get_alloc_size", 0, || {
         // SAFETY: ggml passes a live tensor.
-        let (n, ty) = unsafe { (sys::ggml_nbytes(t), (*t).type_) };
-        if ty == sys::GGML_TYPE_TQ1_0 && crate::tq1_store::enabled() {
-            crate::tq1_store::alloc_size(n as u64) as usize
-        } else {
-            n
-        }
+        crate::tq1_store::alloc_size(t, unsafe { sys::ggml_nbytes(t) } as u64) as usize
     })
 }
 const MIB: f64 = 1048576.0;
@@ -324,7 +319,7 @@ unsafe extern "C" fn buf_set_tensor(
                 ctx.gpu.write(&ctx.alloc, at, &tq2).map_err(|e| e.to_string())
             };
             if let Err(e) = write() {
-                tracing::error!("trit-vulkan: set_tensor {}: {e}", tensor_name(t));
+                tracing::error!("trit-vulkan: set_tensor {}: {e}", crate::ops::tensor_name(t));
             }
             return;
         }
@@ -358,7 +353,7 @@ unsafe extern "C" fn buf_get_tensor(
                 Ok(())
             };
             if let Err(e) = read() {
-                tracing::error!("trit-vulkan: get_tensor {}: {e}", tensor_name(t));
+                tracing::error!("trit-vulkan: get_tensor {}: {e}", crate::ops::tensor_name(t));
             }
             return;
         }
@@ -384,11 +379,6 @@ fn stored_range(ctx: &BufferCtx, t: *const sys::ggml_tensor, offset: usize, size
     Ok((at, bytes))
 }
 
-fn tensor_name(t: *const sys::ggml_tensor) -> String {
-    // SAFETY: t is a live tensor; name is NUL-terminated within its array.
-    unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) }.to_string_lossy().into_owned()
-}
-
 unsafe extern "C" fn buf_memset_tensor(
     b: sys::ggml_backend_buffer_t,
     t: *mut sys::ggml_tensor,
@@ -402,7 +392,7 @@ unsafe extern "C" fn buf_memset_tensor(
         if crate::tq1_store::is_stored(t) {
             // A byte fill means other weights in the stored encoding: refuse it rather than
             // write a tensor other than the one asked for.
-            tracing::error!("trit-vulkan: memset_tensor on re-encoded TQ1_0 tensor {}", tensor_name(t));
+            tracing::error!("trit-vulkan: memset_tensor on re-encoded TQ1_0 tensor {}", crate::ops::tensor_name(t));
             return;
         }
         let at = tensor_offset(t) + offset as u64;
@@ -562,10 +552,7 @@ fn compute(rec: &mut Recorder, graph: *mut sys::ggml_cgraph) -> crate::error::Re
 /// TRIT_VULKAN_TRACE=1: the nodes of a graph about to be recorded (index, op, name, sources'
 /// names), to stderr.
 fn trace_nodes(graph: *mut sys::ggml_cgraph) {
-    let name = |t: *const sys::ggml_tensor| {
-        // SAFETY: t is a live tensor; its name is NUL-terminated within the array.
-        unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) }.to_string_lossy().into_owned()
-    };
+    let name = crate::ops::tensor_name;
     // SAFETY: graph is live for the call.
     let n = unsafe { sys::ggml_graph_n_nodes(graph) };
     for i in 0..n {

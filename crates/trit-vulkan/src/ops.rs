@@ -73,6 +73,11 @@ pub(crate) fn param_u32(t: *const sys::ggml_tensor, i: usize) -> u32 {
 pub(crate) fn param_f32(t: *const sys::ggml_tensor, i: usize) -> f32 {
     f32::from_bits(param_u32(t, i))
 }
+/// `t`'s name.
+pub(crate) fn tensor_name(t: *const sys::ggml_tensor) -> String {
+    // SAFETY: t is a live tensor; its name is NUL-terminated within the array.
+    unsafe { std::ffi::CStr::from_ptr((*t).name.as_ptr()) }.to_string_lossy().into_owned()
+}
 pub(crate) fn op_of(t: *const sys::ggml_tensor) -> sys::ggml_op {
     // SAFETY: t is a live tensor.
     unsafe { (*t).op }
@@ -158,13 +163,9 @@ fn disabled(op: *const sys::ggml_tensor) -> bool {
     if list.is_empty() {
         return false;
     }
-    // SAFETY: op is live; ggml_op_desc returns a static string; name is NUL-terminated.
-    let (kind, name) = unsafe {
-        (
-            std::ffi::CStr::from_ptr(sys::ggml_op_desc(op)).to_string_lossy().to_ascii_uppercase(),
-            std::ffi::CStr::from_ptr((*op).name.as_ptr()).to_string_lossy().into_owned(),
-        )
-    };
+    // SAFETY: op is live; ggml_op_desc returns a static string.
+    let kind = unsafe { std::ffi::CStr::from_ptr(sys::ggml_op_desc(op)) }.to_string_lossy().to_ascii_uppercase();
+    let name = tensor_name(op);
     list.iter().any(|(o, n)| *o == kind && n.as_ref().is_none_or(|n| name.starts_with(n.as_str())))
 }
 

@@ -21,6 +21,29 @@ struct Slot {
     made: OnceLock<std::result::Result<vk::Pipeline, vk::Result>>,
 }
 
+impl Slot {
+    /// The pipeline of kernel `name` (this slot's), built the first time it is asked for.
+    fn make(
+        &self,
+        device: &ash::Device,
+        layout: vk::PipelineLayout,
+        name: &str,
+    ) -> std::result::Result<vk::Pipeline, vk::Result> {
+        *self.made.get_or_init(|| {
+            let made = create(device, layout, self.spv);
+            match made {
+                // A cooperative-matrix variant the driver rejects is left out (its plain twin runs).
+                Err(e) if name.ends_with("_cm") => {
+                    tracing::warn!(kernel = name, error = ?e, "trit-vulkan: cooperative-matrix kernel not built")
+                }
+                Err(e) => tracing::error!(kernel = name, error = ?e, "trit-vulkan: kernel not built"),
+                Ok(_) => tracing::trace!(kernel = name, "trit-vulkan: pipeline built"),
+            }
+            made
+        })
+    }
+}
+
 /// The usable kernel variants of a device and the pipelines built so far.
 pub(crate) struct Pipelines {
     slots: HashMap<&'static str, Slot>,
@@ -41,11 +64,11 @@ impl Pipelines {
     /// Build every usable pipeline now (`TRIT_VULKAN_EAGER_PIPELINES=1`, `build_all`).
     /// Returns how many exist afterwards and the variants the driver rejected.
     pub fn build_all(&self, device: &ash::Device, layout: vk::PipelineLayout) -> (usize, Vec<String>) {
-        let mut names: Vec<_> = self.slots.keys().copied().collect();
-        names.sort_unstable();
+        let mut slots: Vec<_> = self.slots.iter().collect();
+        slots.sort_unstable_by_key(|(n, _)| **n);
         let mut failed = Vec::new();
-        for n in names {
-            if let Err(e) = self.make(device, layout, n) {
+        for (n, slot) in slots {
+            if let Err(e) = slot.make(device, layout, n) {
                 failed.push(format!("{n}: {e}"));
             }
         }
@@ -54,38 +77,13 @@ impl Pipelines {
 
     /// Whether `name` is a usable variant the driver builds (building it if needed).
     pub fn has(&self, device: &ash::Device, layout: vk::PipelineLayout, name: &str) -> bool {
-        self.slots.contains_key(name) && self.make(device, layout, name).is_ok()
+        self.slots.get(name).is_some_and(|slot| slot.make(device, layout, name).is_ok())
     }
 
     /// The pipeline of `name`, built on first use.
     pub fn get(&self, device: &ash::Device, layout: vk::PipelineLayout, name: &str) -> Result<vk::Pipeline> {
-        if !self.slots.contains_key(name) {
-            return Err(Error::MissingKernel(name.to_string()));
-        }
-        self.make(device, layout, name).map_err(|result| Error::Vk { call: "vkCreateComputePipelines", result })
-    }
-
-    fn make(
-        &self,
-        device: &ash::Device,
-        layout: vk::PipelineLayout,
-        name: &str,
-    ) -> std::result::Result<vk::Pipeline, vk::Result> {
-        let Some((&name, slot)) = self.slots.get_key_value(name) else {
-            return Err(vk::Result::ERROR_UNKNOWN);
-        };
-        *slot.made.get_or_init(|| {
-            let made = create(device, layout, slot.spv);
-            match made {
-                // A cooperative-matrix variant the driver rejects is left out (its plain twin runs).
-                Err(e) if name.ends_with("_cm") => {
-                    tracing::warn!(kernel = name, error = ?e, "trit-vulkan: cooperative-matrix kernel not built")
-                }
-                Err(e) => tracing::error!(kernel = name, error = ?e, "trit-vulkan: kernel not built"),
-                Ok(_) => tracing::trace!(kernel = name, "trit-vulkan: pipeline built"),
-            }
-            made
-        })
+        let slot = self.slots.get(name).ok_or_else(|| Error::MissingKernel(name.to_string()))?;
+        slot.make(device, layout, name).map_err(|result| Error::Vk { call: "vkCreateComputePipelines", result })
     }
 
     /// Pipelines built so far.

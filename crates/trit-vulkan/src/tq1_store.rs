@@ -41,11 +41,17 @@ fn root(t: *const sys::ggml_tensor) -> *const sys::ggml_tensor {
     }
 }
 
+/// Whether `t`'s bytes, once in one of our buffers, are held re-encoded.
+fn reencoded(t: *const sys::ggml_tensor) -> bool {
+    // SAFETY: t is a live tensor.
+    (unsafe { (*t).type_ }) == sys::GGML_TYPE_TQ1_0 && enabled()
+}
+
 /// Whether `t` is a TQ1_0 tensor whose bytes are TQ2_0 blocks in one of our buffers.
 pub(crate) fn is_stored(t: *const sys::ggml_tensor) -> bool {
     // SAFETY: t is a live tensor; `buffer` is null or a live ggml buffer.
     unsafe {
-        (*t).type_ == sys::GGML_TYPE_TQ1_0 && enabled() && {
+        reencoded(t) && {
             let buf = if (*t).buffer.is_null() { (*root(t)).buffer } else { (*t).buffer };
             crate::ffi::buffer_alloc(buf).is_some()
         }
@@ -57,8 +63,17 @@ pub(crate) fn scaled(tq1_bytes: u64) -> u64 {
     tq1_bytes / TQ1 * TQ2 + tq1_bytes % TQ1
 }
 
-/// Bytes a TQ1_0 tensor of `tq1_bytes` takes once re-encoded (partial blocks rounded up).
-pub(crate) fn alloc_size(tq1_bytes: u64) -> u64 {
+/// Bytes tensor `t` of `nbytes` (ggml_nbytes) takes in our buffers: re-encoded, partial
+/// blocks rounded up, for a TQ1_0 tensor.
+pub(crate) fn alloc_size(t: *const sys::ggml_tensor, nbytes: u64) -> u64 {
+    if reencoded(t) {
+        stored_alloc(nbytes)
+    } else {
+        nbytes
+    }
+}
+
+fn stored_alloc(tq1_bytes: u64) -> u64 {
     tq1_bytes.div_ceil(TQ1) * TQ2
 }
 
@@ -108,8 +123,8 @@ mod tests {
         assert_eq!(scaled(0), 0);
         assert_eq!(scaled(54), 66);
         assert_eq!(scaled(540 * 7), 660 * 7);
-        assert_eq!(alloc_size(54 * 10), 660);
-        assert_eq!(alloc_size(55), 132);
+        assert_eq!(stored_alloc(54 * 10), 660);
+        assert_eq!(stored_alloc(55), 132);
         assert_eq!(stored_span(540, 1080), Ok((660, 1320)));
         assert!(stored_span(10, 54).is_err());
         assert!(stored_span(0, 53).is_err());
