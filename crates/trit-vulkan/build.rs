@@ -301,15 +301,13 @@ fn main() {
             defines.iter().map(|x| if *x == "WG=512" { "WG=1024".to_string() } else { x.to_string() }).collect();
         d.push("WIDE".into());
         all.push((format!("{name}_w"), src, d.clone()));
-        // Products of one input without rope (gate and up: 2 x 6912 rows for 2B-4T) also with
-        // 16 or 8 lanes per row (`_w16`, `_w8`: 64 or 128 rows per workgroup, 8 words in
-        // flight per lane): one round of row groups per workgroup instead of four.
-        if defines.contains(&"MULTI") && !defines.contains(&"ROPE") {
-            for lanes in [16, 8] {
-                let mut n = d.clone();
-                n.extend([format!("LANES={lanes}"), "U=8".to_string()]);
-                all.push((format!("{name}_w{lanes}"), src, n));
-            }
+        // Also with 16 or 8 lanes per row (`_w16`, `_w8`: 64 or 128 rows per workgroup, 8
+        // words in flight per lane): fewer workgroups, so fewer norm prologues (gate and up:
+        // 2 x 6912 rows for 2B-4T in one round of row groups instead of four).
+        for lanes in [16, 8] {
+            let mut n = d.clone();
+            n.extend([format!("LANES={lanes}"), "U=8".to_string()]);
+            all.push((format!("{name}_w{lanes}"), src, n));
         }
     }
     // glslc runs on all cores (some 160 variants).

@@ -38,6 +38,7 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 pub use error::{Error, Result};
+pub use matvec::NormLanes;
 
 /// The ggml registry of the Vulkan backend (creating the device on first call), without
 /// registering it with ggml. Tests use it to build a backend next to the CPU one.
@@ -294,11 +295,22 @@ pub fn set_wide_norm_mat_vecs(on: bool) {
     matvec::NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// Tests and A/B runs: lanes per row (8, the default, 16 or 32) of the wide mat-vecs that
-/// compute their input's norm for several products without rope (gate and up;
-/// TRIT_VULKAN_NORM_LANES).
+/// Tests and A/B runs: lanes per row (8, 16 or 32) of the wide mat-vecs that compute their
+/// input's norm for several products without rope (gate and up; TRIT_VULKAN_NORM_LANES,
+/// default 8).
 pub fn set_multi_norm_lanes(lanes: u32) {
-    matvec::MULTI_LANES.store(if [8, 16].contains(&lanes) { lanes } else { 32 }, Ordering::Relaxed);
+    set_norm_lanes(NormLanes::Multi, lanes);
+}
+
+/// Tests and A/B runs: lanes per row (8, 16 or 32) of one class of the wide mat-vecs that
+/// compute their input's norm (TRIT_VULKAN_NORM_LANES, _QKV, _ONE).
+pub fn set_norm_lanes(class: NormLanes, lanes: u32) {
+    matvec::LANES[class as usize].store(matvec::valid_lanes(lanes), Ordering::Relaxed);
+}
+
+/// The lanes per row a class of the wide norm mat-vecs takes when no variable says otherwise.
+pub fn default_norm_lanes(class: NormLanes) -> u32 {
+    matvec::LANES_ENV[class as usize].1
 }
 
 /// Tests and A/B runs: whether replayed graphs poll their fence near the expected end

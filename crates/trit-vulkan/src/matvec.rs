@@ -480,20 +480,45 @@ fn norm_variant(gpu: &Gpu, name: String, rope_dims: Option<u32>) -> (String, u64
     }
 }
 
-/// Lanes per row of the wide `NORM` mat-vecs over several products of one input without
-/// rope (gate and up): 8 by default (the `_w8` variants: 128 rows per workgroup, so 2B-4T's
-/// 13824 gate/up rows take one round of 108 workgroups; H200, decode round 12: TQ2_0 tg128
-/// 482-486 against 434 t/s with 32), or with TRIT_VULKAN_NORM_LANES=16 / 32 (or
-/// `set_multi_norm_lanes`) the `_w16` variants (64 rows) / the `_w` ones (32 rows). 0: not
-/// decided yet.
-pub(crate) static MULTI_LANES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// Which wide `NORM` mat-vecs a lane count is chosen for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormLanes {
+    /// Several products of one input without rope (gate and up).
+    Multi = 0,
+    /// Q, K, V with Q's (and K's) rotation in the kernel.
+    Rope = 1,
+    /// One product (the output and down projections).
+    One = 2,
+}
 
-fn multi_lanes() -> u32 {
-    match MULTI_LANES.load(Ordering::Relaxed) {
+/// Lanes per row of the wide `NORM` mat-vecs, per `NormLanes` class: 8 by default for gate
+/// and up (the `_w8` variants: 128 rows per workgroup, so 2B-4T's 13824 gate/up rows take one
+/// round of 108 workgroups; H200, decode round 12: TQ2_0 tg128 482-486 against 434 t/s with
+/// 32), 32 (the `_w` variants) for the others; TRIT_VULKAN_NORM_LANES, _QKV and _ONE (or
+/// `set_norm_lanes`) choose 8, 16 or 32. 0: not decided yet.
+pub(crate) static LANES: [std::sync::atomic::AtomicU32; 3] =
+    [std::sync::atomic::AtomicU32::new(0), std::sync::atomic::AtomicU32::new(0), std::sync::atomic::AtomicU32::new(0)];
+
+/// The variable and the default of each `NormLanes` class.
+pub(crate) const LANES_ENV: [(&str, u32); 3] =
+    [("TRIT_VULKAN_NORM_LANES", 8), ("TRIT_VULKAN_NORM_LANES_QKV", 32), ("TRIT_VULKAN_NORM_LANES_ONE", 32)];
+
+/// 8, 16 or 32 (anything else).
+pub(crate) fn valid_lanes(lanes: u32) -> u32 {
+    if [8, 16].contains(&lanes) {
+        lanes
+    } else {
+        32
+    }
+}
+
+fn lanes_of(class: NormLanes) -> u32 {
+    let slot = &LANES[class as usize];
+    match slot.load(Ordering::Relaxed) {
         0 => {
-            let v = std::env::var("TRIT_VULKAN_NORM_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-            let v = if [8, 16].contains(&v) { v } else { 32 };
-            MULTI_LANES.store(v, Ordering::Relaxed);
+            let (var, default) = LANES_ENV[class as usize];
+            let v = valid_lanes(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default));
+            slot.store(v, Ordering::Relaxed);
             v
         }
         v => v,
@@ -501,12 +526,18 @@ fn multi_lanes() -> u32 {
 }
 
 /// The wide `kernel` (`rows_per_wg` rows per workgroup) with fewer lanes per row where
-/// `multi_lanes` asks for them and the device has the variant.
-fn fewer_lanes(gpu: &Gpu, kernel: String, rows_per_wg: u64) -> (String, u64) {
-    let lanes = multi_lanes();
+/// `class`'s lane count asks for them, the device has the variant and, with rope in the
+/// kernel, its rows per workgroup divide the head size `rope_dims`.
+fn fewer_lanes(gpu: &Gpu, kernel: String, rows_per_wg: u64, class: NormLanes, rope_dims: Option<u32>) -> (String, u64) {
+    let lanes = lanes_of(class);
+    let rows = WIDE_ROWS_PER_WG * 32 / lanes as u64;
     let narrow = format!("{kernel}{lanes}");
-    if rows_per_wg == WIDE_ROWS_PER_WG && lanes < 32 && gpu.has_pipeline(&narrow) {
-        (narrow, WIDE_ROWS_PER_WG * 32 / lanes as u64)
+    if rows_per_wg == WIDE_ROWS_PER_WG
+        && lanes < 32
+        && rope_dims.is_none_or(|n| n as u64 % rows == 0)
+        && gpu.has_pipeline(&narrow)
+    {
+        (narrow, rows)
     } else {
         (kernel, rows_per_wg)
     }
@@ -581,6 +612,7 @@ fn encode_norm(
     let a = rec.bind(s0, 1)?;
     let dst = rec.bind(out, 4)?;
     let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, None);
+    let (kernel, rows_per_wg) = fewer_lanes(&gpu, kernel, rows_per_wg, NormLanes::One, None);
     let groups = (rows as u64).div_ceil(rows_per_wg);
     let mut p = Push::default();
     (p.a_ne, p.a_nb) = shape(s0, 1);
@@ -588,7 +620,7 @@ fn encode_norm(
     p.b_nb = [cw_offs[1], x2.map_or(0, |_| act_offs[1]), 0, 0];
     (_, p.d_nb) = shape(out, 4);
     p.d_ne = [1, cw_offs[0], residual.map_or(0, |_| act_offs[acts.len() - 1]), 0];
-    let launched = norm_groups(groups, rows_per_wg == WIDE_ROWS_PER_WG);
+    let launched = norm_groups(groups, rows_per_wg >= WIDE_ROWS_PER_WG);
     p.m0 = [0, groups as u32, a.elem_off, act_offs[0]];
     p.m1 = [dst.elem_off, crate::ops::param_u32(d.norm, 0), launched as u32, 0];
     let mut reads = vec![a];
@@ -704,7 +736,8 @@ fn encode_multi_norm(
     let cache = cache.filter(|_| kv_kernel.is_some());
     let kernel = kv_kernel.or(rope_kernel).unwrap_or(plain);
     let a0 = src(group[0].0, 0);
-    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, roped.map(|r| crate::ops::param_u32(r, 1)));
+    let rope_dims = roped.map(|r| crate::ops::param_u32(r, 1));
+    let (kernel, rows_per_wg) = norm_variant(&gpu, kernel, rope_dims);
     let (x, x2, w) = d.operands();
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
     // Writing the cache, only Q's rotation is stored as a result.
@@ -731,8 +764,8 @@ fn encode_multi_norm(
     p.d_ne = [d_offs[0], d_offs[1], d_offs[2], 1];
     p.d_nb = [c_offs[0], c_offs[1], c_offs[2], 0];
     let total: u64 = p.a_ne[1..].iter().map(|&r| r as u64).sum();
-    let (kernel, rows_per_wg) =
-        if roped.is_none() { fewer_lanes(&gpu, kernel, rows_per_wg) } else { (kernel, rows_per_wg) };
+    let class = if roped.is_some() { NormLanes::Rope } else { NormLanes::Multi };
+    let (kernel, rows_per_wg) = fewer_lanes(&gpu, kernel, rows_per_wg, class, rope_dims);
     let groups = total.div_ceil(rows_per_wg);
     let launched = norm_groups(groups, rows_per_wg >= WIDE_ROWS_PER_WG);
     p.m0 = [0, groups as u32, 0, act_offs[0]];

@@ -12,6 +12,7 @@ mod common;
 
 use common::*;
 use trit_sys as sys;
+use trit_vulkan::NormLanes;
 
 /// Float matrix products: f32 accumulation in a different order than the CPU, which also
 /// rounds f16-weight activations to f16: test-backend-ops uses 5e-4 for MUL_MAT.
@@ -31,7 +32,9 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Backends)> {
     trit_vulkan::set_mmq_big_tiles(false);
     trit_vulkan::set_coopmat_emulation(0);
     trit_vulkan::set_attn_chunk(32);
-    trit_vulkan::set_multi_norm_lanes(8);
+    for class in [NormLanes::Multi, NormLanes::Rope, NormLanes::One] {
+        trit_vulkan::set_norm_lanes(class, trit_vulkan::default_norm_lanes(class));
+    }
     Some(s)
 }
 
@@ -1224,10 +1227,27 @@ fn norms_computed_in_mat_vecs() {
                 run(b.vk, build, 5);
             }
             let ran = trit_vulkan::narrow_norm_mat_vec_dispatch_count() - n0;
-            // Q, K, V (no rope here) and gate, up, with fewer than 32 lanes.
-            let expect = 2 * u64::from(trit_vulkan::has_wide_norm_mat_vecs() && cols == 1 && lanes < 32);
+            // Q, K, V (no rope here) and gate, up, with fewer than 32 lanes; and the output and
+            // down projections where their default has fewer.
+            let one = u64::from(trit_vulkan::default_norm_lanes(NormLanes::One) < 32);
+            let expect =
+                (2 * u64::from(lanes < 32) + 2 * one) * u64::from(trit_vulkan::has_wide_norm_mat_vecs() && cols == 1);
             assert_eq!(ran, expect, "{name}: products with {lanes} lanes per row ran");
         }
+        trit_vulkan::set_multi_norm_lanes(trit_vulkan::default_norm_lanes(NormLanes::Multi));
+        // The single products (output and down projections) with 32, 16 and 8 lanes per row.
+        for lanes in [32, 16, 8] {
+            trit_vulkan::set_norm_lanes(NormLanes::One, lanes);
+            let n0 = trit_vulkan::narrow_norm_mat_vec_dispatch_count();
+            runs.push(run(b.vk, build, 5).0);
+            let ran = trit_vulkan::narrow_norm_mat_vec_dispatch_count() - n0;
+            // The output and down projections, and QKV and gate/up at the multi default.
+            let multi = u64::from(trit_vulkan::default_norm_lanes(NormLanes::Multi) < 32);
+            let one = u64::from(lanes < 32);
+            let expect = (2 * multi + 2 * one) * u64::from(trit_vulkan::has_wide_norm_mat_vecs() && cols == 1);
+            assert_eq!(ran, expect, "{name}: single products with {lanes} lanes per row ran");
+        }
+        trit_vulkan::set_norm_lanes(NormLanes::One, trit_vulkan::default_norm_lanes(NormLanes::One));
         // The int8 activations are those of the separate norm kernels (the same operations in
         // the same order); the products' f32 sums may still round differently in a kernel the
         // driver compiled differently (on lavapipe they are identical; on the H200 not all).
@@ -1236,6 +1256,9 @@ fn norms_computed_in_mat_vecs() {
             (2, "the separate norms"),
             (3, "32 lanes per row for QKV and gate/up"),
             (4, "16 lanes per row for QKV and gate/up"),
+            (5, "32 lanes per row for the output and down projections"),
+            (6, "16 lanes per row for the output and down projections"),
+            (7, "8 lanes per row for the output and down projections"),
         ] {
             let diff = runs[0].iter().zip(&runs[i]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
             let e = nmse(&runs[0], &runs[i]);
@@ -1388,10 +1411,29 @@ fn rope_in_qkv_products() {
         trit_vulkan::set_norm_in_mat_vec(true);
         trit_vulkan::set_kv_in_products(true);
         trit_vulkan::set_wide_norm_mat_vecs(true);
+        // The default path with 32, 16 and 8 lanes per row for the products with rope (64 or
+        // 128 rows per workgroup where they divide the head size, else 32).
+        for lanes in [32i64, 16, 8] {
+            trit_vulkan::set_norm_lanes(NormLanes::Rope, lanes as u32);
+            let n0 = trit_vulkan::narrow_norm_mat_vec_dispatch_count();
+            runs.push(run(b.vk, build, 5).0);
+            let ran = trit_vulkan::narrow_norm_mat_vec_dispatch_count() - n0;
+            let narrow = if roped > 0 {
+                lanes < 32 && hd % (1024 / lanes) == 0
+            } else {
+                trit_vulkan::default_norm_lanes(NormLanes::Multi) < 32
+            };
+            let expect = u64::from(narrow && trit_vulkan::has_wide_norm_mat_vecs());
+            assert_eq!(ran, expect, "{name}: products with {lanes} lanes per row ran");
+        }
+        trit_vulkan::set_norm_lanes(NormLanes::Rope, trit_vulkan::default_norm_lanes(NormLanes::Rope));
         for (i, other) in runs.iter().enumerate().skip(1) {
             let e = nmse(&runs[0], other);
             println!("{name}: path {i} against the default: nmse {e:.3e}");
-            assert!(e <= 1e-12, "{name}: path {i}: NMSE {e:.3e} against the default path");
+            // Other lane counts sum a row's f32 partial products in another order, which can
+            // move a value stored in the f16 caches by one step (3e-12 seen on lavapipe).
+            let bound = if i < 4 { 1e-12 } else { NMSE_TQ };
+            assert!(e <= bound, "{name}: path {i}: NMSE {e:.3e} against the default path");
         }
         if subgroups && !trit_vulkan::has_norm_mat_vecs() {
             // Subgroups narrower than 8: no `NORM` kernels, so nothing rotated or cached in
