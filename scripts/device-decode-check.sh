@@ -19,10 +19,12 @@ if [ -x /tmp/b/ops ]; then
 fi
 bash "$(dirname "$0")/bench-vulkan-ab.sh"
 pb=${PROFILE_BIN:-/tmp/b/head}
-# shellcheck disable=SC2086  # PROFILE_ENV is a word list
-env ${PROFILE_ENV:-} TRIT_VULKAN_PROFILE=1 TRIT_VULKAN_PROFILE_SHAPES=1 "$pb" bench -m /tmp/m-tq2_0.gguf -ngl 99 \
-  -p 0 -n 128 -r 1 > "$OUT/profile1.txt" 2>&1
-grep -E "profile:|us/call" "$OUT/profile1.txt" | head -8
+if [ -x "$pb" ]; then
+  # shellcheck disable=SC2086  # PROFILE_ENV is a word list
+  env ${PROFILE_ENV:-} TRIT_VULKAN_PROFILE=1 TRIT_VULKAN_PROFILE_SHAPES=1 "$pb" bench -m /tmp/m-tq2_0.gguf -ngl 99 \
+    -p 0 -n 128 -r 1 > "$OUT/profile1.txt" 2>&1
+  grep -E "profile:|us/call" "$OUT/profile1.txt" | head -8
+fi
 # PROFILE_BINS="name=path ...": the same profile (without the shape split) of more builds.
 for nb in ${PROFILE_BINS:-}; do
   # shellcheck disable=SC2086  # PROFILE_ENV is a word list
@@ -30,7 +32,7 @@ for nb in ${PROFILE_BINS:-}; do
     > "$OUT/profile-${nb%%=*}.txt" 2>&1
   echo "profile ${nb%%=*}:"; grep -E "profile:|us/call" "$OUT/profile-${nb%%=*}.txt" | head -8
 done
-if [ "${HOST_PROFILE:-1}" != 0 ]; then
+if [ "${HOST_PROFILE:-1}" != 0 ] && [ -x "$pb" ]; then
   TRIT_VULKAN_PROFILE=2 "$pb" bench -m /tmp/m-tq2_0.gguf -ngl 99 -p 0 -n 128 -r 1 > "$OUT/profile2.txt" 2>&1
   tail -5 "$OUT/profile2.txt"
 fi
