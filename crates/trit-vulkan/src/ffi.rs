@@ -468,7 +468,10 @@ unsafe extern "C" fn backend_graph_compute(
         let ctx = unsafe { &*((*backend).context as *const BackendCtx) };
         let mut rec = ctx.rec.lock().unwrap_or_else(|e| e.into_inner());
         GRAPHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match compute(&mut rec, graph) {
+        let done = compute(&mut rec, graph);
+        // Pipelines this graph built (a first prompt or decode step) go to the disk cache.
+        rec.gpu().save_pipeline_cache();
+        match done {
             Ok(()) => sys::GGML_STATUS_SUCCESS,
             Err(e) => {
                 tracing::error!("trit-vulkan: graph_compute: {e}");

@@ -91,6 +91,8 @@ pub(crate) struct Gpu {
     pub set_layout: vk::DescriptorSetLayout,
     pub pipeline_layout: vk::PipelineLayout,
     pipelines: crate::pipelines::Pipelines,
+    /// The pipelines' cache, kept on disk (`pipeline_cache.rs`).
+    disk_cache: crate::pipeline_cache::DiskCache,
     pub(crate) xfer: Mutex<Transfer>,
     /// Outputs the last graph copied to host memory (`outputs`).
     pub(crate) outputs: Mutex<crate::outputs::Published>,
@@ -399,7 +401,8 @@ impl Gpu {
                 && (probe || !name.starts_with("chain_probe")) // src/probe.rs only
         };
         let (set_layout, pipeline_layout) = create_layouts(&device, has_push, bindings)?;
-        let pipelines = crate::pipelines::Pipelines::new(bindings, &usable);
+        let disk_cache = crate::pipeline_cache::DiskCache::open(&device, &props);
+        let pipelines = crate::pipelines::Pipelines::new(bindings, &usable, disk_cache.handle());
         if std::env::var("TRIT_VULKAN_EAGER_PIPELINES").is_ok_and(|v| v == "1") {
             pipelines.build_all(&device, pipeline_layout);
         }
@@ -460,9 +463,23 @@ impl Gpu {
             set_layout,
             pipeline_layout,
             pipelines,
+            disk_cache,
             xfer: Mutex::new(xfer),
             outputs: Mutex::new(Default::default()),
         })
+    }
+
+    /// Write the pipeline cache to disk if pipelines were built since the last save.
+    pub fn save_pipeline_cache(&self) {
+        if self.pipelines.take_fresh() {
+            self.disk_cache.save(&self.device);
+        }
+    }
+
+    /// The pipeline cache's file and bytes loaded from it / last saved to it.
+    pub fn pipeline_cache_stats(&self) -> (Option<std::path::PathBuf>, u64, u64) {
+        let (loaded, saved) = self.disk_cache.stats();
+        (self.disk_cache.path().map(|p| p.to_path_buf()), loaded, saved)
     }
 
     /// The pipeline of kernel `name`, built on first use (`pipelines.rs`).
@@ -473,7 +490,9 @@ impl Gpu {
     /// Build every pipeline this device can run now: (how many exist, the variants the
     /// driver rejected, with why).
     pub fn build_all_pipelines(&self) -> (usize, Vec<String>) {
-        self.pipelines.build_all(&self.device, self.pipeline_layout)
+        let all = self.pipelines.build_all(&self.device, self.pipeline_layout);
+        self.save_pipeline_cache();
+        all
     }
 
     /// Pipelines built so far.
@@ -650,7 +669,9 @@ impl Drop for Gpu {
                     r.destroy(&self.device);
                 }
             }
+            self.save_pipeline_cache();
             self.pipelines.destroy(&self.device);
+            self.disk_cache.destroy(&self.device);
             self.device.destroy_pipeline_layout(self.pipeline_layout, None);
             self.device.destroy_descriptor_set_layout(self.set_layout, None);
             self.device.destroy_device(None);

@@ -25,6 +25,7 @@ mod kernels {
 mod matvec;
 mod ops;
 mod outputs;
+mod pipeline_cache;
 mod pipelines;
 pub mod probe;
 mod profile;
@@ -108,6 +109,13 @@ pub fn tq1_as_tq2() -> bool {
 /// None without a device.
 pub fn build_all_pipelines() -> Option<(usize, Vec<String>)> {
     ffi::gpu().map(|g| g.build_all_pipelines())
+}
+
+/// The selected device's pipeline cache on disk: its file (None: not kept on disk,
+/// TRIT_VULKAN_PIPELINE_CACHE=0 or no cache directory), the bytes read from it when the device
+/// was created and the bytes its last save wrote (0: none yet).
+pub fn pipeline_cache_stats() -> Option<(Option<std::path::PathBuf>, u64, u64)> {
+    ffi::gpu().map(|g| g.pipeline_cache_stats())
 }
 
 /// How many kernel pipelines the selected device has built so far.

@@ -10,6 +10,7 @@
 //! call. `TRIT_VULKAN_EAGER_PIPELINES=1` builds them all with the device, as before.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use ash::vk;
@@ -27,10 +28,15 @@ impl Slot {
         &self,
         device: &ash::Device,
         layout: vk::PipelineLayout,
+        cache: vk::PipelineCache,
+        fresh: &AtomicBool,
         name: &str,
     ) -> std::result::Result<vk::Pipeline, vk::Result> {
         *self.made.get_or_init(|| {
-            let made = create(device, layout, self.spv);
+            let made = create(device, layout, cache, self.spv);
+            if made.is_ok() {
+                fresh.store(true, Ordering::Relaxed);
+            }
             match made {
                 // A cooperative-matrix variant the driver rejects is left out (its plain twin runs).
                 Err(e) if name.ends_with("_cm") => {
@@ -47,18 +53,27 @@ impl Slot {
 /// The usable kernel variants of a device and the pipelines built so far.
 pub(crate) struct Pipelines {
     slots: HashMap<&'static str, Slot>,
+    /// Where pipelines are created through (`pipeline_cache.rs`; null: no cache).
+    cache: vk::PipelineCache,
+    /// Whether a pipeline was built since `take_fresh` last asked.
+    fresh: AtomicBool,
 }
 
 impl Pipelines {
     /// Every kernel of the build that `usable` accepts and that reads no binding beyond the
     /// layout's `binding_count`; nothing is built yet.
-    pub fn new(binding_count: u32, usable: &dyn Fn(&str) -> bool) -> Pipelines {
+    pub fn new(binding_count: u32, usable: &dyn Fn(&str) -> bool, cache: vk::PipelineCache) -> Pipelines {
         let slots = crate::kernels::SPIRV
             .iter()
             .filter(|(n, s)| usable(n) && max_binding(s) < binding_count)
             .map(|&(n, spv)| (n, Slot { spv, made: OnceLock::new() }))
             .collect();
-        Pipelines { slots }
+        Pipelines { slots, cache, fresh: AtomicBool::new(false) }
+    }
+
+    /// Whether pipelines were built since the last call (the cache then has new entries).
+    pub fn take_fresh(&self) -> bool {
+        self.fresh.swap(false, Ordering::Relaxed)
     }
 
     /// Build every usable pipeline now (`TRIT_VULKAN_EAGER_PIPELINES=1`, `build_all`).
@@ -68,7 +83,7 @@ impl Pipelines {
         slots.sort_unstable_by_key(|(n, _)| **n);
         let mut failed = Vec::new();
         for (n, slot) in slots {
-            if let Err(e) = slot.make(device, layout, n) {
+            if let Err(e) = slot.make(device, layout, self.cache, &self.fresh, n) {
                 failed.push(format!("{n}: {e}"));
             }
         }
@@ -77,13 +92,14 @@ impl Pipelines {
 
     /// Whether `name` is a usable variant the driver builds (building it if needed).
     pub fn has(&self, device: &ash::Device, layout: vk::PipelineLayout, name: &str) -> bool {
-        self.slots.get(name).is_some_and(|slot| slot.make(device, layout, name).is_ok())
+        self.slots.get(name).is_some_and(|slot| slot.make(device, layout, self.cache, &self.fresh, name).is_ok())
     }
 
     /// The pipeline of `name`, built on first use.
     pub fn get(&self, device: &ash::Device, layout: vk::PipelineLayout, name: &str) -> Result<vk::Pipeline> {
         let slot = self.slots.get(name).ok_or_else(|| Error::MissingKernel(name.to_string()))?;
-        slot.make(device, layout, name).map_err(|result| Error::Vk { call: "vkCreateComputePipelines", result })
+        slot.make(device, layout, self.cache, &self.fresh, name)
+            .map_err(|result| Error::Vk { call: "vkCreateComputePipelines", result })
     }
 
     /// Pipelines built so far.
@@ -105,6 +121,7 @@ impl Pipelines {
 fn create(
     device: &ash::Device,
     layout: vk::PipelineLayout,
+    cache: vk::PipelineCache,
     spv: &[u8],
 ) -> std::result::Result<vk::Pipeline, vk::Result> {
     let words: Vec<u32> = spv.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -113,8 +130,9 @@ fn create(
     let stage =
         vk::PipelineShaderStageCreateInfo::default().stage(vk::ShaderStageFlags::COMPUTE).module(module).name(c"main");
     let ci = [vk::ComputePipelineCreateInfo::default().stage(stage).layout(layout)];
-    // SAFETY: valid create info; the module may be destroyed once the pipeline exists.
-    let made = unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &ci, None) };
+    // SAFETY: valid create info; the module may be destroyed once the pipeline exists. The
+    // cache (or null) belongs to this device; Vulkan synchronises its use by several threads.
+    let made = unsafe { device.create_compute_pipelines(cache, &ci, None) };
     // SAFETY: the module is no longer needed.
     unsafe { device.destroy_shader_module(module, None) };
     made.map(|p| p[0]).map_err(|(_, e)| e)
