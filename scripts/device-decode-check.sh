@@ -12,11 +12,8 @@
 # Writes $OUT/ops.txt, $OUT/ab.txt, $OUT/profile1.txt, $OUT/profile2.txt.
 set -uo pipefail
 . "$(dirname "$0")/device-env.sh"
-if [ -x /tmp/b/ops ]; then
-  # shellcheck disable=SC2086  # OPS_FILTER is a word list
-  timeout 300 /tmp/b/ops --test-threads 1 ${OPS_FILTER:-} > "$OUT/ops.txt" 2>&1
-  grep -E "test result|FAILED|panicked" "$OUT/ops.txt"
-fi
+# shellcheck disable=SC2086  # OPS_FILTER is a word list
+device_ops ops ${OPS_FILTER:-}
 bash "$(dirname "$0")/bench-vulkan-ab.sh"
 pb=${PROFILE_BIN:-/tmp/b/head}
 if [ -x "$pb" ]; then

@@ -3,6 +3,15 @@
 # (.gl/*.deb, the device README's recipe) and NVIDIA's ICD, ggml's OpenMP runtime from a
 # carried libgomp1_*.deb (.dev/ or .devc/) where the machine lacks it, the carried gzipped
 # binaries .devc/NAME.gz unpacked to /tmp/b/NAME, and $OUT created. Once per process tree.
+# The Vulkan op tests carried as .devc/ops.gz, if they were, on the GPU, output to $OUT/NAME.txt
+# and their summary lines printed: device_ops NAME [libtest filters]. A test binary's first run
+# on NVIDIA compiles the pipelines it uses (~46 s on an H100).
+device_ops() {
+  local name=$1; shift
+  [ -x /tmp/b/ops ] || return 0
+  timeout 300 /tmp/b/ops --test-threads 1 "$@" > "$OUT/$name.txt" 2>&1
+  grep -E "test result|FAILED|panicked" "$OUT/$name.txt"
+}
 [ -n "${TRIT_DEVICE_ENV:-}" ] && return 0
 export TRIT_DEVICE_ENV=1
 export OUT=${OUT:-/tmp/out}

@@ -12,11 +12,7 @@
 set -uo pipefail
 . "$(dirname "$0")/device-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-if [ -x /tmp/b/ops ]; then
-  # A test binary's first run on NVIDIA compiles the pipelines it uses (~46 s on an H100).
-  timeout 300 /tmp/b/ops --test-threads 1 > "$OUT/ops.txt" 2>&1
-  grep -E "test result|FAILED|panicked" "$OUT/ops.txt"
-fi
+device_ops ops
 L=TRIT_VULKAN_NORM_LANES
 SETTINGS=${SETTINGS:-"base= one16=${L}_ONE=16 one8=${L}_ONE=8 qkv16=${L}_QKV=16 qkv8=${L}_QKV=8 both16=${L}_ONE=16,${L}_QKV=16 both8=${L}_ONE=8,${L}_QKV=8"}
 bins="peer=/tmp/b/trit-peer"

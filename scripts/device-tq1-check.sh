@@ -11,12 +11,8 @@
 set -uo pipefail
 . "$(dirname "$0")/device-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-if [ -x /tmp/b/ops ]; then
-  timeout 200 /tmp/b/ops --test-threads 1 > "$OUT/ops.txt" 2>&1
-  grep -E "test result|FAILED|panicked" "$OUT/ops.txt"
-  TRIT_VULKAN_TQ1_AS_TQ2=0 timeout 200 /tmp/b/ops --test-threads 1 > "$OUT/ops-stored.txt" 2>&1
-  grep -E "test result|FAILED|panicked" "$OUT/ops-stored.txt"
-fi
+device_ops ops
+TRIT_VULKAN_TQ1_AS_TQ2=0 device_ops ops-stored
 if [ -x /tmp/b/tq1 ]; then
   # A test binary's first run on NVIDIA compiles every pipeline (its shader cache is per
   # executable): 100-120 s for the op tests on an H100.

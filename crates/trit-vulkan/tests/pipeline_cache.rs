@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use trit_sys as sys;
 
 /// A child's report: (file, bytes loaded, bytes saved), or None without a device.
 fn run_child(env: &[(&str, &Path)], cache: Option<&str>) -> Option<(String, u64, u64)> {
@@ -90,17 +89,7 @@ fn child_computes_a_product() {
         println!("CACHE no device");
         return;
     };
-    check(
-        &b,
-        "tq2 product x 3 columns",
-        &|ctx, ins| {
-            let a = input(ctx, ins, TQ2, &[512, 40], Fill::Uniform);
-            let x = input(ctx, ins, F32, &[512, 3], Fill::Uniform);
-            // SAFETY: ctx is live.
-            unsafe { sys::ggml_mul_mat(ctx, a, x) }
-        },
-        1e-9,
-    );
+    check_small_product(&b);
     let (file, loaded, saved) = trit_vulkan::pipeline_cache_stats().expect("a device");
     let file = file.map_or("-".to_string(), |f| f.display().to_string());
     println!("CACHE {file} {loaded} {saved}");

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use trit_sys as sys;
 
 #[test]
 fn pipelines_are_built_on_first_use_and_all_build() {
@@ -15,17 +14,7 @@ fn pipelines_are_built_on_first_use_and_all_build() {
     if !eager {
         assert_eq!(at_start, 0, "the device built pipelines before any graph asked for one");
     }
-    check(
-        &b,
-        "tq2 product x 3 columns",
-        &|ctx, ins| {
-            let a = input(ctx, ins, TQ2, &[512, 40], Fill::Uniform);
-            let x = input(ctx, ins, F32, &[512, 3], Fill::Uniform);
-            // SAFETY: ctx is live.
-            unsafe { sys::ggml_mul_mat(ctx, a, x) }
-        },
-        1e-9,
-    );
+    check_small_product(&b);
     let after_one = trit_vulkan::pipelines_built();
     println!("after one product: {after_one}");
     let (built, failed) = trit_vulkan::build_all_pipelines().expect("a device");

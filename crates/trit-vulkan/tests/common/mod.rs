@@ -304,6 +304,22 @@ pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
 }
 
 /// Run `build` on both backends and check NMSE <= bound; returns the NMSE.
+/// A small TQ2_0 product (40 rows, k = 512, 3 columns) checked against the CPU: the few
+/// pipelines a first graph builds, for the start-up and pipeline-cache tests.
+pub fn check_small_product(b: &Backends) {
+    check(
+        b,
+        "tq2 product x 3 columns",
+        &|ctx, ins| {
+            let a = input(ctx, ins, TQ2, &[512, 40], Fill::Uniform);
+            let x = input(ctx, ins, F32, &[512, 3], Fill::Uniform);
+            // SAFETY: ctx is live.
+            unsafe { sys::ggml_mul_mat(ctx, a, x) }
+        },
+        1e-9,
+    );
+}
+
 pub fn check(b: &Backends, name: &str, build: Builder, bound: f64) -> f64 {
     let (got, supported) = run(b.vk, build, 7);
     let (want, _) = run(b.cpu, build, 7);
