@@ -4,11 +4,12 @@
 # scripts/device-decode-check.sh): for each BUILDS entry "name=commit", that commit's
 # crates/trit-vulkan is checked out over the working tree's, trit is built (TRIT_NATIVE=0,
 # target/device) and gzipped to .devc/NAME.gz; then the working tree's crates/trit-vulkan is
-# put back. "name=" (no commit) builds the working tree as it is. OPS=name also gzips that
-# build's op-test binary to .devc/ops.gz. crates/trit-vulkan must have no uncommitted or
-# untracked changes. (Files a commit deletes are not deleted for its build.)
-#   BUILDS="new= swz=exp/int8-shared-layout~2 v4=exp/int8-shared-layout~1 v4u8=exp/int8-shared-layout" OPS=v4u8 \
-#     bash scripts/build-vulkan-variants.sh
+# put back. "name=" (no commit) builds the working tree as it is; "name=@file.patch" builds
+# it with that patch of crates/trit-vulkan applied (scripts/experiments/). OPS=name also
+# gzips that build's op-test binary to .devc/ops.gz. crates/trit-vulkan must have no
+# uncommitted or untracked changes. (Files a commit deletes are not deleted for its build.)
+#   BUILDS="new= swz=@scripts/experiments/int8-swizzle.patch v4u8=@scripts/experiments/int8-uvec4-u8.patch" \
+#     OPS=v4u8 bash scripts/build-vulkan-variants.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "$(git status --porcelain -- crates/trit-vulkan)" ]; then
@@ -26,7 +27,11 @@ export TRIT_NATIVE=0 CARGO_TARGET_DIR=target/device
 for b in ${BUILDS:?BUILDS=\"name=commit ...\"}; do
   n=${b%%=*}; c=${b#*=}
   restore
-  [ -z "$c" ] || git checkout -q "$c" -- crates/trit-vulkan
+  case "$c" in
+    "") ;;
+    @*) git apply "${c#@}" ;;
+    *) git checkout -q "$c" -- crates/trit-vulkan ;;
+  esac
   echo "== $n (${c:-working tree})"
   cargo build --release -p trit-cli 2>&1 | tail -1
   gzip -c target/device/release/trit > ".devc/$n.gz"
