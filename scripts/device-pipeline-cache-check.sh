@@ -11,12 +11,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 rm -rf /tmp/pc && mkdir -p /tmp/pc/trit
 one() { # name, driver cache dir (emptied unless "keep"), trit cache setting
   [ "$4" = keep ] || { rm -rf "$2" && mkdir -p "$2"; }
-  t0=$(date +%s.%N)
-  __GL_SHADER_DISK_CACHE_PATH=$2 TRIT_VULKAN_PIPELINE_CACHE=$3 /tmp/b/new run -m /tmp/tiny.gguf -p "Hello" -n 8 \
-    -ngl 99 --temp 0 > "$OUT/run-$1.txt" 2>&1
-  rc=$?
-  t1=$(date +%s.%N)
-  echo "start-up $1: $(python3 -c "print(f'{$t1 - $t0:.2f} s')") (rc $rc): $(tail -c 60 "$OUT/run-$1.txt" | tr '\n' ' ')"
+  startup_run "$1" /tmp/b/new "__GL_SHADER_DISK_CACHE_PATH=$2" "TRIT_VULKAN_PIPELINE_CACHE=$3"
 }
 one both-empty /tmp/pc/gl1 /tmp/pc/trit fresh
 ls -la /tmp/pc/trit

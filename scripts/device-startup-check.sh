@@ -12,12 +12,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for b in eager lazy; do
   rm -rf "/tmp/glcache-$b" && mkdir -p "/tmp/glcache-$b"
   for run in cold warm; do
-    t0=$(date +%s.%N)
-    __GL_SHADER_DISK_CACHE_PATH=/tmp/glcache-$b /tmp/b/$b run -m /tmp/tiny.gguf -p "Hello" -n 8 -ngl 99 --temp 0 \
-      > "$OUT/run-$b-$run.txt" 2>&1
-    rc=$?
-    t1=$(date +%s.%N)
-    echo "start-up $b $run: $(python3 -c "print(f'{$t1 - $t0:.2f} s')") (rc $rc): $(tail -c 60 "$OUT/run-$b-$run.txt" | tr '\n' ' ')"
+    startup_run "$b-$run" "/tmp/b/$b" "__GL_SHADER_DISK_CACHE_PATH=/tmp/glcache-$b"
   done
 done
 mkdir -p /tmp/glcache-ops
