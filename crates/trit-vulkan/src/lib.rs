@@ -303,13 +303,6 @@ pub fn set_wide_norm_mat_vecs(on: bool) {
     matvec::NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// Tests and A/B runs: lanes per row (8, 16 or 32) of the wide mat-vecs that compute their
-/// input's norm for several products without rope (gate and up; TRIT_VULKAN_NORM_LANES,
-/// default 8).
-pub fn set_multi_norm_lanes(lanes: u32) {
-    set_norm_lanes(NormLanes::Multi, lanes);
-}
-
 /// Tests and A/B runs: lanes per row (8, 16 or 32) of one class of the wide mat-vecs that
 /// compute their input's norm (TRIT_VULKAN_NORM_LANES, _QKV, _ONE).
 pub fn set_norm_lanes(class: NormLanes, lanes: u32) {

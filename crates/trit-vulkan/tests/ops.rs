@@ -1219,7 +1219,7 @@ fn norms_computed_in_mat_vecs() {
         // The products of one input without rope with 32 and 16 lanes per row (`_w`, `_w16`;
         // the runs above used the default, 8: `_w8`).
         for lanes in [32, 16, 8] {
-            trit_vulkan::set_multi_norm_lanes(lanes);
+            trit_vulkan::set_norm_lanes(NormLanes::Multi, lanes);
             let n0 = trit_vulkan::narrow_norm_mat_vec_dispatch_count();
             if lanes != 8 {
                 runs.push(run(b.vk, build, 5).0);
@@ -1234,7 +1234,7 @@ fn norms_computed_in_mat_vecs() {
                 (2 * u64::from(lanes < 32) + 2 * one) * u64::from(trit_vulkan::has_wide_norm_mat_vecs() && cols == 1);
             assert_eq!(ran, expect, "{name}: products with {lanes} lanes per row ran");
         }
-        trit_vulkan::set_multi_norm_lanes(trit_vulkan::default_norm_lanes(NormLanes::Multi));
+        trit_vulkan::set_norm_lanes(NormLanes::Multi, trit_vulkan::default_norm_lanes(NormLanes::Multi));
         // The single products (output and down projections) with 32, 16 and 8 lanes per row.
         for lanes in [32, 16, 8] {
             trit_vulkan::set_norm_lanes(NormLanes::One, lanes);

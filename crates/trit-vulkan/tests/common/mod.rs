@@ -303,7 +303,6 @@ pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
     }
 }
 
-/// Run `build` on both backends and check NMSE <= bound; returns the NMSE.
 /// A small TQ2_0 product (40 rows, k = 512, 3 columns) checked against the CPU: the few
 /// pipelines a first graph builds, for the start-up and pipeline-cache tests.
 pub fn check_small_product(b: &Backends) {
@@ -320,6 +319,7 @@ pub fn check_small_product(b: &Backends) {
     );
 }
 
+/// Run `build` on both backends and check NMSE <= bound; returns the NMSE.
 pub fn check(b: &Backends, name: &str, build: Builder, bound: f64) -> f64 {
     let (got, supported) = run(b.vk, build, 7);
     let (want, _) = run(b.cpu, build, 7);
