@@ -7,7 +7,8 @@
 // TQ*_0 x Q8_K dot product does.
 //
 // LANES invocations share one weight row, each reading 32-bit words of it (consecutive
-// lanes, consecutive words); WG / LANES rows per workgroup. Lanes of a row reduce with
+// lanes, consecutive words; TQ2_0 rows, split and 16-byte aligned in trit's buffers
+// (tq_layout.glsl), four words a load); WG / LANES rows per workgroup. Lanes of a row reduce with
 // subgroup shuffles; where the subgroup is narrower than LANES (lavapipe) the partial sums
 // of its subgroups meet in shared memory. USE_DOT: packed int8 dot product
 // (SPV_KHR_integer_dot_product) where the device has it; else a plain fallback.
@@ -74,6 +75,9 @@ int dot4(uint a, uint b) {
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
+#if defined(A_TQ2)
+layout(std430, binding = 0) readonly buffer BufA4 { uvec4 a4[]; };
+#endif
 #if defined(NORM)
 layout(std430, binding = 1) readonly buffer BufB { float xin[]; };
 #else
@@ -275,13 +279,10 @@ float half_at(uint addr) {
 // Each byte 0..2 of `codes` to the signed byte code - 1 (-1, 0, +1).
 uint to_signed(uint codes) { return ((codes | 0x80808080u) - 0x01010101u) ^ 0x80808080u; }
 
+#include "tq_layout.glsl"
 #if defined(A_TQ2)
-#define BLOCK_BYTES 66u
-#define SCALE_AT 64u
 #define WORDS 16u // code words per block
 #else
-#define BLOCK_BYTES 54u
-#define SCALE_AT 52u
 #define WORDS 13u
 // Trit n (0..4) of every byte of `w`: ((byte * 3^n) mod 256) * 3 >> 8.
 uint trits(uint w, uint pw) {
@@ -389,7 +390,35 @@ void rows_of(uint wg) {
     float acc[NCOLS];
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { acc[j] = 0.0; }
 
+#if defined(A_TQ2)
+    // A row whose codes are 16-byte aligned (every row in trit's buffers, tq_layout.glsl):
+    // four code words per load, U loads in flight per lane (a 2B-4T row's 27 blocks are 108
+    // loads, one step of 32 lanes).
+    const bool quads = (a_row & 15u) == 0u;
+    if (live && quads) {
+        const uint items = nblocks * 4u;
+        for (uint it0 = lane; it0 < items; it0 += LANES * U) {
+            uvec4 cws[U];
+            float dws[U];
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = min(it0 + u * LANES, items - 1);
+                cws[u] = a4[a_row / 16u + it];
+                dws[u] = half_at(tq_scale_at(a_row, it / 4u));
+            }
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = it0 + u * LANES;
+                if (it < items) {
+                    [[unroll]] for (uint i = 0; i < 4; ++i) {
+                        accumulate(acc, cws[u][i], dws[u], it / 4u, (it % 4u) * 4u + i, fc0, c0, kw, nblocks);
+                    }
+                }
+            }
+        }
+    }
+    if (live && !quads) {
+#else
     if (live) {
+#endif
         const uint items = nblocks * WORDS;
         // U items per lane per step, their weight words loaded before any is used, so each
         // lane has U loads from memory in flight.
@@ -398,9 +427,8 @@ void rows_of(uint wg) {
             float dws[U];
             [[unroll]] for (uint u = 0; u < U; ++u) {
                 const uint it = min(it0 + u * LANES, items - 1);
-                const uint base = a_row + (it / WORDS) * BLOCK_BYTES;
-                cws[u] = load32(base + 4u * (it % WORDS));
-                dws[u] = half_at(base + SCALE_AT);
+                cws[u] = load32(a_row + (it / WORDS) * TQ_CODE_STEP + 4u * (it % WORDS));
+                dws[u] = half_at(tq_scale_at(a_row, it / WORDS));
             }
             [[unroll]] for (uint u = 0; u < U; ++u) {
                 const uint it = it0 + u * LANES;
