@@ -109,10 +109,8 @@ pub(crate) fn stride(t: *const sys::ggml_tensor, dim: usize, raw: u64) -> u64 {
     let (raw_row, row, _) = rows_of(t, block);
     if dim == 0 {
         raw / block * TQ2
-    } else if raw_row == 0 {
-        raw
     } else {
-        raw / raw_row * row
+        raw.checked_div(raw_row).map_or(raw, |rows| rows * row)
     }
 }
 
@@ -199,13 +197,13 @@ pub(crate) fn span_of(t: *const sys::ggml_tensor, offset: usize, size: usize) ->
 }
 
 /// ggml's bytes (whole blocks of `t`'s type) as TQ2_0 blocks: re-encoded for TQ1_0.
-pub(crate) fn to_tq2(t: *const sys::ggml_tensor, src: &[u8]) -> Vec<u8> {
+pub(crate) fn to_tq2<'a>(t: *const sys::ggml_tensor, src: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
     if split_block(t) == Some(TQ1) {
         let mut tq2 = vec![0u8; src.len() / TQ1 as usize * TQ2 as usize];
         trit_kernels::repack::tq1_to_tq2(src, &mut tq2);
-        tq2
+        tq2.into()
     } else {
-        src.to_vec()
+        src.into()
     }
 }
 
