@@ -333,6 +333,41 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
 #endif
 }
 
+#if defined(A_TQ2)
+// Add the products of code words 4q .. 4q + 3 of block blk (`cw4`, scale `dw`) to acc, their
+// integer sums first (one scaled add per column). Lane `lane` of a row takes the words and
+// planes in its own rotation (word r = lane / 2 mod 4 first, plane t = lane / 8 mod 4 first):
+// the int8 word of code word j, plane l sits at j % 8 + 8 l of its 32-word half-block, so
+// without the rotation the 32 lanes of a row read 2 of the 32 shared-memory banks at a time;
+// with it, 32 different banks.
+void accumulate_quad(inout float acc[NCOLS], uvec4 cw4, float dw, uint blk, uint q, uint lane, uint fc0, uint c0, uint kw, uint nblocks) {
+    const uint r = (lane >> 1) & 3u;
+    const uint t = (lane >> 3) & 3u;
+    uint sw[4][4];
+    uint at[4][4];
+    [[unroll]] for (uint i = 0; i < 4; ++i) {
+        const uint ii = (i + r) & 3u;
+        const uint j = 4u * q + ii;
+        const uint cw = cw4[ii];
+        [[unroll]] for (uint l = 0; l < 4; ++l) {
+            const uint ll = (l + t) & 3u;
+            sw[i][l] = to_signed((cw >> (2u * ll)) & 0x03030303u);
+            at[i][l] = (j / 8u) * 32u + (j % 8u) + ll * 8u;
+        }
+    }
+    [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
+        if (c0 + c < pc.b_ne.y) {
+            const uint qb = QBASE + (fc0 + c) * kw + blk * 64u;
+            int isum = 0;
+            [[unroll]] for (uint i = 0; i < 4; ++i) {
+                [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(sw[i][l], QW(qb + at[i][l])); }
+            }
+            acc[c] += float(isum) * (dw * QSCALE(fc0 + c, blk));
+        }
+    }
+}
+#endif
+
 // The rows of workgroup index `wg` (and its column block and batch).
 void rows_of(uint wg) {
     const uint S = gl_SubgroupSize;
@@ -407,11 +442,7 @@ void rows_of(uint wg) {
             }
             [[unroll]] for (uint u = 0; u < U; ++u) {
                 const uint it = it0 + u * LANES;
-                if (it < items) {
-                    [[unroll]] for (uint i = 0; i < 4; ++i) {
-                        accumulate(acc, cws[u][i], dws[u], it / 4u, (it % 4u) * 4u + i, fc0, c0, kw, nblocks);
-                    }
-                }
+                if (it < items) { accumulate_quad(acc, cws[u], dws[u], it / 4u, it % 4u, lane, fc0, c0, kw, nblocks); }
             }
         }
     }
