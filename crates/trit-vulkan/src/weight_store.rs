@@ -216,29 +216,32 @@ pub(crate) fn from_tq2(t: *const sys::ggml_tensor, tq2: &[u8], dst: &mut [u8]) {
     }
 }
 
+/// Where block `i` of a span (counted from `s.first_block`) lies in its split rows (from row
+/// `s.first_row`): the offsets of its 64 code bytes and of its 2 scale bytes.
+fn block_at(s: &Span, i: usize) -> (usize, usize) {
+    let blk = s.first_block + i as u64;
+    let (r, j) = (blk / s.blocks_per_row - s.first_row, blk % s.blocks_per_row);
+    let row = r * s.row_bytes;
+    ((row + j * CODES) as usize, (row + s.blocks_per_row * CODES + 2 * j) as usize)
+}
+
 /// TQ2_0 blocks `s.first_block ..` into the split rows `rows` (from row `s.first_row`).
 pub(crate) fn place(s: &Span, tq2: &[u8], rows: &mut [u8]) {
+    let c = CODES as usize;
     for (i, b) in tq2.chunks_exact(TQ2 as usize).enumerate() {
-        let blk = s.first_block + i as u64;
-        let (r, j) = (blk / s.blocks_per_row - s.first_row, blk % s.blocks_per_row);
-        let row = (r * s.row_bytes) as usize;
-        let codes = row + (j * CODES) as usize;
-        rows[codes..codes + CODES as usize].copy_from_slice(&b[..CODES as usize]);
-        let scale = row + (s.blocks_per_row * CODES + 2 * j) as usize;
-        rows[scale..scale + 2].copy_from_slice(&b[CODES as usize..]);
+        let (codes, scale) = block_at(s, i);
+        rows[codes..codes + c].copy_from_slice(&b[..c]);
+        rows[scale..scale + 2].copy_from_slice(&b[c..]);
     }
 }
 
 /// The split rows' blocks `s.first_block ..` as TQ2_0 blocks into `tq2`.
 pub(crate) fn take(s: &Span, rows: &[u8], tq2: &mut [u8]) {
+    let c = CODES as usize;
     for (i, b) in tq2.chunks_exact_mut(TQ2 as usize).enumerate() {
-        let blk = s.first_block + i as u64;
-        let (r, j) = (blk / s.blocks_per_row - s.first_row, blk % s.blocks_per_row);
-        let row = (r * s.row_bytes) as usize;
-        let codes = row + (j * CODES) as usize;
-        b[..CODES as usize].copy_from_slice(&rows[codes..codes + CODES as usize]);
-        let scale = row + (s.blocks_per_row * CODES + 2 * j) as usize;
-        b[CODES as usize..].copy_from_slice(&rows[scale..scale + 2]);
+        let (codes, scale) = block_at(s, i);
+        b[..c].copy_from_slice(&rows[codes..codes + c]);
+        b[c..].copy_from_slice(&rows[scale..scale + 2]);
     }
 }
 
