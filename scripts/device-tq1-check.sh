@@ -3,7 +3,7 @@
 # TQ1_0 kept as stored, in one build, next to the peer. Carry .gl and .devc with
 #   .devc/new.gz        trit (TRIT_NATIVE=0, target/device)
 #   .devc/trit-peer.gz  trit on llama.cpp's own Vulkan backend (scripts/bench-vulkan-prepare.sh)
-#   .devc/ops.gz, .devc/tq1.gz  the op tests and tests/tq1_store.rs, built with --no-run
+#   .devc/ops.gz, .devc/tq1.gz  the op tests and tests/weight_store.rs, built with --no-run
 # Steps: the op tests (also with TRIT_VULKAN_TQ1_AS_TQ2=0) and the TQ1_0 storage tests on the
 # GPU; tg128 of peer / new / new with TRIT_VULKAN_TQ1_AS_TQ2=0 over ROUNDS (default 2) rounds
 # of both types (scripts/bench-vulkan-ab.sh); pp512 of the three on TQ1_0; a kernel profile of

@@ -19,9 +19,9 @@ echo "   the kernels that need 8 or more (the NORM mat-vecs) must be left out, t
 LP_NATIVE_VECTOR_WIDTH=128 cargo test --release -p trit-vulkan --test ops
 echo "== ... and with subgroups of 16 lanes (LP_NATIVE_VECTOR_WIDTH=512; the NORM mat-vecs' 16-lane form)"
 LP_NATIVE_VECTOR_WIDTH=512 cargo test --release -p trit-vulkan --test ops
-echo "== Vulkan op, training and TQ1_0 storage tests again with TQ1_0 weights kept as stored"
+echo "== Vulkan op, training and weight storage tests again with TQ1_0 weights kept as stored"
 echo "   (TRIT_VULKAN_TQ1_AS_TQ2=0: the TQ1_0 kernels, which the default re-encoding bypasses)"
-TRIT_VULKAN_TQ1_AS_TQ2=0 cargo test --release -p trit-vulkan --test ops --test train_ops --test tq1_store --test scratch
+TRIT_VULKAN_TQ1_AS_TQ2=0 cargo test --release -p trit-vulkan --test ops --test train_ops --test weight_store --test scratch
 echo "== aarch64 NEON / dot-product kernels under qemu user-mode emulation"
 if rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu; then
   bash scripts/test-aarch64.sh

@@ -70,13 +70,7 @@ layout(std430, binding = 1) readonly buffer BufB { float b[]; };
 layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 layout(std430, binding = 3) readonly buffer BufS { float col_max[]; };
 
-#if defined(A_TQ2)
-#define BLOCK_BYTES 66u
-#define SCALE_AT 64u
-#else
-#define BLOCK_BYTES 54u
-#define SCALE_AT 52u
-#endif
+#include "tq_layout.glsl"
 
 shared uint sa[NBUF * KS * SAS];
 shared uint sbh[NBUF * TN * SBS];
@@ -160,7 +154,7 @@ void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0,
     [[unroll]] for (uint l = 0; l < 2u; ++l) {
         const uint it = t + l * WG;
         const uint k = k0 + it / 8u, w = it % 8u;
-        const uint cw = k < K ? load32(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + (e0 >> 7) * 32u + 4u * w) : 0x55555555u;
+        const uint cw = k < K ? load32(a_base + k * pc.a_nb.y + blk * TQ_CODE_STEP + (e0 >> 7) * 32u + 4u * w) : 0x55555555u;
 #if defined(WIDE)
         // e0 % 128 == 0: shift 2 s holds elements e0 + 32 s + 4 w .. + 3 (code 1 past K: weight 0).
         [[unroll]] for (uint sh = 0; sh < 4u; ++sh) { ra[4u * l + sh] = to_signed((cw >> (2u * sh)) & 0x03030303u); }
@@ -173,7 +167,7 @@ void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0,
     [[unroll]] for (uint l = 0; l < 4u; ++l) {
         const uint it = t + l * WG;
         const uint k = k0 + it / 16u;
-        ra[l] = k < K ? to_signed(codes4(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES, e0 + 4u * (it % 16u))) : 0u;
+        ra[l] = k < K ? to_signed(codes4(a_base + k * pc.a_nb.y + blk * TQ_CODE_STEP, e0 + 4u * (it % 16u))) : 0u;
     }
 #endif
 #if defined(PREQ)
@@ -192,7 +186,7 @@ void load_step(uint a_base, uint b_base, uint b_col, uint blk, uint e0, uint c0,
     float da[4];
     [[unroll]] for (uint j = 0; j < 4u; ++j) {
         const uint k = k0 + 4u * q + j;
-        da[j] = k < K ? half_at(a_base + k * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT) : 0.0;
+        da[j] = k < K ? half_at(tq_scale_at(a_base + k * pc.a_nb.y, blk)) : 0.0;
     }
     [[unroll]] for (uint l = 0; l < 4u; ++l) {
         const uint i1 = c0 + (t + l * WG) / (KS / 4u);

@@ -39,13 +39,7 @@ layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
 #endif
 
 #if defined(D_GATHER)
-#if defined(A_TQ2)
-#define BLOCK_BYTES 66u
-#define SCALE_AT 64u
-#else
-#define BLOCK_BYTES 54u
-#define SCALE_AT 52u
-#endif
+#include "tq_layout.glsl"
 float half_at(uint addr) {
     const uint w = a[addr >> 2];
     return unpackHalf2x16((addr & 2u) != 0u ? (w >> 16) : w).x;
@@ -71,9 +65,9 @@ void main() {
     barrier();
     if (k < K) {
         const uint row = A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w + k * pc.a_nb.y;
-        const uint v = bits16(row + j * BLOCK_BYTES + SCALE_AT);
+        const uint v = bits16(tq_scale_at(row, j));
         d[D_OFF + (ab * nblk + j) * K + k] = unpackHalf2x16(v).x;
-        if (v != bits16(row + SCALE_AT)) { differ = 1u; }
+        if (v != bits16(tq_scale_at(row, 0u))) { differ = 1u; }
     }
     barrier();
     if (t == 0u) {
@@ -88,7 +82,7 @@ void main() {
     const uint K = pc.a_ne.y, nblk = pc.a_ne.x / 256u;
     const uint k = i % K, j = (i / K) % nblk, ab = i / (K * nblk);
     const uint a2 = ab % pc.a_ne.z, a3 = ab / pc.a_ne.z;
-    d[D_OFF + i] = half_at(A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w + k * pc.a_nb.y + j * BLOCK_BYTES + SCALE_AT);
+    d[D_OFF + i] = half_at(tq_scale_at(A_OFF + a2 * pc.a_nb.z + a3 * pc.a_nb.w + k * pc.a_nb.y, j));
 }
 #endif
 #else

@@ -4,6 +4,7 @@
 // and used NCOLS times: NCOLS = 1 is the mat-vec form, 8 the mat-mat tile).
 // A: A_F32 | A_F16 | A_TQ2 (2-bit codes) | A_TQ1 (base-3 packed); B, D: f32.
 #include "common.glsl"
+#include "tq_layout.glsl"
 
 #define WG 64
 layout(local_size_x = WG) in;
@@ -51,14 +52,14 @@ void main() {
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { live[j] = c0 + j < pc.b_ne.y; }
 
 #if defined(A_TQ2)
-    // Block: 64 bytes of 2-bit codes, then fp16 scale (66 bytes, 256 weights).
+    // Block: 64 bytes of 2-bit codes, its fp16 scale apart (tq_layout.glsl).
     // Byte q of the block holds weights (q/32)*128 + l*32 + q%32 for l = 0..3.
     const uint nblocks = K / 256;
     const uint q = t; // 64 threads, one byte each
     for (uint blk = 0; blk < nblocks; ++blk) {
-        const uint base = a_row + blk * 66;
+        const uint base = a_row + blk * TQ_CODE_STEP;
         const uint code = byte_at(base + q);
-        const float scale = half_at(base + 64);
+        const float scale = half_at(tq_scale_at(a_row, blk));
         const uint e0 = blk * 256 + (q / 32) * 128 + (q % 32);
         [[unroll]] for (uint l = 0; l < 4; ++l) {
             const float wv = float(int((code >> (2 * l)) & 3u) - 1) * scale;

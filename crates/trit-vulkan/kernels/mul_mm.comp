@@ -5,6 +5,7 @@
 // slices of 32 through shared memory; weights are decoded once per tile.
 // A: A_F32 | A_F16 | A_TQ2 | A_TQ1 (for TQ, B holds activations already rounded as Q8_K).
 #include "common.glsl"
+#include "tq_layout.glsl"
 
 #define TM 64
 #define TN 64
@@ -35,10 +36,10 @@ float half_at(uint addr) {
 // Weight k of the row starting at byte/element `row`.
 float weight(uint row, uint k) {
 #if defined(A_TQ2)
-    const uint base = row + (k / 256) * 66;
+    const uint base = row + (k / 256) * TQ_CODE_STEP;
     const uint e = k % 256;
     const uint code = (byte_at(base + (e / 128) * 32 + (e % 32)) >> (2 * ((e % 128) / 32))) & 3u;
-    return float(int(code) - 1) * half_at(base + 64);
+    return float(int(code) - 1) * half_at(tq_scale_at(row, k / 256));
 #elif defined(A_TQ1)
     const uint base = row + (k / 256) * 54;
     const uint e = k % 256;

@@ -54,13 +54,10 @@ float half_at(uint addr) {
 }
 uint to_signed(uint codes) { return ((codes | 0x80808080u) - 0x01010101u) ^ 0x80808080u; }
 
+#include "tq_layout.glsl"
 #if defined(A_TQ2)
-#define BLOCK_BYTES 66u
-#define SCALE_AT 64u
 #define WORDS 16u
 #else
-#define BLOCK_BYTES 54u
-#define SCALE_AT 52u
 #define WORDS 13u
 uint trits(uint w, uint pw) {
     uint lo = ((w & 0x00FF00FFu) * pw) & 0x00FF00FFu;
@@ -105,7 +102,7 @@ void main() {
             const uint j = it % WORDS;
             const uint r = r0 + rr;
             const bool ok = r < rows;
-            const uint base = a_base + r * pc.a_nb.y + blk * BLOCK_BYTES;
+            const uint base = a_base + r * pc.a_nb.y + blk * TQ_CODE_STEP;
             const uint cw = ok ? load32(base + 4u * j) : 0u;
 #if defined(A_TQ2)
             // Code word j, shift l: weights e0 = ((j/8)*4 + l)*32 + (j%8)*4 .. +3.
@@ -127,7 +124,7 @@ void main() {
         }
         if (t < TM) {
             const uint r = r0 + t;
-            sdw[t] = r < rows ? half_at(a_base + r * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT) : 0.0;
+            sdw[t] = r < rows ? half_at(tq_scale_at(a_base + r * pc.a_nb.y, blk)) : 0.0;
         } else if (t < TM + TN) {
             const uint c = c0 + (t - TM);
             sdx[t - TM] = c < cols ? uintBitsToFloat(b[B_OFF + P0 + (fc0 + t - TM) * nblocks + blk]) : 0.0;

@@ -53,17 +53,14 @@ float half_at(uint addr) {
 }
 uint to_signed(uint codes) { return ((codes | 0x80808080u) - 0x01010101u) ^ 0x80808080u; }
 
+#include "tq_layout.glsl"
 #if defined(A_TQ2)
-#define BLOCK_BYTES 66u
-#define SCALE_AT 64u
 // Weights e0..e0+3 (e0 a multiple of 4) of the block at `base`, as signed int8.
 uint weights4(uint base, uint e0) {
     const uint cw = load32(base + 4u * ((e0 / 128u) * 8u + (e0 % 32u) / 4u));
     return to_signed((cw >> (2u * ((e0 % 128u) / 32u))) & 0x03030303u);
 }
 #else
-#define BLOCK_BYTES 54u
-#define SCALE_AT 52u
 uint weights4(uint base, uint e0) {
     uint j, n;
     if (e0 < 160u) { j = (e0 % 32u) / 4u; n = e0 / 32u; }
@@ -116,7 +113,7 @@ void main() {
                 const uint rr = it / SK;
                 const uint kk = it % SK;
                 const uint r = r0 + rr;
-                sa[rr][kk] = r < rows ? weights4(a_base + r * pc.a_nb.y + blk * BLOCK_BYTES, step * 64u + kk * 4u) : 0u;
+                sa[rr][kk] = r < rows ? weights4(a_base + r * pc.a_nb.y + blk * TQ_CODE_STEP, step * 64u + kk * 4u) : 0u;
             }
             // 64 columns x 16 words of activations: 8 per invocation.
             for (uint it = t; it < TN * SK; it += WG) {
@@ -126,7 +123,7 @@ void main() {
             }
             if (step == 0u) {
                 const uint r = r0 + t;
-                sdw[t] = r < rows ? half_at(a_base + r * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT) : 0.0;
+                sdw[t] = r < rows ? half_at(tq_scale_at(a_base + r * pc.a_nb.y, blk)) : 0.0;
                 if (t < TN) {
                     const uint c = c0 + t;
                     sdx[t] = c < cols ? uintBitsToFloat(b[B_OFF + P0 + (fc0 + t) * nblocks + blk]) : 0.0;

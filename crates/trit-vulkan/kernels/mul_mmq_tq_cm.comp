@@ -81,12 +81,8 @@ float half_at(uint addr) {
 }
 uint to_signed(uint codes) { return ((codes | 0x80808080u) - 0x01010101u) ^ 0x80808080u; }
 
-#if defined(A_TQ2)
-#define BLOCK_BYTES 66u
-#define SCALE_AT 64u
-#else
-#define BLOCK_BYTES 54u
-#define SCALE_AT 52u
+#include "tq_layout.glsl"
+#if !defined(A_TQ2)
 // The trits n of the four bytes of `w` (pw = 3^n), each as the code 0..2.
 uint trits(uint w, uint pw) {
     uint lo = ((w & 0x00FF00FFu) * pw) & 0x00FF00FFu;
@@ -170,7 +166,7 @@ void main() {
                 const uint jj = it % 8u;
                 const uint r = r0 + rr;
                 const bool ok = r < rows;
-                const uint cw = ok ? load32(a_base + r * pc.a_nb.y + blk * BLOCK_BYTES + 4u * (h * 8u + jj)) : 0u;
+                const uint cw = ok ? load32(a_base + r * pc.a_nb.y + blk * TQ_CODE_STEP + 4u * (h * 8u + jj)) : 0u;
                 [[unroll]] for (uint l = 0; l < 4u; ++l) {
                     const uint codes = ok ? (cw >> (2u * l)) & 0x03030303u : 0x01010101u; // code 1: weight 0
                     sa[rr * SS + l * 8u + jj] = to_signed(codes);
@@ -187,7 +183,7 @@ void main() {
                 const uint jj = it % 8u;
                 const uint r = r0 + rr;
                 const bool ok = r < rows;
-                const uint base = a_base + r * pc.a_nb.y + blk * BLOCK_BYTES;
+                const uint base = a_base + r * pc.a_nb.y + blk * TQ_CODE_STEP;
                 const uint cw = ok ? load32(base + 4u * jj) : 0u;
                 if (h == 0u) {
                     uint pw = 1u;
@@ -219,7 +215,7 @@ void main() {
             if (h == 0u) {
                 if (t < TM) {
                     const uint r = r0 + t;
-                    sdw[t] = r < rows ? half_at(a_base + r * pc.a_nb.y + blk * BLOCK_BYTES + SCALE_AT) : 0.0;
+                    sdw[t] = r < rows ? half_at(tq_scale_at(a_base + r * pc.a_nb.y, blk)) : 0.0;
                 }
                 if (t < TN) {
                     const uint c = c0 + t;

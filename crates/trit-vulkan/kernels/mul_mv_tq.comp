@@ -7,7 +7,8 @@
 // TQ*_0 x Q8_K dot product does.
 //
 // LANES invocations share one weight row, each reading 32-bit words of it (consecutive
-// lanes, consecutive words); WG / LANES rows per workgroup. Lanes of a row reduce with
+// lanes, consecutive words; TQ2_0 rows, split and 16-byte aligned in trit's buffers
+// (tq_layout.glsl), four words a load); WG / LANES rows per workgroup. Lanes of a row reduce with
 // subgroup shuffles; where the subgroup is narrower than LANES (lavapipe) the partial sums
 // of its subgroups meet in shared memory. USE_DOT: packed int8 dot product
 // (SPV_KHR_integer_dot_product) where the device has it; else a plain fallback.
@@ -74,6 +75,9 @@ int dot4(uint a, uint b) {
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
+#if defined(A_TQ2)
+layout(std430, binding = 0) readonly buffer BufA4 { uvec4 a4[]; };
+#endif
 #if defined(NORM)
 layout(std430, binding = 1) readonly buffer BufB { float xin[]; };
 #else
@@ -275,13 +279,10 @@ float half_at(uint addr) {
 // Each byte 0..2 of `codes` to the signed byte code - 1 (-1, 0, +1).
 uint to_signed(uint codes) { return ((codes | 0x80808080u) - 0x01010101u) ^ 0x80808080u; }
 
+#include "tq_layout.glsl"
 #if defined(A_TQ2)
-#define BLOCK_BYTES 66u
-#define SCALE_AT 64u
 #define WORDS 16u // code words per block
 #else
-#define BLOCK_BYTES 54u
-#define SCALE_AT 52u
 #define WORDS 13u
 // Trit n (0..4) of every byte of `w`: ((byte * 3^n) mod 256) * 3 >> 8.
 uint trits(uint w, uint pw) {
@@ -331,6 +332,41 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
     }
 #endif
 }
+
+#if defined(A_TQ2)
+// Add the products of code words 4q .. 4q + 3 of block blk (`cw4`, scale `dw`) to acc, their
+// integer sums first (one scaled add per column). Lane `lane` of a row takes the words and
+// planes in its own rotation (word r = lane / 2 mod 4 first, plane t = lane / 8 mod 4 first):
+// the int8 word of code word j, plane l sits at j % 8 + 8 l of its 32-word half-block, so
+// without the rotation the 32 lanes of a row read 2 of the 32 shared-memory banks at a time;
+// with it, 32 different banks.
+void accumulate_quad(inout float acc[NCOLS], uvec4 cw4, float dw, uint blk, uint q, uint lane, uint fc0, uint c0, uint kw, uint nblocks) {
+    const uint r = (lane >> 1) & 3u;
+    const uint t = (lane >> 3) & 3u;
+    uint sw[4][4];
+    uint at[4][4];
+    [[unroll]] for (uint i = 0; i < 4; ++i) {
+        const uint ii = (i + r) & 3u;
+        const uint j = 4u * q + ii;
+        const uint cw = cw4[ii];
+        [[unroll]] for (uint l = 0; l < 4; ++l) {
+            const uint ll = (l + t) & 3u;
+            sw[i][l] = to_signed((cw >> (2u * ll)) & 0x03030303u);
+            at[i][l] = (j / 8u) * 32u + (j % 8u) + ll * 8u;
+        }
+    }
+    [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
+        if (c0 + c < pc.b_ne.y) {
+            const uint qb = QBASE + (fc0 + c) * kw + blk * 64u;
+            int isum = 0;
+            [[unroll]] for (uint i = 0; i < 4; ++i) {
+                [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(sw[i][l], QW(qb + at[i][l])); }
+            }
+            acc[c] += float(isum) * (dw * QSCALE(fc0 + c, blk));
+        }
+    }
+}
+#endif
 
 // The rows of workgroup index `wg` (and its column block and batch).
 void rows_of(uint wg) {
@@ -389,7 +425,31 @@ void rows_of(uint wg) {
     float acc[NCOLS];
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { acc[j] = 0.0; }
 
+#if defined(A_TQ2)
+    // A row whose codes are 16-byte aligned (every row in trit's buffers, tq_layout.glsl):
+    // four code words per load, U loads in flight per lane (a 2B-4T row's 27 blocks are 108
+    // loads, one step of 32 lanes).
+    const bool quads = (a_row & 15u) == 0u;
+    if (live && quads) {
+        const uint items = nblocks * 4u;
+        for (uint it0 = lane; it0 < items; it0 += LANES * U) {
+            uvec4 cws[U];
+            float dws[U];
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = min(it0 + u * LANES, items - 1);
+                cws[u] = a4[a_row / 16u + it];
+                dws[u] = half_at(tq_scale_at(a_row, it / 4u));
+            }
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = it0 + u * LANES;
+                if (it < items) { accumulate_quad(acc, cws[u], dws[u], it / 4u, it % 4u, lane, fc0, c0, kw, nblocks); }
+            }
+        }
+    }
+    if (live && !quads) {
+#else
     if (live) {
+#endif
         const uint items = nblocks * WORDS;
         // U items per lane per step, their weight words loaded before any is used, so each
         // lane has U loads from memory in flight.
@@ -398,9 +458,8 @@ void rows_of(uint wg) {
             float dws[U];
             [[unroll]] for (uint u = 0; u < U; ++u) {
                 const uint it = min(it0 + u * LANES, items - 1);
-                const uint base = a_row + (it / WORDS) * BLOCK_BYTES;
-                cws[u] = load32(base + 4u * (it % WORDS));
-                dws[u] = half_at(base + SCALE_AT);
+                cws[u] = load32(a_row + (it / WORDS) * TQ_CODE_STEP + 4u * (it % WORDS));
+                dws[u] = half_at(tq_scale_at(a_row, it / WORDS));
             }
             [[unroll]] for (uint u = 0; u < U; ++u) {
                 const uint it = it0 + u * LANES;

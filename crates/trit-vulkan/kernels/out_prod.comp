@@ -21,6 +21,7 @@
 // adds the slices in order into dst.
 // Strides in elements of the bound type (bytes for TQ). B and dst may be strided.
 #include "common.glsl"
+#include "tq_layout.glsl"
 
 #define TM 64
 #define TN 64
@@ -55,13 +56,14 @@ float tq_half(uint addr) {
 // Element i0 of the A row starting at `row` (bytes for TQ, elements otherwise).
 float a_at(uint row, uint i0) {
 #if defined(A_TQ2)
-    // 66-byte block: 64 bytes of 2-bit codes (4 groups of 32 elements per byte column), fp16 d.
-    const uint blk = row + (i0 >> 8) * 66u;
+    // 64 bytes of 2-bit codes a block (4 groups of 32 elements per byte column), fp16 d apart
+    // (tq_layout.glsl).
+    const uint blk = row + (i0 >> 8) * TQ_CODE_STEP;
     const uint e = i0 & 255u;
     const uint byte_ix = (e >> 7) * 32u + (e & 31u);
     const uint shift = ((e & 127u) >> 5) * 2u;
     const int code = int((tq_byte(blk + byte_ix) >> shift) & 3u);
-    return float(code - 1) * tq_half(blk + 64u);
+    return float(code - 1) * tq_half(tq_scale_at(row, i0 >> 8));
 #elif defined(A_TQ1)
     // 54-byte block: 48 bytes of 5 trits (160 elements), 4 bytes of 4 trits (16), fp16 d.
     const uint blk = row + (i0 >> 8) * 54u;
@@ -100,12 +102,12 @@ void load_a_tq2(uint a_base, uint tile0, uint k0, uint K, uint t, out uint bytes
     bytes = 0u;
     dq = 0.0;
     if (k < K) {
-        const uint blk = a_base + k * pc.a_nb.y + (i0b >> 8) * 66u;
-        const uint addr = blk + ((i0b & 255u) >> 7) * 32u + 4u * w;
+        const uint arow = a_base + k * pc.a_nb.y;
+        const uint addr = arow + (i0b >> 8) * TQ_CODE_STEP + ((i0b & 255u) >> 7) * 32u + 4u * w;
         const uint sh = (addr & 3u) * 8u;
         const uint wlo = a[addr >> 2];
         bytes = sh == 0u ? wlo : (wlo >> sh) | (a[(addr >> 2) + 1u] << (32u - sh));
-        dq = tq_half(blk + 64u);
+        dq = tq_half(tq_scale_at(arow, i0b >> 8));
     }
 }
 void store_a_tq2(uint tile0, uint t, uint bytes, float dq) {

@@ -19,6 +19,7 @@
 // and the split-k layout (P0 slices of P1, partial sums at D_OFF + slice P2) are
 // out_prod.comp's.
 #include "common.glsl"
+#include "tq_layout.glsl"
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -79,12 +80,12 @@ void load_a(uint a_base, uint tile0, uint k0, uint K, uint ne0, uint t) {
     ra_word = 0x55555555u; // codes 1: weight 0
     ra_d = float16_t(0.0);
     if (k < K) {
-        const uint blk = a_base + k * pc.a_nb.y + (i0b >> 8) * 66u;
-        const uint addr = blk + ((i0b & 255u) >> 7) * 32u + 4u * w;
+        const uint arow = a_base + k * pc.a_nb.y;
+        const uint addr = arow + (i0b >> 8) * TQ_CODE_STEP + ((i0b & 255u) >> 7) * 32u + 4u * w;
         const uint sh = (addr & 3u) * 8u;
         const uint lo = a[addr >> 2];
         ra_word = sh == 0u ? lo : (lo >> sh) | (a[(addr >> 2) + 1u] << (32u - sh));
-        ra_d = tq_half(blk + 64u);
+        ra_d = tq_half(tq_scale_at(arow, i0b >> 8));
     }
 #elif defined(A_TQ1)
     // Element-wise decode (54-byte blocks: 48 bytes of 5 trits, 4 bytes of 4, fp16 d):

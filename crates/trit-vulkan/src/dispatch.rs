@@ -111,21 +111,24 @@ pub(crate) fn locate(t: *const sys::ggml_tensor) -> Result<(&'static Allocation,
         if (*t).data.is_null() || off > alloc.size.max(1) {
             return Err(unsupported(t, "tensor has no data in its buffer"));
         }
-        if crate::tq1_store::is_stored(t) {
-            off = crate::tq1_store::stored_offset(t, off)
-                .ok_or_else(|| unsupported(t, "view starts inside a re-encoded TQ1_0 block"))?;
+        if crate::weight_store::is_stored(t) {
+            if !crate::weight_store::layout_ok(t) {
+                return Err(unsupported(t, "a view of ternary weights that is not whole rows"));
+            }
+            off = crate::weight_store::stored_offset(t, off)
+                .ok_or_else(|| unsupported(t, "a view of ternary weights that starts inside a row"))?;
         }
         Ok((alloc, off))
     }
 }
 
-/// Bytes from the first to one past the last element of `t` (ggml_nbytes; in the
-/// re-encoded layout for a stored TQ1_0 tensor).
+/// Bytes from the first to one past the last element of `t` (ggml_nbytes; in the split
+/// layout for a ternary tensor in our buffers, `weight_store`).
 pub(crate) fn span(t: *const sys::ggml_tensor) -> u64 {
     // SAFETY: t is a live tensor.
     let n = unsafe { sys::ggml_nbytes(t) as u64 };
-    if crate::tq1_store::is_stored(t) {
-        crate::tq1_store::scaled(n)
+    if crate::weight_store::is_stored(t) {
+        crate::weight_store::span(t, n)
     } else {
         n
     }

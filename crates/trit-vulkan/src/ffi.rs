@@ -218,11 +218,11 @@ unsafe extern "C" fn buft_get_alignment(_: sys::ggml_backend_buffer_type_t) -> u
 unsafe extern "C" fn buft_get_max_size(_: sys::ggml_backend_buffer_type_t) -> usize {
     state().map_or(0, |s| s.gpu.max_alloc) as usize
 }
-/// ggml_nbytes, except for TQ1_0 tensors, which our buffers hold as TQ2_0 blocks (tq1_store).
+/// ggml_nbytes, except for ternary tensors, which our buffers hold in split rows (weight_store).
 unsafe extern "C" fn buft_get_alloc_size(_: sys::ggml_backend_buffer_type_t, t: *const sys::ggml_tensor) -> usize {
     guard("get_alloc_size", 0, || {
         // SAFETY: ggml passes a live tensor.
-        crate::tq1_store::alloc_size(t, unsafe { sys::ggml_nbytes(t) } as u64) as usize
+        crate::weight_store::alloc_size(t, unsafe { sys::ggml_nbytes(t) } as u64) as usize
     })
 }
 const MIB: f64 = 1048576.0;
@@ -303,22 +303,18 @@ unsafe extern "C" fn buf_set_tensor(
     guard("set_tensor", (), || {
         // SAFETY: b is ours; data points to `size` readable bytes (ggml's contract).
         let (ctx, src) = unsafe { (ctx_of(b), std::slice::from_raw_parts(data as *const u8, size)) };
-        if crate::tq1_store::is_stored(t) {
-            // TQ1_0 blocks in, TQ2_0 blocks stored (tq1_store).
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                tracing::info!(
-                    "trit-vulkan: TQ1_0 weights held as TQ2_0 blocks for the TQ2_0 kernels (22% more memory for \
-                     them; TRIT_VULKAN_TQ1_AS_TQ2=0 keeps them as stored)"
-                )
-            });
-            let write = || -> Result<(), String> {
-                let (at, bytes) = stored_range(ctx, t, offset, size)?;
-                let mut tq2 = vec![0u8; bytes as usize];
-                crate::tq1_store::to_tq2(src, &mut tq2);
-                ctx.gpu.write(&ctx.alloc, at, &tq2).map_err(|e| e.to_string())
-            };
-            if let Err(e) = write() {
+        if crate::weight_store::is_stored(t) {
+            // ggml's blocks in, split rows stored (weight_store).
+            if crate::weight_store::reencoded(t) {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::info!(
+                        "trit-vulkan: TQ1_0 weights held as TQ2_0 blocks for the TQ2_0 kernels (22% more memory for \
+                         them; TRIT_VULKAN_TQ1_AS_TQ2=0 keeps them as stored)"
+                    )
+                });
+            }
+            if let Err(e) = write_split(ctx, t, src, offset) {
                 tracing::error!("trit-vulkan: set_tensor {}: {e}", crate::ops::tensor_name(t));
             }
             return;
@@ -343,16 +339,9 @@ unsafe extern "C" fn buf_get_tensor(
     guard("get_tensor", (), || {
         // SAFETY: b is ours; data points to `size` writable bytes (ggml's contract).
         let (ctx, dst) = unsafe { (ctx_of(b), std::slice::from_raw_parts_mut(data as *mut u8, size)) };
-        if crate::tq1_store::is_stored(t) {
-            // TQ2_0 blocks stored, ggml's canonical TQ1_0 blocks out (tq1_store).
-            let mut read = || -> Result<(), String> {
-                let (at, bytes) = stored_range(ctx, t, offset, size)?;
-                let mut tq2 = vec![0u8; bytes as usize];
-                ctx.gpu.read(&ctx.alloc, at, &mut tq2).map_err(|e| e.to_string())?;
-                crate::tq1_store::to_tq1(&tq2, dst);
-                Ok(())
-            };
-            if let Err(e) = read() {
+        if crate::weight_store::is_stored(t) {
+            // Split rows stored, ggml's blocks out (weight_store).
+            if let Err(e) = read_split(ctx, t, dst, offset) {
                 tracing::error!("trit-vulkan: get_tensor {}: {e}", crate::ops::tensor_name(t));
             }
             return;
@@ -367,16 +356,45 @@ unsafe extern "C" fn buf_get_tensor(
         }
     })
 }
-/// Where `size` TQ1_0 bytes at `offset` into stored tensor `t` lie in the allocation:
-/// (offset, bytes) of the TQ2_0 layout, checked against the allocation's end.
-fn stored_range(ctx: &BufferCtx, t: *const sys::ggml_tensor, offset: usize, size: usize) -> Result<(u64, u64), String> {
-    let (off, bytes) = crate::tq1_store::stored_span(offset, size)?;
-    let base = crate::tq1_store::stored_offset(t, tensor_offset(t)).ok_or("a view that starts inside a block")?;
-    let at = base + off;
+/// The split rows a `set_tensor` / `get_tensor` of `size` ggml bytes at `offset` into held
+/// tensor `t` touches, and where they start in the allocation (checked against its end).
+fn split_rows(
+    ctx: &BufferCtx,
+    t: *const sys::ggml_tensor,
+    offset: usize,
+    size: usize,
+) -> Result<(crate::weight_store::Span, u64), String> {
+    let s = crate::weight_store::span_of(t, offset, size)?;
+    let base = crate::weight_store::stored_offset(t, tensor_offset(t)).ok_or("a view that starts inside a row")?;
+    let at = base + s.first_row * s.row_bytes;
+    let bytes = s.rows * s.row_bytes;
     if at + bytes > ctx.alloc.size {
         return Err(format!("out of bounds ({at} + {bytes} > {})", ctx.alloc.size));
     }
-    Ok((at, bytes))
+    Ok((s, at))
+}
+
+/// ggml's bytes `src` at `offset` into held tensor `t`, written as split rows; rows the write
+/// covers in part are read first, so their other blocks keep their values.
+fn write_split(ctx: &BufferCtx, t: *const sys::ggml_tensor, src: &[u8], offset: usize) -> Result<(), String> {
+    let (s, at) = split_rows(ctx, t, offset, src.len())?;
+    let mut rows = vec![0u8; (s.rows * s.row_bytes) as usize];
+    if !s.whole_rows {
+        ctx.gpu.read(&ctx.alloc, at, &mut rows).map_err(|e| e.to_string())?;
+    }
+    crate::weight_store::place(&s, &crate::weight_store::to_tq2(t, src), &mut rows);
+    ctx.gpu.write(&ctx.alloc, at, &rows).map_err(|e| e.to_string())
+}
+
+/// ggml's bytes of held tensor `t` at `offset` into `dst`, from its split rows.
+fn read_split(ctx: &BufferCtx, t: *const sys::ggml_tensor, dst: &mut [u8], offset: usize) -> Result<(), String> {
+    let (s, at) = split_rows(ctx, t, offset, dst.len())?;
+    let mut rows = vec![0u8; (s.rows * s.row_bytes) as usize];
+    ctx.gpu.read(&ctx.alloc, at, &mut rows).map_err(|e| e.to_string())?;
+    let mut tq2 = vec![0u8; (s.blocks * trit_kernels::formats::TQ2_0_BYTES as u64) as usize];
+    crate::weight_store::take(&s, &rows, &mut tq2);
+    crate::weight_store::from_tq2(t, &tq2, dst);
+    Ok(())
 }
 
 unsafe extern "C" fn buf_memset_tensor(
@@ -389,10 +407,10 @@ unsafe extern "C" fn buf_memset_tensor(
     guard("memset_tensor", (), || {
         // SAFETY: b is ours.
         let ctx = unsafe { ctx_of(b) };
-        if crate::tq1_store::is_stored(t) {
-            // A byte fill means other weights in the stored encoding: refuse it rather than
+        if crate::weight_store::is_stored(t) {
+            // A byte fill means other weights in the split layout: refuse it rather than
             // write a tensor other than the one asked for.
-            tracing::error!("trit-vulkan: memset_tensor on re-encoded TQ1_0 tensor {}", crate::ops::tensor_name(t));
+            tracing::error!("trit-vulkan: memset_tensor on ternary weights {}", crate::ops::tensor_name(t));
             return;
         }
         let at = tensor_offset(t) + offset as u64;

@@ -32,8 +32,8 @@ mod profile;
 mod schedule;
 mod scratch;
 mod signature;
-mod tq1_store;
 mod transfer;
+mod weight_store;
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -101,7 +101,7 @@ fn cpu_only(name: &str) -> String {
 /// Whether our buffers hold TQ1_0 tensors re-encoded as TQ2_0 blocks, read by the TQ2_0
 /// kernels (the default; `TRIT_VULKAN_TQ1_AS_TQ2=0` turns it off for the process).
 pub fn tq1_as_tq2() -> bool {
-    tq1_store::enabled()
+    weight_store::tq1_as_tq2()
 }
 
 /// Build every kernel pipeline the selected device can run now (they are otherwise built on

@@ -37,11 +37,11 @@ fn elsize(t: sys::ggml_type) -> Option<u64> {
 // Accessors for live graph tensors: `supports_op` and `graph_compute` only ever hand us
 // tensors of a live ggml graph, and the ggml helpers called here only read them.
 /// The type of `t`'s bytes as the kernels read them: TQ2_0 for a TQ1_0 tensor our buffers
-/// hold re-encoded (`tq1_store`).
+/// hold re-encoded (`weight_store`).
 pub(crate) fn ty(t: *const sys::ggml_tensor) -> sys::ggml_type {
     // SAFETY: t is a live tensor (see above).
     let raw = unsafe { (*t).type_ };
-    if raw == TQ1 && crate::tq1_store::is_stored(t) {
+    if raw == TQ1 && crate::weight_store::is_stored(t) {
         TQ2
     } else {
         raw
@@ -51,13 +51,13 @@ pub(crate) fn ne(t: *const sys::ggml_tensor) -> [i64; 4] {
     // SAFETY: t is a live tensor.
     unsafe { (*t).ne }
 }
-/// `t`'s strides in bytes as the kernels read them (the re-encoded layout's for a stored
-/// TQ1_0 tensor, see [`ty`]).
+/// `t`'s strides in bytes as the kernels read them (the split layout's for a ternary tensor in
+/// our buffers, `weight_store`).
 pub(crate) fn nb(t: *const sys::ggml_tensor) -> [usize; 4] {
     // SAFETY: t is a live tensor.
     let raw = unsafe { (*t).nb };
-    if crate::tq1_store::is_stored(t) {
-        raw.map(|b| crate::tq1_store::scaled(b as u64) as usize)
+    if crate::weight_store::is_stored(t) {
+        [0, 1, 2, 3].map(|i| crate::weight_store::stride(t, i, raw[i] as u64) as usize)
     } else {
         raw
     }
@@ -201,7 +201,7 @@ pub(crate) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
             let t0 = ty(s0);
             let type_ok = match t0 {
                 F32 | F16 => true,
-                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == type_size(t0),
+                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == type_size(t0) && crate::weight_store::layout_ok(s0),
                 _ => false,
             };
             if !type_ok || ty(s1) != F32 || ty(op) != F32 || b[2] % a[2] != 0 || b[3] % a[3] != 0 {

@@ -167,7 +167,9 @@ pub(super) fn supports(gpu: &Gpu, op: *const sys::ggml_tensor) -> bool {
             let (a, b, d) = (ne(s0), ne(s1), ne(op));
             let a_ok = match ty(s0) {
                 F32 | F16 => true,
-                TQ1 | TQ2 => a[0] % 256 == 0 && nb(s0)[0] == super::type_size(ty(s0)),
+                TQ1 | TQ2 => {
+                    a[0] % 256 == 0 && nb(s0)[0] == super::type_size(ty(s0)) && crate::weight_store::layout_ok(s0)
+                }
                 _ => false,
             };
             a_ok && f32s(&[s1, op])
