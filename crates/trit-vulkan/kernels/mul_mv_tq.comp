@@ -69,6 +69,9 @@ int dot4(uint a, uint b) {
 #define LANES 32 // invocations per row
 #endif
 #define ROWS (WG / LANES)
+#ifndef QUAD_MIN_BLOCKS
+#define QUAD_MIN_BLOCKS (LANES / 2u) // a lane's two quads on average (see rows_of)
+#endif
 #ifndef U
 #define U 4 // items per lane per step (`_u1` variants: 1)
 #endif
@@ -428,8 +431,10 @@ void rows_of(uint wg) {
 #if defined(A_TQ2)
     // A row whose codes are 16-byte aligned (every row in trit's buffers, tq_layout.glsl):
     // four code words per load, U loads in flight per lane (a 2B-4T row's 27 blocks are 108
-    // loads, one step of 32 lanes).
-    const bool quads = (a_row & 15u) == 0u;
+    // loads, one step of 32 lanes), where the row has QUAD_MIN_BLOCKS blocks or more: on
+    // shorter rows the quads leave a row's lanes uneven (a 10-block row is 40 quads: 8 of 32
+    // lanes take two, 16 products each) and one word a lane is faster.
+    const bool quads = (a_row & 15u) == 0u && nblocks >= QUAD_MIN_BLOCKS;
     if (live && quads) {
         const uint items = nblocks * 4u;
         for (uint it0 = lane; it0 < items; it0 += LANES * U) {
