@@ -5,7 +5,8 @@
 # crates/trit-vulkan is checked out over the working tree's, trit is built (TRIT_NATIVE=0,
 # target/device) and gzipped to .devc/NAME.gz; then the working tree's crates/trit-vulkan is
 # put back. "name=" (no commit) builds the working tree as it is; "name=@file.patch" builds
-# it with that patch of crates/trit-vulkan applied (scripts/experiments/). OPS=name also
+# it with that patch of crates/trit-vulkan applied (scripts/experiments/), and
+# "name=commit@file.patch" that commit's crates/trit-vulkan with the patch applied. OPS=name also
 # gzips that build's op-test binary to .devc/ops.gz. crates/trit-vulkan must have no
 # uncommitted or untracked changes. (Files a commit deletes are not deleted for its build.)
 #   BUILDS="new= swz=@scripts/experiments/int8-swizzle.patch v4u8=@scripts/experiments/int8-uvec4-u8.patch" \
@@ -30,6 +31,7 @@ for b in ${BUILDS:?BUILDS=\"name=commit ...\"}; do
   case "$c" in
     "") ;;
     @*) git apply "${c#@}" ;;
+    *@*) git checkout -q "${c%%@*}" -- crates/trit-vulkan && git apply "${c#*@}" ;;
     *) git checkout -q "$c" -- crates/trit-vulkan ;;
   esac
   echo "== $n (${c:-working tree})"
