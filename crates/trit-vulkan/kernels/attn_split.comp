@@ -58,6 +58,34 @@ shared bool is_last;
 
 #include "attn_common.glsl"
 
+#if defined(LEAN)
+// LEAN: the maximum and the sum each in slots of their own, so neither needs a barrier after
+// its reads (attn_common.glsl's reuse one array: two barriers each).
+shared float red_max[WG];
+shared float red_sum[WG];
+float wg_max1(float x) {
+    for (uint m = 1; m < gl_SubgroupSize; m <<= 1) { x = max(x, subgroupShuffleXor(x, m)); }
+    if (gl_SubgroupInvocationID == 0) { red_max[gl_SubgroupID] = x; }
+    barrier();
+    float r = red_max[0];
+    for (uint i = 1; i < gl_NumSubgroups; ++i) { r = max(r, red_max[i]); }
+    return r;
+}
+float wg_sum1(float x) {
+    for (uint m = 1; m < gl_SubgroupSize; m <<= 1) { x += subgroupShuffleXor(x, m); }
+    if (gl_SubgroupInvocationID == 0) { red_sum[gl_SubgroupID] = x; }
+    barrier();
+    float r = red_sum[0];
+    for (uint i = 1; i < gl_NumSubgroups; ++i) { r += red_sum[i]; }
+    return r;
+}
+#define WG_MAX wg_max1
+#define WG_SUM wg_sum1
+#else
+#define WG_MAX wg_max
+#define WG_SUM wg_sum
+#endif
+
 void main() {
     const uint item = wg_index();
     if (item >= N_ITEMS) { return; } // whole workgroups only
@@ -138,7 +166,7 @@ void main() {
         }
         mx = max(mx, x);
     }
-    mx = wg_max(mx);
+    mx = WG_MAX(mx);
 
     float sum = 0.0;
     for (uint j = fl; j < nk; j += WG) {
@@ -147,7 +175,7 @@ void main() {
         sc[j] = e;
         sum += e;
     }
-    sum = wg_sum(sum);
+    sum = WG_SUM(sum);
 
     // o_s[e] by PARTS invocations over contiguous ranges of 8-key pieces (the first UV
     // loaded above).
@@ -164,11 +192,18 @@ void main() {
             }
         }
     }
-    red[fl] = acc;
-    barrier();
     float o = 0.0;
-    if (fl < D) {
-        for (uint p = 0; p < parts; ++p) { o += red[p * D + fl]; }
+#if defined(LEAN)
+    if (parts == 1u) {
+        o = acc; // one part: nothing to add up (D = WG)
+    } else
+#endif
+    {
+        red[fl] = acc;
+        barrier();
+        if (fl < D) {
+            for (uint p = 0; p < parts; ++p) { o += red[p * D + fl]; }
+        }
     }
     const uint out_at = D_OFF + fl * pc.d_nb.x + t * pc.d_nb.y + h * pc.d_nb.z;
     if (S == 1u) {
@@ -189,6 +224,47 @@ void main() {
     barrier();
     if (!is_last) { return; }
     memoryBarrierBuffer();
+#if defined(LEAN)
+    // Every output lane loads the chunks' (m, l) (the same words: one broadcast each) with its
+    // own partial sums, 8 chunks a round, all issued before use; no barrier, no shared memory.
+    // M, L and O are kept for the chunks so far, rescaled when a round raises M: with up to 8
+    // chunks (a decode token's 256 keys at 32 a chunk) the same operations as the two-pass
+    // combine below.
+    if (fl < D) {
+        const uint rb = CNT_WORDS + row * S * (D + 2u);
+        float M = -1.0 / 0.0;
+        float L = 0.0;
+        float O = 0.0;
+        for (uint s0 = 0; s0 < S; s0 += 8u) {
+            float mv[8];
+            float lv[8];
+            float ov[8];
+            [[unroll]] for (uint u = 0; u < 8u; ++u) {
+                const bool has = s0 + u < S;
+                const uint at = rb + (s0 + u) * (D + 2u);
+                mv[u] = has ? uintBitsToFloat(sw[at]) : -1.0 / 0.0;
+                lv[u] = has ? uintBitsToFloat(sw[at + 1u]) : 0.0;
+                ov[u] = has ? uintBitsToFloat(sw[at + 2u + fl]) : 0.0;
+            }
+            float Mn = M;
+            [[unroll]] for (uint u = 0; u < 8u; ++u) { Mn = max(Mn, mv[u]); }
+            if (M != -1.0 / 0.0 && Mn != M) {
+                const float f = exp(M - Mn);
+                L *= f;
+                O *= f;
+            }
+            [[unroll]] for (uint u = 0; u < 8u; ++u) {
+                const float w = mv[u] == -1.0 / 0.0 ? 0.0 : exp(mv[u] - Mn);
+                L += lv[u] * w;
+                O += ov[u] * w;
+            }
+            M = Mn;
+        }
+        d[out_at] = L > 0.0 ? O / L : 0.0;
+    }
+    if (fl == 0) { sw[row] = 0u; }
+    return;
+#endif
     // The chunks' weights exp(m_s - M) into shared memory (sc is free now), then every output
     // element's partial sums, all S loads issued at once.
     const uint rb = CNT_WORDS + row * S * (D + 2u);
