@@ -199,7 +199,6 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("soft_max_f16", "soft_max.comp", &["M_T=float16_t"]),
     ("attn_decode_f16", "attn_decode.comp", &[]),
     ("attn_split_f16", "attn_split.comp", &[]),
-    ("attn_split_lean_f16", "attn_split.comp", &["LEAN"]),
     ("rope_f32", "rope.comp", &[]),
     ("rope_set_rows_f16_i64", "rope.comp", &["SET_ROWS"]),
     ("get_rows_f32", "get_rows.comp", &["A_T=float"]),

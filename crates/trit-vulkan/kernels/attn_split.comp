@@ -58,9 +58,8 @@ shared bool is_last;
 
 #include "attn_common.glsl"
 
-#if defined(LEAN)
-// LEAN: the maximum and the sum each in slots of their own, so neither needs a barrier after
-// its reads (attn_common.glsl's reuse one array: two barriers each).
+// The maximum and the sum each in slots of their own, so neither needs a barrier after its
+// reads (attn_common.glsl's wg_max / wg_sum reuse one array: two barriers each).
 shared float red_max[WG];
 shared float red_sum[WG];
 float wg_max1(float x) {
@@ -79,12 +78,6 @@ float wg_sum1(float x) {
     for (uint i = 1; i < gl_NumSubgroups; ++i) { r += red_sum[i]; }
     return r;
 }
-#define WG_MAX wg_max1
-#define WG_SUM wg_sum1
-#else
-#define WG_MAX wg_max
-#define WG_SUM wg_sum
-#endif
 
 void main() {
     const uint item = wg_index();
@@ -166,7 +159,7 @@ void main() {
         }
         mx = max(mx, x);
     }
-    mx = WG_MAX(mx);
+    mx = wg_max1(mx);
 
     float sum = 0.0;
     for (uint j = fl; j < nk; j += WG) {
@@ -175,7 +168,7 @@ void main() {
         sc[j] = e;
         sum += e;
     }
-    sum = WG_SUM(sum);
+    sum = wg_sum1(sum);
 
     // o_s[e] by PARTS invocations over contiguous ranges of 8-key pieces (the first UV
     // loaded above).
@@ -193,12 +186,9 @@ void main() {
         }
     }
     float o = 0.0;
-#if defined(LEAN)
     if (parts == 1u) {
-        o = acc; // one part: nothing to add up (D = WG)
-    } else
-#endif
-    {
+        o = acc; // one part (D = WG): nothing to add up
+    } else {
         red[fl] = acc;
         barrier();
         if (fl < D) {
@@ -224,12 +214,11 @@ void main() {
     barrier();
     if (!is_last) { return; }
     memoryBarrierBuffer();
-#if defined(LEAN)
     // Every output lane loads the chunks' (m, l) (the same words: one broadcast each) with its
     // own partial sums, 8 chunks a round, all issued before use; no barrier, no shared memory.
-    // M, L and O are kept for the chunks so far, rescaled when a round raises M: with up to 8
-    // chunks (a decode token's 256 keys at 32 a chunk) the same operations as the two-pass
-    // combine below.
+    // M, L and O are kept for the chunks so far, rescaled when a round raises M; with up to 8
+    // chunks (a decode token's 256 keys at 32 a chunk) there is one round, so M is the maximum
+    // over all chunks before any is weighted, as in the formula above.
     if (fl < D) {
         const uint rb = CNT_WORDS + row * S * (D + 2u);
         float M = -1.0 / 0.0;
@@ -259,40 +248,6 @@ void main() {
                 O += ov[u] * w;
             }
             M = Mn;
-        }
-        d[out_at] = L > 0.0 ? O / L : 0.0;
-    }
-    if (fl == 0) { sw[row] = 0u; }
-    return;
-#endif
-    // The chunks' weights exp(m_s - M) into shared memory (sc is free now), then every output
-    // element's partial sums, all S loads issued at once.
-    const uint rb = CNT_WORDS + row * S * (D + 2u);
-    if (fl < S) {
-        const float ms = uintBitsToFloat(sw[rb + fl * (D + 2u)]);
-        sc[fl] = ms;
-        sc[MAX_SPLITS + fl] = uintBitsToFloat(sw[rb + fl * (D + 2u) + 1u]);
-    }
-    barrier();
-    if (fl < S) {
-        float M = -1.0 / 0.0;
-        for (uint s = 0; s < S; ++s) { M = max(M, sc[s]); }
-        const float ms = sc[fl];
-        red[fl] = ms == -1.0 / 0.0 ? 0.0 : exp(ms - M);
-    }
-    barrier();
-    if (fl < D) {
-        float ov[MAX_SPLITS];
-        [[unroll]] for (uint s = 0; s < MAX_SPLITS; ++s) {
-            ov[s] = s < S ? uintBitsToFloat(sw[rb + s * (D + 2u) + 2u + fl]) : 0.0;
-        }
-        float L = 0.0;
-        float O = 0.0;
-        [[unroll]] for (uint s = 0; s < MAX_SPLITS; ++s) {
-            if (s < S) {
-                L += sc[MAX_SPLITS + s] * red[s];
-                O += ov[s] * red[s];
-            }
         }
         d[out_at] = L > 0.0 ? O / L : 0.0;
     }

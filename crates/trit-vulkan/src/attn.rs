@@ -28,18 +28,6 @@ const MAX_D: i64 = 128;
 const MAX_TOKENS: i64 = 8;
 pub(crate) const KERNEL: &str = "attn_decode_f16";
 pub(crate) const SPLIT_KERNEL: &str = "attn_split_f16";
-/// The split kernel with fewer barriers (`LEAN` in attn_split.comp), chosen by
-/// TRIT_VULKAN_ATTN_LEAN=1 for A/B runs.
-const SPLIT_LEAN_KERNEL: &str = "attn_split_lean_f16";
-
-fn split_kernel() -> &'static str {
-    static LEAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *LEAN.get_or_init(|| std::env::var("TRIT_VULKAN_ATTN_LEAN").is_ok_and(|v| v == "1")) {
-        SPLIT_LEAN_KERNEL
-    } else {
-        SPLIT_KERNEL
-    }
-}
 
 /// The split kernel's limits (attn_split.comp): keys per workgroup (MAX_CH, a multiple of
 /// KPP), (query row, head) pairs (CNT_WORDS, one counter each), chunks per row.
@@ -92,7 +80,7 @@ fn split_scratch_bytes(d: u64, rows: u64, chunks: u64) -> u64 {
 /// them, more keys each where the partials would not fit the scratch.
 fn kernel_for(gpu: &Gpu, d: u64, n_kv: u64, rows: u64) -> Option<Kernel> {
     let min = min_chunk();
-    let split_ok = min > 0 && gpu.has_pipeline(split_kernel()) && gpu.subgroup_size >= 4 && rows <= SPLIT_ROWS;
+    let split_ok = min > 0 && gpu.has_pipeline(SPLIT_KERNEL) && gpu.subgroup_size >= 4 && rows <= SPLIT_ROWS;
     if split_ok {
         let mut keys = n_kv.div_ceil(SPLIT_MAX_CHUNKS).next_multiple_of(SPLIT_KPP).max(min);
         let fits = |keys: u64| split_scratch_bytes(d, rows, n_kv.div_ceil(keys)) <= SPLIT_SCRATCH_BYTES;
@@ -208,7 +196,7 @@ pub(crate) fn encode(
             let mb = mb.unwrap_or(kb);
             SPLIT_DISPATCHES.fetch_add(1, Ordering::Relaxed);
             rec.dispatch_n(
-                split_kernel(),
+                SPLIT_KERNEL,
                 &[kb, qb, db, mb, vb, sb],
                 &[false, false, true, false, false, true],
                 p,
