@@ -9,7 +9,7 @@
 # "name=commit@file.patch" that commit's crates/trit-vulkan with the patch applied. OPS=name also
 # gzips that build's op-test binary to .devc/ops.gz. crates/trit-vulkan must have no
 # uncommitted or untracked changes. (Files a commit deletes are not deleted for its build.)
-#   BUILDS="new= swz=@scripts/experiments/int8-swizzle.patch v4u8=@scripts/experiments/int8-uvec4-u8.patch" \
+#   BUILDS="new= swz=c7931ad@scripts/experiments/int8-swizzle.patch v4u8=c7931ad@scripts/experiments/int8-uvec4-u8.patch" \
 #     OPS=v4u8 bash scripts/build-vulkan-variants.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
