@@ -276,6 +276,8 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("argmax_f32", "grad_misc.comp", &["OP_ARGMAX"]),
     ("count_equal_i32", "grad_misc.comp", &["OP_COUNT_EQUAL"]),
     // Not a model op: the dispatch-boundary measurement of src/probe.rs.
+    // A decode mat-vec's weights into L2 beside the stage before it (src/matvec.rs).
+    ("l2_prefetch", "l2_prefetch.comp", &[]),
     ("chain_probe", "chain_probe.comp", &[]),
     ("chain_probe_one", "chain_probe.comp", &["POLL_ONE"]),
     ("chain_probe_init", "chain_probe.comp", &["INIT"]),

@@ -272,6 +272,11 @@ impl Gpu {
         Chosen::open()?.into_gpu()
     }
 
+    /// Whether it is a discrete GPU (its own memory behind a cache of its own).
+    pub(crate) fn is_discrete(&self) -> bool {
+        self.discrete
+    }
+
     fn with_instance(entry: ash::Entry, instance: ash::Instance, chosen: Candidate) -> Result<Gpu> {
         let (index, pdev, props, queue_family, has_ts) = chosen;
         // SAFETY: device_name is a NUL-terminated array filled by the driver.

@@ -296,6 +296,18 @@ pub fn attn_split_dispatch_count() -> u64 {
     attn::SPLIT_DISPATCHES.load(Ordering::Relaxed)
 }
 
+/// Tests and A/B runs: whether decode mat-vecs have their weights pulled into the GPU's L2
+/// cache by a small dispatch beside the stage before them (`l2_prefetch.comp`; by default on
+/// discrete GPUs, TRIT_VULKAN_L2_PREFETCH=1 / 0 forces it).
+pub fn set_l2_prefetch(on: bool) {
+    matvec::L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// `l2_prefetch` dispatches recorded so far in this process.
+pub fn l2_prefetch_dispatch_count() -> u64 {
+    matvec::PREFETCH_DISPATCHES.load(Ordering::Relaxed)
+}
+
 /// Tests: whether the wide variants of the mat-vecs that compute their input's norm (1024
 /// invocations, the input kept in shared memory) are used where the device has them (on by
 /// default; TRIT_VULKAN_NORM_WIDE=0 turns them off).

@@ -465,6 +465,64 @@ pub(crate) fn norm_wide() -> bool {
     }
 }
 
+/// Whether decode mat-vecs have their weights pulled into L2 beside the stage before them
+/// (`prefetch_weights`): 0 not yet decided, 1 on, 2 off. TRIT_VULKAN_L2_PREFETCH=1 / 0 forces
+/// it; by default on for discrete GPUs, off elsewhere (a CPU's or an integrated GPU's Vulkan
+/// would only read the weights twice).
+pub(crate) static L2_PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn l2_prefetch(gpu: &Gpu) -> bool {
+    match L2_PREFETCH.load(Ordering::Relaxed) {
+        0 => {
+            let on = match std::env::var("TRIT_VULKAN_L2_PREFETCH").as_deref() {
+                Ok("1") => true,
+                Ok("0") => false,
+                _ => gpu.is_discrete(),
+            };
+            L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 1,
+    }
+}
+
+/// `l2_prefetch` dispatches recorded so far in this process (tests).
+pub(crate) static PREFETCH_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Pull the weights of the decode mat-vec about to be recorded (up to three tensors) into the
+/// GPU's L2 cache (`l2_prefetch.comp`), where that is on. Recorded before the mat-vec's own
+/// dispatch, so before the barrier that waits for its input: the prefetch reads only weights
+/// (which nothing writes) and writes nothing, so the hazard check adds no barrier for it and
+/// it runs beside the stage before, taking the weights' trip from memory off the chain of
+/// dependent stages. `dst` (the mat-vec's output) is bound only as the store the kernel never
+/// makes.
+fn prefetch_weights(rec: &mut Recorder, weights: &[*const sys::ggml_tensor], dst: Bound) -> Result<()> {
+    let gpu = rec.gpu().clone();
+    if weights.is_empty() || weights.len() > 3 || !l2_prefetch(&gpu) || !gpu.has_pipeline("l2_prefetch") {
+        return Ok(());
+    }
+    if !weights.iter().all(|&t| starts_aligned(t, 4)) || !one_span(&gpu, weights) {
+        return Ok(());
+    }
+    let (a, offs) = bind_span(rec, weights, 4)?;
+    let mut p = Push::default();
+    let mut sectors = 0u64;
+    for (i, &t) in weights.iter().enumerate() {
+        let n = (crate::dispatch::span(t) / 4).div_ceil(8);
+        p.a_ne[i] = n as u32;
+        p.a_nb[i] = offs[i];
+        sectors += n;
+    }
+    p.m1 = [dst.elem_off, 0, 0, 0];
+    // 256 invocations of 8 sectors each a workgroup (l2_prefetch.comp's WG and PF).
+    let groups = sectors.div_ceil(256 * 8);
+    // The hazard check sees each tensor's own bytes, not the span between them.
+    let reads = weights.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
+    rec.dispatch_n_precise("l2_prefetch", &[a, a, dst], (reads, Vec::new()), p, groups)?;
+    PREFETCH_DISPATCHES.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
 /// `NORM` mat-vecs recorded as their wide variant so far in this process (tests).
 pub(crate) static WIDE_NORM_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -627,6 +685,7 @@ fn encode_norm(
     for &t in acts.iter().chain(&consts) {
         reads.push(rec.bind(t, 4)?);
     }
+    prefetch_weights(rec, &[s0], dst)?;
     rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, vec![dst]), p, launched)?;
     count_norm_dispatch(&kernel);
     Ok(true)
@@ -806,6 +865,7 @@ fn encode_multi_norm(
         bufs.extend([ids, kc, vc]);
         KV_IN_MULTI.fetch_add(1, Ordering::Relaxed);
     }
+    prefetch_weights(rec, &weights, dst)?;
     rec.dispatch_n_precise(&kernel, &bufs, (reads, writes), p, launched)?;
     count_norm_dispatch(&kernel);
     Ok(Some((roped.is_some(), cache.is_some())))

@@ -1248,6 +1248,30 @@ fn norms_computed_in_mat_vecs() {
             assert_eq!(ran, expect, "{name}: single products with {lanes} lanes per row ran");
         }
         trit_vulkan::set_norm_lanes(NormLanes::One, trit_vulkan::default_norm_lanes(NormLanes::One));
+        // The weights pulled into L2 beside the stage before each product (`l2_prefetch`, on
+        // by default on discrete GPUs only): one prefetch a `NORM` product, not one barrier
+        // more, and the same bits as without.
+        let mut barriers_by_prefetch = Vec::new();
+        for on in [false, true] {
+            trit_vulkan::set_l2_prefetch(on);
+            let (p0, b0, n0) = (
+                trit_vulkan::l2_prefetch_dispatch_count(),
+                trit_vulkan::barrier_count(),
+                trit_vulkan::norm_mat_vec_dispatch_count(),
+            );
+            let out = run(b.vk, build, 5).0;
+            let (prefetches, barriers, norm_products) = (
+                trit_vulkan::l2_prefetch_dispatch_count() - p0,
+                trit_vulkan::barrier_count() - b0,
+                trit_vulkan::norm_mat_vec_dispatch_count() - n0,
+            );
+            println!("{name}: L2 prefetch {on}: {prefetches} prefetches, {barriers} barriers");
+            assert_eq!(prefetches, if on { norm_products } else { 0 }, "{name}: prefetches (on: {on})");
+            runs.push(out);
+            barriers_by_prefetch.push(barriers);
+        }
+        assert_eq!(barriers_by_prefetch[0], barriers_by_prefetch[1], "{name}: barriers without / with the L2 prefetch");
+        trit_vulkan::set_l2_prefetch(false);
         // The int8 activations are those of the separate norm kernels (the same operations in
         // the same order); the products' f32 sums may still round differently in a kernel the
         // driver compiled differently (on lavapipe they are identical; on the H200 not all).
@@ -1259,6 +1283,8 @@ fn norms_computed_in_mat_vecs() {
             (5, "32 lanes per row for the output and down projections"),
             (6, "16 lanes per row for the output and down projections"),
             (7, "8 lanes per row for the output and down projections"),
+            (8, "the L2 prefetch off"),
+            (9, "the L2 prefetch on"),
         ] {
             let diff = runs[0].iter().zip(&runs[i]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
             let e = nmse(&runs[0], &runs[i]);
