@@ -73,14 +73,7 @@ int dot4(uint a, uint b) {
 #define QUAD_MIN_BLOCKS (LANES / 2u) // a lane's two quads on average (see rows_of)
 #endif
 #ifndef U
-#define U 4 // quads (16-byte loads) per lane per step (`_u1` variants: 1)
-#endif
-#ifndef UW
-#if U == 1
-#define UW 1
-#else
-#define UW 5 // words per lane per step: a 10-block row (2B-4T's K = 2560) in one step
-#endif
+#define U 4 // items per lane per step (`_u1` variants: 1)
 #endif
 layout(local_size_x = WG) in;
 
@@ -378,27 +371,8 @@ void accumulate_quad(inout float acc[NCOLS], uvec4 cw4, float dw, uint blk, uint
 }
 #endif
 
-// Step it0's code words of a row (U quads / UW words a lane, the items past the row's last
-// clamped to it) and their blocks' scales.
-#if defined(A_TQ2)
-void load_quads(out uvec4 cq[U], out float dq[U], uint a_row, uint it0, uint items) {
-    [[unroll]] for (uint u = 0; u < U; ++u) {
-        const uint it = min(it0 + u * LANES, items - 1);
-        cq[u] = a4[a_row / 16u + it];
-        dq[u] = half_at(tq_scale_at(a_row, it / 4u));
-    }
-}
-#endif
-void load_words(out uint cw[UW], out float dw[UW], uint a_row, uint it0, uint items) {
-    [[unroll]] for (uint u = 0; u < UW; ++u) {
-        const uint it = min(it0 + u * LANES, items - 1);
-        cw[u] = load32(a_row + (it / WORDS) * TQ_CODE_STEP + 4u * (it % WORDS));
-        dw[u] = half_at(tq_scale_at(a_row, it / WORDS));
-    }
-}
-
 // The rows of workgroup index `wg` (and its column block and batch).
-void rows_of(uint wg, bool norm_first) {
+void rows_of(uint wg) {
     const uint S = gl_SubgroupSize;
     // Flat invocation index by subgroup, so a row's lanes are adjacent lanes of a subgroup.
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
@@ -454,9 +428,6 @@ void rows_of(uint wg, bool norm_first) {
     float acc[NCOLS];
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { acc[j] = 0.0; }
 
-    // The first step's weights are loaded before the NORM prologue (`norm_first`), so their
-    // trip from memory overlaps the prologue's round trip and barriers.
-    const uint w_items = nblocks * WORDS;
 #if defined(A_TQ2)
     // A row whose codes are 16-byte aligned (every row in trit's buffers, tq_layout.glsl):
     // four code words per load, U loads in flight per lane (a 2B-4T row's 27 blocks are 108
@@ -464,37 +435,40 @@ void rows_of(uint wg, bool norm_first) {
     // shorter rows the quads leave a row's lanes uneven (a 10-block row is 40 quads: 8 of 32
     // lanes take two, 16 products each) and one word a lane is faster.
     const bool quads = (a_row & 15u) == 0u && nblocks >= QUAD_MIN_BLOCKS;
-    const uint q_items = nblocks * 4u;
-    uvec4 cq[U];
-    float dq[U];
-    if (live && quads) { load_quads(cq, dq, a_row, lane, q_items); }
-#else
-    const bool quads = false;
-#endif
-    // One word a lane: UW loads in flight per lane (a 10-block row's 160 words, one step).
-    uint cw[UW];
-    float dw[UW];
-    if (live && !quads) { load_words(cw, dw, a_row, lane, w_items); }
-#if defined(NORM)
-    if (norm_first) { norm_prologue(K); }
-#endif
-#if defined(A_TQ2)
     if (live && quads) {
-        for (uint it0 = lane; it0 < q_items; it0 += LANES * U) {
-            if (it0 != lane) { load_quads(cq, dq, a_row, it0, q_items); }
+        const uint items = nblocks * 4u;
+        for (uint it0 = lane; it0 < items; it0 += LANES * U) {
+            uvec4 cws[U];
+            float dws[U];
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = min(it0 + u * LANES, items - 1);
+                cws[u] = a4[a_row / 16u + it];
+                dws[u] = half_at(tq_scale_at(a_row, it / 4u));
+            }
             [[unroll]] for (uint u = 0; u < U; ++u) {
                 const uint it = it0 + u * LANES;
-                if (it < q_items) { accumulate_quad(acc, cq[u], dq[u], it / 4u, it % 4u, lane, fc0, c0, kw, nblocks); }
+                if (it < items) { accumulate_quad(acc, cws[u], dws[u], it / 4u, it % 4u, lane, fc0, c0, kw, nblocks); }
             }
         }
     }
-#endif
     if (live && !quads) {
-        for (uint it0 = lane; it0 < w_items; it0 += LANES * UW) {
-            if (it0 != lane) { load_words(cw, dw, a_row, it0, w_items); }
-            [[unroll]] for (uint u = 0; u < UW; ++u) {
+#else
+    if (live) {
+#endif
+        const uint items = nblocks * WORDS;
+        // U items per lane per step, their weight words loaded before any is used, so each
+        // lane has U loads from memory in flight.
+        for (uint it0 = lane; it0 < items; it0 += LANES * U) {
+            uint cws[U];
+            float dws[U];
+            [[unroll]] for (uint u = 0; u < U; ++u) {
+                const uint it = min(it0 + u * LANES, items - 1);
+                cws[u] = load32(a_row + (it / WORDS) * TQ_CODE_STEP + 4u * (it % WORDS));
+                dws[u] = half_at(tq_scale_at(a_row, it / WORDS));
+            }
+            [[unroll]] for (uint u = 0; u < U; ++u) {
                 const uint it = it0 + u * LANES;
-                if (it < w_items) { accumulate(acc, cw[u], dw[u], it / WORDS, it % WORDS, fc0, c0, kw, nblocks); }
+                if (it < items) { accumulate(acc, cws[u], dws[u], it / WORDS, it % WORDS, fc0, c0, kw, nblocks); }
             }
         }
     }
@@ -595,15 +569,14 @@ void rows_of(uint wg, bool norm_first) {
 
 void main() {
 #if defined(NORM)
+    norm_prologue(pc.a_ne.x);
     // The P1 workgroups launched take the N_ITEMS row groups in turn, so each computes the
-    // norm once for several (within its first, after that group's first weight loads).
-    const uint w0 = wg_index();
-    if (w0 >= N_ITEMS) { return; }
-    for (uint w = w0; w < N_ITEMS; w += P1) {
-        rows_of(w, w == w0);
+    // norm once for several.
+    for (uint w = wg_index(); w < N_ITEMS; w += P1) {
+        rows_of(w);
         barrier(); // `red` is reused by the next row group
     }
 #else
-    rows_of(wg_index(), false);
+    rows_of(wg_index());
 #endif
 }
