@@ -54,6 +54,12 @@ fn mul_mat_case(b: &Backends, wt: sys::ggml_type, k: i64, rows: i64, cols: i64, 
     );
 }
 
+/// Dispatches recorded so far in this process, less the L2 prefetches (`l2_prefetch.comp`, on
+/// by default on discrete GPUs), which read only weights and change no graph's stages.
+fn dispatch_count() -> u64 {
+    trit_vulkan::dispatch_count() - trit_vulkan::l2_prefetch_dispatch_count()
+}
+
 #[test]
 fn mul_mat_ternary() {
     let Some((_g, b)) = setup() else { return };
@@ -601,14 +607,14 @@ fn activations() {
 fn tiling_with_low_limits() {
     let Some((_g, b)) = setup() else { return };
     // Untiled, a 200-row mat-vec is one dispatch.
-    let before = trit_vulkan::dispatch_count();
+    let before = dispatch_count();
     mul_mat_case(&b, TQ2, 256, 200, 1, [1, 1], [1, 1]);
-    assert_eq!(trit_vulkan::dispatch_count() - before, 2, "activation rounding + one product dispatch without tiling");
+    assert_eq!(dispatch_count() - before, 2, "activation rounding + one product dispatch without tiling");
     trit_vulkan::set_limits(Some(2), Some(4096));
-    let before = trit_vulkan::dispatch_count();
+    let before = dispatch_count();
     mul_mat_case(&b, TQ2, 256, 200, 1, [1, 1], [1, 1]);
     // 200 x 66 bytes = 13200 > 4096: 4 row tiles of <= 61 rows, each split into <= 2-workgroup dispatches.
-    let n = trit_vulkan::dispatch_count() - before;
+    let n = dispatch_count() - before;
     assert!(n >= 100, "expected >= 100 tiled dispatches, got {n}");
     for wt in [TQ2, TQ1, F16] {
         // 200 rows of a 256-wide weight: 10-13 KiB (TQ), 100 KiB (f16) > 4 KiB.
@@ -767,7 +773,7 @@ fn memory_is_reported() {
 #[test]
 fn ternary_shared_input() {
     let Some((_g, b)) = setup() else { return };
-    let before = trit_vulkan::dispatch_count();
+    let before = dispatch_count();
     check(
         &b,
         "tq2(x) + tq1(x), shared rounded input",
@@ -780,7 +786,7 @@ fn ternary_shared_input() {
         NMSE_TQ,
     );
     // One rounding, two products, one add.
-    assert_eq!(trit_vulkan::dispatch_count() - before, 4);
+    assert_eq!(dispatch_count() - before, 4);
 }
 
 /// A BitNet FFN-like chain: ULP-level differences upstream of a ternary product can flip a
@@ -826,7 +832,7 @@ fn fused_norm_and_scaled_products() {
         (TQ1, 256, 40, 9),
         (F16, 256, 9, 1),
     ] {
-        let before = trit_vulkan::dispatch_count();
+        let before = dispatch_count();
         check(
             &b,
             &format!("rms_norm*w > mul_mat {} * scale, cols={cols}", tn(wt)),
@@ -847,11 +853,11 @@ fn fused_norm_and_scaled_products() {
         let inside = trit_vulkan::has_norm_mat_vecs();
         let want = if cols == 1 && wt != F16 && k <= 8192 && inside { 1 } else { 2 };
         if subgroups {
-            assert_eq!(trit_vulkan::dispatch_count() - before, want, "{}", tn(wt));
+            assert_eq!(dispatch_count() - before, want, "{}", tn(wt));
         }
     }
     // The ReLU² gate: RELU, SQR, MUL in one dispatch.
-    let before = trit_vulkan::dispatch_count();
+    let before = dispatch_count();
     check(
         &b,
         "relu > sqr > mul (ReLU^2 gate)",
@@ -862,7 +868,7 @@ fn fused_norm_and_scaled_products() {
         },
         NMSE_EW,
     );
-    assert_eq!(trit_vulkan::dispatch_count() - before, 1);
+    assert_eq!(dispatch_count() - before, 1);
     check(
         &b,
         "relu > sqr > mul, relu used twice (not fused)",
@@ -876,7 +882,7 @@ fn fused_norm_and_scaled_products() {
     );
     // As llama.cpp orders it: the ReLU² gate, then the up projection, then the MUL: RELU and
     // SQR fuse; the MUL stays.
-    let before = trit_vulkan::dispatch_count();
+    let before = dispatch_count();
     check(
         &b,
         "relu > sqr (ReLU^2), up, mul",
@@ -888,13 +894,13 @@ fn fused_norm_and_scaled_products() {
         },
         NMSE_EW,
     );
-    assert_eq!(trit_vulkan::dispatch_count() - before, 3);
+    assert_eq!(dispatch_count() - before, 3);
     // Scaled product plus residual (attention output, FFN down), decode- and prompt-shaped;
     // and gate*up before the sub-norm: with binding 4 (five storage buffers), one dispatch
     // fewer each.
     for (k, rows, cols, big) in [(512i64, 40i64, 1i64, false), (256, 70, 20, false), (512, 2100, 70, true)] {
         trit_vulkan::set_mmq_big_tiles(big);
-        let before = trit_vulkan::dispatch_count();
+        let before = dispatch_count();
         check(
             &b,
             &format!("mul_mat tq2 * scale + residual, rows={rows} cols={cols}"),
@@ -908,11 +914,11 @@ fn fused_norm_and_scaled_products() {
             NMSE_TQ,
         );
         if subgroups && trit_vulkan::has_fifth_binding() {
-            assert_eq!(trit_vulkan::dispatch_count() - before, 2);
+            assert_eq!(dispatch_count() - before, 2);
         }
     }
     for (k, cols) in [(512i64, 1i64), (768, 5)] {
-        let before = trit_vulkan::dispatch_count();
+        let before = dispatch_count();
         check(
             &b,
             &format!("rms_norm(g*u)*w > mul_mat tq1, k={k} cols={cols}"),
@@ -927,7 +933,7 @@ fn fused_norm_and_scaled_products() {
             NMSE_TQ,
         );
         if subgroups && trit_vulkan::has_fifth_binding() {
-            assert_eq!(trit_vulkan::dispatch_count() - before, 2);
+            assert_eq!(dispatch_count() - before, 2);
         }
     }
     // A product with a second user is not fused (its unscaled value is needed too).
@@ -950,7 +956,7 @@ fn fused_norm_and_scaled_products() {
 #[test]
 fn long_graph_in_chunks() {
     let Some((_g, b)) = setup() else { return };
-    let before = trit_vulkan::dispatch_count();
+    let before = dispatch_count();
     check(
         &b,
         "200-op dependent chain (several submitted chunks)",
@@ -964,7 +970,7 @@ fn long_graph_in_chunks() {
         },
         NMSE_EW,
     );
-    assert!(trit_vulkan::dispatch_count() - before >= 200);
+    assert!(dispatch_count() - before >= 200);
 }
 
 /// A norm quantized once for several scaled ternary products (as Q, K, V read attn_norm).
@@ -1126,9 +1132,9 @@ fn relu_sqr_folded_into_sub_norm() {
                 y
             }
         };
-        let before = trit_vulkan::dispatch_count();
+        let before = dispatch_count();
         check(&b, &format!("ffn relu^2 into sub-norm cols={cols} extra_use={extra_use}"), build, 1e-6);
-        let n = trit_vulkan::dispatch_count() - before;
+        let n = dispatch_count() - before;
         if !extra_use {
             // Rounding of h, gate, up (one dispatch for one column: sibling products),
             // sub-norm (with ReLU^2), down.
@@ -1183,10 +1189,9 @@ fn norms_computed_in_mat_vecs() {
             sys::ggml_add(ctx, scaled(ctx, ins, dim, ffn, m), o)
         };
         let name = format!("bitnet layer {} dim={dim} ffn={ffn} cols={cols} dot={dot}", tn(wt));
-        let (d0, n0) = (trit_vulkan::dispatch_count(), trit_vulkan::norm_mat_vec_dispatch_count());
+        let (d0, n0) = (dispatch_count(), trit_vulkan::norm_mat_vec_dispatch_count());
         check(&b, &name, build, NMSE_TQ);
-        let (dispatches, in_kernel) =
-            (trit_vulkan::dispatch_count() - d0, trit_vulkan::norm_mat_vec_dispatch_count() - n0);
+        let (dispatches, in_kernel) = (dispatch_count() - d0, trit_vulkan::norm_mat_vec_dispatch_count() - n0);
         println!("{name}: {dispatches} dispatches, {in_kernel} with the norm inside");
         if subgroups && (has_dot || !dot) {
             // QKV, 2 MULs, SCALE, output projection, gate/up, down; the four norms inside
@@ -1316,11 +1321,11 @@ fn permuted_product_into_cont() {
                 sys::ggml_scale(ctx, cur, 1.0)
             }
         };
-        let before = trit_vulkan::dispatch_count();
+        let before = dispatch_count();
         check(&b, &format!("kqv permute cont tokens={tokens} heads={heads} extra_use={extra_use}"), build, NMSE_MM);
         if !extra_use {
             // The product (into the CONT's memory) and the SCALE.
-            assert_eq!(trit_vulkan::dispatch_count() - before, 2, "dispatches");
+            assert_eq!(dispatch_count() - before, 2, "dispatches");
         }
     }
 }
@@ -1405,10 +1410,10 @@ fn rope_in_qkv_products() {
             tn(wt)
         );
         let (d0, r0, k0) =
-            (trit_vulkan::dispatch_count(), trit_vulkan::rope_in_products_count(), trit_vulkan::kv_in_products_count());
+            (dispatch_count(), trit_vulkan::rope_in_products_count(), trit_vulkan::kv_in_products_count());
         check(&b, &name, build, NMSE_TR);
         let (dispatches, roped, cached) = (
-            trit_vulkan::dispatch_count() - d0,
+            dispatch_count() - d0,
             trit_vulkan::rope_in_products_count() - r0,
             trit_vulkan::kv_in_products_count() - k0,
         );
@@ -1506,14 +1511,14 @@ fn rope_into_cache_rows() {
             };
             sys::ggml_set_rows(ctx, cache, rows, idx)
         };
-        let before = trit_vulkan::dispatch_count();
+        let before = dispatch_count();
         check(
             &b,
             &format!("rope > set_rows f16 tokens={tokens} heads={heads} mode={mode} n_dims={n_dims}"),
             build,
             NMSE_TR,
         );
-        assert_eq!(trit_vulkan::dispatch_count() - before, 1, "dispatches");
+        assert_eq!(dispatch_count() - before, 1, "dispatches");
     }
 }
 
@@ -1602,9 +1607,9 @@ fn decode_attention_in_one_dispatch() {
             let build: Builder = &|ctx, ins| attention_graph(ctx, ins, shape);
             let name =
                 format!("attention chunk={chunk} tokens={tokens} hd={hd} heads={heads}/{hkv} n_kv={n_kv} perm={perm}");
-            let (before, split_before) = (trit_vulkan::dispatch_count(), trit_vulkan::attn_split_dispatch_count());
+            let (before, split_before) = (dispatch_count(), trit_vulkan::attn_split_dispatch_count());
             check(&b, &name, build, NMSE_TR);
-            let n = trit_vulkan::dispatch_count() - before;
+            let n = dispatch_count() - before;
             let split = trit_vulkan::attn_split_dispatch_count() - split_before;
             if fused {
                 // The attention kernel and the SCALE.
@@ -1645,10 +1650,10 @@ fn sibling_products_in_one_dispatch() {
             }
         };
         let name = format!("scaled {} products {} k={k} rows={r}", if three { 3 } else { 2 }, tn(wt));
-        let before = trit_vulkan::dispatch_count();
+        let before = dispatch_count();
         check(&b, &name, build, NMSE_TQ);
         // Rounding x, the products, then two ADDs or RELU+SQR and the MUL.
-        assert_eq!(trit_vulkan::dispatch_count() - before, 4, "{name}: dispatches");
+        assert_eq!(dispatch_count() - before, 4, "{name}: dispatches");
     }
 }
 
