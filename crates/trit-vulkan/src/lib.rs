@@ -297,8 +297,8 @@ pub fn attn_split_dispatch_count() -> u64 {
 }
 
 /// Tests and A/B runs: whether decode mat-vecs have their weights pulled into the GPU's L2
-/// cache by a small dispatch beside the stage before them (`l2_prefetch.comp`; by default on
-/// discrete GPUs, TRIT_VULKAN_L2_PREFETCH=1 / 0 forces it).
+/// cache by a small dispatch beside the stage before them (`l2_prefetch.comp`; off by default,
+/// TRIT_VULKAN_L2_PREFETCH=1 turns it on for discrete GPUs).
 pub fn set_l2_prefetch(on: bool) {
     matvec::L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }

@@ -466,19 +466,16 @@ pub(crate) fn norm_wide() -> bool {
 }
 
 /// Whether decode mat-vecs have their weights pulled into L2 beside the stage before them
-/// (`prefetch_weights`): 0 not yet decided, 1 on, 2 off. TRIT_VULKAN_L2_PREFETCH=1 / 0 forces
-/// it; by default on for discrete GPUs, off elsewhere (a CPU's or an integrated GPU's Vulkan
-/// would only read the weights twice).
+/// (`prefetch_weights`): 0 not yet decided, 1 on, 2 off. Off unless TRIT_VULKAN_L2_PREFETCH=1
+/// (and then only on discrete GPUs: a CPU's or an integrated GPU's Vulkan would only read the
+/// weights twice) until it is timed on main's kernels: decode round 19 timed it only on a
+/// build since reverted, +1-3% there (README).
 pub(crate) static L2_PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 fn l2_prefetch(gpu: &Gpu) -> bool {
     match L2_PREFETCH.load(Ordering::Relaxed) {
         0 => {
-            let on = match std::env::var("TRIT_VULKAN_L2_PREFETCH").as_deref() {
-                Ok("1") => true,
-                Ok("0") => false,
-                _ => gpu.is_discrete(),
-            };
+            let on = std::env::var("TRIT_VULKAN_L2_PREFETCH").is_ok_and(|v| v == "1") && gpu.is_discrete();
             L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
             on
         }

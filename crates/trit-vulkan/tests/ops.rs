@@ -54,8 +54,8 @@ fn mul_mat_case(b: &Backends, wt: sys::ggml_type, k: i64, rows: i64, cols: i64, 
     );
 }
 
-/// Dispatches recorded so far in this process, less the L2 prefetches (`l2_prefetch.comp`, on
-/// by default on discrete GPUs), which read only weights and change no graph's stages.
+/// Dispatches recorded so far in this process, less the L2 prefetches (`l2_prefetch.comp`,
+/// TRIT_VULKAN_L2_PREFETCH=1), which read only weights and change no graph's stages.
 fn dispatch_count() -> u64 {
     trit_vulkan::dispatch_count() - trit_vulkan::l2_prefetch_dispatch_count()
 }
@@ -1253,9 +1253,9 @@ fn norms_computed_in_mat_vecs() {
             assert_eq!(ran, expect, "{name}: single products with {lanes} lanes per row ran");
         }
         trit_vulkan::set_norm_lanes(NormLanes::One, trit_vulkan::default_norm_lanes(NormLanes::One));
-        // The weights pulled into L2 beside the stage before each product (`l2_prefetch`, on
-        // by default on discrete GPUs only): one prefetch a `NORM` product, not one barrier
-        // more, and the same bits as without.
+        // The weights pulled into L2 beside the stage before each product (`l2_prefetch`, off
+        // by default, TRIT_VULKAN_L2_PREFETCH=1): one prefetch a `NORM` product, not one
+        // barrier more, and the same bits as without.
         let mut barriers_by_prefetch = Vec::new();
         for on in [false, true] {
             trit_vulkan::set_l2_prefetch(on);
