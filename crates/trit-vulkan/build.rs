@@ -275,9 +275,9 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("split_sum_f32", "grad_misc.comp", &["OP_SPLIT_SUM"]),
     ("argmax_f32", "grad_misc.comp", &["OP_ARGMAX"]),
     ("count_equal_i32", "grad_misc.comp", &["OP_COUNT_EQUAL"]),
-    // Not a model op: the dispatch-boundary measurement of src/probe.rs.
     // A decode mat-vec's weights into L2 beside the stage before it (src/matvec.rs).
     ("l2_prefetch", "l2_prefetch.comp", &[]),
+    // Not a model op: the dispatch-boundary measurement of src/probe.rs.
     ("chain_probe", "chain_probe.comp", &[]),
     ("chain_probe_one", "chain_probe.comp", &["POLL_ONE"]),
     ("chain_probe_init", "chain_probe.comp", &["INIT"]),

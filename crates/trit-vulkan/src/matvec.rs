@@ -498,7 +498,8 @@ fn prefetch_weights(rec: &mut Recorder, weights: &[*const sys::ggml_tensor], dst
     if weights.is_empty() || weights.len() > 3 || !l2_prefetch(&gpu) || !gpu.has_pipeline("l2_prefetch") {
         return Ok(());
     }
-    if !weights.iter().all(|&t| starts_aligned(t, 4)) || !one_span(&gpu, weights) {
+    // One binding of 32-bit words (one_span: one buffer, 4-byte offsets, within range).
+    if !one_span(&gpu, weights) {
         return Ok(());
     }
     let (a, offs) = bind_span(rec, weights, 4)?;

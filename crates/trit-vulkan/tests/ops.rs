@@ -54,12 +54,6 @@ fn mul_mat_case(b: &Backends, wt: sys::ggml_type, k: i64, rows: i64, cols: i64, 
     );
 }
 
-/// Dispatches recorded so far in this process, less the L2 prefetches (`l2_prefetch.comp`,
-/// TRIT_VULKAN_L2_PREFETCH=1), which read only weights and change no graph's stages.
-fn dispatch_count() -> u64 {
-    trit_vulkan::dispatch_count() - trit_vulkan::l2_prefetch_dispatch_count()
-}
-
 #[test]
 fn mul_mat_ternary() {
     let Some((_g, b)) = setup() else { return };

@@ -25,12 +25,6 @@ const NMSE_EW: f64 = 1e-7;
 /// Ops with reductions in a different order, exp/log/sqrt or sin/cos.
 const NMSE_TR: f64 = 1e-6;
 
-/// Dispatches recorded so far in this process, less the L2 prefetches (`l2_prefetch.comp`,
-/// TRIT_VULKAN_L2_PREFETCH=1), which read only weights and change no graph's stages.
-fn dispatch_count() -> u64 {
-    trit_vulkan::dispatch_count() - trit_vulkan::l2_prefetch_dispatch_count()
-}
-
 #[test]
 fn out_prod_float() {
     let Some((_g, b)) = setup() else { return };
