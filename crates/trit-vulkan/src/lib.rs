@@ -297,10 +297,16 @@ pub fn attn_split_dispatch_count() -> u64 {
 }
 
 /// Tests and A/B runs: whether decode mat-vecs have their weights pulled into the GPU's L2
-/// cache by a small dispatch beside the stage before them (`l2_prefetch.comp`; off by default,
-/// TRIT_VULKAN_L2_PREFETCH=1 turns it on for discrete GPUs).
+/// cache by a small dispatch beside the stage before them (`l2_prefetch.comp`; on by default
+/// for discrete GPUs, TRIT_VULKAN_L2_PREFETCH=0 turns it off).
 pub fn set_l2_prefetch(on: bool) {
     matvec::L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Tests: back to the default (discrete GPUs, unless TRIT_VULKAN_L2_PREFETCH=0) after
+/// `set_l2_prefetch`.
+pub fn reset_l2_prefetch() {
+    matvec::L2_PREFETCH.store(0, Ordering::Relaxed);
 }
 
 /// `l2_prefetch` dispatches recorded so far in this process.

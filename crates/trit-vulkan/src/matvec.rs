@@ -466,16 +466,15 @@ pub(crate) fn norm_wide() -> bool {
 }
 
 /// Whether decode mat-vecs have their weights pulled into L2 beside the stage before them
-/// (`prefetch_weights`): 0 not yet decided, 1 on, 2 off. Off unless TRIT_VULKAN_L2_PREFETCH=1
-/// (and then only on discrete GPUs: a CPU's or an integrated GPU's Vulkan would only read the
-/// weights twice) until it is timed on main's kernels: decode round 19 timed it only on a
-/// build since reverted, +1-3% there (README).
+/// (`prefetch_weights`): 0 not yet decided, 1 on, 2 off. On for discrete GPUs unless
+/// TRIT_VULKAN_L2_PREFETCH=0 (a CPU's or an integrated GPU's Vulkan would only read the weights
+/// twice): +2-5% decode on an H100 (README, decode round 20).
 pub(crate) static L2_PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 fn l2_prefetch(gpu: &Gpu) -> bool {
     match L2_PREFETCH.load(Ordering::Relaxed) {
         0 => {
-            let on = std::env::var("TRIT_VULKAN_L2_PREFETCH").is_ok_and(|v| v == "1") && gpu.is_discrete();
+            let on = std::env::var("TRIT_VULKAN_L2_PREFETCH").map_or(true, |v| v != "0") && gpu.is_discrete();
             L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
             on
         }

@@ -1247,9 +1247,9 @@ fn norms_computed_in_mat_vecs() {
             assert_eq!(ran, expect, "{name}: single products with {lanes} lanes per row ran");
         }
         trit_vulkan::set_norm_lanes(NormLanes::One, trit_vulkan::default_norm_lanes(NormLanes::One));
-        // The weights pulled into L2 beside the stage before each product (`l2_prefetch`, off
-        // by default, TRIT_VULKAN_L2_PREFETCH=1): one prefetch a `NORM` product, not one
-        // barrier more, and the same bits as without.
+        // The weights pulled into L2 beside the stage before each product (`l2_prefetch`, on
+        // by default on discrete GPUs, forced both ways here): one prefetch a `NORM` product,
+        // not one barrier more, and the same bits as without.
         let mut barriers_by_prefetch = Vec::new();
         for on in [false, true] {
             trit_vulkan::set_l2_prefetch(on);
@@ -1270,7 +1270,7 @@ fn norms_computed_in_mat_vecs() {
             barriers_by_prefetch.push(barriers);
         }
         assert_eq!(barriers_by_prefetch[0], barriers_by_prefetch[1], "{name}: barriers without / with the L2 prefetch");
-        trit_vulkan::set_l2_prefetch(false);
+        trit_vulkan::reset_l2_prefetch();
         // The int8 activations are those of the separate norm kernels (the same operations in
         // the same order); the products' f32 sums may still round differently in a kernel the
         // driver compiled differently (on lavapipe they are identical; on the H200 not all).

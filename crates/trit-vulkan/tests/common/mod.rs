@@ -48,7 +48,7 @@ pub enum Fill {
 }
 
 /// Dispatches recorded so far in this process, less the L2 prefetches (`l2_prefetch.comp`,
-/// TRIT_VULKAN_L2_PREFETCH=1), which read only weights and change no graph's stages.
+/// on by default on discrete GPUs), which read only weights and change no graph's stages.
 pub fn dispatch_count() -> u64 {
     trit_vulkan::dispatch_count() - trit_vulkan::l2_prefetch_dispatch_count()
 }
