@@ -485,60 +485,37 @@ fn l2_prefetch(gpu: &Gpu) -> bool {
 /// `l2_prefetch` dispatches recorded so far in this process (tests).
 pub(crate) static PREFETCH_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Pull the weights of the decode mat-vec about to be recorded (up to three tensors) and the
-/// f32 constants it reads (up to four: per-tensor weight scales, the norm weight) into the
+/// Pull the weights of the decode mat-vec about to be recorded (up to three tensors) into the
 /// GPU's L2 cache (`l2_prefetch.comp`), where that is on. Recorded before the mat-vec's own
 /// dispatch, so before the barrier that waits for its input: the prefetch reads only weights
 /// (which nothing writes) and writes nothing, so the hazard check adds no barrier for it and
 /// it runs beside the stage before, taking the weights' trip from memory off the chain of
 /// dependent stages. `dst` (the mat-vec's output) is bound only as the store the kernel never
 /// makes.
-fn prefetch_weights(
-    rec: &mut Recorder,
-    weights: &[*const sys::ggml_tensor],
-    consts: &[*const sys::ggml_tensor],
-    dst: Bound,
-) -> Result<()> {
+fn prefetch_weights(rec: &mut Recorder, weights: &[*const sys::ggml_tensor], dst: Bound) -> Result<()> {
     let gpu = rec.gpu().clone();
-    if weights.is_empty()
-        || weights.len() > 3
-        || consts.len() > 4
-        || !l2_prefetch(&gpu)
-        || !gpu.has_pipeline("l2_prefetch")
-    {
+    if weights.is_empty() || weights.len() > 3 || !l2_prefetch(&gpu) || !gpu.has_pipeline("l2_prefetch") {
         return Ok(());
     }
-    // One binding of 32-bit words each (one_span: one buffer, 4-byte offsets, within range).
+    // One binding of 32-bit words (one_span: one buffer, 4-byte offsets, within range).
     if !one_span(&gpu, weights) {
         return Ok(());
     }
-    let consts = if one_span(&gpu, consts) { consts } else { &[] };
     let (a, offs) = bind_span(rec, weights, 4)?;
     let mut p = Push::default();
-    let sectors = |t: *const sys::ggml_tensor| (crate::dispatch::span(t) / 4).div_ceil(8);
-    let mut total = 0u64;
+    let mut sectors = 0u64;
     for (i, &t) in weights.iter().enumerate() {
-        p.a_ne[i] = sectors(t) as u32;
+        let n = (crate::dispatch::span(t) / 4).div_ceil(8);
+        p.a_ne[i] = n as u32;
         p.a_nb[i] = offs[i];
-        total += sectors(t);
+        sectors += n;
     }
-    let c = if consts.is_empty() {
-        a
-    } else {
-        let (c, c_offs) = bind_span(rec, consts, 4)?;
-        for (i, &t) in consts.iter().enumerate() {
-            p.b_ne[i] = sectors(t) as u32;
-            p.b_nb[i] = c_offs[i];
-            total += sectors(t);
-        }
-        c
-    };
     p.m1 = [dst.elem_off, 0, 0, 0];
     // 256 invocations of 8 sectors each a workgroup (l2_prefetch.comp's WG and PF).
-    let groups = total.div_ceil(256 * 8);
+    let groups = sectors.div_ceil(256 * 8);
     // The hazard check sees each tensor's own bytes, not the span between them.
-    let reads = weights.iter().chain(consts).map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
-    rec.dispatch_n_precise("l2_prefetch", &[a, c, dst], (reads, Vec::new()), p, groups)?;
+    let reads = weights.iter().map(|&t| rec.bind(t, 4)).collect::<Result<Vec<_>>>()?;
+    rec.dispatch_n_precise("l2_prefetch", &[a, a, dst], (reads, Vec::new()), p, groups)?;
     PREFETCH_DISPATCHES.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -705,7 +682,7 @@ fn encode_norm(
     for &t in acts.iter().chain(&consts) {
         reads.push(rec.bind(t, 4)?);
     }
-    prefetch_weights(rec, &[s0], &consts, dst)?;
+    prefetch_weights(rec, &[s0], dst)?;
     rec.dispatch_n_precise(&kernel, &[a, act, dst, cw], (reads, vec![dst]), p, launched)?;
     count_norm_dispatch(&kernel);
     Ok(true)
@@ -885,7 +862,7 @@ fn encode_multi_norm(
         bufs.extend([ids, kc, vc]);
         KV_IN_MULTI.fetch_add(1, Ordering::Relaxed);
     }
-    prefetch_weights(rec, &weights, &consts, dst)?;
+    prefetch_weights(rec, &weights, dst)?;
     rec.dispatch_n_precise(&kernel, &bufs, (reads, writes), p, launched)?;
     count_norm_dispatch(&kernel);
     Ok(Some((roped.is_some(), cache.is_some())))
