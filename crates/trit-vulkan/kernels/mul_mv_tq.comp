@@ -27,7 +27,8 @@
 // groups (each takes every P1-th). The same f32 operations in the same order as
 // rms_norm_q8.comp (per 256-block lane sums, subgroup sums, their sum in subgroup order), so
 // the int8 values and block scales are those it writes; K <= 8192; subgroups of 8 lanes or
-// more (a lane takes 256 / min(subgroup, 32) elements of a block). Where each lane cluster
+// more (a lane takes 256 / min(subgroup, 32) elements of a block, four consecutive a step:
+// q8_block.glsl's norm_elem). Where each lane cluster
 // has one block at most (every 2B-4T norm but the 512-invocation down projection's on
 // 32-wide subgroups), the one-round form of norm_one_round.glsl: input and norm weight
 // loaded together, one global round trip and two barriers. WIDE (the `_w` variants, 1024
@@ -142,6 +143,36 @@ float norm_scale(uint nsums, uint K) {
     return scale;
 }
 
+// The f32 operands again as vec4s, for the one-round form's loads where they are 16-byte
+// aligned (`norm_vec4`).
+layout(std430, binding = 1) readonly buffer BufB4 { vec4 xin4[]; };
+layout(std430, binding = 3) readonly buffer BufS4 { vec4 sc4[]; };
+bool norm_vec4() {
+#if defined(RELU2)
+    return ((B_OFF | pc.b_nb.y | pc.b_nb.x) & 3u) == 0u;
+#else
+    return ((B_OFF | pc.b_nb.x) & 3u) == 0u;
+#endif
+}
+// NX(k .. k + 3), k a multiple of 4: the same f32 operations, element by element.
+vec4 nx4(uint k, bool v4) {
+    if (v4) {
+#if defined(RELU2)
+        const vec4 g = max(xin4[(B_OFF + k) / 4u], vec4(0.0));
+        return (g * g) * xin4[(pc.b_nb.y + k) / 4u];
+#else
+        return xin4[(B_OFF + k) / 4u];
+#endif
+    }
+    return vec4(NX(k), NX(k + 1u), NX(k + 2u), NX(k + 3u));
+}
+// The norm weight's elements k .. k + 3.
+vec4 nw4(uint k, bool v4) {
+    if (v4) { return sc4[(pc.b_nb.x + k) / 4u]; }
+    const uint w = pc.b_nb.x + k;
+    return vec4(sc[w], sc[w + 1u], sc[w + 2u], sc[w + 3u]);
+}
+
 #define NR_EPL 8
 #define NR_FN norm_one_round_8
 #include "norm_one_round.glsl"
@@ -179,9 +210,9 @@ void norm_prologue(uint K) {
     for (uint r = 0; r < rounds; ++r) {
         const uint cid = r * ncl + cl;
         const bool has = cid < nblk;
-        const uint k0 = cid * 256u + lc * EPL;
+        const uint kb = cid * 256u;
         float xv[EPL_MAX];
-        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? NX(k0 + e) : 0.0; }
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? NX(kb + norm_elem(lc, e, C)) : 0.0; }
         precise float s = 0.0;
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             if (has && e < EPL) { s += xv[e] * xv[e]; }
@@ -194,13 +225,14 @@ void norm_prologue(uint K) {
     for (uint r = 0; r < rounds; ++r) {
         const uint cid = r * ncl + cl;
         const bool has = cid < nblk;
-        const uint k0 = cid * 256u + lc * EPL;
+        const uint kb = cid * 256u;
         float xv[EPL_MAX];
         float wv[EPL_MAX];
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             const bool use = has && e < EPL;
-            xv[e] = use ? NX(k0 + e) : 0.0;
-            wv[e] = use ? sc[pc.b_nb.x + k0 + e] : 0.0;
+            const uint k = kb + norm_elem(lc, e, C);
+            xv[e] = use ? NX(k) : 0.0;
+            wv[e] = use ? sc[pc.b_nb.x + k] : 0.0;
         }
         // The value of largest magnitude in the block, the first on ties.
         float mv = 0.0;
@@ -209,7 +241,7 @@ void norm_prologue(uint K) {
             if (has && e < EPL) {
                 precise float y = (xv[e] * scale) * wv[e];
                 xv[e] = y;
-                if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
+                if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = norm_elem(lc, e, C); }
             }
         }
         cluster_max(mv, mi, C);
@@ -217,7 +249,7 @@ void norm_prologue(uint K) {
             const float iscale = q8_iscale(mv);
             [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
                 if (e < EPL) {
-                    sq[(k0 + e) / 4u] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
+                    sq[(kb + norm_elem(lc, e, C)) / 4u] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
                 }
             }
             if (lc == 0) { sd[cid] = q8_scale(mv, iscale); }

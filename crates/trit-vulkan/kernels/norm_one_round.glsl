@@ -8,6 +8,9 @@
 // predicated-off slots hold registers), instead of reading the input again (or from shared
 // memory) and the weight from global memory after the sum of squares is known. One global
 // round trip and, in the `_w` variants, one barrier less on the path of every row.
+// A lane's elements are norm_elem's (q8_block.glsl): four consecutive a step, the cluster's
+// lanes side by side, loaded as vec4 where the operands are 16-byte aligned (`nx4`, `nw4`),
+// so a cluster's load of a step is one contiguous run, not one 32-byte sector a lane.
 void NR_FN(uint K) {
     const uint S = gl_SubgroupSize;
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
@@ -16,12 +19,18 @@ void NR_FN(uint K) {
     const uint lc = fl % C;
     const uint nblk = K / 256u;
     const bool has = cid < nblk;
-    const uint k0 = cid * 256u + lc * NR_EPL;
+    const uint kb = cid * 256u;
+    const bool v4 = norm_vec4();
     float xv[NR_EPL];
     float wv[NR_EPL];
-    [[unroll]] for (uint e = 0; e < NR_EPL; ++e) {
-        xv[e] = has ? NX(k0 + e) : 0.0;
-        wv[e] = has ? sc[pc.b_nb.x + k0 + e] : 0.0;
+    [[unroll]] for (uint e = 0; e < NR_EPL; e += 4) {
+        const uint k = kb + norm_elem(lc, e, C);
+        const vec4 x4 = has ? nx4(k, v4) : vec4(0.0);
+        const vec4 w4 = has ? nw4(k, v4) : vec4(0.0);
+        [[unroll]] for (uint j = 0; j < 4; ++j) {
+            xv[e + j] = x4[j];
+            wv[e + j] = w4[j];
+        }
     }
     precise float s = 0.0;
     [[unroll]] for (uint e = 0; e < NR_EPL; ++e) {
@@ -37,13 +46,13 @@ void NR_FN(uint K) {
     [[unroll]] for (uint e = 0; e < NR_EPL; ++e) {
         precise float y = (xv[e] * scale) * wv[e];
         xv[e] = y;
-        if (has && (mi == 0xFFFFFFFFu || abs(y) > abs(mv))) { mv = y; mi = lc * NR_EPL + e; }
+        if (has && (mi == 0xFFFFFFFFu || abs(y) > abs(mv))) { mv = y; mi = norm_elem(lc, e, C); }
     }
     cluster_max(mv, mi, C);
     if (has) {
         const float iscale = q8_iscale(mv);
         [[unroll]] for (uint e = 0; e < NR_EPL; e += 4) {
-            sq[(k0 + e) / 4u] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
+            sq[(kb + norm_elem(lc, e, C)) / 4u] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
         }
         if (lc == 0) { sd[cid] = q8_scale(mv, iscale); }
     }

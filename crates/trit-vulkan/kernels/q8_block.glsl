@@ -4,6 +4,15 @@
 // x)); the block scale is 1 / iscale. Shared by rms_norm_q8.comp and the `NORM` prologue of
 // mul_mv_tq.comp, so that both give the same bits. Needs GL_KHR_shader_subgroup_shuffle.
 
+// Element (within its 256-block) that lane lc of a cluster of C lanes holds as its e-th: four
+// consecutive elements a step, the cluster's lanes side by side, so a cluster's loads of one
+// step are one contiguous run of 16 C bytes (a lane's four loads of a step, or one vec4 load,
+// touch a single 32-byte sector) and each lane's four values of a step pack into one int8
+// word. Every kernel that quantizes a normed block (rms_norm_q8.comp, mul_mv_tq.comp's NORM
+// prologue) sums its squares in this order, lane by lane and e by e, so they agree bit for
+// bit.
+uint norm_elem(uint lc, uint e, uint C) { return (e >> 2) * (4u * C) + lc * 4u + (e & 3u); }
+
 // The cluster's value of largest magnitude and its index (the lowest on ties), from each
 // lane's own (mv, mi); mi = 0xFFFFFFFF marks a lane without one.
 void cluster_max(inout float mv, inout uint mi, uint C) {

@@ -7,7 +7,8 @@
 // from word P2 + P1). Every variant sums the squares in the same order, so a norm fused with
 // its MUL gives the same bits as the norm alone followed by the MUL elsewhere.
 // Rows are a multiple of 256. Each 256-block belongs to one cluster of C = min(subgroup, 32)
-// lanes, EPL = 256 / C consecutive elements per lane, so a block's largest magnitude
+// lanes, EPL = 256 / C elements per lane (four consecutive a step, q8_block.glsl's
+// norm_elem: the order mul_mv_tq.comp's NORM prologue sums them in), so a block's largest magnitude
 // reduces with shuffles alone; each lane issues all its loads of a block at once. 1024
 // invocations: a row of up to 32 blocks (8192) in one round.
 #include "common.glsl"
@@ -74,9 +75,9 @@ void main() {
     // loads issued at once. The same f32 operations in the same order as the loop below.
     if (C >= 8u && nblk <= ncl) {
         const bool has = cid < nblk;
-        const uint k0 = cid * 256 + lc * EPL;
+        const uint kb = cid * 256;
         float xv[EPL_MAX];
-        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? X(k0 + e) : 0.0; }
+        [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) { xv[e] = (has && e < EPL) ? X(kb + norm_elem(lc, e, C)) : 0.0; }
         precise float s = 0.0;
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             if (has && e < EPL) { s += xv[e] * xv[e]; }
@@ -92,7 +93,7 @@ void main() {
         uint mi = 0xFFFFFFFFu;
         [[unroll]] for (uint e = 0; e < EPL_MAX; ++e) {
             if (e < EPL) {
-                const uint k = k0 + e;
+                const uint k = kb + norm_elem(lc, e, C);
 #if defined(FUSE_MUL)
                 precise float y = (xv[e] * scale) * W(k);
 #else
@@ -100,7 +101,7 @@ void main() {
 #endif
                 xv[e] = y;
                 d[d_base + k * pc.d_nb.x] = y;
-                if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
+                if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = norm_elem(lc, e, C); }
             }
         }
 #if defined(QUANT)
@@ -109,7 +110,7 @@ void main() {
         const uint qrow = P2 + row * (n / 4) + cid * 64;
         [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
             if (e < EPL) {
-                qout[qrow + (lc * EPL + e) / 4] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
+                qout[qrow + norm_elem(lc, e, C) / 4] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
             }
         }
         if (lc == 0) { qout[P2 + P1 + row * nblk + cid] = floatBitsToUint(q8_scale(mv, iscale)); }
@@ -119,8 +120,7 @@ void main() {
 
     precise float s = 0.0; // no contraction: every variant sums identically
     for (uint blk = cid; blk < nblk; blk += ncl) {
-        const uint k0 = blk * 256 + lc * EPL;
-        for (uint e = 0; e < EPL; ++e) { const float x = X(k0 + e); s += x * x; }
+        for (uint e = 0; e < EPL; ++e) { const float x = X(blk * 256 + norm_elem(lc, e, C)); s += x * x; }
     }
     for (uint m = 1; m < S; m <<= 1) { s += subgroupShuffleXor(s, m); }
     if (gl_SubgroupInvocationID == 0) { red[gl_SubgroupID] = s; }
@@ -130,19 +130,19 @@ void main() {
     precise float scale = inversesqrt(total / float(n) + uintBitsToFloat(P0));
 
     for (uint blk = cid; blk < nblk; blk += ncl) {
-        const uint k0 = blk * 256 + lc * EPL;
+        const uint kb = blk * 256;
         // The value of largest magnitude in the block, the first on ties.
         float mv = 0.0;
         uint mi = 0xFFFFFFFFu;
         for (uint e = 0; e < EPL; ++e) {
-            const uint k = k0 + e;
+            const uint k = kb + norm_elem(lc, e, C);
 #if defined(FUSE_MUL)
             precise float y = (X(k) * scale) * W(k);
 #else
             precise float y = X(k) * scale;
 #endif
             d[d_base + k * pc.d_nb.x] = y;
-            if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = lc * EPL + e; }
+            if (mi == 0xFFFFFFFFu || abs(y) > abs(mv)) { mv = y; mi = norm_elem(lc, e, C); }
         }
 #if defined(QUANT)
         cluster_max(mv, mi, C);
@@ -151,9 +151,10 @@ void main() {
         const float iscale = q8_iscale(mv);
         const uint qrow = P2 + row * (n / 4) + blk * 64;
         for (uint e = 0; e < EPL; e += 4) {
+            const uint k = kb + norm_elem(lc, e, C);
             vec4 y;
-            for (uint j = 0; j < 4; ++j) { y[j] = d[d_base + (k0 + e + j) * pc.d_nb.x]; }
-            qout[qrow + (lc * EPL + e) / 4] = q8_word(iscale, mv, y);
+            for (uint j = 0; j < 4; ++j) { y[j] = d[d_base + (k + j) * pc.d_nb.x]; }
+            qout[qrow + norm_elem(lc, e, C) / 4] = q8_word(iscale, mv, y);
         }
         if (lc == 0) { qout[P2 + P1 + row * nblk + blk] = floatBitsToUint(q8_scale(mv, iscale)); }
 #endif
