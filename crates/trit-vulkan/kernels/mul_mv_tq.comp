@@ -55,11 +55,20 @@
 spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6016, 6018, 6019], id = 4450)
 int sdot4(uint a, uint b, spirv_literal int fmt);
 int dot4(uint a, uint b) { return sdot4(a, b, 0); }
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6016, 6018, 6019], id = 4452)
+int sudot4_(uint a, uint b, spirv_literal int fmt);
+// Signed int8 x (four to a word) times unsigned bytes u.
+int sudot4(uint x, uint u) { return sudot4_(x, u, 0); }
 #else
 int dot4(uint a, uint b) {
     const ivec4 x = ivec4(int(a << 24) >> 24, int(a << 16) >> 24, int(a << 8) >> 24, int(a) >> 24);
     const ivec4 y = ivec4(int(b << 24) >> 24, int(b << 16) >> 24, int(b << 8) >> 24, int(b) >> 24);
     return x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+}
+int sudot4(uint x, uint u) {
+    const ivec4 a = ivec4(int(x << 24) >> 24, int(x << 16) >> 24, int(x << 8) >> 24, int(x) >> 24);
+    const ivec4 b = ivec4(u & 0xFFu, (u >> 8) & 0xFFu, (u >> 16) & 0xFFu, u >> 24);
+    return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
 }
 #endif
 
@@ -103,12 +112,39 @@ layout(std430, binding = 4) readonly buffer BufR { float res[]; };
 #endif
 
 #if defined(NORM)
-// The int8 input (8 KiB) and its block scales: with the rest, ~11 KiB of shared memory, under
+// The int8 input (8 KiB), its block scales and item sums: with the rest, ~14 KiB of shared memory, under
 // the 16 KiB every Vulkan device has.
 #define NORM_MAXK 8192u
 shared uint sq[NORM_MAXK / 4u];
 shared float sd[NORM_MAXK / 256u];
 shared float nred[256];
+#if defined(A_TQ2)
+// WSUMS: the sums of the int8 input that the TQ2_0 products take away once per item instead
+// of turning every code into -1/0/+1 first ((c - 1) . x = c . x - sum x, the codes c = 0..2
+// taken as unsigned bytes): wsum[blk * 16 + j] over the 16 values that code word j of a block
+// meets (its four int8 words j % 8 + 8 l of half-block j / 8), qsum[blk * 4 + q] over the 64
+// of code words 4q .. 4q + 3. Integers, so the products are the same bits as with signed codes.
+#define WSUMS
+shared int wsum[NORM_MAXK / 16u];
+shared int qsum[NORM_MAXK / 64u];
+
+// The item sums of block blk from a cluster of C lanes (C = 8, 16 or 32), each holding the
+// int8 words norm_elem puts in its lane (word (e / 4) * C + lc of the block for its e-th
+// values): hs[h] = the sum of the lane's words in half-block h. Called by every lane of the
+// subgroup (shuffles); has: whether this cluster has a block.
+void store_item_sums(int hs[2], uint blk, uint lc, uint C, bool has) {
+    [[unroll]] for (uint h = 0; h < 2; ++h) {
+        // Words j % 8 + 8 l of a half-block sit in lanes with the same lc % 8.
+        for (uint m = 8; m < C; m <<= 1) { hs[h] += subgroupShuffleXor(hs[h], m); }
+        int q = hs[h] + subgroupShuffleXor(hs[h], 1u);
+        q += subgroupShuffleXor(q, 2u);
+        if (has && lc < 8u) {
+            wsum[blk * 16u + 8u * h + lc] = hs[h];
+            if ((lc & 3u) == 0u) { qsum[blk * 4u + 2u * h + lc / 4u] = q; }
+        }
+    }
+}
+#endif
 #define QW(i) sq[i]
 #define QBASE 0u
 #define QSCALE(col, blk) sd[blk]
@@ -245,15 +281,21 @@ void norm_prologue(uint K) {
             }
         }
         cluster_max(mv, mi, C);
+        int hs[2] = int[2](0, 0);
         if (has) {
             const float iscale = q8_iscale(mv);
             [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
                 if (e < EPL) {
-                    sq[(kb + norm_elem(lc, e, C)) / 4u] = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
+                    const uint word = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
+                    sq[(kb + norm_elem(lc, e, C)) / 4u] = word;
+                    hs[((e >> 2) * C) >> 5] += dot4(word, 0x01010101u);
                 }
             }
             if (lc == 0) { sd[cid] = q8_scale(mv, iscale); }
         }
+#if defined(WSUMS)
+        store_item_sums(hs, cid, lc, C, has);
+#endif
     }
     barrier();
 }
@@ -334,6 +376,14 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
 #if defined(A_TQ2)
     // Byte q of the block holds weights (q/32)*128 + l*32 + q%32, l = 0..3.
     const uint e_word = (j / 8u) * 32u + (j % 8u); // q word of weight e0 within the block
+#if defined(WSUMS)
+    // NORM has one column: the codes as unsigned bytes, the input's sum taken away once.
+    const uint qb = QBASE + fc0 * kw + blk * 64u + e_word;
+    int isum = -wsum[blk * 16u + j];
+    [[unroll]] for (uint l = 0; l < 4; ++l) { isum += sudot4(QW(qb + l * 8u), (cw >> (2u * l)) & 0x03030303u); }
+    acc[0] += float(isum) * (dw * QSCALE(fc0, blk));
+    return;
+#endif
     uint s[4];
     [[unroll]] for (uint l = 0; l < 4; ++l) { s[l] = to_signed((cw >> (2u * l)) & 0x03030303u); }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
@@ -386,17 +436,28 @@ void accumulate_quad(inout float acc[NCOLS], uvec4 cw4, float dw, uint blk, uint
         const uint cw = cw4[ii];
         [[unroll]] for (uint l = 0; l < 4; ++l) {
             const uint ll = (l + t) & 3u;
+#if defined(WSUMS)
+            sw[i][l] = (cw >> (2u * ll)) & 0x03030303u;
+#else
             sw[i][l] = to_signed((cw >> (2u * ll)) & 0x03030303u);
+#endif
             at[i][l] = (j / 8u) * 32u + (j % 8u) + ll * 8u;
         }
     }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
         if (c0 + c < pc.b_ne.y) {
             const uint qb = QBASE + (fc0 + c) * kw + blk * 64u;
+#if defined(WSUMS)
+            int isum = -qsum[blk * 4u + q];
+            [[unroll]] for (uint i = 0; i < 4; ++i) {
+                [[unroll]] for (uint l = 0; l < 4; ++l) { isum += sudot4(QW(qb + at[i][l]), sw[i][l]); }
+            }
+#else
             int isum = 0;
             [[unroll]] for (uint i = 0; i < 4; ++i) {
                 [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(sw[i][l], QW(qb + at[i][l])); }
             }
+#endif
             acc[c] += float(isum) * (dw * QSCALE(fc0 + c, blk));
         }
     }
