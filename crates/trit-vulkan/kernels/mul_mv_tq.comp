@@ -517,24 +517,6 @@ void rows_of(uint wg) {
     const uint kw = K / 4; // q words per column
     // Flat column index of column c0 (columns, then i2, then i3, as quant_q8 writes them).
     const uint fc0 = c0 + pc.b_ne.y * (i2 + pc.b_ne.z * i3);
-    // The epilogue's loads issued here, so that their trip overlaps the products instead of
-    // following the reduction: the weight scale, and with RES the residual (used by lane 0).
-#if defined(MULTI)
-#if defined(KV)
-    const float wscale = live ? sc[pc.d_nb[part]] : 0.0;
-#else
-    const float wscale = (live && pc.d_ne.w != 0u) ? sc[pc.d_nb[part]] : 1.0;
-#endif
-#else
-    const float wscale = (live && pc.d_ne.x != 0u) ? sc[pc.d_ne.y] : 1.0;
-#if defined(RES)
-    float resv[NCOLS];
-    [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-        const bool has = live && lane == 0 && c0 + c < pc.b_ne.y;
-        resv[c] = has ? RESV(pc.d_ne.z + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w) : 0.0;
-    }
-#endif
-#endif
 
     float acc[NCOLS];
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { acc[j] = 0.0; }
@@ -610,9 +592,9 @@ void rows_of(uint wg) {
         // them with rope.comp's operations and stores both.
         const uint slot = fl / LANES;
 #if defined(KV)
-        precise float v = acc[0] * wscale;
+        precise float v = acc[0] * sc[pc.d_nb[part]];
 #else
-        precise float v = pc.d_ne.w != 0u ? acc[0] * wscale : acc[0];
+        precise float v = pc.d_ne.w != 0u ? acc[0] * sc[pc.d_nb[0]] : acc[0];
 #endif
         if (lane == 0) { rq[slot] = v; }
         barrier();
@@ -648,7 +630,7 @@ void rows_of(uint wg) {
 #if defined(KV)
     if (live && lane == 0) {
         // V, into the cache.
-        precise float v = acc[0] * wscale;
+        precise float v = acc[0] * sc[pc.d_nb[1]];
         const bool transposed = (pc.b_nb.y >> 31) != 0u;
         const uint stride = pc.b_nb.y & 0x7FFFFFFFu;
         const uint at = transposed ? kvi[pc.m1.x + lr].x * stride : kvi[pc.m1.x].x * stride + lr;
@@ -656,18 +638,18 @@ void rows_of(uint wg) {
     }
 #else
     if (live && lane == 0) {
-        precise float v = pc.d_ne.w != 0u ? acc[0] * wscale : acc[0];
+        precise float v = pc.d_ne.w != 0u ? acc[0] * sc[pc.d_nb[part]] : acc[0];
         d[pc.d_ne[part] + lr] = v;
     }
 #endif
 #else
     if (live && lane == 0) {
-        const float scale = wscale;
+        const float scale = pc.d_ne.x != 0u ? sc[pc.d_ne.y] : 1.0;
         [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
             if (c0 + c < pc.b_ne.y) {
                 precise float v = pc.d_ne.x != 0u ? acc[c] * scale : acc[c];
 #if defined(RES)
-                precise float vr = v + resv[c];
+                precise float vr = v + RESV(pc.d_ne.z + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w);
 #else
                 const float vr = v;
 #endif
