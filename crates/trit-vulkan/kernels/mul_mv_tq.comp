@@ -281,14 +281,16 @@ void norm_prologue(uint K) {
             }
         }
         cluster_max(mv, mi, C);
-        int hs[2] = int[2](0, 0);
+        int hs[2] = int[2](0, 0); // WSUMS: the lane's word sums per half-block
         if (has) {
             const float iscale = q8_iscale(mv);
             [[unroll]] for (uint e = 0; e < EPL_MAX; e += 4) {
                 if (e < EPL) {
                     const uint word = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
                     sq[(kb + norm_elem(lc, e, C)) / 4u] = word;
+#if defined(WSUMS)
                     hs[((e >> 2) * C) >> 5] += dot4(word, 0x01010101u);
+#endif
                 }
             }
             if (lc == 0) { sd[cid] = q8_scale(mv, iscale); }
@@ -376,21 +378,25 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
 #if defined(A_TQ2)
     // Byte q of the block holds weights (q/32)*128 + l*32 + q%32, l = 0..3.
     const uint e_word = (j / 8u) * 32u + (j % 8u); // q word of weight e0 within the block
-#if defined(WSUMS)
-    // NORM has one column: the codes as unsigned bytes, the input's sum taken away once.
-    const uint qb = QBASE + fc0 * kw + blk * 64u + e_word;
-    int isum = -wsum[blk * 16u + j];
-    [[unroll]] for (uint l = 0; l < 4; ++l) { isum += sudot4(QW(qb + l * 8u), (cw >> (2u * l)) & 0x03030303u); }
-    acc[0] += float(isum) * (dw * QSCALE(fc0, blk));
-    return;
-#endif
     uint s[4];
-    [[unroll]] for (uint l = 0; l < 4; ++l) { s[l] = to_signed((cw >> (2u * l)) & 0x03030303u); }
+    [[unroll]] for (uint l = 0; l < 4; ++l) {
+#if defined(WSUMS)
+        // The codes as unsigned bytes, the input's sum taken away once (`wsum`).
+        s[l] = (cw >> (2u * l)) & 0x03030303u;
+#else
+        s[l] = to_signed((cw >> (2u * l)) & 0x03030303u);
+#endif
+    }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
         if (c0 + c < pc.b_ne.y) {
             const uint qb = QBASE + (fc0 + c) * kw + blk * 64u + e_word;
+#if defined(WSUMS)
+            int isum = -wsum[blk * 16u + j];
+            [[unroll]] for (uint l = 0; l < 4; ++l) { isum += sudot4(QW(qb + l * 8u), s[l]); }
+#else
             int isum = 0;
             [[unroll]] for (uint l = 0; l < 4; ++l) { isum += dot4(s[l], QW(qb + l * 8u)); }
+#endif
             const float dx = QSCALE(fc0 + c, blk);
             acc[c] += float(isum) * (dw * dx);
         }

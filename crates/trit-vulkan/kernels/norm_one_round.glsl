@@ -49,13 +49,15 @@ void NR_FN(uint K) {
         if (has && (mi == 0xFFFFFFFFu || abs(y) > abs(mv))) { mv = y; mi = norm_elem(lc, e, C); }
     }
     cluster_max(mv, mi, C);
-    int hs[2] = int[2](0, 0);
+    int hs[2] = int[2](0, 0); // WSUMS: the lane's word sums per half-block
     if (has) {
         const float iscale = q8_iscale(mv);
         [[unroll]] for (uint e = 0; e < NR_EPL; e += 4) {
             const uint word = q8_word(iscale, mv, vec4(xv[e], xv[e + 1], xv[e + 2], xv[e + 3]));
             sq[(kb + norm_elem(lc, e, C)) / 4u] = word;
+#if defined(WSUMS)
             hs[((e >> 2) * C) >> 5] += dot4(word, 0x01010101u);
+#endif
         }
         if (lc == 0) { sd[cid] = q8_scale(mv, iscale); }
     }
