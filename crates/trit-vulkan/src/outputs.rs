@@ -40,6 +40,8 @@ pub(crate) struct Published {
 
 /// Host reads served from published copies (`TRIT_VULKAN_PROFILE`).
 pub(crate) static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Host nanoseconds spent copying those reads out of the landing buffer.
+pub(crate) static HIT_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub(crate) fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -171,11 +173,13 @@ impl Gpu {
             return false;
         };
         let from = (p.base + (c.at + offset - c.start) as usize) as *const u8;
+        let t0 = std::time::Instant::now();
         // SAFETY: the copy lies inside the owner's mapped landing buffer (sized for it), which
         // lives while published (`destroy` unpublishes first); the graph that wrote it finished
         // (published after its fence) and nothing was submitted since (`valid`).
         unsafe { std::ptr::copy_nonoverlapping(from, out.as_mut_ptr(), out.len()) };
         HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HIT_NS.fetch_add(t0.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         true
     }
 }

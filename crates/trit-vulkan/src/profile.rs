@@ -164,7 +164,8 @@ impl Profile {
             use std::sync::atomic::Ordering::Relaxed;
             out.push_str(&format!(
                 "  host time between graphs {:.1} us per graph; transfers (process): {} uploads ({:.1} MiB), \
-                 {} fills, {} reads ({:.1} us each, {:.1} of it copying out), {} served by output copies, \
+                 {} fills, {} reads ({:.1} us each, {:.1} of it copying out), {} served by output copies \
+                 ({:.1} us each), \
                  {} transfer submits, \
                  {:.1} ms host time in transfer calls\n",
                 self.between.as_secs_f64() * 1e6 / (g - 1.0).max(1.0),
@@ -175,6 +176,7 @@ impl Profile {
                 READ_NS.load(Relaxed) as f64 / 1e3 / READS.load(Relaxed).max(1) as f64,
                 READ_COPY_NS.load(Relaxed) as f64 / 1e3 / READS.load(Relaxed).max(1) as f64,
                 crate::outputs::HITS.load(Relaxed),
+                crate::outputs::HIT_NS.load(Relaxed) as f64 / 1e3 / crate::outputs::HITS.load(Relaxed).max(1) as f64,
                 SUBMITS.load(Relaxed),
                 HOST_NS.load(Relaxed) as f64 / 1e6,
             ));
