@@ -524,44 +524,6 @@ void rows_of(uint wg) {
     // Flat column index of column c0 (columns, then i2, then i3, as quant_q8 writes them).
     const uint fc0 = c0 + pc.b_ne.y * (i2 + pc.b_ne.z * i3);
 
-#if defined(MULTI) && defined(ROPE)
-    // The epilogue's own loads and the rotation's angle, issued before the products: after
-    // them (behind the barrier that pairs a rotation's values) the position and cache-row
-    // loads were one more round trip to memory at the end of the stage; here they overlap
-    // the weight loop. The same operations, so the same values.
-    const uint slot = fl / LANES;
-    const bool rot_lane = (qgroup || kgroup) && lane == 0 && slot < ROWS / 2u;
-    uint rot_row = 0u; // the pair's head offset (elements)
-    uint rot_j = 0u;   // the pair
-    float rot_c = 0.0;
-    float rot_s = 0.0;
-    if (rot_lane) {
-        const uint n_dims = ROPE_DIMS;
-        const uint g = (rows_first - (kgroup ? k_first : 0u)) / ROWS;
-        const uint gph = n_dims / ROWS;
-        rot_j = (g % gph) * (ROWS / 2u) + slot;
-        rot_row = (g / gph) * n_dims;
-        const float p = float(pos[pc.m1.w]);
-        const float theta = p * pow(uintBitsToFloat(pc.b_nb.z), -2.0 * float(rot_j) / float(n_dims)) * uintBitsToFloat(pc.b_nb.w);
-        const float mscale = uintBitsToFloat(pc.d_nb.w);
-        rot_c = cos(theta) * mscale;
-        rot_s = sin(theta) * mscale;
-    }
-#if defined(KV)
-    // K's cache row (rotated lanes of K's groups), V's element offset in its cache (lane 0 of
-    // V's rows).
-    const bool v_lane = !(qgroup || kgroup) && live && lane == 0;
-    const bool v_transposed = (pc.b_nb.y >> 31) != 0u;
-    const uint v_stride = pc.b_nb.y & 0x7FFFFFFFu;
-    uint cache_at = 0u;
-    if (rot_lane && kgroup) {
-        cache_at = pc.d_ne.z + kvi[pc.b_ne.w].x * pc.d_ne.w + rot_row;
-    } else if (v_lane) {
-        cache_at = v_transposed ? kvi[pc.m1.x + lr].x * v_stride : kvi[pc.m1.x].x * v_stride + lr;
-    }
-#endif
-#endif
-
     float acc[NCOLS];
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { acc[j] = 0.0; }
 
@@ -634,6 +596,7 @@ void rows_of(uint wg) {
     if (qgroup || kgroup) {
         // Q (K): both values of each pair to shared memory, then one lane per pair rotates
         // them with rope.comp's operations and stores both.
+        const uint slot = fl / LANES;
 #if defined(KV)
         precise float v = acc[0] * sc[pc.d_nb[part]];
 #else
@@ -641,32 +604,43 @@ void rows_of(uint wg) {
 #endif
         if (lane == 0) { rq[slot] = v; }
         barrier();
-        if (rot_lane) {
-            const uint j = rot_j;
+        if (lane == 0 && slot < ROWS / 2u) {
+            const uint n_dims = ROPE_DIMS;
+            const uint g = (rows_first - (kgroup ? k_first : 0u)) / ROWS;
+            const uint gph = n_dims / ROWS;
+            const uint j = (g % gph) * (ROWS / 2u) + slot;
+            const uint row = (g / gph) * n_dims;
             const float x0 = rq[slot];
             const float x1 = rq[slot + ROWS / 2u];
-            const float c = rot_c;
-            const float s = rot_s;
+            const float p = float(pos[pc.m1.w]);
+            const float theta = p * pow(uintBitsToFloat(pc.b_nb.z), -2.0 * float(j) / float(n_dims)) * uintBitsToFloat(pc.b_nb.w);
+            const float mscale = uintBitsToFloat(pc.d_nb.w);
+            const float c = cos(theta) * mscale;
+            const float s = sin(theta) * mscale;
             const float y0 = x0 * c - x1 * s;
             const float y1 = x0 * s + x1 * c;
 #if defined(KV)
             if (kgroup) {
-                kc[cache_at + rope_pair_elem(j, 0u)] = float16_t(y0);
-                kc[cache_at + rope_pair_elem(j, 1u)] = float16_t(y1);
+                const uint kb = pc.d_ne.z + kvi[pc.b_ne.w].x * pc.d_ne.w + row;
+                kc[kb + rope_pair_elem(j, 0u)] = float16_t(y0);
+                kc[kb + rope_pair_elem(j, 1u)] = float16_t(y1);
             } else
 #endif
             {
-                d[pc.d_ne.x + rot_row + rope_pair_elem(j, 0u)] = y0;
-                d[pc.d_ne.x + rot_row + rope_pair_elem(j, 1u)] = y1;
+                d[pc.d_ne.x + row + rope_pair_elem(j, 0u)] = y0;
+                d[pc.d_ne.x + row + rope_pair_elem(j, 1u)] = y1;
             }
         }
     } else
 #endif
 #if defined(KV)
-    if (v_lane) {
+    if (live && lane == 0) {
         // V, into the cache.
         precise float v = acc[0] * sc[pc.d_nb[1]];
-        vc[pc.d_ne.y + cache_at] = float16_t(v);
+        const bool transposed = (pc.b_nb.y >> 31) != 0u;
+        const uint stride = pc.b_nb.y & 0x7FFFFFFFu;
+        const uint at = transposed ? kvi[pc.m1.x + lr].x * stride : kvi[pc.m1.x].x * stride + lr;
+        vc[pc.d_ne.y + at] = float16_t(v);
     }
 #else
     if (live && lane == 0) {
