@@ -124,11 +124,6 @@ void main() {
     uvec4 wv[UV];
     [[unroll]] for (uint u = 0; u < UV; ++u) { wv[u] = c0 + u < c1 ? v[vb + c0 + u] : uvec4(0); }
 
-    // The first pass's mask values too: loaded after the barrier below, they would be a
-    // round trip of their own between it and the scores' maximum.
-    const uint m_row = pc.d_nb.w + t * P1 + j0;
-    const float mk0 = (P2 != 0u && kk < nk) ? m[m_row + kk] : 0.0;
-
     const uint q_base = B_OFF + t * pc.b_nb.y + h * pc.b_nb.z;
     if (fl < D / 4) {
         vec4 x;
@@ -159,7 +154,7 @@ void main() {
         float x = -1.0 / 0.0;
         if (has) {
             x = s * scale;
-            if (P2 != 0u) { x += p == 0u ? mk0 : m[m_row + jl]; }
+            if (P2 != 0u) { x += m[pc.d_nb.w + t * P1 + j0 + jl]; }
             if (kl == 0) { sc[jl] = x; }
         }
         mx = max(mx, x);
