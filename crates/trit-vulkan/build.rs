@@ -59,6 +59,12 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("mv_tq2_1_multi_norm", "mul_mv_tq.comp", &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "MULTI"]),
     ("mv_tq2_1_multi_norm_rope", "mul_mv_tq.comp", &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "MULTI", "ROPE"]),
     ("mv_tq2_1_multi_norm_rope_kv", "mul_mv_tq.comp", &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "MULTI", "ROPE", "KV"]),
+    // QKV that also computes the token's attention (attn_tail.glsl).
+    (
+        "mv_tq2_1_multi_norm_rope_kv_attn",
+        "mul_mv_tq.comp",
+        &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "MULTI", "ROPE", "KV", "ATTN"],
+    ),
     ("mv_tq2_1_multi_normr", "mul_mv_tq.comp", &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "MULTI", "RELU2"]),
     ("mv_tq2_1_norm_dot", "mul_mv_tq.comp", &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "USE_DOT"]),
     ("mv_tq2_1_normr_dot", "mul_mv_tq.comp", &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "RELU2", "USE_DOT"]),
@@ -74,6 +80,11 @@ const VARIANTS: &[(&str, &str, &[&str])] = &[
         "mv_tq2_1_multi_norm_rope_kv_dot",
         "mul_mv_tq.comp",
         &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "MULTI", "ROPE", "KV", "USE_DOT"],
+    ),
+    (
+        "mv_tq2_1_multi_norm_rope_kv_attn_dot",
+        "mul_mv_tq.comp",
+        &["A_TQ2", "NCOLS=1", "NORM", "WG=512", "MULTI", "ROPE", "KV", "ATTN", "USE_DOT"],
     ),
     (
         "mv_tq2_1_multi_normr_dot",

@@ -87,6 +87,18 @@ int sudot4(uint x, uint u) {
 #endif
 layout(local_size_x = WG) in;
 
+#if defined(ATTN)
+// One column of one batch (b_ne.y and b_ne.z hold the attention's parameters instead), and
+// the stores that the group's last workgroup reads back made coherent (attn_tail.glsl).
+#define B_COLS 1u
+#define B_BATCH 1u
+#define ATT_COHERENT coherent
+#else
+#define B_COLS pc.b_ne.y
+#define B_BATCH pc.b_ne.z
+#define ATT_COHERENT
+#endif
+
 layout(std430, binding = 0) readonly buffer BufA { uint a[]; };
 #if defined(A_TQ2)
 layout(std430, binding = 0) readonly buffer BufA4 { uvec4 a4[]; };
@@ -96,7 +108,7 @@ layout(std430, binding = 1) readonly buffer BufB { float xin[]; };
 #else
 layout(std430, binding = 1) readonly buffer BufB { uint b[]; };
 #endif
-layout(std430, binding = 2) writeonly buffer BufD { float d[]; };
+layout(std430, binding = 2) ATT_COHERENT writeonly buffer BufD { float d[]; };
 // A fused MUL by a one-element tensor (BitNet's per-tensor weight scale): d_ne.x != 0 says
 // it is there, d_ne.y is its element (d_ne is otherwise unused here).
 layout(std430, binding = 3) readonly buffer BufS { float sc[]; };
@@ -341,8 +353,8 @@ uint rope_row(uint lr) {
 #endif
 #if defined(KV)
 layout(std430, binding = 5) readonly buffer BufI { uvec2 kvi[]; };
-layout(std430, binding = 6) writeonly buffer BufK { float16_t kc[]; };
-layout(std430, binding = 7) writeonly buffer BufV { float16_t vc[]; };
+layout(std430, binding = 6) ATT_COHERENT writeonly buffer BufK { float16_t kc[]; };
+layout(std430, binding = 7) ATT_COHERENT writeonly buffer BufV { float16_t vc[]; };
 #endif
 
 // The 32-bit word at byte address `addr` (a multiple of 2) of A.
@@ -388,7 +400,7 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
 #endif
     }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-        if (c0 + c < pc.b_ne.y) {
+        if (c0 + c < B_COLS) {
             const uint qb = QBASE + (fc0 + c) * kw + blk * 64u + e_word;
 #if defined(WSUMS)
             int isum = -wsum[blk * 16u + j];
@@ -412,7 +424,7 @@ void accumulate(inout float acc[NCOLS], uint cw, float dw, uint blk, uint j, uin
     uint pw = 1u;
     [[unroll]] for (uint n = 0; n < 5; ++n) { s[n] = to_signed(trits(cw, pw)); pw *= 3u; }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-        if (c0 + c < pc.b_ne.y) {
+        if (c0 + c < B_COLS) {
             const uint qb = QBASE + (fc0 + c) * kw + blk * 64u + e_word;
             int isum = 0;
             [[unroll]] for (uint n = 0; n < 4; ++n) { isum += dot4(s[n], QW(qb + n * step)); }
@@ -451,7 +463,7 @@ void accumulate_quad(inout float acc[NCOLS], uvec4 cw4, float dw, uint blk, uint
         }
     }
     [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-        if (c0 + c < pc.b_ne.y) {
+        if (c0 + c < B_COLS) {
             const uint qb = QBASE + (fc0 + c) * kw + blk * 64u;
 #if defined(WSUMS)
             int isum = -qsum[blk * 4u + q];
@@ -483,14 +495,14 @@ void rows_of(uint wg) {
     const uint rows = pc.a_ne.y;
 #endif
     const uint nrg = (rows + ROWS - 1) / ROWS;
-    const uint ncb = (pc.b_ne.y + NCOLS - 1) / NCOLS;
+    const uint ncb = (B_COLS + NCOLS - 1) / NCOLS;
     uint w = wg;
     const bool wg_live = w < N_ITEMS;
     const uint r = (w % nrg) * ROWS + fl / LANES;
     w /= nrg;
     const uint cb = w % ncb; w /= ncb;
-    const uint i2 = w % pc.b_ne.z;
-    const uint i3 = w / pc.b_ne.z;
+    const uint i2 = w % B_BATCH;
+    const uint i3 = w / B_BATCH;
     const bool live = wg_live && r < rows;
     const uint c0 = cb * NCOLS;
 #if defined(MULTI)
@@ -515,14 +527,14 @@ void rows_of(uint wg) {
     const uint a_row = pc.a_nb[part] + lr * pc.a_nb.w;
 #endif
 #else
-    const uint a2 = i2 / (pc.b_ne.z / pc.a_ne.z);
+    const uint a2 = i2 / (B_BATCH / pc.a_ne.z);
     const uint a3 = i3 / (pc.b_ne.w / pc.a_ne.w);
     const uint a_row = A_OFF + r * pc.a_nb.y + a2 * pc.a_nb.z + a3 * pc.a_nb.w;
 #endif
     const uint nblocks = K / 256;
     const uint kw = K / 4; // q words per column
     // Flat column index of column c0 (columns, then i2, then i3, as quant_q8 writes them).
-    const uint fc0 = c0 + pc.b_ne.y * (i2 + pc.b_ne.z * i3);
+    const uint fc0 = c0 + B_COLS * (i2 + B_BATCH * i3);
 
     float acc[NCOLS];
     [[unroll]] for (uint j = 0; j < NCOLS; ++j) { acc[j] = 0.0; }
@@ -652,7 +664,7 @@ void rows_of(uint wg) {
     if (live && lane == 0) {
         const float scale = pc.d_ne.x != 0u ? sc[pc.d_ne.y] : 1.0;
         [[unroll]] for (uint c = 0; c < NCOLS; ++c) {
-            if (c0 + c < pc.b_ne.y) {
+            if (c0 + c < B_COLS) {
                 precise float v = pc.d_ne.x != 0u ? acc[c] * scale : acc[c];
 #if defined(RES)
                 precise float vr = v + RESV(pc.d_ne.z + r * pc.d_nb.x + (c0 + c) * pc.d_nb.y + i2 * pc.d_nb.z + i3 * pc.d_nb.w);
@@ -666,6 +678,10 @@ void rows_of(uint wg) {
 #endif
 }
 
+#if defined(ATTN)
+#include "attn_tail.glsl"
+#endif
+
 void main() {
 #if defined(NORM)
     norm_prologue(pc.a_ne.x);
@@ -674,6 +690,9 @@ void main() {
     for (uint w = wg_index(); w < N_ITEMS; w += P1) {
         rows_of(w);
         barrier(); // `red` is reused by the next row group
+#if defined(ATTN)
+        attn_tail(w * ROWS); // one column, one batch: row group w's first row
+#endif
     }
 #else
     rows_of(wg_index());

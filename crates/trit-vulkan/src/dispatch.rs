@@ -17,8 +17,9 @@ pub(crate) const PUSH_BYTES: u32 = 128;
 /// backward's four; fused kernels' binding 3 and 4). `Gpu::bindings` is 4 where a device
 /// allows no more (kernels using binding 4 are then not built). Up to `MAX_BINDINGS` (8)
 /// where the device allows that many: the QKV products that write the KV cache themselves
-/// (`KV` in mul_mv_tq.comp) use 8.
-pub(crate) const MAX_BINDINGS: u32 = 8;
+/// (`KV` in mul_mv_tq.comp) use 8, and 11 where they also compute the token's attention
+/// (`ATTN`); devices allowing 8 to 10 get 8.
+pub(crate) const MAX_BINDINGS: u32 = 11;
 
 /// vkCmdDispatch calls recorded by every backend of this process (for tests of tiling).
 pub(crate) static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -180,6 +181,9 @@ pub(crate) struct Recorder {
     /// Norms of this graph not recorded yet: the ternary mat-vecs that read them compute them
     /// (`fuse::Deferred`); any other reader records them first (`fuse::materialize`).
     pub deferred: Vec<crate::fuse::Deferred>,
+    /// Decode attentions of this graph (their KQ nodes) computed by the QKV dispatch before
+    /// them (`matvec::AttnTail`): recorded as nothing at their own place.
+    pub attn_in_qkv: Vec<*const sys::ggml_tensor>,
     /// TRIT_VULKAN_PROFILE=1: host and GPU time per kernel, printed when the backend is freed.
     prof: Option<crate::profile::Profile>,
     /// The graph's outputs copied to host memory at its end (`outputs`).
@@ -257,6 +261,7 @@ impl Recorder {
             rounded_at: Vec::new(),
             rounded: Vec::new(),
             deferred: Vec::new(),
+            attn_in_qkv: Vec::new(),
             prof: None,
             fifth: None,
             precise: None,
@@ -524,6 +529,7 @@ impl Recorder {
         self.writes.clear();
         self.rounded.clear();
         self.deferred.clear();
+        self.attn_in_qkv.clear();
         if let Some(p) = self.prof.as_mut() {
             p.begin(&self.gpu, self.cmd);
         }

@@ -53,6 +53,11 @@ pub(crate) struct Plan {
     /// as nothing.
     multi_kv: Vec<(usize, KvNodes)>,
     kv_absorbed: Vec<usize>,
+    /// (multi head, attention head): a Q, V, K group writing the caches and the decode
+    /// attention right after it (nothing else recorded between them), which the group's
+    /// dispatch may compute too (`matvec::AttnTail`; whether it did is known only when it is
+    /// recorded: `Recorder::attn_in_qkv`).
+    qkv_attn: Vec<(usize, usize)>,
     /// Tensors that ternary products read (sorted): a fused norm producing one also writes
     /// it quantized, as the products' quant_q8 would.
     ternary_inputs: Vec<usize>,
@@ -549,6 +554,7 @@ impl Plan {
             roped: Vec::new(),
             multi_kv: Vec::new(),
             kv_absorbed: Vec::new(),
+            qkv_attn: Vec::new(),
             ternary_inputs,
             deferred: Vec::new(),
         };
@@ -563,6 +569,9 @@ impl Plan {
             plan.multi = groups.into_iter().map(|g| (g.0, g.1)).collect();
             plan.moved = plan.multi.iter().flat_map(|m| m.1[1..].iter().copied()).collect();
             plan.moved.sort_unstable();
+            if !off("attnqkv") {
+                plan.qkv_attn = plan.attention_after_qkv(graph);
+            }
         }
         if !plan.relu_pre.is_empty() {
             // Both ends must start a recording unit (`schedule::order` cuts units greedily).
@@ -578,6 +587,28 @@ impl Plan {
             plan.deferred = deferrable(graph, n, &plan);
         }
         plan
+    }
+
+    /// For each Q, V, K group writing the caches (`multi_kv`), the decode attention unit that
+    /// follows it with nothing recorded in between: every node between them is a view or
+    /// reshape, or one the group's dispatch computes (its products and scales, Q's ROPE, the
+    /// cache writes).
+    fn attention_after_qkv(&self, graph: *mut sys::ggml_cgraph) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (head, kv) in &self.multi_kv {
+            let Some((_, members)) = self.multi.iter().find(|m| m.1[0] == *head) else { continue };
+            let Some(&(_, rope)) = self.multi_rope.iter().find(|m| m.0 == *head) else { continue };
+            let Some(&(a, _)) = self.attn.iter().filter(|a| a.0 > *head).min_by_key(|a| a.0) else { continue };
+            let covered = |k: usize| {
+                crate::ops::is_noop(op_of(node(graph, k as i32)))
+                    || members.iter().any(|&m| k == m || k == m + 1)
+                    || [rope, kv.k_rope, kv.k_rows, kv.v_rows].contains(&k)
+            };
+            if (head + 1..a).all(covered) {
+                out.push((*head, a));
+            }
+        }
+        out
     }
 
     /// Groups of 2 or 3 scaled products (fusable MUL_MAT + scale pairs, nothing else fused
@@ -693,6 +724,22 @@ impl Plan {
         groups
     }
 
+    /// The decode attention unit at node `i` (`attn`): its nodes and where its result goes,
+    /// with element strides for (dim, token, head): the KQV node's own or, with the PERMUTE
+    /// and CONT folded in, the CONT's.
+    fn attention_at(&self, graph: *mut sys::ggml_cgraph, i: usize) -> Option<crate::matvec::AttnTail> {
+        let &(_, len) = self.attn.iter().find(|a| a.0 == i)?;
+        let i = i as i32;
+        let (kq, sm, kqv) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
+        let (out, strides) = if len == 5 {
+            let (perm, cont) = (node(graph, i + 3), node(graph, i + 4));
+            (cont, permuted_strides(perm))
+        } else {
+            (kqv, nb(kqv).map(|x| (x / 4) as u32))
+        };
+        Some(crate::matvec::AttnTail { kq, sm, kqv, out, strides: [strides[0], strides[1], strides[2]] })
+    }
+
     /// Record node `i` fused with the nodes after it if possible: how many nodes were
     /// recorded (0: none, node `i` is to be recorded alone).
     /// A tensor the unit at `i` reads besides its nodes' operands (for `schedule`).
@@ -746,7 +793,11 @@ impl Plan {
                 k_rows: node(graph, kv.k_rows as i32),
                 v_rows: node(graph, kv.v_rows as i32),
             });
-            let written = crate::matvec::encode_multi(rec, kernel, &pairs, rope, cache)?;
+            let attn = self.qkv_attn.iter().find(|m| m.0 == i as usize).and_then(|m| self.attention_at(graph, m.1));
+            let (written, attended) = crate::matvec::encode_multi(rec, kernel, &pairs, rope, cache, attn)?;
+            if let (Some(t), true) = (attn, attended) {
+                rec.attn_in_qkv.push(t.kq);
+            }
             if let (Some(c), false) = (cache, written) {
                 // The products stored V and K: their cache writes are recorded here instead.
                 encode_rope_rows(rec, c.k_rope, c.k_rows)?;
@@ -758,14 +809,10 @@ impl Plan {
             return Ok(2); // RELU and SQR: computed by the pre kernel that reads them
         }
         if let Some(&(_, len)) = self.attn.iter().find(|a| a.0 == i as usize) {
-            let (kq, sm, kqv) = (node(graph, i), node(graph, i + 1), node(graph, i + 2));
-            let (out, strides) = if len == 5 {
-                let (perm, cont) = (node(graph, i + 3), node(graph, i + 4));
-                (cont, permuted_strides(perm))
-            } else {
-                (kqv, nb(kqv).map(|x| (x / 4) as u32))
-            };
-            crate::attn::encode(rec, kq, sm, kqv, out, [strides[0], strides[1], strides[2]])?;
+            let t = self.attention_at(graph, i as usize).expect("an attention unit");
+            if !rec.attn_in_qkv.contains(&t.kq) {
+                crate::attn::encode(rec, t.kq, t.sm, t.kqv, t.out, t.strides)?;
+            }
             return Ok(len as i32);
         }
         if self.res_triples.binary_search(&(i as usize)).is_ok() {

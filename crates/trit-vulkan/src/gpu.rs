@@ -82,7 +82,8 @@ pub(crate) struct Gpu {
     /// arithmetic and 8/16-bit storage the `_cm` kernels need): the shapes it lists. Empty:
     /// no `_cm` pipelines are built (TRIT_VULKAN_NO_COOPMAT=1 forces that).
     pub coopmat_shapes: Vec<CoopMatShape>,
-    /// Storage-buffer bindings of the shared layout: 5, or 4 where the device has no more.
+    /// Storage-buffer bindings of the shared layout: `MAX_BINDINGS` (11), else 8, 5 or 4, the most the
+    /// device allows.
     pub bindings: u32,
     /// Nanoseconds per timestamp tick, when the queue has timestamps (TRIT_VULKAN_PROFILE).
     pub timestamp_period: Option<f32>,
@@ -387,7 +388,7 @@ impl Gpu {
         let allows =
             |n: u32| lim.max_per_stage_descriptor_storage_buffers >= n && lim.max_descriptor_set_storage_buffers >= n;
         // Every Vulkan device has 4; kernels reading bindings beyond the layout's are left out.
-        let bindings = [crate::dispatch::MAX_BINDINGS, 5].into_iter().find(|&n| allows(n)).unwrap_or(4);
+        let bindings = [crate::dispatch::MAX_BINDINGS, 8, 5].into_iter().find(|&n| allows(n)).unwrap_or(4);
         // The measurement kernels of `probe.rs` are built only when asked for.
         let probe = std::env::var("TRIT_VULKAN_PROBE").is_ok_and(|v| v == "1");
         let usable = |full: &str| {

@@ -283,6 +283,13 @@ pub fn set_kv_in_products(on: bool) {
     matvec::KV_KERNEL.store(on, Ordering::Relaxed);
 }
 
+/// Tests: whether a QKV dispatch that writes the KV cache may also compute the token's
+/// attention (`ATTN` in mul_mv_tq.comp; on by default, TRIT_VULKAN_ATTN_IN_QKV=0 turns it off).
+/// Off, the attention is a dispatch of its own after the products.
+pub fn set_attn_in_qkv(on: bool) {
+    matvec::ATTN_IN_QKV.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
 /// Tests and A/B runs: decode attention split into workgroups of at least `keys` keys each
 /// (`attn_split.comp`, rounded up to a multiple of 32; the default 32, or
 /// TRIT_VULKAN_ATTN_CHUNK), or with 0 one workgroup per (query row, head) for all its keys
@@ -374,6 +381,12 @@ pub fn rope_in_products_count() -> u64 {
 /// this process.
 pub fn kv_in_products_count() -> u64 {
     matvec::KV_IN_MULTI.load(Ordering::Relaxed)
+}
+
+/// Decode attentions computed by the QKV products (`ATTN` in mul_mv_tq.comp) so far in this
+/// process.
+pub fn attn_in_products_count() -> u64 {
+    matvec::ATTN_IN_MULTI.load(Ordering::Relaxed)
 }
 
 /// f16 products recorded with `mul_mm_f16_cmv.comp` (aligned operands, 128 x 128 tiles;

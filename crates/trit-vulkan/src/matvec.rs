@@ -707,6 +707,86 @@ pub(crate) struct KvWrites {
     pub v_rows: *const sys::ggml_tensor,
 }
 
+/// A decode attention (`fuse`'s attention unit: KQ MUL_MAT, SOFT_MAX, KQV MUL_MAT, and the
+/// tensor the result goes to with its element strides for (dim, token, head)) that the QKV
+/// dispatch before it may compute itself (`ATTN` in mul_mv_tq.comp, attn_tail.glsl).
+#[derive(Clone, Copy)]
+pub(crate) struct AttnTail {
+    pub kq: *const sys::ggml_tensor,
+    pub sm: *const sys::ggml_tensor,
+    pub kqv: *const sys::ggml_tensor,
+    pub out: *const sys::ggml_tensor,
+    pub strides: [u32; 3],
+}
+
+/// Whether QKV dispatches may compute the token's attention (`ATTN`); TRIT_VULKAN_ATTN_IN_QKV=0
+/// or `set_attn_in_qkv` turn it off. 0: not read yet, 1 on, 2 off.
+pub(crate) static ATTN_IN_QKV: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn attn_in_qkv() -> bool {
+    match ATTN_IN_QKV.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("TRIT_VULKAN_ATTN_IN_QKV").map_or(true, |v| v != "0");
+            ATTN_IN_QKV.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 1,
+    }
+}
+
+/// Attentions computed by QKV dispatches so far in this process (tests).
+pub(crate) static ATTN_IN_MULTI: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The push words and operands of `t` for a QKV dispatch (`kernel`, `rows_per_wg` rows a
+/// workgroup) whose Q is `rope`'s result and whose caches are `c`'s: None where attn_tail.glsl
+/// does not take it (the host half of the checks it lists).
+fn attn_tail_args(
+    gpu: &Gpu,
+    kernel: &str,
+    rows_per_wg: u64,
+    rope: *const sys::ggml_tensor,
+    c: &KvWrites,
+    t: &AttnTail,
+) -> Option<[u32; 3]> {
+    let (k, q, v, mask) = (src(t.kq, 0), src(t.kq, 1), src(t.kqv, 0), src(t.sm, 1));
+    let [d, n_kv, hkv, _] = ne(k);
+    let [_, tokens, h, _] = ne(q);
+    let g = h / hkv.max(1);
+    let wg = if WIDE_SUFFIXES.iter().any(|w| kernel.ends_with(w)) { 1024 } else { 512 };
+    let hi = wg / g.max(1);
+    let same_data = |a: *const sys::ggml_tensor, b: *const sys::ggml_tensor| {
+        // SAFETY: live tensors of the graph being recorded.
+        unsafe { !(*a).data.is_null() && (*a).data == (*b).data && (*a).buffer == (*b).buffer }
+    };
+    let transposed = ne(src(c.v_rows, 0))[0] == 1;
+    let v_stride = nb(v)[1] / 2;
+    let k_cell = nb(c.k_rows)[1] / 2;
+    let shape_ok = tokens == 1
+        && d == crate::ops::param_u32(rope, 1) as i64
+        && d % 8 == 0
+        && d <= 128
+        && d as u64 % rows_per_wg == 0
+        && n_kv % 8 == 0
+        && g >= 1
+        && h % hkv == 0
+        && g * n_kv <= 2048
+        && g * d <= 512
+        && hi % d == 0
+        && hi % gpu.subgroup_size as i64 == 0
+        && hkv <= crate::attn::SPLIT_COUNTER_BYTES as i64 / 4;
+    // Q as the dispatch stores it (heads of d contiguous values), K and V the caches it
+    // writes, read from their first cell, 16-byte aligned; one token's mask row; the result
+    // heads of d contiguous values.
+    let q_ok = same_data(q, rope) && nb(q)[0] == 4 && nb(q)[2] == 4 * d as usize;
+    let k_ok = same_data(k, c.k_rows) && nb(k)[1] == nb(c.k_rows)[1] && nb(k)[2] == 2 * d as usize && k_cell % 8 == 0;
+    let v_ok =
+        transposed && same_data(v, c.v_rows) && nb(v)[0] == 2 && nb(v)[2] == d as usize * nb(v)[1] && v_stride % 8 == 0;
+    let mask_ok = !mask.is_null() && ne(mask)[0] >= n_kv;
+    let out_ok = t.strides[0] == 1 && t.strides[2] == d as u32;
+    let ok = shape_ok && q_ok && k_ok && v_ok && mask_ok && out_ok;
+    ok.then(|| [n_kv as u32, v_stride as u32, crate::ops::param_u32(t.sm, 0)])
+}
+
 /// Record the scaled products of `group` (accepted by `multi_kernel`, which named `kernel`)
 /// as one dispatch over their concatenated rows; with `rope`, the first result rotated into
 /// the ROPE's memory: by the dispatch where the device has the `ROPE` kernel and the norm is
@@ -720,20 +800,21 @@ pub(crate) fn encode_multi(
     group: &[Scaled],
     rope: Option<*const sys::ggml_tensor>,
     cache: Option<KvWrites>,
-) -> Result<bool> {
+    attn: Option<AttnTail>,
+) -> Result<(bool, bool)> {
     let (mm0, _) = group[0];
     let (a0, x) = (src(mm0, 0), src(mm0, 1));
     let weights: Vec<_> = group.iter().map(|g| src(g.0, 0)).collect();
     let outs = multi_outs(group, rope);
     let scales: Vec<_> = group.iter().map(|g| src(g.1, 1)).collect();
     if let Some(d) = rec.deferred.iter().find(|d| d.out == x).copied() {
-        if let Some((roped, cached)) = encode_multi_norm(rec, kernel, group, &d, rope, cache)? {
+        if let Some((roped, cached, attended)) = encode_multi_norm(rec, kernel, group, &d, rope, cache, attn)? {
             if !roped {
                 if let Some(r) = rope {
                     crate::ops::encode_rope_in_place(rec, r)?;
                 }
             }
-            return Ok(cached);
+            return Ok((cached, attended));
         }
     }
     let q = rounded_q8(rec, x)?;
@@ -763,13 +844,14 @@ pub(crate) fn encode_multi(
     if let Some(r) = rope {
         crate::ops::encode_rope_in_place(rec, r)?;
     }
-    Ok(false)
+    Ok((false, false))
 }
 
 /// `encode_multi` reading the deferred norm `d` with the norm computed in the kernel.
-/// Ok(None): it does not apply (nothing recorded); Ok(Some((roped, cached))): recorded, with
-/// `rope` computed by the dispatch (else the first result is stored unrotated in its memory)
-/// and `cache` written by it (else V and K are stored as results).
+/// Ok(None): it does not apply (nothing recorded); Ok(Some((roped, cached, attended))):
+/// recorded, with `rope` computed by the dispatch (else the first result is stored unrotated
+/// in its memory), `cache` written by it (else V and K are stored as results) and `attn`
+/// computed by it (else it is to be recorded at its own place).
 fn encode_multi_norm(
     rec: &mut Recorder,
     kernel: &str,
@@ -777,7 +859,8 @@ fn encode_multi_norm(
     d: &crate::fuse::Deferred,
     rope: Option<*const sys::ggml_tensor>,
     cache: Option<KvWrites>,
-) -> Result<Option<(bool, bool)>> {
+    attn: Option<AttnTail>,
+) -> Result<Option<(bool, bool, bool)>> {
     let gpu = rec.gpu().clone();
     let (base, dot) = match kernel.strip_suffix("_dot") {
         Some(b) => (b, "_dot"),
@@ -823,7 +906,32 @@ fn encode_multi_norm(
     let class = if roped.is_some() { NormLanes::Rope } else { NormLanes::Multi };
     let (kernel, rows_per_wg) = fewer_lanes(&gpu, kernel, rows_per_wg, class, rope_dims);
     let groups = total.div_ceil(rows_per_wg);
-    let launched = norm_groups(groups, rows_per_wg >= WIDE_ROWS_PER_WG);
+    let mut launched = norm_groups(groups, rows_per_wg >= WIDE_ROWS_PER_WG);
+    // The token's attention too, where the `ATTN` variant takes it: one workgroup per row
+    // group, so that the products' shared memory is free for the attention (attn_tail.glsl).
+    let attn_kernel = kernel.replacen("_norm_rope_kv", "_norm_rope_kv_attn", 1);
+    // The mask's row and the result are read from their bindings' first element (whole
+    // tensors start at the buffer type's alignment, a multiple of the binding's).
+    let starts_binding = |t: *const sys::ggml_tensor| rec.bind(t, 4).is_ok_and(|b| b.elem_off == 0);
+    let tail = match (attn, cache, roped) {
+        (Some(t), Some(c), Some(r))
+            if attn_in_qkv()
+                && gpu.bindings >= 11
+                && kernel.contains("_norm_rope_kv")
+                && gpu.has_pipeline(&attn_kernel)
+                && starts_binding(src(t.sm, 1))
+                && starts_binding(t.out) =>
+        {
+            attn_tail_args(&gpu, &kernel, rows_per_wg, r, &c, &t).map(|w| (t, w))
+        }
+        _ => None,
+    };
+    let kernel = if tail.is_some() {
+        launched = groups;
+        attn_kernel
+    } else {
+        kernel
+    };
     p.m0 = [0, groups as u32, 0, act_offs[0]];
     p.m1 = [0, crate::ops::param_u32(d.norm, 0), launched as u32, 0];
     let mut reads = Vec::new();
@@ -862,10 +970,24 @@ fn encode_multi_norm(
         bufs.extend([ids, kc, vc]);
         KV_IN_MULTI.fetch_add(1, Ordering::Relaxed);
     }
+    let mut attended = false;
+    if let Some((t, words)) = tail {
+        // The counters from the attention scratch's start.
+        let (mask, out) = (rec.bind(src(t.sm, 1), 4)?, rec.bind(t.out, 4)?);
+        let cnt = rec.attn_scratch(crate::attn::SPLIT_COUNTER_BYTES)?;
+        p.b_ne[0] = words[0];
+        p.b_ne[1] = words[1];
+        p.b_ne[2] = words[2];
+        reads.extend([mask, rec.bind(src(t.kq, 0), 2)?, rec.bind(src(t.kqv, 0), 2)?]);
+        writes.extend([out, cnt]);
+        bufs.extend([mask, out, cnt]);
+        ATTN_IN_MULTI.fetch_add(1, Ordering::Relaxed);
+        attended = true;
+    }
     prefetch_weights(rec, &weights, dst)?;
     rec.dispatch_n_precise(&kernel, &bufs, (reads, writes), p, launched)?;
     count_norm_dispatch(&kernel);
-    Ok(Some((roped.is_some(), cache.is_some())))
+    Ok(Some((roped.is_some(), cache.is_some(), attended)))
 }
 
 /// Whether the QKV products may write the KV cache (`KV`); tests turn it off

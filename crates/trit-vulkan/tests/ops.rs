@@ -1481,6 +1481,95 @@ fn rope_in_qkv_products() {
     }
 }
 
+/// Decode attention computed by the QKV products themselves (`ATTN`, attn_tail.glsl): a
+/// decode layer from the attention norm to the attention's result as llama.cpp builds it —
+/// the norm, Q, V and K as scaled ternary products, Q's and K's rotations, K and V written
+/// into f16 caches at one cell (V transposed: element r of a cell at r * cells + cell), then
+/// KQ over the caches' first n_kv cells (the new cell among them), SOFT_MAX with mask and
+/// scale, KQV, PERMUTE and CONT. The group's last workgroup reads the K and V rows the other
+/// workgroups of the dispatch wrote, so a wrong order shows in the result. Grouped heads
+/// (2B-4T's 20 / 5 at 256 cells), masked cells (a mask of 8 rows: row 0 masks the last 7),
+/// a shorter head, one query head per KV head, the new cell first and last; and a shape the
+/// tail does not take (8 query heads of 128 per KV head: Q does not fit its shared memory),
+/// which must stay correct with the attention a dispatch of its own. Against the CPU (the ternary bound, as the products'), and against the same
+/// graph with the attention as its own dispatch (`set_attn_in_qkv(false)`).
+#[test]
+fn attention_in_qkv_products() {
+    let Some((_g, b)) = setup() else { return };
+    let neox = sys::GGML_ROPE_TYPE_NEOX as i32;
+    // (head size, Q heads, KV heads, cells, n_kv, cell written, mask rows, tail expected
+    // where the device has the `ATTN` kernel)
+    for (hd, heads, kv_heads, cells, n_kv, cell, mask_rows, tail) in [
+        (128i64, 20i64, 5i64, 256i64, 256i64, 37i64, 1i64, true),
+        (128, 4, 1, 64, 48, 5, 8, true),
+        (64, 8, 2, 48, 40, 39, 1, true),
+        (128, 8, 2, 40, 40, 0, 1, true),
+        (128, 4, 4, 32, 32, 3, 1, true),
+        (128, 16, 2, 64, 64, 3, 1, false),
+    ] {
+        let dim = hd * heads;
+        let kv_dim = hd * kv_heads;
+        let build: Builder = &|ctx, ins| unsafe {
+            let x = input(ctx, ins, F32, &[dim], Fill::Uniform);
+            let w = input(ctx, ins, F32, &[dim], Fill::Uniform);
+            let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
+            let pos = input(ctx, ins, I32, &[1], Fill::Index(4000));
+            let scaled = |ctx, ins: &mut Vec<(T, Fill)>, rows: i64| {
+                let a = input(ctx, ins, TQ2, &[dim, rows], Fill::Uniform);
+                let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+                sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, h), s)
+            };
+            let q = scaled(ctx, ins, dim);
+            let rq =
+                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, q, hd, heads, 1), pos, hd as i32, neox, 500000.0);
+            let v = scaled(ctx, ins, kv_dim);
+            let k = scaled(ctx, ins, kv_dim);
+            let rk =
+                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, k, hd, kv_heads, 1), pos, hd as i32, neox, 500000.0);
+            let kc = input(ctx, ins, F16, &[kv_dim, cells], Fill::Uniform);
+            let k_ids = input(ctx, ins, I64, &[1], Fill::Ramp(cell, 0));
+            let kc = sys::ggml_set_rows(ctx, kc, sys::ggml_reshape_2d(ctx, rk, kv_dim, 1), k_ids);
+            let vc = input(ctx, ins, F16, &[1, kv_dim * cells], Fill::Uniform);
+            let v_ids = input(ctx, ins, I64, &[kv_dim], Fill::Ramp(cell, cells));
+            let vc = sys::ggml_set_rows(ctx, vc, sys::ggml_reshape_2d(ctx, v, 1, kv_dim), v_ids);
+            // The attention over the caches' first n_kv cells, as llama.cpp views them.
+            let kv = sys::ggml_view_3d(ctx, kc, hd, kv_heads, n_kv, 2 * hd as usize, (*kc).nb[1], 0);
+            let vv = sys::ggml_view_3d(ctx, vc, n_kv, hd, kv_heads, 2 * cells as usize, 2 * (hd * cells) as usize, 0);
+            let mask = input(ctx, ins, F32, &[n_kv, mask_rows], Fill::Causal);
+            let kq =
+                sys::ggml_mul_mat(ctx, sys::ggml_permute(ctx, kv, 0, 2, 1, 3), sys::ggml_permute(ctx, rq, 0, 2, 1, 3));
+            let sm = sys::ggml_soft_max_ext(ctx, kq, mask, 1.0 / (hd as f32).sqrt(), 0.0);
+            let kqv = sys::ggml_mul_mat(ctx, vv, sm);
+            let cur = sys::ggml_cont_2d(ctx, sys::ggml_permute(ctx, kqv, 0, 2, 1, 3), dim, 1);
+            // Q's rotation read first, so that the graph computes Q first, as llama.cpp's does.
+            sys::ggml_add(ctx, sys::ggml_reshape_2d(ctx, rq, dim, 1), cur)
+        };
+        let name = format!("attention in QKV hd={hd} heads={heads}/{kv_heads} cells={cells} n_kv={n_kv} cell={cell}");
+        let (d0, a0) = (dispatch_count(), trit_vulkan::attn_in_products_count());
+        check(&b, &name, build, NMSE_TR);
+        let (dispatches, attended) = (dispatch_count() - d0, trit_vulkan::attn_in_products_count() - a0);
+        println!("{name}: {dispatches} dispatches, {attended} attentions in the products");
+        trit_vulkan::set_attn_in_qkv(false);
+        let (d1, a1) = (dispatch_count(), trit_vulkan::attn_in_products_count());
+        let (own, _) = run(b.vk, build, 5);
+        let apart = dispatch_count() - d1;
+        assert_eq!(trit_vulkan::attn_in_products_count(), a1, "{name}: attention in the products while off");
+        trit_vulkan::set_attn_in_qkv(true);
+        let (again, _) = run(b.vk, build, 5);
+        // The same Q, K and V either way; the attention's sums in another order.
+        let e = nmse(&own, &again);
+        println!("{name}: fused against the attention's own dispatch: nmse {e:.3e}");
+        assert!(e <= 1e-9, "{name}: NMSE {e:.3e} between the two paths");
+        let has_kernel = trit_vulkan::storage_bindings() >= 11 && trit_vulkan::has_norm_mat_vecs();
+        if has_kernel && tail {
+            assert_eq!(attended, 1, "{name}: attention not computed by the products");
+            assert_eq!(apart, dispatches + 1, "{name}: dispatches with the attention apart");
+        } else if !tail {
+            assert_eq!(attended, 0, "{name}: the tail took a shape it does not take");
+        }
+    }
+}
+
 /// K's rotation, reshape to rows and SET_ROWS into an f16 cache by i64 indices (llama.cpp's
 /// KV write): one kernel. Decode and several tokens, both rope modes, partial rotation, odd
 /// head counts; the whole cache is compared (rows not written keep their values).

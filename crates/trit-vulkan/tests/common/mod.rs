@@ -32,6 +32,9 @@ pub enum Fill {
     Index(i64),
     /// Distinct indices (a permutation prefix) in [0, n), for SET_ROWS destinations.
     Distinct(i64),
+    /// Indices first, first + step, ... (I64), for SET_ROWS destinations laid out as
+    /// llama.cpp's transposed V cache (element r of a cell at r * cells + cell).
+    Ramp(i64, i64),
     /// A causal attention mask (0 or -inf), for SOFT_MAX.
     Causal,
     /// Uniform in [0, 1) (second moments of AdamW).
@@ -133,6 +136,9 @@ pub fn fill_tensor(t: T, fill: Fill, rng: &mut StdRng) {
                 (0..n).flat_map(|_| (rng.gen_range(0..m) as i32).to_le_bytes()).collect()
             }
             (sys::GGML_TYPE_I64, Fill::Index(m)) => (0..n).flat_map(|_| rng.gen_range(0..m).to_le_bytes()).collect(),
+            (sys::GGML_TYPE_I64, Fill::Ramp(first, step)) => {
+                (0..n as i64).flat_map(|i| (first + i * step).to_le_bytes()).collect()
+            }
             (sys::GGML_TYPE_I32 | sys::GGML_TYPE_I64, Fill::Distinct(m)) => {
                 let mut all: Vec<i64> = (0..m).collect();
                 for i in (1..all.len()).rev() {

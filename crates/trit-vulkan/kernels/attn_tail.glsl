@@ -1,0 +1,150 @@
+// Included by mul_mv_tq.comp with ATTN (a QKV dispatch with ROPE and KV): decode attention
+// for one token computed by the QKV dispatch itself, so that it is not a stage of its own.
+//
+// The QKV rows come in row groups of ROWS rows, each inside one head (the host checks that
+// ROWS divides the head size D). A KV head's "group" is its G = H / Hkv query heads' Q rows,
+// its K rows and its V rows: GR = (G + 2) * D / ROWS row groups. When a workgroup has stored a
+// row group (Q rotated, K rotated into the cache, V into the cache) it counts it on its
+// group's counter; the workgroup that brings the counter to GR is the last of the group, and
+// every row the group's attention reads (its new K and V rows, its Q) has been stored. That
+// workgroup computes, for each of the group's query heads h and the NKV cache cells j:
+//   x[j] = scale * sum_d K[d, j] * f16(Q[d, h]) + mask[j]
+//   out[e, h] = sum_j V[e, j] exp(x[j] - max x) / sum_j exp(x[j] - max x)
+// (exp(-inf) terms are 0; a head whose keys are all masked gets 0), as attn_split.comp does
+// for one chunk, and resets the counter for the next dispatch. The shared memory of the
+// products is free by then (every row group of this workgroup is done: the host launches
+// one workgroup per row group): `wsum` holds the group's Q, `sq` the scores.
+//
+// Operands (the host checks each): K cache rows from element d_ne.z, d_ne.w halves a cell,
+// head hk at hk * D, 16-byte aligned; V cache transposed (V's element r of cell j at d_ne.y
+// + r * b_ne.y + j), 16-byte aligned rows; Q as the dispatch stored it (element d_ne.x + h * D
+// + d); the mask's row (binding 8, element 0 on), the output (binding 9, element h * D + e),
+// the counters (binding 10, one word per KV head, zero between dispatches). b_ne.x = NKV (a
+// multiple of 8, G * NKV <= 2048), b_ne.z = the scale's bits. WG / G invocations per query
+// head, a multiple of D and of the subgroup size; G * D <= 512.
+
+layout(std430, binding = 2) coherent readonly buffer BufDQ { float dq[]; };
+layout(std430, binding = 6) coherent readonly buffer BufKQ { uvec4 kq4[]; };
+layout(std430, binding = 7) coherent readonly buffer BufVQ { uvec4 vq4[]; };
+layout(std430, binding = 8) readonly buffer BufMask { float amask[]; };
+layout(std430, binding = 9) writeonly buffer BufAO { float ao[]; };
+layout(std430, binding = 10) coherent buffer BufCnt { uint acnt[]; };
+shared bool att_last;
+
+#define ATT_MAX_D 128u
+
+// The eight halves of `w` times a and b.
+float att_dot8(uvec4 w, vec4 a, vec4 b) {
+    const vec2 h0 = unpackHalf2x16(w.x);
+    const vec2 h1 = unpackHalf2x16(w.y);
+    const vec2 h2 = unpackHalf2x16(w.z);
+    const vec2 h3 = unpackHalf2x16(w.w);
+    return dot(vec4(h0, h1), a) + dot(vec4(h2, h3), b);
+}
+float att_q(uint i) { return intBitsToFloat(wsum[i]); }
+float att_p(uint i) { return uintBitsToFloat(sq[i]); }
+
+// Row group `w` (first row `r0`) is stored: count it, and if it is its group's last, compute
+// the group's attention. Called by every invocation.
+void attn_tail(uint r0) {
+    const uint S = gl_SubgroupSize;
+    const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
+    const uint D = ROPE_DIMS;
+    const uint G = pc.a_ne.y / pc.a_ne.w;
+    const uint qrows = pc.a_ne.y;
+    const uint grp = r0 < qrows ? (r0 / D) / G : (r0 < qrows + pc.a_ne.z ? (r0 - qrows) / D : (r0 - qrows - pc.a_ne.z) / D);
+    const uint GR = (G + 2u) * D / ROWS;
+    // The row group's stores, then its count: the last workgroup reads them after its own.
+    memoryBarrierBuffer();
+    barrier();
+    if (fl == 0u) { att_last = atomicAdd(acnt[grp], 1u) == GR - 1u; }
+    barrier();
+    if (!att_last) { return; }
+    memoryBarrierBuffer();
+
+    const uint NKV = pc.b_ne.x;
+    const uint HI = WG / G;
+    const uint i = fl / HI; // query head within the group
+    const uint l = fl % HI;
+    const uint h = grp * G + i;
+    const uint D8 = D / 8u;
+    // Q of the group's heads, rounded to f16 as the f16 K rows meet it.
+    if (fl < G * D) {
+        const float qv = dq[pc.d_ne.x + grp * G * D + fl];
+        wsum[fl] = floatBitsToInt(unpackHalf2x16(packHalf2x16(vec2(qv, 0.0))).x);
+    }
+    barrier();
+
+    // Scores, key j of head i by invocation (i, j mod HI), into sq[i * NKV + j].
+    const float scale = uintBitsToFloat(pc.b_ne.z);
+    float mx = -1.0 / 0.0;
+    for (uint j = l; j < NKV; j += HI) {
+        const uint kb = (pc.d_ne.z + j * pc.d_ne.w + grp * D) / 8u;
+        uvec4 kw[ATT_MAX_D / 8u];
+        [[unroll]] for (uint c = 0; c < ATT_MAX_D / 8u; ++c) { kw[c] = c < D8 ? kq4[kb + c] : uvec4(0); }
+        const float m = amask[j];
+        float s = 0.0;
+        [[unroll]] for (uint c = 0; c < ATT_MAX_D / 8u; ++c) {
+            if (c < D8) {
+                const uint q0 = i * D + 8u * c;
+                s += att_dot8(kw[c], vec4(att_q(q0), att_q(q0 + 1u), att_q(q0 + 2u), att_q(q0 + 3u)),
+                              vec4(att_q(q0 + 4u), att_q(q0 + 5u), att_q(q0 + 6u), att_q(q0 + 7u)));
+            }
+        }
+        const float x = s * scale + m;
+        sq[i * NKV + j] = floatBitsToUint(x);
+        mx = max(mx, x);
+    }
+    // The head's maximum: subgroups lie inside one head (HI is a multiple of S).
+    for (uint o = 1; o < S; o <<= 1) { mx = max(mx, subgroupShuffleXor(mx, o)); }
+    if (gl_SubgroupInvocationID == 0u) { nred[gl_SubgroupID] = mx; }
+    barrier();
+    const uint sg0 = i * (HI / S);
+    float M = nred[sg0];
+    for (uint k = 1; k < HI / S; ++k) { M = max(M, nred[sg0 + k]); }
+
+    float sum = 0.0;
+    for (uint j = l; j < NKV; j += HI) {
+        const float x = uintBitsToFloat(sq[i * NKV + j]);
+        const float e = (x == -1.0 / 0.0) ? 0.0 : exp(x - M);
+        sq[i * NKV + j] = floatBitsToUint(e);
+        sum += e;
+    }
+    for (uint o = 1; o < S; o <<= 1) { sum += subgroupShuffleXor(sum, o); }
+    if (gl_SubgroupInvocationID == 0u) { red[0][gl_SubgroupID] = sum; }
+    barrier();
+    float L = red[0][sg0];
+    for (uint k = 1; k < HI / S; ++k) { L += red[0][sg0 + k]; }
+
+    // out[e, h]: HI / D invocations per element e, each over a contiguous range of the
+    // cells' 8-cell pieces, 8 loads in flight; their sums meet in shared memory (sq's, free
+    // once every probability is read: WG - G * D words at most).
+    const uint parts = HI / D;
+    const uint e = l % D;
+    const uint part = l / D;
+    const uint n8 = NKV / 8u;
+    const uint per = (n8 + parts - 1u) / parts;
+    const uint c0 = part * per;
+    const uint c1 = min(n8, c0 + per);
+    const uint vb = (pc.d_ne.y + (grp * D + e) * pc.b_ne.y) / 8u;
+    float acc = 0.0;
+    for (uint c = c0; c < c1; c += 8u) {
+        uvec4 vw[8];
+        [[unroll]] for (uint u = 0; u < 8u; ++u) { vw[u] = c + u < c1 ? vq4[vb + c + u] : uvec4(0); }
+        [[unroll]] for (uint u = 0; u < 8u; ++u) {
+            if (c + u < c1) {
+                const uint j = i * NKV + 8u * (c + u);
+                acc += att_dot8(vw[u], vec4(att_p(j), att_p(j + 1u), att_p(j + 2u), att_p(j + 3u)),
+                                vec4(att_p(j + 4u), att_p(j + 5u), att_p(j + 6u), att_p(j + 7u)));
+            }
+        }
+    }
+    barrier(); // every invocation has read the probabilities from sq
+    if (part > 0u) { sq[(i * (parts - 1u) + part - 1u) * D + e] = floatBitsToUint(acc); }
+    barrier();
+    if (part == 0u) {
+        for (uint p = 1; p < parts; ++p) { acc += uintBitsToFloat(sq[(i * (parts - 1u) + p - 1u) * D + e]); }
+        ao[h * D + e] = L > 0.0 ? acc / L : 0.0;
+    }
+    if (fl == 0u) { acnt[grp] = 0u; }
+}
