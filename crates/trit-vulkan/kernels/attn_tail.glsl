@@ -20,8 +20,8 @@
 // + r * b_ne.y + j), 16-byte aligned rows; Q as the dispatch stored it (element d_ne.x + h * D
 // + d); the mask's row (binding 8, element 0 on), the output (binding 9, element h * D + e),
 // the counters (binding 10, one word per KV head, zero between dispatches). b_ne.x = NKV (a
-// multiple of 8, G * NKV <= 2048), b_ne.z = the scale's bits. WG / G invocations per query
-// head, a multiple of D and of the subgroup size; G * D <= 512.
+// multiple of 8, G * NKV <= 2048), b_ne.z = the scale's bits. G <= 8 dividing WG, WG / G a
+// multiple of the subgroup size (8 lanes or more); G * D <= 512.
 
 layout(std430, binding = 2) coherent readonly buffer BufDQ { float dq[]; };
 layout(std430, binding = 6) coherent readonly buffer BufKQ { uvec4 kq4[]; };
@@ -32,6 +32,10 @@ layout(std430, binding = 10) coherent buffer BufCnt { uint acnt[]; };
 shared bool att_last;
 
 #define ATT_MAX_D 128u
+#define ATT_MAX_G 8u   // query heads per KV head at most (the host checks)
+#define ATT_LPK 4u     // lanes per cell for the scores (subgroups have 8 lanes or more here)
+#define ATT_PIECES (ATT_MAX_D / 8u / ATT_LPK) // 16-byte K pieces a lane
+#define ATT_VP 8u      // lanes per V element
 
 // The eight halves of `w` times a and b.
 float att_dot8(uvec4 w, vec4 a, vec4 b) {
@@ -63,10 +67,6 @@ void attn_tail(uint r0) {
     memoryBarrierBuffer();
 
     const uint NKV = pc.b_ne.x;
-    const uint HI = WG / G;
-    const uint i = fl / HI; // query head within the group
-    const uint l = fl % HI;
-    const uint h = grp * G + i;
     const uint D8 = D / 8u;
     // Q of the group's heads, rounded to f16 as the f16 K rows meet it.
     if (fl < G * D) {
@@ -75,34 +75,58 @@ void attn_tail(uint r0) {
     }
     barrier();
 
-    // Scores, key j of head i by invocation (i, j mod HI), into sq[i * NKV + j].
+    // Scores: ATT_LPK adjacent lanes per cell, each reading every ATT_LPK-th 16-byte piece of
+    // the cell's K row once for all G heads (4 loads in flight a lane), their sums met by
+    // shuffles; x[i][j] into sq[i * NKV + j].
     const float scale = uintBitsToFloat(pc.b_ne.z);
-    float mx = -1.0 / 0.0;
-    for (uint j = l; j < NKV; j += HI) {
+    const uint kl = fl % ATT_LPK;
+    for (uint j0 = 0; j0 < NKV; j0 += WG / ATT_LPK) {
+        const uint j = j0 + fl / ATT_LPK;
+        const bool has = j < NKV;
         const uint kb = (pc.d_ne.z + j * pc.d_ne.w + grp * D) / 8u;
-        uvec4 kw[ATT_MAX_D / 8u];
-        [[unroll]] for (uint c = 0; c < ATT_MAX_D / 8u; ++c) { kw[c] = c < D8 ? kq4[kb + c] : uvec4(0); }
-        const float m = amask[j];
-        float s = 0.0;
-        [[unroll]] for (uint c = 0; c < ATT_MAX_D / 8u; ++c) {
-            if (c < D8) {
-                const uint q0 = i * D + 8u * c;
-                s += att_dot8(kw[c], vec4(att_q(q0), att_q(q0 + 1u), att_q(q0 + 2u), att_q(q0 + 3u)),
-                              vec4(att_q(q0 + 4u), att_q(q0 + 5u), att_q(q0 + 6u), att_q(q0 + 7u)));
+        uvec4 kw[ATT_PIECES];
+        [[unroll]] for (uint c = 0; c < ATT_PIECES; ++c) {
+            const uint pc8 = c * ATT_LPK + kl;
+            kw[c] = (has && pc8 < D8) ? kq4[kb + pc8] : uvec4(0);
+        }
+        const float m = has ? amask[j] : 0.0;
+        float sc[ATT_MAX_G];
+        [[unroll]] for (uint i = 0; i < ATT_MAX_G; ++i) {
+            sc[i] = 0.0;
+            if (i < G) {
+                [[unroll]] for (uint c = 0; c < ATT_PIECES; ++c) {
+                    const uint pc8 = c * ATT_LPK + kl;
+                    if (pc8 < D8) {
+                        const uint q0 = i * D + 8u * pc8;
+                        sc[i] += att_dot8(kw[c], vec4(att_q(q0), att_q(q0 + 1u), att_q(q0 + 2u), att_q(q0 + 3u)),
+                                          vec4(att_q(q0 + 4u), att_q(q0 + 5u), att_q(q0 + 6u), att_q(q0 + 7u)));
+                    }
+                }
             }
         }
-        const float x = s * scale + m;
-        sq[i * NKV + j] = floatBitsToUint(x);
-        mx = max(mx, x);
+        [[unroll]] for (uint i = 0; i < ATT_MAX_G; ++i) {
+            if (i < G) {
+                float x = sc[i];
+                [[unroll]] for (uint o = 1; o < ATT_LPK; o <<= 1) { x += subgroupShuffleXor(x, o); }
+                if (has && kl == 0u) { sq[i * NKV + j] = floatBitsToUint(x * scale + m); }
+            }
+        }
     }
-    // The head's maximum: subgroups lie inside one head (HI is a multiple of S).
+    barrier();
+
+    // Each head's maximum and sum: invocation (i, l) over cells l, l + HI, ...; subgroups lie
+    // inside one head (HI is a multiple of S). The sums go to `sd` for the V products.
+    const uint HI = WG / G;
+    const uint i = fl / HI; // query head within the group
+    const uint l = fl % HI;
+    float mx = -1.0 / 0.0;
+    for (uint j = l; j < NKV; j += HI) { mx = max(mx, uintBitsToFloat(sq[i * NKV + j])); }
     for (uint o = 1; o < S; o <<= 1) { mx = max(mx, subgroupShuffleXor(mx, o)); }
     if (gl_SubgroupInvocationID == 0u) { nred[gl_SubgroupID] = mx; }
     barrier();
     const uint sg0 = i * (HI / S);
     float M = nred[sg0];
     for (uint k = 1; k < HI / S; ++k) { M = max(M, nred[sg0 + k]); }
-
     float sum = 0.0;
     for (uint j = l; j < NKV; j += HI) {
         const float x = uintBitsToFloat(sq[i * NKV + j]);
@@ -113,38 +137,52 @@ void attn_tail(uint r0) {
     for (uint o = 1; o < S; o <<= 1) { sum += subgroupShuffleXor(sum, o); }
     if (gl_SubgroupInvocationID == 0u) { red[0][gl_SubgroupID] = sum; }
     barrier();
-    float L = red[0][sg0];
-    for (uint k = 1; k < HI / S; ++k) { L += red[0][sg0 + k]; }
+    if (l == 0u) {
+        float L = red[0][sg0];
+        for (uint k = 1; k < HI / S; ++k) { L += red[0][sg0 + k]; }
+        sd[i] = L;
+    }
+    barrier();
 
-    // out[e, h]: HI / D invocations per element e, each over a contiguous range of the
-    // cells' 8-cell pieces, 8 loads in flight; their sums meet in shared memory (sq's, free
-    // once every probability is read: WG - G * D words at most).
-    const uint parts = HI / D;
-    const uint e = l % D;
-    const uint part = l / D;
+    // out[e, h] for the G heads at once: ATT_VP adjacent lanes per element e, each over a
+    // contiguous range of the cells' 8-cell pieces of V's row e (read once for all heads, 4
+    // loads in flight), their sums met by shuffles.
+    const uint vp = fl % ATT_VP;
     const uint n8 = NKV / 8u;
-    const uint per = (n8 + parts - 1u) / parts;
-    const uint c0 = part * per;
+    const uint per = (n8 + ATT_VP - 1u) / ATT_VP;
+    const uint c0 = vp * per;
     const uint c1 = min(n8, c0 + per);
-    const uint vb = (pc.d_ne.y + (grp * D + e) * pc.b_ne.y) / 8u;
-    float acc = 0.0;
-    for (uint c = c0; c < c1; c += 8u) {
-        uvec4 vw[8];
-        [[unroll]] for (uint u = 0; u < 8u; ++u) { vw[u] = c + u < c1 ? vq4[vb + c + u] : uvec4(0); }
-        [[unroll]] for (uint u = 0; u < 8u; ++u) {
-            if (c + u < c1) {
-                const uint j = i * NKV + 8u * (c + u);
-                acc += att_dot8(vw[u], vec4(att_p(j), att_p(j + 1u), att_p(j + 2u), att_p(j + 3u)),
-                                vec4(att_p(j + 4u), att_p(j + 5u), att_p(j + 6u), att_p(j + 7u)));
+    for (uint e0 = 0; e0 < D; e0 += WG / ATT_VP) {
+        const uint e = e0 + fl / ATT_VP;
+        const bool live_e = e < D;
+        const uint vb = (pc.d_ne.y + (grp * D + min(e, D - 1u)) * pc.b_ne.y) / 8u;
+        float acc[ATT_MAX_G];
+        [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) { acc[k] = 0.0; }
+        for (uint c = c0; c < c1; c += 4u) {
+            uvec4 vw[4];
+            [[unroll]] for (uint u = 0; u < 4u; ++u) { vw[u] = (live_e && c + u < c1) ? vq4[vb + c + u] : uvec4(0); }
+            [[unroll]] for (uint u = 0; u < 4u; ++u) {
+                if (c + u < c1) {
+                    [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
+                        if (k < G) {
+                            const uint j = k * NKV + 8u * (c + u);
+                            acc[k] += att_dot8(vw[u], vec4(att_p(j), att_p(j + 1u), att_p(j + 2u), att_p(j + 3u)),
+                                               vec4(att_p(j + 4u), att_p(j + 5u), att_p(j + 6u), att_p(j + 7u)));
+                        }
+                    }
+                }
             }
         }
-    }
-    barrier(); // every invocation has read the probabilities from sq
-    if (part > 0u) { sq[(i * (parts - 1u) + part - 1u) * D + e] = floatBitsToUint(acc); }
-    barrier();
-    if (part == 0u) {
-        for (uint p = 1; p < parts; ++p) { acc += uintBitsToFloat(sq[(i * (parts - 1u) + p - 1u) * D + e]); }
-        ao[h * D + e] = L > 0.0 ? acc / L : 0.0;
+        [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
+            if (k < G) {
+                float o = acc[k];
+                [[unroll]] for (uint m = 1; m < ATT_VP; m <<= 1) { o += subgroupShuffleXor(o, m); }
+                if (live_e && vp == 0u) {
+                    const float L = sd[k];
+                    ao[(grp * G + k) * D + e] = L > 0.0 ? o / L : 0.0;
+                }
+            }
+        }
     }
     if (fl == 0u) { acnt[grp] = 0u; }
 }

@@ -771,7 +771,8 @@ fn attn_tail_args(
         && h % hkv == 0
         && g * n_kv <= 2048
         && g * d <= 512
-        && hi % d == 0
+        && g <= 8
+        && wg % g == 0
         && hi % gpu.subgroup_size as i64 == 0
         && hkv <= crate::attn::SPLIT_COUNTER_BYTES as i64 / 4;
     // Q as the dispatch stores it (heads of d contiguous values), K and V the caches it
