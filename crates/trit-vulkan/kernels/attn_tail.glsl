@@ -15,13 +15,14 @@
 // products is free by then (every row group of this workgroup is done: the host launches
 // one workgroup per row group): `wsum` holds the group's Q, `sq` the scores.
 //
-// Operands (the host checks each): K cache rows from element d_ne.z, d_ne.w halves a cell,
+// Operands (the host checks each): K cache rows from element d_ne.z, d_ne.w vhalves a cell,
 // head hk at hk * D, 16-byte aligned; V cache transposed (V's element r of cell j at d_ne.y
 // + r * b_ne.y + j), 16-byte aligned rows; Q as the dispatch stored it (element d_ne.x + h * D
 // + d); the mask's row (binding 8, element 0 on), the output (binding 9, element h * D + e),
 // the counters (binding 10, one word per KV head, zero between dispatches). b_ne.x = NKV (a
 // multiple of 8, G * NKV <= 2048), b_ne.z = the scale's bits. G <= 8 dividing WG, WG / G a
-// multiple of the subgroup size (8 lanes or more); G * D <= 512.
+// multiple of the subgroup size (8 lanes or more); G * D <= 512; ATT_VP * D dividing WG, and
+// (WG / (ATT_VP * D) - 1) * G * D <= 2048.
 
 layout(std430, binding = 2) coherent readonly buffer BufDQ { float dq[]; };
 layout(std430, binding = 6) coherent readonly buffer BufKQ { uvec4 kq4[]; };
@@ -35,9 +36,9 @@ shared bool att_last;
 #define ATT_MAX_G 8u   // query heads per KV head at most (the host checks)
 #define ATT_LPK 4u     // lanes per cell for the scores (subgroups have 8 lanes or more here)
 #define ATT_PIECES (ATT_MAX_D / 8u / ATT_LPK) // 16-byte K pieces a lane
-#define ATT_VP 8u      // lanes per V element
+#define ATT_VP 4u      // lanes per V element
 
-// The eight halves of `w` times a and b.
+// The eight vhalves of `w` times a and b.
 float att_dot8(uvec4 w, vec4 a, vec4 b) {
     const vec2 h0 = unpackHalf2x16(w.x);
     const vec2 h1 = unpackHalf2x16(w.y);
@@ -144,43 +145,58 @@ void attn_tail(uint r0) {
     }
     barrier();
 
-    // out[e, h] for the G heads at once: ATT_VP adjacent lanes per element e, each over a
-    // contiguous range of the cells' 8-cell pieces of V's row e (read once for all heads, 4
-    // loads in flight), their sums met by shuffles.
+    // out[e, h] for the G heads at once: ATT_VP adjacent lanes per element e, lane v of them
+    // reading every ATT_VP-th 8-cell piece of V's row e (once for all heads, 4 loads in
+    // flight), so that a warp's probability reads are ATT_VP words 8 apart (four banks, each
+    // read by all the warp's elements: no bank conflicts); the cells split into WG / (ATT_VP
+    // * D) ranges ("halves") whose sums meet in sq once every probability is read.
     const uint vp = fl % ATT_VP;
+    const uint e = (fl / ATT_VP) % D;
+    const uint vhalves = WG / (ATT_VP * D);
+    const uint vhalf = fl / (ATT_VP * D);
     const uint n8 = NKV / 8u;
-    const uint per = (n8 + ATT_VP - 1u) / ATT_VP;
-    const uint c0 = vp * per;
-    const uint c1 = min(n8, c0 + per);
-    for (uint e0 = 0; e0 < D; e0 += WG / ATT_VP) {
-        const uint e = e0 + fl / ATT_VP;
-        const bool live_e = e < D;
-        const uint vb = (pc.d_ne.y + (grp * D + min(e, D - 1u)) * pc.b_ne.y) / 8u;
-        float acc[ATT_MAX_G];
-        [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) { acc[k] = 0.0; }
-        for (uint c = c0; c < c1; c += 4u) {
-            uvec4 vw[4];
-            [[unroll]] for (uint u = 0; u < 4u; ++u) { vw[u] = (live_e && c + u < c1) ? vq4[vb + c + u] : uvec4(0); }
-            [[unroll]] for (uint u = 0; u < 4u; ++u) {
-                if (c + u < c1) {
-                    [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
-                        if (k < G) {
-                            const uint j = k * NKV + 8u * (c + u);
-                            acc[k] += att_dot8(vw[u], vec4(att_p(j), att_p(j + 1u), att_p(j + 2u), att_p(j + 3u)),
-                                               vec4(att_p(j + 4u), att_p(j + 5u), att_p(j + 6u), att_p(j + 7u)));
-                        }
+    const uint per = (n8 + vhalves - 1u) / vhalves;
+    const uint h0 = min(n8, vhalf * per);
+    const uint h1 = min(n8, h0 + per);
+    const uint vb = (pc.d_ne.y + (grp * D + e) * pc.b_ne.y) / 8u;
+    float acc[ATT_MAX_G];
+    [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) { acc[k] = 0.0; }
+    for (uint c = h0 + vp; c < h1; c += 4u * ATT_VP) {
+        uvec4 vw[4];
+        [[unroll]] for (uint u = 0; u < 4u; ++u) {
+            const uint cu = c + u * ATT_VP;
+            vw[u] = cu < h1 ? vq4[vb + cu] : uvec4(0);
+        }
+        [[unroll]] for (uint u = 0; u < 4u; ++u) {
+            const uint cu = c + u * ATT_VP;
+            if (cu < h1) {
+                [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
+                    if (k < G) {
+                        const uint j = k * NKV + 8u * cu;
+                        acc[k] += att_dot8(vw[u], vec4(att_p(j), att_p(j + 1u), att_p(j + 2u), att_p(j + 3u)),
+                                           vec4(att_p(j + 4u), att_p(j + 5u), att_p(j + 6u), att_p(j + 7u)));
                     }
                 }
             }
         }
+    }
+    [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
+        [[unroll]] for (uint m = 1; m < ATT_VP; m <<= 1) { acc[k] += subgroupShuffleXor(acc[k], m); }
+    }
+    barrier(); // every probability is read: sq takes the other vhalves' sums
+    if (vhalf > 0u && vp == 0u) {
+        [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
+            if (k < G) { sq[((vhalf - 1u) * G + k) * D + e] = floatBitsToUint(acc[k]); }
+        }
+    }
+    barrier();
+    if (vhalf == 0u && vp == 0u) {
         [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
             if (k < G) {
                 float o = acc[k];
-                [[unroll]] for (uint m = 1; m < ATT_VP; m <<= 1) { o += subgroupShuffleXor(o, m); }
-                if (live_e && vp == 0u) {
-                    const float L = sd[k];
-                    ao[(grp * G + k) * D + e] = L > 0.0 ? o / L : 0.0;
-                }
+                for (uint hh = 1; hh < vhalves; ++hh) { o += uintBitsToFloat(sq[((hh - 1u) * G + k) * D + e]); }
+                const float L = sd[k];
+                ao[(grp * G + k) * D + e] = L > 0.0 ? o / L : 0.0;
             }
         }
     }

@@ -773,6 +773,8 @@ fn attn_tail_args(
         && g * d <= 512
         && g <= 8
         && wg % g == 0
+        && wg % (4 * d) == 0
+        && (wg / (4 * d) - 1) * g * d <= 2048
         && hi % gpu.subgroup_size as i64 == 0
         && hkv <= crate::attn::SPLIT_COUNTER_BYTES as i64 / 4;
     // Q as the dispatch stores it (heads of d contiguous values), K and V the caches it
