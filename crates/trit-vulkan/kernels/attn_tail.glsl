@@ -13,9 +13,10 @@
 // (exp(-inf) terms are 0; a head whose keys are all masked gets 0), as attn_split.comp does
 // for one chunk, and resets the counter for the next dispatch. The shared memory of the
 // products is free by then (every row group of this workgroup is done: the host launches
-// one workgroup per row group): `wsum` holds the group's Q, `sq` the scores.
+// one workgroup per row group): `sq` holds the scores, `sd` the sums; the group's Q has 2 KiB of
+// its own (`att_q4`).
 //
-// Operands (the host checks each): K cache rows from element d_ne.z, d_ne.w vhalves a cell,
+// Operands (the host checks each): K cache rows from element d_ne.z, d_ne.w halves a cell,
 // head hk at hk * D, 16-byte aligned; V cache transposed (V's element r of cell j at d_ne.y
 // + r * b_ne.y + j), 16-byte aligned rows; Q as the dispatch stored it (element d_ne.x + h * D
 // + d); the mask's row (binding 8, element 0 on), the output (binding 9, element h * D + e),
@@ -31,6 +32,8 @@ layout(std430, binding = 8) readonly buffer BufMask { float amask[]; };
 layout(std430, binding = 9) writeonly buffer BufAO { float ao[]; };
 layout(std430, binding = 10) coherent buffer BufCnt { uint acnt[]; };
 shared bool att_last;
+// The group's Q (G * D <= 512 values), read four at a time by the scores.
+shared vec4 att_q4[128];
 
 #define ATT_MAX_D 128u
 #define ATT_MAX_G 8u   // query heads per KV head at most (the host checks)
@@ -38,7 +41,7 @@ shared bool att_last;
 #define ATT_PIECES (ATT_MAX_D / 8u / ATT_LPK) // 16-byte K pieces a lane
 #define ATT_VP 4u      // lanes per V element
 
-// The eight vhalves of `w` times a and b.
+// The eight halves of `w` times a and b.
 float att_dot8(uvec4 w, vec4 a, vec4 b) {
     const vec2 h0 = unpackHalf2x16(w.x);
     const vec2 h1 = unpackHalf2x16(w.y);
@@ -46,7 +49,6 @@ float att_dot8(uvec4 w, vec4 a, vec4 b) {
     const vec2 h3 = unpackHalf2x16(w.w);
     return dot(vec4(h0, h1), a) + dot(vec4(h2, h3), b);
 }
-float att_q(uint i) { return intBitsToFloat(wsum[i]); }
 float att_p(uint i) { return uintBitsToFloat(sq[i]); }
 
 // Row group `w` (first row `r0`) is stored: count it, and if it is its group's last, compute
@@ -70,9 +72,12 @@ void attn_tail(uint r0) {
     const uint NKV = pc.b_ne.x;
     const uint D8 = D / 8u;
     // Q of the group's heads, rounded to f16 as the f16 K rows meet it.
-    if (fl < G * D) {
-        const float qv = dq[pc.d_ne.x + grp * G * D + fl];
-        wsum[fl] = floatBitsToInt(unpackHalf2x16(packHalf2x16(vec2(qv, 0.0))).x);
+    if (fl < G * D / 4u) {
+        vec4 qv;
+        [[unroll]] for (uint t = 0; t < 4u; ++t) {
+            qv[t] = unpackHalf2x16(packHalf2x16(vec2(dq[pc.d_ne.x + grp * G * D + 4u * fl + t], 0.0))).x;
+        }
+        att_q4[fl] = qv;
     }
     barrier();
 
@@ -98,9 +103,8 @@ void attn_tail(uint r0) {
                 [[unroll]] for (uint c = 0; c < ATT_PIECES; ++c) {
                     const uint pc8 = c * ATT_LPK + kl;
                     if (pc8 < D8) {
-                        const uint q0 = i * D + 8u * pc8;
-                        sc[i] += att_dot8(kw[c], vec4(att_q(q0), att_q(q0 + 1u), att_q(q0 + 2u), att_q(q0 + 3u)),
-                                          vec4(att_q(q0 + 4u), att_q(q0 + 5u), att_q(q0 + 6u), att_q(q0 + 7u)));
+                        const uint q0 = (i * D + 8u * pc8) / 4u;
+                        sc[i] += att_dot8(kw[c], att_q4[q0], att_q4[q0 + 1u]);
                     }
                 }
             }
@@ -183,7 +187,7 @@ void attn_tail(uint r0) {
     [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
         [[unroll]] for (uint m = 1; m < ATT_VP; m <<= 1) { acc[k] += subgroupShuffleXor(acc[k], m); }
     }
-    barrier(); // every probability is read: sq takes the other vhalves' sums
+    barrier(); // every probability is read: sq takes the other ranges' sums
     if (vhalf > 0u && vp == 0u) {
         [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
             if (k < G) { sq[((vhalf - 1u) * G + k) * D + e] = floatBitsToUint(acc[k]); }

@@ -283,11 +283,16 @@ pub fn set_kv_in_products(on: bool) {
     matvec::KV_KERNEL.store(on, Ordering::Relaxed);
 }
 
-/// Tests: whether a QKV dispatch that writes the KV cache may also compute the token's
-/// attention (`ATTN` in mul_mv_tq.comp; on by default, TRIT_VULKAN_ATTN_IN_QKV=0 turns it off).
-/// Off, the attention is a dispatch of its own after the products.
+/// Tests and A/B runs: whether a QKV dispatch that writes the KV cache may also compute the
+/// token's attention (`ATTN` in mul_mv_tq.comp; off by default, TRIT_VULKAN_ATTN_IN_QKV=1
+/// turns it on). Off, the attention is a dispatch of its own after the products.
 pub fn set_attn_in_qkv(on: bool) {
     matvec::ATTN_IN_QKV.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Undo `set_attn_in_qkv`: the default (or TRIT_VULKAN_ATTN_IN_QKV) again.
+pub fn reset_attn_in_qkv() {
+    matvec::ATTN_IN_QKV.store(0, Ordering::Relaxed);
 }
 
 /// Tests and A/B runs: decode attention split into workgroups of at least `keys` keys each

@@ -719,14 +719,15 @@ pub(crate) struct AttnTail {
     pub strides: [u32; 3],
 }
 
-/// Whether QKV dispatches may compute the token's attention (`ATTN`); TRIT_VULKAN_ATTN_IN_QKV=0
-/// or `set_attn_in_qkv` turn it off. 0: not read yet, 1 on, 2 off.
+/// Whether QKV dispatches may compute the token's attention (`ATTN`): off by default, as it
+/// measured slower than the attention's own dispatch on an H100 (README, decode round 21);
+/// TRIT_VULKAN_ATTN_IN_QKV=1 or `set_attn_in_qkv` turn it on. 0: not read yet, 1 on, 2 off.
 pub(crate) static ATTN_IN_QKV: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 fn attn_in_qkv() -> bool {
     match ATTN_IN_QKV.load(Ordering::Relaxed) {
         0 => {
-            let on = std::env::var("TRIT_VULKAN_ATTN_IN_QKV").map_or(true, |v| v != "0");
+            let on = std::env::var("TRIT_VULKAN_ATTN_IN_QKV").is_ok_and(|v| v == "1");
             ATTN_IN_QKV.store(if on { 1 } else { 2 }, Ordering::Relaxed);
             on
         }
