@@ -41,14 +41,6 @@ shared vec4 att_q4[128];
 #define ATT_PIECES (ATT_MAX_D / 8u / ATT_LPK) // 16-byte K pieces a lane
 #define ATT_VP 4u      // lanes per V element
 
-// The eight halves of `w` times a and b.
-float att_dot8(uvec4 w, vec4 a, vec4 b) {
-    const vec2 h0 = unpackHalf2x16(w.x);
-    const vec2 h1 = unpackHalf2x16(w.y);
-    const vec2 h2 = unpackHalf2x16(w.z);
-    const vec2 h3 = unpackHalf2x16(w.w);
-    return dot(vec4(h0, h1), a) + dot(vec4(h2, h3), b);
-}
 float att_p(uint i) { return uintBitsToFloat(sq[i]); }
 
 // Row group `w` (first row `r0`) is stored: count it, and if it is its group's last, compute
@@ -97,14 +89,18 @@ void attn_tail(uint r0) {
         }
         const float m = has ? amask[j] : 0.0;
         float sc[ATT_MAX_G];
-        [[unroll]] for (uint i = 0; i < ATT_MAX_G; ++i) {
-            sc[i] = 0.0;
-            if (i < G) {
-                [[unroll]] for (uint c = 0; c < ATT_PIECES; ++c) {
-                    const uint pc8 = c * ATT_LPK + kl;
-                    if (pc8 < D8) {
+        [[unroll]] for (uint i = 0; i < ATT_MAX_G; ++i) { sc[i] = 0.0; }
+        // Each K piece converted from f16 once for all the heads (the conversions, not the
+        // products, bound a single workgroup's throughput here).
+        [[unroll]] for (uint c = 0; c < ATT_PIECES; ++c) {
+            const uint pc8 = c * ATT_LPK + kl;
+            if (pc8 < D8) {
+                const vec4 k0 = vec4(unpackHalf2x16(kw[c].x), unpackHalf2x16(kw[c].y));
+                const vec4 k1 = vec4(unpackHalf2x16(kw[c].z), unpackHalf2x16(kw[c].w));
+                [[unroll]] for (uint i = 0; i < ATT_MAX_G; ++i) {
+                    if (i < G) {
                         const uint q0 = (i * D + 8u * pc8) / 4u;
-                        sc[i] += att_dot8(kw[c], att_q4[q0], att_q4[q0 + 1u]);
+                        sc[i] += dot(k0, att_q4[q0]) + dot(k1, att_q4[q0 + 1u]);
                     }
                 }
             }
@@ -174,11 +170,13 @@ void attn_tail(uint r0) {
         [[unroll]] for (uint u = 0; u < 4u; ++u) {
             const uint cu = c + u * ATT_VP;
             if (cu < h1) {
+                const vec4 v0 = vec4(unpackHalf2x16(vw[u].x), unpackHalf2x16(vw[u].y));
+                const vec4 v1 = vec4(unpackHalf2x16(vw[u].z), unpackHalf2x16(vw[u].w));
                 [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
                     if (k < G) {
                         const uint j = k * NKV + 8u * cu;
-                        acc[k] += att_dot8(vw[u], vec4(att_p(j), att_p(j + 1u), att_p(j + 2u), att_p(j + 3u)),
-                                           vec4(att_p(j + 4u), att_p(j + 5u), att_p(j + 6u), att_p(j + 7u)));
+                        acc[k] += dot(v0, vec4(att_p(j), att_p(j + 1u), att_p(j + 2u), att_p(j + 3u)))
+                            + dot(v1, vec4(att_p(j + 4u), att_p(j + 5u), att_p(j + 6u), att_p(j + 7u)));
                     }
                 }
             }
