@@ -1324,6 +1324,48 @@ fn permuted_product_into_cont() {
     }
 }
 
+/// Q, V and K of a decode token as llama.cpp's layer computes them: RMS_NORM of the input
+/// times its weight, three scaled ternary products of it (`build_lora_mm`), Q's and K's
+/// rotations (`hd`-wide heads, position < 4000, base 500000).
+struct Qkv {
+    q: T,
+    rq: T,
+    v: T,
+    rk: T,
+}
+
+/// See [`Qkv`]. SAFETY: `ctx` is a live context.
+unsafe fn qkv_rotated(
+    ctx: Ctx,
+    ins: &mut Vec<(T, Fill)>,
+    wt: sys::ggml_type,
+    hd: i64,
+    heads: i64,
+    kv_heads: i64,
+    mode: i32,
+) -> Qkv {
+    let dim = hd * heads;
+    // SAFETY: tensors of a live context.
+    unsafe {
+        let x = input(ctx, ins, F32, &[dim], Fill::Uniform);
+        let w = input(ctx, ins, F32, &[dim], Fill::Uniform);
+        let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
+        let pos = input(ctx, ins, I32, &[1], Fill::Index(4000));
+        let scaled = |ins: &mut Vec<(T, Fill)>, rows: i64| {
+            let a = input(ctx, ins, wt, &[dim, rows], Fill::Uniform);
+            let s = input(ctx, ins, F32, &[1], Fill::Uniform);
+            sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, h), s)
+        };
+        let q = scaled(ins, dim);
+        let rq = rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, q, hd, heads, 1), pos, hd as i32, mode, 500000.0);
+        let v = scaled(ins, hd * kv_heads);
+        let k = scaled(ins, hd * kv_heads);
+        let rk =
+            rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, k, hd, kv_heads, 1), pos, hd as i32, mode, 500000.0);
+        Qkv { q, rq, v, rk }
+    }
+}
+
 /// Q's rotation computed by the QKV products (llama.cpp's order: Q, its RESHAPE and ROPE,
 /// then V and K, K's ROPE): one dispatch for the three products and Q's rotation, with the
 /// attention norm inside it, where the device has the kernels; both rope modes, grouped
@@ -1354,22 +1396,7 @@ fn rope_in_qkv_products() {
         let dim = hd * heads;
         let kv_dim = hd * kv_heads;
         let build: Builder = &|ctx, ins| unsafe {
-            let x = input(ctx, ins, F32, &[dim], Fill::Uniform);
-            let w = input(ctx, ins, F32, &[dim], Fill::Uniform);
-            let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
-            let pos = input(ctx, ins, I32, &[1], Fill::Index(4000));
-            let scaled = |ctx, ins: &mut Vec<(T, Fill)>, rows: i64| {
-                let a = input(ctx, ins, wt, &[dim, rows], Fill::Uniform);
-                let s = input(ctx, ins, F32, &[1], Fill::Uniform);
-                sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, h), s)
-            };
-            let q = scaled(ctx, ins, dim);
-            let rq =
-                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, q, hd, heads, 1), pos, hd as i32, mode, 500000.0);
-            let v = scaled(ctx, ins, kv_dim);
-            let k = scaled(ctx, ins, kv_dim);
-            let rk =
-                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, k, hd, kv_heads, 1), pos, hd as i32, mode, 500000.0);
+            let Qkv { q, rq, v, rk } = qkv_rotated(ctx, ins, wt, hd, heads, kv_heads, mode);
             let rq = sys::ggml_reshape_1d(ctx, rq, dim);
             let rq = if again { sys::ggml_add(ctx, rq, q) } else { rq };
             if cache == 0 {
@@ -1489,9 +1516,9 @@ fn rope_in_qkv_products() {
 /// scale, KQV, PERMUTE and CONT. The group's last workgroup reads the K and V rows the other
 /// workgroups of the dispatch wrote, so a wrong order shows in the result. Grouped heads
 /// (2B-4T's 20 / 5 at 256 cells), masked cells (a mask of 8 rows: row 0 masks the last 7),
-/// a shorter head, one query head per KV head, the new cell first and last; and a shape the
-/// tail does not take (8 query heads of 128 per KV head: Q does not fit its shared memory),
-/// which must stay correct with the attention a dispatch of its own. Against the CPU (the ternary bound, as the products'), and against the same
+/// a shorter head, one and eight query heads per KV head, the new cell first and last; and a
+/// shape the tail does not take (16 query heads per KV head), which must stay correct with the
+/// attention a dispatch of its own. Against the CPU (the ternary bound, as the products'), and against the same
 /// graph with the attention as its own dispatch (`set_attn_in_qkv(false)`).
 #[test]
 fn attention_in_qkv_products() {
@@ -1507,27 +1534,13 @@ fn attention_in_qkv_products() {
         (64, 8, 2, 48, 40, 39, 1, true),
         (128, 8, 2, 40, 40, 0, 1, true),
         (128, 4, 4, 32, 32, 3, 1, true),
-        (128, 16, 2, 64, 64, 3, 1, false),
+        (128, 16, 2, 64, 64, 3, 1, true),
+        (64, 32, 2, 32, 32, 1, 1, false),
     ] {
         let dim = hd * heads;
         let kv_dim = hd * kv_heads;
         let build: Builder = &|ctx, ins| unsafe {
-            let x = input(ctx, ins, F32, &[dim], Fill::Uniform);
-            let w = input(ctx, ins, F32, &[dim], Fill::Uniform);
-            let h = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, x, 1e-5), w);
-            let pos = input(ctx, ins, I32, &[1], Fill::Index(4000));
-            let scaled = |ctx, ins: &mut Vec<(T, Fill)>, rows: i64| {
-                let a = input(ctx, ins, TQ2, &[dim, rows], Fill::Uniform);
-                let s = input(ctx, ins, F32, &[1], Fill::Uniform);
-                sys::ggml_mul(ctx, sys::ggml_mul_mat(ctx, a, h), s)
-            };
-            let q = scaled(ctx, ins, dim);
-            let rq =
-                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, q, hd, heads, 1), pos, hd as i32, neox, 500000.0);
-            let v = scaled(ctx, ins, kv_dim);
-            let k = scaled(ctx, ins, kv_dim);
-            let rk =
-                rope(ctx, Rope::Forward, sys::ggml_reshape_3d(ctx, k, hd, kv_heads, 1), pos, hd as i32, neox, 500000.0);
+            let Qkv { rq, v, rk, .. } = qkv_rotated(ctx, ins, TQ2, hd, heads, kv_heads, neox);
             let kc = input(ctx, ins, F16, &[kv_dim, cells], Fill::Uniform);
             let k_ids = input(ctx, ins, I64, &[1], Fill::Ramp(cell, 0));
             let kc = sys::ggml_set_rows(ctx, kc, sys::ggml_reshape_2d(ctx, rk, kv_dim, 1), k_ids);
