@@ -2,30 +2,28 @@
 // for one token computed by the QKV dispatch itself, so that it is not a stage of its own.
 //
 // The QKV rows come in row groups of ROWS rows, each inside one head (the host checks that
-// ROWS divides the head size D). Query head h's attention reads its Q rows, and the K and V
-// rows of its KV head hk = h / G (G = H / Hkv): 3 * D / ROWS row groups. When a workgroup has
-// stored a row group (Q rotated, K rotated into the cache, V into the cache) it counts it on
-// the counter of every query head that reads it (one for a Q row group, the G heads of its KV
-// head for a K or V row group); the workgroup that brings a head's counter to 3 * D / ROWS is
-// the last of that head, and every row its attention reads has been stored. It computes, over
-// the NKV cache cells j:
+// ROWS divides the head size D). A KV head's "group" is its G = H / Hkv query heads' Q rows,
+// its K rows and its V rows: GR = (G + 2) * D / ROWS row groups. When a workgroup has stored a
+// row group (Q rotated, K rotated into the cache, V into the cache) it counts it on its
+// group's counter; the workgroup that brings the counter to GR is the last of the group, and
+// every row the group's attention reads (its new K and V rows, its Q) has been stored. That
+// workgroup computes, for each of the group's query heads h and the NKV cache cells j:
 //   x[j] = scale * sum_d K[d, j] * f16(Q[d, h]) + mask[j]
 //   out[e, h] = sum_j V[e, j] exp(x[j] - max x) / sum_j exp(x[j] - max x)
 // (exp(-inf) terms are 0; a head whose keys are all masked gets 0), as attn_split.comp does
-// for one chunk, and resets the counter for the next dispatch. The workgroups take the row
-// groups rotated (`attn_row_group`): K and V first, Q last, so that the last of a head is
-// mostly one of its own Q row groups and the heads' attentions run on as many workgroups
-// (a K or V row group last for several heads computes them in turn). The shared memory of the
+// for one chunk, and resets the counter for the next dispatch. The shared memory of the
 // products is free by then (every row group of this workgroup is done: the host launches
-// one workgroup per row group): `sq` holds the scores; Q has 512 bytes of its own (`att_q4`).
+// one workgroup per row group): `sq` holds the scores, `sd` the sums; the group's Q has 2 KiB of
+// its own (`att_q4`).
 //
 // Operands (the host checks each): K cache rows from element d_ne.z, d_ne.w halves a cell,
 // head hk at hk * D, 16-byte aligned; V cache transposed (V's element r of cell j at d_ne.y
 // + r * b_ne.y + j), 16-byte aligned rows; Q as the dispatch stored it (element d_ne.x + h * D
 // + d); the mask's row (binding 8, element 0 on), the output (binding 9, element h * D + e),
-// the counters (binding 10, one word per query head, zero between dispatches). b_ne.x = NKV
-// (a multiple of 8, at most 2048), b_ne.z = the scale's bits. G <= 8; ATT_VP * D dividing WG,
-// and (WG / (ATT_VP * D) - 1) * D <= 2048.
+// the counters (binding 10, one word per KV head, zero between dispatches). b_ne.x = NKV (a
+// multiple of 8, G * NKV <= 2048), b_ne.z = the scale's bits. G <= 8 dividing WG, WG / G a
+// multiple of the subgroup size (8 lanes or more); G * D <= 512; ATT_VP * D dividing WG, and
+// (WG / (ATT_VP * D) - 1) * G * D <= 2048.
 
 layout(std430, binding = 2) coherent readonly buffer BufDQ { float dq[]; };
 layout(std430, binding = 6) coherent readonly buffer BufKQ { uvec4 kq4[]; };
@@ -33,70 +31,43 @@ layout(std430, binding = 7) coherent readonly buffer BufVQ { uvec4 vq4[]; };
 layout(std430, binding = 8) readonly buffer BufMask { float amask[]; };
 layout(std430, binding = 9) writeonly buffer BufAO { float ao[]; };
 layout(std430, binding = 10) coherent buffer BufCnt { uint acnt[]; };
-shared bool att_last[8];
-// The head's Q (D <= 128 values), read four at a time by the scores.
-shared vec4 att_q4[32];
+shared bool att_last;
+// The group's Q (G * D <= 512 values), read four at a time by the scores.
+shared vec4 att_q4[128];
 
 #define ATT_MAX_D 128u
 #define ATT_MAX_G 8u   // query heads per KV head at most (the host checks)
-#define ATT_NH 1u      // query heads a tail computes
 #define ATT_LPK 4u     // lanes per cell for the scores (subgroups have 8 lanes or more here)
 #define ATT_PIECES (ATT_MAX_D / 8u / ATT_LPK) // 16-byte K pieces a lane
 #define ATT_VP 4u      // lanes per V element
 
 float att_p(uint i) { return uintBitsToFloat(sq[i]); }
 
-// The row group workgroup `w` of N_ITEMS takes: K's and V's first, then Q's.
-uint attn_row_group(uint w) {
-    const uint nrg = N_ITEMS;
-    const uint qrg = pc.a_ne.y / ROWS;
-    return (w + qrg) % nrg;
-}
-
-void attn_head(uint h0, uint grp);
-
-// Row group of first row `r0` is stored: count it, and compute the attention of every query
-// head it was the last row group of. Called by every invocation.
+// Row group `w` (first row `r0`) is stored: count it, and if it is its group's last, compute
+// the group's attention. Called by every invocation.
 void attn_tail(uint r0) {
     const uint S = gl_SubgroupSize;
     const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
     const uint D = ROPE_DIMS;
     const uint G = pc.a_ne.y / pc.a_ne.w;
     const uint qrows = pc.a_ne.y;
-    const bool q_rows = r0 < qrows;
-    const uint hk = q_rows ? (r0 / D) / G : (r0 < qrows + pc.a_ne.z ? (r0 - qrows) / D : (r0 - qrows - pc.a_ne.z) / D);
-    const uint h_first = q_rows ? r0 / D : hk * G;
-    const uint h_count = q_rows ? 1u : G;
-    const uint target = 3u * (D / ROWS);
-    // The row group's stores, then its counts: the last workgroup of a head reads them after
-    // its own.
+    const uint grp = r0 < qrows ? (r0 / D) / G : (r0 < qrows + pc.a_ne.z ? (r0 - qrows) / D : (r0 - qrows - pc.a_ne.z) / D);
+    const uint GR = (G + 2u) * D / ROWS;
+    // The row group's stores, then its count: the last workgroup reads them after its own.
     memoryBarrierBuffer();
     barrier();
-    if (fl < h_count) { att_last[fl] = atomicAdd(acnt[h_first + fl], 1u) == target - 1u; }
+    if (fl == 0u) { att_last = atomicAdd(acnt[grp], 1u) == GR - 1u; }
     barrier();
-    for (uint k = 0; k < h_count; ++k) {
-        if (att_last[k]) {
-            memoryBarrierBuffer();
-            attn_head(h_first + k, hk);
-            if (fl == 0u) { acnt[h_first + k] = 0u; }
-            barrier(); // the next head reuses the shared memory
-        }
-    }
-}
+    if (!att_last) { return; }
+    memoryBarrierBuffer();
 
-// Query head h0's attention (ATT_NH heads from h0, all of KV head grp).
-void attn_head(uint h0, uint grp) {
-    const uint S = gl_SubgroupSize;
-    const uint fl = gl_SubgroupID * S + gl_SubgroupInvocationID;
-    const uint D = ROPE_DIMS;
-    const uint G = ATT_NH;
     const uint NKV = pc.b_ne.x;
     const uint D8 = D / 8u;
     // Q of the group's heads, rounded to f16 as the f16 K rows meet it.
     if (fl < G * D / 4u) {
         vec4 qv;
         [[unroll]] for (uint t = 0; t < 4u; ++t) {
-            qv[t] = unpackHalf2x16(packHalf2x16(vec2(dq[pc.d_ne.x + h0 * D + 4u * fl + t], 0.0))).x;
+            qv[t] = unpackHalf2x16(packHalf2x16(vec2(dq[pc.d_ne.x + grp * G * D + 4u * fl + t], 0.0))).x;
         }
         att_q4[fl] = qv;
     }
@@ -185,20 +156,20 @@ void attn_head(uint h0, uint grp) {
     const uint vhalf = fl / (ATT_VP * D);
     const uint n8 = NKV / 8u;
     const uint per = (n8 + vhalves - 1u) / vhalves;
-    const uint c_lo = min(n8, vhalf * per);
-    const uint c_hi = min(n8, c_lo + per);
+    const uint h0 = min(n8, vhalf * per);
+    const uint h1 = min(n8, h0 + per);
     const uint vb = (pc.d_ne.y + (grp * D + e) * pc.b_ne.y) / 8u;
     float acc[ATT_MAX_G];
     [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) { acc[k] = 0.0; }
-    for (uint c = c_lo + vp; c < c_hi; c += 4u * ATT_VP) {
+    for (uint c = h0 + vp; c < h1; c += 4u * ATT_VP) {
         uvec4 vw[4];
         [[unroll]] for (uint u = 0; u < 4u; ++u) {
             const uint cu = c + u * ATT_VP;
-            vw[u] = cu < c_hi ? vq4[vb + cu] : uvec4(0);
+            vw[u] = cu < h1 ? vq4[vb + cu] : uvec4(0);
         }
         [[unroll]] for (uint u = 0; u < 4u; ++u) {
             const uint cu = c + u * ATT_VP;
-            if (cu < c_hi) {
+            if (cu < h1) {
                 const vec4 v0 = vec4(unpackHalf2x16(vw[u].x), unpackHalf2x16(vw[u].y));
                 const vec4 v1 = vec4(unpackHalf2x16(vw[u].z), unpackHalf2x16(vw[u].w));
                 [[unroll]] for (uint k = 0; k < ATT_MAX_G; ++k) {
@@ -227,8 +198,9 @@ void attn_head(uint h0, uint grp) {
                 float o = acc[k];
                 for (uint hh = 1; hh < vhalves; ++hh) { o += uintBitsToFloat(sq[((hh - 1u) * G + k) * D + e]); }
                 const float L = sd[k];
-                ao[(h0 + k) * D + e] = L > 0.0 ? o / L : 0.0;
+                ao[(grp * G + k) * D + e] = L > 0.0 ? o / L : 0.0;
             }
         }
     }
+    if (fl == 0u) { acnt[grp] = 0u; }
 }

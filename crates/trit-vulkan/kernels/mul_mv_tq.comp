@@ -688,14 +688,10 @@ void main() {
     // The P1 workgroups launched take the N_ITEMS row groups in turn, so each computes the
     // norm once for several.
     for (uint w = wg_index(); w < N_ITEMS; w += P1) {
-#if defined(ATTN)
-        const uint rg = attn_row_group(w);
-        rows_of(rg);
-        barrier(); // `red` is reused by the next row group
-        attn_tail(rg * ROWS); // one column, one batch: row group rg's first row
-#else
         rows_of(w);
         barrier(); // `red` is reused by the next row group
+#if defined(ATTN)
+        attn_tail(w * ROWS); // one column, one batch: row group w's first row
 #endif
     }
 #else

@@ -754,6 +754,7 @@ fn attn_tail_args(
     let [_, tokens, h, _] = ne(q);
     let g = h / hkv.max(1);
     let wg = if WIDE_SUFFIXES.iter().any(|w| kernel.ends_with(w)) { 1024 } else { 512 };
+    let hi = wg / g.max(1);
     let same_data = |a: *const sys::ggml_tensor, b: *const sys::ggml_tensor| {
         // SAFETY: live tensors of the graph being recorded.
         unsafe { !(*a).data.is_null() && (*a).data == (*b).data && (*a).buffer == (*b).buffer }
@@ -769,12 +770,14 @@ fn attn_tail_args(
         && n_kv % 8 == 0
         && g >= 1
         && h % hkv == 0
-        && n_kv <= 2048
+        && g * n_kv <= 2048
+        && g * d <= 512
         && g <= 8
-        && gpu.subgroup_size >= 8
+        && wg % g == 0
         && wg % (4 * d) == 0
-        && (wg / (4 * d) - 1) * d <= 2048
-        && h <= crate::attn::SPLIT_COUNTER_BYTES as i64 / 4;
+        && (wg / (4 * d) - 1) * g * d <= 2048
+        && hi % gpu.subgroup_size as i64 == 0
+        && hkv <= crate::attn::SPLIT_COUNTER_BYTES as i64 / 4;
     // Q as the dispatch stores it (heads of d contiguous values), K and V the caches it
     // writes, read from their first cell, 16-byte aligned; one token's mask row; the result
     // heads of d contiguous values.
