@@ -926,7 +926,13 @@ fn encode_multi_norm(
                 && starts_binding(src(t.sm, 1))
                 && starts_binding(t.out) =>
         {
-            attn_tail_args(&gpu, &kernel, rows_per_wg, r, &c, &t).map(|w| (t, w))
+            // Every workgroup's rows and the tails read the dispatch's other operands until
+            // the last tail is done: the attention's result must not be stored over them
+            // (the attention unit itself already checked its K, V, Q and mask).
+            let others =
+                [x, x2.unwrap_or(std::ptr::null()), c.k_rows, c.v_rows, src(r, 1), src(c.k_rows, 1), src(c.v_rows, 1)];
+            let clear = crate::fuse::stored_clear_of(t.out, &others);
+            attn_tail_args(&gpu, &kernel, rows_per_wg, r, &c, &t).filter(|_| clear).map(|w| (t, w))
         }
         _ => None,
     };
