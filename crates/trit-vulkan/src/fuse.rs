@@ -808,8 +808,9 @@ impl Plan {
         if self.relu_pre.iter().any(|r| r.1 == i as usize) {
             return Ok(2); // RELU and SQR: computed by the pre kernel that reads them
         }
-        if let Some(&(_, len)) = self.attn.iter().find(|a| a.0 == i as usize) {
-            let t = self.attention_at(graph, i as usize).expect("an attention unit");
+        if let (Some(&(_, len)), Some(t)) =
+            (self.attn.iter().find(|a| a.0 == i as usize), self.attention_at(graph, i as usize))
+        {
             if !rec.attn_in_qkv.contains(&t.kq) {
                 crate::attn::encode(rec, t.kq, t.sm, t.kqv, t.out, t.strides)?;
             }
