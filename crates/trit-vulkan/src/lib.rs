@@ -32,6 +32,7 @@ mod profile;
 mod schedule;
 mod scratch;
 mod signature;
+mod switch;
 mod transfer;
 mod weight_store;
 
@@ -287,12 +288,12 @@ pub fn set_kv_in_products(on: bool) {
 /// token's attention (`ATTN` in mul_mv_tq.comp; off by default, TRIT_VULKAN_ATTN_IN_QKV=1
 /// turns it on). Off, the attention is a dispatch of its own after the products.
 pub fn set_attn_in_qkv(on: bool) {
-    matvec::ATTN_IN_QKV.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    matvec::ATTN_IN_QKV.set(on);
 }
 
 /// Undo `set_attn_in_qkv`: the default (or TRIT_VULKAN_ATTN_IN_QKV) again.
 pub fn reset_attn_in_qkv() {
-    matvec::ATTN_IN_QKV.store(0, Ordering::Relaxed);
+    matvec::ATTN_IN_QKV.reset();
 }
 
 /// Tests and A/B runs: decode attention split into workgroups of at least `keys` keys each
@@ -312,13 +313,13 @@ pub fn attn_split_dispatch_count() -> u64 {
 /// cache by a small dispatch beside the stage before them (`l2_prefetch.comp`; on by default
 /// for discrete GPUs, TRIT_VULKAN_L2_PREFETCH=0 turns it off).
 pub fn set_l2_prefetch(on: bool) {
-    matvec::L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    matvec::L2_PREFETCH.set(on);
 }
 
 /// Tests: back to the default (discrete GPUs, unless TRIT_VULKAN_L2_PREFETCH=0) after
 /// `set_l2_prefetch`.
 pub fn reset_l2_prefetch() {
-    matvec::L2_PREFETCH.store(0, Ordering::Relaxed);
+    matvec::L2_PREFETCH.reset();
 }
 
 /// `l2_prefetch` dispatches recorded so far in this process.
@@ -330,7 +331,7 @@ pub fn l2_prefetch_dispatch_count() -> u64 {
 /// invocations, the input kept in shared memory) are used where the device has them (on by
 /// default; TRIT_VULKAN_NORM_WIDE=0 turns them off).
 pub fn set_wide_norm_mat_vecs(on: bool) {
-    matvec::NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    matvec::NORM_WIDE.set(on);
 }
 
 /// Tests and A/B runs: lanes per row (8, 16 or 32) of one class of the wide mat-vecs that

@@ -14,6 +14,7 @@ use crate::dispatch::{locate, starts_aligned, Bound, Push, Recorder};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::{fits_range, nb, ne, nelements, shape, src, ty, F16, TQ1, TQ2};
+use crate::switch::Switch;
 
 /// Rows of A per workgroup (WG / LANES in the kernels).
 const ROWS_PER_WG: u64 = 4;
@@ -450,36 +451,22 @@ fn norm_groups(row_groups: u64, wide: bool) -> u64 {
     }
 }
 
-/// Whether the wide `NORM` variants are used where the device has them: 0 = not decided yet
-/// (TRIT_VULKAN_NORM_WIDE=0 turns them off), 1 = on, 2 = off (`set_wide_norm_mat_vecs`).
-pub(crate) static NORM_WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// Whether the wide `NORM` variants are used where the device has them (on unless
+/// TRIT_VULKAN_NORM_WIDE=0; `set_wide_norm_mat_vecs`).
+pub(crate) static NORM_WIDE: Switch = Switch::new();
 
 pub(crate) fn norm_wide() -> bool {
-    match NORM_WIDE.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("TRIT_VULKAN_NORM_WIDE").map_or(true, |v| v != "0");
-            NORM_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-        v => v == 1,
-    }
+    NORM_WIDE.get(|| std::env::var("TRIT_VULKAN_NORM_WIDE").map_or(true, |v| v != "0"))
 }
 
 /// Whether decode mat-vecs have their weights pulled into L2 beside the stage before them
-/// (`prefetch_weights`): 0 not yet decided, 1 on, 2 off. On for discrete GPUs unless
-/// TRIT_VULKAN_L2_PREFETCH=0 (a CPU's or an integrated GPU's Vulkan would only read the weights
-/// twice): +2-5% decode on an H100 (README, decode round 20).
-pub(crate) static L2_PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// (`prefetch_weights`). On for discrete GPUs unless TRIT_VULKAN_L2_PREFETCH=0 (a CPU's or an
+/// integrated GPU's Vulkan would only read the weights twice): +2-5% decode on an H100 (README,
+/// decode round 20).
+pub(crate) static L2_PREFETCH: Switch = Switch::new();
 
 fn l2_prefetch(gpu: &Gpu) -> bool {
-    match L2_PREFETCH.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("TRIT_VULKAN_L2_PREFETCH").map_or(true, |v| v != "0") && gpu.is_discrete();
-            L2_PREFETCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-        v => v == 1,
-    }
+    L2_PREFETCH.get(|| std::env::var("TRIT_VULKAN_L2_PREFETCH").map_or(true, |v| v != "0") && gpu.is_discrete())
 }
 
 /// `l2_prefetch` dispatches recorded so far in this process (tests).
@@ -721,18 +708,11 @@ pub(crate) struct AttnTail {
 
 /// Whether QKV dispatches may compute the token's attention (`ATTN`): off by default, as it
 /// measured slower than the attention's own dispatch on an H100 (README, decode round 21);
-/// TRIT_VULKAN_ATTN_IN_QKV=1 or `set_attn_in_qkv` turn it on. 0: not read yet, 1 on, 2 off.
-pub(crate) static ATTN_IN_QKV: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// TRIT_VULKAN_ATTN_IN_QKV=1 or `set_attn_in_qkv` turn it on.
+pub(crate) static ATTN_IN_QKV: Switch = Switch::new();
 
 fn attn_in_qkv() -> bool {
-    match ATTN_IN_QKV.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("TRIT_VULKAN_ATTN_IN_QKV").is_ok_and(|v| v == "1");
-            ATTN_IN_QKV.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-        v => v == 1,
-    }
+    ATTN_IN_QKV.get(|| std::env::var("TRIT_VULKAN_ATTN_IN_QKV").is_ok_and(|v| v == "1"))
 }
 
 /// Attentions computed by QKV dispatches so far in this process (tests).

@@ -16,7 +16,7 @@
 //! per decode step but the step got slower (this pass then cost more host time than the
 //! barriers saved; since then it scans only ranges of the last few levels, not re-measured).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::switch::Switch;
 
 use ash::vk;
 use trit_sys as sys;
@@ -52,22 +52,15 @@ fn range(t: *const sys::ggml_tensor) -> Option<Range> {
     Some(Range { buf: alloc.buffer, lo: off, hi: off + span(t).max(1) })
 }
 
-/// 0: not yet decided (from TRIT_VULKAN_REORDER), 1: on, 2: off.
-static REORDER: AtomicU8 = AtomicU8::new(0);
+/// Off unless TRIT_VULKAN_REORDER=1 or `set_enabled`.
+static REORDER: Switch = Switch::new();
 
 pub(crate) fn set_enabled(on: bool) {
-    REORDER.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    REORDER.set(on);
 }
 
 pub(crate) fn enabled() -> bool {
-    match REORDER.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("TRIT_VULKAN_REORDER").is_ok_and(|v| v == "1");
-            set_enabled(on);
-            on
-        }
-        s => s == 1,
-    }
+    REORDER.get(|| std::env::var("TRIT_VULKAN_REORDER").is_ok_and(|v| v == "1"))
 }
 
 /// Ops whose only write is their own tensor's memory (views of a destination included:

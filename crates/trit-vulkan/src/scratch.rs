@@ -18,7 +18,7 @@
 //! `TRIT_VULKAN_SCRATCH_REUSE=0` (or [`set_reuse`]) gives every region its own memory, as
 //! before (for comparison).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::switch::Switch;
 
 use trit_sys as sys;
 
@@ -66,22 +66,15 @@ impl Layout {
 /// Bytes of scratch the last graph recorded by any backend of this process reserved (tests).
 pub(crate) static LAST_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// 0: not yet decided (from TRIT_VULKAN_SCRATCH_REUSE), 1: on, 2: off.
-static REUSE: AtomicU8 = AtomicU8::new(0);
+/// On unless TRIT_VULKAN_SCRATCH_REUSE=0 or `set_reuse(false)`.
+static REUSE: Switch = Switch::new();
 
 pub(crate) fn set_reuse(on: bool) {
-    REUSE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    REUSE.set(on);
 }
 
 pub(crate) fn reuse() -> bool {
-    match REUSE.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("TRIT_VULKAN_SCRATCH_REUSE").map_or(true, |v| v != "0");
-            set_reuse(on);
-            on
-        }
-        s => s == 1,
-    }
+    REUSE.get(|| std::env::var("TRIT_VULKAN_SCRATCH_REUSE").map_or(true, |v| v != "0"))
 }
 
 /// A region to place: live from recording unit `first` to `last` (inclusive), `bytes` long.
