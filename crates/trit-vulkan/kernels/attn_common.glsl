@@ -1,7 +1,6 @@
 // Shared by the decode attention kernels (attn_decode.comp, attn_split.comp), included after
 // their `shared float red[WG]` (one slot per subgroup at least, reused by each reduction).
-// x rounded to f16 (without the Float16 capability).
-float r16(float x) { return unpackHalf2x16(packHalf2x16(vec2(x, 0.0))).x; }
+#include "f16.glsl"
 
 // Workgroup-wide maximum and sum: shuffles within each subgroup, then every invocation
 // reduces the per-subgroup results in order (two barriers instead of a tree's eight).

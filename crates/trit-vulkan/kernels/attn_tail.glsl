@@ -25,6 +25,8 @@
 // multiple of the subgroup size (8 lanes or more); G * D <= 512; ATT_VP * D dividing WG, and
 // (WG / (ATT_VP * D) - 1) * G * D <= 2048.
 
+#include "f16.glsl"
+
 layout(std430, binding = 2) coherent readonly buffer BufDQ { float dq[]; };
 layout(std430, binding = 6) coherent readonly buffer BufKQ { uvec4 kq4[]; };
 layout(std430, binding = 7) coherent readonly buffer BufVQ { uvec4 vq4[]; };
@@ -67,7 +69,7 @@ void attn_tail(uint r0) {
     if (fl < G * D / 4u) {
         vec4 qv;
         [[unroll]] for (uint t = 0; t < 4u; ++t) {
-            qv[t] = unpackHalf2x16(packHalf2x16(vec2(dq[pc.d_ne.x + grp * G * D + 4u * fl + t], 0.0))).x;
+            qv[t] = r16(dq[pc.d_ne.x + grp * G * D + 4u * fl + t]);
         }
         att_q4[fl] = qv;
     }
