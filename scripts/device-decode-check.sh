@@ -6,9 +6,8 @@
 #   2. scripts/bench-vulkan-ab.sh over the carried builds (BINS, ENV_<name>, ARGS_<name>,
 #      ROUNDS, TYPES as that script takes them);
 #   3. TRIT_VULKAN_PROFILE=1 (per-kernel GPU time, split by shape; each graph submitted at
-#      once, TRIT_VULKAN_CHUNK=1000000: recorded in chunks, the GPU waits for the host's next
-#      chunk, and the timestamps charge that wait to the kernel after the chunk boundary;
-#      PROFILE_ENV: more environment for it) and,
+#      once, as the profiler does unless TRIT_VULKAN_CHUNK is set; PROFILE_ENV: more
+#      environment for it) and,
 #      unless HOST_PROFILE=0, =2 (host times, replay on), of PROFILE_BIN (default /tmp/b/head)
 #      on the TQ2_0 model; PROFILE_BINS="name=path ...": the =1 profile of more builds.
 # Writes $OUT/ops.txt, $OUT/ab.txt, $OUT/profile1.txt, $OUT/profile2.txt.
@@ -20,14 +19,14 @@ bash "$(dirname "$0")/bench-vulkan-ab.sh"
 pb=${PROFILE_BIN:-/tmp/b/head}
 if [ -x "$pb" ]; then
   # shellcheck disable=SC2086  # PROFILE_ENV is a word list
-  env TRIT_VULKAN_CHUNK=1000000 ${PROFILE_ENV:-} TRIT_VULKAN_PROFILE=1 TRIT_VULKAN_PROFILE_SHAPES=1 "$pb" bench -m /tmp/m-tq2_0.gguf -ngl 99 \
+  env ${PROFILE_ENV:-} TRIT_VULKAN_PROFILE=1 TRIT_VULKAN_PROFILE_SHAPES=1 "$pb" bench -m /tmp/m-tq2_0.gguf -ngl 99 \
     -p 0 -n 128 -r 1 > "$OUT/profile1.txt" 2>&1
   grep -E "profile:|us/call" "$OUT/profile1.txt" | head -8
 fi
 # PROFILE_BINS="name=path ...": the same profile (without the shape split) of more builds.
 for nb in ${PROFILE_BINS:-}; do
   # shellcheck disable=SC2086  # PROFILE_ENV is a word list
-  env TRIT_VULKAN_CHUNK=1000000 ${PROFILE_ENV:-} TRIT_VULKAN_PROFILE=1 "${nb#*=}" bench -m /tmp/m-tq2_0.gguf -ngl 99 -p 0 -n 128 -r 1 \
+  env ${PROFILE_ENV:-} TRIT_VULKAN_PROFILE=1 "${nb#*=}" bench -m /tmp/m-tq2_0.gguf -ngl 99 -p 0 -n 128 -r 1 \
     > "$OUT/profile-${nb%%=*}.txt" 2>&1
   echo "profile ${nb%%=*}:"; grep -E "profile:|us/call" "$OUT/profile-${nb%%=*}.txt" | head -8
 done

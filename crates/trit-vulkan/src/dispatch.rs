@@ -48,12 +48,21 @@ const FIRST_CHUNK: u32 = 24;
 const CHUNK: u32 = 96;
 
 /// Dispatches in chunk `cur` before it is submitted. `TRIT_VULKAN_CHUNK=N`: N for every
-/// chunk (a large N submits a recorded graph at once, so `TRIT_VULKAN_PROFILE=1`'s kernel
-/// times no longer include the GPU waiting for the host to record the next chunk).
-fn chunk_len(cur: usize) -> u32 {
+/// chunk. While kernel timestamps are recorded (`TRIT_VULKAN_PROFILE=1`, `timestamps`) a
+/// graph is submitted at once unless TRIT_VULKAN_CHUNK says otherwise: in chunks, the GPU
+/// would wait for the host to record the next one, and the timestamps would charge that wait
+/// to the kernel after each chunk boundary (decode round 21).
+fn chunk_len(cur: usize, timestamps: bool) -> u32 {
     static FIXED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     let fixed = *FIXED.get_or_init(|| std::env::var("TRIT_VULKAN_CHUNK").ok().and_then(|v| v.parse().ok()));
-    fixed.unwrap_or(if cur == 0 { FIRST_CHUNK } else { CHUNK }).max(1)
+    let default = if timestamps {
+        u32::MAX
+    } else if cur == 0 {
+        FIRST_CHUNK
+    } else {
+        CHUNK
+    };
+    fixed.unwrap_or(default).max(1)
 }
 
 /// The push-constant block every kernel declares (kernels/common.glsl).
@@ -863,7 +872,7 @@ impl Recorder {
             eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
         }
         self.in_chunk += 1;
-        if self.in_chunk >= chunk_len(self.cur) {
+        if self.in_chunk >= chunk_len(self.cur, self.prof.as_ref().is_some_and(|p| p.timestamps())) {
             self.flush_chunk()?;
         }
         Ok(())
@@ -973,7 +982,7 @@ impl Recorder {
             eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
         }
         self.in_chunk += 1;
-        if self.in_chunk >= chunk_len(self.cur) {
+        if self.in_chunk >= chunk_len(self.cur, self.prof.as_ref().is_some_and(|p| p.timestamps())) {
             self.flush_chunk()?;
         }
         Ok(())

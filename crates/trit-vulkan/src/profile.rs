@@ -67,6 +67,11 @@ impl Profile {
         })
     }
 
+    /// Whether kernel timestamps are recorded (`TRIT_VULKAN_PROFILE=1` on a device with them).
+    pub fn timestamps(&self) -> bool {
+        self.pool.is_some()
+    }
+
     pub fn begin(&mut self, gpu: &Gpu, cmd: vk::CommandBuffer) {
         self.began = Instant::now();
         self.marks.clear();
