@@ -252,8 +252,11 @@ impl MatVecPrep {
         {
             let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
             let mut p = MatVecPrep { cols: Vec::new(), perm: Vec::new(), gfni: x86::has_gfni() };
-            if matvec_path(isa, w.ty, n) {
+            if isa != Isa::Scalar {
+                // Both paths read each column's block scales and sums from here.
                 p.cols = (0..n).map(|c| x86::ColSums::new(act_row(c), nb)).collect();
+            }
+            if matvec_path(isa, w.ty, n) {
                 if w.ty == TernaryType::Tq1_0 {
                     p.perm = (0..n).map(|c| x86::tq1_perm_acts(act_row(c), nb)).collect();
                 } else if isa == Isa::Avx512Vnni {
@@ -376,7 +379,6 @@ pub(crate) fn mul_mat_rows(
         }
         return;
     }
-    let _ = prep;
     let mut codes = vec![0u8; TILE_R * k];
     let mut dw = vec![0f32; TILE_R * nb];
     let mut res = [[0f32; 4]; 4];
@@ -393,8 +395,9 @@ pub(crate) fn mul_mat_rows(
             let mut c = c0;
             while c < c1 {
                 let nc = if c1 - c >= 4 { 4 } else { 1 };
-                let acts: [&[u8]; 4] = std::array::from_fn(|j| act_row(c + j.min(nc - 1)));
-                dot_tile(isa, &codes, k, &dw, &acts[..nc], &mut res);
+                let at = |j: usize| c + j.min(nc - 1);
+                let acts: [&[u8]; 4] = std::array::from_fn(|j| act_row(at(j)));
+                dot_tile(isa, &codes, k, &dw, &acts[..nc], prep, at, &mut res);
                 for (j, col) in res.iter().enumerate().take(nc) {
                     for (i, &v) in col.iter().enumerate().take(nr) {
                         store(c + j, r0 + i, v);
@@ -420,14 +423,33 @@ fn decode_row(isa: Isa, ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut 
     }
 }
 
-/// 4 decoded rows × 1 or 4 activation columns.
-fn dot_tile(isa: Isa, codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
+/// 4 decoded rows × 1 or 4 activation columns; `acts[j]` is column `col(j)`, whose block
+/// scales and sums the x86 paths take from `prep`.
+#[allow(clippy::too_many_arguments)]
+fn dot_tile(
+    isa: Isa,
+    codes: &[u8],
+    k: usize,
+    dw: &[f32],
+    acts: &[&[u8]],
+    prep: &MatVecPrep,
+    col: impl Fn(usize) -> usize,
+    out: &mut [[f32; 4]; 4],
+) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (prep, col);
     match isa {
         Isa::Scalar => scalar::dot_tile(codes, k, dw, acts, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::AvxVnni => x86::dot_tile_256(isa, codes, k, dw, acts, out),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => x86::dot_tile_avx512(codes, k, dw, acts, out),
+        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
+            let cols: [&x86::ColSums; 4] = std::array::from_fn(|j| &prep.cols[col(j.min(acts.len() - 1))]);
+            let cols = &cols[..acts.len()];
+            if isa == Isa::Avx512Vnni {
+                x86::dot_tile_avx512(codes, k, dw, acts, cols, out)
+            } else {
+                x86::dot_tile_256(isa, codes, k, dw, acts, cols, out)
+            }
+        }
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDot => neon::dot_tile(isa, codes, k, dw, acts, out),
         _ => unreachable!("checked by Isa::check"),

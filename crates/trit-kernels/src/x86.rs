@@ -98,39 +98,44 @@ unsafe fn reduce4_256(a0: __m256i, a1: __m256i, a2: __m256i, a3: __m256i) -> __m
     _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t))
 }
 
-/// `acc + (dw4 · da) · isum4` lane by lane, `isum4` corrected by the block's Σa.
-#[target_feature(enable = "avx2")]
-unsafe fn block_step(acc: __m128, dw4: __m128, ab: *const u8, isum4: __m128i) -> __m128 {
-    // SAFETY (of the reads): `ab` points at a whole Q8_K block (caller's contract).
-    let blk = std::slice::from_raw_parts(ab, Q8_K_BYTES);
-    let suma = crate::formats::q8k_sum(blk);
-    let da = crate::formats::q8k_scale(blk);
-    let isum = _mm_sub_epi32(isum4, _mm_set1_epi32(suma));
-    let s = _mm_mul_ps(dw4, _mm_set1_ps(da));
-    _mm_add_ps(acc, _mm_mul_ps(s, _mm_cvtepi32_ps(isum)))
-}
-
 fn check_tile(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]]) {
     let nb = k / QK;
     assert!(codes.len() >= 4 * k && dw.len() >= 4 * nb && (acts.len() == 1 || acts.len() == 4));
     assert!(acts.iter().all(|a| a.len() >= nb * Q8_K_BYTES));
 }
 
+/// Blocks whose integer sums a tile computes before it takes their float steps: the
+/// integer pass then holds only its accumulators, codes and quants in registers (with the
+/// float accumulators beside them, 256-bit tiles spilled one to the stack every block), and
+/// the float pass is a short chain over prepared per-column sums.
+const TILE_GROUP: usize = 16;
+
+/// Per-column block values for a tile's columns: `da` (block scales) and `suma` (Σ of each
+/// block's quants), prepared once per column ([`ColSums`]) instead of read from `bsums`
+/// in every tile.
+fn col_ptrs<const C: usize>(cols: &[&ColSums], nb: usize) -> ([*const f32; C], [*const i32; C]) {
+    assert!(cols.len() == C && cols.iter().all(|s| s.da.len() >= nb && s.suma.len() >= nb));
+    (std::array::from_fn(|c| cols[c].da.as_ptr()), std::array::from_fn(|c| cols[c].suma.as_ptr()))
+}
+
 /// 4 decoded rows × 1 or 4 columns on 256-bit vectors: AVX2, or AVX-VNNI for `Isa::AvxVnni`.
+/// `cols[c]` holds column `c`'s block scales and sums ([`ColSums`] of `acts[c]`).
 pub(crate) fn dot_tile_256(
     isa: crate::Isa,
     codes: &[u8],
     k: usize,
     dw: &[f32],
     acts: &[&[u8]],
+    cols: &[&ColSums],
     out: &mut [[f32; 4]; 4],
 ) {
     check_tile(codes, k, dw, acts);
     let nb = k / QK;
     let vnni = isa == crate::Isa::AvxVnni;
+    assert!(cols.len() == acts.len());
     // SAFETY: AVX2 is present, and AVX-VNNI for the VNNI variant (dispatch checked them);
     // check_tile verified that 4 rows of `k` codes, `4·nb` scales and `nb` Q8_K blocks per
-    // column are in bounds.
+    // column are in bounds, col_ptrs that every column has `nb` block scales and sums.
     unsafe {
         let c = codes.as_ptr();
         let d = dw.as_ptr();
@@ -138,13 +143,21 @@ pub(crate) fn dot_tile_256(
             // Two columns at a time keep 8 accumulators and 4 code vectors within 16 registers.
             for h in 0..2 {
                 let a = [acts[2 * h].as_ptr(), acts[2 * h + 1].as_ptr()];
-                let r = if vnni { tile_avxvnni::<2>(c, k, d, a, nb) } else { tile_avx2::<2>(c, k, d, a, nb) };
+                let (da, sa) = col_ptrs::<2>(&cols[2 * h..2 * h + 2], nb);
+                let r = if vnni {
+                    tile_avxvnni::<2>(c, k, d, a, da, sa, nb)
+                } else {
+                    tile_avx2::<2>(c, k, d, a, da, sa, nb)
+                };
                 out[2 * h] = r[0];
                 out[2 * h + 1] = r[1];
             }
         } else {
             let a = [acts[0].as_ptr()];
-            out[0] = if vnni { tile_avxvnni::<1>(c, k, d, a, nb) } else { tile_avx2::<1>(c, k, d, a, nb) }[0];
+            let (da, sa) = col_ptrs::<1>(cols, nb);
+            out[0] =
+                if vnni { tile_avxvnni::<1>(c, k, d, a, da, sa, nb) } else { tile_avx2::<1>(c, k, d, a, da, sa, nb) }
+                    [0];
         }
     }
 }
@@ -152,7 +165,8 @@ pub(crate) fn dot_tile_256(
 /// The 256-bit tile, twice: AVX2 sums u8 codes × i8 quants in pairs into i16 lanes
 /// (`vpmaddubsw`; ≤ 8 chunks × 2 products × 2·128 = 4096, no saturation) and widens them once
 /// per block (`vpmaddwd`); AVX-VNNI sums them in fours straight into i32 lanes (`vpdpbusd`).
-/// The same integer sums either way.
+/// The same integer sums either way. Blocks go in groups of [`TILE_GROUP`]: the group's
+/// integer sums first, then its float steps in block order (the contract's order).
 macro_rules! tile_256 {
     ($name:ident, $features:literal, $vnni:literal) => {
         #[target_feature(enable = $features)]
@@ -161,38 +175,52 @@ macro_rules! tile_256 {
             k: usize,
             dw: *const f32,
             acts: [*const u8; C],
+            da: [*const f32; C],
+            suma: [*const i32; C],
             nb: usize,
         ) -> [[f32; 4]; C] {
             let ones = _mm256_set1_epi16(1);
             let mut accf = [_mm_setzero_ps(); C];
-            for b in 0..nb {
-                let mut acc = [[_mm256_setzero_si256(); 4]; C];
-                for j in 0..8 {
-                    let mut w = [_mm256_setzero_si256(); 4];
-                    for (r, wr) in w.iter_mut().enumerate() {
-                        *wr = _mm256_loadu_si256(codes.add(r * k + b * QK + 32 * j) as *const __m256i);
-                    }
-                    for c in 0..C {
-                        let a = _mm256_loadu_si256(acts[c].add(b * Q8_K_BYTES + 4 + 32 * j) as *const __m256i);
-                        for r in 0..4 {
-                            acc[c][r] = if $vnni {
-                                _mm256_dpbusd_avx_epi32(acc[c][r], w[r], a)
-                            } else {
-                                _mm256_add_epi16(acc[c][r], _mm256_maddubs_epi16(w[r], a))
-                            };
+            let mut isums = [[_mm_setzero_si128(); C]; TILE_GROUP];
+            let mut b0 = 0;
+            while b0 < nb {
+                let g = TILE_GROUP.min(nb - b0);
+                for (bi, isum) in isums.iter_mut().enumerate().take(g) {
+                    let b = b0 + bi;
+                    let mut acc = [[_mm256_setzero_si256(); 4]; C];
+                    for j in 0..8 {
+                        let mut w = [_mm256_setzero_si256(); 4];
+                        for (r, wr) in w.iter_mut().enumerate() {
+                            *wr = _mm256_loadu_si256(codes.add(r * k + b * QK + 32 * j) as *const __m256i);
+                        }
+                        for c in 0..C {
+                            let a = _mm256_loadu_si256(acts[c].add(b * Q8_K_BYTES + 4 + 32 * j) as *const __m256i);
+                            for r in 0..4 {
+                                acc[c][r] = if $vnni {
+                                    _mm256_dpbusd_avx_epi32(acc[c][r], w[r], a)
+                                } else {
+                                    _mm256_add_epi16(acc[c][r], _mm256_maddubs_epi16(w[r], a))
+                                };
+                            }
                         }
                     }
+                    for c in 0..C {
+                        isum[c] = if $vnni {
+                            reduce4_256(acc[c][0], acc[c][1], acc[c][2], acc[c][3])
+                        } else {
+                            let [a0, a1, a2, a3] = acc[c].map(|x| _mm256_madd_epi16(x, ones));
+                            reduce4_256(a0, a1, a2, a3)
+                        };
+                    }
                 }
-                let dw4 = _mm_loadu_ps(dw.add(b * 4));
-                for c in 0..C {
-                    let i = if $vnni {
-                        reduce4_256(acc[c][0], acc[c][1], acc[c][2], acc[c][3])
-                    } else {
-                        let [a0, a1, a2, a3] = acc[c].map(|x| _mm256_madd_epi16(x, ones));
-                        reduce4_256(a0, a1, a2, a3)
-                    };
-                    accf[c] = block_step(accf[c], dw4, acts[c].add(b * Q8_K_BYTES), i);
+                for (bi, isum) in isums.iter().enumerate().take(g) {
+                    let b = b0 + bi;
+                    let dw4 = _mm_loadu_ps(dw.add(b * 4));
+                    for c in 0..C {
+                        accf[c] = block_step_cs(accf[c], dw4, *da[c].add(b), *suma[c].add(b), isum[c]);
+                    }
                 }
+                b0 += g;
             }
             let mut out = [[0f32; 4]; C];
             for c in 0..C {
@@ -206,22 +234,35 @@ macro_rules! tile_256 {
 tile_256!(tile_avx2, "avx2", false);
 tile_256!(tile_avxvnni, "avx2,avxvnni", true);
 
-pub(crate) fn dot_tile_avx512(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
+/// 4 decoded rows × 1 or 4 columns on 512-bit vectors; `cols` as for [`dot_tile_256`].
+pub(crate) fn dot_tile_avx512(
+    codes: &[u8],
+    k: usize,
+    dw: &[f32],
+    acts: &[&[u8]],
+    cols: &[&ColSums],
+    out: &mut [[f32; 4]; 4],
+) {
     check_tile(codes, k, dw, acts);
     let nb = k / QK;
+    assert!(cols.len() == acts.len());
     // SAFETY: AVX-512 F/BW/VNNI and AVX2 are present (dispatch checked them); check_tile
-    // verified the bounds of every load.
+    // verified the bounds of every load, col_ptrs those of the column sums.
     unsafe {
         if acts.len() == 4 {
+            let (da, sa) = col_ptrs::<4>(cols, nb);
             *out = tile_avx512::<4>(
                 codes.as_ptr(),
                 k,
                 dw.as_ptr(),
                 [acts[0].as_ptr(), acts[1].as_ptr(), acts[2].as_ptr(), acts[3].as_ptr()],
+                da,
+                sa,
                 nb,
             );
         } else {
-            out[0] = tile_avx512::<1>(codes.as_ptr(), k, dw.as_ptr(), [acts[0].as_ptr()], nb)[0];
+            let (da, sa) = col_ptrs::<1>(cols, nb);
+            out[0] = tile_avx512::<1>(codes.as_ptr(), k, dw.as_ptr(), [acts[0].as_ptr()], da, sa, nb)[0];
         }
     }
 }
@@ -237,8 +278,12 @@ unsafe fn tile_avx512<const C: usize>(
     k: usize,
     dw: *const f32,
     acts: [*const u8; C],
+    da: [*const f32; C],
+    suma: [*const i32; C],
     nb: usize,
 ) -> [[f32; 4]; C] {
+    // 32 registers hold the accumulators, codes and float sums together: each block's float
+    // steps follow its integer sums (grouping them, as the 256-bit tiles do, measured slower).
     let mut accf = [_mm_setzero_ps(); C];
     for b in 0..nb {
         let mut acc = [[_mm512_setzero_si512(); 4]; C];
@@ -257,7 +302,7 @@ unsafe fn tile_avx512<const C: usize>(
         let dw4 = _mm_loadu_ps(dw.add(b * 4));
         for c in 0..C {
             let i = reduce4_256(fold512(acc[c][0]), fold512(acc[c][1]), fold512(acc[c][2]), fold512(acc[c][3]));
-            accf[c] = block_step(accf[c], dw4, acts[c].add(b * Q8_K_BYTES), i);
+            accf[c] = block_step_cs(accf[c], dw4, *da[c].add(b), *suma[c].add(b), i);
         }
     }
     let mut out = [[0f32; 4]; C];

@@ -69,9 +69,12 @@ fn simd_paths_equal_scalar_exactly() {
     let isas = Isa::available();
     assert!(isas.contains(&Isa::Scalar));
     eprintln!("paths under test: {isas:?}");
-    for case in 0..120 {
+    // The random shapes, then rows of more blocks than the tiles' group of 16 (a partial
+    // group after full ones, and exactly one group).
+    let long = [(5, 17 * QK, 6), (4, 33 * QK, 4), (3, 16 * QK, 9), (6, 27 * QK, 1)];
+    for case in 0..120 + 2 * long.len() {
         let ty = TYPES[case % 2];
-        let (rows, k, n) = random_shape(&mut rng);
+        let (rows, k, n) = if case < 120 { random_shape(&mut rng) } else { long[(case - 120) / 2] };
         let (_, _, data) = random_weights(&mut rng, ty, rows, k);
         let act = random_acts(&mut rng, n, k);
         let w = Weights::new(ty, &data, rows, k).unwrap();
