@@ -251,7 +251,7 @@ pub(crate) fn dot_tile_avx512(
     unsafe {
         if acts.len() == 4 {
             let (da, sa) = col_ptrs::<4>(cols, nb);
-            *out = tile_avx512::<4>(
+            *out = tile4_avx512(
                 codes.as_ptr(),
                 k,
                 dw.as_ptr(),
@@ -309,6 +309,76 @@ unsafe fn tile_avx512<const C: usize>(
     for c in 0..C {
         _mm_storeu_ps(out[c].as_mut_ptr(), accf[c]);
     }
+    out
+}
+
+/// The four sums `Σx, Σy, Σz, Σw` of four vectors' lanes, per 128-bit quarter: lane
+/// `4·q + i` of the result holds vector `i`'s lanes `4q..4q+4` summed (integer adds, so in
+/// any order the same).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn quarter_sums4(v: [__m512i; 4]) -> __m512i {
+    let xy = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
+    let zw = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
+    _mm512_add_epi32(_mm512_unpacklo_epi64(xy, zw), _mm512_unpackhi_epi64(xy, zw))
+}
+
+/// [`tile_avx512`] for four columns, with the block's 16 sums reduced together: a
+/// transposing tree of unpacks and quarter shuffles leaves sum `(c, r)` in lane `4c + r`
+/// (~45 operations instead of ~76 for 16 separate 4-row reductions), and the 16 float
+/// steps run as one vector — per lane the contract's `acc + (dw·da)·isum`, so the same bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn tile4_avx512(
+    codes: *const u8,
+    k: usize,
+    dw: *const f32,
+    acts: [*const u8; 4],
+    da: [*const f32; 4],
+    suma: [*const i32; 4],
+    nb: usize,
+) -> [[f32; 4]; 4] {
+    // Lane 4c + r takes element c of a 4-element vector (the column's value)...
+    let by_col = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    let mut accf = _mm512_setzero_ps();
+    for b in 0..nb {
+        let mut acc = [[_mm512_setzero_si512(); 4]; 4];
+        for j in 0..4 {
+            let mut w = [_mm512_setzero_si512(); 4];
+            for (r, wr) in w.iter_mut().enumerate() {
+                *wr = _mm512_loadu_si512(codes.add(r * k + b * QK + 64 * j) as *const _);
+            }
+            for c in 0..4 {
+                let a = _mm512_loadu_si512(acts[c].add(b * Q8_K_BYTES + 4 + 64 * j) as *const _);
+                for r in 0..4 {
+                    acc[c][r] = _mm512_dpbusd_epi32(acc[c][r], w[r], a);
+                }
+            }
+        }
+        // Per column c, lane 4q + r: row r's quarter q; then the quarters added up.
+        let g = [quarter_sums4(acc[0]), quarter_sums4(acc[1]), quarter_sums4(acc[2]), quarter_sums4(acc[3])];
+        let s01 = _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(g[0], g[1]),
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(g[0], g[1]),
+        );
+        let s23 = _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(g[2], g[3]),
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(g[2], g[3]),
+        );
+        let isum = _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(s01, s23),
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(s01, s23),
+        );
+        // ...and lane 4c + r of dw4 row r's block scale.
+        let sa = _mm_set_epi32(*suma[3].add(b), *suma[2].add(b), *suma[1].add(b), *suma[0].add(b));
+        let d4 = _mm_set_ps(*da[3].add(b), *da[2].add(b), *da[1].add(b), *da[0].add(b));
+        let sa = _mm512_permutexvar_epi32(by_col, _mm512_castsi128_si512(sa));
+        let d4 = _mm512_permutexvar_ps(by_col, _mm512_castps128_ps512(d4));
+        let dw16 = _mm512_broadcast_f32x4(_mm_loadu_ps(dw.add(b * 4)));
+        let s = _mm512_mul_ps(dw16, d4);
+        let x = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum, sa));
+        accf = _mm512_add_ps(accf, _mm512_mul_ps(s, x));
+    }
+    let mut out = [[0f32; 4]; 4];
+    _mm512_storeu_ps(out.as_mut_ptr() as *mut f32, accf);
     out
 }
 
