@@ -269,7 +269,8 @@ impl MatVecPrep {
         {
             let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
             let mut p = MatVecPrep { cols: Vec::new() };
-            if matvec_path(isa, w.ty, n) {
+            if isa != Isa::Scalar {
+                // Both paths read each column's block scales and sums from here.
                 p.cols = (0..n).map(|c| neon::ColSums::new(act_row(c), nb)).collect();
             }
             p
@@ -436,7 +437,7 @@ fn dot_tile(
     col: impl Fn(usize) -> usize,
     out: &mut [[f32; 4]; 4],
 ) {
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = (prep, col);
     match isa {
         Isa::Scalar => scalar::dot_tile(codes, k, dw, acts, out),
@@ -451,7 +452,10 @@ fn dot_tile(
             }
         }
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDot => neon::dot_tile(isa, codes, k, dw, acts, out),
+        Isa::Neon | Isa::NeonDot => {
+            let cols: [&neon::ColSums; 4] = std::array::from_fn(|j| &prep.cols[col(j.min(acts.len() - 1))]);
+            neon::dot_tile(isa, codes, k, dw, acts, &cols[..acts.len()], out)
+        }
         _ => unreachable!("checked by Isa::check"),
     }
 }

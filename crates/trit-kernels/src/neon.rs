@@ -186,37 +186,42 @@ fn check_tile(codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]]) {
     assert!(acts.iter().all(|a| a.len() >= nb * Q8_K_BYTES));
 }
 
-/// 4 decoded rows × 1 or 4 Q8_K columns (the tiled path: prefill, and TQ decode tiles).
-pub(crate) fn dot_tile(isa: crate::Isa, codes: &[u8], k: usize, dw: &[f32], acts: &[&[u8]], out: &mut [[f32; 4]; 4]) {
+/// 4 decoded rows × 1 or 4 Q8_K columns (the tiled path: prefill, and TQ decode tiles);
+/// `cols[c]` holds column `c`'s block scales and sums ([`ColSums`] of `acts[c]`, prepared once
+/// per column instead of summed from `bsums` in every tile).
+pub(crate) fn dot_tile(
+    isa: crate::Isa,
+    codes: &[u8],
+    k: usize,
+    dw: &[f32],
+    acts: &[&[u8]],
+    cols: &[&ColSums],
+    out: &mut [[f32; 4]; 4],
+) {
     check_tile(codes, k, dw, acts);
     let nb = k / QK;
+    assert!(cols.len() == acts.len() && cols.iter().all(|s| s.da.len() >= nb && s.suma.len() >= nb));
     let (c, d) = (codes.as_ptr(), dw.as_ptr());
     // SAFETY: dispatch checked NEON (and dotprod for NeonDot); check_tile verified that 4
-    // rows of `k` codes, `4·nb` scales and `nb` Q8_K blocks per column are in bounds.
+    // rows of `k` codes, `4·nb` scales and `nb` Q8_K blocks per column are in bounds, the
+    // assert that every column has `nb` block scales and sums.
     unsafe {
         if acts.len() == 4 {
             let a = [acts[0].as_ptr(), acts[1].as_ptr(), acts[2].as_ptr(), acts[3].as_ptr()];
+            let s = [cols[0], cols[1], cols[2], cols[3]];
             *out = match isa {
-                crate::Isa::NeonDot => tile_dot::<4>(c, k, d, a, nb),
-                _ => tile_neon::<4>(c, k, d, a, nb),
+                crate::Isa::NeonDot => tile_dot::<4>(c, k, d, a, s, nb),
+                _ => tile_neon::<4>(c, k, d, a, s, nb),
             };
         } else {
             let a = [acts[0].as_ptr()];
             let r = match isa {
-                crate::Isa::NeonDot => tile_dot::<1>(c, k, d, a, nb),
-                _ => tile_neon::<1>(c, k, d, a, nb),
+                crate::Isa::NeonDot => tile_dot::<1>(c, k, d, a, [cols[0]], nb),
+                _ => tile_neon::<1>(c, k, d, a, [cols[0]], nb),
             };
             out[0] = r[0];
         }
     }
-}
-
-/// A Q8_K block's `Σa` (from `bsums`) and scale `da`.
-#[inline(always)]
-unsafe fn act_block(ab: *const u8) -> (i32, f32) {
-    // SAFETY (of the reads): `ab` points at a whole Q8_K block (caller's contract).
-    let blk = std::slice::from_raw_parts(ab, Q8_K_BYTES);
-    (crate::formats::q8k_sum(blk), crate::formats::q8k_scale(blk))
 }
 
 macro_rules! tile_kernel {
@@ -227,6 +232,7 @@ macro_rules! tile_kernel {
             k: usize,
             dw: *const f32,
             acts: [*const u8; C],
+            cols: [&ColSums; C],
             nb: usize,
         ) -> [[f32; 4]; C] {
             let mut accf = [vdupq_n_f32(0.0); C];
@@ -252,8 +258,7 @@ macro_rules! tile_kernel {
                         finish!($dot, acc[c][2]),
                         finish!($dot, acc[c][3]),
                     );
-                    let (suma, da) = act_block(acts[c].add(b * Q8_K_BYTES));
-                    accf[c] = block_step(accf[c], dw4, da, suma, i);
+                    accf[c] = block_step(accf[c], dw4, cols[c].da[b], cols[c].suma[b], i);
                 }
             }
             let mut out = [[0f32; 4]; C];
