@@ -130,6 +130,7 @@ pub(crate) fn gemv_rows(
     assert!(acts.len() >= n * k && rows.end <= w.rows);
     // One column (decode): four rows at a time, the i-th of each quarter of `rows`, where the
     // ISA has a four-row kernel; the rows the quarters leave (at most 3) one by one below.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut rows = rows;
     #[cfg(target_arch = "x86_64")]
     if n == 1 && rows.len() >= 4 && crate::x86::has_dot4_f16(isa) && quarters_enabled() {
@@ -155,6 +156,7 @@ pub(crate) fn gemv_rows(
 }
 
 /// TRIT_F16_QUARTERS=0 turns the four-row one-column kernel off (A/B runs).
+#[cfg(target_arch = "x86_64")]
 fn quarters_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("TRIT_F16_QUARTERS").map_or(true, |v| v != "0"))
