@@ -272,6 +272,31 @@ unsafe fn fold512(x: __m512i) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64::<1>(x))
 }
 
+/// Block `b`'s integer products of 4 decoded rows (row `r` at `codes + r·k`) and C Q8_K
+/// columns on 512-bit vectors: `acc[c][r]`, 16 lanes whose sum is `Σ code·a` over the block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn block_acc512<const C: usize>(
+    codes: *const u8,
+    k: usize,
+    acts: [*const u8; C],
+    b: usize,
+) -> [[__m512i; 4]; C] {
+    let mut acc = [[_mm512_setzero_si512(); 4]; C];
+    for j in 0..4 {
+        let mut w = [_mm512_setzero_si512(); 4];
+        for (r, wr) in w.iter_mut().enumerate() {
+            *wr = _mm512_loadu_si512(codes.add(r * k + b * QK + 64 * j) as *const _);
+        }
+        for c in 0..C {
+            let a = _mm512_loadu_si512(acts[c].add(b * Q8_K_BYTES + 4 + 64 * j) as *const _);
+            for r in 0..4 {
+                acc[c][r] = _mm512_dpbusd_epi32(acc[c][r], w[r], a);
+            }
+        }
+    }
+    acc
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
 unsafe fn tile_avx512<const C: usize>(
     codes: *const u8,
@@ -286,19 +311,7 @@ unsafe fn tile_avx512<const C: usize>(
     // steps follow its integer sums (grouping them, as the 256-bit tiles do, measured slower).
     let mut accf = [_mm_setzero_ps(); C];
     for b in 0..nb {
-        let mut acc = [[_mm512_setzero_si512(); 4]; C];
-        for j in 0..4 {
-            let mut w = [_mm512_setzero_si512(); 4];
-            for (r, wr) in w.iter_mut().enumerate() {
-                *wr = _mm512_loadu_si512(codes.add(r * k + b * QK + 64 * j) as *const _);
-            }
-            for c in 0..C {
-                let a = _mm512_loadu_si512(acts[c].add(b * Q8_K_BYTES + 4 + 64 * j) as *const _);
-                for r in 0..4 {
-                    acc[c][r] = _mm512_dpbusd_epi32(acc[c][r], w[r], a);
-                }
-            }
-        }
+        let acc = block_acc512(codes, k, acts, b);
         let dw4 = _mm_loadu_ps(dw.add(b * 4));
         for c in 0..C {
             let i = reduce4_256(fold512(acc[c][0]), fold512(acc[c][1]), fold512(acc[c][2]), fold512(acc[c][3]));
@@ -340,19 +353,7 @@ unsafe fn tile4_avx512(
     let by_col = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let mut accf = _mm512_setzero_ps();
     for b in 0..nb {
-        let mut acc = [[_mm512_setzero_si512(); 4]; 4];
-        for j in 0..4 {
-            let mut w = [_mm512_setzero_si512(); 4];
-            for (r, wr) in w.iter_mut().enumerate() {
-                *wr = _mm512_loadu_si512(codes.add(r * k + b * QK + 64 * j) as *const _);
-            }
-            for c in 0..4 {
-                let a = _mm512_loadu_si512(acts[c].add(b * Q8_K_BYTES + 4 + 64 * j) as *const _);
-                for r in 0..4 {
-                    acc[c][r] = _mm512_dpbusd_epi32(acc[c][r], w[r], a);
-                }
-            }
-        }
+        let acc = block_acc512(codes, k, acts, b);
         // Per column c, lane 4q + r: row r's quarter q; then the quarters added up.
         let g = [quarter_sums4(acc[0]), quarter_sums4(acc[1]), quarter_sums4(acc[2]), quarter_sums4(acc[3])];
         let s01 = _mm512_add_epi32(
