@@ -229,10 +229,10 @@ const TILE_R: usize = 4;
 /// Columns per cache chunk: their activations stay in L2 while the row tiles sweep them.
 const CHUNK_C: usize = 64;
 
-/// What the matrix-vector kernels read from the activation columns, prepared once per op
-/// (and thread) rather than once per chunk of rows: each column's block scales and sums,
-/// and for TQ1_0 (and TQ2_0 on AVX-512) the rearranged activations. Empty where the tiled
-/// path runs.
+/// What the SIMD kernels read from the activation columns, prepared once per op (and
+/// thread) rather than once per chunk of rows or tile: each column's block scales and sums
+/// (every SIMD path, mat-vec and tiles), and for the mat-vecs of TQ1_0 (and of TQ2_0 on
+/// AVX-512) the rearranged activations. Empty on the scalar path.
 pub(crate) struct MatVecPrep {
     #[cfg(target_arch = "x86_64")]
     cols: Vec<x86::ColSums>,
@@ -425,7 +425,7 @@ fn decode_row(isa: Isa, ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut 
 }
 
 /// 4 decoded rows × 1 or 4 activation columns; `acts[j]` is column `col(j)`, whose block
-/// scales and sums the x86 paths take from `prep`.
+/// scales and sums the SIMD paths take from `prep`.
 #[allow(clippy::too_many_arguments)]
 fn dot_tile(
     isa: Isa,
