@@ -70,8 +70,10 @@ fn simd_paths_equal_scalar_exactly() {
     assert!(isas.contains(&Isa::Scalar));
     eprintln!("paths under test: {isas:?}");
     // The random shapes, then rows of more blocks than the tiles' group of 16 (a partial
-    // group after full ones, and exactly one group).
-    let long = [(5, 17 * QK, 6), (4, 33 * QK, 4), (3, 16 * QK, 9), (6, 27 * QK, 1)];
+    // group after full ones, and exactly one group), and more rows than the tiled driver's
+    // row block (256 KiB of decoded codes: 28 rows at k = 33·256, 36 at 27·256), ending in a
+    // partial tile.
+    let long = [(5, 17 * QK, 6), (4, 33 * QK, 4), (3, 16 * QK, 9), (6, 27 * QK, 1), (70, 33 * QK, 5), (45, 27 * QK, 6)];
     for case in 0..120 + 2 * long.len() {
         let ty = TYPES[case % 2];
         let (rows, k, n) = if case < 120 { random_shape(&mut rng) } else { long[(case - 120) / 2] };
