@@ -705,6 +705,20 @@ impl Recorder {
 
     /// A profile timestamp after `kernel`'s dispatch, named by its shape under
     /// TRIT_VULKAN_PROFILE_SHAPES=1 (dst and A extents, workgroups).
+    /// After a kernel's dispatches are recorded: its profile mark and trace line, and the
+    /// chunk submitted once it holds `chunk_len` dispatches.
+    fn dispatched(&mut self, kernel: &str, push: &Push, groups: u64) -> Result<()> {
+        self.profile_mark(kernel, push, groups);
+        if trace() {
+            eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
+        }
+        self.in_chunk += 1;
+        if self.in_chunk >= chunk_len(self.cur, self.prof.as_ref().is_some_and(|p| p.timestamps())) {
+            self.flush_chunk()?;
+        }
+        Ok(())
+    }
+
     fn profile_mark(&mut self, kernel: &str, push: &Push, groups: u64) {
         let Some(p) = self.prof.as_mut() else { return };
         if p.shapes {
@@ -867,15 +881,7 @@ impl Recorder {
                 base += n;
             }
         }
-        self.profile_mark(kernel, &push, groups);
-        if trace() {
-            eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
-        }
-        self.in_chunk += 1;
-        if self.in_chunk >= chunk_len(self.cur, self.prof.as_ref().is_some_and(|p| p.timestamps())) {
-            self.flush_chunk()?;
-        }
-        Ok(())
+        self.dispatched(kernel, &push, groups)
     }
 
     /// As [`Recorder::dispatch_n`], for bindings that span more memory than the kernel
@@ -977,15 +983,7 @@ impl Recorder {
                 base += n;
             }
         }
-        self.profile_mark(kernel, &push, groups);
-        if trace() {
-            eprintln!("trit-vulkan trace: {kernel} ({groups} workgroups)");
-        }
-        self.in_chunk += 1;
-        if self.in_chunk >= chunk_len(self.cur, self.prof.as_ref().is_some_and(|p| p.timestamps())) {
-            self.flush_chunk()?;
-        }
-        Ok(())
+        self.dispatched(kernel, &push, groups)
     }
 }
 

@@ -983,16 +983,12 @@ impl Deferred {
     }
 }
 
-/// 0: from the environment (on unless TRIT_VULKAN_NO_FUSION names `normpro`), 1: on, 2: off
-/// (`set_norm_in_mat_vec`).
-pub(crate) static NORM_PROLOGUE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// On unless TRIT_VULKAN_NO_FUSION names `normpro` (or `set_norm_in_mat_vec`).
+pub(crate) static NORM_PROLOGUE: crate::switch::Switch = crate::switch::Switch::new();
 
 /// Whether norms may be left to the ternary mat-vecs that read them (`deferrable`).
 pub(crate) fn norm_prologue() -> bool {
-    match NORM_PROLOGUE.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => !off("normpro"),
-        s => s == 1,
-    }
+    NORM_PROLOGUE.get(|| !off("normpro"))
 }
 
 /// Record the norm deferred for `t`, if one is: a reader of `t` other than a mat-vec that

@@ -257,7 +257,7 @@ pub fn mmq_small_dispatch_count() -> u64 {
 /// Tests: whether the int8 input gradient of a TQ2_0 weight (dY quantized beforehand) may
 /// take 128-row tiles (`dx_q8.comp` WIDE; on by default, TRIT_VULKAN_DXQ_WIDE=0 turns it off).
 pub fn set_dxq_wide(on: bool) {
-    ops::train::DXQ_WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    ops::train::DXQ_WIDE.set(on);
 }
 
 /// Int8 input gradients recorded with 128-row tiles (`dx_q8.comp` WIDE) so far in this process.
@@ -274,7 +274,7 @@ pub fn f16_out_prod_vector_dispatch_count() -> u64 {
 /// Tests: whether a norm read only by one-column ternary products is computed inside them
 /// (`NORM` in mul_mv_tq.comp; on by default, TRIT_VULKAN_NO_FUSION=normpro turns it off).
 pub fn set_norm_in_mat_vec(on: bool) {
-    fuse::NORM_PROLOGUE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    fuse::NORM_PROLOGUE.set(on);
 }
 
 /// Tests: whether the QKV products may write the KV cache themselves (`KV` in

@@ -430,19 +430,14 @@ fn dx_q8_kernel(gpu: &Gpu, op: *const sys::ggml_tensor) -> Option<String> {
 /// 128-row tiles (`dx_q8.comp` WIDE, `dx_q8pw_*`) where its rows allow: unless
 /// TRIT_VULKAN_DXQ_WIDE=0 (A/B runs) or `set_dxq_wide(false)` (tests).
 fn dxq_wide() -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    match DXQ_WIDE.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => !*OFF.get_or_init(|| std::env::var("TRIT_VULKAN_DXQ_WIDE").is_ok_and(|v| v == "0")),
-    }
+    DXQ_WIDE.get(|| !std::env::var("TRIT_VULKAN_DXQ_WIDE").is_ok_and(|v| v == "0"))
 }
 
 /// Int8 input gradients recorded with 128-row tiles so far in this process (tests).
 pub(crate) static DXQ_WIDE_DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// `dxq_wide`'s override: 0 none, 1 on, 2 off.
-pub(crate) static DXQ_WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// `dxq_wide`'s switch (`set_dxq_wide`).
+pub(crate) static DXQ_WIDE: crate::switch::Switch = crate::switch::Switch::new();
 
 /// Output tiles of the int8 input gradient's kernel: 128 x 64 for `dx_q8pw_*`, else 64 x 64.
 fn dxq_tiles(op: *const sys::ggml_tensor, kernel: &str) -> u64 {
