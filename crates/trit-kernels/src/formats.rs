@@ -65,6 +65,20 @@ pub fn q8k_sum(block: &[u8]) -> i32 {
     (0..16).map(|i| i16::from_le_bytes([block[260 + 2 * i], block[261 + 2 * i]]) as i32).sum()
 }
 
+/// One Q8_K activation column's per-block values, read once per column instead of once per
+/// 4-row pass: `da[b]` (the block scale) and `suma[b]` (Σ of its 256 quants, from `bsums`).
+pub(crate) struct ColSums {
+    pub da: Vec<f32>,
+    pub suma: Vec<i32>,
+}
+
+impl ColSums {
+    pub fn new(act: &[u8], nb: usize) -> Self {
+        let blk = |b: usize| &act[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
+        ColSums { da: (0..nb).map(|b| q8k_scale(blk(b))).collect(), suma: (0..nb).map(|b| q8k_sum(blk(b))).collect() }
+    }
+}
+
 /// Quantize `x` (length a multiple of 256) to Q8_K rows the way ggml's reference does:
 /// per block of 256, scale = −max/127 where max is the signed value of largest magnitude,
 /// quants rounded to nearest (ties to even), at most 127.

@@ -237,28 +237,26 @@ const ROW_BLOCK_BYTES: usize = 128 << 10;
 /// (every SIMD path, mat-vec and tiles), and for the mat-vecs of TQ1_0 (and of TQ2_0 on
 /// AVX-512) the rearranged activations. Empty on the scalar path.
 pub(crate) struct MatVecPrep {
-    #[cfg(target_arch = "x86_64")]
-    cols: Vec<x86::ColSums>,
+    cols: Vec<formats::ColSums>,
     #[cfg(target_arch = "x86_64")]
     perm: Vec<Vec<u8>>,
     #[cfg(target_arch = "x86_64")]
     gfni: bool,
-    #[cfg(target_arch = "aarch64")]
-    cols: Vec<neon::ColSums>,
 }
 
 impl MatVecPrep {
     pub(crate) fn new(isa: Isa, w: &Weights<'_>, act: &[u8], act_stride: usize, n: usize) -> Self {
         let nb = w.k / QK;
-        let _ = (isa, act, act_stride, n, nb);
+        let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
+        // Every SIMD path, mat-vec and tiles, reads each column's block scales and sums here.
+        let cols = if isa == Isa::Scalar {
+            Vec::new()
+        } else {
+            (0..n).map(|c| formats::ColSums::new(act_row(c), nb)).collect()
+        };
         #[cfg(target_arch = "x86_64")]
         {
-            let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
-            let mut p = MatVecPrep { cols: Vec::new(), perm: Vec::new(), gfni: x86::has_gfni() };
-            if isa != Isa::Scalar {
-                // Both paths read each column's block scales and sums from here.
-                p.cols = (0..n).map(|c| x86::ColSums::new(act_row(c), nb)).collect();
-            }
+            let mut p = MatVecPrep { cols, perm: Vec::new(), gfni: x86::has_gfni() };
             if matvec_path(isa, w.ty, n) {
                 if w.ty == TernaryType::Tq1_0 {
                     p.perm = (0..n).map(|c| x86::tq1_perm_acts(act_row(c), nb)).collect();
@@ -268,18 +266,8 @@ impl MatVecPrep {
             }
             p
         }
-        #[cfg(target_arch = "aarch64")]
-        {
-            let act_row = |c: usize| &act[c * act_stride..c * act_stride + nb * Q8_K_BYTES];
-            let mut p = MatVecPrep { cols: Vec::new() };
-            if isa != Isa::Scalar {
-                // Both paths read each column's block scales and sums from here.
-                p.cols = (0..n).map(|c| neon::ColSums::new(act_row(c), nb)).collect();
-            }
-            p
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        MatVecPrep {}
+        #[cfg(not(target_arch = "x86_64"))]
+        MatVecPrep { cols }
     }
 }
 
@@ -488,25 +476,18 @@ fn dot_tile(
     col: impl Fn(usize) -> usize,
     out: &mut [[f32; 4]; 4],
 ) {
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = (prep, col);
+    if isa == Isa::Scalar {
+        return scalar::dot_tile(codes, k, dw, acts, out);
+    }
+    let cols: [&formats::ColSums; 4] = std::array::from_fn(|j| &prep.cols[col(j.min(acts.len() - 1))]);
+    let cols = &cols[..acts.len()];
     match isa {
-        Isa::Scalar => scalar::dot_tile(codes, k, dw, acts, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-            let cols: [&x86::ColSums; 4] = std::array::from_fn(|j| &prep.cols[col(j.min(acts.len() - 1))]);
-            let cols = &cols[..acts.len()];
-            if isa == Isa::Avx512Vnni {
-                x86::dot_tile_avx512(codes, k, dw, acts, cols, out)
-            } else {
-                x86::dot_tile_256(isa, codes, k, dw, acts, cols, out)
-            }
-        }
+        Isa::Avx2 | Isa::AvxVnni => x86::dot_tile_256(isa, codes, k, dw, acts, cols, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::dot_tile_avx512(codes, k, dw, acts, cols, out),
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDot => {
-            let cols: [&neon::ColSums; 4] = std::array::from_fn(|j| &prep.cols[col(j.min(acts.len() - 1))]);
-            neon::dot_tile(isa, codes, k, dw, acts, &cols[..acts.len()], out)
-        }
+        Isa::Neon | Isa::NeonDot => neon::dot_tile(isa, codes, k, dw, acts, cols, out),
         _ => unreachable!("checked by Isa::check"),
     }
 }

@@ -20,7 +20,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use crate::formats::{block_scale, TernaryType, Q8_K_BYTES, QK};
+use crate::formats::{block_scale, ColSums, TernaryType, Q8_K_BYTES, QK};
 
 /// `acc + Σ` of the four i8·i8 products of each 32-bit lane (`sdot v.4s, v.16b, v.16b`).
 /// Only called from functions that run where dispatch found `dotprod`.
@@ -272,23 +272,6 @@ macro_rules! tile_kernel {
 
 tile_kernel!(tile_dot, "neon,dotprod", true);
 tile_kernel!(tile_neon, "neon", false);
-
-/// One Q8_K activation column's per-block values, read once per column instead of once per
-/// 4-row pass: `da[b]` (the block scale) and `suma[b]` (Σ of its 256 quants, from `bsums`).
-pub(crate) struct ColSums {
-    pub da: Vec<f32>,
-    pub suma: Vec<i32>,
-}
-
-impl ColSums {
-    pub fn new(act: &[u8], nb: usize) -> Self {
-        let blk = |b: usize| &act[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
-        ColSums {
-            da: (0..nb).map(|b| crate::formats::q8k_scale(blk(b))).collect(),
-            suma: (0..nb).map(|b| crate::formats::q8k_sum(blk(b))).collect(),
-        }
-    }
-}
 
 /// Matrix-vector: 4 rows against one Q8_K column, decoding the codes in registers (no code
 /// buffer). TQ2_0: 16 code bytes shifted by 0/2/4/6 are 4 × 16 consecutive elements.

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::formats::{block_scale, TernaryType, Q8_K_BYTES, QK};
+use crate::formats::{block_scale, ColSums, TernaryType, Q8_K_BYTES, QK};
 
 pub(crate) fn decode_row(ty: TernaryType, row: &[u8], codes: &mut [u8], dw: &mut [f32], stride: usize) {
     let bb = ty.block_bytes();
@@ -393,23 +393,6 @@ const PF_BLOCKS: usize = 256;
 // 21 GB/s) on the 2026-11-25 EPYC VM; on the 2026-12-04 EPYC VM (Zen 4, THP on madvise
 // only) 8.9 GB/s with it (ggml: 14 GB/s). Four quarter streams there: 21.8 GB/s without,
 // 15.8–19.6 with 64–512 blocks ahead.
-
-/// One Q8_K activation column's per-block values, read once per column instead of once per
-/// 4-row pass: `da[b]` (the block scale) and `suma[b]` (Σ of its 256 quants, from `bsums`).
-pub(crate) struct ColSums {
-    pub da: Vec<f32>,
-    pub suma: Vec<i32>,
-}
-
-impl ColSums {
-    pub fn new(act: &[u8], nb: usize) -> Self {
-        let blk = |b: usize| &act[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
-        ColSums {
-            da: (0..nb).map(|b| crate::formats::q8k_scale(blk(b))).collect(),
-            suma: (0..nb).map(|b| crate::formats::q8k_sum(blk(b))).collect(),
-        }
-    }
-}
 
 /// `acc + (dw4 · da) · (isum4 − suma)` lane by lane: the contract's per-block float step.
 #[target_feature(enable = "avx2")]
