@@ -415,9 +415,10 @@ fn tiled<'a>(
     while b0 < rows.end {
         let b1 = (b0 + block_rows).min(rows.end);
         let tiles = (b1 - b0).div_ceil(TILE_R);
-        // Tile t holds rows b0 + 4t .. (its last valid row repeated past b1).
+        // Tile t: its first row and its valid rows (the last repeated past b1).
+        let tile_rows = |t: usize| (b0 + t * TILE_R, TILE_R.min(b1 - b0 - t * TILE_R));
         for t in 0..tiles {
-            let (r0, nr) = (b0 + t * TILE_R, TILE_R.min(b1 - b0 - t * TILE_R));
+            let (r0, nr) = tile_rows(t);
             let (tc, td) = (&mut codes[t * TILE_R * k..], &mut dw[t * TILE_R * nb..]);
             for i in 0..TILE_R {
                 let row = w.row(r0 + i.min(nr - 1));
@@ -428,7 +429,7 @@ fn tiled<'a>(
         while c0 < n {
             let c1 = (c0 + CHUNK_C).min(n);
             for t in 0..tiles {
-                let (r0, nr) = (b0 + t * TILE_R, TILE_R.min(b1 - b0 - t * TILE_R));
+                let (r0, nr) = tile_rows(t);
                 let tc = &codes[t * TILE_R * k..(t + 1) * TILE_R * k];
                 let td = &dw[t * TILE_R * nb..(t + 1) * TILE_R * nb];
                 let mut c = c0;
