@@ -95,7 +95,9 @@ if [ "$PAIRED_ROUNDS" -gt 0 ]; then
             i=0
             target/release/examples/membw "$THREADS" 256 > "$DIR/paired-$ty-$round-bw$i.txt"
             for kern in $order; do
-                $T bench -m "$m" -p 0 -n "$N" -r 1 -t "$THREADS" --ternary-kernels "$kern" -o jsonl > "$DIR/paired-$ty-$round-$kern.jsonl"
+                # trit's runs also time its kernels inside the model (TRIT_KERNEL_STATS=1, on stderr).
+                TRIT_KERNEL_STATS=1 $T bench -m "$m" -p 0 -n "$N" -r 1 -t "$THREADS" --ternary-kernels "$kern" -o jsonl \
+                    > "$DIR/paired-$ty-$round-$kern.jsonl" 2> "$DIR/paired-$ty-$round-$kern.err"
                 i=$((i + 1))
                 target/release/examples/membw "$THREADS" 256 > "$DIR/paired-$ty-$round-bw$i.txt"
                 echo "$ty round $round: $kern $(grep -o '"avg_ts":[0-9.]*' "$DIR/paired-$ty-$round-$kern.jsonl")"
@@ -125,6 +127,28 @@ for ty in ["tq2_0", "tq1_0"]:
         print(f"| {ty} | {r} | {' first, '.join(order[:1])} first | {g:.2f} | {t:.2f} | {t / g:.2f}x | {rb:.1f} / {cb:.1f} | {pr[-1]:.0f}% / {pc[-1]:.0f}% |")
     med = statistics.median
     print(f"| {ty} | median | | | | {med(ratios):.2f}x | | {med(pr):.0f}% / {med(pc):.0f}% |")
+# Where trit's token goes (TRIT_KERNEL_STATS=1): each kernel's own streaming rate against the
+# read bandwidth around the run, and the share of the token spent outside the kernels.
+print("\n| model | round | ternary mat-vecs GB/s (share of the token) | f16 head GB/s (share) | attention (share) | outside trit's kernels (share) | kernels' GB/s ÷ read GB/s |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for ty in ["tq2_0", "tq1_0"]:
+    for r in range(1, rounds + 1):
+        st = {}
+        for line in open(f"{d}/paired-{ty}-{r}-trit.err"):
+            if line.startswith("kernel-stats "):
+                kv = dict(x.split("=", 1) for x in line.split()[1:] if "=" in x)
+                st[kv["kind"]] = kv
+        if not st:
+            continue
+        order = open(f"{d}/paired-{ty}-{r}-order.txt").read().split()
+        i = order.index("trit")
+        rb = (bw(f"{d}/paired-{ty}-{r}-bw{i}.txt")[0] + bw(f"{d}/paired-{ty}-{r}-bw{i + 1}.txt")[0]) / 2
+        cell = lambda k: f"{float(st[k]['gbps']):.1f} ({100 * float(st[k]['share']):.0f}%)" if k in st else "-"
+        share = lambda k: f"{100 * float(st[k]['share']):.0f}%" if k in st else "-"
+        streams = [k for k in ("ternary-matvec", "f16-matvec") if k in st]
+        b = sum(float(st[k]["bytes"]) for k in streams)
+        s = sum(float(st[k]["secs"]) for k in streams)
+        print(f"| {ty} | {r} | {cell('ternary-matvec')} | {cell('f16-matvec')} | {share('f16-attention')} | {share('other')} | {b / s / 1e9:.1f} ÷ {rb:.1f} = {100 * b / s / 1e9 / rb:.0f}% |")
 PY
 fi
 

@@ -23,7 +23,7 @@ use trit_sys as sys;
 
 use crate::f16w::F16Weights;
 use crate::formats::{q8k_row_bytes, TernaryType};
-use crate::{mul_mat_rows, Isa, MatVecPrep, Weights};
+use crate::{mul_mat_rows, stats, Isa, MatVecPrep, Weights};
 
 /// Which code runs ternary MUL_MAT on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,6 +260,7 @@ pub unsafe extern "C" fn mul_mat_hook(
     };
     let out = d.data as *mut f32;
     let ldo = ldo_bytes / 4;
+    let t0 = stats::start();
     let prep = MatVecPrep::new(isa, &w, act, src1_row_size, n);
     let run = |r| {
         mul_mat_rows(isa, &w, r, act, src1_row_size, n, &prep, |c, r, v| {
@@ -270,6 +271,8 @@ pub unsafe extern "C" fn mul_mat_hook(
     };
     // SAFETY: `tp` is the op's live pool (the hook's contract).
     unsafe { for_each_chunk(rows, chunk_rows, ith, nth, tp, run) };
+    let kind = if n < 4 { stats::Kind::TernaryMatVec } else { stats::Kind::TernaryMatMat };
+    stats::record(t0, kind, ith, nth, rows * ty.row_bytes(k));
     true
 }
 
@@ -465,8 +468,11 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
             unsafe { *out.add(c * ldo + r) = v }
         })
     };
+    let t0 = stats::start();
     // SAFETY: `tp` is the op's live pool (the hook's contract).
     unsafe { for_each_chunk_index(ne12 * ne13 * per_matrix, ith, nth, tp, run) };
+    let kind = if ne12 * ne13 == 1 { stats::Kind::F16MatVec } else { stats::Kind::F16Attention };
+    stats::record(t0, kind, ith, nth, ne12 * ne13 * rows * k * 2);
     F16_HOOK_RUNS.fetch_add(1, Ordering::Relaxed);
     true
 }

@@ -34,6 +34,8 @@ pub mod ggml;
 mod neon;
 pub mod repack;
 mod scalar;
+#[cfg(feature = "ggml")]
+pub mod stats;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -347,3 +347,74 @@ fn scalar_broadcast_mul_is_exact() {
     let want: Vec<f32> = x.iter().map(|&v| v * s).collect();
     assert_eq!(out, want);
 }
+
+/// `dst = W·x` for ternary weights (`ty` blocks, `rows × k`) through a real ggml graph on
+/// `threads` threads, with whatever hooks are installed.
+fn ggml_graph_ternary_mul_mat(
+    ty: TernaryType,
+    w: &[u8],
+    rows: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    threads: i32,
+) -> Vec<f32> {
+    // SAFETY: as ggml_graph_f16_mul_mat; `w` holds rows × k/256 blocks of `ty`.
+    unsafe {
+        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let wt = sys::ggml_new_tensor_2d(ctx, gtype(ty), k as i64, rows as i64);
+        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
+        assert_eq!(w.len(), rows * k / QK * ty.block_bytes());
+        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
+        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, n * k);
+        let y = sys::ggml_mul_mat(ctx, wt, xt);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts((*y).data as *const f32, rows * n).to_vec();
+        sys::ggml_free(ctx);
+        out
+    }
+}
+
+/// TRIT_KERNEL_STATS: each hooked op counted once (not once a thread) with the weight bytes
+/// it read, under the right kind, with some time; ops left to ggml, and ops while recording
+/// is off, not at all.
+#[test]
+fn kernel_stats_count_each_op_once() {
+    let _choice = kernel_choice();
+    use trit_kernels::ggml::{install, TernaryKernels};
+    use trit_kernels::stats::{self, Kind};
+    let mut seed = 29;
+    let (rows, k) = (300, 512);
+    let w16: Vec<u16> = (0..rows * k).map(|_| half::f16::from_f32(lcg(&mut seed) * 0.05).to_bits()).collect();
+    let wq = ggml_quantize(TernaryType::Tq2_0, &ternary_floats(&mut seed, rows, k));
+    let x: Vec<f32> = (0..8 * k).map(|_| lcg(&mut seed)).collect();
+    let kinds = |v: Vec<stats::KernelTime>| {
+        v.into_iter().filter(|t| t.ops > 0).map(|t| (t.kind, t.ops, t.bytes, t.secs > 0.0)).collect::<Vec<_>>()
+    };
+
+    install(TernaryKernels::Trit);
+    stats::enable(true);
+    stats::take();
+    ggml_graph_f16_mul_mat(&w16, rows, k, &x, 1, 3);
+    assert_eq!(kinds(stats::take()), [(Kind::F16MatVec, 1, (rows * k * 2) as u64, true)]);
+    ggml_graph_f16_mul_mat(&w16, rows, k, &x, 5, 3); // more columns than the hook takes
+    assert_eq!(kinds(stats::take()), []);
+    let tq_bytes = (rows * TernaryType::Tq2_0.row_bytes(k)) as u64;
+    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 1, 3);
+    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 2, 2);
+    assert_eq!(kinds(stats::take()), [(Kind::TernaryMatVec, 2, 2 * tq_bytes, true)]);
+    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 8, 3);
+    assert_eq!(kinds(stats::take()), [(Kind::TernaryMatMat, 1, tq_bytes, true)]);
+    stats::enable(false);
+    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 1, 3);
+    assert_eq!(kinds(stats::take()), []);
+    install(TernaryKernels::Ggml);
+    stats::enable(true);
+    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 1, 3);
+    assert_eq!(kinds(stats::take()), [], "ggml's own kernels are not trit's to count");
+    stats::enable(false);
+}

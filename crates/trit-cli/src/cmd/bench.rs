@@ -192,6 +192,73 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// With TRIT_KERNEL_STATS=1 ([`trit_kernels::stats`]): trit's CPU kernels' time and weight
+/// bytes over a test's timed runs, printed on stderr, one line a kind of product and one for
+/// the rest of the time (ggml's other ops, its barriers, the host):
+/// `kernel-stats test=tg128 kind=f16-matvec ops=384 bytes=… secs=… gbps=… share=0.4810`.
+#[derive(Default)]
+struct KernelTimes(Vec<trit_kernels::stats::KernelTime>);
+
+impl KernelTimes {
+    /// Drop what the hooks recorded since the last call (warm-up, the untimed `-d` prompt).
+    fn skip(&mut self) {
+        if trit_kernels::stats::enabled() {
+            trit_kernels::stats::take();
+        }
+    }
+
+    /// Add what the hooks recorded since the last call.
+    fn add(&mut self) {
+        if !trit_kernels::stats::enabled() {
+            return;
+        }
+        let new = trit_kernels::stats::take();
+        if self.0.is_empty() {
+            self.0 = new;
+            return;
+        }
+        for (a, b) in self.0.iter_mut().zip(new) {
+            a.ops += b.ops;
+            a.bytes += b.bytes;
+            a.secs += b.secs;
+        }
+    }
+
+    fn report(&self, test: &str, wall_secs: f64) {
+        let ran: Vec<_> = self.0.iter().filter(|k| k.ops > 0).collect();
+        if ran.is_empty() || wall_secs <= 0.0 {
+            return;
+        }
+        for k in &ran {
+            eprintln!(
+                "kernel-stats test={test} kind={} ops={} bytes={} secs={:.6} gbps={:.2} share={:.4}",
+                k.kind.name(),
+                k.ops,
+                k.bytes,
+                k.secs,
+                k.gbps(),
+                k.secs / wall_secs
+            );
+        }
+        let rest = wall_secs - ran.iter().map(|k| k.secs).sum::<f64>();
+        eprintln!("kernel-stats test={test} kind=other secs={rest:.6} share={:.4}", rest / wall_secs);
+    }
+}
+
+/// A test's name as llama-bench prints it: `pp512`, `tg128`, `pp512+tg128`, `… @ d4096`.
+fn test_name(t: Test) -> String {
+    let base = match (t.n_prompt, t.n_gen) {
+        (p, 0) => format!("pp{p}"),
+        (0, g) => format!("tg{g}"),
+        (p, g) => format!("pp{p}+tg{g}"),
+    };
+    if t.depth > 0 {
+        format!("{base} @ d{}", t.depth)
+    } else {
+        base
+    }
+}
+
 /// One test: a prompt of `n_prompt` tokens, then `n_gen` generated one at a time, timed
 /// after `depth` tokens were put in the KV cache (untimed), as llama-bench's `-d`.
 #[derive(Clone, Copy)]
@@ -224,12 +291,14 @@ fn run_test(
         ctx.synchronize();
     }
     let mut samples_ns = Vec::with_capacity(reps);
+    let mut kernel_times = KernelTimes::default();
     for _ in 0..reps {
         ctx.clear_memory();
         if depth > 0 {
             prompt_pass(&mut ctx, model, depth, &mut rng)?;
             ctx.synchronize();
         }
+        kernel_times.skip();
         let t0 = Instant::now();
         if n_prompt > 0 {
             prompt_pass(&mut ctx, model, n_prompt, &mut rng)?;
@@ -240,7 +309,9 @@ fn run_test(
         // As llama-bench: a GPU backend may still be computing when decode returns.
         ctx.synchronize();
         samples_ns.push(t0.elapsed().as_nanos() as u64);
+        kernel_times.add();
     }
+    kernel_times.report(&test_name(test), samples_ns.iter().sum::<u64>() as f64 / 1e9);
     let n_tokens = (n_prompt + n_gen) as f64;
     let samples_ts: Vec<f64> = samples_ns.iter().map(|&ns| 1e9 * n_tokens / ns as f64).collect();
     let (avg_ns, sd_ns) = mean_sd(&samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>());
@@ -371,14 +442,7 @@ fn print_md_row(r: &Record) {
     } else {
         format!("{:.2} M", r.model_n_params as f64 / 1e6)
     };
-    let mut test = match (r.n_prompt, r.n_gen) {
-        (p, 0) => format!("pp{p}"),
-        (0, g) => format!("tg{g}"),
-        (p, g) => format!("pp{p}+tg{g}"),
-    };
-    if r.n_depth > 0 {
-        test.push_str(&format!(" @ d{}", r.n_depth));
-    }
+    let test = test_name(Test { n_prompt: r.n_prompt, n_gen: r.n_gen, depth: r.n_depth });
     let ts = format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts);
     println!(
         "{}",
