@@ -8,6 +8,8 @@
 //! Group `f16` (n = 1): the f16 output-head mat-vec on a quarter of 2B-4T's head
 //! (32064 × 2560, 164 MB: far larger than the caches, as in decode) against ggml's
 //! `vec_dot_f16` row by row, in weight GiB/s.
+//! Group `q8k`: quantizing 512 activation rows of 2560 to Q8_K (a prompt's input to one
+//! product), scalar and vector paths and ggml's reference, in activations per second.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -160,5 +162,41 @@ fn bench_f16(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_f16);
+// ggml's reference Q8_K quantizer (ggml-base; not in the generated bindings).
+#[cfg(feature = "ggml")]
+extern "C" {
+    fn quantize_row_q8_K_ref(x: *const f32, y: *mut std::ffi::c_void, k: i64);
+}
+
+fn bench_q8k(c: &mut Criterion) {
+    let (n, k) = (512, 2560);
+    let mut s = 0x9e37_79b9u32;
+    let x: Vec<f32> = (0..n * k)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 20001) as f32 / 1000.0 - 10.0
+        })
+        .collect();
+    let mut out = vec![0u8; n * k / 256 * trit_kernels::formats::Q8_K_BYTES];
+    let mut g = c.benchmark_group("q8k");
+    g.sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    g.throughput(Throughput::Elements((n * k) as u64));
+    let id = format!("{n}x{k}");
+    g.bench_with_input(BenchmarkId::new("scalar", &id), &(), |b, _| b.iter(|| quantize_q8k(black_box(&x))));
+    for isa in Isa::available().into_iter().filter(|&i| trit_kernels::q8k::has_vector_path(i)) {
+        g.bench_with_input(BenchmarkId::new(isa.name(), &id), &(), |b, _| {
+            b.iter(|| assert!(trit_kernels::q8k::quantize_q8k_into(isa, black_box(&x), &mut out)))
+        });
+    }
+    #[cfg(feature = "ggml")]
+    g.bench_with_input(BenchmarkId::new("ggml-ref", &id), &(), |b, _| {
+        // SAFETY: the reference writes n·k/256 blocks into `out`.
+        b.iter(|| unsafe { quantize_row_q8_K_ref(black_box(x.as_ptr()), out.as_mut_ptr() as *mut _, x.len() as i64) })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_f16, bench_q8k);
 criterion_main!(benches);

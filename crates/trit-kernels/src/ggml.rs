@@ -150,7 +150,49 @@ pub fn install(which: TernaryKernels) -> Isa {
         // SAFETY: the setter only stores the pointer in ggml-cpu's table; `ty` is in range.
         unsafe { sys::ggml_cpu_set_mul_mat_hook(ty, hook) };
     }
+    let q8k_hook: sys::ggml_cpu_quantize_q8_K_hook_t = match which {
+        TernaryKernels::Trit if crate::q8k::has_vector_path(isa) => Some(quantize_q8k_hook),
+        _ => None,
+    };
+    // SAFETY: the setter only stores the pointer.
+    unsafe { sys::ggml_cpu_set_quantize_q8_K_hook(q8k_hook) };
     isa
+}
+
+/// The Q8_K quantizer ggml-cpu calls while trit's kernels are installed (vendor patch 0012):
+/// [`crate::q8k::quantize_q8k_into`], the same bytes as ggml's reference; false (ggml then
+/// quantizes the row itself) for what its vector paths do not take.
+///
+/// # Safety
+/// Called by ggml-cpu with `x` holding `k` floats and `y` room for `k / 256` Q8_K blocks.
+unsafe extern "C" fn quantize_q8k_hook(x: *const f32, y: *mut c_void, k: i64) -> bool {
+    let Ok(k) = usize::try_from(k) else { return false };
+    if k == 0 || !k.is_multiple_of(crate::QK) || x.is_null() || y.is_null() || !x.is_aligned() {
+        return false;
+    }
+    let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
+    // SAFETY: the function's contract; Q8_K blocks are 292 bytes, read and written as bytes.
+    let (x, out) = unsafe {
+        (
+            std::slice::from_raw_parts(x, k),
+            std::slice::from_raw_parts_mut(y as *mut u8, k / crate::QK * crate::formats::Q8_K_BYTES),
+        )
+    };
+    let done = crate::q8k::quantize_q8k_into(isa, x, out);
+    // A load first: threads quantize side by side, and a store (or an atomic add) on every
+    // call would bounce the line between their cores.
+    if done && !Q8K_HOOK_RAN.load(Ordering::Relaxed) {
+        Q8K_HOOK_RAN.store(true, Ordering::Relaxed);
+    }
+    done
+}
+
+static Q8K_HOOK_RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`quantize_q8k_hook`] has quantized a row since the last call, for tests (its
+/// bytes equal ggml's, so comparing them cannot show that it ran).
+pub fn take_q8k_hook_ran() -> bool {
+    Q8K_HOOK_RAN.swap(false, Ordering::Relaxed)
 }
 
 /// The TQ1_0 hook while ggml's kernels are chosen: only weights in the repack buffer type,

@@ -71,19 +71,20 @@ fn ggml_blocks_decode_to_the_same_values() {
     }
 }
 
+// ggml's reference Q8_K quantizer (ggml-base; not in the generated bindings, whose
+// allowlist takes the `ggml_`-prefixed API).
+extern "C" {
+    fn quantize_row_q8_K_ref(x: *const f32, y: *mut std::ffi::c_void, k: i64);
+}
+
 #[test]
 fn q8k_quantizer_matches_ggml() {
     let mut seed = 11;
     let x: Vec<f32> = (0..8 * QK).map(|_| lcg(&mut seed) * 3.0).collect();
     let ours = quantize_q8k(&x);
     let mut theirs = vec![0u8; ours.len()];
-    // SAFETY: ggml_cpu_init fills ggml's fp16 tables (idempotent).
-    unsafe { sys::ggml_cpu_init() };
-    // SAFETY: the traits table is static; from_float writes 8 Q8_K blocks into `theirs`.
-    unsafe {
-        let tr = &*sys::ggml_get_type_traits_cpu(sys::GGML_TYPE_Q8_K);
-        (tr.from_float.unwrap())(x.as_ptr(), theirs.as_mut_ptr() as *mut _, x.len() as i64);
-    }
+    // SAFETY: the reference writes 8 Q8_K blocks into `theirs`.
+    unsafe { quantize_row_q8_K_ref(x.as_ptr(), theirs.as_mut_ptr() as *mut _, x.len() as i64) };
     assert_eq!(ours, theirs);
 }
 
@@ -417,4 +418,50 @@ fn kernel_stats_count_each_op_once() {
     ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 1, 3);
     assert_eq!(kinds(stats::take()), [], "ggml's own kernels are not trit's to count");
     stats::enable(false);
+}
+
+/// vendor/patches/0012: with trit's kernels installed, ggml-cpu's Q8_K conversion (what every
+/// TQ1_0/TQ2_0 MUL_MAT quantizes its activations with) runs trit's vector quantizer where
+/// the CPU has one, and writes the bytes ggml's reference writes; a row with a NaN is left
+/// to ggml (same bytes again); with ggml's kernels the hook is gone.
+#[test]
+fn q8k_hook_matches_ggml_reference() {
+    let _choice = kernel_choice();
+    use trit_kernels::ggml::{install, take_q8k_hook_ran, TernaryKernels};
+    let mut seed = 31;
+    // SAFETY: ggml_cpu_init fills ggml's tables (idempotent).
+    unsafe { sys::ggml_cpu_init() };
+    let convert = |x: &[f32], reference: bool| {
+        let mut out = vec![0u8; x.len() / QK * Q8_K_BYTES];
+        // SAFETY: static traits tables; each function writes x.len()/256 blocks into `out`.
+        unsafe {
+            if reference {
+                quantize_row_q8_K_ref(x.as_ptr(), out.as_mut_ptr() as *mut _, x.len() as i64);
+            } else {
+                (*sys::ggml_get_type_traits_cpu(sys::GGML_TYPE_Q8_K)).from_float.unwrap()(
+                    x.as_ptr(),
+                    out.as_mut_ptr() as *mut _,
+                    x.len() as i64,
+                );
+            }
+        }
+        out
+    };
+    let isa = install(TernaryKernels::Trit);
+    let vector = trit_kernels::q8k::has_vector_path(isa);
+    for nb in [1, 10, 27] {
+        let mut x: Vec<f32> = (0..nb * QK).map(|i| lcg(&mut seed) * (1 + i % 7) as f32).collect();
+        x[..QK].iter_mut().step_by(3).for_each(|v| *v = 0.0);
+        take_q8k_hook_ran();
+        assert_eq!(convert(&x, false), convert(&x, true), "{nb} blocks: hooked conversion != ggml's reference");
+        assert_eq!(take_q8k_hook_ran(), vector, "{nb} blocks: the hook should run iff {isa:?} has a vector path");
+        x[nb * QK - 1] = f32::NAN;
+        assert_eq!(convert(&x, false), convert(&x, true), "{nb} blocks with a NaN");
+        assert!(!take_q8k_hook_ran(), "a row with a NaN is ggml's");
+    }
+    install(TernaryKernels::Ggml);
+    let x: Vec<f32> = (0..2 * QK).map(|_| lcg(&mut seed)).collect();
+    take_q8k_hook_ran();
+    assert_eq!(convert(&x, false), convert(&x, true));
+    assert!(!take_q8k_hook_ran(), "ggml's kernels: no hook");
 }
