@@ -150,28 +150,44 @@ fn ggml_then_hooked(graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize)
     (theirs, hooked, ran)
 }
 
-/// `dst = W·x` through a real ggml graph (F16 weights `rows × k`, f32 `x` with `n` columns),
-/// computed by ggml-cpu on `threads` threads with whatever MUL_MAT hooks are installed.
-fn ggml_graph_f16_mul_mat(w: &[u16], rows: usize, k: usize, x: &[f32], n: usize, threads: i32) -> Vec<f32> {
+/// `dst = W·x` through a real ggml graph (weights of type `wtype`, `rows × k`, as the bytes
+/// `w`; f32 `x` with `n` columns), computed by ggml-cpu on `threads` threads with whatever
+/// MUL_MAT hooks are installed.
+fn ggml_graph_mul_mat(
+    wtype: sys::ggml_type,
+    w: &[u8],
+    rows: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    threads: i32,
+) -> Vec<f32> {
     // SAFETY: a private context big enough for the tensors, graph and work buffer; every
-    // copy stays inside the tensors ggml allocated with these shapes.
+    // copy stays inside the tensors ggml allocated with these shapes (the weight bytes are
+    // checked against the tensor's size).
     unsafe {
         let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
         let ctx = sys::ggml_init(params);
         assert!(!ctx.is_null());
-        let wt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, k as i64, rows as i64);
+        let wt = sys::ggml_new_tensor_2d(ctx, wtype, k as i64, rows as i64);
         let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
-        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u16, rows * k);
+        assert_eq!(w.len(), sys::ggml_nbytes(wt));
+        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
         std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, n * k);
         let y = sys::ggml_mul_mat(ctx, wt, xt);
         let gf = sys::ggml_new_graph(ctx);
         sys::ggml_build_forward_expand(gf, y);
-        let status = sys::ggml_graph_compute_with_ctx(ctx, gf, threads);
-        assert_eq!(status, sys::GGML_STATUS_SUCCESS);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
         let out = std::slice::from_raw_parts((*y).data as *const f32, rows * n).to_vec();
         sys::ggml_free(ctx);
         out
     }
+}
+
+/// [`ggml_graph_mul_mat`] with F16 weights.
+fn ggml_graph_f16_mul_mat(w: &[u16], rows: usize, k: usize, x: &[f32], n: usize, threads: i32) -> Vec<f32> {
+    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+    ggml_graph_mul_mat(sys::GGML_TYPE_F16, &bytes, rows, k, x, n, threads)
 }
 
 /// The F16 hook inside a ggml graph: with few columns it runs (its counter moves) and
@@ -349,37 +365,6 @@ fn scalar_broadcast_mul_is_exact() {
     assert_eq!(out, want);
 }
 
-/// `dst = W·x` for ternary weights (`ty` blocks, `rows × k`) through a real ggml graph on
-/// `threads` threads, with whatever hooks are installed.
-fn ggml_graph_ternary_mul_mat(
-    ty: TernaryType,
-    w: &[u8],
-    rows: usize,
-    k: usize,
-    x: &[f32],
-    n: usize,
-    threads: i32,
-) -> Vec<f32> {
-    // SAFETY: as ggml_graph_f16_mul_mat; `w` holds rows × k/256 blocks of `ty`.
-    unsafe {
-        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
-        let wt = sys::ggml_new_tensor_2d(ctx, gtype(ty), k as i64, rows as i64);
-        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
-        assert_eq!(w.len(), rows * k / QK * ty.block_bytes());
-        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
-        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, n * k);
-        let y = sys::ggml_mul_mat(ctx, wt, xt);
-        let gf = sys::ggml_new_graph(ctx);
-        sys::ggml_build_forward_expand(gf, y);
-        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
-        let out = std::slice::from_raw_parts((*y).data as *const f32, rows * n).to_vec();
-        sys::ggml_free(ctx);
-        out
-    }
-}
-
 /// TRIT_KERNEL_STATS: each hooked op counted once (not once a thread) with the weight bytes
 /// it read, under the right kind, with some time; ops left to ggml, and ops while recording
 /// is off, not at all.
@@ -405,17 +390,17 @@ fn kernel_stats_count_each_op_once() {
     ggml_graph_f16_mul_mat(&w16, rows, k, &x, 5, 3); // more columns than the hook takes
     assert_eq!(kinds(stats::take()), []);
     let tq_bytes = (rows * TernaryType::Tq2_0.row_bytes(k)) as u64;
-    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 1, 3);
-    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 2, 2);
+    ggml_graph_mul_mat(sys::GGML_TYPE_TQ2_0, &wq, rows, k, &x, 1, 3);
+    ggml_graph_mul_mat(sys::GGML_TYPE_TQ2_0, &wq, rows, k, &x, 2, 2);
     assert_eq!(kinds(stats::take()), [(Kind::TernaryMatVec, 2, 2 * tq_bytes, true)]);
-    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 8, 3);
+    ggml_graph_mul_mat(sys::GGML_TYPE_TQ2_0, &wq, rows, k, &x, 8, 3);
     assert_eq!(kinds(stats::take()), [(Kind::TernaryMatMat, 1, tq_bytes, true)]);
     stats::enable(false);
-    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 1, 3);
+    ggml_graph_mul_mat(sys::GGML_TYPE_TQ2_0, &wq, rows, k, &x, 1, 3);
     assert_eq!(kinds(stats::take()), []);
     install(TernaryKernels::Ggml);
     stats::enable(true);
-    ggml_graph_ternary_mul_mat(TernaryType::Tq2_0, &wq, rows, k, &x, 1, 3);
+    ggml_graph_mul_mat(sys::GGML_TYPE_TQ2_0, &wq, rows, k, &x, 1, 3);
     assert_eq!(kinds(stats::take()), [], "ggml's own kernels are not trit's to count");
     stats::enable(false);
 }
