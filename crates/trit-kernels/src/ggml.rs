@@ -166,8 +166,9 @@ pub fn install(which: TernaryKernels) -> Isa {
 /// # Safety
 /// Called by ggml-cpu with `x` holding `k` floats and `y` room for `k / 256` Q8_K blocks.
 unsafe extern "C" fn quantize_q8k_hook(x: *const f32, y: *mut c_void, k: i64) -> bool {
+    // A `k` that is not whole blocks gets a row length `quantize_q8k_into` rejects.
     let Ok(k) = usize::try_from(k) else { return false };
-    if k == 0 || !k.is_multiple_of(crate::QK) || x.is_null() || y.is_null() || !x.is_aligned() {
+    if x.is_null() || y.is_null() || !x.is_aligned() {
         return false;
     }
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
