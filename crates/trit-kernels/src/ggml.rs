@@ -17,7 +17,7 @@
 
 use std::ffi::{c_int, c_void};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use trit_sys as sys;
 
@@ -133,6 +133,7 @@ fn isa_code(i: Isa) -> u8 {
 pub fn install(which: TernaryKernels) -> Isa {
     let isa = Isa::detect();
     ISA.store(isa_code(isa), Ordering::Relaxed);
+    set_scale_fusion(std::env::var("TRIT_SCALE_FUSION").map_or(true, |v| v != "0"));
     let accept = which == TernaryKernels::Trit && repack_registered();
     // SAFETY: stores a flag.
     unsafe { trit_cpu_repack_set_accept(accept) };
@@ -188,12 +189,52 @@ unsafe extern "C" fn quantize_q8k_hook(x: *const f32, y: *mut c_void, k: i64) ->
     done
 }
 
-static Q8K_HOOK_RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static Q8K_HOOK_RAN: AtomicBool = AtomicBool::new(false);
 
 /// Whether [`quantize_q8k_hook`] has quantized a row since the last call, for tests (its
 /// bytes equal ggml's, so comparing them cannot show that it ran).
 pub fn take_q8k_hook_ran() -> bool {
     Q8K_HOOK_RAN.swap(false, Ordering::Relaxed)
+}
+
+/// The product a MUL_MAT hook is asked for: the MUL_MAT node, the tensor its result goes to
+/// and the factor it is multiplied by on the way. That is `dst`, `dst` and 1, or, where
+/// ggml-cpu fused the product with a MUL by one f32 value after it (vendor patch 0013,
+/// BitNet's per-tensor weight scales), the MUL's first source, the MUL and that value.
+/// None for any other `dst`, which the hook then declines.
+///
+/// # Safety
+/// `dst` is a live tensor whose sources are live and, for a MUL, allocated.
+unsafe fn hooked_product(dst: &sys::ggml_tensor) -> Option<(&sys::ggml_tensor, &sys::ggml_tensor, f32)> {
+    if dst.op == sys::GGML_OP_MUL_MAT {
+        return Some((dst, dst, 1.0));
+    }
+    if dst.op != sys::GGML_OP_MUL || dst.src[0].is_null() || dst.src[1].is_null() || !scale_fusion() {
+        return None;
+    }
+    // SAFETY: the function's contract.
+    let (mm, scale) = unsafe { (&*dst.src[0], &*dst.src[1]) };
+    // SAFETY: reads the fields of a live tensor.
+    let one = unsafe { sys::ggml_nelements(scale) } == 1;
+    if mm.op != sys::GGML_OP_MUL_MAT || scale.type_ != sys::GGML_TYPE_F32 || !one || scale.data.is_null() {
+        return None;
+    }
+    // SAFETY: an allocated one-element F32 tensor (checked) holds one f32.
+    Some((mm, dst, unsafe { (scale.data as *const f32).read_unaligned() }))
+}
+
+static SCALE_FUSION: AtomicBool = AtomicBool::new(true);
+
+fn scale_fusion() -> bool {
+    SCALE_FUSION.load(Ordering::Relaxed)
+}
+
+/// Whether the hooks take a product fused with the MUL by its weight scale
+/// ([`hooked_product`]). [`install`] sets it from TRIT_SCALE_FUSION (`0`: off, for A/B runs;
+/// on otherwise). Off, the hooks decline the MUL and take the plain product, and ggml then
+/// runs a barrier and the MUL, as without vendor patch 0013.
+pub fn set_scale_fusion(on: bool) {
+    SCALE_FUSION.store(on, Ordering::Relaxed);
 }
 
 /// The TQ1_0 hook while ggml's kernels are chosen: only weights in the repack buffer type,
@@ -210,19 +251,22 @@ unsafe extern "C" fn repacked_only_hook(
     tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: the hook's contract: `dst` and its sources are live.
-    if !is_repacked(unsafe { &*(*dst).src[0] }) {
+    let Some((mm, _, _)) = (unsafe { hooked_product(&*dst) }) else { return false };
+    // SAFETY: the same contract.
+    if !is_repacked(unsafe { &*mm.src[0] }) {
         return false;
     }
     // SAFETY: the same contract.
     unsafe { mul_mat_hook(dst, src1_q, src1_row_size, ith, nth, tp) }
 }
 
-/// The hook ggml calls for TQ1_0/TQ2_0 MUL_MAT (see the module docs).
+/// The hook ggml calls for TQ1_0/TQ2_0 MUL_MAT (see the module docs), or for a MUL_MAT
+/// fused with the MUL by its weight scale after it ([`hooked_product`]).
 ///
 /// # Safety
-/// Called by ggml-cpu with a valid MUL_MAT `dst` whose sources are allocated, `src1_q`
-/// holding `src1`'s rows converted to Q8_K (`src1_row_size` bytes each, contiguous), on
-/// each of the op's `nth` threads.
+/// Called by ggml-cpu with a valid MUL_MAT `dst` (or a MUL of one, as [`hooked_product`]
+/// takes) whose sources are allocated, `src1_q` holding the MUL_MAT's `src1` rows converted
+/// to Q8_K (`src1_row_size` bytes each, contiguous), on each of the op's `nth` threads.
 pub unsafe extern "C" fn mul_mat_hook(
     dst: *const sys::ggml_tensor,
     src1_q: *const c_void,
@@ -232,10 +276,9 @@ pub unsafe extern "C" fn mul_mat_hook(
     tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: see the function's contract; ggml keeps these alive for the call.
-    let (d, s0, s1) = unsafe {
-        let d = &*dst;
-        (d, &*d.src[0], &*d.src[1])
-    };
+    let Some((mm, d, scale)) = (unsafe { hooked_product(&*dst) }) else { return false };
+    // SAFETY: the same contract.
+    let (s0, s1) = unsafe { (&*mm.src[0], &*mm.src[1]) };
     let stored = match s0.type_ {
         sys::GGML_TYPE_TQ2_0 => TernaryType::Tq2_0,
         sys::GGML_TYPE_TQ1_0 => TernaryType::Tq1_0,
@@ -309,7 +352,7 @@ pub unsafe extern "C" fn mul_mat_hook(
         mul_mat_rows(isa, &w, r, act, src1_row_size, n, &prep, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside dst's ne[1]·nb[1] bytes; each chunk
             // of rows is handed to exactly one thread, so writes never overlap.
-            unsafe { *out.add(c * ldo + r) = v }
+            unsafe { *out.add(c * ldo + r) = v * scale }
         })
     };
     // SAFETY: `tp` is the op's live pool (the hook's contract).
@@ -425,7 +468,7 @@ pub const F16_MAX_COLS: usize = 4;
 /// else returns false on every thread and ggml computes it.
 ///
 /// # Safety
-/// As [`mul_mat_hook`], with `src1_q` holding `src1`'s rows converted to f16.
+/// As [`mul_mat_hook`], with `src1_q` holding the MUL_MAT's `src1` rows converted to f16.
 pub unsafe extern "C" fn mul_mat_f16_hook(
     dst: *const sys::ggml_tensor,
     src1_q: *const c_void,
@@ -435,10 +478,9 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: see the function's contract; ggml keeps these alive for the call.
-    let (d, s0, s1) = unsafe {
-        let d = &*dst;
-        (d, &*d.src[0], &*d.src[1])
-    };
+    let Some((mm, d, scale)) = (unsafe { hooked_product(&*dst) }) else { return false };
+    // SAFETY: the same contract.
+    let (s0, s1) = unsafe { (&*mm.src[0], &*mm.src[1]) };
     if s0.type_ != sys::GGML_TYPE_F16 || s1.type_ != sys::GGML_TYPE_F32 || d.type_ != sys::GGML_TYPE_F32 {
         return false;
     }
@@ -508,7 +550,7 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
         let out = unsafe { (d.data as *mut f32).add(m * n * ldo) };
         crate::f16w::gemv_rows(isa, &w, r, &acts, n, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside matrix m of dst; chunks never overlap.
-            unsafe { *out.add(c * ldo + r) = v }
+            unsafe { *out.add(c * ldo + r) = v * scale }
         })
     };
     let t0 = stats::start();

@@ -450,3 +450,109 @@ fn q8k_hook_matches_ggml_reference() {
     assert_eq!(convert(&x, false), convert(&x, true));
     assert!(!take_q8k_hook_ran(), "ggml's kernels: no hook");
 }
+
+/// `W·x · s` through a real ggml graph as llama.cpp builds BitNet's projections: a MUL_MAT,
+/// then a MUL by a one-element F32 tensor `s`; `x` has `n` columns in each of `batches`
+/// matrices. Returns the MUL's result and whether the MUL_MAT's own tensor was left
+/// unwritten (it is filled with NaN first): so it is when the hook wrote the scaled product
+/// straight to the MUL (vendor patch 0013).
+#[allow(clippy::too_many_arguments)]
+fn ggml_graph_scaled_mul_mat(
+    wtype: sys::ggml_type,
+    w: &[u8],
+    rows: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    batches: usize,
+    s: f32,
+    threads: i32,
+) -> (Vec<f32>, bool) {
+    // SAFETY: a private context big enough for the tensors, graph and work buffer; every
+    // copy stays inside the tensors ggml allocated with these shapes.
+    unsafe {
+        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let wt = sys::ggml_new_tensor_2d(ctx, wtype, k as i64, rows as i64);
+        let xt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64, batches as i64);
+        let st = sys::ggml_new_tensor_1d(ctx, sys::GGML_TYPE_F32, 1);
+        assert_eq!(w.len(), sys::ggml_nbytes(wt));
+        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
+        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, n * k * batches);
+        *((*st).data as *mut f32) = s;
+        let mm = sys::ggml_mul_mat(ctx, wt, xt);
+        let y = sys::ggml_mul(ctx, mm, st);
+        let len = rows * n * batches;
+        std::slice::from_raw_parts_mut((*mm).data as *mut f32, len).fill(f32::NAN);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts((*y).data as *const f32, len).to_vec();
+        let untouched = std::slice::from_raw_parts((*mm).data as *const f32, len).iter().all(|v| v.is_nan());
+        sys::ggml_free(ctx);
+        (out, untouched)
+    }
+}
+
+/// vendor/patches/0013: with trit's kernels, a ternary (or f16) MUL_MAT followed by the MUL by
+/// its weight scale runs as one op: the hook writes `product · s` to the MUL, bit for bit
+/// what the separate product times `s` gives, and the product's own tensor is never written;
+/// with the fusion switched off the hook takes the plain product and ggml the MUL. Where the
+/// hook declines (a batched `src1` for the ternary hook) ggml computes the product
+/// and the MUL as before, on 1 and 3 threads; with ggml's kernels nothing is fused.
+#[test]
+fn weight_scale_fused_into_the_product() {
+    let _choice = kernel_choice();
+    use trit_kernels::ggml::{install, set_scale_fusion, TernaryKernels};
+    use trit_kernels::stats;
+    // Ops trit's hooks computed (kernel stats, on for this test).
+    let stats_ops = || stats::take().iter().map(|t| t.ops).sum::<u64>();
+    stats::enable(true);
+    let mut seed = 37;
+    let (rows, k, s) = (300, 512, 0.0173f32);
+    let wq = ggml_quantize(TernaryType::Tq2_0, &ternary_floats(&mut seed, rows, k));
+    let w16: Vec<u8> =
+        (0..rows * k).flat_map(|_| half::f16::from_f32(lcg(&mut seed) * 0.05).to_bits().to_le_bytes()).collect();
+    let x: Vec<f32> = (0..8 * 2 * k).map(|_| lcg(&mut seed) * 2.0).collect();
+    let scaled = |v: Vec<f32>| v.into_iter().map(|p| p * s).collect::<Vec<_>>();
+    for (wtype, w) in [(sys::GGML_TYPE_TQ2_0, &wq), (sys::GGML_TYPE_F16, &w16)] {
+        let columns: &[usize] = if wtype == sys::GGML_TYPE_F16 { &[1, 2] } else { &[1, 2, 8] };
+        for &n in columns {
+            for threads in [1, 3] {
+                let what = format!("type {wtype} n={n} threads={threads}");
+                let x = &x[..n * k];
+                install(TernaryKernels::Trit);
+                let separate = scaled(ggml_graph_mul_mat(wtype, w, rows, k, x, n, threads));
+                let (fused, untouched) = ggml_graph_scaled_mul_mat(wtype, w, rows, k, x, n, 1, s, threads);
+                assert!(untouched, "{what}: the product should have gone straight to the MUL");
+                assert_eq!(fused, separate, "{what}: fused result != product · s");
+                set_scale_fusion(false);
+                stats_ops();
+                let (unfused, untouched) = ggml_graph_scaled_mul_mat(wtype, w, rows, k, x, n, 1, s, threads);
+                assert_eq!(stats_ops(), 1, "{what}: the plain product should still be trit's");
+                set_scale_fusion(true);
+                assert!(!untouched, "{what}: with the fusion off the product is stored");
+                assert_eq!(unfused, separate, "{what}: unfused result != product · s");
+                install(TernaryKernels::Ggml);
+                let (theirs, untouched) = ggml_graph_scaled_mul_mat(wtype, w, rows, k, x, n, 1, s, threads);
+                assert!(!untouched, "{what}: ggml's kernels are not fused");
+                for (i, (a, b)) in fused.iter().zip(&theirs).enumerate() {
+                    assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{what} [{i}]: trit {a} vs ggml {b}");
+                }
+            }
+        }
+    }
+    // A batched src1: the ternary hook declines, ggml computes product and MUL itself.
+    for threads in [1, 3] {
+        install(TernaryKernels::Ggml);
+        let (theirs, _) = ggml_graph_scaled_mul_mat(sys::GGML_TYPE_TQ2_0, &wq, rows, k, &x, 2, 2, s, threads);
+        install(TernaryKernels::Trit);
+        let (declined, untouched) = ggml_graph_scaled_mul_mat(sys::GGML_TYPE_TQ2_0, &wq, rows, k, &x, 2, 2, s, threads);
+        install(TernaryKernels::Ggml);
+        assert!(!untouched, "threads={threads}: a declined product is computed by ggml");
+        assert_eq!(declined, theirs, "threads={threads}: declined fusion != ggml's product and MUL");
+        assert!(declined.iter().all(|v| v.is_finite()));
+    }
+    stats::enable(false);
+}
