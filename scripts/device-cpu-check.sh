@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs ON the device machine: trit's CPU kernels on the host's cores (16 on the single-GPU
+# kinds), for the CPU issue (#3) on a larger CPU than the 2-core VM. Binaries carried gzipped
+# as .devc/NAME.gz (scripts/device-env.sh unpacks them to /tmp/b/NAME): `trit` (a native
+# build, as scripts/test.sh builds it) and the `membw` example. Per thread count (THREADS,
+# default "16 8"): `membw`, then ROUNDS (default 5) rounds of tg64, one fresh process each,
+# the order rotating: trit's kernels with the weight-scale fusion (vendor patch 0013), trit's
+# without it (TRIT_SCALE_FUSION=0) and ggml-cpu's own kernels (--ternary-kernels ggml); then
+# pp512 of trit's and ggml's kernels. All on the synthetic 2B-4T TQ2_0 model, made here.
+# Writes $OUT/cpu.txt (every result line) and prints a summary.
+#   device run: carry [".devc"], command: bash scripts/device-cpu-check.sh
+set -uo pipefail
+. "$(dirname "$0")/device-env.sh"
+B=/tmp/b/trit
+lscpu | grep -E "^Model name|^CPU\(s\)|^Thread|^Core|^Socket|^NUMA node\(s\)|^L3" | tee "$OUT/cpu.txt"
+grep -o -w -E "avx512f|avx512_vnni|avx_vnni|gfni|avx512vbmi" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+"$B" synth --config 2b4t --type tq2_0 -o /tmp/m.gguf > /dev/null 2>&1 || { echo "synth failed"; exit 1; }
+run() { # name threads test-args... -> "name t/s"
+  local name=$1 t=$2; shift 2
+  local env=() args=()
+  case $name in
+    nofuse) env=(TRIT_SCALE_FUSION=0) ;;
+    ggml) args=(--ternary-kernels ggml) ;;
+  esac
+  env "${env[@]}" "$B" bench -m /tmp/m.gguf -t "$t" "${args[@]}" "$@" -o jsonl 2>/dev/null |
+    grep -o '"avg_ts":[0-9.]*' | cut -d: -f2
+}
+for t in ${THREADS:-16 8}; do
+  /tmp/b/membw "$t" 256 2>&1 | tee -a "$OUT/cpu.txt"
+  order=(fuse nofuse ggml)
+  for r in $(seq 1 "${ROUNDS:-5}"); do
+    line="t=$t round $r:"
+    for name in "${order[@]}"; do line="$line $name $(run "$name" "$t" -p 0 -n 64 -r 1)"; done
+    echo "$line" | tee -a "$OUT/cpu.txt"
+    order=("${order[@]:1}" "${order[0]}")
+  done
+  echo "t=$t pp512: fuse $(run fuse "$t" -p 512 -n 0 -r 2) ggml $(run ggml "$t" -p 512 -n 0 -r 2)" | tee -a "$OUT/cpu.txt"
+  TRIT_KERNEL_STATS=1 "$B" bench -m /tmp/m.gguf -t "$t" -p 0 -n 64 -r 1 2>&1 | grep kernel-stats | tee -a "$OUT/cpu.txt"
+done
