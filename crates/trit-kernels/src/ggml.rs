@@ -237,6 +237,13 @@ pub fn set_scale_fusion(on: bool) {
     SCALE_FUSION.store(on, Ordering::Relaxed);
 }
 
+/// TRIT_F16_CHUNKS_PER_MATRIX=1: a 3-D F16 product's chunks sized for each matrix alone, as
+/// before 2026-12-06 (A/B runs).
+fn per_matrix_chunks() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRIT_F16_CHUNKS_PER_MATRIX").is_ok_and(|v| v == "1"))
+}
+
 /// The TQ1_0 hook while ggml's kernels are chosen: only weights in the repack buffer type,
 /// which ggml's TQ1_0 code cannot read.
 ///
@@ -522,7 +529,11 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
     let (ith, nth) = (ith as usize, nth as usize);
     let ldo = ldo_bytes / 4;
-    let chunk_rows = matvec_chunk_rows(rows, stride, nth);
+    // Chunks sized over all the op's matrices: attention's per-head products are 20 small
+    // matrices (2B-4T: 256 × 128 each at a 256-cell cache), which chunks sized for one matrix
+    // cut into 8-row pieces at 16 threads (640 a K·Q product).
+    let sized_over = if per_matrix_chunks() { rows } else { rows * ne12 * ne13 };
+    let chunk_rows = matvec_chunk_rows(sized_over, stride, nth).min(rows);
     let per_matrix = rows.div_ceil(chunk_rows);
     // The activations of the matrix last worked on, widened to f32 once per matrix and thread
     // (one buffer per thread, reused from head to head).
