@@ -133,7 +133,7 @@ fn isa_code(i: Isa) -> u8 {
 pub fn install(which: TernaryKernels) -> Isa {
     let isa = Isa::detect();
     ISA.store(isa_code(isa), Ordering::Relaxed);
-    set_scale_fusion(std::env::var("TRIT_SCALE_FUSION").map_or(true, |v| v != "0"));
+    crate::epilogue::set_epilogues(crate::epilogue::epilogues_from_env());
     let accept = which == TernaryKernels::Trit && repack_registered();
     // SAFETY: stores a flag.
     unsafe { trit_cpu_repack_set_accept(accept) };
@@ -197,46 +197,6 @@ pub fn take_q8k_hook_ran() -> bool {
     Q8K_HOOK_RAN.swap(false, Ordering::Relaxed)
 }
 
-/// The product a MUL_MAT hook is asked for: the MUL_MAT node, the tensor its result goes to
-/// and the factor it is multiplied by on the way. That is `dst`, `dst` and 1, or, where
-/// ggml-cpu fused the product with a MUL by one f32 value after it (vendor patch 0013,
-/// BitNet's per-tensor weight scales), the MUL's first source, the MUL and that value.
-/// None for any other `dst`, which the hook then declines.
-///
-/// # Safety
-/// `dst` is a live tensor whose sources are live and, for a MUL, allocated.
-unsafe fn hooked_product(dst: &sys::ggml_tensor) -> Option<(&sys::ggml_tensor, &sys::ggml_tensor, f32)> {
-    if dst.op == sys::GGML_OP_MUL_MAT {
-        return Some((dst, dst, 1.0));
-    }
-    if dst.op != sys::GGML_OP_MUL || dst.src[0].is_null() || dst.src[1].is_null() || !scale_fusion() {
-        return None;
-    }
-    // SAFETY: the function's contract.
-    let (mm, scale) = unsafe { (&*dst.src[0], &*dst.src[1]) };
-    // SAFETY: reads the fields of a live tensor.
-    let one = unsafe { sys::ggml_nelements(scale) } == 1;
-    if mm.op != sys::GGML_OP_MUL_MAT || scale.type_ != sys::GGML_TYPE_F32 || !one || scale.data.is_null() {
-        return None;
-    }
-    // SAFETY: an allocated one-element F32 tensor (checked) holds one f32.
-    Some((mm, dst, unsafe { (scale.data as *const f32).read_unaligned() }))
-}
-
-static SCALE_FUSION: AtomicBool = AtomicBool::new(true);
-
-fn scale_fusion() -> bool {
-    SCALE_FUSION.load(Ordering::Relaxed)
-}
-
-/// Whether the hooks take a product fused with the MUL by its weight scale
-/// ([`hooked_product`]). [`install`] sets it from TRIT_SCALE_FUSION (`0`: off, for A/B runs;
-/// on otherwise). Off, the hooks decline the MUL and take the plain product, and ggml then
-/// runs a barrier and the MUL, as without vendor patch 0013.
-pub fn set_scale_fusion(on: bool) {
-    SCALE_FUSION.store(on, Ordering::Relaxed);
-}
-
 /// TRIT_F16_CHUNKS_PER_MATRIX=1: a 3-D F16 product's chunks sized for each matrix alone, as
 /// before 2026-12-06 (A/B runs).
 fn per_matrix_chunks() -> bool {
@@ -251,6 +211,7 @@ fn per_matrix_chunks() -> bool {
 /// As [`mul_mat_hook`].
 unsafe extern "C" fn repacked_only_hook(
     dst: *const sys::ggml_tensor,
+    out: *const sys::ggml_tensor,
     src1_q: *const c_void,
     src1_row_size: usize,
     ith: c_int,
@@ -258,24 +219,23 @@ unsafe extern "C" fn repacked_only_hook(
     tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: the hook's contract: `dst` and its sources are live.
-    let Some((mm, _, _)) = (unsafe { hooked_product(&*dst) }) else { return false };
-    // SAFETY: the same contract.
-    if !is_repacked(unsafe { &*mm.src[0] }) {
+    if !is_repacked(unsafe { &*(*dst).src[0] }) {
         return false;
     }
     // SAFETY: the same contract.
-    unsafe { mul_mat_hook(dst, src1_q, src1_row_size, ith, nth, tp) }
+    unsafe { mul_mat_hook(dst, out, src1_q, src1_row_size, ith, nth, tp) }
 }
 
-/// The hook ggml calls for TQ1_0/TQ2_0 MUL_MAT (see the module docs), or for a MUL_MAT
-/// fused with the MUL by its weight scale after it ([`hooked_product`]).
+/// The hook ggml calls for TQ1_0/TQ2_0 MUL_MAT (see the module docs), writing to `out`: `dst`
+/// itself or the last of the elementwise nodes after it ([`crate::epilogue`]).
 ///
 /// # Safety
-/// Called by ggml-cpu with a valid MUL_MAT `dst` (or a MUL of one, as [`hooked_product`]
-/// takes) whose sources are allocated, `src1_q` holding the MUL_MAT's `src1` rows converted
-/// to Q8_K (`src1_row_size` bytes each, contiguous), on each of the op's `nth` threads.
+/// Called by ggml-cpu with a valid MUL_MAT `dst` whose sources are allocated, `out` as the
+/// patched hook type describes it, `src1_q` holding `src1`'s rows converted to Q8_K
+/// (`src1_row_size` bytes each, contiguous), on each of the op's `nth` threads.
 pub unsafe extern "C" fn mul_mat_hook(
     dst: *const sys::ggml_tensor,
+    out: *const sys::ggml_tensor,
     src1_q: *const c_void,
     src1_row_size: usize,
     ith: c_int,
@@ -283,7 +243,7 @@ pub unsafe extern "C" fn mul_mat_hook(
     tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: see the function's contract; ggml keeps these alive for the call.
-    let Some((mm, d, scale)) = (unsafe { hooked_product(&*dst) }) else { return false };
+    let (mm, d) = unsafe { (&*dst, &*out) };
     // SAFETY: the same contract.
     let (s0, s1) = unsafe { (&*mm.src[0], &*mm.src[1]) };
     let stored = match s0.type_ {
@@ -309,6 +269,10 @@ pub unsafe extern "C" fn mul_mat_hook(
         return decline();
     }
     let (k, rows, n) = (s0.ne[0] as usize, s0.ne[1] as usize, s1.ne[1] as usize);
+    // A chain of nodes it does not take is declined without `decline`'s abort: ggml-cpu then
+    // offers the shorter chains and, last, the product alone.
+    // SAFETY: the function's contract.
+    let Some(epi) = (unsafe { crate::epilogue::resolve(mm, d, rows, n) }) else { return false };
     if rows == 0 || n == 0 {
         return true; // nothing to compute (ggml would loop over nothing too)
     }
@@ -359,7 +323,7 @@ pub unsafe extern "C" fn mul_mat_hook(
         mul_mat_rows(isa, &w, r, act, src1_row_size, n, &prep, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside dst's ne[1]·nb[1] bytes; each chunk
             // of rows is handed to exactly one thread, so writes never overlap.
-            unsafe { *out.add(c * ldo + r) = v * scale }
+            unsafe { *out.add(c * ldo + r) = epi.apply(c, r, v) }
         })
     };
     // SAFETY: `tp` is the op's live pool (the hook's contract).
@@ -478,6 +442,7 @@ pub const F16_MAX_COLS: usize = 4;
 /// As [`mul_mat_hook`], with `src1_q` holding the MUL_MAT's `src1` rows converted to f16.
 pub unsafe extern "C" fn mul_mat_f16_hook(
     dst: *const sys::ggml_tensor,
+    out: *const sys::ggml_tensor,
     src1_q: *const c_void,
     src1_row_size: usize,
     ith: c_int,
@@ -485,7 +450,7 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: see the function's contract; ggml keeps these alive for the call.
-    let Some((mm, d, scale)) = (unsafe { hooked_product(&*dst) }) else { return false };
+    let (mm, d) = unsafe { (&*dst, &*out) };
     // SAFETY: the same contract.
     let (s0, s1) = unsafe { (&*mm.src[0], &*mm.src[1]) };
     if s0.type_ != sys::GGML_TYPE_F16 || s1.type_ != sys::GGML_TYPE_F32 || d.type_ != sys::GGML_TYPE_F32 {
@@ -525,6 +490,13 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     {
         return false;
     }
+    // One matrix: the epilogue as for the ternary products; several (attention): none.
+    let epi = match ne12 * ne13 {
+        // SAFETY: the function's contract.
+        1 => unsafe { crate::epilogue::resolve(mm, d, rows, n) },
+        _ => std::ptr::eq(mm, d).then_some(crate::epilogue::Epilogue::NONE),
+    };
+    let Some(epi) = epi else { return false };
     let (r2, r3) = (ne12 / ne02, ne13 / ne03);
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
     let (ith, nth) = (ith as usize, nth as usize);
@@ -561,7 +533,7 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
         let out = unsafe { (d.data as *mut f32).add(m * n * ldo) };
         crate::f16w::gemv_rows(isa, &w, r, &acts, n, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside matrix m of dst; chunks never overlap.
-            unsafe { *out.add(c * ldo + r) = v * scale }
+            unsafe { *out.add(c * ldo + r) = epi.apply(c, r, v) }
         })
     };
     let t0 = stats::start();

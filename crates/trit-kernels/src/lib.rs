@@ -25,6 +25,8 @@
 // Index loops over fixed 4-row / 4-column tiles read closer to the math than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+#[cfg(feature = "ggml")]
+pub mod epilogue;
 pub mod f16w;
 pub mod f32act;
 pub mod formats;

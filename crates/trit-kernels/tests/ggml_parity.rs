@@ -504,7 +504,8 @@ fn ggml_graph_scaled_mul_mat(
 #[test]
 fn weight_scale_fused_into_the_product() {
     let _choice = kernel_choice();
-    use trit_kernels::ggml::{install, set_scale_fusion, TernaryKernels};
+    use trit_kernels::epilogue::{set_epilogues, Epilogues};
+    use trit_kernels::ggml::{install, TernaryKernels};
     use trit_kernels::stats;
     // Ops trit's hooks computed (kernel stats, on for this test).
     let stats_ops = || stats::take().iter().map(|t| t.ops).sum::<u64>();
@@ -527,11 +528,11 @@ fn weight_scale_fused_into_the_product() {
                 let (fused, untouched) = ggml_graph_scaled_mul_mat(wtype, w, rows, k, x, n, 1, s, threads);
                 assert!(untouched, "{what}: the product should have gone straight to the MUL");
                 assert_eq!(fused, separate, "{what}: fused result != product · s");
-                set_scale_fusion(false);
+                set_epilogues(Epilogues::None);
                 stats_ops();
                 let (unfused, untouched) = ggml_graph_scaled_mul_mat(wtype, w, rows, k, x, n, 1, s, threads);
                 assert_eq!(stats_ops(), 1, "{what}: the plain product should still be trit's");
-                set_scale_fusion(true);
+                set_epilogues(Epilogues::All);
                 assert!(!untouched, "{what}: with the fusion off the product is stored");
                 assert_eq!(unfused, separate, "{what}: unfused result != product · s");
                 install(TernaryKernels::Ggml);
@@ -555,4 +556,131 @@ fn weight_scale_fused_into_the_product() {
         assert!(declined.iter().all(|v| v.is_finite()));
     }
     stats::enable(false);
+}
+
+/// A graph `build` makes in a fresh context (weights and inputs copied in by it), computed on
+/// `threads` threads: the values of the tensor it returns and, for each tensor it lists,
+/// whether that one was left unwritten (each is filled with NaN before the compute).
+fn ggml_graph_watch(
+    threads: i32,
+    build: impl FnOnce(*mut sys::ggml_context) -> (*mut sys::ggml_tensor, Vec<*mut sys::ggml_tensor>),
+) -> (Vec<f32>, Vec<bool>) {
+    // SAFETY: a private context big enough for the tensors, graph and work buffer; `build`
+    // copies only inside tensors it made; the watched tensors are F32 tensors of this context.
+    unsafe {
+        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let (y, watch) = build(ctx);
+        let floats = |t: *mut sys::ggml_tensor| {
+            std::slice::from_raw_parts_mut((*t).data as *mut f32, sys::ggml_nelements(t) as usize)
+        };
+        for &t in &watch {
+            floats(t).fill(f32::NAN);
+        }
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
+        let out = floats(y).to_vec();
+        let untouched = watch.iter().map(|&t| floats(t).iter().all(|v| v.is_nan())).collect();
+        sys::ggml_free(ctx);
+        (out, untouched)
+    }
+}
+
+/// An F32 tensor of `ne0` × `ne1` holding `v`.
+///
+/// # Safety
+/// `ctx` is a live context with room for it.
+unsafe fn f32_tensor(ctx: *mut sys::ggml_context, ne0: usize, ne1: usize, v: &[f32]) -> *mut sys::ggml_tensor {
+    assert_eq!(v.len(), ne0 * ne1);
+    // SAFETY: the function's contract; the copy fills the new tensor exactly.
+    unsafe {
+        let t = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, ne0 as i64, ne1 as i64);
+        std::ptr::copy_nonoverlapping(v.as_ptr(), (*t).data as *mut f32, v.len());
+        t
+    }
+}
+
+/// A TQ2_0 tensor of `rows` × `k` holding the blocks `w`.
+///
+/// # Safety
+/// `ctx` is a live context with room for it.
+unsafe fn tq2_tensor(ctx: *mut sys::ggml_context, w: &[u8], rows: usize, k: usize) -> *mut sys::ggml_tensor {
+    // SAFETY: the function's contract; the copy fills the new tensor exactly (checked).
+    unsafe {
+        let t = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_TQ2_0, k as i64, rows as i64);
+        assert_eq!(w.len(), sys::ggml_nbytes(t));
+        std::ptr::copy_nonoverlapping(w.as_ptr(), (*t).data as *mut u8, w.len());
+        t
+    }
+}
+
+/// vendor/patches/0013's epilogues, on BitNet's two other chains through real ggml graphs:
+/// the output/down projection (product · scale + residual) and the FFN (relu(gate · s)² ·
+/// (up · s)). With trit's kernels the result is bit for bit what the separate nodes give on the
+/// plain products, for mat-vecs (1, 2 columns) and a prompt's mat-mat (8), on 1 and 3 threads;
+/// which intermediate tensors stay unwritten shows how much of each chain the hook took: all
+/// of it for mat-vecs, the scale alone for mat-mats and with `Epilogues::Scale`, none with
+/// `Epilogues::None`. ggml's own kernels agree within float tolerance.
+#[test]
+fn epilogue_chains_match_separate_nodes() {
+    let _choice = kernel_choice();
+    use trit_kernels::epilogue::{set_epilogues, Epilogues};
+    use trit_kernels::ggml::{install, TernaryKernels};
+    let mut seed = 41;
+    let (rows, k) = (300, 512);
+    let [wo, wg, wu] = [0; 3].map(|_| ggml_quantize(TernaryType::Tq2_0, &ternary_floats(&mut seed, rows, k)));
+    let (so, sg, su) = (0.0173f32, 0.81f32, 1.37f32);
+    let x: Vec<f32> = (0..8 * k).map(|_| lcg(&mut seed) * 2.0).collect();
+    let res: Vec<f32> = (0..8 * rows).map(|_| lcg(&mut seed) * 5.0).collect();
+    let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
+    for kernels in [TernaryKernels::Trit, TernaryKernels::Ggml] {
+        install(kernels);
+        for n in [1, 2, 8] {
+            let (x, res) = (&x[..n * k], &res[..n * rows]);
+            for threads in [1, 3] {
+                let plain = |w: &[u8]| ggml_graph_mul_mat(sys::GGML_TYPE_TQ2_0, w, rows, k, x, n, threads);
+                let (po, pg, pu) = (plain(&wo), plain(&wg), plain(&wu));
+                let want_res: Vec<f32> = po.iter().zip(res).map(|(p, r)| p * so + r).collect();
+                let want_ffn: Vec<f32> =
+                    pg.iter().zip(&pu).map(|(g, u)| relu(g * sg) * relu(g * sg) * (u * su)).collect();
+                let modes: &[Epilogues] = match kernels {
+                    TernaryKernels::Trit => &[Epilogues::All, Epilogues::Scale, Epilogues::None],
+                    TernaryKernels::Ggml => &[Epilogues::All],
+                };
+                for &mode in modes {
+                    set_epilogues(mode);
+                    let what = format!("{kernels:?} {mode:?} n={n} threads={threads}");
+                    // SAFETY (both builds): tensors of the graph's own context.
+                    let (y, untouched) = ggml_graph_watch(threads, |ctx| unsafe {
+                        let mm = sys::ggml_mul_mat(ctx, tq2_tensor(ctx, &wo, rows, k), f32_tensor(ctx, k, n, x));
+                        let scaled = sys::ggml_mul(ctx, mm, f32_tensor(ctx, 1, 1, &[so]));
+                        (sys::ggml_add(ctx, scaled, f32_tensor(ctx, rows, n, res)), vec![mm, scaled])
+                    });
+                    let (f, ffn_untouched) = ggml_graph_watch(threads, |ctx| unsafe {
+                        let xt = f32_tensor(ctx, k, n, x);
+                        let mg = sys::ggml_mul_mat(ctx, tq2_tensor(ctx, &wg, rows, k), xt);
+                        let gs = sys::ggml_mul(ctx, mg, f32_tensor(ctx, 1, 1, &[sg]));
+                        let gr = sys::ggml_relu(ctx, gs);
+                        let g2 = sys::ggml_sqr(ctx, gr);
+                        let mu = sys::ggml_mul_mat(ctx, tq2_tensor(ctx, &wu, rows, k), xt);
+                        let us = sys::ggml_mul(ctx, mu, f32_tensor(ctx, 1, 1, &[su]));
+                        (sys::ggml_mul(ctx, g2, us), vec![mg, gs, gr, g2, mu, us])
+                    });
+                    let (taken_res, taken_ffn): (&[bool], &[bool]) = match (kernels, mode) {
+                        (TernaryKernels::Ggml, _) | (_, Epilogues::None) => (&[false; 2], &[false; 6]),
+                        (_, Epilogues::All) if n < 4 => (&[true, true], &[true, true, true, false, true, true]),
+                        _ => (&[true, false], &[true, false, false, false, true, false]),
+                    };
+                    assert_eq!(untouched, taken_res, "{what}: residual chain, intermediates left unwritten");
+                    assert_eq!(ffn_untouched, taken_ffn, "{what}: FFN chains, intermediates left unwritten");
+                    assert_eq!(y, want_res, "{what}: product · scale + residual");
+                    assert_eq!(f, want_ffn, "{what}: relu(gate · s)² · (up · s)");
+                }
+                set_epilogues(Epilogues::All);
+            }
+        }
+    }
+    install(TernaryKernels::Ggml);
 }
