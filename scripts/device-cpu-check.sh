@@ -4,11 +4,12 @@
 # as .devc/NAME.gz (scripts/device-env.sh unpacks them to /tmp/b/NAME): `trit` (a native
 # build, as scripts/test.sh builds it) and the `membw` example. Per thread count (THREADS,
 # default "16 8"): `membw`, then ROUNDS (default 5) rounds of tg64, one fresh process each,
-# the order rotating over VARIANTS (default "all scale none attn1 ggml"): trit's kernels with
-# every epilogue of vendor patch 0013 (all), the weight scale alone (TRIT_EPILOGUE=scale), none
-# (TRIT_EPILOGUE=0), attention's chunks sized per head (TRIT_F16_CHUNKS_PER_MATRIX=1), and
-# ggml-cpu's own kernels (--ternary-kernels ggml); then pp512 of trit's and ggml's kernels and
-# trit's kernel stats. All on the synthetic 2B-4T TQ2_0 model, made here.
+# the order rotating over VARIANTS (default "trit all none attn1 ggml"): trit's kernels as
+# they are by default (trit), with every epilogue of vendor patch 0013 (all: TRIT_EPILOGUE=all),
+# with none (TRIT_EPILOGUE=0), with attention's chunks sized per head as before 2026-12-06
+# (attn1: TRIT_F16_CHUNKS_PER_MATRIX=1), and ggml-cpu's own kernels (--ternary-kernels ggml);
+# then pp512 of trit's and ggml's kernels and trit's kernel stats. All on the synthetic 2B-4T
+# TQ2_0 model, made here.
 # Writes $OUT/cpu.txt (every result line) and prints a summary.
 #   device run: carry [".devc"], command: bash scripts/device-cpu-check.sh
 set -uo pipefail
@@ -21,7 +22,7 @@ run() { # name threads test-args... -> "name t/s"
   local name=$1 t=$2; shift 2
   local env=() args=()
   case $name in
-    scale) env=(TRIT_EPILOGUE=scale) ;;
+    all) env=(TRIT_EPILOGUE=all) ;;
     none) env=(TRIT_EPILOGUE=0) ;;
     attn1) env=(TRIT_F16_CHUNKS_PER_MATRIX=1) ;;
     ggml) args=(--ternary-kernels ggml) ;;
@@ -31,13 +32,13 @@ run() { # name threads test-args... -> "name t/s"
 }
 for t in ${THREADS:-16 8}; do
   /tmp/b/membw "$t" 256 2>&1 | tee -a "$OUT/cpu.txt"
-  read -r -a order <<< "${VARIANTS:-all scale none attn1 ggml}"
+  read -r -a order <<< "${VARIANTS:-trit all none attn1 ggml}"
   for r in $(seq 1 "${ROUNDS:-5}"); do
     line="t=$t round $r:"
     for name in "${order[@]}"; do line="$line $name $(run "$name" "$t" -p 0 -n 64 -r 1)"; done
     echo "$line" | tee -a "$OUT/cpu.txt"
     order=("${order[@]:1}" "${order[0]}")
   done
-  echo "t=$t pp512: all $(run all "$t" -p 512 -n 0 -r 2) ggml $(run ggml "$t" -p 512 -n 0 -r 2)" | tee -a "$OUT/cpu.txt"
+  echo "t=$t pp512: trit $(run trit "$t" -p 512 -n 0 -r 2) ggml $(run ggml "$t" -p 512 -n 0 -r 2)" | tee -a "$OUT/cpu.txt"
   TRIT_KERNEL_STATS=1 "$B" bench -m /tmp/m.gguf -t "$t" -p 0 -n 64 -r 1 2>&1 | grep kernel-stats | tee -a "$OUT/cpu.txt"
 done

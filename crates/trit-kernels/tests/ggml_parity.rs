@@ -532,7 +532,7 @@ fn weight_scale_fused_into_the_product() {
                 stats_ops();
                 let (unfused, untouched) = ggml_graph_scaled_mul_mat(wtype, w, rows, k, x, n, 1, s, threads);
                 assert_eq!(stats_ops(), 1, "{what}: the plain product should still be trit's");
-                set_epilogues(Epilogues::All);
+                set_epilogues(Epilogues::default());
                 assert!(!untouched, "{what}: with the fusion off the product is stored");
                 assert_eq!(unfused, separate, "{what}: unfused result != product · s");
                 install(TernaryKernels::Ggml);
@@ -678,7 +678,7 @@ fn epilogue_chains_match_separate_nodes() {
                     assert_eq!(y, want_res, "{what}: product · scale + residual");
                     assert_eq!(f, want_ffn, "{what}: relu(gate · s)² · (up · s)");
                 }
-                set_epilogues(Epilogues::All);
+                set_epilogues(Epilogues::default());
             }
         }
     }
