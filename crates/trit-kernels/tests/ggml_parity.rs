@@ -150,8 +150,72 @@ fn ggml_then_hooked(graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize)
     (theirs, hooked, ran)
 }
 
+/// A graph `build` makes in a fresh context (weights and inputs copied in by it), computed on
+/// `threads` threads: the values of the tensor it returns and, for each tensor it lists,
+/// whether that one was left unwritten (each is filled with NaN before the compute).
+fn ggml_graph_watch(
+    threads: i32,
+    build: impl FnOnce(*mut sys::ggml_context) -> (*mut sys::ggml_tensor, Vec<*mut sys::ggml_tensor>),
+) -> (Vec<f32>, Vec<bool>) {
+    // SAFETY: a private context big enough for the tensors, graph and work buffer; `build`
+    // copies only inside tensors it made; the watched tensors are F32 tensors of this context.
+    unsafe {
+        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let (y, watch) = build(ctx);
+        let floats = |t: *mut sys::ggml_tensor| {
+            std::slice::from_raw_parts_mut((*t).data as *mut f32, sys::ggml_nelements(t) as usize)
+        };
+        for &t in &watch {
+            floats(t).fill(f32::NAN);
+        }
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
+        let out = floats(y).to_vec();
+        let untouched = watch.iter().map(|&t| floats(t).iter().all(|v| v.is_nan())).collect();
+        sys::ggml_free(ctx);
+        (out, untouched)
+    }
+}
+
+/// An F32 tensor of `ne0` × `ne1` holding `v`.
+///
+/// # Safety
+/// `ctx` is a live context with room for it.
+unsafe fn f32_tensor(ctx: *mut sys::ggml_context, ne0: usize, ne1: usize, v: &[f32]) -> *mut sys::ggml_tensor {
+    assert_eq!(v.len(), ne0 * ne1);
+    // SAFETY: the function's contract; the copy fills the new tensor exactly.
+    unsafe {
+        let t = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, ne0 as i64, ne1 as i64);
+        std::ptr::copy_nonoverlapping(v.as_ptr(), (*t).data as *mut f32, v.len());
+        t
+    }
+}
+
+/// A weight tensor of type `wtype`, `rows` × `k`, holding the bytes `w`.
+///
+/// # Safety
+/// `ctx` is a live context with room for it.
+unsafe fn weight_tensor(
+    ctx: *mut sys::ggml_context,
+    wtype: sys::ggml_type,
+    w: &[u8],
+    rows: usize,
+    k: usize,
+) -> *mut sys::ggml_tensor {
+    // SAFETY: the function's contract; the copy fills the new tensor exactly (checked).
+    unsafe {
+        let t = sys::ggml_new_tensor_2d(ctx, wtype, k as i64, rows as i64);
+        assert_eq!(w.len(), sys::ggml_nbytes(t));
+        std::ptr::copy_nonoverlapping(w.as_ptr(), (*t).data as *mut u8, w.len());
+        t
+    }
+}
+
 /// `dst = W·x` through a real ggml graph (weights of type `wtype`, `rows × k`, as the bytes
-/// `w`; f32 `x` with `n` columns), computed by ggml-cpu on `threads` threads with whatever
+/// `w`; f32 `x` with `n` columns, its first `n · k` values), computed by ggml-cpu on `threads` threads with whatever
 /// MUL_MAT hooks are installed.
 fn ggml_graph_mul_mat(
     wtype: sys::ggml_type,
@@ -162,26 +226,11 @@ fn ggml_graph_mul_mat(
     n: usize,
     threads: i32,
 ) -> Vec<f32> {
-    // SAFETY: a private context big enough for the tensors, graph and work buffer; every
-    // copy stays inside the tensors ggml allocated with these shapes (the weight bytes are
-    // checked against the tensor's size).
-    unsafe {
-        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
-        let wt = sys::ggml_new_tensor_2d(ctx, wtype, k as i64, rows as i64);
-        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
-        assert_eq!(w.len(), sys::ggml_nbytes(wt));
-        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
-        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, n * k);
-        let y = sys::ggml_mul_mat(ctx, wt, xt);
-        let gf = sys::ggml_new_graph(ctx);
-        sys::ggml_build_forward_expand(gf, y);
-        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
-        let out = std::slice::from_raw_parts((*y).data as *const f32, rows * n).to_vec();
-        sys::ggml_free(ctx);
-        out
-    }
+    // SAFETY: tensors of the graph's own context.
+    let (out, _) = ggml_graph_watch(threads, |ctx| unsafe {
+        (sys::ggml_mul_mat(ctx, weight_tensor(ctx, wtype, w, rows, k), f32_tensor(ctx, k, n, &x[..n * k])), vec![])
+    });
+    out
 }
 
 /// [`ggml_graph_mul_mat`] with F16 weights.
@@ -468,31 +517,14 @@ fn ggml_graph_scaled_mul_mat(
     s: f32,
     threads: i32,
 ) -> (Vec<f32>, bool) {
-    // SAFETY: a private context big enough for the tensors, graph and work buffer; every
-    // copy stays inside the tensors ggml allocated with these shapes.
-    unsafe {
-        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
-        let wt = sys::ggml_new_tensor_2d(ctx, wtype, k as i64, rows as i64);
+    // SAFETY: tensors of the graph's own context; the copy fills the new tensor exactly.
+    let (out, untouched) = ggml_graph_watch(threads, |ctx| unsafe {
         let xt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64, batches as i64);
-        let st = sys::ggml_new_tensor_1d(ctx, sys::GGML_TYPE_F32, 1);
-        assert_eq!(w.len(), sys::ggml_nbytes(wt));
-        std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
         std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, n * k * batches);
-        *((*st).data as *mut f32) = s;
-        let mm = sys::ggml_mul_mat(ctx, wt, xt);
-        let y = sys::ggml_mul(ctx, mm, st);
-        let len = rows * n * batches;
-        std::slice::from_raw_parts_mut((*mm).data as *mut f32, len).fill(f32::NAN);
-        let gf = sys::ggml_new_graph(ctx);
-        sys::ggml_build_forward_expand(gf, y);
-        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
-        let out = std::slice::from_raw_parts((*y).data as *const f32, len).to_vec();
-        let untouched = std::slice::from_raw_parts((*mm).data as *const f32, len).iter().all(|v| v.is_nan());
-        sys::ggml_free(ctx);
-        (out, untouched)
-    }
+        let mm = sys::ggml_mul_mat(ctx, weight_tensor(ctx, wtype, w, rows, k), xt);
+        (sys::ggml_mul(ctx, mm, f32_tensor(ctx, 1, 1, &[s])), vec![mm])
+    });
+    (out, untouched[0])
 }
 
 /// vendor/patches/0013: with trit's kernels, a ternary (or f16) MUL_MAT followed by the MUL by
@@ -558,64 +590,6 @@ fn weight_scale_fused_into_the_product() {
     stats::enable(false);
 }
 
-/// A graph `build` makes in a fresh context (weights and inputs copied in by it), computed on
-/// `threads` threads: the values of the tensor it returns and, for each tensor it lists,
-/// whether that one was left unwritten (each is filled with NaN before the compute).
-fn ggml_graph_watch(
-    threads: i32,
-    build: impl FnOnce(*mut sys::ggml_context) -> (*mut sys::ggml_tensor, Vec<*mut sys::ggml_tensor>),
-) -> (Vec<f32>, Vec<bool>) {
-    // SAFETY: a private context big enough for the tensors, graph and work buffer; `build`
-    // copies only inside tensors it made; the watched tensors are F32 tensors of this context.
-    unsafe {
-        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
-        let (y, watch) = build(ctx);
-        let floats = |t: *mut sys::ggml_tensor| {
-            std::slice::from_raw_parts_mut((*t).data as *mut f32, sys::ggml_nelements(t) as usize)
-        };
-        for &t in &watch {
-            floats(t).fill(f32::NAN);
-        }
-        let gf = sys::ggml_new_graph(ctx);
-        sys::ggml_build_forward_expand(gf, y);
-        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
-        let out = floats(y).to_vec();
-        let untouched = watch.iter().map(|&t| floats(t).iter().all(|v| v.is_nan())).collect();
-        sys::ggml_free(ctx);
-        (out, untouched)
-    }
-}
-
-/// An F32 tensor of `ne0` × `ne1` holding `v`.
-///
-/// # Safety
-/// `ctx` is a live context with room for it.
-unsafe fn f32_tensor(ctx: *mut sys::ggml_context, ne0: usize, ne1: usize, v: &[f32]) -> *mut sys::ggml_tensor {
-    assert_eq!(v.len(), ne0 * ne1);
-    // SAFETY: the function's contract; the copy fills the new tensor exactly.
-    unsafe {
-        let t = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, ne0 as i64, ne1 as i64);
-        std::ptr::copy_nonoverlapping(v.as_ptr(), (*t).data as *mut f32, v.len());
-        t
-    }
-}
-
-/// A TQ2_0 tensor of `rows` × `k` holding the blocks `w`.
-///
-/// # Safety
-/// `ctx` is a live context with room for it.
-unsafe fn tq2_tensor(ctx: *mut sys::ggml_context, w: &[u8], rows: usize, k: usize) -> *mut sys::ggml_tensor {
-    // SAFETY: the function's contract; the copy fills the new tensor exactly (checked).
-    unsafe {
-        let t = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_TQ2_0, k as i64, rows as i64);
-        assert_eq!(w.len(), sys::ggml_nbytes(t));
-        std::ptr::copy_nonoverlapping(w.as_ptr(), (*t).data as *mut u8, w.len());
-        t
-    }
-}
-
 /// vendor/patches/0013's epilogues, on BitNet's two other chains through real ggml graphs:
 /// the output/down projection (product · scale + residual) and the FFN (relu(gate · s)² ·
 /// (up · s)). With trit's kernels the result is bit for bit what the separate nodes give on the
@@ -654,17 +628,21 @@ fn epilogue_chains_match_separate_nodes() {
                     let what = format!("{kernels:?} {mode:?} n={n} threads={threads}");
                     // SAFETY (both builds): tensors of the graph's own context.
                     let (y, untouched) = ggml_graph_watch(threads, |ctx| unsafe {
-                        let mm = sys::ggml_mul_mat(ctx, tq2_tensor(ctx, &wo, rows, k), f32_tensor(ctx, k, n, x));
+                        let mm = sys::ggml_mul_mat(
+                            ctx,
+                            weight_tensor(ctx, sys::GGML_TYPE_TQ2_0, &wo, rows, k),
+                            f32_tensor(ctx, k, n, x),
+                        );
                         let scaled = sys::ggml_mul(ctx, mm, f32_tensor(ctx, 1, 1, &[so]));
                         (sys::ggml_add(ctx, scaled, f32_tensor(ctx, rows, n, res)), vec![mm, scaled])
                     });
                     let (f, ffn_untouched) = ggml_graph_watch(threads, |ctx| unsafe {
                         let xt = f32_tensor(ctx, k, n, x);
-                        let mg = sys::ggml_mul_mat(ctx, tq2_tensor(ctx, &wg, rows, k), xt);
+                        let mg = sys::ggml_mul_mat(ctx, weight_tensor(ctx, sys::GGML_TYPE_TQ2_0, &wg, rows, k), xt);
                         let gs = sys::ggml_mul(ctx, mg, f32_tensor(ctx, 1, 1, &[sg]));
                         let gr = sys::ggml_relu(ctx, gs);
                         let g2 = sys::ggml_sqr(ctx, gr);
-                        let mu = sys::ggml_mul_mat(ctx, tq2_tensor(ctx, &wu, rows, k), xt);
+                        let mu = sys::ggml_mul_mat(ctx, weight_tensor(ctx, sys::GGML_TYPE_TQ2_0, &wu, rows, k), xt);
                         let us = sys::ggml_mul(ctx, mu, f32_tensor(ctx, 1, 1, &[su]));
                         (sys::ggml_mul(ctx, g2, us), vec![mg, gs, gr, g2, mu, us])
                     });
