@@ -257,8 +257,10 @@ pub unsafe extern "C" fn mul_mat_hook(
     // decline: a shape it cannot take is a bug, reported and aborted (never a wrong result).
     let repacked = is_repacked(s0);
     let ty = if repacked { TernaryType::Tq2_0 } else { stored };
+    // Asked for a chain of nodes after the product (`out` is not `dst`), a decline is safe:
+    // ggml-cpu then asks for the product alone, which is where the abort applies.
     let decline = || {
-        if repacked {
+        if repacked && std::ptr::eq(mm, d) {
             eprintln!("trit: MUL_MAT on repacked TQ1_0 weights with a shape the kernels cannot take");
             std::process::abort();
         }
@@ -269,10 +271,8 @@ pub unsafe extern "C" fn mul_mat_hook(
         return decline();
     }
     let (k, rows, n) = (s0.ne[0] as usize, s0.ne[1] as usize, s1.ne[1] as usize);
-    // A chain of nodes it does not take is declined without `decline`'s abort: ggml-cpu then
-    // offers the shorter chains and, last, the product alone.
     // SAFETY: the function's contract.
-    let Some(epi) = (unsafe { crate::epilogue::resolve(mm, d, rows, n) }) else { return false };
+    let Some(epi) = (unsafe { crate::epilogue::resolve(mm, d, rows, n) }) else { return decline() };
     if rows == 0 || n == 0 {
         return true; // nothing to compute (ggml would loop over nothing too)
     }
