@@ -662,3 +662,100 @@ fn epilogue_chains_match_separate_nodes() {
     }
     install(TernaryKernels::Ggml);
 }
+
+/// `rms_norm(x) · w` through a real ggml graph (x: rows of `n`; w: rows of `n` broadcast over
+/// x's rows as ggml does; the output in x's memory when `inplace`), on `threads` threads, with
+/// whatever hooks are installed. With `work`, the graph also holds an unrelated SOFT_MAX
+/// (after the pair), so it gets a work buffer, as a model's graph does.
+fn ggml_graph_rms_norm_mul(
+    x: &[f32],
+    n: usize,
+    w: &[f32],
+    threads: i32,
+    eps: f32,
+    inplace: bool,
+    work: bool,
+) -> Vec<f32> {
+    // SAFETY: a private context big enough for the tensors, graph and work buffer; tensors
+    // of that context only.
+    unsafe {
+        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let ctx = sys::ggml_init(params);
+        assert!(!ctx.is_null());
+        let xt = f32_tensor(ctx, n, x.len() / n, x);
+        let wt = f32_tensor(ctx, n, w.len() / n, w);
+        let y = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, xt, eps), wt);
+        if inplace {
+            // What ggml's allocator does when x has no later use.
+            (*y).data = (*xt).data;
+        }
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        if work {
+            sys::ggml_build_forward_expand(gf, sys::ggml_soft_max(ctx, f32_tensor(ctx, 1024, 1, &[0.5; 1024])));
+        }
+        let plan = sys::ggml_graph_plan(gf, threads, std::ptr::null_mut());
+        assert_eq!(plan.work_size > 0, work);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts((*y).data as *const f32, x.len()).to_vec();
+        sys::ggml_free(ctx);
+        out
+    }
+}
+
+/// The float64 reference: `x · (mean(x²) + ε)^-½ · w` per row.
+fn rms_norm_mul_f64(x: &[f32], n: usize, w: &[f32], eps: f32) -> Vec<f64> {
+    let w_rows = w.len() / n;
+    x.chunks(n)
+        .enumerate()
+        .flat_map(|(r, row)| {
+            let mean = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+            let s = 1.0 / (mean + eps as f64).sqrt();
+            let wr = &w[r % w_rows * n..][..n];
+            row.iter().zip(wr).map(move |(&v, &wv)| v as f64 * s * wv as f64).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Vendor patch 0014's hook (trit's RMS_NORM + MUL): the same values as ggml-cpu's fused
+/// pair within the f32 rounding of the mean (its sum of squares adds in another order), the
+/// float64 reference within 4 f32 epsilons, and bit for bit the same on 1, 2, 3 and 4 threads
+/// (fewer rows than threads share blocks when the graph has a work buffer, else whole rows),
+/// in place or not; and it ran.
+#[test]
+fn rms_norm_mul_hook_matches_ggml() {
+    use trit_kernels::ggml::{install, TernaryKernels};
+    use trit_kernels::norm::rms_norm_mul_hook_runs;
+    let _choice = kernel_choice();
+    let mut seed = 41;
+    let shapes = [(1, 2560, 1), (1, 6912, 1), (3, 1000, 1), (7, 2560, 1), (4, 48, 2), (2, 20, 1)];
+    let modes = [(false, false), (false, true), (true, true), (true, false)];
+    for ((rows, n, w_rows), (inplace, work)) in shapes.into_iter().flat_map(|s| modes.map(|m| (s, m))) {
+        let x: Vec<f32> = (0..rows * n).map(|i| lcg(&mut seed) * if i % 97 == 0 { 40.0 } else { 1.5 }).collect();
+        let w: Vec<f32> = (0..w_rows * n).map(|_| 0.5 + lcg(&mut seed)).collect();
+        let eps = 1e-5;
+        install(TernaryKernels::Ggml);
+        let theirs = ggml_graph_rms_norm_mul(&x, n, &w, 3, eps, inplace, work);
+        install(TernaryKernels::Trit);
+        let before = rms_norm_mul_hook_runs();
+        let ours: Vec<Vec<f32>> = (1..=4).map(|t| ggml_graph_rms_norm_mul(&x, n, &w, t, eps, inplace, work)).collect();
+        let (ran, shared) = (rms_norm_mul_hook_runs().0 - before.0, rms_norm_mul_hook_runs().1 - before.1);
+        install(TernaryKernels::Ggml);
+        assert_eq!(ran, 4, "{rows}x{n}: the hook computed {ran} of 4 graphs");
+        let want_shared = if work { (1..=4).filter(|&t| rows < t).count() } else { 0 };
+        assert_eq!(shared, want_shared, "{rows}x{n}: blocks shared in {shared} graphs");
+        for (t, o) in ours.iter().enumerate() {
+            assert!(o == &ours[0], "{rows}x{n}: {} threads differ from 1", t + 1);
+        }
+        let want = rms_norm_mul_f64(&x, n, &w, eps);
+        let (mut same, mut worst_ggml, mut worst_f64) = (0, 0f64, 0f64);
+        for ((&o, &g), &f) in ours[0].iter().zip(&theirs).zip(&want) {
+            same += (o.to_bits() == g.to_bits()) as usize;
+            worst_ggml = worst_ggml.max(((o - g) as f64).abs() / (g as f64).abs().max(1e-30));
+            worst_f64 = worst_f64.max((o as f64 - f).abs() / f.abs().max(1e-30));
+        }
+        assert!(worst_ggml <= 4.0 * f32::EPSILON as f64, "{rows}x{n}: {worst_ggml:e} from ggml");
+        assert!(worst_f64 <= 4.0 * f32::EPSILON as f64, "{rows}x{n}: {worst_f64:e} from float64");
+        eprintln!("{rows}x{n} (in place {inplace}, work buffer {work}): {same} of {} values equal ggml's bits; worst {worst_ggml:e} (ggml), {worst_f64:e} (f64)", theirs.len());
+    }
+}
