@@ -150,6 +150,16 @@ fn ggml_then_hooked(graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize)
     (theirs, hooked, ran)
 }
 
+/// A fresh ggml context of 64 MiB (tensors, graph and work buffer of one test graph), to be
+/// freed with `ggml_free`.
+fn graph_context() -> *mut sys::ggml_context {
+    let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+    // SAFETY: ggml allocates the context's memory itself.
+    let ctx = unsafe { sys::ggml_init(params) };
+    assert!(!ctx.is_null());
+    ctx
+}
+
 /// A graph `build` makes in a fresh context (weights and inputs copied in by it), computed on
 /// `threads` threads: the values of the tensor it returns and, for each tensor it lists,
 /// whether that one was left unwritten (each is filled with NaN before the compute).
@@ -160,9 +170,7 @@ fn ggml_graph_watch(
     // SAFETY: a private context big enough for the tensors, graph and work buffer; `build`
     // copies only inside tensors it made; the watched tensors are F32 tensors of this context.
     unsafe {
-        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
+        let ctx = graph_context();
         let (y, watch) = build(ctx);
         let floats = |t: *mut sys::ggml_tensor| {
             std::slice::from_raw_parts_mut((*t).data as *mut f32, sys::ggml_nelements(t) as usize)
@@ -298,9 +306,7 @@ fn ggml_graph_f16_heads(
 ) -> Vec<f32> {
     // SAFETY: as ggml_graph_f16_mul_mat; the view stays inside the cache tensor.
     unsafe {
-        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
+        let ctx = graph_context();
         let ct = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, row_stride as i64, rows as i64);
         std::ptr::copy_nonoverlapping(cache.as_ptr(), (*ct).data as *mut u16, rows * row_stride);
         let kv = sys::ggml_view_3d(ctx, ct, k as i64, rows as i64, ne02 as i64, 2 * row_stride, 2 * k, 0);
@@ -679,9 +685,7 @@ fn ggml_graph_rms_norm_mul(
     // SAFETY: a private context big enough for the tensors, graph and work buffer; tensors
     // of that context only.
     unsafe {
-        let params = sys::ggml_init_params { mem_size: 64 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
+        let ctx = graph_context();
         let xt = f32_tensor(ctx, n, x.len() / n, x);
         let wt = f32_tensor(ctx, n, w.len() / n, w);
         let y = sys::ggml_mul(ctx, sys::ggml_rms_norm(ctx, xt, eps), wt);
