@@ -8,8 +8,7 @@
 # they are by default (trit), with every epilogue of vendor patch 0013 (all: TRIT_EPILOGUE=all),
 # with none (TRIT_EPILOGUE=0), with attention's chunks sized per head as before 2026-12-06
 # (attn1: TRIT_F16_CHUNKS_PER_MATRIX=1), and ggml-cpu's own kernels (--ternary-kernels ggml);
-# also on request: `active` and `ggml-active`, trit's and ggml's with OMP_WAIT_POLICY=active,
-# and `ggml-norm`, trit's kernels with ggml's RMS norm (TRIT_NORM=ggml, patch 0014 unused);
+# also on request: `active` and `ggml-active`, trit's and ggml's with OMP_WAIT_POLICY=active;
 # then pp512 of trit's and ggml's kernels and trit's kernel stats. All on the synthetic 2B-4T
 # TQ2_0 model, made here.
 # Writes $OUT/cpu.txt (every result line) and prints a summary.
@@ -30,7 +29,6 @@ run() { # name threads test-args... -> "name t/s"
     ggml) args=(--ternary-kernels ggml) ;;
     active) env=(OMP_WAIT_POLICY=active) ;;
     ggml-active) env=(OMP_WAIT_POLICY=active) args=(--ternary-kernels ggml) ;;
-    ggml-norm) env=(TRIT_NORM=ggml) ;;
   esac
   env "${env[@]}" "$B" bench -m /tmp/m.gguf -t "$t" "${args[@]}" "$@" -o jsonl 2>/dev/null |
     grep -o '"avg_ts":[0-9.]*' | cut -d: -f2

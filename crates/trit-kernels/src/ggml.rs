@@ -157,12 +157,6 @@ pub fn install(which: TernaryKernels) -> Isa {
     };
     // SAFETY: the setter only stores the pointer.
     unsafe { sys::ggml_cpu_set_quantize_q8_K_hook(q8k_hook) };
-    let norm_hook: sys::ggml_cpu_rms_norm_mul_hook_t = match which {
-        TernaryKernels::Trit if crate::norm::wanted() => Some(crate::norm::rms_norm_mul_hook),
-        _ => None,
-    };
-    // SAFETY: the setter only stores the pointer.
-    unsafe { sys::ggml_cpu_set_rms_norm_mul_hook(norm_hook) };
     isa
 }
 

@@ -34,7 +34,6 @@ pub mod formats;
 pub mod ggml;
 #[cfg(target_arch = "aarch64")]
 mod neon;
-pub mod norm;
 pub mod q8k;
 pub mod repack;
 mod scalar;
