@@ -10,8 +10,9 @@
 set -uo pipefail
 . "$(dirname "$0")/../device-env.sh"
 B=/tmp/b/trit-prof
-lscpu | grep -E "^Model name|^CPU\(s\)|^Thread|^Socket|^NUMA node\(s\)"
 "$B" synth --config 2b4t --type tq2_0 -o /tmp/m.gguf > /dev/null 2>&1 || { echo "synth failed"; exit 1; }
+{
+lscpu | grep -E "^Model name|^CPU\(s\)|^Thread|^Socket|^NUMA node\(s\)"
 for t in ${THREADS:-16 8}; do
   for v in ${VARIANTS:-trit all ggml trit-active ggml-active}; do
     env=() k=trit
@@ -27,4 +28,5 @@ for t in ${THREADS:-16 8}; do
       -p 0 -n 64 -r 1 --ternary-kernels "$k" -o jsonl 2>&1 |
       grep -E "node-profile|kernel-stats|avg_ts" | sed -E 's/.*"avg_ts":([0-9.]+).*/t\/s \1/'
   done
-done 2>&1 | tee "$OUT/profile.txt"
+done
+} 2>&1 | tee "$OUT/profile.txt"
