@@ -668,3 +668,46 @@ fn epilogue_chains_match_separate_nodes() {
     }
     install(TernaryKernels::Ggml);
 }
+
+/// Vendor patch 0014 (SOFT_MAX's rows of all heads shared among the threads): attention's
+/// decode shape (one query row for each of 20 heads, a causal mask, a scale) and a prefill
+/// shape (4 rows for each of 6 heads) through a real ggml graph give bit for bit the same on 1, 2, 3, 4 and
+/// 16 threads (so every row is computed once, as one thread computes it), each row within
+/// 1e-6 of a float64 softmax.
+#[test]
+fn soft_max_rows_of_all_heads() {
+    let mut seed = 77;
+    for (n_kv, rows, heads) in [(256, 1, 20), (37, 4, 6)] {
+        let x: Vec<f32> = (0..n_kv * rows * heads).map(|_| lcg(&mut seed) * 6.0).collect();
+        // Causal: row r sees the first n_kv - rows + r + 1 positions.
+        let mask: Vec<f32> = (0..n_kv * rows)
+            .map(|i| if i % n_kv <= n_kv - rows + i / n_kv { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
+        let scale = 0.125f32;
+        let run = |threads: i32| {
+            // SAFETY: tensors of the graph's own context.
+            ggml_graph_watch(threads, |ctx| unsafe {
+                let a = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, n_kv as i64, rows as i64, heads as i64);
+                std::ptr::copy_nonoverlapping(x.as_ptr(), (*a).data as *mut f32, x.len());
+                let m = f32_tensor(ctx, n_kv, rows, &mask);
+                let y = sys::ggml_soft_max_ext(ctx, a, m, scale, 0.0);
+                (y, vec![y]) // filled with NaN first: a row left unwritten fails below
+            })
+            .0
+        };
+        let one = run(1);
+        for t in [2, 3, 4, 16] {
+            assert!(run(t) == one, "{n_kv}x{rows}x{heads}: {t} threads differ from 1");
+        }
+        for (row, (xr, yr)) in x.chunks(n_kv).zip(one.chunks(n_kv)).enumerate() {
+            let mr = &mask[row % rows * n_kv..][..n_kv];
+            let z: Vec<f64> = xr.iter().zip(mr).map(|(&v, &m)| v as f64 * scale as f64 + m as f64).collect();
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+            for (&y, v) in yr.iter().zip(&z) {
+                let want = (v - max).exp() / sum;
+                assert!((y as f64 - want).abs() <= 1e-6 * want.max(1e-3), "row {row}: {y} vs {want}");
+            }
+        }
+    }
+}
