@@ -398,24 +398,10 @@ fn scalar_broadcast_mul_is_exact() {
     let (k, n) = (2560, 3);
     let x: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed) * 7.0).collect();
     let s = 0.0123f32;
-    // SAFETY: a private context big enough for the tensors, graph and work buffer; the copies
-    // stay inside the tensors ggml allocated with these shapes.
-    let out = unsafe {
-        let params = sys::ggml_init_params { mem_size: 16 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
-        let ctx = sys::ggml_init(params);
-        assert!(!ctx.is_null());
-        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, k as i64, n as i64);
-        let st = sys::ggml_new_tensor_1d(ctx, sys::GGML_TYPE_F32, 1);
-        std::ptr::copy_nonoverlapping(x.as_ptr(), (*xt).data as *mut f32, k * n);
-        *((*st).data as *mut f32) = s;
-        let y = sys::ggml_mul(ctx, xt, st);
-        let gf = sys::ggml_new_graph(ctx);
-        sys::ggml_build_forward_expand(gf, y);
-        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, 2), sys::GGML_STATUS_SUCCESS);
-        let out = std::slice::from_raw_parts((*y).data as *const f32, k * n).to_vec();
-        sys::ggml_free(ctx);
-        out
-    };
+    // SAFETY: tensors of the graph's own context.
+    let (out, _) = ggml_graph_watch(2, |ctx| unsafe {
+        (sys::ggml_mul(ctx, f32_tensor(ctx, k, n, &x), f32_tensor(ctx, 1, 1, &[s])), vec![])
+    });
     let want: Vec<f32> = x.iter().map(|&v| v * s).collect();
     assert_eq!(out, want);
 }
