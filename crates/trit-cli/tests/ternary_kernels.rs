@@ -3,7 +3,8 @@
 //! with ggml's own TQ kernels (odd thread count, so the row split has a ragged end), for a
 //! 17-token prompt and for a single token (whose output head is a mat-vec, so trit's f16
 //! kernel runs it). TQ1_0 runs on trit's kernels re-encoded as TQ2_0 at load (the
-//! TRIT_REPACK buffer type); with `--no-repack` its logits are bit-identical.
+//! TRIT_REPACK buffer type); with `--no-repack` its logits are bit-identical. Token by token
+//! without flash attention, leaving out the KV cells the mask hides changes no bit.
 
 use std::path::Path;
 use std::process::Command;
@@ -100,5 +101,33 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         eprintln!("{ty}, one token: max |logit| {max_abs}, max |trit - ggml| {diff}");
         assert!(max_abs > 0.1 && diff <= 1e-3 * max_abs, "{ty}: one-token logits differ by {diff} (max {max_abs})");
         assert_eq!(one[1], one[2], "{ty}, one token: repacked vs --no-repack");
+
+        // The prompt token by token without flash attention (llama-bench's default): each
+        // token's attention products go through the F16 hook, which leaves out the KV cells
+        // the mask hides (256 in the cache's view, 1–17 visible); computing them all
+        // (TRIT_ATTN_SKIP=0) gives the same bits. Against ggml's kernels the tolerance is wider
+        // than above: without flash attention one token's row differs by ~1.4% of the largest
+        // logit, in the 17-token batch as well and before the skip existed (measured
+        // 2026-12-06, not traced further; the size of one Q8_K step flipped by a last-bit
+        // difference upstream); every other row is within 2e-6.
+        let mut steps = Vec::new();
+        for (kern, skip) in [("ggml", "1"), ("trit", "1"), ("trit", "0")] {
+            let out = tmp.path().join(format!("{ty}-{kern}-skip{skip}-steps.npy"));
+            let o = Command::new(env!("CARGO_BIN_EXE_trit"))
+                .args(["logits", "-m", g, "--ids", IDS, "-t", "3", "-fa", "off", "-ub", "1"])
+                .args(["--ternary-kernels", kern, "-o", out.to_str().unwrap()])
+                .env("TRIT_ATTN_SKIP", skip)
+                .output()
+                .expect("run trit");
+            assert!(o.status.success(), "trit logits -ub 1: {}", String::from_utf8_lossy(&o.stderr));
+            let (shape, data) = npy::read_f32(&out).unwrap();
+            assert_eq!(shape, vec![17, 512]);
+            steps.push(data);
+        }
+        let max_abs = steps[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = steps[0].iter().zip(&steps[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("{ty}, token by token: max |logit| {max_abs}, max |trit - ggml| {diff}");
+        assert!(max_abs > 0.1 && diff <= 3e-2 * max_abs, "{ty}: token-by-token logits differ by {diff}");
+        assert_eq!(steps[1], steps[2], "{ty}, token by token: skipping hidden KV cells changed the logits");
     }
 }

@@ -197,6 +197,28 @@ pub fn take_q8k_hook_ran() -> bool {
     Q8K_HOOK_RAN.swap(false, Ordering::Relaxed)
 }
 
+/// Whether attention's f16 products leave out the KV positions the mask hides
+/// ([`crate::attn_skip`]): 0 not yet read from the environment, 1 yes, 2 no.
+static ATTN_SKIP: AtomicU8 = AtomicU8::new(0);
+
+/// Leave out (true, the default) or compute (false; `TRIT_ATTN_SKIP=0` at start-up, for A/B
+/// runs) the products of the KV positions attention's mask hides. Either gives the same bits.
+pub fn set_attn_skip(on: bool) {
+    ATTN_SKIP.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+fn attn_skip() -> bool {
+    match ATTN_SKIP.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("TRIT_ATTN_SKIP").map_or(true, |v| v != "0");
+            // Only the first reader sets it: a `set_attn_skip` in between wins.
+            let _ = ATTN_SKIP.compare_exchange(0, if on { 1 } else { 2 }, Ordering::Relaxed, Ordering::Relaxed);
+            ATTN_SKIP.load(Ordering::Relaxed) == 1
+        }
+        v => v == 1,
+    }
+}
+
 /// TRIT_F16_CHUNKS_PER_MATRIX=1: a 3-D F16 product's chunks sized for each matrix alone, as
 /// before 2026-12-06 (A/B runs).
 fn per_matrix_chunks() -> bool {
@@ -450,7 +472,10 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     tp: *mut sys::ggml_threadpool,
 ) -> bool {
     // SAFETY: see the function's contract; ggml keeps these alive for the call.
-    let (mm, d) = unsafe { (&*dst, &*out) };
+    let (mm, out) = unsafe { (&*dst, &*out) };
+    // A SOFT_MAX after the product (vendor patch 0015) is a hint: the result goes to `dst`,
+    // and the positions its mask hides need no product ([`crate::attn_skip`]).
+    let (d, softmax) = if out.op == sys::GGML_OP_SOFT_MAX { (mm, Some(out)) } else { (out, None) };
     // SAFETY: the same contract.
     let (s0, s1) = unsafe { (&*mm.src[0], &*mm.src[1]) };
     if s0.type_ != sys::GGML_TYPE_F16 || s1.type_ != sys::GGML_TYPE_F32 || d.type_ != sys::GGML_TYPE_F32 {
@@ -501,36 +526,52 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
     let (ith, nth) = (ith as usize, nth as usize);
     let ldo = ldo_bytes / 4;
+    let heads = ne12 * ne13;
+    // Attention leaves out what its mask hides: K·Q the hidden positions' rows (they get 0),
+    // V·softmax the exact-zero suffix of the softmax rows ([`crate::attn_skip`]).
+    let skip = heads > 1 && attn_skip();
+    let rows_vis = match softmax {
+        // SAFETY: the function's contract (`out` is a live node reading `dst`).
+        Some(sm) if skip => unsafe { crate::attn_skip::visible_rows(sm, mm, rows, n, ne12, ne13) },
+        _ => rows,
+    };
+    // SAFETY: the work buffer holds `heads` · n contiguous f16 rows of `k` (checked above).
+    let act_of = |m: usize| unsafe { std::slice::from_raw_parts((src1_q as *const u16).add(m * n * k), n * k) };
+    let k_of = |m: usize| if skip { crate::attn_skip::nonzero_prefix(act_of(m), k, n) } else { k };
     // Chunks sized over all the op's matrices: attention's per-head products are 20 small
     // matrices (2B-4T: 256 × 128 each at a 256-cell cache), which chunks sized for one matrix
     // cut into 8-row pieces at 16 threads (640 a K·Q product).
-    let sized_over = if per_matrix_chunks() { rows } else { rows * ne12 * ne13 };
-    let chunk_rows = matvec_chunk_rows(sized_over, stride, nth).min(rows);
-    let per_matrix = rows.div_ceil(chunk_rows);
+    let sized_over = if per_matrix_chunks() { rows_vis } else { rows_vis * heads };
+    let chunk_rows = matvec_chunk_rows(sized_over, stride, nth).min(rows_vis);
+    let per_matrix = rows_vis.div_ceil(chunk_rows);
     // The activations of the matrix last worked on, widened to f32 once per matrix and thread
-    // (one buffer per thread, reused from head to head).
-    let (mut widened_for, mut acts) = (None, Vec::new());
+    // (one buffer per thread, reused from head to head), and their reduction length.
+    let (mut widened_for, mut acts, mut keff) = (None, Vec::new(), k);
     let run = |chunk: usize| {
         let (m, part) = (chunk / per_matrix, chunk % per_matrix);
         let (i12, i13) = (m % ne12, m / ne12);
-        let r = part * chunk_rows..((part + 1) * chunk_rows).min(rows);
-        // SAFETY: matrix (i12 / r2, i13 / r3) of src0 lies inside ggml's tensor: `rows` rows of
-        // `nb[1]` bytes from its offset (2-byte aligned, checked), the last needing only `k`
-        // elements; the work buffer holds ne13 · ne12 · n contiguous f16 rows of `k`.
-        let (wdata, act) = unsafe {
-            let base = (s0.data as *const u8).add((i12 / r2) * s0.nb[2] + (i13 / r3) * s0.nb[3]);
-            (
-                std::slice::from_raw_parts(base as *const u16, (rows - 1) * (stride / 2) + k),
-                std::slice::from_raw_parts((src1_q as *const u16).add(m * n * k), n * k),
-            )
-        };
-        let Ok(w) = F16Weights::with_stride(wdata, rows, k, stride / 2) else { return };
+        let r = part * chunk_rows..((part + 1) * chunk_rows).min(rows_vis);
+        // SAFETY: dst is `heads` contiguous matrices of n columns of `ldo` floats (checked).
+        let out = unsafe { (d.data as *mut f32).add(m * n * ldo) };
+        if part == 0 && rows_vis < rows {
+            for c in 0..n {
+                // SAFETY: rows ≤ ldo: inside column c of matrix m; no chunk writes these rows.
+                unsafe { std::slice::from_raw_parts_mut(out.add(c * ldo + rows_vis), rows - rows_vis).fill(0.0) };
+            }
+        }
         if widened_for != Some(m) {
-            crate::f16w::widen_acts_into(act, k, k, n, &mut acts);
+            keff = k_of(m);
+            crate::f16w::widen_acts_into(act_of(m), keff, k, n, &mut acts);
             widened_for = Some(m);
         }
-        // SAFETY: dst is ne13 · ne12 contiguous matrices of n columns of `ldo` floats (checked).
-        let out = unsafe { (d.data as *mut f32).add(m * n * ldo) };
+        // SAFETY: matrix (i12 / r2, i13 / r3) of src0 lies inside ggml's tensor: `rows` rows of
+        // `nb[1]` bytes from its offset (2-byte aligned, checked), the last needing only `k`
+        // elements.
+        let wdata = unsafe {
+            let base = (s0.data as *const u8).add((i12 / r2) * s0.nb[2] + (i13 / r3) * s0.nb[3]);
+            std::slice::from_raw_parts(base as *const u16, (rows - 1) * (stride / 2) + k)
+        };
+        let Ok(w) = F16Weights::with_stride(wdata, rows, keff, stride / 2) else { return };
         crate::f16w::gemv_rows(isa, &w, r, &acts, n, |c, r, v| {
             // SAFETY: c < n and r < rows ≤ ldo, inside matrix m of dst; chunks never overlap.
             unsafe { *out.add(c * ldo + r) = epi.apply(c, r, v) }
@@ -538,9 +579,11 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     };
     let t0 = stats::start();
     // SAFETY: `tp` is the op's live pool (the hook's contract).
-    unsafe { for_each_chunk_index(ne12 * ne13 * per_matrix, ith, nth, tp, run) };
-    let kind = if ne12 * ne13 == 1 { stats::Kind::F16MatVec } else { stats::Kind::F16Attention };
-    stats::record(t0, kind, ith, nth, ne12 * ne13 * rows * k * 2);
+    unsafe { for_each_chunk_index(heads * per_matrix, ith, nth, tp, run) };
+    let kind = if heads == 1 { stats::Kind::F16MatVec } else { stats::Kind::F16Attention };
+    // The weight bytes read (thread 0 counts them; only when stats are on).
+    let bytes = if t0.is_some() && ith == 0 { (0..heads).map(|m| rows_vis * k_of(m) * 2).sum() } else { 0 };
+    stats::record(t0, kind, ith, nth, bytes);
     F16_HOOK_RUNS.fetch_add(1, Ordering::Relaxed);
     true
 }

@@ -26,6 +26,8 @@
 #![allow(clippy::needless_range_loop)]
 
 #[cfg(feature = "ggml")]
+mod attn_skip;
+#[cfg(feature = "ggml")]
 pub mod epilogue;
 pub mod f16w;
 pub mod f32act;

@@ -697,3 +697,120 @@ fn soft_max_rows_of_all_heads() {
         }
     }
 }
+
+/// Attention as llama.cpp builds it without flash attention, on f16 K and transposed V caches
+/// of `n_kv` cells, `ne02` KV heads shared by `heads` query heads, `n` query tokens: K·Q, the
+/// masked SOFT_MAX, V·softmax. `hidden(t, i)` says whether the mask hides cell `i` from token
+/// `t` (an F32 or F16 mask). Returns (softmax, attention output).
+#[allow(clippy::too_many_arguments)]
+fn ggml_graph_attention(
+    kc: &[u16],
+    vc: &[u16],
+    n_kv: usize,
+    k: usize,
+    ne02: usize,
+    q: &[f32],
+    n: usize,
+    heads: usize,
+    hidden: impl Fn(usize, usize) -> bool,
+    mask_type: sys::ggml_type,
+    threads: i32,
+) -> (Vec<f32>, Vec<f32>) {
+    let mask: Vec<f32> =
+        (0..n * n_kv).map(|j| if hidden(j / n_kv, j % n_kv) { f32::NEG_INFINITY } else { 0.0 }).collect();
+    // SAFETY: tensors of the graph's own context, copied in whole; the views stay inside the
+    // caches; both results are read before the context is freed.
+    unsafe {
+        let ctx = graph_context();
+        let kt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, (k * ne02) as i64, n_kv as i64);
+        std::ptr::copy_nonoverlapping(kc.as_ptr(), (*kt).data as *mut u16, kc.len());
+        let kv = sys::ggml_view_3d(ctx, kt, k as i64, n_kv as i64, ne02 as i64, 2 * k * ne02, 2 * k, 0);
+        // V transposed, as llama.cpp's cache without flash attention: one row of n_kv cells
+        // per (head, dimension).
+        let vt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, n_kv as i64, (k * ne02) as i64);
+        std::ptr::copy_nonoverlapping(vc.as_ptr(), (*vt).data as *mut u16, vc.len());
+        let vv = sys::ggml_view_3d(ctx, vt, n_kv as i64, k as i64, ne02 as i64, 2 * n_kv, 2 * n_kv * k, 0);
+        let qt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, heads as i64, n as i64);
+        std::ptr::copy_nonoverlapping(q.as_ptr(), (*qt).data as *mut f32, q.len());
+        let kq = sys::ggml_mul_mat(ctx, kv, sys::ggml_permute(ctx, qt, 0, 2, 1, 3));
+        let m = if mask_type == sys::GGML_TYPE_F16 {
+            let m16 = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, n_kv as i64, n as i64);
+            let bits: Vec<u16> = mask.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+            std::ptr::copy_nonoverlapping(bits.as_ptr(), (*m16).data as *mut u16, bits.len());
+            m16
+        } else {
+            f32_tensor(ctx, n_kv, n, &mask)
+        };
+        let sm = sys::ggml_soft_max_ext(ctx, kq, m, 0.088, 0.0);
+        let y = sys::ggml_mul_mat(ctx, vv, sm);
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, y);
+        assert_eq!(sys::ggml_graph_compute_with_ctx(ctx, gf, threads), sys::GGML_STATUS_SUCCESS);
+        let read = |t: *mut sys::ggml_tensor| {
+            std::slice::from_raw_parts((*t).data as *const f32, sys::ggml_nelements(t) as usize).to_vec()
+        };
+        let out = (read(sm), read(y));
+        sys::ggml_free(ctx);
+        out
+    }
+}
+
+/// Attention leaves out the KV cells its mask hides (vendor patch 0015 hands K·Q's SOFT_MAX to
+/// the F16 hook; V·softmax skips the softmax rows' zero suffix in 64-cell steps), without
+/// changing a bit: on 2B-4T's decode shape (1 token, 20 heads on 5, 256 cells of which 45 are
+/// visible) and a 3-token prefix-causal one, with F32 and F16 masks, on 1, 2, 3 and 16 threads,
+/// softmax and output equal those computed over every cell (`set_attn_skip(false)`); with NaN
+/// in every K row no token sees and in the V cells past the last 64-cell step, they are still
+/// equal (so those were not read), where computing every cell gives NaN; and both are within
+/// float tolerance of ggml's own kernels. Hiding one visible cell too many fails it.
+#[test]
+fn attention_skips_hidden_positions() {
+    let _choice = kernel_choice();
+    use half::f16;
+    use trit_kernels::ggml::{install, set_attn_skip, TernaryKernels};
+    let mut seed = 91;
+    for (n_kv, k, ne02, heads, n, seen) in [(256, 128, 5, 20, 1, 45), (256, 64, 2, 4, 3, 130), (96, 32, 1, 2, 2, 7)] {
+        // Token t sees cells 0..seen + t: the cells from `vis` on are hidden from every token.
+        let hidden = |t: usize, i: usize| i >= seen + t;
+        let vis = seen + n - 1;
+        let kc: Vec<u16> = (0..n_kv * k * ne02).map(|_| f16::from_f32(lcg(&mut seed)).to_bits()).collect();
+        let vc: Vec<u16> = (0..n_kv * k * ne02).map(|_| f16::from_f32(lcg(&mut seed)).to_bits()).collect();
+        let q: Vec<f32> = (0..k * heads * n).map(|_| lcg(&mut seed) * 2.0).collect();
+        // NaN in the K rows of hidden cells and in the V cells past the last 64-cell step.
+        let nan = f16::NAN.to_bits();
+        let mut kn = kc.clone();
+        kn[vis * k * ne02..].fill(nan);
+        let mut vn = vc.clone();
+        let vstep = vis.div_ceil(64) * 64;
+        for row in vn.chunks_mut(n_kv) {
+            row[vstep.min(n_kv)..].fill(nan);
+        }
+        for mask_type in [sys::GGML_TYPE_F32, sys::GGML_TYPE_F16] {
+            let run = |kc: &[u16], vc: &[u16], threads: i32| {
+                ggml_graph_attention(kc, vc, n_kv, k, ne02, &q, n, heads, hidden, mask_type, threads)
+            };
+            install(TernaryKernels::Ggml);
+            let (sm_ggml, y_ggml) = run(&kc, &vc, 2);
+            install(TernaryKernels::Trit);
+            set_attn_skip(false);
+            let (sm_all, y_all) = run(&kc, &vc, 3);
+            let (_, y_all_nan) = run(&kn, &vn, 3);
+            set_attn_skip(true);
+            let tag = format!("n_kv {n_kv}, {heads} heads on {ne02}, {n} tokens, mask type {mask_type}");
+            assert!(
+                vstep >= n_kv || y_all_nan.iter().any(|v| v.is_nan()),
+                "{tag}: NaN cells should poison the full product"
+            );
+            for threads in [1, 2, 3, 16] {
+                let (sm, y) = run(&kc, &vc, threads);
+                assert!(sm == sm_all && y == y_all, "{tag}, {threads} threads: skipping changed the result");
+                let (sm, y) = run(&kn, &vn, threads);
+                assert!(sm == sm_all && y == y_all, "{tag}, {threads} threads: hidden cells were read");
+            }
+            install(TernaryKernels::Ggml);
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()));
+            assert!(close(&sm_all, &sm_ggml) && close(&y_all, &y_ggml), "{tag}: trit's attention far from ggml's");
+            assert!(sm_all.iter().enumerate().all(|(j, &p)| !hidden(j / n_kv % n, j % n_kv) || p == 0.0));
+        }
+    }
+}
