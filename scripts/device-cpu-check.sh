@@ -8,7 +8,8 @@
 # they are by default (trit), with every epilogue of vendor patch 0013 (all: TRIT_EPILOGUE=all),
 # with none (TRIT_EPILOGUE=0), with attention's chunks sized per head as before 2026-12-06
 # (attn1: TRIT_F16_CHUNKS_PER_MATRIX=1), and ggml-cpu's own kernels (--ternary-kernels ggml);
-# also on request: `active` and `ggml-active`, trit's and ggml's with OMP_WAIT_POLICY=active;
+# also on request: `active` and `ggml-active`, trit's and ggml's with OMP_WAIT_POLICY=active,
+# and `noskip`, trit's computing attention over every KV cell (TRIT_ATTN_SKIP=0);
 # then pp512 of trit's and ggml's kernels and trit's kernel stats. All on the synthetic 2B-4T
 # TQ2_0 model, made here.
 # Writes $OUT/cpu.txt (every result line) and prints a summary.
@@ -26,6 +27,7 @@ run() { # name threads test-args... -> "name t/s"
     all) env=(TRIT_EPILOGUE=all) ;;
     none) env=(TRIT_EPILOGUE=0) ;;
     attn1) env=(TRIT_F16_CHUNKS_PER_MATRIX=1) ;;
+    noskip) env=(TRIT_ATTN_SKIP=0) ;;
     ggml) args=(--ternary-kernels ggml) ;;
     active) env=(OMP_WAIT_POLICY=active) ;;
     ggml-active) env=(OMP_WAIT_POLICY=active) args=(--ternary-kernels ggml) ;;
