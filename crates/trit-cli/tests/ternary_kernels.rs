@@ -20,6 +20,13 @@ fn trit(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The largest |logit| of `reference`, and the largest difference of `other` from it.
+fn spread(reference: &[f32], other: &[f32]) -> (f32, f32) {
+    let max_abs = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = reference.iter().zip(other).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (max_abs, diff)
+}
+
 /// Whether llama.cpp's load log puts weights in the repack buffer type.
 fn repacked(log: &str) -> bool {
     log.lines().any(|l| l.contains("TRIT_REPACK model buffer size"))
@@ -53,8 +60,7 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
             assert_eq!(shape, vec![17, 512]);
             logits.push(data);
         }
-        let max_abs = logits[0].iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = logits[0].iter().zip(&logits[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (max_abs, diff) = spread(&logits[0], &logits[1]);
         eprintln!("{ty}: max |logit| {max_abs}, max |trit - ggml| {diff}");
         assert!(max_abs > 0.1, "degenerate logits");
         // Same Q8_K activations, exact integer block sums; only the f32 order of the per-block
@@ -96,8 +102,7 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
             assert_eq!(shape, vec![1, 512]);
             one.push(data);
         }
-        let max_abs = one[0].iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = one[0].iter().zip(&one[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (max_abs, diff) = spread(&one[0], &one[1]);
         eprintln!("{ty}, one token: max |logit| {max_abs}, max |trit - ggml| {diff}");
         assert!(max_abs > 0.1 && diff <= 1e-3 * max_abs, "{ty}: one-token logits differ by {diff} (max {max_abs})");
         assert_eq!(one[1], one[2], "{ty}, one token: repacked vs --no-repack");
@@ -124,8 +129,7 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
             assert_eq!(shape, vec![17, 512]);
             steps.push(data);
         }
-        let max_abs = steps[0].iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = steps[0].iter().zip(&steps[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (max_abs, diff) = spread(&steps[0], &steps[1]);
         eprintln!("{ty}, token by token: max |logit| {max_abs}, max |trit - ggml| {diff}");
         assert!(max_abs > 0.1 && diff <= 3e-2 * max_abs, "{ty}: token-by-token logits differ by {diff}");
         assert_eq!(steps[1], steps[2], "{ty}, token by token: skipping hidden KV cells changed the logits");

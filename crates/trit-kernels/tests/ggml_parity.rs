@@ -288,6 +288,35 @@ fn f16_hook_in_a_ggml_graph() {
     }
 }
 
+/// Attention's K and Q in a fresh graph: `rows` cells of an f16 cache (each cell's row
+/// `row_stride` halves, its `ne02` heads `k` halves apart, as llama.cpp's K cache) viewed as
+/// `[k, rows, ne02]`, and `q` (`[k, heads, n]`) permuted to `[k, n, heads]`.
+///
+/// # Safety
+/// `ctx` is a live context with room for both; `cache` holds `rows · row_stride` halves.
+#[allow(clippy::too_many_arguments)]
+unsafe fn k_view_and_q(
+    ctx: *mut sys::ggml_context,
+    cache: &[u16],
+    row_stride: usize,
+    rows: usize,
+    k: usize,
+    ne02: usize,
+    q: &[f32],
+    n: usize,
+    heads: usize,
+) -> (*mut sys::ggml_tensor, *mut sys::ggml_tensor) {
+    // SAFETY: the function's contract; each copy fills its new tensor, the view stays inside.
+    unsafe {
+        let ct = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, row_stride as i64, rows as i64);
+        std::ptr::copy_nonoverlapping(cache.as_ptr(), (*ct).data as *mut u16, rows * row_stride);
+        let kv = sys::ggml_view_3d(ctx, ct, k as i64, rows as i64, ne02 as i64, 2 * row_stride, 2 * k, 0);
+        let qt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, heads as i64, n as i64);
+        std::ptr::copy_nonoverlapping(q.as_ptr(), (*qt).data as *mut f32, k * heads * n);
+        (kv, sys::ggml_permute(ctx, qt, 0, 2, 1, 3))
+    }
+}
+
 /// Attention's shapes: a 3-D F16 product per head, src0 a strided view of an f16 cache
 /// (`ne02` heads of `rows × k`, rows `row_stride` halves apart, heads `k` halves apart, as
 /// llama.cpp's K cache), src1 `q` permuted from `[k, heads, n]` to `[k, n, heads]`, heads
@@ -307,12 +336,7 @@ fn ggml_graph_f16_heads(
     // SAFETY: as ggml_graph_f16_mul_mat; the view stays inside the cache tensor.
     unsafe {
         let ctx = graph_context();
-        let ct = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, row_stride as i64, rows as i64);
-        std::ptr::copy_nonoverlapping(cache.as_ptr(), (*ct).data as *mut u16, rows * row_stride);
-        let kv = sys::ggml_view_3d(ctx, ct, k as i64, rows as i64, ne02 as i64, 2 * row_stride, 2 * k, 0);
-        let qt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, heads as i64, n as i64);
-        std::ptr::copy_nonoverlapping(q.as_ptr(), (*qt).data as *mut f32, k * heads * n);
-        let qp = sys::ggml_permute(ctx, qt, 0, 2, 1, 3);
+        let (kv, qp) = k_view_and_q(ctx, cache, row_stride, rows, k, ne02, q, n, heads);
         let y = sys::ggml_mul_mat(ctx, kv, qp);
         let gf = sys::ggml_new_graph(ctx);
         sys::ggml_build_forward_expand(gf, y);
@@ -722,17 +746,13 @@ fn ggml_graph_attention(
     // caches; both results are read before the context is freed.
     unsafe {
         let ctx = graph_context();
-        let kt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, (k * ne02) as i64, n_kv as i64);
-        std::ptr::copy_nonoverlapping(kc.as_ptr(), (*kt).data as *mut u16, kc.len());
-        let kv = sys::ggml_view_3d(ctx, kt, k as i64, n_kv as i64, ne02 as i64, 2 * k * ne02, 2 * k, 0);
+        let (kv, qp) = k_view_and_q(ctx, kc, k * ne02, n_kv, k, ne02, q, n, heads);
         // V transposed, as llama.cpp's cache without flash attention: one row of n_kv cells
         // per (head, dimension).
         let vt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, n_kv as i64, (k * ne02) as i64);
         std::ptr::copy_nonoverlapping(vc.as_ptr(), (*vt).data as *mut u16, vc.len());
         let vv = sys::ggml_view_3d(ctx, vt, n_kv as i64, k as i64, ne02 as i64, 2 * n_kv, 2 * n_kv * k, 0);
-        let qt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, heads as i64, n as i64);
-        std::ptr::copy_nonoverlapping(q.as_ptr(), (*qt).data as *mut f32, q.len());
-        let kq = sys::ggml_mul_mat(ctx, kv, sys::ggml_permute(ctx, qt, 0, 2, 1, 3));
+        let kq = sys::ggml_mul_mat(ctx, kv, qp);
         let m = if mask_type == sys::GGML_TYPE_F16 {
             let m16 = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F16, n_kv as i64, n as i64);
             let bits: Vec<u16> = mask.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
