@@ -333,19 +333,13 @@ fn ggml_graph_f16_heads(
     heads: usize,
     threads: i32,
 ) -> Vec<f32> {
-    // SAFETY: as ggml_graph_f16_mul_mat; the view stays inside the cache tensor.
-    unsafe {
-        let ctx = graph_context();
+    // SAFETY: tensors of the graph's own context; the view stays inside the cache tensor.
+    let (out, _) = ggml_graph_watch(threads, |ctx| unsafe {
         let (kv, qp) = k_view_and_q(ctx, cache, row_stride, rows, k, ne02, q, n, heads);
-        let y = sys::ggml_mul_mat(ctx, kv, qp);
-        let gf = sys::ggml_new_graph(ctx);
-        sys::ggml_build_forward_expand(gf, y);
-        let status = sys::ggml_graph_compute_with_ctx(ctx, gf, threads);
-        assert_eq!(status, sys::GGML_STATUS_SUCCESS);
-        let out = std::slice::from_raw_parts((*y).data as *const f32, rows * n * heads).to_vec();
-        sys::ggml_free(ctx);
-        out
-    }
+        (sys::ggml_mul_mat(ctx, kv, qp), vec![])
+    });
+    assert_eq!(out.len(), rows * n * heads);
+    out
 }
 
 /// The F16 hook on attention's per-head products (K·Q with grouped heads, a strided cache
