@@ -15,7 +15,12 @@ const IDS: &str = "480,39,68,75,75,78,465,75,67,12,300,7,81,99,401,5,480";
 
 /// Run trit; its stderr (llama.cpp's log with `-v`).
 fn trit(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_trit")).args(args).output().expect("run trit");
+    trit_with_env(args, &[])
+}
+
+/// [`trit`] with these environment variables set.
+fn trit_with_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_trit")).args(args).envs(env.iter().copied()).output().expect("run trit");
     assert!(out.status.success(), "trit {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -120,13 +125,25 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         let mut steps = Vec::new();
         for (kern, skip) in [("ggml", "1"), ("trit", "1"), ("trit", "0")] {
             let out = tmp.path().join(format!("{ty}-{kern}-skip{skip}-steps.npy"));
-            let o = Command::new(env!("CARGO_BIN_EXE_trit"))
-                .args(["logits", "-m", g, "--ids", IDS, "-t", "3", "-fa", "off", "-ub", "1"])
-                .args(["--ternary-kernels", kern, "-o", out.to_str().unwrap()])
-                .env("TRIT_ATTN_SKIP", skip)
-                .output()
-                .expect("run trit");
-            assert!(o.status.success(), "trit logits -ub 1: {}", String::from_utf8_lossy(&o.stderr));
+            let o = out.to_str().unwrap();
+            let args = [
+                "logits",
+                "-m",
+                g,
+                "--ids",
+                IDS,
+                "-t",
+                "3",
+                "-fa",
+                "off",
+                "-ub",
+                "1",
+                "--ternary-kernels",
+                kern,
+                "-o",
+                o,
+            ];
+            trit_with_env(&args, &[("TRIT_ATTN_SKIP", skip)]);
             let (shape, data) = npy::read_f32(&out).unwrap();
             assert_eq!(shape, vec![17, 512]);
             steps.push(data);

@@ -134,6 +134,7 @@ pub fn install(which: TernaryKernels) -> Isa {
     let isa = Isa::detect();
     ISA.store(isa_code(isa), Ordering::Relaxed);
     crate::epilogue::set_epilogues(crate::epilogue::epilogues_from_env());
+    set_attn_skip(std::env::var("TRIT_ATTN_SKIP").map_or(true, |v| v != "0"));
     let accept = which == TernaryKernels::Trit && repack_registered();
     // SAFETY: stores a flag.
     unsafe { trit_cpu_repack_set_accept(accept) };
@@ -198,25 +199,18 @@ pub fn take_q8k_hook_ran() -> bool {
 }
 
 /// Whether attention's f16 products leave out the KV positions the mask hides
-/// ([`crate::attn_skip`]): 0 not yet read from the environment, 1 yes, 2 no.
-static ATTN_SKIP: AtomicU8 = AtomicU8::new(0);
+/// ([`crate::attn_skip`]); [`install`] sets it from TRIT_ATTN_SKIP.
+static ATTN_SKIP: AtomicBool = AtomicBool::new(true);
 
-/// Leave out (true, the default) or compute (false; `TRIT_ATTN_SKIP=0` at start-up, for A/B
-/// runs) the products of the KV positions attention's mask hides. Either gives the same bits.
+/// Leave out (true, the default) or compute (false; `TRIT_ATTN_SKIP=0`, read by [`install`],
+/// for A/B runs) the products of the KV positions attention's mask hides. Either gives the
+/// same bits.
 pub fn set_attn_skip(on: bool) {
-    ATTN_SKIP.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    ATTN_SKIP.store(on, Ordering::Relaxed);
 }
 
 fn attn_skip() -> bool {
-    match ATTN_SKIP.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("TRIT_ATTN_SKIP").map_or(true, |v| v != "0");
-            // Only the first reader sets it: a `set_attn_skip` in between wins.
-            let _ = ATTN_SKIP.compare_exchange(0, if on { 1 } else { 2 }, Ordering::Relaxed, Ordering::Relaxed);
-            ATTN_SKIP.load(Ordering::Relaxed) == 1
-        }
-        v => v == 1,
-    }
+    ATTN_SKIP.load(Ordering::Relaxed)
 }
 
 /// TRIT_F16_CHUNKS_PER_MATRIX=1: a 3-D F16 product's chunks sized for each matrix alone, as
