@@ -67,7 +67,7 @@ impl<'a> F16Weights<'a> {
         Ok(F16Weights { data, rows, k, row_stride })
     }
 
-    fn row(&self, r: usize) -> &'a [u16] {
+    pub(crate) fn row(&self, r: usize) -> &'a [u16] {
         &self.data[r * self.row_stride..r * self.row_stride + self.k]
     }
 }

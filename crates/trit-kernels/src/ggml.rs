@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use trit_sys as sys;
 
+mod out_prod_hook;
+pub use out_prod_hook::out_prod_hook_runs;
+
 use crate::f16w::F16Weights;
 use crate::formats::{q8k_row_bytes, TernaryType};
 use crate::{mul_mat_rows, stats, Isa, MatVecPrep, Weights};
@@ -118,12 +121,17 @@ fn is_repacked(t: &sys::ggml_tensor) -> bool {
     !t.buffer.is_null() && unsafe { (*t.buffer).buft == trit_cpu_repack_buffer_type() }
 }
 
+/// The ISA [`install`] detected.
+fn isa() -> Isa {
+    Isa::ALL[ISA.load(Ordering::Relaxed) as usize]
+}
+
 fn isa_code(i: Isa) -> u8 {
     Isa::ALL.iter().position(|&x| x == i).unwrap() as u8
 }
 
-/// Route ternary MUL_MAT, and few-column F16 MUL_MAT (the output head at decode, attention's
-/// per-head products), to `which`. Call while no graph is computing (between decodes), and
+/// Route ternary MUL_MAT, few-column F16 MUL_MAT (the output head at decode, attention's
+/// per-head products) and training's OUT_PROD through TQ1_0/TQ2_0/F16 weights to `which`. Call while no graph is computing (between decodes), and
 /// once before the first model load (it registers the repack buffer type then). Returns the
 /// ISA the trit kernels use.
 ///
@@ -158,6 +166,8 @@ pub fn install(which: TernaryKernels) -> Isa {
     };
     // SAFETY: the setter only stores the pointer.
     unsafe { sys::ggml_cpu_set_quantize_q8_K_hook(q8k_hook) };
+    let out_prod = which == TernaryKernels::Trit && std::env::var("TRIT_OUT_PROD").map_or(true, |v| v != "0");
+    out_prod_hook::install(out_prod, isa);
     isa
 }
 
@@ -173,7 +183,7 @@ unsafe extern "C" fn quantize_q8k_hook(x: *const f32, y: *mut c_void, k: i64) ->
     if x.is_null() || y.is_null() || !x.is_aligned() {
         return false;
     }
-    let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
+    let isa = isa();
     // SAFETY: the function's contract; Q8_K blocks are 292 bytes, read and written as bytes.
     let (x, out) = unsafe {
         (
@@ -319,7 +329,7 @@ pub unsafe extern "C" fn mul_mat_hook(
     let Ok(w) = Weights::with_stride(ty, wdata, rows, k, stride) else {
         return decline();
     };
-    let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
+    let isa = isa();
     let (ith, nth) = (ith as usize, nth as usize);
     let chunk_rows = if n < 4 {
         // Mat-vec streams the weights once: a few large contiguous chunks per thread keep
@@ -517,7 +527,7 @@ pub unsafe extern "C" fn mul_mat_f16_hook(
     };
     let Some(epi) = epi else { return false };
     let (r2, r3) = (ne12 / ne02, ne13 / ne03);
-    let isa = Isa::ALL[ISA.load(Ordering::Relaxed) as usize];
+    let isa = isa();
     let (ith, nth) = (ith as usize, nth as usize);
     let ldo = ldo_bytes / 4;
     let heads = ne12 * ne13;

@@ -36,6 +36,7 @@ pub mod formats;
 pub mod ggml;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub mod out_prod;
 pub mod q8k;
 pub mod repack;
 mod scalar;

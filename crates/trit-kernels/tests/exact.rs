@@ -246,3 +246,89 @@ fn f32_activation_kernels() {
         }
     }
 }
+
+/// The OUT_PROD kernel (training's gradient products): every vector path equals the scalar
+/// path bit for bit, fused and unfused, on ternary, f16 and f32 first operands (widths that
+/// leave partial vector strips included), contiguous and transposed `S`, and any output row
+/// stride; the scalar path is within float rounding of a float64 reference; short buffers
+/// are errors.
+#[test]
+fn out_prod_paths_equal_scalar_exactly() {
+    use trit_kernels::f16w::F16Weights;
+    use trit_kernels::out_prod::{out_prod, F32Rows, OutProdLayout, OutProdWeights};
+    let mut rng = Rng(11);
+    for case in 0..24 {
+        let rows = [1, 3, 31, 32, 33, 70][case % 6];
+        let n = [1, 5, 6, 7, 13, 50][(case / 2) % 6];
+        let (f16w, f32w) = (case % 4 == 2, case % 4 == 3);
+        let k = if f16w || f32w { [8, 64, 100, 320, 512, 77][(case / 4) % 6] } else { QK * (1 + case % 3) };
+        let ty = TYPES[case % 2];
+        let (trits, scales, data) =
+            if f16w || f32w { Default::default() } else { random_weights(&mut rng, ty, rows, k) };
+        let halves: Vec<u16> = (0..rows * k).map(|_| f16::from_f32(rng.f32() * 0.1).to_bits()).collect();
+        let floats: Vec<f32> = (0..rows * k + 3).map(|_| rng.f32()).collect();
+        let (w, wv): (OutProdWeights, Box<dyn Fn(usize, usize) -> f64>) = if f32w {
+            // Rows 1 apart more than k (a strided view).
+            let stride = if rows > 1 { k + 3 / (rows - 1) } else { k };
+            let f = floats.clone();
+            (
+                OutProdWeights::F32(F32Rows::new(&floats, rows, k, stride).unwrap()),
+                Box::new(move |r, j| f[r * stride + j] as f64),
+            )
+        } else if f16w {
+            let h = halves.clone();
+            (
+                OutProdWeights::F16(F16Weights::new(&halves, rows, k).unwrap()),
+                Box::new(move |r, j| f16::from_bits(h[r * k + j]).to_f64()),
+            )
+        } else {
+            let (t, sc) = (trits.clone(), scales.clone());
+            (
+                OutProdWeights::Ternary(Weights::new(ty, &data, rows, k).unwrap()),
+                Box::new(move |r, j| t[r * k + j] as f64 * sc[(r * k + j) / QK].to_f64()),
+            )
+        };
+        // S transposed (a token's values contiguous, as ggml-opt's transposed view) or not.
+        let (s_tok, s_row) = if case % 4 < 2 { (rows, 1) } else { (1, n) };
+        let s: Vec<f32> = (0..n * rows).map(|_| rng.f32()).collect();
+        let ldy = k + 64 * (case % 2);
+        let lay = OutProdLayout { n, s_tok, s_row, ldy };
+        for fused in [true, false] {
+            let mut y_ref = vec![f32::NAN; (n - 1) * ldy + k];
+            out_prod(Isa::Scalar, &w, &s, &mut y_ref, lay, fused).unwrap();
+            for t in 0..n {
+                for j in 0..k {
+                    let terms = (0..rows).map(|r| wv(r, j) * s[t * s_tok + r * s_row] as f64);
+                    let (exact, mag) = terms.fold((0f64, 0f64), |(e, m), v| (e + v, m + v.abs()));
+                    let got = y_ref[t * ldy + j] as f64;
+                    let tol = (rows as f64 + 2.0) * f64::powi(2.0, -24) * mag;
+                    assert!((got - exact).abs() <= tol + 1e-30, "case {case} t={t} j={j}: {got} vs {exact}");
+                }
+            }
+            for isa in &Isa::available()[1..] {
+                let mut y = vec![f32::NAN; y_ref.len()];
+                out_prod(*isa, &w, &s, &mut y, lay, fused).unwrap();
+                for t in 0..n {
+                    let (a, b) = (&y[t * ldy..t * ldy + k], &y_ref[t * ldy..t * ldy + k]);
+                    assert!(
+                        a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa:?} case {case} fused={fused} t={t}"
+                    );
+                }
+            }
+        }
+    }
+    let data = [0u16; 100];
+    assert!(matches!(F32Rows::new(&[0.0; 10], 2, 6, 5), Err(KernelError::Shape(_))));
+    assert!(matches!(F32Rows::new(&[0.0; 10], 2, 6, 6), Err(KernelError::ShortBuffer { .. })));
+    let w = OutProdWeights::F16(F16Weights::new(&data[..64], 1, 64).unwrap());
+    let lay = OutProdLayout { n: 2, s_tok: 1, s_row: 1, ldy: 64 };
+    assert!(matches!(
+        out_prod(Isa::Scalar, &w, &[0.0; 2], &mut [0.0; 100], lay, true),
+        Err(KernelError::ShortBuffer { .. })
+    ));
+    assert!(matches!(
+        out_prod(Isa::Scalar, &w, &[0.0], &mut [0.0; 128], lay, true),
+        Err(KernelError::ShortBuffer { .. })
+    ));
+}

@@ -828,3 +828,177 @@ fn attention_skips_hidden_positions() {
         }
     }
 }
+
+/// `ggml_out_prod(W, Sᵀ)` through a real ggml graph, as ggml-opt builds a frozen weight's
+/// input gradient (`S` = the output gradient, `n` tokens × `rows`, viewed transposed), or
+/// with `S` given already as `[n, rows]` (`transposed` false): the `[k, n]` result.
+#[allow(clippy::too_many_arguments)]
+fn ggml_graph_out_prod(
+    wtype: sys::ggml_type,
+    w: &[u8],
+    rows: usize,
+    k: usize,
+    s: &[f32],
+    n: usize,
+    transposed: bool,
+    threads: i32,
+) -> Vec<f32> {
+    // SAFETY: tensors of the graph's own context.
+    let (out, _) = ggml_graph_watch(threads, |ctx| unsafe {
+        let wt = weight_tensor(ctx, wtype, w, rows, k);
+        let st = if transposed {
+            sys::ggml_transpose(ctx, f32_tensor(ctx, rows, n, s))
+        } else {
+            let mut st = vec![0f32; n * rows];
+            for t in 0..n {
+                for r in 0..rows {
+                    st[r * n + t] = s[t * rows + r];
+                }
+            }
+            f32_tensor(ctx, n, rows, &st)
+        };
+        (sys::ggml_out_prod(ctx, wt, st), vec![])
+    });
+    out
+}
+
+/// Training's OUT_PROD: through a frozen TQ2_0, TQ1_0 or F16 weight, and the LoRA matrices'
+/// F32 gradient products (the rank as `k` or as the token count). With trit's kernels
+/// installed the hook runs (on every thread) and its result equals ggml's own bit for bit —
+/// ggml's vector lanes and its scalar tails (`k` = 8, 100) alike — over odd token counts, row
+/// counts that leave partial chunks, both layouts of the gradient and 1, 3 and 16 threads.
+/// Both agree with a float64 product.
+#[test]
+fn out_prod_hook_matches_ggml() {
+    let _choice = kernel_choice();
+    use half::f16;
+    use trit_kernels::ggml::out_prod_hook_runs;
+    let mut seed = 23;
+    let cases: [(sys::ggml_type, usize, usize, usize); 9] = [
+        (sys::GGML_TYPE_TQ2_0, 512, 45, 13),
+        (sys::GGML_TYPE_TQ1_0, 768, 70, 7),
+        (sys::GGML_TYPE_TQ2_0, 256, 1, 1),
+        (sys::GGML_TYPE_F16, 320, 33, 50),
+        (sys::GGML_TYPE_F16, 2560, 64, 9),
+        (sys::GGML_TYPE_F16, 100, 10, 3),
+        (sys::GGML_TYPE_F32, 8, 300, 40),
+        (sys::GGML_TYPE_F32, 640, 40, 8),
+        (sys::GGML_TYPE_F32, 100, 7, 20),
+    ];
+    for (i, &(wtype, k, rows, n)) in cases.iter().enumerate() {
+        let (w, wv): (Vec<u8>, Vec<f64>) = if wtype == sys::GGML_TYPE_F32 {
+            let f: Vec<f32> = (0..rows * k).map(|_| lcg(&mut seed)).collect();
+            (f.iter().flat_map(|v| v.to_le_bytes()).collect(), f.iter().map(|&v| v as f64).collect())
+        } else if wtype == sys::GGML_TYPE_F16 {
+            let h: Vec<f16> = (0..rows * k).map(|_| f16::from_f32(lcg(&mut seed) * 0.05)).collect();
+            (h.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(), h.iter().map(|v| v.to_f64()).collect())
+        } else {
+            let ty = if wtype == sys::GGML_TYPE_TQ2_0 { TernaryType::Tq2_0 } else { TernaryType::Tq1_0 };
+            let x = ternary_floats(&mut seed, rows, k);
+            let q = ggml_quantize(ty, &x);
+            let mut back = vec![0f32; rows * k];
+            for r in 0..rows {
+                formats::dequantize_row(ty, &q[r * ty.row_bytes(k)..][..ty.row_bytes(k)], &mut back[r * k..][..k]);
+            }
+            (q, back.iter().map(|&v| v as f64).collect())
+        };
+        let s: Vec<f32> = (0..n * rows).map(|_| lcg(&mut seed) * 2.0).collect();
+        for threads in [1, 3, 16] {
+            for transposed in [true, false] {
+                let graph = || ggml_graph_out_prod(wtype, &w, rows, k, &s, n, transposed, threads);
+                // The hook's runs in the last graph computed: the hooked one.
+                let ran = std::cell::Cell::new(0);
+                let (theirs, hooked, _) = ggml_then_hooked(|| {
+                    let before = out_prod_hook_runs();
+                    let y = graph();
+                    ran.set(out_prod_hook_runs() - before);
+                    y
+                });
+                let ran = ran.get();
+                let what = format!("case {i} (k={k} rows={rows} n={n}) threads={threads} transposed={transposed}");
+                assert_eq!(ran, threads as usize, "{what}: the hook should run on every thread");
+                assert_eq!(hooked.len(), k * n);
+                let same = hooked.iter().zip(&theirs).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{what}: trit's OUT_PROD differs from ggml's");
+                for t in 0..n {
+                    for j in (0..k).step_by(7) {
+                        let terms = (0..rows).map(|r| wv[r * k + j] * s[t * rows + r] as f64);
+                        let (exact, mag) = terms.fold((0f64, 0f64), |(e, m), v| (e + v, m + v.abs()));
+                        let tol = (rows as f64 + 2.0) * f64::powi(2.0, -24) * mag + 1e-30;
+                        assert!((hooked[t * k + j] as f64 - exact).abs() <= tol, "{what} t={t} j={j}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The batched OUT_PROD of attention's gradients: f32 (and f16) per-head matrices, the f32
+/// first operand shared by groups of heads (grouped-query attention), the second a transposed
+/// view, as ggml-opt builds them: the hook runs and equals ggml's own bit for bit.
+#[test]
+fn out_prod_hook_batched_heads() {
+    let _choice = kernel_choice();
+    use half::f16;
+    use trit_kernels::ggml::out_prod_hook_runs;
+    let mut seed = 29;
+    // (k, rows, n, heads of the first operand, heads)
+    for (k, rows, n, h0, h) in [(128, 40, 10, 2, 4), (64, 33, 7, 3, 3), (96, 5, 60, 1, 2), (256, 64, 50, 4, 4)] {
+        // ggml's F16 OUT_PROD does not broadcast (it asserts equal head counts).
+        let types: &[sys::ggml_type] =
+            if h0 == h { &[sys::GGML_TYPE_F32, sys::GGML_TYPE_F16] } else { &[sys::GGML_TYPE_F32] };
+        for &wtype in types {
+            let a: Vec<f32> = (0..k * rows * h0).map(|_| lcg(&mut seed)).collect();
+            let a =
+                if wtype == sys::GGML_TYPE_F16 { a.iter().map(|&v| f16::from_f32(v).to_f32()).collect() } else { a };
+            let b: Vec<f32> = (0..rows * n * h).map(|_| lcg(&mut seed)).collect();
+            for threads in [1, 3, 16] {
+                let graph = || {
+                    // SAFETY: tensors of the graph's own context.
+                    let (out, _) = ggml_graph_watch(threads, |ctx| unsafe {
+                        let at = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, rows as i64, h0 as i64);
+                        std::ptr::copy_nonoverlapping(a.as_ptr(), (*at).data as *mut f32, a.len());
+                        let at = if wtype == sys::GGML_TYPE_F16 {
+                            let t = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F16, k as i64, rows as i64, h0 as i64);
+                            let halves: Vec<u16> = a.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+                            std::ptr::copy_nonoverlapping(halves.as_ptr(), (*t).data as *mut u16, halves.len());
+                            t
+                        } else {
+                            at
+                        };
+                        let bt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, rows as i64, n as i64, h as i64);
+                        std::ptr::copy_nonoverlapping(b.as_ptr(), (*bt).data as *mut f32, b.len());
+                        (sys::ggml_out_prod(ctx, at, sys::ggml_transpose(ctx, bt)), vec![])
+                    });
+                    out
+                };
+                let ran = std::cell::Cell::new(0);
+                let (theirs, hooked, _) = ggml_then_hooked(|| {
+                    let before = out_prod_hook_runs();
+                    let y = graph();
+                    ran.set(out_prod_hook_runs() - before);
+                    y
+                });
+                let what = format!("k={k} rows={rows} n={n} heads {h0}/{h} type {wtype} threads={threads}");
+                assert_eq!(ran.get(), threads as usize, "{what}: the hook should run on every thread");
+                assert_eq!(hooked.len(), k * n * h);
+                assert!(hooked.iter().all(|v| v.is_finite()), "{what}: unwritten output");
+                let same = hooked.iter().zip(&theirs).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{what}: trit's OUT_PROD differs from ggml's");
+                // Spot check against float64: head m reads operand head m / (h / h0).
+                for m in 0..h {
+                    let (t, j) = (n / 2, k - 1);
+                    let terms = (0..rows).map(|r| {
+                        a[(m / (h / h0)) * rows * k + r * k + j] as f64 * b[m * rows * n + t * rows + r] as f64
+                    });
+                    let (exact, mag) = terms.fold((0f64, 0f64), |(e, mm), v| (e + v, mm + v.abs()));
+                    let got = hooked[m * n * k + t * k + j] as f64;
+                    assert!(
+                        (got - exact).abs() <= (rows as f64 + 2.0) * f64::powi(2.0, -24) * mag + 1e-30,
+                        "{what} head {m}"
+                    );
+                }
+            }
+        }
+    }
+}

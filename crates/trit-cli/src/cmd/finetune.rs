@@ -72,6 +72,7 @@ const FLAGS: &[Flag] = &[
     ),
     flag(&["-fa", "--flash-attn"], Some("on|off|auto"), "accepted for compatibility; training runs without it"),
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
+    common::TERNARY_KERNELS_FLAG,
     flag(
         &["-ngl", "--gpu-layers", "--n-gpu-layers"],
         Some("N"),
@@ -117,6 +118,9 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
             tracing::warn!("-ngl {ngl}: no GPU backend registered (see -v); training runs on the CPU");
         }
     }
+    // trit's CPU kernels: the ternary products of the forward pass and the OUT_PROD of the
+    // gradient through each frozen weight (ggml's with --ternary-kernels ggml).
+    common::install_ternary_kernels(common::ternary_kernels(&p, false)?[0]);
     let model_path = PathBuf::from(p.required("-m")?);
     let data_path = PathBuf::from(p.required("-f")?);
     common::preflight(&model_path)?;
