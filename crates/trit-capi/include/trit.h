@@ -145,9 +145,12 @@ const char *trit_llama_cpp_pin(void);
  * Initialise llama.cpp's backends (what llama_backend_init() does) and register trit's own:
  * the Rust Vulkan backend when a Vulkan GPU is found (TRIT_VULKAN=0 turns it off,
  * TRIT_VULKAN_ALLOW_CPU=1 also takes a CPU Vulkan driver), so that llama.h's device list and
- * n_gpu_layers include it. Also routes llama.cpp's log through trit (errors and warnings on
- * stderr). Call it instead of llama_backend_init(); idempotent; the trit_* calls that load a
- * model run it themselves. Returns TRIT_OK or a negative TRIT_ERR_* code.
+ * n_gpu_layers include it. Also routes the CPU backend's ternary products (TQ1_0/TQ2_0
+ * MUL_MAT, the f16 output head at decode, training's OUT_PROD) to trit's kernels, as `trit`'s
+ * binaries do (TRIT_TERNARY_KERNELS=ggml keeps ggml's), and llama.cpp's log through trit
+ * (errors and warnings on stderr). Call it instead of llama_backend_init(), before the first
+ * model load; idempotent; the trit_* calls that load a model run it themselves. Returns
+ * TRIT_OK or a negative TRIT_ERR_* code.
  */
 int trit_init(void);
 

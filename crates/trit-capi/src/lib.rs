@@ -65,6 +65,7 @@ fn write_out(text: &[u8], out: *mut c_char, out_size: usize) {
 
 fn generate(model: &str, prompt: &str, n_predict: c_int) -> anyhow::Result<Vec<u8>> {
     use trit_llama::{Batch, Context, ContextParams, Model, ModelParams, Sampler, SamplerParams};
+    init();
     let model = Model::load(Path::new(model), &ModelParams::default())?;
     let tokens = model.tokenize(prompt, true, true)?;
     let n_ctx = (tokens.len() + n_predict.max(0) as usize + 8) as u32;
@@ -90,15 +91,36 @@ fn generate(model: &str, prompt: &str, n_predict: c_int) -> anyhow::Result<Vec<u
 /// Initialise llama.cpp's backends (what llama_backend_init() does) and register trit's own:
 /// the Rust Vulkan backend when a Vulkan GPU is found (TRIT_VULKAN=0 turns it off,
 /// TRIT_VULKAN_ALLOW_CPU=1 also takes a CPU Vulkan driver), so that llama.h's device list and
-/// n_gpu_layers include it. Also routes llama.cpp's log through trit (errors and warnings on
-/// stderr). Call it instead of llama_backend_init(); idempotent; the trit_* calls that load a
-/// model run it themselves. Returns TRIT_OK or a negative TRIT_ERR_* code.
+/// n_gpu_layers include it. Also routes the CPU backend's ternary products (TQ1_0/TQ2_0
+/// MUL_MAT, the f16 output head at decode, training's OUT_PROD) to trit's kernels, as `trit`'s
+/// binaries do (TRIT_TERNARY_KERNELS=ggml keeps ggml's), and llama.cpp's log through trit
+/// (errors and warnings on stderr). Call it instead of llama_backend_init(), before the first
+/// model load; idempotent; the trit_* calls that load a model run it themselves. Returns
+/// TRIT_OK or a negative TRIT_ERR_* code.
 #[no_mangle]
 pub extern "C" fn trit_init() -> c_int {
     ffi::call("trit_init", || {
-        trit_llama::init();
+        init();
         Ok(())
     })
+}
+
+/// What [`trit_init`] does, once per process.
+pub(crate) fn init() {
+    static KERNELS: std::sync::Once = std::sync::Once::new();
+    KERNELS.call_once(|| {
+        use trit_kernels::ggml::{install, TernaryKernels};
+        let which = match std::env::var("TRIT_TERNARY_KERNELS") {
+            Ok(v) => v.parse().unwrap_or_else(|e| {
+                tracing::warn!("TRIT_TERNARY_KERNELS: {e}; using trit's");
+                TernaryKernels::Trit
+            }),
+            Err(_) => TernaryKernels::Trit,
+        };
+        let isa = install(which);
+        tracing::debug!("ternary kernels: {} ({})", which.name(), isa.name());
+    });
+    trit_llama::init();
 }
 
 /// The message of this thread's last failed trit_* call ("" after a call that succeeded).

@@ -166,6 +166,7 @@ fn start(
     targets: Option<&str>,
 ) -> CallResult<trit_trainer> {
     let (spec, params) = check_params(p, targets)?;
+    crate::init();
     let model = Model::load(
         model_path,
         &ModelParams {

@@ -1,5 +1,5 @@
 //! trit.h's training calls from Rust, as a C caller uses them: step counts with gradient
-//! accumulation, reproducibility from the seed, JSONL data, save errors.
+//! accumulation, reproducibility from the seed, JSONL data, save errors, trit's CPU kernels.
 
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
@@ -134,4 +134,14 @@ fn save_reports_bad_paths_and_writes_a_loadable_adapter() {
         assert_eq!(w.targets(), ["attn_q", "ffn_down"]);
         assert_eq!(w.pairs.len(), 4, "2 layers x 2 targets");
     }
+}
+
+/// libtrit routes the CPU backend's ternary and gradient products to trit's kernels, as trit's
+/// binaries do: a training step runs trit's OUT_PROD hook.
+#[test]
+fn training_runs_trits_cpu_kernels() {
+    let t = start(&fixture().2, &params());
+    let before = trit_kernels::ggml::out_prod_hook_runs();
+    step(&t);
+    assert!(trit_kernels::ggml::out_prod_hook_runs() > before, "a CPU training step did not run trit's OUT_PROD");
 }
