@@ -11,7 +11,8 @@
 # also on request: `active` and `ggml-active`, trit's and ggml's with OMP_WAIT_POLICY=active,
 # and `noskip`, trit's computing attention over every KV cell (TRIT_ATTN_SKIP=0);
 # then pp512 of trit's and ggml's kernels and trit's kernel stats. All on the synthetic 2B-4T
-# TQ2_0 model, made here.
+# TQ2_0 model, made here. With TRAIN=1, per thread count also CPU LoRA training, trit's kernels
+# against ggml's (scripts/bench-train-cpu.sh, ROUNDS=2 STEPS=2; TRAIN_ONLY=1 skips the rest).
 # Writes $OUT/cpu.txt (every result line) and prints a summary.
 #   device run: carry [".devc"], command: bash scripts/device-cpu-check.sh
 set -uo pipefail
@@ -36,6 +37,11 @@ run() { # name threads test-args... -> "name t/s"
     grep -o '"avg_ts":[0-9.]*' | cut -d: -f2
 }
 for t in ${THREADS:-16 8}; do
+  if [ "${TRAIN:-0}" = 1 ]; then
+    BIN=$B BENCH_DIR=/tmp/train THREADS=$t ROUNDS=2 STEPS=2 bash scripts/bench-train-cpu.sh 2>&1 |
+      grep -v "^ *Compiling" | tee -a "$OUT/cpu.txt"
+    [ "${TRAIN_ONLY:-0}" = 1 ] && continue
+  fi
   /tmp/b/membw "$t" 256 2>&1 | tee -a "$OUT/cpu.txt"
   read -r -a order <<< "${VARIANTS:-trit all none attn1 ggml}"
   for r in $(seq 1 "${ROUNDS:-5}"); do
