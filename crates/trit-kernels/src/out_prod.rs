@@ -10,17 +10,17 @@
 //! `ggml_vec_mad_f32` (and `_unroll`) does per element with and without FMA, vector lanes
 //! and scalar tail alike (the compiler contracts `y += x·v` exactly where FMA is enabled). The
 //! weights are dequantized as ggml does (`(code − 1)·d`, f16 → f32), both exact. So every path
-//! here (scalar, AVX2 + FMA, AVX-512) and ggml's OUT_PROD give the same bits.
+//! here (scalar, AVX2 + FMA, AVX-512, NEON) and ggml's OUT_PROD give the same bits.
 //!
 //! **Why it is faster than ggml's.** ggml walks the weight rows and, for each, adds the row
 //! times one `S` value into each token's output row: every multiply-add loads and stores its
 //! output (`k` floats per token and weight row). Here a register tile of 6 tokens × 64
-//! columns (AVX-512; 6 × 16 on AVX2) stays in registers across 32 weight rows, which are
+//! columns (AVX-512; 6 × 16 on AVX2 and NEON) stays in registers across 32 weight rows, which are
 //! dequantized once into an L1-sized buffer and reused by every token of the thread's range.
 
 use crate::f16w::F16Weights;
 use crate::formats::block_scale;
-use crate::{decode_row, Isa, KernelError, TernaryType, Weights, QK};
+use crate::{decode_row, Isa, KernelError, Weights, QK};
 
 /// The first operand of [`out_prod`].
 #[derive(Clone, Copy, Debug)]
@@ -85,7 +85,7 @@ impl OutProdWeights<'_> {
                     let d = block_scale(w.ty, blk);
                     let lut = [-d, 0.0 * d, d, 2.0 * d];
                     #[cfg(target_arch = "x86_64")]
-                    if w.ty == TernaryType::Tq2_0 && width == QK && isa == Isa::Avx512Vnni {
+                    if w.ty == crate::TernaryType::Tq2_0 && width == QK && isa == Isa::Avx512Vnni {
                         // SAFETY: AVX-512 F present (Isa::Avx512Vnni); `blk` is a whole TQ2_0
                         // block and `out` 256 floats.
                         unsafe { x86o::tq2_block_avx512(blk.as_ptr(), &lut, out.as_mut_ptr()) };
@@ -139,6 +139,8 @@ enum Path {
     Avx2Fma,
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 fn path(isa: Isa) -> Path {
@@ -147,6 +149,8 @@ fn path(isa: Isa) -> Path {
         Isa::Avx512Vnni => Path::Avx512,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::AvxVnni if std::arch::is_x86_feature_detected!("fma") => Path::Avx2Fma,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => Path::Neon,
         _ => Path::Scalar,
     }
 }
@@ -347,6 +351,8 @@ impl Tile {
                 Path::Avx2Fma => by_tokens!(avx2),
                 #[cfg(target_arch = "x86_64")]
                 Path::Avx512 => by_tokens!(avx512),
+                #[cfg(target_arch = "aarch64")]
+                Path::Neon => by_tokens!(neon),
             }
         }
     }
@@ -500,6 +506,66 @@ mod x86o {
                     for v in 0..4 {
                         _mm512_mask_storeu_ps(y[t].add(c + 16 * v), m[v], acc[t][v]);
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neono {
+    use std::arch::aarch64::*;
+
+    use super::{Tile, TILE_TOKENS};
+
+    impl Tile {
+        /// Strips of 16 columns (4 × 4 lanes) × T tokens: 4T accumulators (24 at T = 6), 4
+        /// weight loads and T scalar loads (`fmla` by element) per weight row; a last strip
+        /// narrower than 16 through a zero-padded copy of its rows and a partial store.
+        #[target_feature(enable = "neon")]
+        pub(super) unsafe fn neon<const T: usize, const FUSED: bool>(
+            &self,
+            s: [*const f32; TILE_TOKENS],
+            y: [*mut f32; TILE_TOKENS],
+            width: usize,
+        ) {
+            for c in (0..width).step_by(16) {
+                let cols = (width - c).min(16);
+                // Y's piece of the strip, through a 16-wide staging row where it is narrower.
+                let mut stage = [[0f32; 16]; T];
+                let mut acc = [[vdupq_n_f32(0.0); 4]; T];
+                if !self.first {
+                    for t in 0..T {
+                        std::ptr::copy_nonoverlapping(y[t].add(c), stage[t].as_mut_ptr(), cols);
+                        for v in 0..4 {
+                            acc[t][v] = vld1q_f32(stage[t].as_ptr().add(4 * v));
+                        }
+                    }
+                }
+                let mut wpad = [0f32; 16];
+                for i in 0..self.len {
+                    let mut wr = self.w.add(i * self.ldw + c);
+                    if cols < 16 {
+                        std::ptr::copy_nonoverlapping(wr, wpad.as_mut_ptr(), cols);
+                        wr = wpad.as_ptr();
+                    }
+                    let wv = [0, 1, 2, 3].map(|v| vld1q_f32(wr.add(4 * v)));
+                    for t in 0..T {
+                        let sv = *s[t].add(i * self.s_row);
+                        for v in 0..4 {
+                            acc[t][v] = if FUSED {
+                                vfmaq_n_f32(acc[t][v], wv[v], sv)
+                            } else {
+                                vaddq_f32(vmulq_n_f32(wv[v], sv), acc[t][v])
+                            };
+                        }
+                    }
+                }
+                for t in 0..T {
+                    for v in 0..4 {
+                        vst1q_f32(stage[t].as_mut_ptr().add(4 * v), acc[t][v]);
+                    }
+                    std::ptr::copy_nonoverlapping(stage[t].as_ptr(), y[t].add(c), cols);
                 }
             }
         }

@@ -13,7 +13,8 @@ use crate::out_prod::{out_prod_item, F32Rows, OutProdLayout, OutProdWeights, Pla
 use crate::Weights;
 
 /// Whether ggml-cpu's `ggml_vec_mad_f32` fuses its multiply-adds (it does where it was built
-/// with FMA or AVX-512, as native x86-64 builds are), set by [`install`].
+/// with FMA or AVX-512, as native x86-64 builds are, and on aarch64, whose NEON form is
+/// `vfmaq_f32`), set by [`install`].
 static FUSED: AtomicBool = AtomicBool::new(true);
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
@@ -21,7 +22,8 @@ static RUNS: AtomicUsize = AtomicUsize::new(0);
 /// only where [`crate::out_prod`] has a vector path on `isa`), or back at ggml's own code.
 pub(super) fn install(on: bool, isa: crate::Isa) {
     // SAFETY: plain queries of how ggml-cpu was compiled.
-    let fused = unsafe { sys::ggml_cpu_has_fma() != 0 || sys::ggml_cpu_has_avx512() != 0 };
+    let fused =
+        unsafe { sys::ggml_cpu_has_fma() != 0 || sys::ggml_cpu_has_avx512() != 0 || sys::ggml_cpu_has_arm_fma() != 0 };
     FUSED.store(fused, Ordering::Relaxed);
     let hook: sys::ggml_cpu_out_prod_hook_t =
         (on && crate::out_prod::has_vector_path(isa)).then_some(out_prod_hook as _);
