@@ -10,6 +10,10 @@
 //! `vec_dot_f16` row by row, in weight GiB/s.
 //! Group `q8k`: quantizing 512 activation rows of 2560 to Q8_K (a prompt's input to one
 //! product), scalar and vector paths and ggml's reference, in activations per second.
+//! Group `out_prod` (with `ggml`): training's input gradient through a frozen TQ2_0 weight,
+//! ggml's OUT_PROD in a one-thread ggml graph with trit's hook and with ggml's own code, at the
+//! attention-projection and FFN-up shapes for 256 tokens, in multiply-adds per second
+//! (Gelem/s; GFLOP/s is twice that).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -198,5 +202,77 @@ fn bench_q8k(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_f16, bench_q8k);
+/// `ggml_out_prod(W, dYᵀ)` for a TQ2_0 `W` of `rows` × `k` and `n` tokens, in a graph kept
+/// for repeated one-thread computes.
+#[cfg(feature = "ggml")]
+struct OutProdGraph {
+    ctx: *mut trit_sys::ggml_context,
+    gf: *mut trit_sys::ggml_cgraph,
+}
+
+#[cfg(feature = "ggml")]
+impl OutProdGraph {
+    fn new(w: &[u8], rows: usize, k: usize, n: usize) -> Self {
+        let params =
+            trit_sys::ggml_init_params { mem_size: 1 << 30, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        // SAFETY: a private context big enough for the tensors and graph; the copies fill the
+        // new tensors exactly.
+        unsafe {
+            let ctx = trit_sys::ggml_init(params);
+            assert!(!ctx.is_null());
+            let wt = trit_sys::ggml_new_tensor_2d(ctx, trit_sys::GGML_TYPE_TQ2_0, k as i64, rows as i64);
+            assert_eq!(trit_sys::ggml_nbytes(wt), w.len());
+            std::ptr::copy_nonoverlapping(w.as_ptr(), (*wt).data as *mut u8, w.len());
+            let dy = trit_sys::ggml_new_tensor_2d(ctx, trit_sys::GGML_TYPE_F32, rows as i64, n as i64);
+            let v = std::slice::from_raw_parts_mut((*dy).data as *mut f32, rows * n);
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = ((i * 7919) % 2001) as f32 / 1000.0 - 1.0;
+            }
+            let y = trit_sys::ggml_out_prod(ctx, wt, trit_sys::ggml_transpose(ctx, dy));
+            let gf = trit_sys::ggml_new_graph(ctx);
+            trit_sys::ggml_build_forward_expand(gf, y);
+            OutProdGraph { ctx, gf }
+        }
+    }
+
+    fn compute(&self) {
+        // SAFETY: the graph of this live context.
+        assert_eq!(
+            unsafe { trit_sys::ggml_graph_compute_with_ctx(self.ctx, self.gf, 1) },
+            trit_sys::GGML_STATUS_SUCCESS
+        );
+    }
+}
+
+#[cfg(feature = "ggml")]
+impl Drop for OutProdGraph {
+    fn drop(&mut self) {
+        // SAFETY: the context this value owns, freed once.
+        unsafe { trit_sys::ggml_free(self.ctx) };
+    }
+}
+
+#[cfg(feature = "ggml")]
+fn bench_out_prod(c: &mut Criterion) {
+    use trit_kernels::ggml::{install, TernaryKernels};
+    let n = 256;
+    let mut g = c.benchmark_group("out_prod");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
+    for (rows, k) in [(2560, 2560), (6912, 2560)] {
+        let (w, _) = data(TernaryType::Tq2_0, rows, k, 1);
+        let graph = OutProdGraph::new(&w, rows, k, n);
+        g.throughput(Throughput::Elements((rows * k * n) as u64));
+        let id = format!("{rows}x{k}/n{n}");
+        for which in [TernaryKernels::Trit, TernaryKernels::Ggml] {
+            install(which);
+            g.bench_with_input(BenchmarkId::new(which.name(), &id), &(), |b, _| b.iter(|| graph.compute()));
+        }
+    }
+    g.finish();
+}
+
+#[cfg(not(feature = "ggml"))]
+fn bench_out_prod(_: &mut Criterion) {}
+
+criterion_group!(benches, bench, bench_f16, bench_q8k, bench_out_prod);
 criterion_main!(benches);
