@@ -41,8 +41,10 @@ fn llama_finetune_lora_trains_checkpoints_resumes_and_the_adapter_loads() {
     // Stop part-way (a checkpoint is written there), then resume to the end.
     let mut c = Command::new(&alias);
     base_args(&mut c);
-    let (ok, log) = run(c.args(["--max-steps", "12"]));
+    let (ok, log) = run(c.args(["--max-steps", "12"]).env("TRIT_LOG", "debug"));
     assert!(ok, "{log}");
+    // trit's CPU kernels, forward products and OUT_PROD (training ran ggml's until 2026-12-07).
+    assert!(log.contains("ternary kernels: trit"), "{log}");
     assert!(ckpt.join("checkpoint_step_00000010/adapter.gguf").is_file(), "{log}");
     assert!(ckpt.join("checkpoint_step_00000012/optimizer.gguf").is_file(), "{log}");
     assert!(!adapter.exists());

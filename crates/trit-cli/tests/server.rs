@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 struct Server {
     child: Child,
     base: String,
+    /// What the server wrote to stderr before it listened.
+    startup_log: String,
 }
 
 impl Drop for Server {
@@ -26,11 +28,17 @@ impl Drop for Server {
 
 /// Start `trit serve` (as `prog`) with `args` on a free port; wait until it listens.
 fn start_as(prog: &Path, args: &[&str]) -> Server {
+    start_with_env(prog, &[], args)
+}
+
+/// [`start_as`] with extra environment variables.
+fn start_with_env(prog: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
     let mut cmd = Command::new(prog);
     if prog == trit() {
         cmd.arg("serve");
     }
     let mut child = cmd
+        .envs(env.iter().copied())
         .args(["--port", "0", "-t", "2"])
         .args(args)
         .stdout(Stdio::null())
@@ -53,7 +61,7 @@ fn start_as(prog: &Path, args: &[&str]) -> Server {
     };
     // Keep draining the log so that the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
-    Server { child, base }
+    Server { child, base, startup_log: log }
 }
 
 /// `trit serve --metrics ARGS`.
@@ -550,5 +558,21 @@ fn long_prompts_prefill_in_chunks_beside_generating_slots() {
             let together = futures_util::future::join_all(prompts.iter().map(|p| s.greedy(p, 20, json!({})))).await;
             assert_eq!(together, solo, "{extra:?}");
         });
+    }
+}
+
+/// The server runs the CPU kernels `--ternary-kernels` names, trit's by default, as `trit run`
+/// does (it used to accept the flag and keep ggml's kernels either way).
+#[test]
+fn serve_installs_the_chosen_cpu_kernels() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let debug = [("TRIT_LOG", "debug")];
+    for (args, want) in [
+        (vec!["-m", m], "ternary kernels: trit"),
+        (vec!["-m", m, "--ternary-kernels", "ggml"], "ternary kernels: ggml"),
+    ] {
+        let s = start_with_env(&trit(), &debug, &args);
+        assert!(s.startup_log.contains(want), "{args:?}: no '{want}' in the start-up log:\n{}", s.startup_log);
     }
 }

@@ -41,6 +41,8 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
         bail!("error: unexpected argument '{}'\n{}", p.positional[0], args::usage_line(prog, &fl));
     }
     trit_llama::log::set_verbose(p.has("-v"));
+    // trit's CPU kernels for the ternary products, as `trit run` (--ternary-kernels ggml: ggml's).
+    common::install_ternary_kernels(common::ternary_kernels(&p, false)?[0]);
     let model = std::path::PathBuf::from(p.required("-m")?);
     common::preflight(&model)?;
     let mut cfg = trit_server::Config::new(model);
