@@ -125,6 +125,9 @@ unsafe extern "C" fn out_prod_hook(dst: *const sys::ggml_tensor, ith: c_int, nth
         return false;
     }
     let matrices = ne2 * ne3;
+    if matrices == 0 {
+        return true; // an empty result: nothing to write
+    }
     let (ith, nth) = (ith as usize, nth as usize);
     let plan = Plan::new(k, n, nth.div_ceil(matrices));
     let per = plan.items();
