@@ -154,3 +154,23 @@ fn trit_kernels_match_ggml_logits_on_fixtures() {
         assert_eq!(steps[1], steps[2], "{ty}, token by token: skipping hidden KV cells changed the logits");
     }
 }
+
+/// A prompt decoded in small ubatches (`-ub 64`) has graphs whose last layer computes no
+/// rows (no logits wanted there): ggml skips such empty products, and so must the fusion of
+/// trit's hooked products with the nodes after them (vendor patch 0013), where it used to call
+/// ggml's MUL_MAT on them, which asserts (an abort of `trit run` and of `trit serve`).
+#[test]
+fn small_ubatches_with_empty_products_run() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bitnet-2b4t-bf16");
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("tq2_0.gguf");
+    let g = gguf.to_str().unwrap();
+    trit(&["convert", fixture.to_str().unwrap(), "-o", g, "--type", "tq2_0"]);
+    let prompt = format!("0 {}", "alpha beta gamma delta epsilon zeta eta theta ".repeat(6));
+    for fa in ["on", "off"] {
+        for kern in ["trit", "ggml"] {
+            let args = ["run", "-m", g, "-p", &prompt, "-n", "4", "--temp", "0", "-t", "2", "-ub", "64", "-fa", fa];
+            trit(&[&args[..], &["--ternary-kernels", kern]].concat());
+        }
+    }
+}
