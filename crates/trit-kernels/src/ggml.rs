@@ -9,7 +9,7 @@
 //! thread and ggml computes them as before. The F16 entry points at [`mul_mat_f16_hook`]:
 //! f16-weight mat-vecs with few columns (the tied output head at decode), which ggml would
 //! otherwise compute one row at a time with `vec_dot_f16`. Training's OUT_PROD (vendor patch
-//! 0016) goes to [`out_prod_hook`] and [`crate::out_prod`].
+//! 0016) goes to `ggml/out_prod_hook.rs` and [`crate::out_prod`].
 //!
 //! TQ1_0 weights can also be held re-encoded as TQ2_0 (`shim/cpu_repack.cpp`, the
 //! `TRIT_REPACK` extra buffer type, and [`crate::repack`]): llama.cpp's loader places them
@@ -132,7 +132,7 @@ fn isa_code(i: Isa) -> u8 {
 }
 
 /// Route ternary MUL_MAT, few-column F16 MUL_MAT (the output head at decode, attention's
-/// per-head products) and training's OUT_PROD ([`out_prod_hook`]; `TRIT_OUT_PROD=0` leaves it
+/// per-head products) and training's OUT_PROD (`ggml/out_prod_hook.rs`; `TRIT_OUT_PROD=0` leaves it
 /// to ggml) to `which`. Call while no graph is computing (between decodes), and once before
 /// the first model load (it registers the repack buffer type then). Returns the ISA the trit
 /// kernels use.
