@@ -33,7 +33,7 @@ pub(super) fn install(on: bool, isa: crate::Isa) {
     }
 }
 
-/// How many times (threads × ops) [`out_prod_hook`] has computed an op in this process, for
+/// How many times (threads × ops) the OUT_PROD hook has computed an op in this process, for
 /// tests: its results equal ggml's bit for bit, so numbers alone cannot show that it ran.
 pub fn out_prod_hook_runs() -> usize {
     RUNS.load(Ordering::Relaxed)
