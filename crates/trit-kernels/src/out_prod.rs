@@ -18,6 +18,8 @@
 //! columns (AVX-512; 6 × 16 on AVX2 and NEON) stays in registers across 32 weight rows, which are
 //! dequantized once into an L1-sized buffer and reused by every token of the thread's range.
 
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+
 use crate::f16w::F16Weights;
 use crate::formats::block_scale;
 use crate::{decode_row, Isa, KernelError, Weights, QK};
@@ -99,8 +101,9 @@ impl OutProdWeights<'_> {
             }
             OutProdWeights::F16(w) => {
                 for i in 0..len {
-                    let row = &w.row(r0 + i)[c0..c0 + width];
-                    widen_f16(row, &mut buf[i * width..(i + 1) * width]);
+                    // Exact; `half` converts whole slices with F16C / NEON (as f16w.rs does).
+                    let row: &[half::f16] = w.row(r0 + i)[c0..c0 + width].reinterpret_cast();
+                    row.convert_to_f32_slice(&mut buf[i * width..(i + 1) * width]);
                 }
             }
             OutProdWeights::F32(w) => {
@@ -110,19 +113,6 @@ impl OutProdWeights<'_> {
                 }
             }
         }
-    }
-}
-
-/// f16 bit patterns to f32 (exact), with F16C where the CPU has it.
-fn widen_f16(src: &[u16], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::x86::has_f16c() {
-        // SAFETY: F16C and AVX are present (checked); the function reads and writes
-        // src.len() elements, and dst is at least as long (asserted inside).
-        return unsafe { x86o::widen_f16c(src, dst) };
-    }
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = half::f16::from_bits(s).to_f32();
     }
 }
 
@@ -194,8 +184,12 @@ pub fn out_prod(
     if s.len() < need_s {
         return Err(KernelError::ShortBuffer { what: "input", need: need_s, got: s.len() });
     }
-    // SAFETY: the checks above bound every read of `s` and write of `y`; one part covers all.
-    unsafe { out_prod_part(isa, w, s.as_ptr(), y.as_mut_ptr(), lay, fused, 0, 1) };
+    let plan = Plan::new(k, n, 1);
+    let mut buf = Vec::new();
+    for item in 0..plan.items() {
+        // SAFETY: the checks above bound every read of `s` and write of `y`; the items cover Y.
+        unsafe { out_prod_item(isa, w, s.as_ptr(), y.as_mut_ptr(), lay, fused, plan, item, &mut buf) };
+    }
     Ok(())
 }
 
@@ -220,31 +214,6 @@ impl Plan {
 
     pub(crate) fn items(&self) -> usize {
         self.groups * self.ranges
-    }
-}
-
-/// Part `ith` of `nth` of [`out_prod`]: the parts write disjoint pieces of `Y` and together
-/// all of it, the plan's items dealt to them in contiguous runs.
-///
-/// # Safety
-/// As [`out_prod_item`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn out_prod_part(
-    isa: Isa,
-    w: &OutProdWeights<'_>,
-    s: *const f32,
-    y: *mut f32,
-    lay: OutProdLayout,
-    fused: bool,
-    ith: usize,
-    nth: usize,
-) {
-    let plan = Plan::new(w.k(), lay.n, nth);
-    let items = plan.items();
-    let mut buf = Vec::new();
-    for item in ith * items / nth..(ith + 1) * items / nth {
-        // SAFETY: the function's contract.
-        unsafe { out_prod_item(isa, w, s, y, lay, fused, plan, item, &mut buf) };
     }
 }
 
@@ -290,10 +259,10 @@ pub(crate) unsafe fn out_prod_item(
             let tt = TILE_TOKENS.min(t1 - t);
             let sp = |i: usize| s.wrapping_add((t + i) * lay.s_tok + r0 * lay.s_row);
             let yp = |i: usize| y.wrapping_add((t + i) * lay.ldy + c0);
-            let tile = Tile { w: buf.as_ptr(), ldw: width, len, s_row: lay.s_row, first };
+            let tile = Tile { w: buf.as_ptr(), width, len, s_row: lay.s_row, first };
             // SAFETY: the caller's contract bounds S's and Y's pieces (tokens t .. t + tt, rows
             // r0 .. r0 + len, columns c0 .. c0 + width); `buf` holds len × width values.
-            unsafe { tile.run(p, fused, tt, width, sp, yp) };
+            unsafe { tile.run(p, fused, tt, sp, yp) };
             t += tt;
         }
     }
@@ -301,8 +270,9 @@ pub(crate) unsafe fn out_prod_item(
 
 /// One chunk of dequantized weight rows against up to [`TILE_TOKENS`] tokens.
 struct Tile {
+    /// `len` rows of `width` values, row after row.
     w: *const f32,
-    ldw: usize,
+    width: usize,
     len: usize,
     s_row: usize,
     first: bool,
@@ -310,16 +280,15 @@ struct Tile {
 
 impl Tile {
     /// `Y[t, c] (= 0 if first) += Σ_{i < len} W[i, c]·S[t, i]` for the `tt` tokens whose S
-    /// and Y pointers `sp(t)` and `yp(t)` give, over `width` columns.
+    /// and Y pointers `sp(t)` and `yp(t)` give, over the chunk's `width` columns.
     ///
     /// # Safety
-    /// See [`out_prod_part`]; `sp(t)` points at token t's value for the chunk's first row.
+    /// See [`out_prod_item`]; `sp(t)` points at token t's value for the chunk's first row.
     unsafe fn run(
         &self,
         p: Path,
         fused: bool,
         tt: usize,
-        width: usize,
         sp: impl Fn(usize) -> *const f32,
         yp: impl Fn(usize) -> *mut f32,
     ) {
@@ -328,25 +297,25 @@ impl Tile {
         macro_rules! by_tokens {
             ($f:ident) => {
                 match (tt, fused) {
-                    (1, true) => self.$f::<1, true>(s, y, width),
-                    (2, true) => self.$f::<2, true>(s, y, width),
-                    (3, true) => self.$f::<3, true>(s, y, width),
-                    (4, true) => self.$f::<4, true>(s, y, width),
-                    (5, true) => self.$f::<5, true>(s, y, width),
-                    (_, true) => self.$f::<6, true>(s, y, width),
-                    (1, false) => self.$f::<1, false>(s, y, width),
-                    (2, false) => self.$f::<2, false>(s, y, width),
-                    (3, false) => self.$f::<3, false>(s, y, width),
-                    (4, false) => self.$f::<4, false>(s, y, width),
-                    (5, false) => self.$f::<5, false>(s, y, width),
-                    (_, false) => self.$f::<6, false>(s, y, width),
+                    (1, true) => self.$f::<1, true>(s, y),
+                    (2, true) => self.$f::<2, true>(s, y),
+                    (3, true) => self.$f::<3, true>(s, y),
+                    (4, true) => self.$f::<4, true>(s, y),
+                    (5, true) => self.$f::<5, true>(s, y),
+                    (_, true) => self.$f::<6, true>(s, y),
+                    (1, false) => self.$f::<1, false>(s, y),
+                    (2, false) => self.$f::<2, false>(s, y),
+                    (3, false) => self.$f::<3, false>(s, y),
+                    (4, false) => self.$f::<4, false>(s, y),
+                    (5, false) => self.$f::<5, false>(s, y),
+                    (_, false) => self.$f::<6, false>(s, y),
                 }
             };
         }
         // SAFETY: the function's contract; each path's features were checked by `path`.
         unsafe {
             match p {
-                Path::Scalar => self.scalar(tt, fused, s, y, width),
+                Path::Scalar => self.scalar(tt, fused, s, y),
                 #[cfg(target_arch = "x86_64")]
                 Path::Avx2Fma => by_tokens!(avx2),
                 #[cfg(target_arch = "x86_64")]
@@ -358,21 +327,14 @@ impl Tile {
     }
 
     /// The reference: one element at a time, the same chain.
-    unsafe fn scalar(
-        &self,
-        tt: usize,
-        fused: bool,
-        s: [*const f32; TILE_TOKENS],
-        y: [*mut f32; TILE_TOKENS],
-        width: usize,
-    ) {
+    unsafe fn scalar(&self, tt: usize, fused: bool, s: [*const f32; TILE_TOKENS], y: [*mut f32; TILE_TOKENS]) {
         for t in 0..tt {
-            for c in 0..width {
+            for c in 0..self.width {
                 // SAFETY: the caller's contract (see `run`).
                 unsafe {
                     let mut acc = if self.first { 0.0 } else { *y[t].add(c) };
                     for i in 0..self.len {
-                        let (wv, sv) = (*self.w.add(i * self.ldw + c), *s[t].add(i * self.s_row));
+                        let (wv, sv) = (*self.w.add(i * self.width + c), *s[t].add(i * self.s_row));
                         acc = if fused { wv.mul_add(sv, acc) } else { wv * sv + acc };
                     }
                     *y[t].add(c) = acc;
@@ -387,19 +349,6 @@ mod x86o {
     use std::arch::x86_64::*;
 
     use super::{Tile, TILE_TOKENS};
-
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn widen_f16c(src: &[u16], dst: &mut [f32]) {
-        assert!(dst.len() >= src.len());
-        let n8 = src.len() / 8 * 8;
-        for i in (0..n8).step_by(8) {
-            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
-            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-        }
-        for i in n8..src.len() {
-            dst[i] = half::f16::from_bits(src[i]).to_f32();
-        }
-    }
 
     /// One TQ2_0 block's 256 values from `lut[code]` (element 128h + 32l + m is bits 2l, 2l + 1
     /// of code byte 32h + m).
@@ -426,8 +375,8 @@ mod x86o {
             &self,
             s: [*const f32; TILE_TOKENS],
             y: [*mut f32; TILE_TOKENS],
-            width: usize,
         ) {
+            let width = self.width;
             for c in (0..width).step_by(16) {
                 // Lane j of vector v is column c + 8v + j: all-ones where it is < width.
                 let m = [0, 1].map(|v| {
@@ -443,7 +392,7 @@ mod x86o {
                     }
                 }
                 for i in 0..self.len {
-                    let wr = self.w.add(i * self.ldw + c);
+                    let wr = self.w.add(i * self.width + c);
                     let wv = [0, 1].map(|v| _mm256_maskload_ps(wr.add(8 * v), m[v]));
                     for t in 0..T {
                         let sv = _mm256_broadcast_ss(&*s[t].add(i * self.s_row));
@@ -472,8 +421,8 @@ mod x86o {
             &self,
             s: [*const f32; TILE_TOKENS],
             y: [*mut f32; TILE_TOKENS],
-            width: usize,
         ) {
+            let width = self.width;
             for c in (0..width).step_by(64) {
                 // Bit j of mask v is column c + 16v + j: set where it is < width.
                 let m = [0, 1, 2, 3].map(|v| {
@@ -489,7 +438,7 @@ mod x86o {
                     }
                 }
                 for i in 0..self.len {
-                    let wr = self.w.add(i * self.ldw + c);
+                    let wr = self.w.add(i * self.width + c);
                     let wv = [0, 1, 2, 3].map(|v| _mm512_maskz_loadu_ps(m[v], wr.add(16 * v)));
                     for t in 0..T {
                         let sv = _mm512_set1_ps(*s[t].add(i * self.s_row));
@@ -527,8 +476,8 @@ mod neono {
             &self,
             s: [*const f32; TILE_TOKENS],
             y: [*mut f32; TILE_TOKENS],
-            width: usize,
         ) {
+            let width = self.width;
             for c in (0..width).step_by(16) {
                 let cols = (width - c).min(16);
                 // Y's piece of the strip, through a 16-wide staging row where it is narrower.
@@ -544,7 +493,7 @@ mod neono {
                 }
                 let mut wpad = [0f32; 16];
                 for i in 0..self.len {
-                    let mut wr = self.w.add(i * self.ldw + c);
+                    let mut wr = self.w.add(i * self.width + c);
                     if cols < 16 {
                         std::ptr::copy_nonoverlapping(wr, wpad.as_mut_ptr(), cols);
                         wr = wpad.as_ptr();

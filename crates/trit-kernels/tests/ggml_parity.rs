@@ -139,13 +139,18 @@ fn f16_orders_bound(w: &[u16], x: &[u16]) -> (f64, f64) {
 /// `graph` computed with ggml's own kernels, then with trit's hooks installed (ggml's again
 /// afterwards): (ggml's result, the hooked result, how many times the F16 hook ran).
 fn ggml_then_hooked(graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize) {
-    use trit_kernels::ggml::{f16_hook_runs, install, TernaryKernels};
+    ggml_then_hooked_counting(trit_kernels::ggml::f16_hook_runs, graph)
+}
+
+/// [`ggml_then_hooked`], counting the runs of the hook whose counter `runs` reads.
+fn ggml_then_hooked_counting(runs: fn() -> usize, graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize) {
+    use trit_kernels::ggml::{install, TernaryKernels};
     install(TernaryKernels::Ggml);
     let theirs = graph();
     install(TernaryKernels::Trit);
-    let runs = f16_hook_runs();
+    let before = runs();
     let hooked = graph();
-    let ran = f16_hook_runs() - runs;
+    let ran = runs() - before;
     install(TernaryKernels::Ggml);
     (theirs, hooked, ran)
 }
@@ -906,15 +911,7 @@ fn out_prod_hook_matches_ggml() {
         for threads in [1, 3, 16] {
             for transposed in [true, false] {
                 let graph = || ggml_graph_out_prod(wtype, &w, rows, k, &s, n, transposed, threads);
-                // The hook's runs in the last graph computed: the hooked one.
-                let ran = std::cell::Cell::new(0);
-                let (theirs, hooked, _) = ggml_then_hooked(|| {
-                    let before = out_prod_hook_runs();
-                    let y = graph();
-                    ran.set(out_prod_hook_runs() - before);
-                    y
-                });
-                let ran = ran.get();
+                let (theirs, hooked, ran) = ggml_then_hooked_counting(out_prod_hook_runs, graph);
                 let what = format!("case {i} (k={k} rows={rows} n={n}) threads={threads} transposed={transposed}");
                 assert_eq!(ran, threads as usize, "{what}: the hook should run on every thread");
                 assert_eq!(hooked.len(), k * n);
@@ -956,31 +953,22 @@ fn out_prod_hook_batched_heads() {
                 let graph = || {
                     // SAFETY: tensors of the graph's own context.
                     let (out, _) = ggml_graph_watch(threads, |ctx| unsafe {
-                        let at = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, k as i64, rows as i64, h0 as i64);
-                        std::ptr::copy_nonoverlapping(a.as_ptr(), (*at).data as *mut f32, a.len());
-                        let at = if wtype == sys::GGML_TYPE_F16 {
-                            let t = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F16, k as i64, rows as i64, h0 as i64);
+                        let at = sys::ggml_new_tensor_3d(ctx, wtype, k as i64, rows as i64, h0 as i64);
+                        if wtype == sys::GGML_TYPE_F16 {
                             let halves: Vec<u16> = a.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
-                            std::ptr::copy_nonoverlapping(halves.as_ptr(), (*t).data as *mut u16, halves.len());
-                            t
+                            std::ptr::copy_nonoverlapping(halves.as_ptr(), (*at).data as *mut u16, halves.len());
                         } else {
-                            at
-                        };
+                            std::ptr::copy_nonoverlapping(a.as_ptr(), (*at).data as *mut f32, a.len());
+                        }
                         let bt = sys::ggml_new_tensor_3d(ctx, sys::GGML_TYPE_F32, rows as i64, n as i64, h as i64);
                         std::ptr::copy_nonoverlapping(b.as_ptr(), (*bt).data as *mut f32, b.len());
                         (sys::ggml_out_prod(ctx, at, sys::ggml_transpose(ctx, bt)), vec![])
                     });
                     out
                 };
-                let ran = std::cell::Cell::new(0);
-                let (theirs, hooked, _) = ggml_then_hooked(|| {
-                    let before = out_prod_hook_runs();
-                    let y = graph();
-                    ran.set(out_prod_hook_runs() - before);
-                    y
-                });
+                let (theirs, hooked, ran) = ggml_then_hooked_counting(out_prod_hook_runs, graph);
                 let what = format!("k={k} rows={rows} n={n} heads {h0}/{h} type {wtype} threads={threads}");
-                assert_eq!(ran.get(), threads as usize, "{what}: the hook should run on every thread");
+                assert_eq!(ran, threads as usize, "{what}: the hook should run on every thread");
                 assert_eq!(hooked.len(), k * n * h);
                 assert!(hooked.iter().all(|v| v.is_finite()), "{what}: unwritten output");
                 let same = hooked.iter().zip(&theirs).all(|(x, y)| x.to_bits() == y.to_bits());
