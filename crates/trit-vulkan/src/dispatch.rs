@@ -849,26 +849,42 @@ impl Recorder {
         push.m0[2] = a.elem_off;
         push.m0[3] = b.elem_off;
         push.m1[0] = dst.elem_off;
-        let max = self.gpu.max_wg_x() as u64;
+        self.record(kernel, pipeline, &mut writes[..nw], push, groups)
+    }
+
+    /// The part every dispatch shares: the operands' descriptors (a fresh set, or pushed
+    /// where the device has `VK_KHR_push_descriptor`), the pipeline, and `groups` workgroups
+    /// in as many dispatches as the device's workgroup-count limit needs, each told its
+    /// first workgroup in m0.x.
+    fn record(
+        &mut self,
+        kernel: &str,
+        pipeline: vk::Pipeline,
+        writes: &mut [vk::WriteDescriptorSet],
+        mut push: Push,
+        groups: u64,
+    ) -> Result<()> {
         let layout = self.gpu.pipeline_layout;
         if self.gpu.push_desc.is_none() {
             let set = self.descriptor_set()?;
-            for w in writes[..nw].iter_mut() {
+            for w in writes.iter_mut() {
                 w.dst_set = set;
             }
             let d = &self.gpu.device;
             // SAFETY: the set is fresh from our pool and the buffers are live.
             unsafe {
-                d.update_descriptor_sets(&writes[..nw], &[]);
+                d.update_descriptor_sets(writes, &[]);
                 d.cmd_bind_descriptor_sets(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &[set], &[]);
             }
         }
         let d = &self.gpu.device;
-        // SAFETY: recording into our command buffer with a pipeline of the shared layout.
+        let max = self.gpu.max_wg_x() as u64;
+        // SAFETY: recording into our command buffer with a pipeline of the shared layout; the
+        // kernel uses only the bindings written above.
         unsafe {
             d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
             if let Some(pd) = &self.gpu.push_desc {
-                pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &writes[..nw]);
+                pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, writes);
             }
             let mut base = 0u64;
             while base < groups {
@@ -910,7 +926,7 @@ impl Recorder {
         kernel: &str,
         bufs: &[Bound],
         written: &[bool],
-        mut push: Push,
+        push: Push,
         groups: u64,
     ) -> Result<()> {
         if groups == 0 {
@@ -950,40 +966,7 @@ impl Recorder {
                     .buffer_info(info)
             })
             .collect();
-        let layout = self.gpu.pipeline_layout;
-        if self.gpu.push_desc.is_none() {
-            let set = self.descriptor_set()?;
-            for w in writes.iter_mut() {
-                w.dst_set = set;
-            }
-            let d = &self.gpu.device;
-            // SAFETY: the set is fresh from our pool and the buffers are live.
-            unsafe {
-                d.update_descriptor_sets(&writes, &[]);
-                d.cmd_bind_descriptor_sets(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &[set], &[]);
-            }
-        }
-        let d = &self.gpu.device;
-        let max = self.gpu.max_wg_x() as u64;
-        // SAFETY: recording into our command buffer with a pipeline of the shared layout; the
-        // kernel uses only the bindings written above.
-        unsafe {
-            d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
-            if let Some(pd) = &self.gpu.push_desc {
-                pd.cmd_push_descriptor_set(self.cmd, vk::PipelineBindPoint::COMPUTE, layout, 0, &writes);
-            }
-            let mut base = 0u64;
-            while base < groups {
-                let n = (groups - base).min(max);
-                push.m0[0] = base as u32;
-                d.cmd_push_constants(self.cmd, layout, vk::ShaderStageFlags::COMPUTE, 0, &push.bytes());
-                d.cmd_dispatch(self.cmd, n as u32, 1, 1);
-                self.dispatches += 1;
-                DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                base += n;
-            }
-        }
-        self.dispatched(kernel, &push, groups)
+        self.record(kernel, pipeline, &mut writes, push, groups)
     }
 }
 
