@@ -9,7 +9,9 @@
 # with none (TRIT_EPILOGUE=0), with attention's chunks sized per head as before 2026-12-06
 # (attn1: TRIT_F16_CHUNKS_PER_MATRIX=1), and ggml-cpu's own kernels (--ternary-kernels ggml);
 # also on request: `active` and `ggml-active`, trit's and ggml's with OMP_WAIT_POLICY=active,
-# and `noskip`, trit's computing attention over every KV cell (TRIT_ATTN_SKIP=0);
+# `noskip`, trit's computing attention over every KV cell (TRIT_ATTN_SKIP=0), and the
+# mat-vec chunking: `tail` (TRIT_MATVEC_TAIL=1: quarter-size chunks at the end of each
+# product), `ch4` and `ch8` (TRIT_MATVEC_CHUNKS=4 / 8 chunks per thread instead of 2);
 # then pp512 of trit's and ggml's kernels and trit's kernel stats. All on the synthetic 2B-4T
 # TQ2_0 model, made here. With TRAIN=1, per thread count also CPU LoRA training, trit's kernels
 # against ggml's (scripts/bench-train-cpu.sh, ROUNDS=2 STEPS=2; TRAIN_ONLY=1 skips the rest).
@@ -29,6 +31,9 @@ run() { # name threads test-args... -> "name t/s"
     none) env=(TRIT_EPILOGUE=0) ;;
     attn1) env=(TRIT_F16_CHUNKS_PER_MATRIX=1) ;;
     noskip) env=(TRIT_ATTN_SKIP=0) ;;
+    tail) env=(TRIT_MATVEC_TAIL=1) ;;
+    ch4) env=(TRIT_MATVEC_CHUNKS=4) ;;
+    ch8) env=(TRIT_MATVEC_CHUNKS=8) ;;
     ggml) args=(--ternary-kernels ggml) ;;
     active) env=(OMP_WAIT_POLICY=active) ;;
     ggml-active) env=(OMP_WAIT_POLICY=active) args=(--ternary-kernels ggml) ;;

@@ -333,15 +333,15 @@ pub unsafe extern "C" fn mul_mat_hook(
     };
     let isa = isa();
     let (ith, nth) = (ith as usize, nth as usize);
-    let chunk_rows = if n < 4 {
+    let chunks = if n < 4 {
         // Mat-vec streams the weights once: a few large contiguous chunks per thread keep
         // each thread's prefetch stream inside its own rows; dynamic hand-out still evens
         // out a thread that gets descheduled.
-        matvec_chunk_rows(rows, stride, nth)
+        matvec_chunks(rows, stride, nth)
     } else {
         // Chunks of rows (multiples of the 4-row tile): small enough to balance, at least 4
         // per thread when the matrix allows.
-        16.min(rows.div_ceil(4 * nth).div_ceil(4) * 4).max(4)
+        Chunks::uniform(rows, 16.min(rows.div_ceil(4 * nth).div_ceil(4) * 4).max(4))
     };
     let out = d.data as *mut f32;
     let ldo = ldo_bytes / 4;
@@ -355,7 +355,7 @@ pub unsafe extern "C" fn mul_mat_hook(
         })
     };
     // SAFETY: `tp` is the op's live pool (the hook's contract).
-    unsafe { for_each_chunk(rows, chunk_rows, ith, nth, tp, run) };
+    unsafe { for_each_chunk_index(chunks.count(), ith, nth, tp, |c| run(chunks.range(c))) };
     let kind = if n < 4 { stats::Kind::TernaryMatVec } else { stats::Kind::TernaryMatMat };
     stats::record(t0, kind, ith, nth, rows * ty.row_bytes(k));
     true
@@ -396,11 +396,75 @@ fn chunk_bytes() -> usize {
 /// cache lines (so no line is shared by two threads' chunks when the tensor is
 /// line-aligned). Chunks are equal but for the last, so threads get even shares.
 pub fn matvec_chunk_rows(rows: usize, stride: usize, nth: usize) -> usize {
-    let line = 64 / gcd(stride, 64);
-    let align = 4 * line / gcd(4, line);
+    let align = chunk_align(stride);
     let by_threads = rows.div_ceil(nth.max(1) * chunks_per_thread());
     let by_bytes = chunk_bytes() / stride.max(1);
     by_threads.min(by_bytes).div_ceil(align).max(1) * align
+}
+
+/// Rows that make whole 64-byte cache lines of `stride`-byte rows and whole 4-row passes.
+fn chunk_align(stride: usize) -> usize {
+    let line = 64 / gcd(stride, 64);
+    4 * line / gcd(4, line)
+}
+
+/// A product's rows cut into chunks that threads take one at a time: `n_big` chunks of
+/// `big` rows, then the rest in chunks of `small` rows (the last one shorter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunks {
+    rows: usize,
+    big: usize,
+    n_big: usize,
+    small: usize,
+}
+
+impl Chunks {
+    /// Chunks of `size` rows (the last one shorter).
+    pub fn uniform(rows: usize, size: usize) -> Chunks {
+        let size = size.max(1);
+        Chunks { rows, big: size, n_big: rows / size, small: size }
+    }
+
+    /// How many chunks.
+    pub fn count(&self) -> usize {
+        self.n_big + (self.rows - self.n_big * self.big).div_ceil(self.small)
+    }
+
+    /// The rows of chunk `c` (< [`Chunks::count`]).
+    pub fn range(&self, c: usize) -> std::ops::Range<usize> {
+        let start = if c < self.n_big { c * self.big } else { self.n_big * self.big + (c - self.n_big) * self.small };
+        let len = if c < self.n_big { self.big } else { self.small };
+        start..(start + len).min(self.rows)
+    }
+}
+
+/// The chunks of a mat-vec over `rows` rows of `stride` bytes on `nth` threads: chunks of
+/// [`matvec_chunk_rows`], or, with TRIT_MATVEC_TAIL=1 (A/B runs), those until the last
+/// `2·nth` quarter-size chunks' worth of rows and then quarter-size ones, so that a thread
+/// that finishes early waits at most a quarter of a chunk for the others.
+pub fn matvec_chunks(rows: usize, stride: usize, nth: usize) -> Chunks {
+    matvec_chunks_with(rows, stride, nth, matvec_tail())
+}
+
+/// [`matvec_chunks`] with the quarter-size tail or without it.
+pub fn matvec_chunks_with(rows: usize, stride: usize, nth: usize, tail: bool) -> Chunks {
+    let big = matvec_chunk_rows(rows, stride, nth);
+    if !tail {
+        return Chunks::uniform(rows, big);
+    }
+    let align = chunk_align(stride);
+    let small = (big / 4).div_ceil(align).max(1) * align;
+    let tail = 2 * nth.max(1) * small;
+    if small >= big || rows < tail + big {
+        return Chunks::uniform(rows, big);
+    }
+    Chunks { rows, big, n_big: (rows - tail) / big, small }
+}
+
+/// TRIT_MATVEC_TAIL=1: mat-vecs end in quarter-size chunks ([`matvec_chunks`]).
+fn matvec_tail() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRIT_MATVEC_TAIL").is_ok_and(|v| v == "1"))
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -410,33 +474,12 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
-/// Run `f` on this thread's chunks of `rows` (chunks of `chunk_rows`): chunk `ith` first,
-/// then whatever ggml's shared counter hands out, as ggml's own MUL_MAT does.
-///
-/// # Safety
-/// `tp` must be the op's live thread pool, its chunk counter set to `nth` before the
-/// barrier that precedes the hook (ggml's MUL_MAT does this).
-unsafe fn for_each_chunk(
-    rows: usize,
-    chunk_rows: usize,
-    ith: usize,
-    nth: usize,
-    tp: *mut sys::ggml_threadpool,
-    mut f: impl FnMut(std::ops::Range<usize>),
-) {
-    // SAFETY: the function's contract.
-    unsafe {
-        for_each_chunk_index(rows.div_ceil(chunk_rows), ith, nth, tp, |c| {
-            f(c * chunk_rows..((c + 1) * chunk_rows).min(rows))
-        })
-    }
-}
-
 /// Run `f` on this thread's chunks among `n_chunks`: chunk `ith` first, then whatever
 /// ggml's shared counter hands out.
 ///
 /// # Safety
-/// As `for_each_chunk`.
+/// `tp` must be the op's live thread pool, its chunk counter set to `nth` before the
+/// barrier that precedes the hook (ggml's MUL_MAT does this).
 unsafe fn for_each_chunk_index(
     n_chunks: usize,
     ith: usize,

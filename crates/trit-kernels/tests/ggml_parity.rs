@@ -412,6 +412,53 @@ fn matvec_chunks() {
     assert_eq!(matvec_chunk_rows(128256, 5120, 2), 204);
 }
 
+/// The chunk plans cover every row once, in order: uniform ones, and mat-vec plans with and
+/// without the quarter-size tail (whose small chunks are whole lines and passes too, and
+/// hold the last `2·nth` quarter chunks' worth of rows).
+#[test]
+fn chunk_plans_cover_every_row_once() {
+    use trit_kernels::ggml::{matvec_chunk_rows, matvec_chunks_with, Chunks};
+    let covers = |c: &Chunks, rows: usize| {
+        let mut next = 0;
+        for i in 0..c.count() {
+            let r = c.range(i);
+            assert_eq!(r.start, next, "{c:?}: chunk {i}");
+            assert!(!r.is_empty(), "{c:?}: chunk {i} empty");
+            next = r.end;
+        }
+        assert_eq!(next, rows, "{c:?}");
+    };
+    for (rows, size) in [(0, 4), (5, 4), (16, 16), (17, 16), (2560, 640)] {
+        covers(&Chunks::uniform(rows, size), rows);
+    }
+    for (rows, stride, nth) in [
+        (2560, 660, 2),
+        (6912, 660, 2),
+        (2560, 660, 16),
+        (6912, 1782, 16),
+        (640, 660, 8),
+        (128256, 5120, 16),
+        (5, 66, 4),
+    ] {
+        let plain = matvec_chunks_with(rows, stride, nth, false);
+        covers(&plain, rows);
+        assert_eq!(plain, Chunks::uniform(rows, matvec_chunk_rows(rows, stride, nth)));
+        let tailed = matvec_chunks_with(rows, stride, nth, true);
+        covers(&tailed, rows);
+        let last = tailed.range(tailed.count() - 1);
+        let first = tailed.range(0);
+        if tailed != plain {
+            let small = tailed.range(tailed.count() - 2).len();
+            assert!(small * 4 <= first.len() + 64 && (small * stride).is_multiple_of(64) && small.is_multiple_of(4));
+            assert!(rows - tailed.range(tailed.count() - 2 * nth).start >= 2 * nth * small - small);
+        }
+        assert!(last.end == rows);
+    }
+    // 2 threads, a 2B-4T attention projection: 3 chunks of 640 rows, then 4 of 160.
+    let c = matvec_chunks_with(2560, 660, 2, true);
+    assert_eq!((c.count(), c.range(2), c.range(3), c.range(6)), (7, 1280..1920, 1920..2080, 2400..2560));
+}
+
 /// vendor/patches/0006: a row times a 1-element tensor (BitNet's per-tensor scales) through
 /// ggml-cpu's MUL, on several threads, is the exact elementwise product.
 #[test]
