@@ -10,6 +10,9 @@
 #             through the frozen weights and the f16 head, the LoRA and attention products
 #   noout     trit's kernels without the OUT_PROD hook (TRIT_OUT_PROD=0)
 #   ggml      ggml's kernels throughout (--ternary-kernels ggml)
+#   i16       trit's kernels with the gradient through the ternary weights in 16-bit
+#             integers (--ternary-grad i16; f32 where the CPU lacks AVX-512 VNNI / AVX-VNNI)
+# VARIANTS picks and orders them (default "trit noout ggml i16").
 # Prints tokens/s of the last step of each run (the first steps warm the allocator up), the
 # medians and ratios, and whether trit's and noout's losses are bit-identical (they must be:
 # the OUT_PROD hook computes exactly what ggml's does; ggml's forward products differ from
@@ -45,6 +48,7 @@ run() { # variant round -> appends "variant tok/s losses" to results
     case $v in
         noout) env=(TRIT_OUT_PROD=0) ;;
         ggml) args=(--ternary-kernels ggml) ;;
+        i16) args=(--ternary-grad i16) ;;
     esac
     local out="$DIR/train-$v-$r"
     rm -rf "$out.ck"
@@ -58,7 +62,7 @@ run() { # variant round -> appends "variant tok/s losses" to results
     rm -rf "$out.ck"
 }
 : > "$DIR/train-results.txt"
-order=(trit noout ggml)
+read -r -a order <<< "${VARIANTS:-trit noout ggml i16}"
 for r in $(seq 1 "$ROUNDS"); do
     echo "== round $r: ${order[*]}"
     for v in "${order[@]}"; do run "$v" "$r"; done
@@ -77,11 +81,12 @@ med = lambda x: sorted(x)[len(x) // 2]
 print(f"\n{sys.argv[2]} threads, {sys.argv[3]}-token windows; tokens/s of each run's last step:")
 print("| variant | runs | median | trit / variant |")
 print("| --- | --- | ---: | ---: |")
-for v in ("trit", "noout", "ggml"):
+for v in tps:
     print(f"| {v} | {', '.join(f'{x:.1f}' for x in tps[v])} | {med(tps[v]):.1f} | {med(tps['trit']) / med(tps[v]):.2f}x |")
-same = losses["trit"] == losses["noout"] and len(losses["trit"]) == 1
-print(f"\nlosses trit: {' '.join(next(iter(losses['trit'])))}")
-print(f"losses ggml: {' '.join(next(iter(losses['ggml'])))}")
+print()
+for v in losses:
+    print(f"losses {v}: {' | '.join(' '.join(l) for l in losses[v])}")
+same = "noout" not in losses or (losses["trit"] == losses["noout"] and len(losses["trit"]) == 1)
 print(f"trit and noout losses bit-identical in every round: {'yes' if same else 'NO'}")
 sys.exit(0 if same else 1)
 PY

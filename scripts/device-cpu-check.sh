@@ -14,7 +14,10 @@
 # product), `ch4` and `ch8` (TRIT_MATVEC_CHUNKS=4 / 8 chunks per thread instead of 2);
 # then pp512 of trit's and ggml's kernels and trit's kernel stats. All on the synthetic 2B-4T
 # TQ2_0 model, made here. With TRAIN=1, per thread count also CPU LoRA training, trit's kernels
-# against ggml's (scripts/bench-train-cpu.sh, ROUNDS=2 STEPS=2; TRAIN_ONLY=1 skips the rest).
+# against ggml's (scripts/bench-train-cpu.sh, ROUNDS=2 STEPS=2, its variants TRAIN_VARIANTS,
+# default "trit noout ggml i16"; TRAIN_ONLY=1 skips the rest). First, where carried as
+# .devc/exact.gz (`cargo test --release -p trit-kernels --test exact --no-run`), the kernels'
+# bit-exactness tests on this host's ISA paths (the Xeons have AVX-VNNI, the dev VM not).
 # Writes $OUT/cpu.txt (every result line) and prints a summary.
 #   device run: carry [".devc"], command: bash scripts/device-cpu-check.sh
 set -uo pipefail
@@ -22,6 +25,10 @@ set -uo pipefail
 B=/tmp/b/trit
 lscpu | grep -E "^Model name|^CPU\(s\)|^Thread|^Core|^Socket|^NUMA node\(s\)|^L3" | tee "$OUT/cpu.txt"
 grep -o -w -E "avx512f|avx512_vnni|avx_vnni|gfni|avx512vbmi" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+if [ -x /tmp/b/exact ]; then # the kernels' bit-exactness tests, on this CPU's paths (AVX-VNNI too)
+  /tmp/b/exact --test-threads 2 > "$OUT/exact.txt" 2>&1
+  grep -E "test result|FAILED|panicked" "$OUT/exact.txt" | tee -a "$OUT/cpu.txt"
+fi
 "$B" synth --config 2b4t --type tq2_0 -o /tmp/m.gguf > /dev/null 2>&1 || { echo "synth failed"; exit 1; }
 run() { # name threads test-args... -> "name t/s"
   local name=$1 t=$2; shift 2
@@ -43,7 +50,8 @@ run() { # name threads test-args... -> "name t/s"
 }
 for t in ${THREADS:-16 8}; do
   if [ "${TRAIN:-0}" = 1 ]; then
-    BIN=$B BENCH_DIR=/tmp/train THREADS=$t ROUNDS=2 STEPS=2 bash scripts/bench-train-cpu.sh 2>&1 |
+    BIN=$B BENCH_DIR=/tmp/train THREADS=$t ROUNDS=2 STEPS=2 VARIANTS="${TRAIN_VARIANTS:-trit noout ggml i16}" \
+      bash scripts/bench-train-cpu.sh 2>&1 |
       grep -v "^ *Compiling" | tee -a "$OUT/cpu.txt"
     [ "${TRAIN_ONLY:-0}" = 1 ] && continue
   fi

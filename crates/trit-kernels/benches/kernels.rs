@@ -13,7 +13,7 @@
 //! Group `out_prod` (with `ggml`): training's input gradient through a frozen TQ2_0 weight,
 //! ggml's OUT_PROD in a one-thread ggml graph with trit's hook and with ggml's own code, at the
 //! attention-projection and FFN-up shapes for 256 tokens, in multiply-adds per second
-//! (Gelem/s; GFLOP/s is twice that).
+//! (Gelem/s; GFLOP/s is twice that); `trit-i16` is the hook with `TernaryGrad::I16`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -254,7 +254,7 @@ impl Drop for OutProdGraph {
 
 #[cfg(feature = "ggml")]
 fn bench_out_prod(c: &mut Criterion) {
-    use trit_kernels::ggml::{install, TernaryKernels};
+    use trit_kernels::ggml::{install, set_ternary_grad, TernaryGrad, TernaryKernels};
     let n = 256;
     let mut g = c.benchmark_group("out_prod");
     g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
@@ -267,6 +267,10 @@ fn bench_out_prod(c: &mut Criterion) {
             install(which);
             g.bench_with_input(BenchmarkId::new(which.name(), &id), &(), |b, _| b.iter(|| graph.compute()));
         }
+        install(TernaryKernels::Trit);
+        set_ternary_grad(TernaryGrad::I16);
+        g.bench_with_input(BenchmarkId::new("trit-i16", &id), &(), |b, _| b.iter(|| graph.compute()));
+        set_ternary_grad(TernaryGrad::F32);
     }
     g.finish();
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use trit_sys as sys;
 
 mod out_prod_hook;
-pub use out_prod_hook::out_prod_hook_runs;
+pub use out_prod_hook::{out_prod_hook_runs, out_prod_q16_runs, set_ternary_grad, ternary_grad, TernaryGrad};
 
 use crate::f16w::F16Weights;
 use crate::formats::{q8k_row_bytes, TernaryType};
@@ -170,6 +170,11 @@ pub fn install(which: TernaryKernels) -> Isa {
     unsafe { sys::ggml_cpu_set_quantize_q8_K_hook(q8k_hook) };
     let out_prod = which == TernaryKernels::Trit && std::env::var("TRIT_OUT_PROD").map_or(true, |v| v != "0");
     out_prod_hook::install(out_prod, isa);
+    let grad = std::env::var("TRIT_TERNARY_GRAD").map_or(Ok(TernaryGrad::F32), |v| v.parse());
+    set_ternary_grad(grad.unwrap_or_else(|e| {
+        eprintln!("trit: TRIT_TERNARY_GRAD: {e}; using f32");
+        TernaryGrad::F32
+    }));
     isa
 }
 

@@ -37,6 +37,7 @@ pub mod ggml;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod out_prod;
+pub mod out_prod_q16;
 pub mod q8k;
 pub mod repack;
 mod scalar;

@@ -197,9 +197,9 @@ pub fn out_prod(
 /// multiple of 256; the last may be narrower) times token ranges.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
-    gw: usize,
+    pub(crate) gw: usize,
     groups: usize,
-    ranges: usize,
+    pub(crate) ranges: usize,
 }
 
 impl Plan {

@@ -332,3 +332,84 @@ fn out_prod_paths_equal_scalar_exactly() {
         Err(KernelError::ShortBuffer { .. })
     ));
 }
+
+/// The i16 gradient path (`out_prod_q16`): every vector path equals the scalar path bit for
+/// bit (the sums are exact integers), and the scalar path is within the module's bound of
+/// float64: `(m/32767)·0.51·Σ_r |w(r, j)|` plus f32 rounding, `m` the token's largest
+/// `|d(r, b)·S[t, r]|` in the block. Odd row counts, partial token tiles, both `S` layouts,
+/// tiny and zero gradients, and a NaN (its token's outputs NaN, the others untouched).
+#[test]
+fn out_prod_q16_paths_equal_scalar_exactly() {
+    use trit_kernels::out_prod::OutProdLayout;
+    use trit_kernels::out_prod_q16::{out_prod_q16, Q16_MAX_ROWS};
+    let mut rng = Rng(17);
+    for case in 0..16 {
+        let rows = [1, 2, 31, 33, 64, 70, 97, 5][case % 8];
+        let n = [1, 5, 6, 7, 13, 50][(case / 2) % 6];
+        let k = QK * (1 + case % 3);
+        let ty = TYPES[case % 2];
+        let (trits, scales, data) = random_weights(&mut rng, ty, rows, k);
+        let w = Weights::new(ty, &data, rows, k).unwrap();
+        let (s_tok, s_row) = if case % 4 < 2 { (rows, 1) } else { (1, n) };
+        let mut s: Vec<f32> = (0..n * rows).map(|_| rng.f32()).collect();
+        // Token 1: values near 1e-35 (the 2^100 prescale); token 2: all zero; token 3 of
+        // case 5 a NaN.
+        for r in 0..rows {
+            if n > 1 {
+                s[s_tok + r * s_row] *= 1e-35;
+            }
+            if n > 2 {
+                s[2 * s_tok + r * s_row] = 0.0;
+            }
+        }
+        let nan_token = (case == 5 && n > 3).then_some(3);
+        if let Some(t) = nan_token {
+            s[t * s_tok + (rows / 2) * s_row] = f32::NAN;
+        }
+        let ldy = k + 64 * (case % 2);
+        let lay = OutProdLayout { n, s_tok, s_row, ldy };
+        let mut y_ref = vec![f32::NAN; (n - 1) * ldy + k];
+        out_prod_q16(Isa::Scalar, &w, &s, &mut y_ref, lay).unwrap();
+        let wv = |r: usize, j: usize| trits[r * k + j] as f64 * scales[(r * k + j) / QK].to_f64();
+        for t in 0..n {
+            for j in 0..k {
+                let got = y_ref[t * ldy + j] as f64;
+                if Some(t) == nan_token {
+                    assert!(got.is_nan(), "case {case} t={t} j={j}: {got}");
+                    continue;
+                }
+                let b = j / QK;
+                let m = (0..rows)
+                    .map(|r| (scales[(r * k) / QK + b].to_f32() * s[t * s_tok + r * s_row]).abs())
+                    .fold(0f32, f32::max) as f64;
+                let nnz = (0..rows).filter(|&r| trits[r * k + j] != 0).count() as f64;
+                let terms = (0..rows).map(|r| wv(r, j) * s[t * s_tok + r * s_row] as f64);
+                let (exact, mag) = terms.fold((0f64, 0f64), |(e, a), v| (e + v, a + v.abs()));
+                let tol = m / 32767.0 * 0.51 * nnz + f64::powi(2.0, -22) * (mag + exact.abs());
+                assert!((got - exact).abs() <= tol + 1e-40, "case {case} t={t} j={j}: {got} vs {exact} (tol {tol})");
+            }
+        }
+        for isa in &Isa::available()[1..] {
+            let mut y = vec![f32::NAN; y_ref.len()];
+            out_prod_q16(*isa, &w, &s, &mut y, lay).unwrap();
+            for t in 0..n {
+                let (a, b) = (&y[t * ldy..t * ldy + k], &y_ref[t * ldy..t * ldy + k]);
+                assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{isa:?} case {case} t={t}");
+            }
+        }
+    }
+    let data = vec![0u8; TYPES[0].row_bytes(QK) * 2];
+    let w = Weights::new(TYPES[0], &data, 2, QK).unwrap();
+    let lay = OutProdLayout { n: 2, s_tok: 2, s_row: 1, ldy: QK };
+    assert!(matches!(
+        out_prod_q16(Isa::Scalar, &w, &[0.0; 4], &mut [0.0; 100], lay),
+        Err(KernelError::ShortBuffer { .. })
+    ));
+    assert!(matches!(
+        out_prod_q16(Isa::Scalar, &w, &[0.0; 3], &mut [0.0; 512], lay),
+        Err(KernelError::ShortBuffer { .. })
+    ));
+    let big = vec![0u8; TYPES[0].row_bytes(QK) * (Q16_MAX_ROWS + 1)];
+    let w = Weights::new(TYPES[0], &big, Q16_MAX_ROWS + 1, QK).unwrap();
+    assert!(matches!(out_prod_q16(Isa::Scalar, &w, &[], &mut [0.0; 512], lay), Err(KernelError::Shape(_))));
+}

@@ -74,6 +74,11 @@ const FLAGS: &[Flag] = &[
     flag(&["-t", "--threads"], Some("N"), "threads (default: cores)"),
     common::TERNARY_KERNELS_FLAG,
     flag(
+        &["--ternary-grad"],
+        Some("f32|i16"),
+        "CPU gradient through the frozen ternary weights: f32 (ggml's exact bits, default) or i16 (faster with AVX-512 VNNI or AVX-VNNI)",
+    ),
+    flag(
         &["-ngl", "--gpu-layers", "--n-gpu-layers"],
         Some("N"),
         "layers on the GPU (default: 0; 99 with --device vulkan)",
@@ -121,6 +126,18 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     // trit's CPU kernels: the ternary products of the forward pass and the OUT_PROD of the
     // gradient through each frozen weight (ggml's with --ternary-kernels ggml).
     common::install_ternary_kernels(common::ternary_kernels(&p, false)?[0]);
+    if let Some(v) = p.str("--ternary-grad") {
+        let g: trit_kernels::ggml::TernaryGrad =
+            v.parse().map_err(|e: String| anyhow::anyhow!("--ternary-grad: {e}"))?;
+        trit_kernels::ggml::set_ternary_grad(g);
+    }
+    let grad = trit_kernels::ggml::ternary_grad();
+    if grad == trit_kernels::ggml::TernaryGrad::I16
+        && !trit_kernels::out_prod_q16::has_q16_path(trit_kernels::Isa::detect())
+    {
+        tracing::warn!("--ternary-grad i16: this CPU has no i16 dot products (AVX-512 VNNI, AVX-VNNI); f32 it is");
+    }
+    tracing::debug!("ternary gradient: {}", grad.name());
     let model_path = PathBuf::from(p.required("-m")?);
     let data_path = PathBuf::from(p.required("-f")?);
     common::preflight(&model_path)?;

@@ -1,8 +1,10 @@
 //! The OUT_PROD hook (vendor patch 0016): training's gradient products (through a frozen TQ2_0,
 //! TQ1_0 or F16 weight, and the LoRA matrices' F32 ones), computed by [`crate::out_prod`] — the
-//! same bits as ggml's own OUT_PROD.
+//! same bits as ggml's own OUT_PROD — or, through ternary weights with [`TernaryGrad::I16`], by
+//! [`crate::out_prod_q16`].
 
 use std::ffi::c_int;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use trit_sys as sys;
@@ -10,7 +12,62 @@ use trit_sys as sys;
 use crate::f16w::F16Weights;
 use crate::formats::TernaryType;
 use crate::out_prod::{out_prod_item, F32Rows, OutProdLayout, OutProdWeights, Plan};
+use crate::out_prod_q16::{has_q16_path, out_prod_q16_item, Q16Scratch, Q16_MAX_ROWS};
 use crate::Weights;
+
+/// How training's gradient through a frozen ternary weight is computed on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TernaryGrad {
+    /// In f32, the same bits as ggml's OUT_PROD (the default).
+    F32,
+    /// In 16-bit integers where the CPU has i16 dot products (AVX-512 VNNI, AVX-VNNI; f32
+    /// elsewhere): [`crate::out_prod_q16`], within `2⁻¹⁵` of each token's largest value per
+    /// 256 columns.
+    I16,
+}
+
+impl TernaryGrad {
+    pub fn name(self) -> &'static str {
+        match self {
+            TernaryGrad::F32 => "f32",
+            TernaryGrad::I16 => "i16",
+        }
+    }
+}
+
+impl FromStr for TernaryGrad {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(TernaryGrad::F32),
+            "i16" => Ok(TernaryGrad::I16),
+            _ => Err(format!("unknown ternary gradient form '{s}' (f32, i16)")),
+        }
+    }
+}
+
+static GRAD_I16: AtomicBool = AtomicBool::new(false);
+static Q16_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Compute the gradient through frozen ternary weights as `g` says from now on (call while no
+/// graph is computing). [`super::install`] sets it from `TRIT_TERNARY_GRAD` (`f32` when unset).
+pub fn set_ternary_grad(g: TernaryGrad) {
+    GRAD_I16.store(g == TernaryGrad::I16, Ordering::Relaxed);
+}
+
+/// The form [`set_ternary_grad`] chose.
+pub fn ternary_grad() -> TernaryGrad {
+    if GRAD_I16.load(Ordering::Relaxed) {
+        TernaryGrad::I16
+    } else {
+        TernaryGrad::F32
+    }
+}
+
+/// How many OUT_PROD ops (threads × ops) ran in i16, for tests.
+pub fn out_prod_q16_runs() -> usize {
+    Q16_RUNS.load(Ordering::Relaxed)
+}
 
 /// Whether ggml-cpu's `ggml_vec_mad_f32` fuses its multiply-adds (it does where it was built
 /// with FMA or AVX-512, as native x86-64 builds are, and on aarch64, whose NEON form is
@@ -135,6 +192,9 @@ unsafe extern "C" fn out_prod_hook(dst: *const sys::ggml_tensor, ith: c_int, nth
     let lay = OutProdLayout { n, s_tok: s1.nb[0] / 4, s_row: s1.nb[1] / 4, ldy: d.nb[1] / 4 };
     let fused = FUSED.load(Ordering::Relaxed);
     let isa = super::isa();
+    let ternary = matches!(s0.type_, sys::GGML_TYPE_TQ2_0 | sys::GGML_TYPE_TQ1_0);
+    let q16 = ternary && ternary_grad() == TernaryGrad::I16 && has_q16_path(isa) && rows <= Q16_MAX_ROWS;
+    let mut scratch = Q16Scratch::default();
     let (mut buf, mut cur) = (Vec::new(), None);
     for item in ith * total / nth..(ith + 1) * total / nth {
         let m = item / per;
@@ -152,9 +212,17 @@ unsafe extern "C" fn out_prod_hook(dst: *const sys::ggml_tensor, ith: c_int, nth
         unsafe {
             let sm = (s1.data as *const u8).add(i2 * s1.nb[2] + i3 * s1.nb[3]) as *const f32;
             let dm = (d.data as *mut u8).add(i2 * d.nb[2] + i3 * d.nb[3]) as *mut f32;
-            out_prod_item(isa, w, sm, dm, lay, fused, plan, item % per, &mut buf);
+            match w {
+                OutProdWeights::Ternary(tw) if q16 => {
+                    out_prod_q16_item(isa, tw, sm, dm, lay, plan, item % per, &mut scratch)
+                }
+                _ => out_prod_item(isa, w, sm, dm, lay, fused, plan, item % per, &mut buf),
+            }
         }
     }
     RUNS.fetch_add(1, Ordering::Relaxed);
+    if q16 {
+        Q16_RUNS.fetch_add(1, Ordering::Relaxed);
+    }
     true
 }
