@@ -188,3 +188,51 @@ fn finetune_on_vulkan_learns_like_the_cpu() {
         "ops fell back to the CPU: {on_cpu:#?}"
     );
 }
+
+/// `--ternary-grad i16` (the gradient through the frozen ternary weights in 16-bit integers
+/// where the CPU has i16 dot products) learns as f32 does: the same first loss (the forward is
+/// the same), the first update within the spread two f32 implementations show, and the loss
+/// falls as far. A value other than f32 or i16 is refused.
+#[test]
+fn finetune_i16_ternary_gradients_learn_like_f32() {
+    let dir = std::env::temp_dir().join(format!("trit-cli-finetune-i16-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let trit = PathBuf::from(env!("CARGO_BIN_EXE_trit"));
+    let model = dir.join("tiny.gguf");
+    let (ok, log) = run(Command::new(&trit)
+        .arg("convert")
+        .arg(workspace().join("tests/fixtures/bitnet-2b4t-bf16"))
+        .arg("-o")
+        .arg(&model));
+    assert!(ok, "{log}");
+    let data = dir.join("text.txt");
+    std::fs::write(&data, "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. ".repeat(3))
+        .unwrap();
+    let train = |grad: &str| {
+        let out = dir.join(format!("{grad}.gguf"));
+        let (ok, log) = run(Command::new(&trit)
+            .env("TRIT_LOG", "debug")
+            .args(["finetune", "-c", "256", "--epochs", "6", "-lr", "1e-2", "--lora-rank", "8", "-t", "2"])
+            .args(["--device", "cpu", "--ternary-grad", grad])
+            .arg("-m")
+            .arg(&model)
+            .arg("-f")
+            .arg(&data)
+            .arg("-o")
+            .arg(&out));
+        assert!(ok, "{log}");
+        assert!(log.contains(&format!("ternary gradient: {grad}")), "{log}");
+        csv_losses(&out.with_extension("csv"))
+    };
+    let (f32l, i16l) = (train("f32"), train("i16"));
+    eprintln!("losses f32 {f32l:?}\nlosses i16 {i16l:?}");
+    assert_eq!((f32l.len(), i16l.len()), (6, 6));
+    assert_eq!(f32l[0], i16l[0], "the first loss comes before any gradient");
+    assert!((i16l[1] - f32l[1]).abs() <= 2e-2 * f32l[1], "step 2: i16 {} vs f32 {}", i16l[1], f32l[1]);
+    assert!(i16l[5] < 1.0 && i16l[5] < i16l[0] / 10.0, "i16 loss did not fall: {i16l:?}");
+    let (ok, log) =
+        run(Command::new(&trit).args(["finetune", "--ternary-grad", "f16", "-m"]).arg(&model).arg("-f").arg(&data));
+    assert!(!ok && log.contains("--ternary-grad") && log.contains("f32, i16"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

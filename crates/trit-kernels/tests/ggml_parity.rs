@@ -977,6 +977,67 @@ fn out_prod_hook_matches_ggml() {
     }
 }
 
+/// `TernaryGrad::I16` through a real ggml graph: the hook runs the i16 path on every thread
+/// (where the CPU has it; the f32 path, ggml's bits, elsewhere) and each output is within the
+/// `out_prod_q16` bound of float64 — `(m/32767)·0.51·nnz`, `m` the token's largest
+/// `|d(r, b)·S[t, r]|` in the column's block — for TQ2_0 and TQ1_0, odd row counts, both
+/// gradient layouts and 1, 3 and 16 threads. It differs from ggml's f32 result (so it ran).
+#[test]
+fn out_prod_hook_i16_gradients() {
+    let _choice = kernel_choice();
+    use trit_kernels::ggml::{install, out_prod_q16_runs, set_ternary_grad, TernaryGrad, TernaryKernels};
+    use trit_kernels::out_prod_q16::has_q16_path;
+    let q16 = has_q16_path(Isa::detect());
+    let mut seed = 31;
+    for (ty, k, rows, n) in
+        [(TernaryType::Tq2_0, 512, 45, 13), (TernaryType::Tq1_0, 768, 70, 7), (TernaryType::Tq2_0, 256, 3, 50)]
+    {
+        let x = ternary_floats(&mut seed, rows, k);
+        let q = ggml_quantize(ty, &x);
+        let rb = ty.row_bytes(k);
+        let mut back = vec![0f32; rows * k];
+        for r in 0..rows {
+            formats::dequantize_row(ty, &q[r * rb..][..rb], &mut back[r * k..][..k]);
+        }
+        let d = |r: usize, b: usize| formats::block_scale(ty, &q[r * rb + b * ty.block_bytes()..]);
+        let s: Vec<f32> = (0..n * rows).map(|_| lcg(&mut seed) * 2.0).collect();
+        for threads in [1, 3, 16] {
+            for transposed in [true, false] {
+                let graph = || ggml_graph_out_prod(gtype(ty), &q, rows, k, &s, n, transposed, threads);
+                install(TernaryKernels::Ggml);
+                let theirs = graph();
+                install(TernaryKernels::Trit);
+                set_ternary_grad(TernaryGrad::I16);
+                let before = out_prod_q16_runs();
+                let ours = graph();
+                let ran = out_prod_q16_runs() - before;
+                set_ternary_grad(TernaryGrad::F32);
+                install(TernaryKernels::Ggml);
+                let what = format!("{ty:?} k={k} rows={rows} n={n} threads={threads} transposed={transposed}");
+                if !q16 {
+                    assert_eq!(ran, 0, "{what}");
+                    assert!(ours.iter().zip(&theirs).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+                    continue;
+                }
+                assert_eq!(ran, threads as usize, "{what}: the i16 path should run on every thread");
+                assert!(ours.iter().zip(&theirs).any(|(a, b)| a != b), "{what}: the same bits as ggml's f32");
+                for t in 0..n {
+                    for j in 0..k {
+                        let b = j / QK;
+                        let m = (0..rows).map(|r| (d(r, b) * s[t * rows + r]).abs()).fold(0f32, f32::max) as f64;
+                        let nnz = (0..rows).filter(|&r| back[r * k + j] != 0.0).count() as f64;
+                        let terms = (0..rows).map(|r| back[r * k + j] as f64 * s[t * rows + r] as f64);
+                        let (exact, mag) = terms.fold((0f64, 0f64), |(e, a), v| (e + v, a + v.abs()));
+                        let tol = m / 32767.0 * 0.51 * nnz + f64::powi(2.0, -22) * (mag + exact.abs()) + 1e-30;
+                        let got = ours[t * k + j] as f64;
+                        assert!((got - exact).abs() <= tol, "{what} t={t} j={j}: {got} vs {exact} (tol {tol})");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The batched OUT_PROD of attention's gradients: f32 (and f16) per-head matrices, the f32
 /// first operand shared by groups of heads (grouped-query attention), the second a transposed
 /// view, as ggml-opt builds them: the hook runs and equals ggml's own bit for bit.
