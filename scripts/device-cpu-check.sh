@@ -15,7 +15,7 @@
 # then pp512 of trit's and ggml's kernels and trit's kernel stats. All on the synthetic 2B-4T
 # TQ2_0 model, made here. With TRAIN=1, per thread count also CPU LoRA training, trit's kernels
 # against ggml's (scripts/bench-train-cpu.sh, ROUNDS=2 STEPS=2, its variants TRAIN_VARIANTS,
-# default "trit noout ggml i16"; TRAIN_ONLY=1 skips the rest). First, where carried as
+# default "trit f32 noout ggml"; TRAIN_ONLY=1 skips the rest). First, where carried as
 # .devc/exact.gz (`cargo test --release -p trit-kernels --test exact --no-run`), the kernels'
 # bit-exactness tests on this host's ISA paths (the Xeons have AVX-VNNI, the dev VM not).
 # Writes $OUT/cpu.txt (every result line) and prints a summary.
@@ -50,7 +50,7 @@ run() { # name threads test-args... -> "name t/s"
 }
 for t in ${THREADS:-16 8}; do
   if [ "${TRAIN:-0}" = 1 ]; then
-    BIN=$B BENCH_DIR=/tmp/train THREADS=$t ROUNDS=2 STEPS=2 VARIANTS="${TRAIN_VARIANTS:-trit noout ggml i16}" \
+    BIN=$B BENCH_DIR=/tmp/train THREADS=$t ROUNDS=2 STEPS=2 VARIANTS="${TRAIN_VARIANTS:-trit f32 noout ggml}" \
       bash scripts/bench-train-cpu.sh 2>&1 |
       grep -v "^ *Compiling" | tee -a "$OUT/cpu.txt"
     [ "${TRAIN_ONLY:-0}" = 1 ] && continue

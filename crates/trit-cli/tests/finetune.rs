@@ -189,10 +189,10 @@ fn finetune_on_vulkan_learns_like_the_cpu() {
     );
 }
 
-/// `--ternary-grad i16` (the gradient through the frozen ternary weights in 16-bit integers
-/// where the CPU has i16 dot products) learns as f32 does: the same first loss (the forward is
-/// the same), the first update within the spread two f32 implementations show, and the loss
-/// falls as far. A value other than f32 or i16 is refused.
+/// The gradient through the frozen ternary weights in 16-bit integers (the default where the
+/// CPU has i16 dot products) learns as `--ternary-grad f32` (ggml's exact f32 product) does:
+/// the same first loss (the forward is the same), the first update within the spread two f32
+/// implementations show, and the loss falls as far. A value other than f32 or i16 is refused.
 #[test]
 fn finetune_i16_ternary_gradients_learn_like_f32() {
     let dir = std::env::temp_dir().join(format!("trit-cli-finetune-i16-{}", std::process::id()));
@@ -209,26 +209,31 @@ fn finetune_i16_ternary_gradients_learn_like_f32() {
     let data = dir.join("text.txt");
     std::fs::write(&data, "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. ".repeat(3))
         .unwrap();
-    let train = |grad: &str| {
-        let out = dir.join(format!("{grad}.gguf"));
-        let (ok, log) = run(Command::new(&trit)
-            .env("TRIT_LOG", "debug")
-            .args(["finetune", "-c", "256", "--epochs", "6", "-lr", "1e-2", "--lora-rank", "8", "-t", "2"])
-            .args(["--device", "cpu", "--ternary-grad", grad])
-            .arg("-m")
-            .arg(&model)
-            .arg("-f")
-            .arg(&data)
-            .arg("-o")
-            .arg(&out));
+    // i16 where this CPU has i16 dot products (AVX-512 VNNI, AVX-VNNI), else f32.
+    let i16_here = trit_kernels::out_prod_q16::has_q16_path(trit_kernels::Isa::detect());
+    let train = |flag: Option<&str>, expect: &str| {
+        let out = dir.join(format!("{}.gguf", flag.unwrap_or("default")));
+        let mut c = Command::new(&trit);
+        c.env("TRIT_LOG", "debug");
+        c.args(["finetune", "-c", "256", "--epochs", "6", "-lr", "1e-2", "--lora-rank", "8", "-t", "2"]);
+        c.args(["--device", "cpu"]).arg("-m").arg(&model).arg("-f").arg(&data).arg("-o").arg(&out);
+        if let Some(g) = flag {
+            c.args(["--ternary-grad", g]);
+        }
+        let (ok, log) = run(&mut c);
         assert!(ok, "{log}");
-        assert!(log.contains(&format!("ternary gradient: {grad}")), "{log}");
+        assert!(log.contains(&format!("ternary gradient: {expect}")), "{log}");
         csv_losses(&out.with_extension("csv"))
     };
-    let (f32l, i16l) = (train("f32"), train("i16"));
+    let expect = if i16_here { "i16" } else { "f32" };
+    let (f32l, i16l) = (train(Some("f32"), "f32"), train(None, expect));
+    assert_eq!(train(Some("i16"), expect), i16l, "the default is i16");
     eprintln!("losses f32 {f32l:?}\nlosses i16 {i16l:?}");
     assert_eq!((f32l.len(), i16l.len()), (6, 6));
     assert_eq!(f32l[0], i16l[0], "the first loss comes before any gradient");
+    if i16_here {
+        assert_ne!(f32l[1], i16l[1], "i16 gave f32's first update exactly: did it run?");
+    }
     assert!((i16l[1] - f32l[1]).abs() <= 2e-2 * f32l[1], "step 2: i16 {} vs f32 {}", i16l[1], f32l[1]);
     assert!(i16l[5] < 1.0 && i16l[5] < i16l[0] / 10.0, "i16 loss did not fall: {i16l:?}");
     let (ok, log) =

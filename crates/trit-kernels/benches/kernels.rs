@@ -13,7 +13,8 @@
 //! Group `out_prod` (with `ggml`): training's input gradient through a frozen TQ2_0 weight,
 //! ggml's OUT_PROD in a one-thread ggml graph with trit's hook and with ggml's own code, at the
 //! attention-projection and FFN-up shapes for 256 tokens, in multiply-adds per second
-//! (Gelem/s; GFLOP/s is twice that); `trit-i16` is the hook with `TernaryGrad::I16`.
+//! (Gelem/s; GFLOP/s is twice that): `trit` is the hook's f32 form (ggml's bits), `trit-i16`
+//! its i16 form (`TernaryGrad::I16`, the default for training).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -265,12 +266,12 @@ fn bench_out_prod(c: &mut Criterion) {
         let id = format!("{rows}x{k}/n{n}");
         for which in [TernaryKernels::Trit, TernaryKernels::Ggml] {
             install(which);
+            set_ternary_grad(TernaryGrad::F32);
             g.bench_with_input(BenchmarkId::new(which.name(), &id), &(), |b, _| b.iter(|| graph.compute()));
         }
         install(TernaryKernels::Trit);
         set_ternary_grad(TernaryGrad::I16);
         g.bench_with_input(BenchmarkId::new("trit-i16", &id), &(), |b, _| b.iter(|| graph.compute()));
-        set_ternary_grad(TernaryGrad::F32);
     }
     g.finish();
 }

@@ -170,10 +170,10 @@ pub fn install(which: TernaryKernels) -> Isa {
     unsafe { sys::ggml_cpu_set_quantize_q8_K_hook(q8k_hook) };
     let out_prod = which == TernaryKernels::Trit && std::env::var("TRIT_OUT_PROD").map_or(true, |v| v != "0");
     out_prod_hook::install(out_prod, isa);
-    let grad = std::env::var("TRIT_TERNARY_GRAD").map_or(Ok(TernaryGrad::F32), |v| v.parse());
+    let grad = std::env::var("TRIT_TERNARY_GRAD").map_or(Ok(TernaryGrad::I16), |v| v.parse());
     set_ternary_grad(grad.unwrap_or_else(|e| {
-        eprintln!("trit: TRIT_TERNARY_GRAD: {e}; using f32");
-        TernaryGrad::F32
+        eprintln!("trit: TRIT_TERNARY_GRAD: {e}; using i16");
+        TernaryGrad::I16
     }));
     isa
 }

@@ -144,10 +144,12 @@ fn ggml_then_hooked(graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize)
 
 /// [`ggml_then_hooked`], counting the runs of the hook whose counter `runs` reads.
 fn ggml_then_hooked_counting(runs: fn() -> usize, graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize) {
-    use trit_kernels::ggml::{install, TernaryKernels};
+    use trit_kernels::ggml::{install, set_ternary_grad, TernaryGrad, TernaryKernels};
     install(TernaryKernels::Ggml);
     let theirs = graph();
     install(TernaryKernels::Trit);
+    // The gradient through ternary weights in f32, ggml's bits (i16 is the default).
+    set_ternary_grad(TernaryGrad::F32);
     let before = runs();
     let hooked = graph();
     let ran = runs() - before;

@@ -76,7 +76,7 @@ const FLAGS: &[Flag] = &[
     flag(
         &["--ternary-grad"],
         Some("f32|i16"),
-        "CPU gradient through the frozen ternary weights: f32 (ggml's exact bits, default) or i16 (faster with AVX-512 VNNI or AVX-VNNI)",
+        "CPU gradient through the frozen ternary weights: i16 (default; on CPUs with i16 dot products, f32 elsewhere) or f32 (ggml's exact bits)",
     ),
     flag(
         &["-ngl", "--gpu-layers", "--n-gpu-layers"],
@@ -131,12 +131,18 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
             v.parse().map_err(|e: String| anyhow::anyhow!("--ternary-grad: {e}"))?;
         trit_kernels::ggml::set_ternary_grad(g);
     }
-    let grad = trit_kernels::ggml::ternary_grad();
-    if grad == trit_kernels::ggml::TernaryGrad::I16
-        && !trit_kernels::out_prod_q16::has_q16_path(trit_kernels::Isa::detect())
-    {
-        tracing::warn!("--ternary-grad i16: this CPU has no i16 dot products (AVX-512 VNNI, AVX-VNNI); f32 it is");
-    }
+    // i16 only where the CPU has i16 dot products (the f32 path is as fast elsewhere).
+    let grad = match trit_kernels::ggml::ternary_grad() {
+        trit_kernels::ggml::TernaryGrad::I16
+            if !trit_kernels::out_prod_q16::has_q16_path(trit_kernels::Isa::detect()) =>
+        {
+            if p.str("--ternary-grad").is_some() {
+                tracing::warn!("--ternary-grad i16: this CPU has no i16 dot products; f32 it is");
+            }
+            trit_kernels::ggml::TernaryGrad::F32
+        }
+        g => g,
+    };
     tracing::debug!("ternary gradient: {}", grad.name());
     let model_path = PathBuf::from(p.required("-m")?);
     let data_path = PathBuf::from(p.required("-f")?);

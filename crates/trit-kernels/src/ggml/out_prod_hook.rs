@@ -18,11 +18,11 @@ use crate::Weights;
 /// How training's gradient through a frozen ternary weight is computed on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TernaryGrad {
-    /// In f32, the same bits as ggml's OUT_PROD (the default).
+    /// In f32, the same bits as ggml's OUT_PROD.
     F32,
-    /// In 16-bit integers where the CPU has i16 dot products (AVX-512 VNNI, AVX-VNNI; f32
-    /// elsewhere): [`crate::out_prod_q16`], within `2⁻¹⁵` of each token's largest value per
-    /// 256 columns.
+    /// In 16-bit integers where the CPU has i16 dot products ([`crate::out_prod_q16`]: each
+    /// value held to 2⁻¹⁵ of its token's largest in the 256 columns, as the Vulkan backend's
+    /// int8 input gradient does), f32 elsewhere. The default.
     I16,
 }
 
@@ -46,11 +46,11 @@ impl FromStr for TernaryGrad {
     }
 }
 
-static GRAD_I16: AtomicBool = AtomicBool::new(false);
+static GRAD_I16: AtomicBool = AtomicBool::new(true);
 static Q16_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Compute the gradient through frozen ternary weights as `g` says from now on (call while no
-/// graph is computing). [`super::install`] sets it from `TRIT_TERNARY_GRAD` (`f32` when unset).
+/// graph is computing). [`super::install`] sets it from `TRIT_TERNARY_GRAD` (`i16` when unset).
 pub fn set_ternary_grad(g: TernaryGrad) {
     GRAD_I16.store(g == TernaryGrad::I16, Ordering::Relaxed);
 }
