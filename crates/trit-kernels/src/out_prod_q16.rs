@@ -40,10 +40,15 @@ const CHUNK_ROWS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Scalar,
+    /// AVX2 `vpmaddwd` + `vpaddd`: the AVX-VNNI tile with its one instruction in two, exactly
+    /// equal (the products of a weight in {−1, 0, 1} cannot overflow). No faster than the f32
+    /// path, so the hook never takes it; it proves the 256-bit tile on CPUs without AVX-VNNI.
     #[cfg(target_arch = "x86_64")]
-    Avx512,
+    Avx2,
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 fn path(isa: Isa) -> Path {
@@ -52,14 +57,19 @@ fn path(isa: Isa) -> Path {
         Isa::Avx512Vnni => Path::Avx512,
         #[cfg(target_arch = "x86_64")]
         Isa::AvxVnni => Path::AvxVnni,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Path::Avx2,
         _ => Path::Scalar,
     }
 }
 
-/// Whether `isa` has a vector path here (i16 dot products: AVX-512 VNNI, AVX-VNNI). Elsewhere
+/// Whether `isa` has a fast path here (i16 dot products: AVX-512 VNNI, AVX-VNNI). Elsewhere
 /// the f32 path ([`crate::out_prod`]) is as fast, so the hook keeps it.
 pub fn has_q16_path(isa: Isa) -> bool {
-    path(isa) != Path::Scalar
+    #[cfg(target_arch = "x86_64")]
+    return matches!(path(isa), Path::Avx512 | Path::AvxVnni);
+    #[cfg(not(target_arch = "x86_64"))]
+    return path(isa) != Path::Scalar;
 }
 
 /// Buffers one thread reuses from item to item.
@@ -178,7 +188,7 @@ pub(crate) unsafe fn out_prod_q16_item(
             #[cfg(target_arch = "x86_64")]
             Path::Avx512 => unsafe { quantize_avx512(&sc.d, sv, q) },
             #[cfg(target_arch = "x86_64")]
-            Path::AvxVnni => unsafe { quantize_avx2(&sc.d, sv, q) },
+            Path::AvxVnni | Path::Avx2 => unsafe { quantize_avx2(&sc.d, sv, q) },
             Path::Scalar => quantize(&sc.d, sv, q),
         };
         sc.scale.push(scale);
@@ -346,6 +356,8 @@ impl Tile {
                 Path::Avx512 => by_tokens!(avx512),
                 #[cfg(target_arch = "x86_64")]
                 Path::AvxVnni => by_tokens!(avxvnni),
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 => by_tokens!(avx2),
             }
         }
     }
@@ -450,6 +462,18 @@ mod x86q {
         /// T broadcasts per pair of weight rows.
         #[target_feature(enable = "avx2,avxvnni")]
         pub(super) unsafe fn avxvnni<const T: usize>(&self) {
+            self.tile256::<T>(|a, w, q| _mm256_dpwssd_avx_epi32(a, w, q))
+        }
+
+        /// [`Tile::avxvnni`] with `vpmaddwd` + `vpaddd` for `vpdpwssd`.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn avx2<const T: usize>(&self) {
+            self.tile256::<T>(|a, w, q| _mm256_add_epi32(a, _mm256_madd_epi16(w, q)))
+        }
+
+        /// The 256-bit tile, `dp(acc, w, q)` adding two rows' i16 products per lane.
+        #[inline(always)]
+        unsafe fn tile256<const T: usize>(&self, dp: impl Fn(__m256i, __m256i, __m256i) -> __m256i) {
             for c in (0..QK).step_by(16) {
                 let mut acc = [[_mm256_setzero_si256(); 2]; T];
                 if !self.first {
@@ -465,7 +489,7 @@ mod x86q {
                     for (t, a) in acc.iter_mut().enumerate() {
                         let qv = _mm256_set1_epi32(*self.q.add(t * self.q_stride + p) as i32);
                         for v in 0..2 {
-                            a[v] = _mm256_dpwssd_avx_epi32(a[v], wv[v], qv);
+                            a[v] = dp(a[v], wv[v], qv);
                         }
                     }
                 }
