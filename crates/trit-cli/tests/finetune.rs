@@ -97,17 +97,10 @@ fn llama_finetune_lora_trains_checkpoints_resumes_and_the_adapter_loads() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Per-step train losses from the CSV log.
-fn csv_losses(path: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines().skip(1).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect()
-}
-
-/// `--device vulkan` (lavapipe here) trains: every training op on the GPU, the loss falls as on
-/// the CPU. One window of plain text, six steps at lr 1e-2.
-#[test]
-fn finetune_on_vulkan_learns_like_the_cpu() {
-    let dir = std::env::temp_dir().join(format!("trit-cli-finetune-vk-{}", std::process::id()));
+/// A fresh directory `trit-cli-finetune-NAME-PID` holding the tiny fixture converted to GGUF
+/// and one window of plain text: (dir, the trit binary, model, text).
+fn tiny_model_and_text(name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("trit-cli-finetune-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let trit = PathBuf::from(env!("CARGO_BIN_EXE_trit"));
@@ -121,6 +114,20 @@ fn finetune_on_vulkan_learns_like_the_cpu() {
     let data = dir.join("text.txt");
     std::fs::write(&data, "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. ".repeat(3))
         .unwrap();
+    (dir, trit, model, data)
+}
+
+/// Per-step train losses from the CSV log.
+fn csv_losses(path: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().skip(1).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect()
+}
+
+/// `--device vulkan` (lavapipe here) trains: every training op on the GPU, the loss falls as on
+/// the CPU. One window of plain text, six steps at lr 1e-2.
+#[test]
+fn finetune_on_vulkan_learns_like_the_cpu() {
+    let (dir, trit, model, data) = tiny_model_and_text("vk");
     let train = |device: &str| {
         let out = dir.join(format!("{device}.gguf"));
         let (ok, log) = run(Command::new(&trit)
@@ -195,20 +202,7 @@ fn finetune_on_vulkan_learns_like_the_cpu() {
 /// implementations show, and the loss falls as far. A value other than f32 or i16 is refused.
 #[test]
 fn finetune_i16_ternary_gradients_learn_like_f32() {
-    let dir = std::env::temp_dir().join(format!("trit-cli-finetune-i16-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let trit = PathBuf::from(env!("CARGO_BIN_EXE_trit"));
-    let model = dir.join("tiny.gguf");
-    let (ok, log) = run(Command::new(&trit)
-        .arg("convert")
-        .arg(workspace().join("tests/fixtures/bitnet-2b4t-bf16"))
-        .arg("-o")
-        .arg(&model));
-    assert!(ok, "{log}");
-    let data = dir.join("text.txt");
-    std::fs::write(&data, "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. ".repeat(3))
-        .unwrap();
+    let (dir, trit, model, data) = tiny_model_and_text("i16");
     // i16 where this CPU has i16 dot products (AVX-512 VNNI, AVX-VNNI), else f32.
     let i16_here = trit_kernels::out_prod_q16::has_q16_path(trit_kernels::Isa::detect());
     let train = |flag: Option<&str>, expect: &str| {

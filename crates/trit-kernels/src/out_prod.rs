@@ -172,23 +172,40 @@ pub fn out_prod(
     fused: bool,
 ) -> Result<(), KernelError> {
     isa.check()?;
-    let (rows, k, n) = (w.rows(), w.k(), lay.n);
+    let (k, n) = (w.k(), lay.n);
+    check_buffers(w.rows(), k, lay, s.len(), y.len())?;
     if n == 0 {
         return Ok(());
-    }
-    let need_y = (n - 1) * lay.ldy + k;
-    if lay.ldy < k || y.len() < need_y {
-        return Err(KernelError::ShortBuffer { what: "output", need: need_y, got: y.len() });
-    }
-    let need_s = if rows == 0 { 0 } else { (n - 1) * lay.s_tok + (rows - 1) * lay.s_row + 1 };
-    if s.len() < need_s {
-        return Err(KernelError::ShortBuffer { what: "input", need: need_s, got: s.len() });
     }
     let plan = Plan::new(k, n, 1);
     let mut buf = Vec::new();
     for item in 0..plan.items() {
         // SAFETY: the checks above bound every read of `s` and write of `y`; the items cover Y.
         unsafe { out_prod_item(isa, w, s.as_ptr(), y.as_mut_ptr(), lay, fused, plan, item, &mut buf) };
+    }
+    Ok(())
+}
+
+/// That `S` (`s_len` values) holds every `(t, r)` of `lay` for `rows` weight rows and `Y`
+/// (`y_len`) its `n` rows of `k` (nothing to hold when `n` is 0).
+pub(crate) fn check_buffers(
+    rows: usize,
+    k: usize,
+    lay: OutProdLayout,
+    s_len: usize,
+    y_len: usize,
+) -> Result<(), KernelError> {
+    let n = lay.n;
+    if n == 0 {
+        return Ok(());
+    }
+    let need_y = (n - 1) * lay.ldy + k;
+    if lay.ldy < k || y_len < need_y {
+        return Err(KernelError::ShortBuffer { what: "output", need: need_y, got: y_len });
+    }
+    let need_s = if rows == 0 { 0 } else { (n - 1) * lay.s_tok + (rows - 1) * lay.s_row + 1 };
+    if s_len < need_s {
+        return Err(KernelError::ShortBuffer { what: "input", need: need_s, got: s_len });
     }
     Ok(())
 }

@@ -24,7 +24,7 @@
 //! already rounds its activations to 8 bits.
 
 use crate::formats::block_scale;
-use crate::out_prod::{OutProdLayout, Plan};
+use crate::out_prod::{check_buffers, OutProdLayout, Plan};
 use crate::{decode_row, Isa, KernelError, Weights, QK};
 
 /// Most weight rows (gradient values summed per output): keeps the i32 sums exact.
@@ -106,16 +106,9 @@ pub fn out_prod_q16(
     if rows > Q16_MAX_ROWS {
         return Err(KernelError::Shape(format!("{rows} rows: at most {Q16_MAX_ROWS} for i16 gradients")));
     }
+    check_buffers(rows, k, lay, s.len(), y.len())?;
     if n == 0 {
         return Ok(());
-    }
-    let need_y = (n - 1) * lay.ldy + k;
-    if lay.ldy < k || y.len() < need_y {
-        return Err(KernelError::ShortBuffer { what: "output", need: need_y, got: y.len() });
-    }
-    let need_s = if rows == 0 { 0 } else { (n - 1) * lay.s_tok + (rows - 1) * lay.s_row + 1 };
-    if s.len() < need_s {
-        return Err(KernelError::ShortBuffer { what: "input", need: need_s, got: s.len() });
     }
     let plan = Plan::new(k, n, 1);
     let mut scratch = Q16Scratch::default();

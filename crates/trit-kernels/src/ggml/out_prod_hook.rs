@@ -47,6 +47,12 @@ impl FromStr for TernaryGrad {
 }
 
 static GRAD_I16: AtomicBool = AtomicBool::new(true);
+
+thread_local! {
+    /// Each thread's buffers, kept from op to op: the i16 form's quantized gradient is
+    /// megabytes, and a fresh allocation every op would fault its pages in every time.
+    static SCRATCH: std::cell::RefCell<(Q16Scratch, Vec<f32>)> = Default::default();
+}
 static Q16_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Compute the gradient through frozen ternary weights as `g` says from now on (call while no
@@ -194,32 +200,33 @@ unsafe extern "C" fn out_prod_hook(dst: *const sys::ggml_tensor, ith: c_int, nth
     let isa = super::isa();
     let ternary = matches!(s0.type_, sys::GGML_TYPE_TQ2_0 | sys::GGML_TYPE_TQ1_0);
     let q16 = ternary && ternary_grad() == TernaryGrad::I16 && has_q16_path(isa) && rows <= Q16_MAX_ROWS;
-    let mut scratch = Q16Scratch::default();
-    let (mut buf, mut cur) = (Vec::new(), None);
-    for item in ith * total / nth..(ith + 1) * total / nth {
-        let m = item / per;
-        let (i2, i3) = (m % ne2, m / ne2);
-        if cur.as_ref().is_none_or(|(cm, _)| *cm != m) {
-            let at = (i2 / dps2) * s0.nb[2] + (i3 / dps3) * s0.nb[3];
-            let Some(w) = weights(at) else { unreachable!("checked at offset 0: the same strides and sizes") };
-            cur = Some((m, w));
-        }
-        let w = &cur.as_ref().unwrap().1;
-        // SAFETY: src1 holds (t, r) of matrix (i2, i3) at t·nb[0] + r·nb[1] bytes from
-        // i2·nb[2] + i3·nb[3] (t < n, r < rows) and dst that matrix's n rows of k floats
-        // nb[1] bytes apart (ggml's tensors, checked above); the items are disjoint pieces of
-        // dst, each computed by one thread.
-        unsafe {
-            let sm = (s1.data as *const u8).add(i2 * s1.nb[2] + i3 * s1.nb[3]) as *const f32;
-            let dm = (d.data as *mut u8).add(i2 * d.nb[2] + i3 * d.nb[3]) as *mut f32;
-            match w {
-                OutProdWeights::Ternary(tw) if q16 => {
-                    out_prod_q16_item(isa, tw, sm, dm, lay, plan, item % per, &mut scratch)
+    let mut cur = None;
+    SCRATCH.with_borrow_mut(|(scratch, buf)| {
+        for item in ith * total / nth..(ith + 1) * total / nth {
+            let m = item / per;
+            let (i2, i3) = (m % ne2, m / ne2);
+            if cur.as_ref().is_none_or(|(cm, _)| *cm != m) {
+                let at = (i2 / dps2) * s0.nb[2] + (i3 / dps3) * s0.nb[3];
+                let Some(w) = weights(at) else { unreachable!("checked at offset 0: the same strides and sizes") };
+                cur = Some((m, w));
+            }
+            let w = &cur.as_ref().unwrap().1;
+            // SAFETY: src1 holds (t, r) of matrix (i2, i3) at t·nb[0] + r·nb[1] bytes from
+            // i2·nb[2] + i3·nb[3] (t < n, r < rows) and dst that matrix's n rows of k floats
+            // nb[1] bytes apart (ggml's tensors, checked above); the items are disjoint pieces
+            // of dst, each computed by one thread.
+            unsafe {
+                let sm = (s1.data as *const u8).add(i2 * s1.nb[2] + i3 * s1.nb[3]) as *const f32;
+                let dm = (d.data as *mut u8).add(i2 * d.nb[2] + i3 * d.nb[3]) as *mut f32;
+                match w {
+                    OutProdWeights::Ternary(tw) if q16 => {
+                        out_prod_q16_item(isa, tw, sm, dm, lay, plan, item % per, scratch)
+                    }
+                    _ => out_prod_item(isa, w, sm, dm, lay, fused, plan, item % per, buf),
                 }
-                _ => out_prod_item(isa, w, sm, dm, lay, fused, plan, item % per, &mut buf),
             }
         }
-    }
+    });
     RUNS.fetch_add(1, Ordering::Relaxed);
     if q16 {
         Q16_RUNS.fetch_add(1, Ordering::Relaxed);
