@@ -51,6 +51,8 @@ run() { # variant round -> appends "variant tok/s losses" to results
         noout) env=(TRIT_OUT_PROD=0) ;;
         ggml) args=(--ternary-kernels ggml) ;;
         f32) args=(--ternary-grad f32) ;;
+        trit) ;;
+        *) echo "unknown variant '$v' (trit, f32, noout, ggml)" >&2; exit 2 ;;
     esac
     local out="$DIR/train-$v-$r"
     rm -rf "$out.ck"

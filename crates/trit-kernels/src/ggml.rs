@@ -459,11 +459,11 @@ pub fn matvec_chunks_with(rows: usize, stride: usize, nth: usize, tail: bool) ->
     }
     let align = chunk_align(stride);
     let small = (big / 4).div_ceil(align).max(1) * align;
-    let tail = 2 * nth.max(1) * small;
-    if small >= big || rows < tail + big {
+    let tail_rows = 2 * nth.max(1) * small;
+    if small >= big || rows < tail_rows + big {
         return Chunks::uniform(rows, big);
     }
-    Chunks { rows, big, n_big: (rows - tail) / big, small }
+    Chunks { rows, big, n_big: (rows - tail_rows) / big, small }
 }
 
 /// TRIT_MATVEC_TAIL=1: mat-vecs end in quarter-size chunks ([`matvec_chunks`]).

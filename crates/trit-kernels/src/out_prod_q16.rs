@@ -198,12 +198,13 @@ pub(crate) unsafe fn out_prod_q16_item(
             let out = &mut sc.w[pp * QK..(pp + 1) * QK];
             #[cfg(target_arch = "x86_64")]
             if w.ty == crate::TernaryType::Tq2_0 && p != Path::Scalar {
-                let bb = if rb < rows { block(rb) } else { &TQ2_ZERO_BLOCK[..] };
+                let partner = if rb < rows { block(rb) } else { &TQ2_ZERO_BLOCK[..] };
+                let (a, b, o) = (block(ra).as_ptr(), partner.as_ptr(), out.as_mut_ptr());
                 // SAFETY: two whole TQ2_0 blocks, 256 outputs; the features match the path.
                 unsafe {
                     match p {
-                        Path::Avx512 => x86q::tq2_pairs_avx512(block(ra).as_ptr(), bb.as_ptr(), out.as_mut_ptr()),
-                        _ => x86q::tq2_pairs_avx2(block(ra).as_ptr(), bb.as_ptr(), out.as_mut_ptr()),
+                        Path::Avx512 => x86q::tq2_pairs_avx512(a, b, o),
+                        _ => x86q::tq2_pairs_avx2(a, b, o),
                     }
                 }
                 continue;
@@ -329,6 +330,7 @@ impl Tile {
     /// # Safety
     /// The pointers cover what the fields say for `tt` tokens; the path's features are there.
     unsafe fn run(&self, p: Path, tt: usize) {
+        #[cfg(target_arch = "x86_64")]
         macro_rules! by_tokens {
             ($f:ident) => {
                 match tt {

@@ -126,23 +126,16 @@ pub fn main(prog: &str, argv: &[String]) -> Result<()> {
     // trit's CPU kernels: the ternary products of the forward pass and the OUT_PROD of the
     // gradient through each frozen weight (ggml's with --ternary-kernels ggml).
     common::install_ternary_kernels(common::ternary_kernels(&p, false)?[0]);
-    if let Some(v) = p.str("--ternary-grad") {
-        let g: trit_kernels::ggml::TernaryGrad =
-            v.parse().map_err(|e: String| anyhow::anyhow!("--ternary-grad: {e}"))?;
+    let asked = p.str("--ternary-grad").map(str::parse::<trit_kernels::ggml::TernaryGrad>).transpose();
+    let asked = asked.map_err(|e| anyhow::anyhow!("--ternary-grad: {e}"))?;
+    if let Some(g) = asked {
         trit_kernels::ggml::set_ternary_grad(g);
     }
     // i16 only where the CPU has i16 dot products (the f32 path is as fast elsewhere).
-    let grad = match trit_kernels::ggml::ternary_grad() {
-        trit_kernels::ggml::TernaryGrad::I16
-            if !trit_kernels::out_prod_q16::has_q16_path(trit_kernels::Isa::detect()) =>
-        {
-            if p.str("--ternary-grad").is_some() {
-                tracing::warn!("--ternary-grad i16: this CPU has no i16 dot products; f32 it is");
-            }
-            trit_kernels::ggml::TernaryGrad::F32
-        }
-        g => g,
-    };
+    let grad = trit_kernels::ggml::ternary_grad();
+    if asked.is_some_and(|g| g != grad) {
+        tracing::warn!("--ternary-grad i16: this CPU has no i16 dot products; f32 it is");
+    }
     tracing::debug!("ternary gradient: {}", grad.name());
     let model_path = PathBuf::from(p.required("-m")?);
     let data_path = PathBuf::from(p.required("-f")?);

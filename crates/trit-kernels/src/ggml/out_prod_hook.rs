@@ -61,9 +61,10 @@ pub fn set_ternary_grad(g: TernaryGrad) {
     GRAD_I16.store(g == TernaryGrad::I16, Ordering::Relaxed);
 }
 
-/// The form [`set_ternary_grad`] chose.
+/// The form the hook computes in: [`set_ternary_grad`]'s choice, but f32 where the installed
+/// ISA has no i16 dot products (the f32 path is as fast there).
 pub fn ternary_grad() -> TernaryGrad {
-    if GRAD_I16.load(Ordering::Relaxed) {
+    if GRAD_I16.load(Ordering::Relaxed) && has_q16_path(super::isa()) {
         TernaryGrad::I16
     } else {
         TernaryGrad::F32
@@ -199,7 +200,7 @@ unsafe extern "C" fn out_prod_hook(dst: *const sys::ggml_tensor, ith: c_int, nth
     let fused = FUSED.load(Ordering::Relaxed);
     let isa = super::isa();
     let ternary = matches!(s0.type_, sys::GGML_TYPE_TQ2_0 | sys::GGML_TYPE_TQ1_0);
-    let q16 = ternary && ternary_grad() == TernaryGrad::I16 && has_q16_path(isa) && rows <= Q16_MAX_ROWS;
+    let q16 = ternary && ternary_grad() == TernaryGrad::I16 && rows <= Q16_MAX_ROWS;
     let mut cur = None;
     SCRATCH.with_borrow_mut(|(scratch, buf)| {
         for item in ith * total / nth..(ith + 1) * total / nth {
