@@ -142,14 +142,23 @@ fn ggml_then_hooked(graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize)
     ggml_then_hooked_counting(trit_kernels::ggml::f16_hook_runs, graph)
 }
 
-/// [`ggml_then_hooked`], counting the runs of the hook whose counter `runs` reads.
+/// [`ggml_then_hooked`], counting the runs of the hook whose counter `runs` reads, with the
+/// gradient through ternary weights in f32 (ggml's bits; i16 is the default).
 fn ggml_then_hooked_counting(runs: fn() -> usize, graph: impl Fn() -> Vec<f32>) -> (Vec<f32>, Vec<f32>, usize) {
-    use trit_kernels::ggml::{install, set_ternary_grad, TernaryGrad, TernaryKernels};
+    ggml_then_hooked_with(trit_kernels::ggml::TernaryGrad::F32, runs, graph)
+}
+
+/// [`ggml_then_hooked_counting`] with training's gradient through ternary weights in `grad`.
+fn ggml_then_hooked_with(
+    grad: trit_kernels::ggml::TernaryGrad,
+    runs: fn() -> usize,
+    graph: impl Fn() -> Vec<f32>,
+) -> (Vec<f32>, Vec<f32>, usize) {
+    use trit_kernels::ggml::{install, set_ternary_grad, TernaryKernels};
     install(TernaryKernels::Ggml);
     let theirs = graph();
     install(TernaryKernels::Trit);
-    // The gradient through ternary weights in f32, ggml's bits (i16 is the default).
-    set_ternary_grad(TernaryGrad::F32);
+    set_ternary_grad(grad);
     let before = runs();
     let hooked = graph();
     let ran = runs() - before;
@@ -987,7 +996,7 @@ fn out_prod_hook_matches_ggml() {
 #[test]
 fn out_prod_hook_i16_gradients() {
     let _choice = kernel_choice();
-    use trit_kernels::ggml::{install, out_prod_q16_runs, set_ternary_grad, TernaryGrad, TernaryKernels};
+    use trit_kernels::ggml::{out_prod_q16_runs, TernaryGrad};
     use trit_kernels::out_prod_q16::has_q16_path;
     let q16 = has_q16_path(Isa::detect());
     let mut seed = 31;
@@ -1006,15 +1015,7 @@ fn out_prod_hook_i16_gradients() {
         for threads in [1, 3, 16] {
             for transposed in [true, false] {
                 let graph = || ggml_graph_out_prod(gtype(ty), &q, rows, k, &s, n, transposed, threads);
-                install(TernaryKernels::Ggml);
-                let theirs = graph();
-                install(TernaryKernels::Trit);
-                set_ternary_grad(TernaryGrad::I16);
-                let before = out_prod_q16_runs();
-                let ours = graph();
-                let ran = out_prod_q16_runs() - before;
-                set_ternary_grad(TernaryGrad::F32);
-                install(TernaryKernels::Ggml);
+                let (theirs, ours, ran) = ggml_then_hooked_with(TernaryGrad::I16, out_prod_q16_runs, graph);
                 let what = format!("{ty:?} k={k} rows={rows} n={n} threads={threads} transposed={transposed}");
                 if !q16 {
                     assert_eq!(ran, 0, "{what}");
